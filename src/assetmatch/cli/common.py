@@ -1,0 +1,44 @@
+"""Shared CLI plumbing: settings from --config, one console, friendly errors."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+
+from assetmatch.config import ConfigError, Settings, load_settings
+
+console = Console()
+err_console = Console(stderr=True)
+
+_state: dict[str, Any] = {"config": None}
+
+
+def set_config_path(path: Path | None) -> None:
+    _state["config"] = path
+
+
+def settings(**overrides: Any) -> Settings:
+    """Settings from the --config given to the root command (or assetmatch.yaml / env)."""
+    try:
+        return load_settings(_state["config"], **overrides)
+    except ConfigError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+@contextmanager
+def friendly_errors(*expected: type[BaseException]) -> Iterator[None]:
+    """Print expected errors as one red line and exit 2, instead of a traceback."""
+    try:
+        yield
+    except (ConfigError, *expected) as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+Register = Callable[[typer.Typer], None]

