@@ -143,6 +143,17 @@ class RecallConfig(_Strict):
     hnsw_threshold: int = Field(default=50_000, gt=0, description="Above this many tables use HNSW, not exact.")
 
 
+class MatchingConfig(_Strict):
+    fine_top_n: int = Field(
+        default=20, gt=0, description="How many coarse-ranked tables the fine ranker (LoRA) rescores, when one is loaded."
+    )
+    fine_thresholds: dict[str, float] = Field(
+        default_factory=dict,
+        description="Business -> fine-score threshold for set selection (fitted by the ranker training).",
+    )
+    recall_k: int = Field(default=50, gt=0, description="Hits asked from each recall path per requirement.")
+
+
 class ServingConfig(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, gt=0, lt=65536)
@@ -172,6 +183,7 @@ class Settings(BaseSettings):
     feast: FeastConfig = Field(default_factory=FeastConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     recall: RecallConfig = Field(default_factory=RecallConfig)
+    matching: MatchingConfig = Field(default_factory=MatchingConfig)
     serving: ServingConfig = Field(default_factory=ServingConfig)
 
     _yaml_file: str | None = None
