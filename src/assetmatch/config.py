@@ -145,7 +145,9 @@ class RecallConfig(_Strict):
 
 class MatchingConfig(_Strict):
     fine_top_n: int = Field(
-        default=20, gt=0, description="How many coarse-ranked tables the fine ranker (LoRA) rescores, when one is loaded."
+        default=20,
+        gt=0,
+        description="How many coarse-ranked tables the fine ranker (LoRA) rescores, when one is loaded.",
     )
     fine_thresholds: dict[str, float] = Field(
         default_factory=dict,
