@@ -122,6 +122,15 @@ class FeastConfig(_Strict):
         default=SecretStr("127.0.0.1:6379"), description="Redis connection string when online_store=redis."
     )
     enabled: bool = Field(default=True, description="Use Feast features in coarse ranking.")
+    project: str = Field(
+        default="assetmatch", description="Feast project name; also the key prefix in a shared online store."
+    )
+    data_dir: str = Field(
+        default=".assetmatch/feast", description="Where Feast keeps its registry and the SQLite online store."
+    )
+    history_days: int = Field(
+        default=365, gt=0, description="Most days of daily feature snapshots computed back from the lake's latest data."
+    )
 
 
 class ModelConfig(_Strict):
@@ -167,6 +176,32 @@ class ServingConfig(_Strict):
     max_wait_ms: float = Field(default=5.0, ge=0)
     cache_size: int = Field(default=10_000, ge=0)
     redis_cache_url: SecretStr | None = None
+    require_api_key: bool = Field(
+        default=True, description="Refuse requests without a known API key (401). Turn off only on a laptop."
+    )
+    max_requirement_chars: int = Field(default=2_000, gt=0, description="Longest requirement text accepted (422).")
+    max_k: int = Field(default=100, gt=0, description="Largest `k` (ranked tables per answer) accepted (422).")
+    max_body_bytes: int = Field(default=65_536, gt=0, description="Largest request body accepted (413).")
+    batch_mode: Literal["mixed", "serial"] = Field(
+        default="mixed",
+        description="mixed: one forward pass per micro-batch across businesses' adapters; "
+        "serial: one pass per adapter (the baseline).",
+    )
+    reload_interval_s: float = Field(
+        default=30.0, ge=0, description="How often the watcher looks for a new champion or index (0: never)."
+    )
+    ab_split: dict[str, float] = Field(
+        default_factory=dict,
+        description="Business -> share of users (0..1) served by the challenger; sticky by a hash of user_id.",
+    )
+    cache_ttl_s: float = Field(default=3_600.0, gt=0, description="Lifetime of a cached answer in Redis.")
+    feedback_flush_rows: int = Field(default=100, gt=0, description="Flush buffered feedback at this many rows.")
+    feedback_flush_interval_s: float = Field(
+        default=5.0, gt=0, description="Flush buffered feedback at least this often."
+    )
+    request_memory: int = Field(
+        default=100_000, gt=0, description="Recent answers remembered so feedback can be joined to them."
+    )
 
 
 class Settings(BaseSettings):
