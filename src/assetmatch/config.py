@@ -204,6 +204,39 @@ class ServingConfig(_Strict):
     )
 
 
+class LlmConfig(_Strict):
+    """An OpenAI-compatible chat endpoint that writes extra synthetic requirements (off by default)."""
+
+    enabled: bool = Field(default=False, description="Call the endpoint during training-data augmentation.")
+    base_url: str = Field(default="http://127.0.0.1:8001/v1", description="Endpoint root (…/v1).")
+    model: str = Field(default="", description="Model name sent in the request.")
+    api_key: SecretStr | None = Field(default=None, description="Bearer token; may use ${ENV}.")
+    timeout_s: float = Field(default=30.0, gt=0, description="Per-request timeout in seconds.")
+    per_table: int = Field(default=2, ge=0, description="Requirements asked for per table.")
+
+
+class TrainingConfig(_Strict):
+    ranker: dict[str, Any] = Field(
+        default_factory=dict, description="Overrides of RankerConfig fields (assetmatch.ranking.config)."
+    )
+    llm: LlmConfig = Field(default_factory=LlmConfig, description="Optional LLM augmentation.")
+    adapters_dir: str = Field(default=".assetmatch/adapters", description="Where trained adapters are written.")
+    work_pool: str = Field(default="gpu", description="Prefect work pool (tag) of training tasks.")
+
+
+class PromotionConfig(_Strict):
+    k: int = Field(default=3, gt=0, description="k of the all-gold@k metric the gate compares.")
+    confidence: float = Field(default=0.95, gt=0.5, lt=1, description="Two-sided bootstrap CI level.")
+    margin: float = Field(
+        default=0.01, ge=0, description="Non-inferiority margin: a faster challenger may be this much worse."
+    )
+    bootstrap_samples: int = Field(default=2000, ge=100, description="Paired bootstrap resamples.")
+    seed: int = Field(default=7, description="Seed of the bootstrap.")
+    latency_budget_ms: float = Field(
+        default=200.0, gt=0, description="p95 fine-rank latency per requirement a challenger must stay under."
+    )
+
+
 class Settings(BaseSettings):
     """Everything assetmatch reads from `assetmatch.yaml` and `ASSETMATCH_*` environment variables."""
 
@@ -222,6 +255,8 @@ class Settings(BaseSettings):
     recall: RecallConfig = Field(default_factory=RecallConfig)
     matching: MatchingConfig = Field(default_factory=MatchingConfig)
     serving: ServingConfig = Field(default_factory=ServingConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    promotion: PromotionConfig = Field(default_factory=PromotionConfig)
 
     _yaml_file: str | None = None
 
