@@ -2,28 +2,63 @@
 
 Reads take an optional `version` (time travel); every write is one Delta commit tagged with the
 run id in its commit metadata, so a crash mid-write leaves the previous version intact.
+
+Writes from several threads of one process (the ingest flow merges sources in parallel) are
+serialized by a per-lake lock: each merge reads the current state and commits in one critical
+section. A commit that loses a race with another process (`CommitFailedError`) is retried from a
+fresh read by tenacity.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Iterable, Sequence
+import threading
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import CommitProperties, DeltaTable, write_deltalake
-from deltalake.exceptions import TableNotFoundError
+from deltalake.exceptions import CommitFailedError, TableNotFoundError
+from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 from assetmatch.lake import tables as T
 from assetmatch.models import Column, ForeignKey, GlossaryTerm, QueryLogEntry, Requirement, TableAsset
 
+R = TypeVar("R")
+_LOCKS: dict[str, threading.RLock] = {}
+_LOCKS_GUARD = threading.Lock()
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def _lake_lock(uri: str) -> threading.RLock:
+    with _LOCKS_GUARD:
+        return _LOCKS.setdefault(uri, threading.RLock())
+
+
+def _retry_on_conflict(fn: Callable[[], R]) -> R:
+    """Run a read-then-commit step, retrying it from scratch when another writer won the race."""
+    retrying = retry(
+        retry=retry_if_exception_type(CommitFailedError),
+        stop=stop_after_attempt(5),
+        wait=wait_random_exponential(multiplier=0.05, max=2),
+        reraise=True,
+    )
+    return retrying(fn)()
+
+
+def _row_digest(row: dict[str, Any], ignore: Iterable[str] = ("run_id",)) -> str:
+    """Digest of a lake row without bookkeeping columns, to skip rewriting unchanged rows."""
+    payload = {k: v for k, v in row.items() if k not in set(ignore)}
+    blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, default=str, separators=(",", ":"))
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
 @dataclass
@@ -43,7 +78,9 @@ class MergeResult:
         return bool(self.inserted or self.updated or self.soft_deleted or self.restored)
 
 
-def asset_to_row(asset: TableAsset, run_id: str, now: datetime, content_hash: str | None = None) -> dict[str, Any]:
+def asset_to_row(
+    asset: TableAsset, run_id: str, now: datetime, content_hash: str | None = None
+) -> dict[str, Any]:
     return {
         "asset_id": asset.asset_id,
         "business": asset.business,
@@ -78,12 +115,31 @@ def row_to_asset(row: dict[str, Any]) -> TableAsset:
         comment=row["comment"] or "",
         columns=[Column(**c) for c in row["columns"] or []],
         foreign_keys=[
-            ForeignKey(columns=fk["columns"] or [], ref_asset_id=fk["ref_asset_id"], ref_columns=fk["ref_columns"] or [])
+            ForeignKey(
+                columns=fk["columns"] or [],
+                ref_asset_id=fk["ref_asset_id"],
+                ref_columns=fk["ref_columns"] or [],
+            )
             for fk in row["foreign_keys"] or []
         ],
         row_count=row["row_count"],
         properties=json.loads(row["properties"]) if row.get("properties") else {},
     )
+
+
+def _apply_filters(data: pa.Table, filters: Sequence[tuple[str, str, Any]]) -> pa.Table:
+    for column, op, value in filters:
+        values = data[column]
+        if op == "=":
+            mask = pc.equal(values, value)
+        elif op == "!=":
+            mask = pc.not_equal(values, value)
+        elif op == "in":
+            mask = pc.is_in(values, pa.array(list(value), values.type))
+        else:
+            raise ValueError(f"unsupported filter operator {op!r} (use =, != or in)")
+        data = data.filter(pc.fill_null(mask, False))
+    return data
 
 
 class Lake:
@@ -92,6 +148,7 @@ class Lake:
     def __init__(self, uri: str | Path, storage_options: dict[str, str] | None = None) -> None:
         self.uri = str(uri).rstrip("/")
         self.storage_options = storage_options or None
+        self._lock = _lake_lock(self.uri)
 
     @classmethod
     def from_settings(cls, settings: Any) -> Lake:
@@ -105,10 +162,24 @@ class Lake:
         return f"{self.uri}/{table}"
 
     def table(self, table: str, version: int | None = None) -> DeltaTable | None:
+        """The Delta table at `version` (latest if None); None when it does not exist yet.
+
+        A version that does not exist (never written, or vacuumed) is a ValueError naming the
+        versions there are.
+        """
         try:
-            return DeltaTable(self.path(table), version=version, storage_options=self.storage_options)
+            dt = DeltaTable(self.path(table), storage_options=self.storage_options)
         except TableNotFoundError:
             return None
+        if version is not None and version != dt.version():
+            latest = dt.version()
+            if version < 0 or version > latest:
+                raise ValueError(f"lake table {table!r} has no version {version} (versions 0..{latest})")
+            try:
+                dt.load_as_version(version)
+            except Exception as exc:  # deltalake raises a generic error for vacuumed versions
+                raise ValueError(f"lake table {table!r}: version {version} cannot be read ({exc})") from exc
+        return dt
 
     def exists(self, table: str) -> bool:
         return self.table(table) is not None
@@ -122,14 +193,26 @@ class Lake:
         return {name: self.version(name) for name in T.SCHEMAS}
 
     def history(self, table: str, limit: int | None = None) -> list[dict[str, Any]]:
+        """Commits of `table`, newest first, each with its version, timestamp, operation and the
+        `assetmatch.run_id` / `assetmatch.operation` metadata written by this class."""
         dt = self.table(table)
         return [] if dt is None else dt.history(limit)
 
     # ---- reads ---------------------------------------------------------------------------
     def read_arrow(
-        self, table: str, version: int | None = None, columns: Sequence[str] | None = None
+        self,
+        table: str,
+        version: int | None = None,
+        columns: Sequence[str] | None = None,
+        filters: list[tuple[str, str, Any]] | None = None,
     ) -> pa.Table:
-        """The whole table at `version` (latest if None); an empty table of the right schema if absent."""
+        """The table at `version` (latest if None); an empty table of the right schema if absent.
+
+        filters: a conjunction of `(column, op, value)` with op `=`, `!=` or `in`, e.g.
+        `[("business", "=", "g1")]`. Applied to the Arrow table after the read: deltalake's own
+        pushed-down filters fail on files written with string_view columns (pyarrow has no
+        string/string_view comparison kernel), and the lake's tables are small enough.
+        """
         dt = self.table(table, version)
         schema = T.SCHEMAS[table]
         if dt is None:
@@ -137,8 +220,12 @@ class Lake:
                 raise ValueError(f"lake table {table!r} does not exist, so it has no version {version}")
             empty = schema.empty_table()
             return empty.select(list(columns)) if columns else empty
-        data = dt.to_pyarrow_table(columns=list(columns) if columns else None)
-        return data
+        wanted = list(columns) if columns else None
+        if not filters:
+            return dt.to_pyarrow_table(columns=wanted)
+        needed = None if wanted is None else list(dict.fromkeys(wanted + [f[0] for f in filters]))
+        data = _apply_filters(dt.to_pyarrow_table(columns=needed), filters)
+        return data.select(wanted) if wanted else data
 
     def read_assets(
         self,
@@ -179,54 +266,159 @@ class Lake:
             if business is None or r["business"] == business
         ]
 
+    def read_quarantine(self, run_id: str | None = None, source: str | None = None) -> list[dict[str, Any]]:
+        """Rows refused by validation, oldest first; optionally one run's or one source's."""
+        filters: list[tuple[str, str, Any]] = []
+        if run_id is not None:
+            filters.append(("run_id", "=", run_id))
+        if source is not None:
+            filters.append(("source", "=", source))
+        rows = self.read_arrow(T.QUARANTINE, filters=filters or None).to_pylist()
+        return sorted(rows, key=lambda r: r["quarantined_at"])
+
+    def live_asset_ids(self, source: str) -> set[str]:
+        """Ids of the not-deleted assets that `source` reported last time (for the shrink guard)."""
+        data = self.read_arrow(T.ASSETS, columns=["asset_id", "deleted"], filters=[("source", "=", source)])
+        return {a for a, d in zip(data["asset_id"].to_pylist(), data["deleted"].to_pylist()) if not d}
+
+    def asset_history(self, asset_id: str, max_versions: int = 100) -> list[dict[str, Any]]:
+        """Time travel on one asset: every version of `assets` where its row changed, newest first.
+
+        Each entry: version, timestamp, run_id, change (inserted / updated / soft_deleted /
+        restored) and the row as it was after that commit. Scans at most `max_versions` commits.
+        """
+        dt = self.table(T.ASSETS)
+        if dt is None:
+            return []
+        commits = {c["version"]: c for c in dt.history(max_versions)}
+        versions = sorted(commits)
+        previous: dict[str, Any] | None = None
+        if versions and versions[0] > 0:
+            # the row as it was just before the scanned window, so the first entry is classified right
+            previous = self._asset_row_at(dt, asset_id, versions[0] - 1)
+        changes: list[dict[str, Any]] = []
+        for version in versions:
+            row = self._asset_row_at(dt, asset_id, version)
+            if row is None or (
+                previous is not None
+                and row["content_hash"] == previous["content_hash"]
+                and row["deleted"] == previous["deleted"]
+            ):
+                previous = row if row is not None else previous
+                continue
+            if previous is None:
+                change = "inserted"
+            elif row["deleted"] and not previous["deleted"]:
+                change = "soft_deleted"
+            elif previous["deleted"] and not row["deleted"]:
+                change = "restored"
+            else:
+                change = "updated"
+            meta = commits[version]
+            changes.append(
+                {
+                    "version": version,
+                    "timestamp": datetime.fromtimestamp(meta["timestamp"] / 1000, UTC),
+                    "run_id": meta.get("assetmatch.run_id"),
+                    "change": change,
+                    "row": row,
+                }
+            )
+            previous = row
+        return list(reversed(changes))
+
+    def _asset_row_at(self, dt: DeltaTable, asset_id: str, version: int) -> dict[str, Any] | None:
+        try:
+            dt.load_as_version(version)
+        except Exception:  # vacuumed or never existed: nothing to show for that version
+            return None
+        rows = _apply_filters(dt.to_pyarrow_table(), [("asset_id", "=", asset_id)]).to_pylist()
+        return rows[0] if rows else None
+
     # ---- writes --------------------------------------------------------------------------
     def _commit(self, run_id: str, operation: str) -> CommitProperties:
-        return CommitProperties(custom_metadata={"assetmatch.run_id": run_id, "assetmatch.operation": operation})
+        return CommitProperties(
+            custom_metadata={"assetmatch.run_id": run_id, "assetmatch.operation": operation}
+        )
 
     def append(self, table: str, rows: list[dict[str, Any]], run_id: str) -> int | None:
         """Append rows (append-only tables: quarantine, feedback, promotions). Returns the new version."""
         if not rows:
             return self.version(table)
         data = pa.Table.from_pylist(rows, schema=T.SCHEMAS[table])
-        write_deltalake(
-            self.path(table),
-            data,
-            mode="append",
-            storage_options=self.storage_options,
-            commit_properties=self._commit(run_id, "append"),
-        )
-        return self.version(table)
 
-    def upsert(self, table: str, rows: list[dict[str, Any]], run_id: str) -> int | None:
-        """MERGE rows on the table's key (`tables.KEYS`): update matched, insert new. One commit."""
-        if not rows:
-            return self.version(table)
-        keys = T.KEYS[table]
-        data = pa.Table.from_pylist(rows, schema=T.SCHEMAS[table])
-        dt = self.table(table)
-        if dt is None:
+        def write() -> int | None:
             write_deltalake(
                 self.path(table),
                 data,
                 mode="append",
                 storage_options=self.storage_options,
-                commit_properties=self._commit(run_id, "create"),
+                commit_properties=self._commit(run_id, "append"),
             )
-        else:
-            predicate = " AND ".join(f"t.{k} = s.{k}" for k in keys)
-            (
-                dt.merge(
+            return self.version(table)
+
+        with self._lock:
+            return _retry_on_conflict(write)
+
+    def upsert(
+        self, table: str, rows: list[dict[str, Any]], run_id: str, skip_unchanged: bool = True
+    ) -> int | None:
+        """MERGE rows on the table's key (`tables.KEYS`): update matched, insert new. One commit.
+
+        Rows whose content (all columns but run_id) equals the stored row are left alone, so a
+        re-ingest of the same log writes no new version. Of several rows with the same key the
+        last one wins. Returns the table's version afterwards.
+        """
+        keys = T.KEYS[table]
+        latest: dict[tuple[Any, ...], dict[str, Any]] = {}
+        for row in rows:
+            latest[tuple(row[k] for k in keys)] = row
+        if not latest:
+            return self.version(table)
+        schema = T.SCHEMAS[table]
+
+        def write() -> int | None:
+            dt = self.table(table)
+            candidates = list(latest.values())
+            if dt is not None and skip_unchanged:
+                current = dt.to_pyarrow_table(columns=[n for n in schema.names if n != "run_id"]).to_pylist()
+                stored = {tuple(r[k] for k in keys): _row_digest(r) for r in current}
+                # round-trip through Arrow so both sides compare in the same types (timestamps, nulls)
+                normalized = pa.Table.from_pylist(candidates, schema=schema).to_pylist()
+                candidates = [
+                    row
+                    for row, norm in zip(candidates, normalized)
+                    if stored.get(tuple(row[k] for k in keys)) != _row_digest(norm)
+                ]
+                if not candidates:
+                    return dt.version()
+            data = pa.Table.from_pylist(candidates, schema=schema)
+            if dt is None:
+                write_deltalake(
+                    self.path(table),
                     data,
-                    predicate=predicate,
-                    source_alias="s",
-                    target_alias="t",
-                    commit_properties=self._commit(run_id, "upsert"),
+                    mode="append",
+                    storage_options=self.storage_options,
+                    commit_properties=self._commit(run_id, "create"),
                 )
-                .when_matched_update_all()
-                .when_not_matched_insert_all()
-                .execute()
-            )
-        return self.version(table)
+            else:
+                predicate = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
+                (
+                    dt.merge(
+                        data,
+                        predicate=predicate,
+                        source_alias="s",
+                        target_alias="t",
+                        commit_properties=self._commit(run_id, "upsert"),
+                    )
+                    .when_matched_update_all()
+                    .when_not_matched_insert_all()
+                    .execute()
+                )
+            return self.version(table)
+
+        with self._lock:
+            return _retry_on_conflict(write)
 
     def merge_assets(
         self,
@@ -234,25 +426,44 @@ class Lake:
         run_id: str,
         snapshot_of: str | None = None,
         now: datetime | None = None,
+        keep_ids: Iterable[str] = (),
     ) -> MergeResult:
         """Upsert assets on asset_id, skipping rows whose content hash is unchanged.
 
         snapshot_of: the name of a full-snapshot source. Its live assets missing from `assets`
-        are soft-deleted (deleted=true, deleted_at=now), never removed. A soft-deleted asset that
-        comes back is restored. Everything happens in one Delta commit, or none when nothing changed.
+        (and from `keep_ids`: ids the source reported but validation refused, which keep their
+        previous version) are soft-deleted (deleted=true, deleted_at=now), never removed. A
+        soft-deleted asset that comes back is restored. Everything happens in one Delta commit,
+        or none when nothing changed.
         """
         now = now or utcnow()
+        kept = set(keep_ids)
+        with self._lock:
+            return _retry_on_conflict(lambda: self._merge_assets(assets, run_id, snapshot_of, now, kept))
+
+    def _merge_assets(
+        self,
+        assets: Sequence[TableAsset],
+        run_id: str,
+        snapshot_of: str | None,
+        now: datetime,
+        kept: set[str],
+    ) -> MergeResult:
         result = MergeResult()
         current = self.read_arrow(T.ASSETS, columns=["asset_id", "content_hash", "deleted", "source"])
         known: dict[str, tuple[str, bool]] = {
             a: (h, bool(d))
             for a, h, d in zip(
-                current["asset_id"].to_pylist(), current["content_hash"].to_pylist(), current["deleted"].to_pylist()
+                current["asset_id"].to_pylist(),
+                current["content_hash"].to_pylist(),
+                current["deleted"].to_pylist(),
             )
         }
         upserts: list[dict[str, Any]] = []
-        seen: set[str] = set()
+        seen: set[str] = set(kept)
         for asset in assets:
+            if asset.asset_id in seen and asset.asset_id not in kept:
+                raise ValueError(f"merge_assets: asset_id {asset.asset_id!r} appears twice in one batch")
             seen.add(asset.asset_id)
             digest = asset.content_hash()
             previous = known.get(asset.asset_id)
@@ -282,7 +493,13 @@ class Lake:
 
         schema = T.SCHEMAS[T.ASSETS]
         rows = upserts + [
-            {**{n: None for n in schema.names}, "asset_id": a, "deleted": True, "deleted_at": now, "run_id": run_id}
+            {
+                **{n: None for n in schema.names},
+                "asset_id": a,
+                "deleted": True,
+                "deleted_at": now,
+                "run_id": run_id,
+            }
             for a in tombstones
         ]
         data = pa.Table.from_pylist(rows, schema=schema)
