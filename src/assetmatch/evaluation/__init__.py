@@ -1,0 +1,1 @@
+"""Evaluation: retrieval and set metrics, the benchmark harness and its report."""

@@ -1,0 +1,448 @@
+"""Coarse ranking: fuse the recall paths' hits into one ranked candidate list.
+
+Two rankers with one interface (`CoarseRanker.rank`):
+
+- `RRFRanker`: reciprocal-rank fusion, score = sum over paths of 1 / (60 + rank). Needs no training;
+  the baseline every learned model must beat.
+- `LearnedFusion`: a scikit-learn classifier over per-(requirement, candidate) features (`FeatureBuilder`):
+  each path's score, normalised score, 1/rank and presence; the RRF score; cheap table features
+  (column count, name-token overlap with the query, foreign-key degree); *group* features — how strong
+  the candidate's database is among all candidates, and how strong its FK neighbours are — because the
+  tables a requirement needs sit in one database and join each other; plus any `FeatureProvider`
+  features (Feast). The model family and its regularisation are chosen by grouped cross-validation on
+  the training requirements only (`fit_learned_fusion`), and saved with joblib together with its
+  feature list so a loaded model always sees the columns it was trained on.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from assetmatch.matching.types import PATHS, FeatureProvider, Hit
+from assetmatch.models import TableAsset
+
+RRF_K = 60
+NO_RANK = 1000  # rank given to a path that did not find the candidate (only used for 1/rank -> ~0)
+
+
+@dataclass
+class Candidate:
+    """One table found by at least one recall path, with everything the paths said about it."""
+
+    asset_id: str
+    path_scores: dict[str, float] = field(default_factory=dict)
+    path_ranks: dict[str, int] = field(default_factory=dict)
+    matched: dict[str, list[str]] = field(default_factory=dict)  # path -> matched terms
+    rrf: float = 0.0
+    score: float = 0.0  # coarse score set by a CoarseRanker (a probability for LearnedFusion)
+
+
+def collect_candidates(hits_by_path: Mapping[str, Sequence[Hit]], rrf_k: int = RRF_K) -> dict[str, Candidate]:
+    """Merge the paths' hit lists into one candidate per asset, with its RRF score."""
+    candidates: dict[str, Candidate] = {}
+    for path, hits in hits_by_path.items():
+        for hit in hits:
+            cand = candidates.setdefault(hit.asset_id, Candidate(hit.asset_id))
+            # a path may report an asset twice (e.g. zh->en and original text): keep the better rank
+            if path in cand.path_ranks and cand.path_ranks[path] <= hit.rank:
+                continue
+            cand.path_scores[path] = float(hit.score)
+            cand.path_ranks[path] = int(hit.rank)
+            cand.matched[path] = list(hit.matched)
+    for cand in candidates.values():
+        cand.rrf = sum(1.0 / (rrf_k + r) for r in cand.path_ranks.values())
+    return candidates
+
+
+def sort_candidates(candidates: Sequence[Candidate]) -> list[Candidate]:
+    """Best first by score, then RRF, then asset id (deterministic ties)."""
+    return sorted(candidates, key=lambda c: (-c.score, -c.rrf, c.asset_id))
+
+
+class CoarseRanker(Protocol):
+    """Scores candidates in place and returns them best first."""
+
+    name: str
+
+    def rank(self, query: str, candidates: Sequence[Candidate]) -> list[Candidate]: ...
+
+
+class RRFRanker:
+    """Reciprocal-rank fusion over the paths (score = sum of 1/(60 + rank)); no training."""
+
+    name = "rrf"
+
+    def rank(self, query: str, candidates: Sequence[Candidate]) -> list[Candidate]:
+        for cand in candidates:
+            cand.score = cand.rrf
+        return sort_candidates(candidates)
+
+
+# ---- features ------------------------------------------------------------------------------
+
+_TOKEN = re.compile(r"[A-Za-z]+|\d+")
+_CAMEL = re.compile(r"(?<=[a-z])(?=[A-Z])")
+
+
+def _stemmer() -> Callable[[str], str]:
+    import Stemmer  # PyStemmer: C extension, cheap to import
+
+    stem = Stemmer.Stemmer("english")
+    return stem.stemWord  # type: ignore[no-any-return]
+
+
+_STEM: Callable[[str], str] | None = None
+
+
+def word_tokens(text: str) -> set[str]:
+    """Lower-cased, stemmed Latin word tokens (snake_case and camelCase split)."""
+    global _STEM
+    if _STEM is None:
+        _STEM = _stemmer()
+    words = _TOKEN.findall(_CAMEL.sub(" ", text.replace("_", " ")))
+    return {_STEM(w.lower()) for w in words if len(w) > 1}
+
+
+def _group_key(asset: TableAsset | None) -> str:
+    """The group a table belongs to (its database, else its business): tables answered together."""
+    if asset is None:
+        return ""
+    return asset.database or asset.business
+
+
+@dataclass
+class _AssetStatic:
+    name_tokens: set[str]
+    column_tokens: set[str]
+    n_columns: int
+    group: str
+
+
+class FeatureBuilder:
+    """Turns a requirement's candidates into a feature matrix (one row per candidate).
+
+    The feature list is fixed by the recall path names and the feature provider's names, so a saved model
+    and the builder agree on the columns (checked when a model is loaded).
+    """
+
+    def __init__(
+        self,
+        assets: Mapping[str, TableAsset],
+        neighbors: Callable[[str], set[str]] | None = None,
+        paths: Sequence[str] = PATHS,
+        feature_provider: FeatureProvider | None = None,
+    ) -> None:
+        self.assets = assets
+        self.neighbors = neighbors or (lambda _asset_id: set())
+        self.paths = list(paths)
+        self.feature_provider = feature_provider
+        self._static: dict[str, _AssetStatic] = {}
+        self._degree: dict[str, int] = {}
+
+    @property
+    def feature_names(self) -> list[str]:
+        names: list[str] = []
+        for p in self.paths:
+            names += [f"{p}_score", f"{p}_score_norm", f"{p}_inv_rank", f"{p}_present"]
+        names += [
+            "rrf",
+            "rrf_norm",
+            "n_paths",
+            "log_n_columns",
+            "name_overlap",
+            "column_overlap",
+            "query_coverage",
+            "fk_degree",
+            "group_rank",
+            "group_is_top",
+            "group_max_rrf_norm",
+            "group_sum_rrf_norm",
+            "group_n_candidates",
+            "rank_in_group",
+            "neighbor_max_rrf_norm",
+            "neighbor_n_candidates",
+        ]
+        if self.feature_provider is not None:
+            names += [f"fp_{n}" for n in self.feature_provider.feature_names]
+        return names
+
+    def _static_of(self, asset_id: str) -> _AssetStatic:
+        info = self._static.get(asset_id)
+        if info is None:
+            asset = self.assets.get(asset_id)
+            if asset is None:
+                info = _AssetStatic(word_tokens(asset_id.rsplit(".", 1)[-1]), set(), 0, "")
+            else:
+                name_text = f"{asset.name} {asset.comment}"
+                col_text = " ".join(f"{c.name} {c.comment}" for c in asset.columns)
+                info = _AssetStatic(
+                    word_tokens(name_text), word_tokens(col_text), len(asset.columns), _group_key(asset)
+                )
+            self._static[asset_id] = info
+        return info
+
+    def group_of(self, asset_id: str) -> str:
+        """The candidate's group (database, else business), as the group features use it."""
+        return self._static_of(asset_id).group
+
+    def _degree_of(self, asset_id: str) -> int:
+        if asset_id not in self._degree:
+            self._degree[asset_id] = len(self.neighbors(asset_id))
+        return self._degree[asset_id]
+
+    def matrix(self, query: str, candidates: Sequence[Candidate]) -> np.ndarray:
+        """Feature rows for `candidates` (same order), shape (len(candidates), len(feature_names))."""
+        n = len(candidates)
+        names = self.feature_names
+        out = np.zeros((n, len(names)), dtype=np.float64)
+        if n == 0:
+            return out
+        q_tokens = word_tokens(query)
+        path_max = {
+            p: max((abs(c.path_scores[p]) for c in candidates if p in c.path_scores), default=0.0)
+            for p in self.paths
+        }
+        rrf_max = max(c.rrf for c in candidates) or 1.0
+        statics = [self._static_of(c.asset_id) for c in candidates]
+        # group (database) aggregates over the candidates
+        group_max: dict[str, float] = defaultdict(float)
+        group_sum: dict[str, float] = defaultdict(float)
+        group_n: dict[str, int] = defaultdict(int)
+        members: dict[str, list[float]] = defaultdict(list)
+        for cand, info in zip(candidates, statics):
+            group_max[info.group] = max(group_max[info.group], cand.rrf)
+            group_sum[info.group] += cand.rrf
+            group_n[info.group] += 1
+            members[info.group].append(cand.rrf)
+        group_order = {g: i + 1 for i, g in enumerate(sorted(group_max, key=lambda g: (-group_max[g], g)))}
+        rrf_by_id = {c.asset_id: c.rrf for c in candidates}
+        fp_values: dict[str, dict[str, float]] = {}
+        if self.feature_provider is not None:
+            fp_values = self.feature_provider.online([c.asset_id for c in candidates])
+
+        for i, (cand, info) in enumerate(zip(candidates, statics)):
+            row: list[float] = []
+            for p in self.paths:
+                present = p in cand.path_ranks
+                score = cand.path_scores.get(p, 0.0)
+                row += [
+                    score,
+                    score / path_max[p] if present and path_max[p] > 0 else 0.0,
+                    1.0 / cand.path_ranks[p] if present else 0.0,
+                    float(present),
+                ]
+            overlap_name = (
+                len(q_tokens & info.name_tokens) / len(info.name_tokens) if info.name_tokens else 0.0
+            )
+            overlap_cols = len(q_tokens & info.column_tokens) / len(q_tokens) if q_tokens else 0.0
+            coverage = (
+                len(q_tokens & (info.name_tokens | info.column_tokens)) / len(q_tokens) if q_tokens else 0.0
+            )
+            in_group = sorted(members[info.group], reverse=True)
+            neigh = [rrf_by_id[a] for a in self.neighbors(cand.asset_id) if a in rrf_by_id]
+            row += [
+                cand.rrf,
+                cand.rrf / rrf_max,
+                float(len(cand.path_ranks)),
+                math.log1p(info.n_columns),
+                overlap_name,
+                overlap_cols,
+                coverage,
+                float(self._degree_of(cand.asset_id)),
+                float(group_order[info.group]),
+                float(group_order[info.group] == 1),
+                group_max[info.group] / rrf_max,
+                group_sum[info.group] / rrf_max,
+                float(group_n[info.group]),
+                float(in_group.index(cand.rrf) + 1),
+                (max(neigh) / rrf_max) if neigh else 0.0,
+                float(len(neigh)),
+            ]
+            if self.feature_provider is not None:
+                values = fp_values.get(cand.asset_id, {})
+                row += [float(values.get(n, 0.0)) for n in self.feature_provider.feature_names]
+            out[i] = row
+        return out
+
+
+# ---- learned fusion -------------------------------------------------------------------------
+
+
+@dataclass
+class TrainingGroup:
+    """One labelled requirement's candidates: the feature rows and which rows are gold tables."""
+
+    requirement_id: str
+    group: str  # cross-validation group (the requirement's database/business)
+    features: np.ndarray
+    labels: np.ndarray  # 1 = gold table
+    asset_ids: list[str]
+    n_gold: int  # gold tables of the requirement, recalled or not
+
+
+def _model_grid(seed: int) -> dict[str, Any]:
+    """The candidate model families and settings cross-validation chooses from."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    grid: dict[str, Any] = {}
+    for c in (0.1, 1.0):
+        grid[f"logreg_C{c}"] = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000))
+    for lr, leaves in ((0.1, 15), (0.05, 31)):
+        grid[f"hgb_lr{lr}_leaves{leaves}"] = HistGradientBoostingClassifier(
+            learning_rate=lr, max_leaf_nodes=leaves, max_iter=200, l2_regularization=1.0, random_state=seed
+        )
+    return grid
+
+
+def group_ranking_score(groups: Sequence[TrainingGroup], scores: Sequence[np.ndarray], k: int = 5) -> float:
+    """Mean all-gold@k (+ a small MRR term to break ties) of per-requirement score vectors."""
+    total = 0.0
+    for grp, sc in zip(groups, scores):
+        order = np.argsort(-sc, kind="stable")
+        top = {grp.asset_ids[j] for j in order[:k] if grp.labels[j] == 1}
+        all_gold = float(len(top) == grp.n_gold)
+        first = next((pos for pos, j in enumerate(order, start=1) if grp.labels[j] == 1), None)
+        total += all_gold + 0.01 * (1.0 / first if first else 0.0)
+    return total / max(len(groups), 1)
+
+
+@dataclass
+class CVReport:
+    """What cross-validation chose and why (logged to MLflow and saved with the model)."""
+
+    scores: dict[str, float]
+    chosen: str
+    n_requirements: int
+    n_rows: int
+    folds: int
+
+
+class LearnedFusion:
+    """A fitted classifier over `FeatureBuilder` features; its probability is the coarse score."""
+
+    name = "learned"
+
+    def __init__(
+        self,
+        model: Any,
+        feature_names: list[str],
+        builder: FeatureBuilder | None = None,
+        cv: CVReport | None = None,
+    ) -> None:
+        self.model = model
+        self.feature_names = feature_names
+        self.builder = builder
+        self.cv = cv
+
+    def bind(self, builder: FeatureBuilder) -> LearnedFusion:
+        """Attach the feature builder of the index in use; its columns must match the trained ones."""
+        if builder.feature_names != self.feature_names:
+            missing = sorted(set(self.feature_names) - set(builder.feature_names))
+            extra = sorted(set(builder.feature_names) - set(self.feature_names))
+            raise ValueError(
+                f"coarse model was trained on other features (missing now: {missing}, new: {extra}); "
+                "refit it (`assetmatch index build` fits it again)"
+            )
+        self.builder = builder
+        return self
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        if features.shape[0] == 0:
+            return np.zeros(0)
+        return np.asarray(self.model.predict_proba(features)[:, 1], dtype=np.float64)
+
+    def rank(self, query: str, candidates: Sequence[Candidate]) -> list[Candidate]:
+        if self.builder is None:
+            raise RuntimeError("LearnedFusion.rank needs a FeatureBuilder: call bind(builder) first")
+        probs = self.predict(self.builder.matrix(query, candidates))
+        for cand, prob in zip(candidates, probs):
+            cand.score = float(prob)
+        return sort_candidates(candidates)
+
+    def save(self, path: str | Path) -> Path:
+        import joblib
+
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(target.suffix + ".tmp")
+        joblib.dump({"model": self.model, "feature_names": self.feature_names, "cv": self.cv}, tmp)
+        tmp.replace(target)  # atomic: a crash never leaves a half-written model
+        return target
+
+    @classmethod
+    def load(cls, path: str | Path) -> LearnedFusion:
+        import joblib
+
+        payload = joblib.load(Path(path))
+        return cls(payload["model"], list(payload["feature_names"]), cv=payload.get("cv"))
+
+
+def fit_learned_fusion(
+    groups: Sequence[TrainingGroup],
+    feature_names: list[str],
+    folds: int = 5,
+    seed: int = 0,
+    grid: Mapping[str, Any] | None = None,
+) -> tuple[LearnedFusion, list[np.ndarray]]:
+    """Choose a model by grouped k-fold CV on training requirements, refit it on all of them.
+
+    Folds are grouped by the requirement's database, so the CV score measures what the benchmark's dev
+    split asks for (databases never seen in training). The choice maximises mean all-gold@5.
+    Returns the fitted ranker and the chosen model's out-of-fold scores, one array per input group in
+    input order (empty for a requirement with no candidates), which set selection is calibrated on (in-sample probabilities would be over-confident).
+    """
+    from sklearn.base import clone
+    from sklearn.model_selection import GroupKFold
+
+    usable = [g for g in groups if len(g.labels)]
+    if not usable:
+        raise ValueError("no training requirements with recalled candidates: cannot fit the coarse model")
+    labels_all = np.concatenate([g.labels for g in usable])
+    if labels_all.min() == labels_all.max():
+        raise ValueError("training candidates are all gold or all non-gold: cannot fit the coarse model")
+    models = dict(grid) if grid is not None else _model_grid(seed)
+    n_groups = len({g.group for g in usable})
+    n_splits = max(2, min(folds, n_groups))
+    group_idx = np.arange(len(usable))
+    cv_groups = [g.group for g in usable]
+    splitter = GroupKFold(n_splits=n_splits) if n_groups >= 2 else None
+    splits = (
+        list(splitter.split(group_idx, groups=cv_groups))
+        if splitter is not None
+        else [(group_idx[: len(usable) // 2], group_idx[len(usable) // 2 :])]
+    )
+
+    scores: dict[str, float] = {}
+    oof: dict[str, list[np.ndarray]] = {}
+    for name, proto in models.items():
+        preds: list[np.ndarray] = [np.zeros(0)] * len(usable)
+        for train_idx, test_idx in splits:
+            x = np.vstack([usable[i].features for i in train_idx])
+            y = np.concatenate([usable[i].labels for i in train_idx])
+            if y.min() == y.max():
+                continue
+            model = clone(proto).fit(x, y)
+            for i in test_idx:
+                preds[i] = model.predict_proba(usable[i].features)[:, 1]
+        # a fold that could not be trained leaves zeros: it scores low, which is honest
+        preds = [p if len(p) == len(g.labels) else np.zeros(len(g.labels)) for p, g in zip(preds, usable)]
+        scores[name] = group_ranking_score(usable, preds)
+        oof[name] = preds
+    chosen = max(scores, key=lambda n: (scores[n], n))
+    x_all = np.vstack([g.features for g in usable])
+    final = clone(models[chosen]).fit(x_all, labels_all)
+    report = CVReport(scores, chosen, len(usable), int(x_all.shape[0]), len(splits))
+    by_id = {g.requirement_id: p for g, p in zip(usable, oof[chosen])}
+    aligned = [by_id.get(g.requirement_id, np.zeros(len(g.labels))) for g in groups]
+    return LearnedFusion(final, feature_names, cv=report), aligned

@@ -1,0 +1,237 @@
+"""The Matcher: requirement text in, ranked tables and a selected set out.
+
+Stages (each timed into `MatchResult.timings_ms`):
+1. recall — every configured path (lexical, dense, glossary, usage) over the assets the business may
+   see: its own plus those of businesses declared `shared: true`;
+2. graph — personalised PageRank from the best recalled tables over FK and co-usage edges;
+3. coarse — fuse the paths (`LearnedFusion` when a fitted model is available, else RRF);
+4. fine — optionally rescore the coarse top-N with the business's LoRA ranker;
+5. select — decide the table set (`SetSelector`), with FK closure.
+
+Business isolation is enforced twice: the index is asked only for the visible businesses, and any
+hit outside them is dropped before ranking, so a bug in one recall path cannot leak another
+business's table.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from assetmatch.config import Settings
+from assetmatch.matching.fusion import (
+    Candidate,
+    CoarseRanker,
+    FeatureBuilder,
+    LearnedFusion,
+    RRFRanker,
+    collect_candidates,
+)
+from assetmatch.matching.selection import ScoredTable, SetSelector, load_selection
+from assetmatch.matching.types import FeatureProvider, FineRanker, Hit, MatchResult, RankedTable
+
+if TYPE_CHECKING:
+    from assetmatch.recall.index import IndexSet
+
+log = logging.getLogger(__name__)
+
+COARSE_FILE = "coarse.joblib"
+SELECTION_FILE = "selection.json"
+GRAPH_SEEDS = 5
+
+
+class UnknownBusinessError(ValueError):
+    """The requirement names a business the configuration does not declare."""
+
+
+def models_dir(settings: Settings) -> Path:
+    """Where the fitted coarse model and selection parameters are published (beside the indexes)."""
+    return Path(settings.recall.index_root) / "matching"
+
+
+def visible_businesses(settings: Settings, business: str) -> list[str]:
+    """The business itself plus every shared library; unknown businesses are refused when declared."""
+    declared = {b.name: b for b in settings.businesses}
+    if declared and business not in declared:
+        raise UnknownBusinessError(f"unknown business {business!r} (configured: {sorted(declared)})")
+    shared = [b.name for b in settings.businesses if b.shared and b.name != business]
+    return [business, *shared]
+
+
+class Matcher:
+    """Matches requirement text to tables over one published `IndexSet`."""
+
+    def __init__(
+        self,
+        index: IndexSet,
+        settings: Settings,
+        coarse: CoarseRanker | None = None,
+        selector: SetSelector | None = None,
+        feature_provider: FeatureProvider | None = None,
+        fine_ranker: FineRanker | None = None,
+    ) -> None:
+        self.index = index
+        self.settings = settings
+        self.feature_provider = feature_provider
+        self.fine_ranker = fine_ranker
+        self.builder = FeatureBuilder(index.assets, index.neighbors, feature_provider=feature_provider)
+        if isinstance(coarse, LearnedFusion):
+            coarse = coarse.bind(self.builder)
+        self.coarse: CoarseRanker = coarse or RRFRanker()
+        self.selector = selector or SetSelector()
+        self.recall_paths = [p for p in settings.recall.paths if p != "graph"]
+        self.use_graph = "graph" in settings.recall.paths
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        feature_provider: FeatureProvider | None = None,
+        fine_ranker: FineRanker | None = None,
+    ) -> Matcher:
+        """The latest published index with its fitted coarse model and selection (RRF / defaults if absent)."""
+        from assetmatch.recall.index import IndexSet
+
+        index = IndexSet.load_latest(settings.recall.index_root)
+        folder = models_dir(settings)
+        coarse: CoarseRanker | None = None
+        selector: SetSelector | None = None
+        if (folder / COARSE_FILE).exists():
+            coarse = LearnedFusion.load(folder / COARSE_FILE)
+        else:
+            log.warning("no fitted coarse model in %s: using reciprocal-rank fusion", folder)
+        if (folder / SELECTION_FILE).exists():
+            selector = SetSelector(load_selection(folder / SELECTION_FILE))
+        return cls(index, settings, coarse, selector, feature_provider, fine_ranker)
+
+    # ---- stages --------------------------------------------------------------------------------
+    def recall(self, business: str, text: str) -> dict[str, list[Hit]]:
+        """All recall paths (graph included) for one requirement, restricted to visible businesses."""
+        businesses = visible_businesses(self.settings, business)
+        hits = self.index.recall(text, businesses, k=self.settings.matching.recall_k, paths=self.recall_paths)
+        if self.use_graph:
+            seeds = self._graph_seeds(hits)
+            if seeds:
+                hits["graph"] = self.index.expand(seeds, businesses, k=20)
+        return self._isolate(hits, set(businesses))
+
+    def _graph_seeds(self, hits: Mapping[str, Sequence[Hit]]) -> dict[str, float]:
+        ranked = sorted(collect_candidates(hits).values(), key=lambda c: (-c.rrf, c.asset_id))
+        return {c.asset_id: c.rrf for c in ranked[:GRAPH_SEEDS]}
+
+    def _isolate(self, hits: Mapping[str, Sequence[Hit]], businesses: set[str]) -> dict[str, list[Hit]]:
+        assets = self.index.assets
+        out: dict[str, list[Hit]] = {}
+        for path, path_hits in hits.items():
+            kept = [
+                h for h in path_hits if h.asset_id in assets and assets[h.asset_id].business in businesses
+            ]
+            if len(kept) != len(path_hits):
+                log.warning(
+                    "path %s returned %d tables outside %s; dropped",
+                    path,
+                    len(path_hits) - len(kept),
+                    businesses,
+                )
+            out[path] = kept
+        return out
+
+    def match(self, business: str, text: str, k: int = 10) -> MatchResult:
+        """Ranked tables (top k, plus any selected table beyond k) and the selected set."""
+        start = time.perf_counter()
+        hits = self.recall(business, text)
+        recalled = time.perf_counter()
+        result = self.rank(business, text, hits, k)
+        result.timings_ms = {"recall": (recalled - start) * 1000, **result.timings_ms}
+        result.timings_ms["total"] = (time.perf_counter() - start) * 1000
+        return result
+
+    def rank(self, business: str, text: str, hits: Mapping[str, Sequence[Hit]], k: int = 10) -> MatchResult:
+        """Coarse rank, optional fine rank and set selection of already recalled hits."""
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        ranked = self.coarse.rank(text, list(collect_candidates(hits).values()))
+        ranked = ranked[: self.settings.recall.candidates]
+        timings["coarse"] = (time.perf_counter() - t0) * 1000
+
+        fine: dict[str, float] = {}
+        model_version = getattr(self.coarse, "name", "")
+        selector = self.selector
+        if self.fine_ranker is not None and ranked:
+            t1 = time.perf_counter()
+            fine, ranked = self._fine_rank(business, text, ranked)
+            model_version = self.fine_ranker.version(business) or model_version
+            threshold = self.settings.matching.fine_thresholds.get(business)
+            if threshold is not None:
+                selector = self.selector.with_threshold(threshold)
+            timings["fine"] = (time.perf_counter() - t1) * 1000
+
+        t2 = time.perf_counter()
+        scored = [
+            ScoredTable(c.asset_id, fine.get(c.asset_id, c.score), self.builder.group_of(c.asset_id))
+            for c in ranked
+        ]
+        selection = selector.select(scored, self.index.neighbors)
+        timings["select"] = (time.perf_counter() - t2) * 1000
+
+        selected = set(selection.asset_ids)
+        shown = [c for i, c in enumerate(ranked) if i < k or c.asset_id in selected]
+        tables = [
+            self._ranked_table(c, fine.get(c.asset_id), selection.reasons.get(c.asset_id)) for c in shown
+        ]
+        for table in tables:
+            table.selected = table.asset_id in selected
+        return MatchResult(
+            business=business,
+            requirement=text,
+            ranked=tables,
+            selected=selection.asset_ids,
+            index_version=str(self.index.manifest.get("version", "")),
+            model_version=model_version,
+            timings_ms=timings,
+        )
+
+    def _fine_rank(
+        self, business: str, text: str, ranked: list[Candidate]
+    ) -> tuple[dict[str, float], list[Candidate]]:
+        """Rescore the coarse top-N with the fine ranker; the rest keep their coarse order below them."""
+        assert self.fine_ranker is not None
+        top_n = ranked[: self.settings.matching.fine_top_n]
+        assets = [self.index.assets[c.asset_id] for c in top_n]
+        scores = self.fine_ranker.score(business, text, assets)
+        fine = {c.asset_id: float(s) for c, s in zip(top_n, scores)}
+        reranked = sorted(top_n, key=lambda c: (-fine[c.asset_id], c.asset_id))
+        return fine, reranked + ranked[len(top_n) :]
+
+    def _ranked_table(
+        self, cand: Candidate, fine_score: float | None, selection_reason: str | None
+    ) -> RankedTable:
+        asset = self.index.assets[cand.asset_id]
+        reasons = []
+        for path in sorted(cand.path_ranks, key=lambda p: cand.path_ranks[p]):
+            terms = cand.matched.get(path) or []
+            matched = f" (matched: {', '.join(terms[:5])})" if terms else ""
+            reasons.append(f"{path} #{cand.path_ranks[path]}{matched}")
+        if selection_reason:
+            reasons.append(f"selected: {selection_reason}")
+        return RankedTable(
+            asset_id=cand.asset_id,
+            business=asset.business,
+            name=asset.name,
+            score=fine_score if fine_score is not None else cand.score,
+            coarse_score=cand.score,
+            fine_score=fine_score,
+            path_scores=dict(cand.path_scores),
+            path_ranks=dict(cand.path_ranks),
+            reasons=reasons,
+        )
+
+
+def describe(result: MatchResult) -> dict[str, Any]:
+    """A JSON-ready dict of a match result (for `assetmatch match --json` and reports)."""
+    from dataclasses import asdict
+
+    return asdict(result)

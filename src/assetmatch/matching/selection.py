@@ -1,0 +1,237 @@
+"""Set selection: decide how many of the ranked tables a requirement needs.
+
+A Text2SQL model given one table too few invents columns; given one too many it may join it. So the
+matcher returns a *selected set* next to the ranked list, chosen by a few transparent rules whose
+parameters are calibrated on training requirements (grid search maximising set F1, exact match as the
+tie-break; `calibrate`):
+
+1. the top table is always selected (every requirement needs at least one table);
+2. a further table is selected while its score is at least `min_score`, at least `rel_ratio` times the
+   top score, and has not dropped by more than `max_gap` from the previous table (score gap rule),
+   up to `max_tables`;
+3. `same_group`: only tables of the top table's database (a requirement's tables live together);
+4. `connected_only`: a further table must join (FK / co-usage neighbour) some already selected table;
+5. `fk_closure`: if two selected tables do not join directly but a candidate bridge table joins both,
+   the bridge is selected too (a many-to-many link table the query cannot do without).
+
+`top_k_selection` is the "always top-k" baseline the calibrated rules must beat.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from assetmatch.evaluation.metrics import set_scores
+
+Neighbors = Callable[[str], Collection[str]]
+
+
+class SelectionParams(BaseModel):
+    """The selection rules' knobs (see the module docstring); fitted by `calibrate`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_score: float = Field(default=0.5, description="A table after the first needs at least this score.")
+    rel_ratio: float = Field(
+        default=0.0, ge=0, le=1, description="... and at least this share of the top score."
+    )
+    max_gap: float | None = Field(
+        default=None, description="Stop at the first drop larger than this between consecutive scores."
+    )
+    max_tables: int = Field(default=4, gt=0, description="Most tables selected (before FK closure).")
+    window: int = Field(default=10, gt=0, description="Only the first `window` ranked tables are considered.")
+    same_group: bool = Field(default=True, description="Only tables of the top table's database/group.")
+    connected_only: bool = Field(default=False, description="A further table must join a selected one.")
+    fk_closure: bool = Field(default=True, description="Add a bridge table joining two selected tables.")
+
+
+@dataclass(frozen=True)
+class ScoredTable:
+    """What selection needs to know about one ranked table."""
+
+    asset_id: str
+    score: float
+    group: str = ""
+
+
+@dataclass
+class Selection:
+    """The selected asset ids (in rank order; bridges after) and a reason for each."""
+
+    asset_ids: list[str]
+    reasons: dict[str, str]
+
+
+class SetSelector:
+    """Applies `SelectionParams` to a ranked list."""
+
+    def __init__(
+        self, params: SelectionParams | None = None, threshold_override: float | None = None
+    ) -> None:
+        self.params = params or SelectionParams()
+        self.threshold_override = threshold_override
+
+    def with_threshold(self, threshold: float | None) -> SetSelector:
+        """The same rules with `min_score` replaced (a per-business fine-ranker threshold)."""
+        return SetSelector(self.params, threshold)
+
+    def select(self, ranked: Sequence[ScoredTable], neighbors: Neighbors | None = None) -> Selection:
+        p = self.params
+        min_score = self.threshold_override if self.threshold_override is not None else p.min_score
+        neigh: Neighbors = neighbors or (lambda _a: ())
+        if not ranked:
+            return Selection([], {})
+        window = list(ranked[: p.window])
+        top = window[0]
+        chosen = [top.asset_id]
+        reasons = {top.asset_id: f"top-ranked (score {top.score:.3f})"}
+        previous = top.score
+        for table in window[1:]:
+            if len(chosen) >= p.max_tables:
+                break
+            if p.max_gap is not None and previous - table.score > p.max_gap:
+                break
+            previous = table.score
+            if table.score < min_score or table.score < p.rel_ratio * top.score:
+                break  # scores are sorted: nothing further can pass
+            if p.same_group and table.group != top.group:
+                continue
+            if p.connected_only and not any(c in neigh(table.asset_id) for c in chosen):
+                continue
+            chosen.append(table.asset_id)
+            reasons[table.asset_id] = (
+                f"score {table.score:.3f} >= threshold {max(min_score, p.rel_ratio * top.score):.3f}"
+            )
+        if p.fk_closure and len(chosen) > 1:
+            for bridge, (a, b) in fk_bridges(chosen, window, neigh):
+                chosen.append(bridge)
+                reasons[bridge] = f"bridge joining {a} and {b}"
+        return Selection(chosen, reasons)
+
+
+def fk_bridges(
+    selected: Sequence[str], candidates: Sequence[ScoredTable], neighbors: Neighbors
+) -> list[tuple[str, tuple[str, str]]]:
+    """Bridge tables to add: for each selected pair that does not join directly (nor through another
+    selected table), the best-ranked candidate that is a neighbour of both."""
+    chosen = list(selected)
+    added: list[tuple[str, tuple[str, str]]] = []
+    for a, b in itertools.combinations(list(selected), 2):
+        na, nb = set(neighbors(a)), set(neighbors(b))
+        if b in na or a in nb or any(c in na and c in nb for c in chosen if c not in (a, b)):
+            continue
+        for cand in candidates:
+            if cand.asset_id not in chosen and cand.asset_id in na and cand.asset_id in nb:
+                chosen.append(cand.asset_id)
+                added.append((cand.asset_id, (a, b)))
+                break
+    return added
+
+
+def top_k_selection(ranked: Sequence[ScoredTable], k: int = 2) -> list[str]:
+    """Baseline: always the first k tables."""
+    return [t.asset_id for t in ranked[:k]]
+
+
+# ---- calibration ------------------------------------------------------------------------------
+
+
+@dataclass
+class CalibrationExample:
+    """One training requirement: its ranked tables (out-of-fold scores) and its gold set."""
+
+    ranked: list[ScoredTable]
+    gold: set[str]
+
+
+@dataclass
+class CalibrationReport:
+    params: dict[str, object]
+    set_f1: float
+    set_exact_match: float
+    top2_set_f1: float
+    top2_set_exact_match: float
+    n_requirements: int
+    n_configs: int
+
+
+def _evaluate(
+    params: SelectionParams, examples: Sequence[CalibrationExample], neighbors: Neighbors
+) -> tuple[float, float]:
+    selector = SetSelector(params)
+    f1 = exact = 0.0
+    for ex in examples:
+        scores = set_scores(selector.select(ex.ranked, neighbors).asset_ids, ex.gold)
+        f1 += scores.f1
+        exact += scores.exact
+    n = max(len(examples), 1)
+    return f1 / n, exact / n
+
+
+def default_grid() -> dict[str, Sequence[object]]:
+    return {
+        "min_score": [0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7],
+        "rel_ratio": [0.0, 0.2, 0.4, 0.6],
+        "max_gap": [None, 0.5],
+        "max_tables": [3, 4],
+        "same_group": [True, False],
+        "connected_only": [False, True],
+        "fk_closure": [True, False],
+    }
+
+
+def calibrate(
+    examples: Sequence[CalibrationExample],
+    neighbors: Neighbors,
+    grid: Mapping[str, Sequence[object]] | None = None,
+) -> tuple[SelectionParams, CalibrationReport]:
+    """Grid search over `SelectionParams` on training requirements: maximise set F1, then exact match."""
+    examples = [ex for ex in examples if ex.ranked and ex.gold]
+    if not examples:
+        raise ValueError(
+            "no training requirements with candidates and gold tables: cannot calibrate selection"
+        )
+    grid = grid or default_grid()
+    keys = list(grid)
+    best: tuple[float, float] | None = None
+    best_params = SelectionParams()
+    n_configs = 0
+    for values in itertools.product(*(grid[k] for k in keys)):
+        params = SelectionParams.model_validate(dict(zip(keys, values)))
+        n_configs += 1
+        score = _evaluate(params, examples, neighbors)
+        if best is None or score > best:
+            best, best_params = score, params
+    assert best is not None
+    top2 = [set_scores(top_k_selection(ex.ranked, 2), ex.gold) for ex in examples]
+    report = CalibrationReport(
+        params=best_params.model_dump(),
+        set_f1=best[0],
+        set_exact_match=best[1],
+        top2_set_f1=sum(s.f1 for s in top2) / len(top2),
+        top2_set_exact_match=sum(s.exact for s in top2) / len(top2),
+        n_requirements=len(examples),
+        n_configs=n_configs,
+    )
+    return best_params, report
+
+
+def save_selection(params: SelectionParams, report: CalibrationReport | None, path: str | Path) -> Path:
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"params": params.model_dump(), "calibration": asdict(report) if report else None}
+    tmp = target.with_suffix(target.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2), encoding="utf-8")
+    tmp.replace(target)
+    return target
+
+
+def load_selection(path: str | Path) -> SelectionParams:
+    payload = json.loads(Path(path).read_text(encoding="utf-8"))
+    return SelectionParams.model_validate(payload["params"])

@@ -1,0 +1,126 @@
+"""Set selection on hand-built ranked lists: thresholds, gaps, groups, FK closure, calibration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from assetmatch.matching.selection import (
+    CalibrationExample,
+    ScoredTable,
+    SelectionParams,
+    SetSelector,
+    calibrate,
+    fk_bridges,
+    load_selection,
+    save_selection,
+    top_k_selection,
+)
+
+# student -- has_pet -- pets   (has_pet is the bridge); course is unrelated
+EDGES = {
+    "student": {"has_pet"},
+    "has_pet": {"student", "pets"},
+    "pets": {"has_pet"},
+    "course": set(),
+}
+
+
+def neighbors(asset_id: str) -> set[str]:
+    return EDGES.get(asset_id, set())
+
+
+def ranked(*pairs: tuple[str, float], group: str = "school") -> list[ScoredTable]:
+    return [ScoredTable(a, s, group) for a, s in pairs]
+
+
+def test_threshold_and_ratio() -> None:
+    lst = ranked(("student", 0.9), ("pets", 0.6), ("course", 0.3))
+    assert SetSelector(SelectionParams(min_score=0.5, fk_closure=False)).select(lst).asset_ids == [
+        "student",
+        "pets",
+    ]
+    assert SetSelector(SelectionParams(min_score=0.2, fk_closure=False)).select(lst).asset_ids == [
+        "student",
+        "pets",
+        "course",
+    ]
+    strict = SelectionParams(min_score=0.2, rel_ratio=0.8, fk_closure=False)
+    assert SetSelector(strict).select(lst).asset_ids == ["student"]
+    # the top table is always selected, even under the threshold
+    assert SetSelector(SelectionParams(min_score=0.95)).select(lst).asset_ids == ["student"]
+    assert SetSelector().select([]).asset_ids == []
+
+
+def test_gap_rule_and_max_tables() -> None:
+    lst = ranked(("student", 0.9), ("pets", 0.85), ("course", 0.3))
+    gap = SelectionParams(min_score=0.1, max_gap=0.4, fk_closure=False)
+    assert SetSelector(gap).select(lst).asset_ids == ["student", "pets"]
+    cap = SelectionParams(min_score=0.1, max_tables=1)
+    assert SetSelector(cap).select(lst).asset_ids == ["student"]
+
+
+def test_same_group_and_connected_only() -> None:
+    lst = [
+        ScoredTable("student", 0.9, "school"),
+        ScoredTable("orders", 0.8, "shop"),
+        ScoredTable("course", 0.7, "school"),
+    ]
+    same = SelectionParams(min_score=0.5, same_group=True, fk_closure=False)
+    assert SetSelector(same).select(lst).asset_ids == ["student", "course"]
+    anywhere = SelectionParams(min_score=0.5, same_group=False, fk_closure=False)
+    assert SetSelector(anywhere).select(lst).asset_ids == ["student", "orders", "course"]
+    connected = SelectionParams(min_score=0.5, same_group=False, connected_only=True, fk_closure=False)
+    assert SetSelector(connected).select(lst, neighbors).asset_ids == ["student"]
+
+
+def test_fk_closure_adds_the_bridge() -> None:
+    # student and pets are selected, has_pet (ranked low) joins them
+    lst = ranked(("student", 0.9), ("pets", 0.8), ("course", 0.2), ("has_pet", 0.1))
+    params = SelectionParams(min_score=0.5, fk_closure=True)
+    sel = SetSelector(params).select(lst, neighbors)
+    assert sel.asset_ids == ["student", "pets", "has_pet"]
+    assert "bridge joining student and pets" in sel.reasons["has_pet"]
+    assert SetSelector(params.model_copy(update={"fk_closure": False})).select(lst, neighbors).asset_ids == [
+        "student",
+        "pets",
+    ]
+
+
+def test_no_bridge_when_tables_already_join() -> None:
+    lst = ranked(("student", 0.9), ("has_pet", 0.8), ("pets", 0.1))
+    assert fk_bridges(["student", "has_pet"], lst, neighbors) == []
+    # a bridge outside the candidates cannot be added
+    assert fk_bridges(["student", "pets"], ranked(("student", 0.9), ("pets", 0.8)), neighbors) == []
+
+
+def test_threshold_override_for_fine_scores() -> None:
+    lst = ranked(("student", 3.0), ("pets", 1.5), ("course", -2.0))
+    selector = SetSelector(SelectionParams(min_score=0.5, fk_closure=False)).with_threshold(1.0)
+    assert selector.select(lst).asset_ids == ["student", "pets"]
+
+
+def test_top_k_baseline() -> None:
+    assert top_k_selection(ranked(("a", 1.0), ("b", 0.5), ("c", 0.1)), 2) == ["a", "b"]
+
+
+def test_calibration_beats_top2_and_round_trips(tmp_path: Path) -> None:
+    # single-table requirements with a clear winner, and two-table ones with two high scores
+    examples = []
+    for i in range(10):
+        examples.append(
+            CalibrationExample(ranked(("student", 0.9), ("course", 0.2), ("pets", 0.1)), {"student"})
+        )
+        if i % 2:
+            examples.append(
+                CalibrationExample(
+                    ranked(("student", 0.8), ("has_pet", 0.7), ("course", 0.1)), {"student", "has_pet"}
+                )
+            )
+    grid = {"min_score": [0.1, 0.5, 0.95], "fk_closure": [False]}
+    params, report = calibrate(examples, neighbors, grid)
+    assert params.min_score == 0.5
+    assert report.set_f1 == 1.0 and report.set_exact_match == 1.0
+    assert report.top2_set_f1 < report.set_f1
+    assert report.n_configs == 3
+    path = save_selection(params, report, tmp_path / "selection.json")
+    assert load_selection(path) == params
