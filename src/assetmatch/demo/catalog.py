@@ -90,11 +90,11 @@ class GameSpec:
         return [t.name for t in self.tables]
 
 
-def C(name: str, type_: str, comment: str, pk: bool = False) -> ColumnSpec:  # noqa: N802 - table-literal helper
+def C(name: str, type_: str, comment: str, pk: bool = False) -> ColumnSpec:
     return ColumnSpec(name, type_, comment, pk)
 
 
-def FK(column: str, ref_table: str, ref_column: str | None = None) -> ForeignKeySpec:  # noqa: N802
+def FK(column: str, ref_table: str, ref_column: str | None = None) -> ForeignKeySpec:
     return ForeignKeySpec((column,), ref_table, (ref_column or column,))
 
 
@@ -232,7 +232,12 @@ DWD_TABLES: tuple[TableSpec, ...] = (
             SERVER,
             CHANNEL,
         ),
-        (FK("user_id", "dim_user"), FK("dt", "dim_date"), FK("server_id", "dim_server"), FK("channel_id", "dim_channel")),
+        (
+            FK("user_id", "dim_user"),
+            FK("dt", "dim_date"),
+            FK("server_id", "dim_server"),
+            FK("channel_id", "dim_channel"),
+        ),
         usage=3.0,
     ),
     TableSpec(
@@ -529,7 +534,9 @@ SUMMARY_TABLES: tuple[TableSpec, ...] = (
 
 def _twin(live: TableSpec, name: str) -> TableSpec:
     """An abandoned copy of `live`: same comment and columns, another name, almost no usage."""
-    return TableSpec(name, live.comment, live.columns, live.foreign_keys, usage=0.0, abandoned_twin_of=live.name)
+    return TableSpec(
+        name, live.comment, live.columns, live.foreign_keys, usage=0.0, abandoned_twin_of=live.name
+    )
 
 
 def _by_name(tables: tuple[TableSpec, ...]) -> dict[str, TableSpec]:
@@ -544,7 +551,11 @@ MOBA_TABLES: tuple[TableSpec, ...] = (
     TableSpec(
         "dim_hero",
         "英雄维度表：英雄名称、定位（坦克/法师/射手/刺客/辅助）",
-        (C("hero_id", "INTEGER", "英雄ID", pk=True), C("hero_name", "TEXT", "英雄名称"), C("role", "TEXT", "定位")),
+        (
+            C("hero_id", "INTEGER", "英雄ID", pk=True),
+            C("hero_name", "TEXT", "英雄名称"),
+            C("role", "TEXT", "定位"),
+        ),
         usage=3.0,
     ),
     TableSpec(
@@ -606,7 +617,13 @@ FARM_TABLES: tuple[TableSpec, ...] = (
     TableSpec(
         "dwd_harvest_di",
         "收获明细表（玩家每次收获作物一行）",
-        (USER, DT, C("crop_id", "INTEGER", "作物ID"), C("harvest_num", "INTEGER", "收获数量"), C("plot_id", "INTEGER", "地块ID")),
+        (
+            USER,
+            DT,
+            C("crop_id", "INTEGER", "作物ID"),
+            C("harvest_num", "INTEGER", "收获数量"),
+            C("plot_id", "INTEGER", "地块ID"),
+        ),
         (FK("user_id", "dim_user"), FK("crop_id", "dim_crop")),
         usage=4.0,
     ),
@@ -626,7 +643,13 @@ FARM_TABLES: tuple[TableSpec, ...] = (
     TableSpec(
         "dws_farm_visit_1d",
         "Friend farm visits per user and day (steal, help water)",
-        (DT, USER, C("visit_cnt", "INTEGER", "visits"), C("steal_cnt", "INTEGER", "偷菜次数"), C("help_cnt", "INTEGER", "help actions")),
+        (
+            DT,
+            USER,
+            C("visit_cnt", "INTEGER", "visits"),
+            C("steal_cnt", "INTEGER", "偷菜次数"),
+            C("help_cnt", "INTEGER", "help actions"),
+        ),
         (FK("user_id", "dim_user"),),
         usage=2.0,
     ),
@@ -661,7 +684,13 @@ CARD_TABLES: tuple[TableSpec, ...] = (
     TableSpec(
         "dws_card_pool_1d",
         "卡池日汇总表（抽卡次数、抽卡人数、SSR出货数）",
-        (DT, C("pool_id", "INTEGER", "卡池ID"), C("draw_cnt", "INTEGER", "抽卡次数"), C("draw_users", "INTEGER", "抽卡人数"), C("ssr_cnt", "INTEGER", "SSR出货数")),
+        (
+            DT,
+            C("pool_id", "INTEGER", "卡池ID"),
+            C("draw_cnt", "INTEGER", "抽卡次数"),
+            C("draw_users", "INTEGER", "抽卡人数"),
+            C("ssr_cnt", "INTEGER", "SSR出货数"),
+        ),
         usage=4.0,
     ),
     TableSpec(
@@ -686,7 +715,9 @@ def _game(
 ) -> GameSpec:
     """Core tables + genre tables + abandoned twins (twin name -> live table name)."""
     extra_by_name = _by_name(extra)
-    twin_specs = tuple(_twin(_CORE_BY_NAME.get(live) or extra_by_name[live], name) for name, live in twins.items())
+    twin_specs = tuple(
+        _twin(_CORE_BY_NAME.get(live) or extra_by_name[live], name) for name, live in twins.items()
+    )
     return GameSpec(key, name_zh, name_en, genre, _CORE + extra + twin_specs)
 
 

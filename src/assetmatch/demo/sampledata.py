@@ -38,7 +38,16 @@ NAMES: dict[str, tuple[str, ...]] = {
     "item_name": ("体力药水", "钻石礼包", "月卡", "复活币", "经验卡", "限定皮肤", "强化石", "改名卡"),
     "hero_name": ("破晓", "霜语", "烈焰", "影刃", "磐石", "星弦", "风行", "雷鸣"),
     "crop_name": ("小麦", "玉米", "草莓", "胡萝卜", "南瓜", "向日葵", "葡萄", "茶叶"),
-    "card_name": ("龙骑士", "月光女神", "机械巨像", "森林守卫", "暗影刺客", "圣光祭司", "火焰术士", "冰霜巨龙"),
+    "card_name": (
+        "龙骑士",
+        "月光女神",
+        "机械巨像",
+        "森林守卫",
+        "暗影刺客",
+        "圣光祭司",
+        "火焰术士",
+        "冰霜巨龙",
+    ),
     "server_name": ("一区·黎明", "二区·星河", "三区·苍穹", "四区·沧海", "海外一服", "海外二服"),
     "guild_name": ("天下第一", "星辰大海", "快乐农场", "无敌战队", "夜猫子", "佛系玩家"),
 }
@@ -130,7 +139,11 @@ def generate_rows(game: GameSpec, reference: date, rng: random.Random) -> dict[s
                     elif col.name in fk_of:
                         fk = fk_of[col.name]
                         pool = keys[(fk.ref_table, fk.ref_columns[0])]
-                        row.append(day.isoformat() if col.name == "dt" and day.isoformat() in pool else rng.choice(pool))
+                        row.append(
+                            day.isoformat()
+                            if col.name == "dt" and day.isoformat() in pool
+                            else rng.choice(pool)
+                        )
                     elif col.pk and col.type == "INTEGER":
                         row.append(i + 1)
                     elif col.pk:

@@ -39,8 +39,11 @@ ALIASES = "abcdefgh"
 def measure(table: TableSpec) -> str | None:
     """First numeric column that is not a key or a flag: what a query sums."""
     for col in table.columns:
-        if col.type in ("INTEGER", "REAL") and not col.pk and not col.name.endswith("_id") and not (
-            col.name.startswith("is_")
+        if (
+            col.type in ("INTEGER", "REAL")
+            and not col.pk
+            and not col.name.endswith("_id")
+            and not (col.name.startswith("is_"))
         ):
             return col.name
     return None
@@ -106,11 +109,12 @@ def build_sql(game: GameSpec, tables: list[str], start: date, end: date) -> str:
         if condition is None:
             raise ValueError(f"{game.key}: no join path from {tables[:i]} to {spec.name}")
         joins.append(f"JOIN {spec.name} {ALIASES[i]} ON {condition}")
-    groups = [
-        f"{ALIASES[i]}.{label(s)}" for i, s in enumerate(specs) if i > 0 and label(s) is not None
-    ] or [f"a.{date_column(fact) or fact.columns[0].name}"]
+    groups = [f"{ALIASES[i]}.{label(s)}" for i, s in enumerate(specs) if i > 0 and label(s) is not None] or [
+        f"a.{date_column(fact) or fact.columns[0].name}"
+    ]
     values = [
-        f"SUM({ALIASES[i]}.{m}) AS {m}_{ALIASES[i]}" for i, s in enumerate(specs)
+        f"SUM({ALIASES[i]}.{m}) AS {m}_{ALIASES[i]}"
+        for i, s in enumerate(specs)
         if s.layer != "dim" and (m := measure(s)) is not None
     ][:2] or ["COUNT(*) AS n"]
     where = _date_filter(fact, "a", start, end)

@@ -127,7 +127,10 @@ def _ddl(table: TableSpec) -> str:
         parts.append((f"PRIMARY KEY ({', '.join(pk)})", ""))
     for fk in table.foreign_keys:
         parts.append(
-            (f"FOREIGN KEY ({', '.join(fk.columns)}) REFERENCES {fk.ref_table} ({', '.join(fk.ref_columns)})", "")
+            (
+                f"FOREIGN KEY ({', '.join(fk.columns)}) REFERENCES {fk.ref_table} ({', '.join(fk.ref_columns)})",
+                "",
+            )
         )
     lines = []
     for i, (text, comment) in enumerate(parts):
@@ -171,7 +174,11 @@ def write_catalog(game: GameSpec, path: Path, row_counts: dict[str, int], refere
                     for c in table.columns
                 ],
                 "foreign_keys": [
-                    {"columns": list(fk.columns), "ref_table": fk.ref_table, "ref_columns": list(fk.ref_columns)}
+                    {
+                        "columns": list(fk.columns),
+                        "ref_table": fk.ref_table,
+                        "ref_columns": list(fk.ref_columns),
+                    }
                     for fk in table.foreign_keys
                 ],
                 "row_count": row_counts.get(table.name, 0),
@@ -240,7 +247,13 @@ def query_log_rows(game: GameSpec, reference: date, seed: int) -> list[dict[str,
     rows: list[tuple[datetime, dict[str, str]]] = []
 
     def add(ts: datetime, user: str, sql: str, requirement: str = "") -> None:
-        record = {"time": ts.isoformat(), "user": user, "business": game.key, "sql": sql, "requirement": requirement}
+        record = {
+            "time": ts.isoformat(),
+            "user": user,
+            "business": game.key,
+            "sql": sql,
+            "requirement": requirement,
+        }
         rows.append((ts, record))
 
     for back in range(LOG_DAYS, 0, -1):
@@ -272,7 +285,9 @@ def write_query_log(rows: Iterable[dict[str, str]], path: Path) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     n = 0
     with path.open("w", encoding="utf-8", newline="") as out:
-        writer = csv.DictWriter(out, fieldnames=["time", "user", "business", "sql", "requirement"], lineterminator="\n")
+        writer = csv.DictWriter(
+            out, fieldnames=["time", "user", "business", "sql", "requirement"], lineterminator="\n"
+        )
         writer.writeheader()
         for row in rows:
             writer.writerow(row)
@@ -412,7 +427,7 @@ def demo_settings(paths: DemoPaths) -> dict[str, Any]:
         )
     sources += [
         {"name": "query-log", "type": "query_log", "mode": "incremental",
-         "options": {"path": str(root / "query_log" / "*.csv")}},
+         "options": {"path": str(root / "query_log" / "*.csv"), "database": DATABASE}},
         {"name": "glossary", "type": "glossary", "options": {"path": str(root / "glossary" / "*.yaml")}},
         {"name": "requirements", "type": "requirements",
          "options": {"path": str(root / "requirements" / "*.jsonl")}},
@@ -420,7 +435,9 @@ def demo_settings(paths: DemoPaths) -> dict[str, Any]:
     return {
         "env": "local",
         "lake": {"uri": str(paths.lake)},
-        "businesses": [{"name": g.key, "description": g.description} for g in cat.GAMES if g.key in paths.businesses],
+        "businesses": [
+            {"name": g.key, "description": g.description} for g in cat.GAMES if g.key in paths.businesses
+        ],
         "sources": sources,
         "mlflow": {
             "tracking_uri": f"sqlite:///{paths.mlflow_db}",
