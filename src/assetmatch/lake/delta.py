@@ -78,6 +78,16 @@ class MergeResult:
         return bool(self.inserted or self.updated or self.soft_deleted or self.restored)
 
 
+@dataclass
+class UpsertResult:
+    """What one keyed upsert did (query_log, requirements, glossary)."""
+
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    version: int | None = None
+
+
 def asset_to_row(
     asset: TableAsset, run_id: str, now: datetime, content_hash: str | None = None
 ) -> dict[str, Any]:
@@ -365,33 +375,50 @@ class Lake:
     ) -> int | None:
         """MERGE rows on the table's key (`tables.KEYS`): update matched, insert new. One commit.
 
+        Returns the table's version afterwards; `upsert_rows` does the same and says what changed.
+        """
+        return self.upsert_rows(table, rows, run_id, skip_unchanged).version
+
+    def upsert_rows(
+        self, table: str, rows: list[dict[str, Any]], run_id: str, skip_unchanged: bool = True
+    ) -> UpsertResult:
+        """MERGE rows on the table's key, counting inserted / updated / unchanged rows.
+
         Rows whose content (all columns but run_id) equals the stored row are left alone, so a
         re-ingest of the same log writes no new version. Of several rows with the same key the
-        last one wins. Returns the table's version afterwards.
+        last one wins.
         """
         keys = T.KEYS[table]
         latest: dict[tuple[Any, ...], dict[str, Any]] = {}
         for row in rows:
             latest[tuple(row[k] for k in keys)] = row
         if not latest:
-            return self.version(table)
+            return UpsertResult(version=self.version(table))
         schema = T.SCHEMAS[table]
 
-        def write() -> int | None:
+        def write() -> UpsertResult:
+            result = UpsertResult()
             dt = self.table(table)
             candidates = list(latest.values())
-            if dt is not None and skip_unchanged:
+            stored: dict[tuple[Any, ...], str] = {}
+            if dt is not None:
                 current = dt.to_pyarrow_table(columns=[n for n in schema.names if n != "run_id"]).to_pylist()
                 stored = {tuple(r[k] for k in keys): _row_digest(r) for r in current}
+            if stored and skip_unchanged:
                 # round-trip through Arrow so both sides compare in the same types (timestamps, nulls)
                 normalized = pa.Table.from_pylist(candidates, schema=schema).to_pylist()
-                candidates = [
+                changed = [
                     row
                     for row, norm in zip(candidates, normalized)
                     if stored.get(tuple(row[k] for k in keys)) != _row_digest(norm)
                 ]
-                if not candidates:
-                    return dt.version()
+                result.unchanged = len(candidates) - len(changed)
+                candidates = changed
+            result.updated = sum(1 for row in candidates if tuple(row[k] for k in keys) in stored)
+            result.inserted = len(candidates) - result.updated
+            if not candidates:
+                result.version = None if dt is None else dt.version()
+                return result
             data = pa.Table.from_pylist(candidates, schema=schema)
             if dt is None:
                 write_deltalake(
@@ -415,7 +442,8 @@ class Lake:
                     .when_not_matched_insert_all()
                     .execute()
                 )
-            return self.version(table)
+            result.version = self.version(table)
+            return result
 
         with self._lock:
             return _retry_on_conflict(write)
