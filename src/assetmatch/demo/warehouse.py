@@ -48,6 +48,7 @@ from assetmatch.models import default_asset_id
 
 DEFAULT_SEED = 20240601
 DATABASE = "dw"
+MANIFEST = "demo.json"
 LOG_DAYS = 90
 TEST_SHARE = 0.25
 REQUIREMENTS_PER_INTENT = 3
@@ -489,19 +490,7 @@ def build_demo(
     root.mkdir(parents=True, exist_ok=True)
     reference = _as_date(reference_date)
     games = [cat.game(b) for b in businesses] if businesses is not None else list(cat.GAMES)
-    keys = tuple(g.key for g in games)
-    paths = DemoPaths(
-        root=root,
-        config=root / "assetmatch.yaml",
-        reference_date=reference,
-        seed=seed,
-        businesses=keys,
-        databases={k: root / "warehouse" / k / f"{DATABASE}.db" for k in keys},
-        catalogs={k: root / "warehouse" / k / "catalog.jsonl" for k in keys},
-        query_logs={k: root / "query_log" / f"{k}.csv" for k in keys},
-        glossaries={k: root / "glossary" / f"{k}.yaml" for k in keys},
-        requirements={k: root / "requirements" / f"{k}.jsonl" for k in keys},
-    )
+    paths = demo_paths(root, tuple(g.key for g in games), reference, seed)
     for game in games:
         counts = write_database(game, paths.databases[game.key], reference, seed)
         write_catalog(game, paths.catalogs[game.key], counts, reference)
@@ -509,4 +498,37 @@ def build_demo(
         write_glossary(game, paths.glossaries[game.key])
         write_jsonl(requirement_records(game, reference, seed), paths.requirements[game.key])
     write_config(paths)
+    manifest = {"seed": seed, "reference_date": reference.isoformat(), "businesses": list(paths.businesses)}
+    (root / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return paths
+
+
+def demo_paths(root: Path, businesses: tuple[str, ...], reference: date, seed: int) -> DemoPaths:
+    """The layout of a demo folder (nothing is read or written)."""
+    return DemoPaths(
+        root=root,
+        config=root / "assetmatch.yaml",
+        reference_date=reference,
+        seed=seed,
+        businesses=businesses,
+        databases={k: root / "warehouse" / k / f"{DATABASE}.db" for k in businesses},
+        catalogs={k: root / "warehouse" / k / "catalog.jsonl" for k in businesses},
+        query_logs={k: root / "query_log" / f"{k}.csv" for k in businesses},
+        glossaries={k: root / "glossary" / f"{k}.yaml" for k in businesses},
+        requirements={k: root / "requirements" / f"{k}.jsonl" for k in businesses},
+    )
+
+
+def load_demo(dir: str | Path) -> DemoPaths:
+    """An already generated demo folder (read from its manifest); FileNotFoundError if there is none."""
+    root = Path(dir).expanduser().resolve()
+    manifest_path = root / MANIFEST
+    if not manifest_path.exists():
+        raise FileNotFoundError(f"no generated demo in {root} (no {MANIFEST}): run `assetmatch demo` first")
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    return demo_paths(
+        root,
+        tuple(manifest["businesses"]),
+        date.fromisoformat(manifest["reference_date"]),
+        int(manifest["seed"]),
+    )
