@@ -1,0 +1,67 @@
+"""The demo's step registry and the `assetmatch demo` command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+from typer.testing import CliRunner
+
+from assetmatch.cli import app
+from assetmatch.demo import pipeline
+from assetmatch.demo.pipeline import DemoContext, run_steps, select_steps, step, step_names, timing_table
+
+
+def test_steps_are_ordered_and_generate_comes_first() -> None:
+    names = step_names()
+    assert names[0] == "generate"
+    assert len(names) == len(set(names))
+    assert all(s.description for s in pipeline.STEPS)
+
+
+def test_unknown_or_duplicate_steps_are_refused() -> None:
+    with pytest.raises(ValueError, match="unknown demo step"):
+        select_steps(["generate", "teleport"])
+    with pytest.raises(ValueError, match="registered twice"):
+        step("generate", "again")(lambda ctx: "")
+
+
+def test_run_only_generate_records_paths_and_timings(tmp_path: Path) -> None:
+    ctx = DemoContext(
+        dir=tmp_path / "demo", reference_date="2026-03-01", console=Console(file=None, quiet=True)
+    )
+    results = run_steps(ctx, only=["generate"], show_progress=False)
+    assert [r.name for r in results] == ["generate"]
+    assert results[0].seconds > 0 and "3 games" in results[0].summary
+    assert ctx.paths is not None and ctx.paths.config.exists()
+    assert ctx.settings.business_names() == ["moba", "farm", "card"]
+    assert timing_table(results).row_count == 2  # the step and the total
+
+
+def test_later_steps_alone_need_a_generated_folder(tmp_path: Path) -> None:
+    later = [n for n in step_names() if n != "generate"]
+    if not later:
+        pytest.skip("no step after generate is registered yet")
+    ctx = DemoContext(dir=tmp_path / "empty", console=Console(quiet=True))
+    with pytest.raises(FileNotFoundError, match="no generated demo"):
+        run_steps(ctx, only=later[:1], show_progress=False)
+
+
+def test_cli_demo_generate_and_errors(tmp_path: Path) -> None:
+    runner = CliRunner()
+    target = tmp_path / "cli-demo"
+    listed = runner.invoke(app, ["demo", "--list-steps"])
+    assert listed.exit_code == 0 and "generate" in listed.output
+    ok = runner.invoke(
+        app,
+        ["demo", "--dir", str(target), "--step", "generate", "--reference-date", "2026-03-01", "--seed", "3"],
+    )
+    assert ok.exit_code == 0, ok.output
+    assert (target / "assetmatch.yaml").exists() and (target / "warehouse" / "moba" / "dw.db").exists()
+    assert "generate" in ok.output
+    bad_date = runner.invoke(app, ["demo", "--dir", str(target), "--reference-date", "03/01/2026"])
+    assert bad_date.exit_code == 2 and "not an ISO date" in bad_date.output
+    bad_step = runner.invoke(app, ["demo", "--dir", str(target), "--step", "teleport"])
+    assert bad_step.exit_code == 2 and "unknown demo step" in bad_step.output
+    assert (target / "assetmatch.yaml").exists()  # a refused run deletes nothing
