@@ -1,0 +1,642 @@
+"""`IndexSet`: every recall index of one pinned lake snapshot, built, published and queried together.
+
+Build (`IndexSet.build`) reads the `assets` table at a pinned version plus the current `glossary`,
+`query_log` and `requirements` (train split only), records all those versions in the manifest, writes
+everything into a new folder under `settings.recall.index_root` and publishes it atomically (see
+`assetmatch.recall.publish`). Load (`IndexSet.load_latest`) reads the published one into memory.
+
+Query (`recall`, `expand`) runs the recall paths, each returning scored `Hit`s with a reason:
+
+- lexical: BM25 over table tokens (identifiers split, English stemmed, Chinese cut with jieba); a
+  Chinese requirement also queries with its CC-CEDICT glosses, each Chinese word weighing 1;
+- dense: cosine of the requirement's MiniLM vector with each table document (FAISS); a Chinese
+  requirement is also encoded as its gloss sentence;
+- glossary: business terms / synonyms / aliases found in the requirement point to their tables;
+- usage: the nearest past requirements and logged queries (BM25 + dense) vote for the tables they used;
+- graph (`expand`): personalized PageRank from seed scores over foreign keys and co-usage.
+
+Every path is limited to the requested businesses before ranking: another business's table never
+comes back.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from assetmatch.config import ModelConfig, Settings
+from assetmatch.lake import Lake
+from assetmatch.lake import tables as T
+from assetmatch.matching.types import Hit
+from assetmatch.models import TableAsset
+from assetmatch.recall import publish
+from assetmatch.recall.dense import DenseIndex, build_faiss
+from assetmatch.recall.documents import DOCUMENT_VERSION, lexical_tokens, table_document
+from assetmatch.recall.encoder import embedding_dim, encode, encode_query, load_encoder, model_id
+from assetmatch.recall.graph import JoinGraph
+from assetmatch.recall.lexical import Bm25Index, count_weights
+from assetmatch.recall.tokenize import gloss_sentence, has_cjk, tokenize, weighted_gloss_tokens
+from assetmatch.recall.vector_cache import VectorCache, text_key
+from assetmatch.text import normalize_text
+
+FORMAT_VERSION = 1
+QUERY_PATHS = ("lexical", "dense", "glossary", "usage")
+USAGE_NEIGHBOURS = 20  # past requirements that may vote, per query
+RRF_K = 60
+USAGE_MIN_COSINE = 0.3  # MiniLM cosine below which two requests are taken as unrelated
+
+
+class IndexLoadError(LookupError):
+    """An index folder is missing, incomplete or of another format."""
+
+
+@dataclass
+class GlossaryEntry:
+    business: str
+    term: str
+    aliases: list[str]  # term + synonyms, normalized, lower-case
+    alias_tokens: list[list[str]]
+    rows: list[int]
+
+
+@dataclass
+class PastRequirement:
+    business: str
+    text: str
+    rows: list[int]  # asset rows it used (live assets only)
+    origin: str  # "query_log" | "requirements"
+
+
+@dataclass
+class BuildStats:
+    """What a build did; also in the manifest under `counts` and `build_seconds`."""
+
+    embedded_assets: int = 0
+    reused_assets: int = 0
+    embedded_texts: int = 0
+    reused_texts: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def _ranges(businesses: Sequence[str]) -> dict[str, tuple[int, int]]:
+    """business -> [start, end) for a list sorted by business."""
+    out: dict[str, tuple[int, int]] = {}
+    for i, business in enumerate(businesses):
+        start, _ = out.get(business, (i, i))
+        out[business] = (start, i + 1)
+    return out
+
+
+def _top_rows(scores: np.ndarray, spans: list[tuple[int, int]], k: int) -> list[tuple[int, float]]:
+    """Best k rows with a positive score inside the spans, best first; ties broken by row order."""
+    if not spans or k <= 0:
+        return []
+    rows = np.concatenate([np.arange(s, e) for s, e in spans])
+    values = scores[rows]
+    positive = values > 0
+    rows, values = rows[positive], values[positive]
+    if len(rows) > k:
+        part = np.argpartition(-values, k - 1)[:k]
+        rows, values = rows[part], values[part]
+    order = np.lexsort((rows, -values))
+    return [(int(rows[i]), float(values[i])) for i in order]
+
+
+class _Progress:
+    """rich progress bars when asked for, silent otherwise."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.bar: Any = None
+        if enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.bar = Progress(
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()
+            )
+
+    def __enter__(self) -> _Progress:
+        if self.bar is not None:
+            self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+
+    def task(self, description: str, total: int) -> Any:
+        return self.bar.add_task(description, total=total) if self.bar is not None else None
+
+    def advance(self, task: Any, amount: int = 1) -> None:
+        if self.bar is not None:
+            self.bar.advance(task, amount)
+
+
+class IndexSet:
+    """All recall indexes of one snapshot; immutable once built, safe to share between threads."""
+
+    def __init__(
+        self,
+        folder: Path,
+        manifest: dict[str, Any],
+        asset_list: list[TableAsset],
+        lexical: Bm25Index,
+        dense: DenseIndex | None,
+        glossary: dict[str, list[GlossaryEntry]],
+        past: list[PastRequirement],
+        usage_lexical: Bm25Index,
+        usage_vectors: np.ndarray | None,
+        graph: JoinGraph,
+        model_config: ModelConfig,
+        paths: Sequence[str],
+    ) -> None:
+        self.folder = folder
+        self.manifest = manifest
+        self.asset_ids = [a.asset_id for a in asset_list]
+        self.assets: dict[str, TableAsset] = {a.asset_id: a for a in asset_list}
+        self.row_of = {asset_id: i for i, asset_id in enumerate(self.asset_ids)}
+        self.ranges = _ranges([a.business for a in asset_list])
+        self.lexical = lexical
+        self.dense = dense
+        self.glossary = glossary
+        self.past = past
+        self.past_ranges = _ranges([p.business for p in past])
+        self.usage_lexical = usage_lexical
+        self.usage_vectors = usage_vectors
+        self.graph = graph
+        self.model_config = model_config
+        self.paths = tuple(paths)
+        self.library_has_cjk = bool(manifest.get("library_has_cjk", False))
+        self.build_stats: BuildStats | None = None  # set by build(); None for a loaded index
+
+    @property
+    def id(self) -> str:
+        return str(self.manifest["id"])
+
+    def __repr__(self) -> str:
+        return f"IndexSet(id={self.id!r}, assets={len(self.asset_ids)}, paths={list(self.paths)})"
+
+    # ---- build -------------------------------------------------------------------------------------
+    @classmethod
+    def build(
+        cls,
+        lake: Lake,
+        settings: Settings,
+        assets_version: int | None = None,
+        full: bool = False,
+        progress: bool = False,
+        keep: int = 3,
+    ) -> IndexSet:
+        """Build every index from the lake and publish it as the new current index.
+
+        assets_version: the `assets` table version to read (default: its current version; the version
+        actually read is recorded). full: embed everything again instead of reusing cached vectors.
+        keep: how many published index folders to keep. Raises ValueError (nothing published) when the
+        lake has no live asset at that version.
+        """
+        started = time.perf_counter()
+        stats = BuildStats()
+        versions = {name: lake.version(name) for name in (T.ASSETS, T.GLOSSARY, T.QUERY_LOG, T.REQUIREMENTS)}
+        if assets_version is None:
+            assets_version = versions[T.ASSETS]
+        if assets_version is None:
+            raise ValueError(f"the lake at {lake.uri} has no assets table yet: ingest assets first")
+        versions[T.ASSETS] = assets_version
+        assets = sorted(lake.read_assets(version=assets_version), key=lambda a: (a.business, a.asset_id))
+        if not assets:
+            raise ValueError(
+                f"the lake's assets table has no live asset at version {assets_version}: nothing to index"
+            )
+        row_of = {a.asset_id: i for i, a in enumerate(assets)}
+        businesses = sorted({a.business for a in assets})
+        glossary_terms = lake.read_glossary(version=versions[T.GLOSSARY])
+        logged = lake.read_query_log(version=versions[T.QUERY_LOG])
+        train = lake.read_requirements(version=versions[T.REQUIREMENTS], split="train")
+        stats.seconds["read"] = time.perf_counter() - started
+
+        root = Path(settings.recall.index_root)
+        index_id = publish.new_index_id()
+        with _Progress(progress) as bar, publish.staging(root, index_id) as folder:
+            # 1. lexical
+            t0 = time.perf_counter()
+            task = bar.task("tokenize tables", len(assets))
+            docs = []
+            for asset in assets:
+                docs.append(lexical_tokens(asset))
+                bar.advance(task)
+            lexical = Bm25Index.build(docs)
+            lexical.save(folder / "lexical")
+            stats.seconds["lexical"] = time.perf_counter() - t0
+
+            # 2. past requirements for the usage path, and the join graph
+            t0 = time.perf_counter()
+            past = _past_requirements(logged, train, row_of, assets)
+            usage_lexical = Bm25Index.build([tokenize(p.text) for p in past])
+            usage_lexical.save(folder / "usage" / "lexical")
+            graph = JoinGraph.build(
+                len(assets),
+                _fk_pairs(assets, row_of),
+                [[row_of[t] for t in q.tables if t in row_of] for q in logged]
+                + [[row_of[t] for t in r.gold_assets if t in row_of] for r in train],
+            )
+            graph.save(folder / "graph")
+            glossary = _glossary_entries(glossary_terms, row_of)
+            stats.seconds["usage_graph_glossary"] = time.perf_counter() - t0
+
+            # 3. dense: reuse cached vectors, embed the rest
+            t0 = time.perf_counter()
+            mid = model_id(settings.model.base)
+            cache = VectorCache(root, mid)
+            asset_keys = [f"asset:{a.content_hash()}:doc{DOCUMENT_VERSION}" for a in assets]
+            past_keys = [text_key(p.text) for p in past]
+            vectors, usage_vectors = _embed(
+                settings.model, cache, index_id, full, bar, stats,
+                asset_keys, [table_document(a) for a in assets], past_keys, [p.text for p in past],
+            )  # fmt: skip
+            index, kind = build_faiss(vectors, settings.recall.hnsw_threshold)
+            dense = DenseIndex(
+                vectors, index, kind, _ranges([a.business for a in assets]), settings.recall.hnsw_threshold
+            )
+            dense.save(folder / "dense")
+            np.save(folder / "usage" / "vectors.npy", usage_vectors)
+            cache.compact(dict(zip(asset_keys + past_keys, list(vectors) + list(usage_vectors))), index_id)
+            stats.seconds["dense"] = time.perf_counter() - t0
+
+            # 4. the rows themselves, then the manifest last (publish refuses a folder without one)
+            with open(folder / "assets.jsonl", "w", encoding="utf-8") as out:
+                for asset in assets:
+                    out.write(json.dumps(asset.model_dump(mode="json"), ensure_ascii=False) + "\n")
+            with open(folder / "usage" / "past.jsonl", "w", encoding="utf-8") as out:
+                for p in past:
+                    out.write(json.dumps(p.__dict__, ensure_ascii=False) + "\n")
+            with open(folder / "glossary.jsonl", "w", encoding="utf-8") as out:
+                for entries in glossary.values():
+                    for e in entries:
+                        out.write(json.dumps(e.__dict__, ensure_ascii=False) + "\n")
+            stats.seconds["total"] = time.perf_counter() - started
+            manifest = {
+                "id": index_id,
+                "version": index_id,  # alias of id, for readers that call it the index version
+                "format_version": FORMAT_VERSION,
+                "created_at": datetime.now(UTC).isoformat(),
+                "lake": {"uri": lake.uri, "versions": versions},
+                "model": {"base": settings.model.base, "id": mid, "dim": int(vectors.shape[1])},
+                "document_version": DOCUMENT_VERSION,
+                "dense_index": kind,
+                "library_has_cjk": any(has_cjk(table_document(a)) for a in assets),
+                "counts": {
+                    "assets": len(assets),
+                    "businesses": len(businesses),
+                    "glossary_terms": sum(len(v) for v in glossary.values()),
+                    "past_requirements": len(past),
+                    "graph_edges": graph.num_edges,
+                    "embedded_assets": stats.embedded_assets,
+                    "reused_assets": stats.reused_assets,
+                    "embedded_texts": stats.embedded_texts,
+                    "reused_texts": stats.reused_texts,
+                },
+                "build_seconds": {k: round(v, 3) for k, v in stats.seconds.items()},
+                "full": full,
+                "config": settings.recall.model_dump(mode="json"),
+                "businesses": businesses,
+            }
+            (folder / publish.MANIFEST).write_text(
+                json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8"
+            )
+            published = publish.publish(root, folder, index_id, keep=keep)
+        built = cls(
+            published, manifest, assets, lexical, dense, glossary, past, usage_lexical, usage_vectors,
+            graph, settings.model, settings.recall.paths,
+        )  # fmt: skip
+        built.build_stats = stats
+        return built
+
+    # ---- load --------------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: str | Path, settings: Settings | None = None) -> IndexSet:
+        """Read a published index folder into memory (nothing is read from disk at query time).
+
+        settings: only `model.device` and `recall.paths` are taken from it (default: the paths and model
+        recorded in the manifest).
+        """
+        folder = Path(path)
+        manifest_path = folder / publish.MANIFEST
+        if not manifest_path.exists():
+            raise IndexLoadError(f"{folder} is not a published index (no {publish.MANIFEST})")
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        if manifest.get("format_version") != FORMAT_VERSION:
+            raise IndexLoadError(
+                f"{folder} has index format {manifest.get('format_version')}, this version reads "
+                f"{FORMAT_VERSION}: rebuild it with `assetmatch index build`"
+            )
+        with open(folder / "assets.jsonl", encoding="utf-8") as lines:
+            assets = [TableAsset.model_validate_json(line) for line in lines if line.strip()]
+        with open(folder / "usage" / "past.jsonl", encoding="utf-8") as lines:
+            past = [PastRequirement(**json.loads(line)) for line in lines if line.strip()]
+        glossary: dict[str, list[GlossaryEntry]] = defaultdict(list)
+        with open(folder / "glossary.jsonl", encoding="utf-8") as lines:
+            for line in lines:
+                if line.strip():
+                    entry = GlossaryEntry(**json.loads(line))
+                    glossary[entry.business].append(entry)
+        ranges = _ranges([a.business for a in assets])
+        model_config = ModelConfig(base=manifest["model"]["base"])
+        if settings is not None:
+            model_config = settings.model
+        paths = settings.recall.paths if settings is not None else manifest["config"]["paths"]
+        return cls(
+            folder,
+            manifest,
+            assets,
+            Bm25Index.load(folder / "lexical", len(assets)),
+            DenseIndex.load(folder / "dense", ranges, int(manifest["config"]["hnsw_threshold"])),
+            dict(glossary),
+            past,
+            Bm25Index.load(folder / "usage" / "lexical", len(past)),
+            np.load(folder / "usage" / "vectors.npy"),
+            JoinGraph.load(folder / "graph"),
+            model_config,
+            paths,
+        )
+
+    @classmethod
+    def load_latest(cls, index_root: str | Path, settings: Settings | None = None) -> IndexSet:
+        """The currently published index under `index_root`."""
+        root = Path(index_root)
+        current = publish.current_id(root)
+        if current is None:
+            raise IndexLoadError(f"no index is published under {root}: run `assetmatch index build` first")
+        return cls.load(root / current, settings)
+
+    def warmup(self, chinese: bool = True) -> None:
+        """Load the encoder, jieba and (if `chinese`) CC-CEDICT now, so the first query is not slow."""
+        if "dense" in self.paths or "usage" in self.paths:
+            load_encoder(self.model_config)
+        tokenize("warm up 预热")
+        if chinese:
+            weighted_gloss_tokens("预热")
+
+    # ---- query -------------------------------------------------------------------------------------
+    def _spans(
+        self, ranges: Mapping[str, tuple[int, int]], businesses: Collection[str]
+    ) -> list[tuple[int, int]]:
+        return sorted(ranges[b] for b in set(businesses) if b in ranges)
+
+    def query_vectors(self, text: str) -> tuple[np.ndarray, str]:
+        """The requirement's query vectors for the dense paths, and the gloss sentence used ('' if none)."""
+        model = load_encoder(self.model_config)
+        gloss = gloss_sentence(text) if has_cjk(text) else ""
+        if not gloss:
+            return encode_query(model, text)[None, :], ""
+        texts = [gloss, text] if self.library_has_cjk else [gloss]
+        return encode(model, texts), gloss
+
+    def recall(
+        self, text: str, businesses: Collection[str], k: int = 50, paths: Sequence[str] | None = None
+    ) -> dict[str, list[Hit]]:
+        """Candidates per recall path (lexical, dense, glossary, usage), only tables of `businesses`.
+
+        paths: which paths to run (default: the configured ones); "graph" is answered by `expand`, which
+        needs seed scores (e.g. the fused output of these paths). Paths that find nothing give [].
+        """
+        text = normalize_text(text)
+        wanted = [p for p in (paths if paths is not None else self.paths) if p in QUERY_PATHS]
+        spans = self._spans(self.ranges, businesses)
+        out: dict[str, list[Hit]] = {}
+        vectors: tuple[np.ndarray, str] | None = None
+        if ("dense" in wanted or "usage" in wanted) and text and spans:
+            vectors = self.query_vectors(text)
+        for path in wanted:
+            if not text or not spans:
+                out[path] = []
+            elif path == "lexical":
+                out[path] = self._lexical(text, spans, k)
+            elif path == "dense":
+                assert vectors is not None
+                out[path] = self._dense(vectors, businesses, k)
+            elif path == "glossary":
+                out[path] = self._glossary(text, businesses, k)
+            elif path == "usage":
+                assert vectors is not None
+                out[path] = self._usage(text, vectors[0][0], businesses, k)
+        return out
+
+    def lexical_weights(self, text: str) -> dict[str, float]:
+        """BM25 query tokens with weights: the text's own tokens (1 each) plus Chinese glosses (1 per word)."""
+        weights = count_weights(tokenize(text))
+        for token, weight in weighted_gloss_tokens(text).items():
+            weights[token] = weights.get(token, 0.0) + weight
+        return weights
+
+    def _lexical(self, text: str, spans: list[tuple[int, int]], k: int) -> list[Hit]:
+        total, parts = self.lexical.scores(self.lexical_weights(text))
+        hits = []
+        for rank, (row, score) in enumerate(_top_rows(total, spans, k), start=1):
+            matched = sorted((t for t, v in parts.items() if v[row] > 0), key=lambda t: -parts[t][row])
+            hits.append(Hit(self.asset_ids[row], score, rank, "lexical", matched))
+        return hits
+
+    def _dense(self, vectors: tuple[np.ndarray, str], businesses: Collection[str], k: int) -> list[Hit]:
+        if self.dense is None:
+            return []
+        queries, gloss = vectors
+        found = self.dense.search(queries, list(businesses), k)
+        reason = [f"similar meaning (via translation: {gloss})"] if gloss else ["similar meaning"]
+        return [
+            Hit(self.asset_ids[row], sim, rank, "dense", [*reason, f"cosine {sim:.2f}"])
+            for rank, (row, sim) in enumerate(found, start=1)
+        ]
+
+    def _glossary(self, text: str, businesses: Collection[str], k: int) -> list[Hit]:
+        lowered = text.lower()
+        query_tokens = set(tokenize(text))
+        scores: dict[int, float] = defaultdict(float)
+        reasons: dict[int, list[str]] = defaultdict(list)
+        for business in set(businesses):
+            for entry in self.glossary.get(business, []):
+                best = 0.0
+                for alias, tokens in zip(entry.aliases, entry.alias_tokens):
+                    if alias and alias in lowered:
+                        best = max(best, 1.0 + 0.1 * len(alias))  # literal mention; longer = more specific
+                    elif tokens and set(tokens) <= query_tokens:
+                        best = max(best, 0.5 + 0.05 * len(tokens))  # all its words, in any order/inflection
+                if best > 0:
+                    for row in entry.rows:
+                        scores[row] += best
+                        reasons[row].append(f"glossary term: {entry.term}")
+        ranked = sorted(scores.items(), key=lambda item: (-item[1], item[0]))[:k]
+        return [
+            Hit(self.asset_ids[row], score, rank, "glossary", reasons[row])
+            for rank, (row, score) in enumerate(ranked, start=1)
+        ]
+
+    def _usage(self, text: str, query: np.ndarray, businesses: Collection[str], k: int) -> list[Hit]:
+        spans = self._spans(self.past_ranges, businesses)
+        if not spans:
+            return []
+        lexical, _ = self.usage_lexical.scores(self.lexical_weights(text))
+        by_lexical = _top_rows(lexical, spans, USAGE_NEIGHBOURS)
+        by_dense: list[tuple[int, float]] = []
+        if self.usage_vectors is not None and len(self.usage_vectors):
+            sims = self.usage_vectors @ query
+            sims[sims < USAGE_MIN_COSINE] = 0.0  # unrelated texts do not vote
+            by_dense = _top_rows(sims, spans, USAGE_NEIGHBOURS)
+        # neighbours fused by reciprocal rank: BM25 and cosine scores are on different scales
+        neighbour: dict[int, float] = defaultdict(float)
+        for ranking in (by_lexical, by_dense):
+            for rank, (i, _) in enumerate(ranking, start=1):
+                neighbour[i] += 1.0 / (RRF_K + rank)
+        allowed = set(businesses)
+        scores: dict[int, float] = defaultdict(float)
+        reasons: dict[int, list[str]] = defaultdict(list)
+        for i, weight in sorted(neighbour.items(), key=lambda item: -item[1]):
+            past = self.past[i]
+            for row in past.rows:
+                if self.assets[self.asset_ids[row]].business in allowed:
+                    scores[row] += weight
+                    if len(reasons[row]) < 3:
+                        reasons[row].append(f"used by a similar past request: {past.text[:80]}")
+        ranked = sorted(scores.items(), key=lambda item: (-item[1], item[0]))[:k]
+        return [
+            Hit(self.asset_ids[row], score, rank, "usage", reasons[row])
+            for rank, (row, score) in enumerate(ranked, start=1)
+        ]
+
+    def expand(self, seeds: Mapping[str, float], businesses: Collection[str], k: int = 20) -> list[Hit]:
+        """The "graph" path: personalized PageRank from the seed tables over FK and co-usage edges.
+
+        seeds: asset id -> non-negative score (e.g. fused recall scores). Returns the best-scored tables
+        of `businesses`, seeds included (a seed linked to other seeds rises), with the edge that links
+        each table to its strongest seed as the reason. [] if "graph" is turned off.
+        """
+        if "graph" not in self.paths:
+            return []
+        allowed = set(businesses)
+        rows = {
+            self.row_of[a]: float(s)
+            for a, s in seeds.items()
+            if a in self.row_of and self.assets[a].business in allowed and s > 0
+        }
+        if not rows:
+            return []
+        scores = self.graph.personalized_pagerank(rows)
+        spans = self._spans(self.ranges, allowed)
+        hits = []
+        for rank, (row, score) in enumerate(_top_rows(scores, spans, k), start=1):
+            hits.append(Hit(self.asset_ids[row], score, rank, "graph", self._graph_reason(row, rows)))
+        return hits
+
+    def _graph_reason(self, row: int, seeds: Mapping[int, float]) -> list[str]:
+        if row in seeds:
+            linked = [s for s in self.graph.neighbors(row) if int(s) in seeds]
+            return ["seed"] + [
+                f"{self.graph.edge_kind(row, int(s))} with {self.asset_ids[int(s)]}" for s in linked[:2]
+            ]
+        linked = sorted(
+            (int(s) for s in self.graph.neighbors(row) if int(s) in seeds), key=lambda s: -seeds[s]
+        )
+        if linked:
+            return [f"{self.graph.edge_kind(row, s)} with {self.asset_ids[s]}" for s in linked[:3]]
+        return ["two or more joins from the seeds"]
+
+    def neighbors(self, asset_id: str) -> set[str]:
+        """Tables linked to `asset_id` by a foreign key (either direction) or co-usage; empty if unknown."""
+        row = self.row_of.get(asset_id)
+        if row is None:
+            return set()
+        return {self.asset_ids[int(r)] for r in self.graph.neighbors(row)}
+
+
+# ---- build helpers ---------------------------------------------------------------------------------
+def _fk_pairs(assets: Sequence[TableAsset], row_of: Mapping[str, int]) -> list[tuple[int, int]]:
+    pairs = []
+    for asset in assets:
+        for fk in asset.foreign_keys:
+            target = row_of.get(fk.ref_asset_id)
+            if target is not None:
+                pairs.append((row_of[asset.asset_id], target))
+    return pairs
+
+
+def _past_requirements(
+    logged: Sequence[Any], train: Sequence[Any], row_of: Mapping[str, int], assets: Sequence[TableAsset]
+) -> list[PastRequirement]:
+    """Past requests with text and tables: logged queries that carry a requirement, and train-split
+    requirements (never dev/test). Only live tables of the request's own business are kept."""
+    business_of = {a.asset_id: a.business for a in assets}
+    out = []
+    for q in logged:
+        if q.requirement and q.requirement.strip():
+            rows = [row_of[t] for t in dict.fromkeys(q.tables) if business_of.get(t) == q.business]
+            if rows:
+                out.append(PastRequirement(q.business, normalize_text(q.requirement), rows, "query_log"))
+    for r in train:
+        if r.split != "train":  # read with split="train" already; kept as a guard against leakage
+            continue
+        rows = [row_of[t] for t in dict.fromkeys(r.gold_assets) if business_of.get(t) == r.business]
+        if rows and r.text.strip():
+            out.append(PastRequirement(r.business, normalize_text(r.text), rows, "requirements"))
+    out.sort(key=lambda p: p.business)
+    return out
+
+
+def _glossary_entries(terms: Sequence[Any], row_of: Mapping[str, int]) -> dict[str, list[GlossaryEntry]]:
+    out: dict[str, list[GlossaryEntry]] = defaultdict(list)
+    for term in terms:
+        rows = [row_of[a] for a in term.assets if a in row_of]
+        if not rows:
+            continue
+        aliases = list(
+            dict.fromkeys(normalize_text(x).lower() for x in [term.term, *term.synonyms] if x.strip())
+        )
+        out[term.business].append(
+            GlossaryEntry(term.business, term.term, aliases, [tokenize(a) for a in aliases], rows)
+        )
+    return dict(out)
+
+
+def _embed(
+    model_config: ModelConfig,
+    cache: VectorCache,
+    index_id: str,
+    full: bool,
+    bar: _Progress,
+    stats: BuildStats,
+    asset_keys: list[str],
+    asset_texts: list[str],
+    past_keys: list[str],
+    past_texts: list[str],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Vectors for table documents and past requirement texts: cached ones reused unless `full`."""
+    keys = asset_keys + past_keys
+    texts = asset_texts + past_texts
+    cached = {} if full else cache.lookup(keys)
+    missing = list(dict.fromkeys(key for key in keys if key not in cached))
+    text_of = dict(zip(keys, texts))
+    model = load_encoder(model_config)
+    dim = embedding_dim(model)
+    fresh: dict[str, np.ndarray] = {}
+    if missing:
+        task = bar.task("embed", len(missing))
+        matrix = encode(model, [text_of[key] for key in missing], progress=bar, task=task)
+        fresh = dict(zip(missing, matrix))
+        cache.add(index_id, fresh)  # written now: a later failure of this build keeps the work
+    lookup = {**cached, **fresh}
+    stats.embedded_assets = len({k for k in asset_keys if k in fresh})
+    stats.reused_assets = len(set(asset_keys)) - stats.embedded_assets
+    stats.embedded_texts = len({k for k in past_keys if k in fresh})
+    stats.reused_texts = len(set(past_keys)) - stats.embedded_texts
+
+    def stack(selected: list[str]) -> np.ndarray:
+        if not selected:
+            return np.zeros((0, dim), dtype=np.float32)
+        return np.ascontiguousarray(np.vstack([lookup[k] for k in selected]), dtype=np.float32)
+
+    return stack(asset_keys), stack(past_keys)
