@@ -1,0 +1,263 @@
+"""Micro-batching: concurrent requests share one model forward pass, whatever their business.
+
+Every request's fine-ranking rows `(adapter, requirement, document)` go into one asyncio queue.
+A single worker takes the first waiting request, then keeps taking more until `max_batch_size`
+requests or `max_wait_ms` have passed, and runs the scorer on all their rows in one thread (the
+model is not thread-safe and torch already uses every core inside one call). Results go back to
+each request's future in input order.
+
+- mode "mixed": one `score_rows` call, i.e. one forward pass per micro-batch in which every row
+  runs through its own LoRA adapter (PEFT `adapter_names`).
+- mode "serial": the baseline, `score_rows_serial`: one pass per adapter present in the batch.
+
+`stop()` drains: everything queued before it is still scored, later calls get `BatcherClosed`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, TypeVar
+
+from assetmatch.models import TableAsset
+from assetmatch.serving.metrics import ServingMetrics
+from assetmatch.serving.state import ModelRef
+
+log = logging.getLogger(__name__)
+
+Row = tuple[str, str, str]  # (adapter name, requirement, table document)
+Mode = Literal["mixed", "serial"]
+T = TypeVar("T")
+
+
+class RowScorer(Protocol):
+    """What the batcher needs from a model: `assetmatch.ranking.model.MultiAdapterScorer` is one."""
+
+    adapters: Mapping[str, Any]
+
+    def score_rows(self, rows: Sequence[Any]) -> list[float]: ...
+
+    def score_rows_serial(self, rows: Sequence[Any]) -> list[float]: ...
+
+
+class BatcherClosed(RuntimeError):
+    """The batcher is shutting down and takes no new work."""
+
+
+@dataclass
+class _Job:
+    scorer: RowScorer
+    rows: list[Row]
+    future: asyncio.Future[list[float]]
+    enqueued: float = field(default_factory=time.perf_counter)
+
+
+_STOP = object()
+
+
+class MicroBatcher:
+    """An asyncio queue plus one worker task that runs the model in a dedicated thread."""
+
+    def __init__(
+        self,
+        max_batch_size: int = 32,
+        max_wait_ms: float = 5.0,
+        mode: Mode = "mixed",
+        metrics: ServingMetrics | None = None,
+    ) -> None:
+        if max_batch_size <= 0:
+            raise ValueError("max_batch_size must be > 0")
+        self.max_batch_size = max_batch_size
+        self.max_wait_s = max_wait_ms / 1000.0
+        self.mode: Mode = mode
+        self.metrics = metrics
+        self._queue: asyncio.Queue[_Job | object] | None = None
+        self._worker: asyncio.Task[None] | None = None
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
+        self.batches = 0
+
+    # ---- lifecycle -------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._queue = asyncio.Queue()
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="assetmatch-model"
+        )
+        self._closed = False
+        self._worker = asyncio.create_task(self._run(), name="assetmatch-batcher")
+
+    async def stop(self) -> None:
+        """Refuse new work, finish everything already queued, then stop the worker and its thread."""
+        if self._queue is None or self._closed:
+            return
+        self._closed = True
+        await self._queue.put(_STOP)
+        if self._worker is not None:
+            await self._worker
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+
+    @property
+    def running(self) -> bool:
+        return self._worker is not None and not self._worker.done() and not self._closed
+
+    async def run_in_model_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn` on the model thread, between two batches (adapter loads must not race a forward)."""
+        if self._executor is None or self._closed:
+            raise BatcherClosed("the model batcher is not running")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    # ---- submitting ------------------------------------------------------------------------
+    async def score(self, scorer: RowScorer, rows: Sequence[Row]) -> list[float]:
+        """Scores for `rows`, computed in some micro-batch together with other requests' rows."""
+        if not rows:
+            return []
+        if self._closed or self._queue is None:
+            raise BatcherClosed("the model batcher is not running (starting up or shutting down)")
+        future: asyncio.Future[list[float]] = asyncio.get_running_loop().create_future()
+        await self._queue.put(_Job(scorer, list(rows), future))
+        return await future
+
+    def score_threadsafe(
+        self, scorer: RowScorer, rows: Sequence[Row], timeout: float | None = 60.0
+    ) -> list[float]:
+        """`score` for code running in a worker thread (e.g. a Matcher inside run_in_threadpool)."""
+        if self._loop is None:
+            raise BatcherClosed("the model batcher was never started")
+        try:
+            on_loop = asyncio.get_running_loop() is self._loop
+        except RuntimeError:  # no loop in this thread: the normal case
+            on_loop = False
+        if on_loop:
+            raise RuntimeError("score_threadsafe called on the event-loop thread; await score() instead")
+        return asyncio.run_coroutine_threadsafe(self.score(scorer, rows), self._loop).result(timeout)
+
+    # ---- the worker ------------------------------------------------------------------------
+    async def _collect(self, first: _Job) -> tuple[list[_Job], bool]:
+        """`first` plus whatever arrives within max_wait, up to max_batch_size; True if STOP was seen."""
+        assert self._queue is not None
+        batch = [first]
+        deadline = time.perf_counter() + self.max_wait_s
+        while len(batch) < self.max_batch_size:
+            try:
+                item = self._queue.get_nowait()
+            except asyncio.QueueEmpty:
+                remaining = deadline - time.perf_counter()
+                if remaining <= 0:
+                    break
+                try:
+                    item = await asyncio.wait_for(self._queue.get(), remaining)
+                except TimeoutError:
+                    break
+            if item is _STOP:
+                return batch, True
+            assert isinstance(item, _Job)
+            batch.append(item)
+        return batch, False
+
+    async def _run(self) -> None:
+        assert self._queue is not None
+        loop = asyncio.get_running_loop()
+        stopping = False
+        while not stopping:
+            item = await self._queue.get()
+            if item is _STOP:
+                break
+            assert isinstance(item, _Job)
+            batch, stopping = await self._collect(item)
+            # one group per scorer object: normally one; two briefly around a hot swap
+            groups: dict[int, list[_Job]] = {}
+            for job in batch:
+                groups.setdefault(id(job.scorer), []).append(job)
+            for jobs in groups.values():
+                await self._run_group(loop, jobs)
+        # drain whatever slipped in behind STOP (nothing should, but never strand a caller)
+        while not self._queue.empty():
+            item = self._queue.get_nowait()
+            if isinstance(item, _Job):
+                await self._run_group(loop, [item])
+
+    async def _run_group(self, loop: asyncio.AbstractEventLoop, jobs: list[_Job]) -> None:
+        rows = [row for job in jobs for row in job.rows]
+        scorer = jobs[0].scorer
+        try:
+            scores = await loop.run_in_executor(self._executor, self._score_sync, scorer, rows)
+        except Exception as exc:
+            log.exception("model batch of %d rows failed", len(rows))
+            if self.metrics:
+                self.metrics.errors.labels("model_batch").inc()
+            for job in jobs:
+                if not job.future.done():
+                    job.future.set_exception(exc)
+            return
+        self.batches += 1
+        if self.metrics:
+            self.metrics.batch_rows.labels(self.mode).observe(len(rows))
+            self.metrics.batch_requests.labels(self.mode).observe(len(jobs))
+            self.metrics.batch_adapters.labels(self.mode).observe(len({r[0] for r in rows}))
+        start = 0
+        for job in jobs:
+            part = scores[start : start + len(job.rows)]
+            start += len(job.rows)
+            if not job.future.done():  # a cancelled caller (client went away) is simply skipped
+                job.future.set_result(part)
+
+    def _score_sync(self, scorer: RowScorer, rows: list[Row]) -> list[float]:
+        if self.mode == "serial":
+            from assetmatch.ranking.model import ScoreRow
+
+            return scorer.score_rows_serial([ScoreRow(*r) for r in rows])
+        return scorer.score_rows(rows)
+
+
+def sigmoid(x: float) -> float:
+    """Logit -> probability, exactly as `ranking.finerank.LoraFineRanker.score` does it."""
+    return 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, x))))
+
+
+class BatchedFineRanker:
+    """A `matching.types.FineRanker` whose scoring goes through the shared micro-batcher.
+
+    One instance per (serving state, A/B arm): `models` maps business -> the ModelRef whose adapter
+    scores it. Documents come from `ranking.finerank.LoraFineRanker.documents` (the code training
+    uses), scores are probabilities like `LoraFineRanker.score`, and `threshold(business)` is the
+    calibrated one stored beside the adapter. The Matcher calls `score` from a worker thread; it
+    blocks until the micro-batch holding its rows has run.
+    """
+
+    def __init__(self, batcher: MicroBatcher, scorer: Any, models: Mapping[str, ModelRef]) -> None:
+        from assetmatch.ranking.finerank import LoraFineRanker, read_calibration
+
+        self.batcher = batcher
+        self.scorer = scorer
+        self.models = dict(models)
+        self._documents = LoraFineRanker(scorer).documents
+        self._thresholds: dict[str, float] = {}
+        for business, ref in self.models.items():
+            value = read_calibration(ref.path).get("threshold") if ref.path else None
+            if value is not None:
+                self._thresholds[business] = float(value)
+
+    def version(self, business: str) -> str:
+        ref = self.models.get(business)
+        return ref.version if ref else ""
+
+    def threshold(self, business: str) -> float | None:
+        return self._thresholds.get(business)
+
+    def rows(self, business: str, requirement: str, assets: Sequence[TableAsset]) -> list[Row]:
+        ref = self.models.get(business)
+        if ref is None:
+            raise KeyError(f"no ranker adapter is loaded for business {business!r}")
+        return [(ref.adapter_name, requirement, doc) for doc in self._documents(requirement, assets)]
+
+    def score(self, business: str, requirement: str, assets: Sequence[TableAsset]) -> list[float]:
+        logits = self.batcher.score_threadsafe(self.scorer, self.rows(business, requirement, assets))
+        return [sigmoid(x) for x in logits]

@@ -1,0 +1,96 @@
+"""Response cache: in-process LRU by default, Redis when `settings.serving.redis_cache_url` is set.
+
+The key holds business, normalized requirement, k, explain, arm, and the model and index versions
+that would answer. A hot swap changes those versions, so entries of the old state are never hit
+again: invalidation by construction, nothing to flush. Old entries age out (LRU / Redis TTL).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+from collections import OrderedDict
+from typing import Any, Protocol
+
+from assetmatch.text import normalize_text
+
+log = logging.getLogger(__name__)
+
+
+def cache_key(
+    business: str, requirement: str, k: int, explain: bool, arm: str, model_version: str, index_version: str
+) -> str:
+    """Stable key: sha256 over the fields that decide an answer (case and spacing of the text ignored)."""
+    parts = [business, normalize_text(requirement).casefold(), k, explain, arm, model_version, index_version]
+    blob = json.dumps(parts, ensure_ascii=False, separators=(",", ":"))
+    return "assetmatch:match:" + hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+class ResponseCache(Protocol):
+    def get(self, key: str) -> dict[str, Any] | None: ...
+
+    def put(self, key: str, value: dict[str, Any]) -> None: ...
+
+
+class LruCache:
+    """Thread-safe LRU of JSON-able answers.
+
+    Hand-written (an OrderedDict and a lock, a dozen lines) because the project's dependencies hold
+    no LRU for arbitrary keys with explicit get/put, and functools.lru_cache memoizes calls only.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._data: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        with self._lock:
+            value = self._data.get(key)
+            if value is not None:
+                self._data.move_to_end(key)
+            return value
+
+    def put(self, key: str, value: dict[str, Any]) -> None:
+        if self.size <= 0:
+            return
+        with self._lock:
+            self._data[key] = value
+            self._data.move_to_end(key)
+            while len(self._data) > self.size:
+                self._data.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+class RedisCache:
+    """Shared cache for several replicas. A Redis outage degrades to misses, never to errors."""
+
+    def __init__(self, url: str, ttl_s: float) -> None:
+        import redis
+
+        if "://" not in url:
+            url = f"redis://{url}"
+        self._client = redis.Redis.from_url(url, socket_timeout=0.2, socket_connect_timeout=0.2)
+        self.ttl_ms = int(ttl_s * 1000)
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        try:
+            raw = self._client.get(key)
+        except Exception as exc:  # redis down: answer without the cache
+            log.warning("redis cache get failed: %s", type(exc).__name__)
+            return None
+        return None if raw is None else json.loads(raw)  # type: ignore[arg-type]
+
+    def put(self, key: str, value: dict[str, Any]) -> None:
+        try:
+            self._client.set(key, json.dumps(value, ensure_ascii=False), px=self.ttl_ms)
+        except Exception as exc:
+            log.warning("redis cache put failed: %s", type(exc).__name__)
+
+
+def build_cache(size: int, redis_url: str | None, ttl_s: float) -> ResponseCache:
+    return RedisCache(redis_url, ttl_s) if redis_url else LruCache(size)

@@ -1,0 +1,188 @@
+"""Feedback: remember recent answers, and land callers' "tables I really used" in the lake.
+
+`RequestMemory` keeps the last N answers (business, requirement, selected tables, arm, model
+version) so a `POST /v1/feedback` carrying only a request id can be joined to what was served.
+`FeedbackWriter` buffers rows and appends them to the `feedback` Delta table in one commit per
+flush (every `flush_rows` rows or `flush_interval_s` seconds, and on shutdown). A failed append
+keeps the rows buffered for the next flush; if the final flush on shutdown fails, the rows are
+written to a local JSONL spool file, which the next start appends before anything else. Nothing
+accepted is ever lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import threading
+import uuid
+from collections import OrderedDict
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from assetmatch.lake import tables as T
+from assetmatch.lake.delta import Lake
+from assetmatch.serving.metrics import ServingMetrics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What was served for one request id."""
+
+    business: str
+    requirement: str
+    returned_assets: tuple[str, ...]
+    arm: str
+    model_version: str
+
+
+class RequestMemory:
+    """Bounded, thread-safe map request_id -> Answer (oldest forgotten first).
+
+    Per process: a replica only knows its own answers; behind a load balancer, feedback must go
+    to the replica that answered (sticky sessions) or the window is per replica.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._data: OrderedDict[str, Answer] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def put(self, request_id: str, answer: Answer) -> None:
+        with self._lock:
+            self._data[request_id] = answer
+            while len(self._data) > self.size:
+                self._data.popitem(last=False)
+
+    def get(self, request_id: str) -> Answer | None:
+        with self._lock:
+            return self._data.get(request_id)
+
+
+def feedback_row(request_id: str, answer: Answer, used_assets: list[str]) -> dict[str, Any]:
+    row = {
+        "request_id": request_id,
+        **asdict(answer),
+        "used_assets": list(used_assets),
+        "ts": datetime.now(UTC),
+    }
+    row["returned_assets"] = list(answer.returned_assets)
+    return row
+
+
+class FeedbackWriter:
+    """Buffer + periodic flush into the `feedback` Delta table."""
+
+    def __init__(
+        self,
+        lake: Lake,
+        flush_rows: int = 100,
+        flush_interval_s: float = 5.0,
+        spool_dir: str | Path = ".assetmatch/serving/feedback-spool",
+        metrics: ServingMetrics | None = None,
+    ) -> None:
+        self.lake = lake
+        self.flush_rows = flush_rows
+        self.flush_interval_s = flush_interval_s
+        self.spool_dir = Path(spool_dir)
+        self.metrics = metrics
+        self._buffer: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._flush_lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def pending(self) -> int:
+        return len(self._buffer)
+
+    def add(self, row: dict[str, Any]) -> None:
+        with self._lock:
+            self._buffer.append(row)
+            full = len(self._buffer) >= self.flush_rows
+        if self.metrics:
+            self.metrics.feedback_rows.labels("accepted").inc()
+        if full:
+            self._wake.set()
+
+    async def flush(self) -> int:
+        """Append everything buffered in one commit; on failure keep it buffered. Returns rows written."""
+        async with self._flush_lock:
+            with self._lock:
+                rows, self._buffer = self._buffer, []
+            if not rows:
+                return 0
+            try:
+                await asyncio.to_thread(
+                    self.lake.append, T.FEEDBACK, rows, f"serving-{uuid.uuid4().hex[:12]}"
+                )
+            except Exception as exc:
+                with self._lock:
+                    self._buffer[:0] = rows
+                if self.metrics:
+                    self.metrics.feedback_rows.labels("flush_failed").inc(len(rows))
+                    self.metrics.errors.labels("feedback_flush").inc()
+                log.warning("feedback flush of %d rows failed (kept buffered): %s", len(rows), exc)
+                return 0
+            if self.metrics:
+                self.metrics.feedback_rows.labels("written").inc(len(rows))
+            return len(rows)
+
+    async def _loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.flush_interval_s)
+            self._wake.clear()
+            await self.flush()
+
+    async def start(self) -> None:
+        await self.replay_spool()
+        self._task = asyncio.create_task(self._loop(), name="assetmatch-feedback-flush")
+
+    async def stop(self) -> None:
+        """Final flush; what still cannot be written goes to the spool file."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self.flush()
+        with self._lock:
+            rows, self._buffer = self._buffer, []
+        if rows:
+            self._spool(rows)
+
+    def _spool(self, rows: list[dict[str, Any]]) -> None:
+        self.spool_dir.mkdir(parents=True, exist_ok=True)
+        path = self.spool_dir / f"feedback-{uuid.uuid4().hex}.jsonl"
+        with path.open("w", encoding="utf-8") as fh:
+            for row in rows:
+                fh.write(json.dumps({**row, "ts": row["ts"].isoformat()}, ensure_ascii=False) + "\n")
+        log.error("could not write %d feedback rows to the lake; spooled to %s", len(rows), path)
+
+    async def replay_spool(self) -> int:
+        """Append spooled rows from an earlier shutdown; a file is removed only once written."""
+        if not self.spool_dir.is_dir():
+            return 0
+        written = 0
+        for path in sorted(self.spool_dir.glob("feedback-*.jsonl")):
+            rows = [
+                json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
+            ]
+            for row in rows:
+                row["ts"] = datetime.fromisoformat(row["ts"])
+            try:
+                await asyncio.to_thread(
+                    self.lake.append, T.FEEDBACK, rows, f"serving-spool-{path.stem[-12:]}"
+                )
+            except Exception as exc:
+                log.warning("spooled feedback %s still cannot be written: %s", path, exc)
+                continue
+            path.unlink()
+            written += len(rows)
+        return written

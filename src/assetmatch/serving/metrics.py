@@ -1,0 +1,94 @@
+"""Prometheus metrics of one app instance (own CollectorRegistry, so several apps can coexist)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.04, 0.06, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
+class ServingMetrics:
+    """Latency per stage / business / model version, batch sizes, adapters, errors, cache, reloads."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.request_seconds = Histogram(
+            "assetmatch_request_seconds",
+            "End-to-end latency of an API call.",
+            ["route", "business", "model_version", "status"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.stage_seconds = Histogram(
+            "assetmatch_stage_seconds",
+            "Latency of one matching stage (recall, coarse, fine, ...).",
+            ["stage", "business", "model_version"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_rows = Histogram(
+            "assetmatch_batch_rows",
+            "Rows per model micro-batch.",
+            ["mode"],
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
+        self.batch_requests = Histogram(
+            "assetmatch_batch_requests",
+            "Requests per model micro-batch.",
+            ["mode"],
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
+        self.batch_adapters = Histogram(
+            "assetmatch_batch_adapters",
+            "Distinct adapters in one micro-batch.",
+            ["mode"],
+            buckets=(1, 2, 3, 4, 6, 8, 16, 32),
+            registry=r,
+        )
+        self.adapters_loaded = Gauge(
+            "assetmatch_adapters_loaded", "LoRA adapters held beside the base.", registry=r
+        )
+        self.errors = Counter("assetmatch_errors_total", "Errors by kind.", ["kind"], registry=r)
+        self.cache_requests = Counter(
+            "assetmatch_cache_requests_total", "Response-cache lookups.", ["result"], registry=r
+        )
+        self.cache_hit_ratio = Gauge("assetmatch_cache_hit_ratio", "Hits / lookups since start.", registry=r)
+        self.reloads = Counter(
+            "assetmatch_reloads_total", "Serving-state reloads by outcome.", ["outcome"], registry=r
+        )
+        self.reload_failing = Gauge(
+            "assetmatch_reload_failing",
+            "1 while the latest reload attempt failed (old state serving).",
+            registry=r,
+        )
+        self.state_info = Gauge(
+            "assetmatch_state_loaded_timestamp",
+            "When the serving state now in use was loaded.",
+            ["state_id"],
+            registry=r,
+        )
+        self.inflight = Gauge("assetmatch_inflight_requests", "Match requests being answered.", registry=r)
+        self.feedback_rows = Counter(
+            "assetmatch_feedback_rows_total", "Feedback rows by outcome.", ["outcome"], registry=r
+        )
+        self.arm_requests = Counter(
+            "assetmatch_arm_requests_total",
+            "Answers per business and A/B arm.",
+            ["business", "arm"],
+            registry=r,
+        )
+        self._hits = 0
+        self._lookups = 0
+
+    def cache_lookup(self, hit: bool) -> None:
+        self.cache_requests.labels("hit" if hit else "miss").inc()
+        self._lookups += 1
+        self._hits += int(hit)
+        self.cache_hit_ratio.set(self._hits / self._lookups)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

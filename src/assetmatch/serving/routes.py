@@ -1,0 +1,223 @@
+"""HTTP routes: /v1/match, /v1/feedback, /v1/businesses, /healthz, /readyz, /metrics."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from assetmatch.matching.types import MatchResult
+from assetmatch.serving.ab import assign_arm
+from assetmatch.serving.auth import AuthError, Principal
+from assetmatch.serving.cache import cache_key
+from assetmatch.serving.deps import ServingContext, get_ctx, get_principal
+from assetmatch.serving.errors import invalid
+from assetmatch.serving.feedback import Answer, feedback_row
+from assetmatch.serving.schemas import (
+    BusinessOut,
+    ErrorOut,
+    FeedbackRequest,
+    FeedbackResponse,
+    MatchRequest,
+    MatchResponse,
+    TableOut,
+)
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorOut, "description": "Missing or unknown API key."},
+    403: {"model": ErrorOut, "description": "The key may not query this business."},
+    422: {"model": ErrorOut, "description": "Invalid body or a limit exceeded."},
+    503: {"model": ErrorOut, "description": "Not ready (nothing loaded yet, or shutting down)."},
+}
+
+router = APIRouter()
+
+
+def _tables(result: MatchResult, visible: set[str], explain: bool) -> list[TableOut]:
+    """Response tables; anything outside the visible businesses is dropped (defence in depth)."""
+    out: list[TableOut] = []
+    for table in result.ranked:
+        if table.business not in visible:
+            continue
+        out.append(
+            TableOut(
+                asset_id=table.asset_id,
+                name=table.name,
+                rank=len(out) + 1,
+                score=table.score,
+                coarse_score=table.coarse_score,
+                fine_score=table.fine_score,
+                selected=table.selected,
+                reasons=list(table.reasons) if explain else None,
+                path_scores=dict(table.path_scores) if explain else None,
+            )
+        )
+    return out
+
+
+@router.post(
+    "/v1/match",
+    response_model=MatchResponse,
+    responses=ERRORS,
+    summary="Rank the tables that answer a requirement and select the set it needs.",
+)
+async def match(
+    body: MatchRequest,
+    request: Request,
+    ctx: ServingContext = Depends(get_ctx),
+    principal: Principal = Depends(get_principal),
+) -> MatchResponse:
+    start = time.perf_counter()
+    request_id = uuid.uuid4().hex
+    request.state.request_id = request_id
+    if not principal.may_query(body.business):
+        raise AuthError(403, f"this API key may not query business {body.business!r}")
+    limits = ctx.settings.serving
+    if len(body.requirement) > limits.max_requirement_chars:
+        raise invalid("requirement", f"requirement is longer than {limits.max_requirement_chars} characters")
+    if body.k > limits.max_k:
+        raise invalid("k", f"k must be at most {limits.max_k}")
+    ctx.metrics.inflight.inc()
+    try:
+        with ctx.holder.use() as state:
+            known = state.business_names()
+            if known and body.business not in known:
+                raise HTTPException(404, f"unknown business {body.business!r}")
+            arm = assign_arm(
+                body.business,
+                body.user_id,
+                limits.ab_split.get(body.business, 0.0),
+                state.has_challenger(body.business),
+            )
+            ref = state.model(body.business, arm)
+            key = cache_key(
+                body.business,
+                body.requirement,
+                body.k,
+                body.explain,
+                arm,
+                ref.version if ref else "",
+                state.index_version,
+            )
+            cached = ctx.cache.get(key)
+            ctx.metrics.cache_lookup(cached is not None)
+            if cached is not None:
+                response = MatchResponse.model_validate(
+                    {**cached, "request_id": request_id, "cached": True, "requirement": body.requirement}
+                )
+            else:
+                result = await run_in_threadpool(
+                    state.engines[arm].match, body.business, body.requirement, body.k
+                )
+                visible = {body.business} | ctx.shared_businesses()
+                tables = _tables(result, visible, body.explain)
+                shown = {t.asset_id for t in tables}
+                response = MatchResponse(
+                    request_id=request_id,
+                    business=body.business,
+                    requirement=body.requirement,
+                    tables=tables,
+                    selected=[a for a in result.selected if a in shown],
+                    model_version=result.model_version,
+                    index_version=state.index_version,
+                    arm=arm,
+                    cached=False,
+                    timings_ms={k: round(v, 3) for k, v in result.timings_ms.items()},
+                )
+                ctx.cache.put(key, response.model_dump(mode="json", exclude={"request_id", "cached"}))
+                for stage, ms in result.timings_ms.items():
+                    ctx.metrics.stage_seconds.labels(stage, body.business, response.model_version).observe(
+                        ms / 1000
+                    )
+    finally:
+        ctx.metrics.inflight.dec()
+    ctx.memory.put(
+        request_id,
+        Answer(body.business, body.requirement, tuple(response.selected), arm, response.model_version),
+    )
+    ctx.metrics.arm_requests.labels(body.business, arm).inc()
+    ctx.metrics.request_seconds.labels("match", body.business, response.model_version, "200").observe(
+        time.perf_counter() - start
+    )
+    return response
+
+
+@router.post(
+    "/v1/feedback",
+    response_model=FeedbackResponse,
+    responses={**ERRORS, 404: {"model": ErrorOut, "description": "Unknown or forgotten request id."}},
+    summary="Report which tables were really used for an earlier answer.",
+)
+async def feedback(
+    body: FeedbackRequest,
+    ctx: ServingContext = Depends(get_ctx),
+    principal: Principal = Depends(get_principal),
+) -> FeedbackResponse:
+    answer = ctx.memory.get(body.request_id)
+    if answer is None or not principal.may_query(answer.business):
+        # the same answer for "never existed" and "another tenant's": ids reveal nothing
+        raise HTTPException(404, f"no recent answer with request_id {body.request_id}")
+    if ctx.stopping:
+        raise HTTPException(503, "shutting down")
+    ctx.feedback.add(feedback_row(body.request_id, answer, body.used_assets))
+    return FeedbackResponse(request_id=body.request_id, accepted=True)
+
+
+@router.get(
+    "/v1/businesses",
+    response_model=list[BusinessOut],
+    responses=ERRORS,
+    summary="Businesses this key may query.",
+)
+async def businesses(
+    ctx: ServingContext = Depends(get_ctx), principal: Principal = Depends(get_principal)
+) -> list[BusinessOut]:
+    state = ctx.holder.current
+    out = []
+    for info in ctx.loader.businesses():
+        if not principal.may_query(info.name):
+            continue
+        champion = state.model(info.name, "champion") if state else None
+        challenger = state.model(info.name, "challenger") if state else None
+        out.append(
+            BusinessOut(
+                name=info.name,
+                description=info.description,
+                model_version=champion.version if champion else "",
+                challenger_version=challenger.version if challenger else None,
+                challenger_share=ctx.settings.serving.ab_split.get(info.name, 0.0) if challenger else 0.0,
+                index_version=state.index_version if state else "",
+            )
+        )
+    return out
+
+
+@router.get("/healthz", summary="Liveness: the process answers.")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", summary="Readiness: a serving state is loaded and the model batcher runs.")
+async def readyz(ctx: ServingContext = Depends(get_ctx)) -> JSONResponse:
+    state = ctx.holder.current
+    ready = state is not None and ctx.batcher.running and not ctx.stopping
+    body = {
+        "ready": ready,
+        "state_id": state.id if state else None,
+        "index_version": state.index_version if state else None,
+        "models": [list(m) for m in state.versions.models] if state else [],
+        "adapters_loaded": len(ctx.scorer.adapters) if ctx.scorer is not None else 0,
+        "reload_error": ctx.holder.last_error,  # set while the latest reload failed (old state serving)
+        "batch_mode": ctx.batcher.mode,
+    }
+    return JSONResponse(body, status_code=200 if ready else 503)
+
+
+@router.get("/metrics", summary="Prometheus metrics.", include_in_schema=True)
+async def metrics(ctx: ServingContext = Depends(get_ctx)) -> Response:
+    return Response(ctx.metrics.render(), media_type=CONTENT_TYPE_LATEST)
