@@ -1,9 +1,207 @@
-"""CLI commands of this stage (see assetmatch.cli)."""
+"""CLI of the matching stage: `assetmatch index build`, `assetmatch match`, `assetmatch eval`.
+
+Heavy modules (the recall index, torch, scikit-learn, mlflow, matplotlib) are imported inside the
+commands so `assetmatch --help` stays fast.
+"""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, cast
+
 import typer
+from rich.table import Table
+
+from assetmatch.cli.common import console, err_console, friendly_errors, settings
+
+index_app = typer.Typer(
+    help="Build and publish the recall indexes (and the fitted coarse ranking).", no_args_is_help=True
+)
+
+
+def _progress(items: Iterator[Any], total: int, description: str) -> Iterator[Any]:
+    from rich.progress import track
+
+    return iter(track(items, total=total, description=description, console=err_console, transient=True))
+
+
+@index_app.command("build")
+def index_build(
+    full: bool = typer.Option(
+        False, "--full", help="Embed every table again instead of reusing cached vectors."
+    ),
+    assets_version: int | None = typer.Option(
+        None, "--assets-version", help="Build from this version of the lake's assets table (default: latest)."
+    ),
+    fit: bool = typer.Option(
+        True,
+        "--fit/--no-fit",
+        help="Also fit the coarse fusion model and set selection on the lake's `train` requirements (if any).",
+    ),
+) -> None:
+    """Build every recall index from the lake and publish it as the current index."""
+    from assetmatch.evaluation.harness import fit_matching, save_fit
+    from assetmatch.lake.delta import Lake
+    from assetmatch.matching.matcher import models_dir
+    from assetmatch.recall.index import IndexSet
+
+    cfg = settings()
+    with friendly_errors(FileNotFoundError, ValueError, LookupError):
+        lake = Lake.from_settings(cfg)
+        index = IndexSet.build(lake, cfg, assets_version=assets_version, full=full, progress=True)
+        console.print(
+            f"published index [bold]{index.manifest.get('id')}[/bold] with {len(index.assets)} tables"
+        )
+        if not fit:
+            return
+        train = [r for r in lake.read_requirements(split="train") if r.gold_assets]
+        if not train:
+            console.print("no labelled `train` requirements in the lake: matching will use RRF fusion")
+            return
+        result = fit_matching(index, cfg, train, progress=_progress)
+        save_fit(result, models_dir(cfg))
+        console.print(
+            f"coarse model {result.report.get('cv_chosen')} fitted on {len(train)} train requirements; "
+            f"selection {result.selection.model_dump()} -> {models_dir(cfg)}"
+        )
+
+
+def match(
+    text: str = typer.Argument(..., help="The requirement, in any language."),
+    business: str = typer.Option(
+        ..., "--business", "-b", help="Business whose tables (plus shared ones) to search."
+    ),
+    k: int = typer.Option(10, "-k", min=1, help="How many ranked tables to show."),
+    as_json: bool = typer.Option(False, "--json", help="Print the full result as JSON."),
+    explain: bool = typer.Option(
+        False, "--explain", help="Show each table's reasons (path, rank, matched terms)."
+    ),
+) -> None:
+    """Rank the tables for a requirement and show the selected set."""
+    from assetmatch.matching.matcher import Matcher, UnknownBusinessError, describe
+    from assetmatch.recall.index import IndexLoadError
+
+    cfg = settings()
+    with friendly_errors(UnknownBusinessError, IndexLoadError, FileNotFoundError):
+        matcher = Matcher.from_settings(cfg)
+        result = matcher.match(business, text, k=k)
+    if as_json:
+        console.print_json(json.dumps(describe(result), ensure_ascii=False, default=str))
+        return
+    paths = [
+        p
+        for p in ("lexical", "dense", "glossary", "usage", "graph")
+        if any(p in t.path_scores for t in result.ranked)
+    ]
+    table = Table(title=f"{business}: {text}")
+    table.add_column("#", justify="right")
+    table.add_column("sel")
+    table.add_column("table")
+    table.add_column("score", justify="right")
+    for p in paths:
+        table.add_column(p, justify="right")
+    if explain:
+        table.add_column("reasons")
+    for i, t in enumerate(result.ranked, start=1):
+        row = [str(i), "✔" if t.selected else "", t.asset_id, f"{t.score:.3f}"]
+        row += [f"{t.path_scores[p]:.3f} (#{t.path_ranks[p]})" if p in t.path_scores else "" for p in paths]
+        if explain:
+            row.append("; ".join(t.reasons))
+        table.add_row(*row)
+    console.print(table)
+    console.print(f"selected: {', '.join(result.selected) or '(none)'}")
+    console.print(
+        "timings (ms): " + ", ".join(f"{k}={v:.1f}" for k, v in result.timings_ms.items()),
+        style="dim",
+    )
+
+
+def evaluate(
+    dataset: Path = typer.Option(
+        ...,
+        "--dataset",
+        exists=True,
+        file_okay=False,
+        help="Benchmark folder (assets.jsonl.gz + requirements.jsonl.gz).",
+    ),
+    split: str = typer.Option(
+        "dev", "--split", help="Split to evaluate (dev, test, ...). Never `train`-tuned."
+    ),
+    setting: str = typer.Option(
+        "union",
+        "--setting",
+        help="union: every table of every database is a candidate; business: only its own.",
+    ),
+    limit: int | None = typer.Option(
+        None, "--limit", min=1, help="Evaluate only the first N requirements of the split."
+    ),
+    fit_on: Path | None = typer.Option(
+        None,
+        "--fit-on",
+        exists=True,
+        file_okay=False,
+        help="Fit on the `train` split of this other dataset (same asset library), e.g. spider for cspider.",
+    ),
+    fit_limit: int | None = typer.Option(
+        None, "--fit-limit", min=1, help="Fit on a random sample of at most N train requirements (faster)."
+    ),
+    json_path: Path | None = typer.Option(None, "--json", help="Write the machine-readable report here."),
+    out: Path | None = typer.Option(
+        None, "--out", help="Folder for report.json (with every answer) and recall_at_k.png."
+    ),
+    mlflow: bool = typer.Option(
+        True, "--mlflow/--no-mlflow", help="Log params, metrics and artifacts to MLflow."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed of the train sample and the models."),
+) -> None:
+    """Evaluate matching on a benchmark: Recall@k, all-gold@k, MRR, set P/R/F1/exact match, latency.
+
+    The dataset's tables go through the catalog_file source into a temporary lake, the indexes are built,
+    the coarse model and selection are fitted on its `train` split only (or --fit-on's), and every
+    requirement of --split is matched. CSpider has no train split: use `--fit-on <spider folder>`
+    (same tables) or let it run untrained (RRF + top-1 selection).
+    """
+    from assetmatch.evaluation.harness import EvalOptions, Setting, run_eval
+    from assetmatch.evaluation.report import log_mlflow, plot_recall, print_report, write_json, write_outputs
+
+    if setting not in ("union", "business"):
+        err_console.print(f"[red]error:[/red] --setting must be union or business, not {setting!r}")
+        raise typer.Exit(2)
+    cfg = settings()
+    options = EvalOptions(
+        dataset=dataset,
+        split=split,
+        setting=cast(Setting, setting),
+        limit=limit,
+        fit_on=fit_on,
+        fit_limit=fit_limit,
+        seed=seed,
+    )
+    with friendly_errors(FileNotFoundError, ValueError):
+        run = run_eval(options, cfg, progress=_progress)
+    print_report(run, console)
+    artifacts: dict[str, Path] = {}
+    if json_path is not None:
+        artifacts["json"] = write_json(run, json_path)
+    if out is not None:
+        artifacts.update(write_outputs(run, out))
+    if mlflow:
+        if "plot" not in artifacts:
+            import tempfile
+
+            tmp = Path(tempfile.mkdtemp(prefix="assetmatch-eval-out-"))
+            artifacts["plot"] = plot_recall(run, tmp / "recall_at_k.png")
+            artifacts["report"] = write_json(run, tmp / "report.json")
+        run_id = log_mlflow(run, cfg, artifacts)
+        console.print(f"MLflow run {run_id} ({cfg.mlflow.tracking_uri})", style="dim")
+    for name, path in artifacts.items():
+        console.print(f"{name}: {path}", style="dim")
 
 
 def register(app: typer.Typer) -> None:
-    """Add this stage's commands to the root app."""
+    """Add `index build`, `match` and `eval` to the root app."""
+    app.add_typer(index_app, name="index")
+    app.command("match")(match)
+    app.command("eval")(evaluate)

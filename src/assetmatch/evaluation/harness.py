@@ -1,0 +1,390 @@
+"""Benchmark harness: load a dataset into a temporary lake, build the indexes, fit the learned parts on the
+dataset's `train` split, match every requirement of the evaluated split, and score the answers.
+
+A dataset is a folder with `assets.jsonl.gz` (read by the `catalog_file` source) and
+`requirements.jsonl.gz` (the `requirements` source), as in ../shared/benchmarks/spider; any folder in
+that format works.
+
+Settings:
+- `union`: every table of every database is a candidate (all assets and requirements are put in one
+  business, `UNION_BUSINESS`; SpiderUnion). Tables keep their `database`, which the group features use.
+- `business`: each requirement sees only its own database (business = database).
+
+What is learned (the coarse fusion model and the selection parameters) is fitted on split `train` only:
+of the evaluated dataset, or of `fit_on` (another dataset over the same assets, e.g. Spider's train for
+CSpider, which has no train split). A dataset with no train split and no `fit_on` is evaluated with what
+needs no training: RRF fusion and top-1 selection with FK closure.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from assetmatch.config import LakeConfig, RecallConfig, Settings
+from assetmatch.evaluation import metrics as M
+from assetmatch.lake.delta import Lake
+from assetmatch.matching.fusion import (
+    FeatureBuilder,
+    LearnedFusion,
+    RRFRanker,
+    TrainingGroup,
+    collect_candidates,
+    fit_learned_fusion,
+)
+from assetmatch.matching.matcher import COARSE_FILE, SELECTION_FILE, Matcher
+from assetmatch.matching.selection import (
+    CalibrationExample,
+    ScoredTable,
+    SelectionParams,
+    SetSelector,
+    calibrate,
+    save_selection,
+    top_k_selection,
+)
+from assetmatch.models import Requirement
+
+if TYPE_CHECKING:
+    from assetmatch.recall.index import IndexSet
+
+log = logging.getLogger(__name__)
+
+UNION_BUSINESS = "library"
+Setting = Literal["union", "business"]
+ASSETS_FILE = "assets.jsonl.gz"
+REQUIREMENTS_FILE = "requirements.jsonl.gz"
+CALIBRATION_MAX = 2000  # requirements used for the selection grid search (a sample keeps it under a minute)
+
+
+@dataclass
+class EvalOptions:
+    """One `assetmatch eval` run."""
+
+    dataset: Path
+    split: str = "dev"
+    setting: Setting = "union"
+    limit: int | None = None
+    fit_on: Path | None = None
+    fit_limit: int | None = None
+    seed: int = 0
+    workdir: Path | None = None  # keep the temporary lake and indexes here (default: a temp dir, removed)
+
+
+@dataclass
+class EvalRun:
+    """Everything a report needs."""
+
+    options: EvalOptions
+    metrics: dict[str, float]
+    baselines: dict[str, dict[str, float]]
+    fit: dict[str, Any]
+    n_requirements: int
+    n_assets: int
+    index_manifest: dict[str, Any]
+    per_requirement: list[dict[str, Any]] = field(default_factory=list)
+    timings_s: dict[str, float] = field(default_factory=dict)
+
+
+# ---- dataset loading (sources -> temporary lake) -----------------------------------------------
+
+
+def _check_dataset(path: Path) -> None:
+    for name in (ASSETS_FILE, REQUIREMENTS_FILE):
+        if not (path / name).exists():
+            raise FileNotFoundError(f"{path} is not a benchmark folder: {name} is missing")
+
+
+def _read_requirements(path: Path) -> list[Requirement]:
+    """The dataset's requirements (every split), read by the `requirements` source plugin."""
+    from assetmatch.config import SourceSpec
+    from assetmatch.sources import registry
+
+    spec = SourceSpec(
+        name="benchmark-requirements", type="requirements", options={"path": str(path / REQUIREMENTS_FILE)}
+    )
+    source = registry.create(spec)
+    try:
+        requirements = list(source.iter_requirements())
+    finally:
+        source.close()
+    if source.report.failures:
+        raise ValueError(f"could not read requirements from {path}: {source.report.failures}")
+    if source.report.counts.get("bad_records"):
+        log.warning("%s: %s", path / REQUIREMENTS_FILE, "; ".join(source.report.warnings[:5]))
+    return requirements
+
+
+def load_benchmark(dataset: Path, setting: Setting, settings: Settings) -> list[Requirement]:
+    """Ingest the dataset's assets into `settings.lake` and return its requirements (all splits).
+
+    Assets go through the `catalog_file` source and the lake's merge, as any catalog would; in the union
+    setting the source's `business` option puts every table in `UNION_BUSINESS`. Requirements are read
+    by the `requirements` source but deliberately *not* written to the lake: the index turns the lake's
+    train requirements into the usage path and co-usage graph edges, and a training requirement would
+    then find itself (its own gold tables) while the coarse model is fitted — a leak dev/test never see.
+    In the union setting their business is rewritten to `UNION_BUSINESS`.
+    """
+    from assetmatch.config import SourceSpec
+    from assetmatch.sources import registry
+
+    _check_dataset(dataset)
+    options: dict[str, Any] = {"path": str(dataset / ASSETS_FILE)}
+    if setting == "union":
+        options["business"] = UNION_BUSINESS
+    spec = SourceSpec(name="benchmark-assets", type="catalog_file", options=options)
+    source = registry.create(spec)
+    try:
+        assets = list(source.iter_assets())
+    finally:
+        source.close()
+    if source.report.failures or not assets:
+        raise ValueError(f"could not read assets from {dataset}: {source.report.as_dict()}")
+    lake = Lake.from_settings(settings)
+    lake.merge_assets(assets, run_id="benchmark-load", snapshot_of=spec.name)
+    requirements = _read_requirements(dataset)
+    if setting == "union":
+        requirements = [r.model_copy(update={"business": UNION_BUSINESS}) for r in requirements]
+    known = {a.asset_id for a in assets}
+    for req in requirements:
+        missing = [g for g in req.gold_assets if g not in known]
+        if missing:
+            raise ValueError(f"requirement {req.id} names gold tables missing from the assets: {missing}")
+    return requirements
+
+
+# ---- fitting -----------------------------------------------------------------------------------
+
+
+def _sample(items: Sequence[Requirement], limit: int | None, seed: int) -> list[Requirement]:
+    items = list(items)
+    if limit is None or len(items) <= limit:
+        return items
+    return random.Random(seed).sample(items, limit)
+
+
+@dataclass
+class FitResult:
+    coarse: LearnedFusion | None
+    selection: SelectionParams
+    report: dict[str, Any]
+
+
+def fit_matching(
+    index: IndexSet,
+    settings: Settings,
+    train: Sequence[Requirement],
+    seed: int = 0,
+    progress: Callable[[Iterator[Requirement], int, str], Iterator[Requirement]] | None = None,
+) -> FitResult:
+    """Fit the coarse fusion model (CV-chosen) and calibrate set selection on training requirements.
+
+    With no training requirements: RRF and top-1 selection with FK closure (the untrained defaults).
+    """
+    if not train:
+        return FitResult(None, SelectionParams(min_score=1.1, fk_closure=True), {"trained": False})
+    recall_matcher = Matcher(index, settings)
+    builder: FeatureBuilder = recall_matcher.builder
+    groups: list[TrainingGroup] = []
+    n_gold_recalled = 0
+    iterator: Iterator[Requirement] = iter(train)
+    if progress is not None:
+        iterator = progress(iterator, len(train), "fit: recall on train")
+    for req in iterator:
+        hits = recall_matcher.recall(req.business, req.text)
+        cands = list(collect_candidates(hits).values())
+        gold = set(req.gold_assets)
+        labels = np.array([int(c.asset_id in gold) for c in cands], dtype=int)
+        n_gold_recalled += int(labels.sum())
+        group = builder.group_of(req.gold_assets[0]) if req.gold_assets else req.business
+        groups.append(
+            TrainingGroup(
+                req.id, group, builder.matrix(req.text, cands), labels, [c.asset_id for c in cands], len(gold)
+            )
+        )
+    t0 = time.perf_counter()
+    model, oof = fit_learned_fusion(groups, builder.feature_names, seed=seed)
+    fit_s = time.perf_counter() - t0
+
+    examples = []
+    for grp, scores, req in zip(groups, oof, train):
+        order = np.argsort(-scores, kind="stable")
+        ranked = [
+            ScoredTable(grp.asset_ids[j], float(scores[j]), builder.group_of(grp.asset_ids[j])) for j in order
+        ]
+        examples.append(CalibrationExample(ranked, set(req.gold_assets)))
+    examples = random.Random(seed).sample(examples, min(len(examples), CALIBRATION_MAX))
+    t1 = time.perf_counter()
+    params, calibration = calibrate(examples, index.neighbors)
+    calibrate_s = time.perf_counter() - t1
+    assert model.cv is not None
+    report = {
+        "trained": True,
+        "n_train_requirements": len(train),
+        "train_gold_recall": n_gold_recalled / max(sum(g.n_gold for g in groups), 1),
+        "cv_scores_all_gold_at_5": model.cv.scores,
+        "cv_chosen": model.cv.chosen,
+        "cv_folds": model.cv.folds,
+        "fit_s": fit_s,
+        "selection": calibration.__dict__,
+        "calibrate_s": calibrate_s,
+    }
+    return FitResult(model, params, report)
+
+
+def save_fit(fit: FitResult, folder: Path) -> None:
+    """Publish the fitted coarse model and selection parameters where `Matcher.from_settings` finds them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if fit.coarse is not None:
+        fit.coarse.save(folder / COARSE_FILE)
+    save_selection(fit.selection, None, folder / SELECTION_FILE)
+
+
+# ---- evaluation --------------------------------------------------------------------------------
+
+
+@contextmanager
+def _workdir(path: Path | None) -> Iterator[Path]:
+    if path is not None:
+        path.mkdir(parents=True, exist_ok=True)
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="assetmatch-eval-") as tmp:
+        yield Path(tmp)
+
+
+def eval_settings(base: Settings, workdir: Path) -> Settings:
+    """The caller's settings with the lake and indexes moved into `workdir` (businesses undeclared)."""
+    return base.model_copy(
+        update={
+            "lake": LakeConfig(uri=str(workdir / "lake")),
+            "recall": RecallConfig(**{**base.recall.model_dump(), "index_root": str(workdir / "indexes")}),
+            "businesses": [],
+            "sources": [],
+        }
+    )
+
+
+ProgressFn = Callable[[Iterator[Any], int, str], Iterator[Any]]
+
+
+def run_eval(options: EvalOptions, base_settings: Settings, progress: ProgressFn | None = None) -> EvalRun:
+    """Run one benchmark evaluation end to end (see the module docstring)."""
+    from assetmatch.recall.index import IndexSet
+
+    timings: dict[str, float] = {}
+    with _workdir(options.workdir) as workdir:
+        settings = eval_settings(base_settings, workdir)
+        t0 = time.perf_counter()
+        requirements = load_benchmark(options.dataset, options.setting, settings)
+        timings["load_s"] = time.perf_counter() - t0
+        evaluated = [r for r in requirements if r.split == options.split and r.gold_assets]
+        if not evaluated:
+            splits = sorted({r.split for r in requirements})
+            raise ValueError(
+                f"{options.dataset} has no requirements in split {options.split!r} (splits: {splits})"
+            )
+        if options.limit is not None:
+            evaluated = evaluated[: options.limit]
+
+        t0 = time.perf_counter()
+        index = IndexSet.build(Lake.from_settings(settings), settings)
+        timings["index_build_s"] = time.perf_counter() - t0
+
+        if options.fit_on is not None:
+            fit_requirements = _fit_on_requirements(options.fit_on, options.setting, index)
+        else:
+            fit_requirements = requirements
+        train = _sample(
+            [r for r in fit_requirements if r.split == "train" and r.gold_assets],
+            options.fit_limit,
+            options.seed,
+        )
+        t0 = time.perf_counter()
+        fit = fit_matching(index, settings, train, options.seed, progress)
+        timings["fit_s"] = time.perf_counter() - t0
+        matcher = Matcher(index, settings, coarse=fit.coarse, selector=SetSelector(fit.selection))
+
+        t0 = time.perf_counter()
+        rows, baseline_rows = _match_all(matcher, evaluated, progress)
+        timings["match_s"] = time.perf_counter() - t0
+
+    golds = [set(r.gold_assets) for r in evaluated]
+    result = M.ranking_metrics([row["ranked"] for row in rows], golds)
+    result.update(M.set_metrics([row["selected"] for row in rows], golds))
+    lat = M.latency_metrics(
+        {
+            "latency_ms": [row["recall_coarse_ms"] for row in rows],
+            "latency_total_ms": [row["total_ms"] for row in rows],
+        }
+    )
+    result.update(lat)
+    rrf = M.ranking_metrics([b["rrf"] for b in baseline_rows], golds)
+    top2 = M.set_metrics([b["top2"] for b in baseline_rows], golds)
+    return EvalRun(
+        options=options,
+        metrics=result,
+        baselines={"rrf": rrf, "top2_selection": top2},
+        fit=fit.report,
+        n_requirements=len(evaluated),
+        n_assets=len(index.assets),
+        index_manifest=dict(index.manifest),
+        per_requirement=rows,
+        timings_s=timings,
+    )
+
+
+def _fit_on_requirements(path: Path, setting: Setting, index: IndexSet) -> list[Requirement]:
+    """Training requirements of another dataset over the same assets (`--fit-on`)."""
+    _check_dataset(path)
+    requirements = _read_requirements(path)
+    if setting == "union":
+        requirements = [r.model_copy(update={"business": UNION_BUSINESS}) for r in requirements]
+    missing = {g for r in requirements for g in r.gold_assets if g not in index.assets}
+    if missing:
+        raise ValueError(
+            f"--fit-on {path}: its gold tables are not in the evaluated dataset's assets "
+            f"({len(missing)} missing, e.g. {sorted(missing)[:3]}); it must share the asset library"
+        )
+    return requirements
+
+
+def _match_all(
+    matcher: Matcher, evaluated: Sequence[Requirement], progress: ProgressFn | None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    depth = max(M.KS)
+    rows: list[dict[str, Any]] = []
+    baselines: list[dict[str, Any]] = []
+    iterator: Iterator[Requirement] = iter(evaluated)
+    if progress is not None:
+        iterator = progress(iterator, len(evaluated), "match")
+    for req in iterator:
+        start = time.perf_counter()
+        hits = matcher.recall(req.business, req.text)
+        recalled = time.perf_counter()
+        result = matcher.rank(req.business, req.text, hits, k=depth)
+        done = time.perf_counter()
+        ranked = [t.asset_id for t in result.ranked][:depth]
+        rows.append(
+            {
+                "id": req.id,
+                "business": req.business,
+                "gold": list(req.gold_assets),
+                "ranked": ranked,
+                "selected": list(result.selected),
+                "recall_coarse_ms": (recalled - start) * 1000 + result.timings_ms.get("coarse", 0.0),
+                "total_ms": (done - start) * 1000,
+            }
+        )
+        rrf = RRFRanker().rank(req.text, list(collect_candidates(hits).values()))
+        scored = [ScoredTable(t.asset_id, t.score) for t in result.ranked]
+        baselines.append({"rrf": [c.asset_id for c in rrf[:depth]], "top2": top_k_selection(scored, 2)})
+    return rows, baselines
