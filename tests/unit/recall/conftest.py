@@ -1,0 +1,186 @@
+"""Fixtures of the recall tests: the MiniLM encoder once per session, a tiny two-business lake."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from assetmatch.config import ModelConfig, Settings
+from assetmatch.lake import Lake
+from assetmatch.lake.delta import utcnow
+from assetmatch.models import Column, ForeignKey, TableAsset
+
+
+@pytest.fixture(scope="session")
+def encoder() -> Any:
+    """The packaged MiniLM, loaded once; recall's own per-process cache then hands out the same object."""
+    from assetmatch.recall.encoder import load_encoder
+
+    return load_encoder(ModelConfig())
+
+
+def game_assets() -> list[TableAsset]:
+    """Business `game`: a small warehouse with Chinese comments; business `music`: an English schema."""
+    return [
+        TableAsset(
+            business="game",
+            name="dws_user_active_1d",
+            comment="日活跃用户汇总",
+            columns=[Column(name="user_id", comment="用户ID"), Column(name="active_days", comment="活跃天数")],
+            foreign_keys=[ForeignKey(columns=["user_id"], ref_asset_id="game.dim_user")],
+        ),
+        TableAsset(
+            business="game",
+            name="dwd_pay_order_di",
+            comment="payment orders",
+            columns=[Column(name="order_id"), Column(name="user_id"), Column(name="pay_amount", comment="支付金额")],
+            foreign_keys=[ForeignKey(columns=["user_id"], ref_asset_id="game.dim_user")],
+        ),
+        TableAsset(
+            business="game",
+            name="dim_user",
+            comment="user dimension",
+            columns=[Column(name="user_id"), Column(name="register_channel", comment="注册渠道")],
+        ),
+        TableAsset(
+            business="game",
+            name="dim_item",
+            comment="game items",
+            columns=[Column(name="item_id"), Column(name="item_name")],
+        ),
+        TableAsset(
+            business="game",
+            name="dwd_item_purchase_di",
+            comment="item purchases",
+            columns=[Column(name="user_id"), Column(name="item_id"), Column(name="price")],
+        ),
+        TableAsset(
+            business="music",
+            name="singer",
+            comment="singer",
+            columns=[Column(name="Singer_ID"), Column(name="Name"), Column(name="Country"), Column(name="Age")],
+        ),
+        TableAsset(
+            business="music",
+            name="concert",
+            comment="concert",
+            columns=[Column(name="concert_ID"), Column(name="concert_Name"), Column(name="Year")],
+        ),
+        TableAsset(
+            business="music",
+            name="singer_in_concert",
+            comment="singer in concert",
+            columns=[Column(name="concert_ID"), Column(name="Singer_ID")],
+            foreign_keys=[
+                ForeignKey(columns=["concert_ID"], ref_asset_id="music.concert"),
+                ForeignKey(columns=["Singer_ID"], ref_asset_id="music.singer"),
+            ],
+        ),
+    ]
+
+
+def fill_lake(lake: Lake) -> None:
+    """Assets, a glossary, a query log and labelled requirements of every split."""
+    lake.merge_assets(game_assets(), run_id="fixture")
+    lake.upsert(
+        "glossary",
+        [
+            {
+                "business": "game",
+                "term": "普通活跃",
+                "synonyms": ["normal active", "常规活跃"],
+                "description": "",
+                "assets": ["game.dws_user_active_1d"],
+                "source": "fixture",
+                "run_id": "fixture",
+            },
+            {
+                "business": "game",
+                "term": "A渠道",
+                "synonyms": ["channel A"],
+                "description": "",
+                "assets": ["game.dim_user"],
+                "source": "fixture",
+                "run_id": "fixture",
+            },
+            {
+                "business": "music",
+                "term": "巡演",
+                "synonyms": ["tour"],
+                "description": "",
+                "assets": ["music.concert"],
+                "source": "fixture",
+                "run_id": "fixture",
+            },
+        ],
+        run_id="fixture",
+    )
+    lake.upsert(
+        "query_log",
+        [
+            {
+                "query_id": "q1",
+                "ts": utcnow(),
+                "user": "ana",
+                "business": "game",
+                "sql": "select ...",
+                "requirement": "top spenders on virtual goods last week",
+                "tables": ["game.dwd_item_purchase_di", "game.dim_item"],
+                "source": "fixture",
+                "run_id": "fixture",
+            }
+        ],
+        run_id="fixture",
+    )
+    lake.upsert(
+        "requirements",
+        [
+            _requirement("r-train", "game", "whales by total recharge", ["game.dwd_pay_order_di"], "train"),
+            _requirement("r-dev", "game", "secret dev request about leaderboards", ["game.dim_item"], "dev"),
+            _requirement("r-test", "game", "secret test request about leaderboards", ["game.dim_item"], "test"),
+        ],
+        run_id="fixture",
+    )
+
+
+def _requirement(rid: str, business: str, text: str, gold: list[str], split: str) -> dict[str, Any]:
+    return {
+        "id": rid,
+        "business": business,
+        "text": text,
+        "gold_assets": gold,
+        "split": split,
+        "ts": utcnow(),
+        "sql": None,
+        "source": "fixture",
+        "run_id": "fixture",
+    }
+
+
+@pytest.fixture
+def lake_filler() -> Callable[[Lake], None]:
+    """`fill_lake` as a fixture, for tests that build their own lake."""
+    return fill_lake
+
+
+@pytest.fixture
+def make_settings() -> Callable[[Path], Settings]:
+    def make(root: Path) -> Settings:
+        return Settings(lake={"uri": str(root / "lake")}, recall={"index_root": str(root / "indexes")})
+
+    return make
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory, encoder: Any) -> Any:
+    """One index over the fixture lake, shared by the read-only tests of a module."""
+    from assetmatch.recall.index import IndexSet
+
+    root = tmp_path_factory.mktemp("recall")
+    settings = Settings(lake={"uri": str(root / "lake")}, recall={"index_root": str(root / "indexes")})
+    lake = Lake.from_settings(settings)
+    fill_lake(lake)
+    return IndexSet.build(lake, settings)

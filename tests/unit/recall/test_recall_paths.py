@@ -1,0 +1,127 @@
+"""Each recall path on a tiny two-business library, and business isolation across all of them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from assetmatch.matching.types import Hit
+from assetmatch.recall.documents import lexical_tokens, table_document
+from assetmatch.recall.index import IndexSet
+
+
+def ids(hits: list[Hit]) -> list[str]:
+    return [h.asset_id for h in hits]
+
+
+def test_documents_use_names_comments_columns_and_keys(built: IndexSet) -> None:
+    asset = built.assets["music.singer_in_concert"]
+    doc = table_document(asset)
+    assert doc.startswith("table singer in concert")
+    assert "references concert, singer" in doc
+    tokens = lexical_tokens(built.assets["game.dws_user_active_1d"])
+    assert {"user", "activ", "活跃"} <= set(tokens) and "dws" not in tokens
+
+
+def test_lexical_matches_identifiers_and_explains(built: IndexSet) -> None:
+    hits = built.recall("total pay amount per order", ["game"], paths=["lexical"])["lexical"]
+    assert hits[0].asset_id == "game.dwd_pay_order_di"
+    assert hits[0].path == "lexical" and hits[0].rank == 1
+    assert {"pay", "amount", "order"} <= set(hits[0].matched)
+
+
+def test_lexical_matches_chinese_comments(built: IndexSet) -> None:
+    hits = built.recall("各注册渠道的用户", ["game"], paths=["lexical"])["lexical"]
+    assert hits[0].asset_id == "game.dim_user"
+    assert "渠道" in hits[0].matched
+
+
+def test_chinese_requirement_finds_english_schema_through_glosses(built: IndexSet) -> None:
+    result = built.recall("每个歌手的年龄是多少？", ["music"], paths=["lexical", "dense"])
+    assert result["lexical"][0].asset_id == "music.singer"
+    assert "singer" in result["lexical"][0].matched  # matched via the CC-CEDICT gloss of 歌手
+    assert result["dense"][0].asset_id == "music.singer"
+    assert "translation" in result["dense"][0].matched[0]
+
+
+def test_english_requirement_is_untouched_by_translation(built: IndexSet) -> None:
+    text = "age of each singer"
+    assert built.lexical_weights(text) == {"age": 1.0, "singer": 1.0}
+    _, gloss = built.query_vectors(text)
+    assert gloss == ""
+
+
+def test_dense_ranks_by_meaning(built: IndexSet) -> None:
+    hits = built.recall("which performers appeared at which shows", ["music"], paths=["dense"])["dense"]
+    assert hits[0].asset_id in {"music.singer_in_concert", "music.concert", "music.singer"}
+    assert [h.rank for h in hits] == list(range(1, len(hits) + 1))
+    assert all(a.score >= b.score for a, b in zip(hits, hits[1:]))
+
+
+def test_glossary_maps_colloquial_terms_to_tables(built: IndexSet) -> None:
+    hits = built.recall("普通活跃的人数", ["game"], paths=["glossary"])["glossary"]
+    assert ids(hits) == ["game.dws_user_active_1d"]
+    assert hits[0].matched == ["glossary term: 普通活跃"]
+    hits = built.recall("users from channel a", ["game"], paths=["glossary"])["glossary"]
+    assert ids(hits) == ["game.dim_user"]
+
+
+def test_usage_votes_for_tables_of_similar_past_requests(built: IndexSet) -> None:
+    # the query log says "virtual goods" meant the item tables; nothing in their metadata says so
+    hits = built.recall("best spenders on virtual goods", ["game"], paths=["usage"])["usage"]
+    assert set(ids(hits)[:2]) == {"game.dwd_item_purchase_di", "game.dim_item"}
+    assert "similar past request" in hits[0].matched[0]
+    # train requirements vote too
+    hits = built.recall("whales ranked by recharge", ["game"], paths=["usage"])["usage"]
+    assert ids(hits)[0] == "game.dwd_pay_order_di"
+
+
+def test_usage_never_reads_dev_or_test_requirements(built: IndexSet) -> None:
+    assert {p.origin for p in built.past} == {"query_log", "requirements"}
+    assert all("secret" not in p.text for p in built.past)
+    hits = built.recall("secret request about leaderboards", ["game"], paths=["usage"])["usage"]
+    assert "game.dim_item" not in ids(hits) or all("secret" not in m for h in hits for m in h.matched)
+
+
+def test_graph_expand_reaches_bridge_tables(built: IndexSet) -> None:
+    hits = built.expand({"music.singer": 1.0, "music.concert": 0.8}, ["music"])
+    assert "music.singer_in_concert" in ids(hits)
+    bridge = next(h for h in hits if h.asset_id == "music.singer_in_concert")
+    assert bridge.path == "graph" and any("fk with" in m for m in bridge.matched)
+
+
+def test_graph_uses_query_log_co_usage(built: IndexSet) -> None:
+    assert built.neighbors("game.dim_item") == {"game.dwd_item_purchase_di"}
+    assert built.neighbors("game.dim_user") == {
+        "game.dws_user_active_1d",
+        "game.dwd_pay_order_di",
+    }
+    assert built.neighbors("no.such.table") == set()
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["singer age", "用户支付金额", "普通活跃", "best spenders on virtual goods", "巡演", "channel A concert singer"],
+)
+def test_business_isolation(built: IndexSet, text: str) -> None:
+    for business, other in (("game", "music."), ("music", "game.")):
+        result = built.recall(text, [business], k=50)
+        assert set(result) == {"lexical", "dense", "glossary", "usage"}
+        for hits in result.values():
+            assert not [h for h in hits if h.asset_id.startswith(other)]
+        seeds = {a: 1.0 for a in built.assets}  # even seeds from everywhere stay inside
+        assert all(h.asset_id.startswith(business + ".") for h in built.expand(seeds, [business]))
+
+
+def test_unknown_business_and_empty_text_give_nothing(built: IndexSet) -> None:
+    assert all(h == [] for h in built.recall("singer", ["nobody"]).values())
+    assert all(h == [] for h in built.recall("   ", ["music"]).values())
+    assert built.expand({"music.singer": 1.0}, ["game"]) == []
+
+
+def test_paths_can_be_turned_off(built: IndexSet, monkeypatch: Any) -> None:
+    assert set(built.recall("singer", ["music"], paths=["lexical"])) == {"lexical"}
+    monkeypatch.setattr(built, "paths", ("lexical", "dense"))
+    assert set(built.recall("singer", ["music"])) == {"lexical", "dense"}
+    assert built.expand({"music.singer": 1.0}, ["music"]) == []
