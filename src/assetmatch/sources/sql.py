@@ -363,8 +363,8 @@ class SqlSource(Source[SqlSourceConfig]):
             ),
             oids,
         )
-        for (oid, _con), pairs in groupby(fk_rows, key=itemgetter(0, 1)):
-            pairs = list(pairs)
+        for (oid, _con), group in groupby(fk_rows, key=itemgetter(0, 1)):
+            pairs = list(group)
             tables[oid].foreign_keys.append(
                 ([p[4] for p in pairs], pairs[0][2], pairs[0][3], [p[5] for p in pairs])
             )
@@ -396,7 +396,7 @@ class SqlSource(Source[SqlSourceConfig]):
         params = {"schemas": schemas}
         # 1. tables and views; TABLE_ROWS is InnoDB's estimate
         tables: dict[tuple[str, str], _Table] = {}
-        for schema, name, table_type, comment, rows in conn.execute(
+        for schema, name, table_type, comment, estimate in conn.execute(
             _expanding(
                 "SELECT TABLE_SCHEMA, TABLE_NAME, TABLE_TYPE, TABLE_COMMENT, TABLE_ROWS "
                 "FROM information_schema.TABLES WHERE TABLE_SCHEMA IN :schemas",
@@ -409,7 +409,7 @@ class SqlSource(Source[SqlSourceConfig]):
                 # MySQL reports the comment of every view as the word 'VIEW'
                 text = "" if kind == "view" and comment == "VIEW" else comment or ""
                 tables[(schema, name)] = _Table(
-                    schema, name, kind, text, int(rows) if rows is not None else None
+                    schema, name, kind, text, int(estimate) if estimate is not None else None
                 )
         if not tables:
             return
@@ -424,8 +424,8 @@ class SqlSource(Source[SqlSourceConfig]):
             ),
             params,
         )
-        for (schema, name, _con), pairs in groupby(fk_rows, key=itemgetter(0, 1, 2)):
-            pairs = list(pairs)
+        for (schema, name, _con), group in groupby(fk_rows, key=itemgetter(0, 1, 2)):
+            pairs = list(group)
             table = tables.get((schema, name))
             if table is not None:
                 table.foreign_keys.append(
@@ -485,8 +485,8 @@ class SqlSource(Source[SqlSourceConfig]):
             pk_of.setdefault(name, []).append(column)
             if name in tables:
                 tables[name].primary_key.add(column)
-        for (name, _id), pairs in groupby(fk_rows, key=itemgetter(0, 1)):
-            pairs = list(pairs)
+        for (name, _id), group in groupby(fk_rows, key=itemgetter(0, 1)):
+            pairs = list(group)
             if name not in tables:
                 continue
             ref = pairs[0][2]
@@ -528,10 +528,9 @@ class SqlSource(Source[SqlSourceConfig]):
             columns = inspector.get_multi_columns(**batch)
             pks = inspector.get_multi_pk_constraint(**batch)
             fks = inspector.get_multi_foreign_keys(**batch)
-            try:
-                comments = inspector.get_multi_table_comment(**batch)
-            except NotImplementedError:
-                comments = {}
+            comments: dict[Any, Any] = {}
+            with contextlib.suppress(NotImplementedError):  # dialects without table comments
+                comments = dict(inspector.get_multi_table_comment(**batch))
             for name in names:
                 key = (schema, name)
                 table = _Table(
@@ -540,7 +539,8 @@ class SqlSource(Source[SqlSourceConfig]):
                     "view" if name in views else "table",
                     (comments.get(key) or {}).get("text") or "",
                 )
-                table.primary_key = set((pks.get(key) or {}).get("constrained_columns") or [])
+                pk: dict[str, Any] = dict(pks.get(key) or {})
+                table.primary_key = set(pk.get("constrained_columns") or [])
                 for fk in fks.get(key, []):
                     table.foreign_keys.append(
                         (
