@@ -261,6 +261,11 @@ def test_rebuild_keeps_pipeline_state_unless_fresh(tmp_path: Path) -> None:
     marker.write_text("lake data")
     build_demo(paths.root, reference_date=REFERENCE, businesses=["card"])
     assert marker.read_text() == "lake data"  # regenerating inputs never touches the lake
+    assert build_demo(paths.root, businesses=["card"]).reference_date == REFERENCE  # pinned date reused
+    with pytest.raises(ValueError, match="use --fresh"):  # another day's log would mix into the lake
+        build_demo(paths.root, reference_date=REFERENCE + timedelta(days=1), businesses=["card"])
+    assert marker.read_text() == "lake data"
+    assert load_demo(paths.root).reference_date == REFERENCE
     build_demo(paths.root, reference_date=REFERENCE, businesses=["card"], fresh=True)
     assert not marker.exists()
 

@@ -49,6 +49,8 @@ class DemoContext:
         return self._settings
 
 
+INGEST_COLUMNS = ("assets", "query_log", "requirements", "glossary")
+
 StepFn = Callable[[DemoContext], str]
 
 
@@ -101,6 +103,39 @@ def generate(ctx: DemoContext) -> str:
     )
 
 
+@step("ingest", "Ingest every source into the Delta lake (validate, quarantine, merge)")
+def ingest(ctx: DemoContext) -> str:
+    from assetmatch.ingest import run_ingest
+
+    summary = run_ingest(ctx.settings)
+    ctx.results["ingest_summary"] = summary
+    table = Table(title=f"ingest run {summary.run_id}")
+    table.add_column("source", no_wrap=True)
+    table.add_column("status")
+    for column in ("tables", "queries", "reqs", "terms", "quarantined", "s"):
+        table.add_column(column, justify="right")
+    for src in summary.sources:
+        counts = src.tables
+        table.add_row(
+            src.source,
+            "[green]ok[/green]" if src.ok else "[red]failed[/red]",
+            *(f"{counts[t].inserted + counts[t].updated}/{counts[t].extracted}" for t in INGEST_COLUMNS),
+            str(sum(c.quarantined for c in counts.values())),
+            f"{src.duration_s:.1f}",
+        )
+    ctx.console.print(table)
+    if not summary.ok:
+        errors = "; ".join(f"{s.source}: {s.error}" for s in summary.failed)
+        raise RuntimeError(f"ingest failed for {len(summary.failed)} source(s): {errors}")
+    totals = summary.totals()
+    quarantined = sum(c.quarantined for c in totals.values())
+    return (
+        f"{totals['assets'].extracted} tables, {totals['query_log'].extracted} queries, "
+        f"{totals['requirements'].extracted} requirements, {totals['glossary'].extracted} glossary terms; "
+        f"{quarantined} quarantined (lake {ctx.settings.lake.uri})"
+    )
+
+
 # ---- running -------------------------------------------------------------------------------------
 def select_steps(only: Sequence[str] | None = None) -> list[Step]:
     """The registered steps, filtered to `only` (kept in run order); unknown names are an error."""
@@ -133,7 +168,7 @@ def run_steps(
             started = time.perf_counter()
             summary = s.fn(ctx)
             seconds = time.perf_counter() - started
-            ctx.results.setdefault(s.name, summary)
+            ctx.results[s.name] = summary
             progress.update(task, completed=1, description=f"[green]✓[/green] {number}/{len(steps)} {s.name}")
             if show_progress:
                 progress.console.print(f"    {summary}")

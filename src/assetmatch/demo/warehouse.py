@@ -481,16 +481,32 @@ def build_demo(
 ) -> DemoPaths:
     """Generate the sample warehouse and its files under `dir`; returns where everything is.
 
-    reference_date: the demo's "today" (default: the current UTC date); the query log covers the
-    90 days before it. fresh: delete `dir` first (lake, indexes and models included).
+    reference_date: the demo's "today" (default: the date the folder was first generated with, else
+    the current UTC date); the query log covers the 90 days before it. fresh: delete `dir` first
+    (lake, indexes and models included). Without `fresh`, a folder whose lake was built from other
+    settings (seed, reference date, businesses) is refused with a ValueError, never overwritten.
     """
     root = Path(dir).expanduser().resolve()
+    games = [cat.game(b) for b in businesses] if businesses is not None else list(cat.GAMES)
+    keys = tuple(g.key for g in games)
     if fresh and root.exists():
         shutil.rmtree(root)
+    elif (root / MANIFEST).exists():
+        # An existing demo is pinned to its reference date: regenerating it for another day (or
+        # seed) would mix two different query logs in its lake.
+        previous = load_demo(root)
+        if reference_date is None:
+            reference_date = previous.reference_date
+        wanted = (seed, _as_date(reference_date), keys)
+        if wanted != (previous.seed, previous.reference_date, previous.businesses) and previous.lake.exists():
+            raise ValueError(
+                f"{root} holds a demo generated with seed {previous.seed}, reference date "
+                f"{previous.reference_date}, businesses {list(previous.businesses)}, and its lake; "
+                "use --fresh to start over with other settings"
+            )
     root.mkdir(parents=True, exist_ok=True)
     reference = _as_date(reference_date)
-    games = [cat.game(b) for b in businesses] if businesses is not None else list(cat.GAMES)
-    paths = demo_paths(root, tuple(g.key for g in games), reference, seed)
+    paths = demo_paths(root, keys, reference, seed)
     for game in games:
         counts = write_database(game, paths.databases[game.key], reference, seed)
         write_catalog(game, paths.catalogs[game.key], counts, reference)
