@@ -1,9 +1,155 @@
-"""CLI commands of this stage (see assetmatch.cli)."""
+"""CLI of the fine rankers: `assetmatch train`, `assetmatch promote`, `assetmatch models list|promote|rollback`.
+
+Everything heavy (torch, peft, mlflow) is imported inside the commands.
+"""
 
 from __future__ import annotations
 
 import typer
 
+from assetmatch.cli.common import console, friendly_errors, settings
+
+models_app = typer.Typer(
+    help="Per-business LoRA ranker versions in the MLflow registry: list them, promote or roll back by hand.",
+    no_args_is_help=True,
+)
+
+
+def _progress() -> object:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    )
+
+
+def train(
+    business: list[str] = typer.Option(
+        None, "--business", "-b", help="Business to train (repeatable; default: all)."
+    ),
+    force: bool = typer.Option(False, "--force", help="Train even when the business's data did not change."),
+    max_steps: int | None = typer.Option(
+        None, "--max-steps", help="Cap on optimizer steps (overrides config)."
+    ),
+) -> None:
+    """Train the LoRA fine ranker of each business whose training data changed; register it as `challenger`."""
+    from assetmatch.training.train import plan_training, ranker_config, run_training
+
+    cfg = settings()
+    with friendly_errors(ValueError, FileNotFoundError, KeyError):
+        plans = plan_training(cfg, business or None)
+        if not plans:
+            raise ValueError("no business to train: configure `businesses` or ingest assets first")
+        for plan in plans:
+            if not plan.changed and not force:
+                console.print(
+                    f"[dim]{plan.business}: data unchanged since the last run, skipped (--force to train)[/dim]"
+                )
+                continue
+            console.print(f"[bold]{plan.business}[/bold]: {plan.labelled} labelled requirements")
+            with _progress() as progress:
+                result, version = run_training(
+                    cfg, plan.business, config=ranker_config(cfg, max_steps=max_steps), progress=progress
+                )
+            m = result.reports["challenger"].means()
+            base = result.reports["coarse_only"].means()
+            console.print(
+                f"  registered version {version} as challenger: all-gold@3 {m['all_gold_at_3']:.3f} "
+                f"(coarse-only {base['all_gold_at_3']:.3f}), set F1 {m['set_f1']:.3f} (coarse-only {base['set_f1']:.3f}), "
+                f"{result.fit.steps} steps in {result.fit.seconds:.0f} s"
+            )
+
+
+def promote(
+    business: list[str] = typer.Option(
+        None, "--business", "-b", help="Business to evaluate (repeatable; default: all)."
+    ),
+) -> None:
+    """Run the A/B gate: the challenger becomes champion only if it is better (or non-inferior and faster)."""
+    from rich.markdown import Markdown
+
+    from assetmatch.registry.mlflow import Registry
+    from assetmatch.registry.promotion import evaluate_and_promote
+
+    cfg = settings()
+    with friendly_errors(ValueError, FileNotFoundError, KeyError):
+        registry = Registry.from_settings(cfg)
+        names = business or [b for b in registry.businesses() if registry.version_by_alias(b, "challenger")]
+        if not names:
+            console.print("no business has a challenger waiting")
+            return
+        for name in names:
+            outcome = evaluate_and_promote(cfg, name)
+            console.print(Markdown(outcome.markdown))
+
+
+@models_app.command("list")
+def list_models(
+    business: str | None = typer.Option(None, "--business", "-b", help="Only this business."),
+) -> None:
+    """Registered ranker versions with their aliases (champion, challenger, previous) and gate verdicts."""
+    from datetime import UTC, datetime
+
+    from rich.table import Table
+
+    from assetmatch.registry.mlflow import Registry
+
+    cfg = settings()
+    with friendly_errors(ValueError):
+        registry = Registry.from_settings(cfg)
+        table = Table(
+            "business", "model", "version", "aliases", "created (UTC)", "gate verdict", "gate reason"
+        )
+        for name in [business] if business else registry.businesses():
+            for v in registry.versions(name):
+                created = datetime.fromtimestamp(v.created_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M")
+                table.add_row(
+                    name,
+                    v.name,
+                    v.version,
+                    ", ".join(v.aliases),
+                    created,
+                    v.tags.get("gate.verdict", ""),
+                    v.tags.get("gate.reason", "")[:60],
+                )
+        console.print(table)
+
+
+@models_app.command("promote")
+def promote_version(
+    business: str = typer.Option(..., "--business", "-b", help="Business whose champion changes."),
+    version: str = typer.Option(..., "--version", "-v", help="Registered version to make champion."),
+    reason: str = typer.Option("", "--reason", help="Why (recorded in MLflow and the promotions table)."),
+) -> None:
+    """Make a version champion by hand, bypassing the gate (recorded as `manual-promote`)."""
+    from assetmatch.registry.promotion import manual_alias_change
+
+    cfg = settings()
+    with friendly_errors(ValueError):
+        target = manual_alias_change(cfg, business, version, "promote", reason)
+    console.print(f"{business}: champion is now version {target}")
+
+
+@models_app.command("rollback")
+def rollback(
+    business: str = typer.Option(..., "--business", "-b", help="Business to roll back."),
+    reason: str = typer.Option("", "--reason", help="Why (recorded in MLflow and the promotions table)."),
+) -> None:
+    """Make the `previous` champion champion again (recorded as `manual-rollback`)."""
+    from assetmatch.registry.promotion import manual_alias_change
+
+    cfg = settings()
+    with friendly_errors(ValueError):
+        target = manual_alias_change(cfg, business, None, "rollback", reason)
+    console.print(f"{business}: champion is now version {target}")
+
 
 def register(app: typer.Typer) -> None:
     """Add this stage's commands to the root app."""
+    app.command("train")(train)
+    app.command("promote")(promote)
+    app.add_typer(models_app, name="models")

@@ -1,0 +1,153 @@
+"""`LoraFineRanker`: the Matcher's FineRanker over one base model and one LoRA adapter per business.
+
+It turns each (requirement, table) into a compressed document (`ranking.prompt`) that fits the
+token budget, scores all pairs with `MultiAdapterScorer` (one forward pass per micro-batch, even
+when the rows belong to different businesses), and returns probabilities (sigmoid of the logit),
+so that the per-business threshold calibrated at training time applies directly.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from assetmatch.models import TableAsset
+from assetmatch.ranking.model import MultiAdapterScorer, ScoreRow
+from assetmatch.ranking.prompt import table_prompt, tokenizer_counter
+
+CALIBRATION_FILE = "calibration.json"
+
+
+def _sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, x))))
+
+
+def write_calibration(folder: str | Path, threshold: float, **extra: Any) -> None:
+    """Store the business's set-selection threshold next to its adapter."""
+    data = {"threshold": float(threshold), **extra}
+    (Path(folder) / CALIBRATION_FILE).write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
+
+
+def read_calibration(folder: str | Path) -> dict[str, Any]:
+    path = Path(folder) / CALIBRATION_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+
+
+class LoraFineRanker:
+    """FineRanker (assetmatch.matching.types) backed by per-business LoRA adapters on a shared base."""
+
+    def __init__(self, scorer: MultiAdapterScorer) -> None:
+        self.scorer = scorer
+        self._versions: dict[str, str] = {}
+        self._thresholds: dict[str, float] = {}
+        self._count = tokenizer_counter(scorer.tokenizer)
+
+    # ---- adapters --------------------------------------------------------------------------
+    def add(self, business: str, path: str | Path, version: str, threshold: float | None = None) -> None:
+        """Load `business`'s adapter from a folder; threshold from its calibration.json unless given."""
+        self.scorer.load_adapter(business, path)
+        self._versions[business] = version
+        calibrated = read_calibration(path).get("threshold")
+        chosen = threshold if threshold is not None else calibrated
+        if chosen is not None:
+            self._thresholds[business] = float(chosen)
+
+    def remove(self, business: str) -> None:
+        self.scorer.unload_adapter(business)
+        self._versions.pop(business, None)
+        self._thresholds.pop(business, None)
+
+    def businesses(self) -> list[str]:
+        return sorted(self._versions)
+
+    def version(self, business: str) -> str:
+        """The model version scoring `business` ('' when it has no adapter: coarse-only)."""
+        return self._versions.get(business, "")
+
+    def threshold(self, business: str) -> float | None:
+        """Calibrated probability threshold for set selection (None when not calibrated)."""
+        return self._thresholds.get(business)
+
+    # ---- scoring ---------------------------------------------------------------------------
+    def documents(self, requirement: str, assets: Sequence[TableAsset]) -> list[str]:
+        """Compressed table documents that fit next to this requirement in the token budget."""
+        budget = max(8, self.scorer.max_length - self._count(requirement) - 3)
+        return [table_prompt(requirement, a, budget, self._count) for a in assets]
+
+    def rows(self, business: str, requirement: str, assets: Sequence[TableAsset]) -> list[ScoreRow]:
+        if business not in self._versions:
+            raise KeyError(f"no fine-ranking adapter for business {business!r} (loaded: {self.businesses()})")
+        return [ScoreRow(business, requirement, d) for d in self.documents(requirement, assets)]
+
+    def logits(self, business: str, requirement: str, assets: Sequence[TableAsset]) -> list[float]:
+        return self.scorer.score_rows(self.rows(business, requirement, assets))
+
+    def score(self, business: str, requirement: str, assets: Sequence[TableAsset]) -> list[float]:
+        """One probability per asset (higher = more relevant)."""
+        return [_sigmoid(x) for x in self.logits(business, requirement, assets)]
+
+    def score_many(self, items: Sequence[tuple[str, str, Sequence[TableAsset]]]) -> list[list[float]]:
+        """Several (business, requirement, assets) at once: all rows go through one mixed batch."""
+        rows: list[ScoreRow] = []
+        sizes = []
+        for business, requirement, assets in items:
+            part = self.rows(business, requirement, assets)
+            rows.extend(part)
+            sizes.append(len(part))
+        flat = [_sigmoid(x) for x in self.scorer.score_rows(rows)]
+        out, start = [], 0
+        for n in sizes:
+            out.append(flat[start : start + n])
+            start += n
+        return out
+
+    # ---- construction ----------------------------------------------------------------------
+    @classmethod
+    def from_folders(
+        cls,
+        adapters: dict[str, tuple[str | Path, str]],
+        base: str,
+        device: str = "auto",
+        max_length: int = 128,
+        batch_size: int = 64,
+        mixed: bool = True,
+    ) -> LoraFineRanker:
+        """business -> (adapter folder, version label)."""
+        ranker = cls(MultiAdapterScorer(base, device, max_length, batch_size, mixed))
+        for business, (path, version) in adapters.items():
+            ranker.add(business, path, version)
+        return ranker
+
+    @classmethod
+    def from_registry(
+        cls,
+        settings: Any,
+        businesses: Sequence[str] | None = None,
+        alias: str = "champion",
+        cache_dir: str | Path | None = None,
+        mixed: bool = True,
+    ) -> LoraFineRanker:
+        """Load every business's `alias` version from the MLflow registry (businesses without one are skipped)."""
+        from assetmatch.registry.mlflow import Registry
+
+        registry = Registry.from_settings(settings)
+        ranker = cls(
+            MultiAdapterScorer(
+                settings.model.base,
+                settings.model.device,
+                settings.model.max_length,
+                settings.serving.max_batch_size,
+                mixed,
+            )
+        )
+        root = Path(cache_dir or Path(settings.training.adapters_dir) / "registry-cache")
+        for business in businesses or settings.business_names():
+            mv = registry.version_by_alias(business, alias)
+            if mv is None:
+                continue
+            folder = registry.download_adapter(business, str(mv.version), root / business / str(mv.version))
+            ranker.add(business, folder, f"{registry.model_name(business)}/{mv.version}")
+        return ranker

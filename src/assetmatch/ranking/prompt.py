@@ -1,0 +1,162 @@
+"""The text a cross-encoder reads for one (requirement, table) pair, fitted to a token budget.
+
+A wide table (hundreds of columns) does not fit in 128 or 256 word pieces. Cutting the tail
+would drop exactly the column a requirement asks about when it happens to be last, so the
+document keeps the table name and comment, then the columns most relevant to the requirement
+(cheap lexical overlap: words, word prefixes and Chinese character bigrams), in table order,
+until the budget is used. Nothing here loads a model: the token counter is passed in.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from functools import lru_cache
+
+from assetmatch.models import Column, TableAsset
+from assetmatch.text import normalize_text
+
+TokenCounter = Callable[[str], int]
+
+_WORD = re.compile(r"[A-Za-z]+|\d+|[\u4e00-\u9fff]+")
+_CAMEL = re.compile(r"(?<=[a-z])(?=[A-Z])")
+_STOP = frozenset(
+    [
+        "a",
+        "an",
+        "the",
+        "of",
+        "in",
+        "on",
+        "for",
+        "to",
+        "by",
+        "with",
+        "and",
+        "or",
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+        "what",
+        "which",
+        "who",
+        "whom",
+        "how",
+        "many",
+        "much",
+        "show",
+        "list",
+        "give",
+        "find",
+        "all",
+        "each",
+        "every",
+        "me",
+        "their",
+        "its",
+        "from",
+        "that",
+        "this",
+        "those",
+        "these",
+        "there",
+        "do",
+        "does",
+        "did",
+        "number",
+        "count",
+        "total",
+        "per",
+    ]
+)
+
+
+def approx_tokens(text: str) -> int:
+    """Rough word-piece count when no tokenizer is at hand (about 1.3 pieces per word)."""
+    return int(len(_WORD.findall(text)) * 1.3) + text.count(",") + 1
+
+
+def terms(text: str) -> set[str]:
+    """Lower-cased content words (snake/camel case split, 5-letter prefixes) and Chinese bigrams."""
+    text = _CAMEL.sub(" ", normalize_text(text)).replace("_", " ")
+    out: set[str] = set()
+    for token in _WORD.findall(text):
+        if "\u4e00" <= token[0] <= "\u9fff":
+            out.update(token[i : i + 2] for i in range(max(1, len(token) - 1)))
+            continue
+        word = token.lower()
+        if word in _STOP:
+            continue
+        out.add(word)
+        if len(word) > 5:
+            out.add(word[:5])  # a cheap stem: "payments" ~ "payment" ~ "paying"
+    return out
+
+
+def column_text(column: Column) -> str:
+    comment = normalize_text(column.comment)
+    name = normalize_text(column.name)
+    return f"{name} ({comment})" if comment and comment.lower() != name.lower().replace("_", " ") else name
+
+
+def header_text(asset: TableAsset) -> str:
+    comment = normalize_text(asset.comment)
+    name = normalize_text(asset.name)
+    head = f"table {name}"
+    if comment and comment.lower() != name.lower().replace("_", " "):
+        head += f": {comment}"
+    return head
+
+
+def column_relevance(requirement_terms: set[str], column: Column) -> float:
+    """Overlap of the requirement with a column's name and comment; primary keys get a small bonus."""
+    overlap = len(requirement_terms & terms(f"{column.name} {column.comment}"))
+    return overlap + (0.1 if column.primary_key else 0.0)
+
+
+def table_prompt(
+    requirement: str,
+    asset: TableAsset,
+    budget_tokens: int,
+    count_tokens: TokenCounter = approx_tokens,
+) -> str:
+    """The table's document for this requirement, at most `budget_tokens` (as `count_tokens` counts).
+
+    Columns are chosen by relevance to the requirement (ties keep table order) and then written in
+    table order; the number of columns left out is stated so the model can tell a wide table.
+    """
+    header = header_text(asset)
+    pieces = [column_text(c) for c in asset.columns]
+    full = header + " | columns: " + ", ".join(pieces)
+    if count_tokens(full) <= budget_tokens:
+        return full
+    req_terms = terms(requirement)
+    order = sorted(
+        range(len(asset.columns)), key=lambda i: (-column_relevance(req_terms, asset.columns[i]), i)
+    )
+    used = count_tokens(header) + 8  # "| columns:" and the "(+N more)" note
+    kept: list[int] = []
+    for i in order:
+        cost = count_tokens(pieces[i]) + 1
+        if used + cost > budget_tokens:
+            if kept:
+                break
+            continue  # a single huge column comment: try the next one
+        kept.append(i)
+        used += cost
+    kept.sort()
+    text = header + " | columns: " + ", ".join(pieces[i] for i in kept)
+    left_out = len(pieces) - len(kept)
+    return text + (f" (+{left_out} more)" if left_out else "")
+
+
+def tokenizer_counter(tokenizer: object, cache_size: int = 65_536) -> TokenCounter:
+    """A cached token counter over a Hugging Face tokenizer (no special tokens)."""
+
+    @lru_cache(maxsize=cache_size)
+    def count(text: str) -> int:
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])  # type: ignore[operator]
+
+    return count

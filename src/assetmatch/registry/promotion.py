@@ -1,0 +1,408 @@
+"""The A/B gate: promote a challenger ranker over the champion only when the numbers say so.
+
+Both models rank the SAME held-out requirements; for every requirement we take the paired
+difference (challenger - champion) of set F1 and of all-gold@k, and a seeded paired bootstrap
+(numpy) gives a confidence interval of the mean difference. Rules, in order:
+
+1. latency: the challenger's p95 fine-rank latency must stay under the budget, else refuse;
+2. worse: any metric whose CI lies wholly below -margin -> refuse;
+3. better with confidence: some metric's CI lies wholly above 0 and none goes below -margin -> promote;
+4. non-inferior and faster: every CI's lower end is above -margin and the challenger's mean
+   latency is lower -> promote (not allowed for the first adapter: it must *beat* coarse-only);
+5. otherwise refuse (no evidence either way).
+
+The first adapter of a business has no champion: it is compared with coarse-only ranking.
+Each decision is recorded in MLflow (version + run tags), the `promotions` Delta table and, when
+run in a flow, a Prefect artifact.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import numpy as np
+
+Verdict = Literal["promote", "refuse"]
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    """Thresholds of the gate (settings.promotion)."""
+
+    k: int = 3
+    confidence: float = 0.95
+    margin: float = 0.01
+    bootstrap_samples: int = 2000
+    seed: int = 7
+    latency_budget_ms: float = 200.0
+
+    def __post_init__(self) -> None:
+        if not 0.5 < self.confidence < 1:
+            raise ValueError(f"GateConfig.confidence must be in (0.5, 1), got {self.confidence}")
+        if self.margin < 0:
+            raise ValueError(f"GateConfig.margin must be >= 0, got {self.margin}")
+        if self.bootstrap_samples < 100:
+            raise ValueError(f"GateConfig.bootstrap_samples must be >= 100, got {self.bootstrap_samples}")
+        if self.latency_budget_ms <= 0:
+            raise ValueError(f"GateConfig.latency_budget_ms must be > 0, got {self.latency_budget_ms}")
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> GateConfig:
+        return cls(**settings.promotion.model_dump())
+
+
+@dataclass
+class ArmResult:
+    """One arm's per-requirement vectors on the shared held-out requirements (same order)."""
+
+    name: str
+    ids: list[str]
+    f1: list[float]
+    all_gold: list[float]
+    latency_ms: list[float]
+
+    @classmethod
+    def from_report(cls, report: Any, k: int) -> ArmResult:
+        return cls(
+            report.name, list(report.ids), list(report.f1), list(report.all_gold[k]), list(report.latency_ms)
+        )
+
+
+@dataclass
+class Interval:
+    mean: float
+    low: float
+    high: float
+
+
+@dataclass
+class Decision:
+    verdict: Verdict
+    reason: str
+    first_adapter: bool
+    diffs: dict[str, Interval]
+    champion: dict[str, float]
+    challenger: dict[str, float]
+    n: int
+    config: GateConfig
+    decision_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    def metrics(self) -> dict[str, Any]:
+        return {
+            "n": self.n,
+            "first_adapter": self.first_adapter,
+            "diffs": {k: asdict(v) for k, v in self.diffs.items()},
+            "champion": self.champion,
+            "challenger": self.challenger,
+            "gate": asdict(self.config),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "decision_id": self.decision_id,
+            "verdict": self.verdict,
+            "reason": self.reason,
+            "metrics": self.metrics(),
+        }
+
+
+def paired_bootstrap(diffs: Sequence[float], samples: int, confidence: float, seed: int) -> Interval:
+    """Mean of paired differences and its percentile bootstrap CI (resampling requirements)."""
+    d = np.asarray(diffs, dtype=float)
+    if d.size == 0:
+        raise ValueError("paired_bootstrap: no paired requirements to compare")
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, d.size, size=(samples, d.size))
+    means = d[idx].mean(axis=1)
+    alpha = (1 - confidence) / 2
+    return Interval(float(d.mean()), float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha)))
+
+
+def _summary(arm: ArmResult) -> dict[str, float]:
+    lat = np.asarray(arm.latency_ms, dtype=float)
+    return {
+        "set_f1": float(np.mean(arm.f1)),
+        "all_gold": float(np.mean(arm.all_gold)),
+        "latency_ms_mean": float(lat.mean()) if lat.size else 0.0,
+        "latency_ms_p95": float(np.percentile(lat, 95)) if lat.size else 0.0,
+    }
+
+
+def decide(
+    champion: ArmResult, challenger: ArmResult, config: GateConfig, first_adapter: bool = False
+) -> Decision:
+    """Apply the gate's rules (module docstring) to two arms evaluated on the same requirements."""
+    if champion.ids != challenger.ids:
+        raise ValueError(
+            "decide: champion and challenger were not evaluated on the same requirements in the same order"
+        )
+    metric_pairs = {
+        "set_f1": (champion.f1, challenger.f1),
+        f"all_gold_at_{config.k}": (champion.all_gold, challenger.all_gold),
+    }
+    diffs = {
+        name: paired_bootstrap(
+            np.asarray(b, dtype=float) - np.asarray(a, dtype=float),
+            config.bootstrap_samples,
+            config.confidence,
+            config.seed,
+        )
+        for name, (a, b) in metric_pairs.items()
+    }
+    champ, chall = _summary(champion), _summary(challenger)
+    pct = round(config.confidence * 100)
+
+    def decision(verdict: Verdict, reason: str) -> Decision:
+        return Decision(verdict, reason, first_adapter, diffs, champ, chall, len(champion.ids), config)
+
+    if chall["latency_ms_p95"] > config.latency_budget_ms:
+        return decision(
+            "refuse",
+            f"p95 latency {chall['latency_ms_p95']:.1f} ms is over the budget of {config.latency_budget_ms:.0f} ms",
+        )
+    worse = [n for n, iv in diffs.items() if iv.high < -config.margin]
+    if worse:
+        return decision("refuse", f"worse with {pct}% confidence on {', '.join(worse)}")
+    noninferior = all(iv.low > -config.margin for iv in diffs.values())
+    better = [n for n, iv in diffs.items() if iv.low > 0]
+    baseline = "coarse-only ranking" if first_adapter else "the champion"
+    if better and noninferior:
+        return decision("promote", f"better than {baseline} with {pct}% confidence on {', '.join(better)}")
+    if first_adapter:
+        return decision(
+            "refuse", f"the first adapter must beat coarse-only ranking with {pct}% confidence; it does not"
+        )
+    if noninferior and chall["latency_ms_mean"] < champ["latency_ms_mean"]:
+        return decision(
+            "promote",
+            f"non-inferior within {config.margin} on every metric and faster "
+            f"({chall['latency_ms_mean']:.1f} vs {champ['latency_ms_mean']:.1f} ms)",
+        )
+    if noninferior:
+        return decision("refuse", "non-inferior but not faster: no reason to switch")
+    return decision(
+        "refuse", f"not better with {pct}% confidence, and not non-inferior within {config.margin}"
+    )
+
+
+def promotion_row(
+    decision: Decision, business: str, model_name: str, champion_version: str, challenger_version: str
+) -> dict[str, Any]:
+    """The decision as a row of the `promotions` Delta table."""
+    return {
+        "decision_id": decision.decision_id,
+        "business": business,
+        "model_name": model_name,
+        "champion_version": champion_version,
+        "challenger_version": challenger_version,
+        "verdict": decision.verdict,
+        "metrics": json.dumps(decision.metrics(), sort_keys=True),
+        "reason": decision.reason,
+        "ts": datetime.now(UTC),
+    }
+
+
+def decision_markdown(
+    decision: Decision, business: str, champion_version: str, challenger_version: str
+) -> str:
+    """A short Markdown report (the Prefect artifact and the CLI output)."""
+    lines = [
+        f"### {business}: challenger v{challenger_version} vs {champion_version or 'coarse-only'}",
+        f"**{decision.verdict.upper()}**: {decision.reason}",
+        "",
+        "| metric | champion | challenger | mean diff | CI low | CI high |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, iv in decision.diffs.items():
+        key = "set_f1" if name == "set_f1" else "all_gold"
+        lines.append(
+            f"| {name} | {decision.champion[key]:.3f} | {decision.challenger[key]:.3f} | "
+            f"{iv.mean:+.3f} | {iv.low:+.3f} | {iv.high:+.3f} |"
+        )
+    lines.append(
+        f"| latency ms (mean / p95) | {decision.champion['latency_ms_mean']:.1f} / {decision.champion['latency_ms_p95']:.1f} "
+        f"| {decision.challenger['latency_ms_mean']:.1f} / {decision.challenger['latency_ms_p95']:.1f} | | | |"
+    )
+    lines.append(f"\n{decision.n} paired requirements, decision `{decision.decision_id}`.")
+    return "\n".join(lines)
+
+
+# ---- wiring: lake + registry ---------------------------------------------------------------------
+
+
+@dataclass
+class GateOutcome:
+    """A decision with the versions it compared and what was done about it."""
+
+    business: str
+    decision: Decision
+    champion_version: str
+    challenger_version: str
+    promoted: bool
+    markdown: str
+
+
+def _record(
+    settings: Any,
+    registry: Any,
+    business: str,
+    row: dict[str, Any],
+    tag_version: str | None,
+    decision: dict[str, Any] | None,
+) -> None:
+    from assetmatch.lake import tables as T
+    from assetmatch.lake.delta import Lake
+
+    if tag_version and decision is not None:
+        registry.log_decision(business, tag_version, decision)
+    Lake.from_settings(settings).append(T.PROMOTIONS, [row], run_id=row["decision_id"])
+
+
+def evaluate_and_promote(
+    settings: Any,
+    business: str,
+    candidates: Any = None,
+    cache_dir: str | None = None,
+) -> GateOutcome:
+    """Run the gate for `business`: challenger vs champion (or coarse-only) on held-out requirements.
+
+    Held-out requirements are the labelled train requirements on the validation side of the stable
+    hash split (`training.pairs.split_holdout`): no adapter trained here has seen them, and
+    `test` / `dev` are never used to choose a model. Promotion moves `champion` to the challenger
+    and keeps the old champion as `previous` (for `assetmatch models rollback`).
+    """
+    from pathlib import Path
+
+    from assetmatch.lake.delta import Lake
+    from assetmatch.ranking.candidates import Bm25Candidates
+    from assetmatch.ranking.config import RankerConfig
+    from assetmatch.ranking.finerank import LoraFineRanker
+    from assetmatch.registry.mlflow import Registry
+    from assetmatch.training import evaluate as ev
+    from assetmatch.training.pairs import labelled_from_lake, split_holdout
+
+    registry = Registry.from_settings(settings)
+    gate = GateConfig.from_settings(settings)
+    challenger = registry.version_by_alias(business, "challenger")
+    if challenger is None:
+        raise ValueError(f"business {business!r} has no 'challenger' version to evaluate (train one first)")
+    champion = registry.version_by_alias(business, "champion")
+    if champion is not None and str(champion.version) == str(challenger.version):
+        raise ValueError(
+            f"business {business!r}: challenger and champion are the same version {challenger.version}"
+        )
+
+    lake = Lake.from_settings(settings)
+    assets = lake.read_assets(businesses=[business])
+    library = {a.asset_id: a for a in assets}
+    root = Path(cache_dir or Path(settings.training.adapters_dir) / "registry-cache") / business
+    chall_dir = registry.download_adapter(business, str(challenger.version), root / str(challenger.version))
+    config = RankerConfig.load(chall_dir)
+    _, held_out = split_holdout(labelled_from_lake(lake, business, set(library)), config.validation_fraction)
+    if not held_out:
+        raise ValueError(f"business {business!r} has no held-out labelled requirements to compare on")
+    candidates = candidates or Bm25Candidates(assets)
+
+    adapters = {"challenger": (chall_dir, str(challenger.version))}
+    if champion is not None:
+        adapters["champion"] = (
+            registry.download_adapter(business, str(champion.version), root / str(champion.version)),
+            str(champion.version),
+        )
+    ranker = LoraFineRanker.from_folders(adapters, config.base, settings.model.device, config.max_length)
+
+    def arm(name: str) -> ev.EvalReport:
+        if name == "coarse_only":
+            ranked = ev.rank_requirements(held_out, candidates, config.candidate_k, None)
+            return ev.report(name, ranked, top_n=ev.calibrate_top_n(ranked))
+
+        def scorer(b: str, text: str, ids: list[str]) -> list[float]:
+            return ranker.logits(name, text, [library[i] for i in ids])
+
+        ranked = ev.rank_requirements(held_out, candidates, config.candidate_k, scorer)
+        return ev.report(name, ranked, threshold=ranker.threshold(name) or 0.5)
+
+    base_report = arm("champion" if champion is not None else "coarse_only")
+    chall_report = arm("challenger")
+    decision = decide(
+        ArmResult.from_report(base_report, gate.k),
+        ArmResult.from_report(chall_report, gate.k),
+        gate,
+        first_adapter=champion is None,
+    )
+    champ_v = str(champion.version) if champion is not None else ""
+    chall_v = str(challenger.version)
+    promoted = decision.verdict == "promote"
+    if promoted:
+        if champion is not None:
+            registry.set_alias(business, "previous", champ_v)
+        registry.set_alias(business, "champion", chall_v)
+        registry.delete_alias(business, "challenger")
+    _record(
+        settings,
+        registry,
+        business,
+        promotion_row(decision, business, registry.model_name(business), champ_v, chall_v),
+        chall_v,
+        decision.to_dict(),
+    )
+    return GateOutcome(
+        business,
+        decision,
+        champ_v,
+        chall_v,
+        promoted,
+        decision_markdown(decision, business, champ_v, chall_v),
+    )
+
+
+def manual_alias_change(
+    settings: Any, business: str, version: str | None, action: Literal["promote", "rollback"], reason: str
+) -> str:
+    """Promote a given version, or roll back to `previous`, by hand; recorded like a gate decision.
+
+    Returns the version that is champion afterwards.
+    """
+    from assetmatch.registry.mlflow import Registry
+
+    registry = Registry.from_settings(settings)
+    champion = registry.version_by_alias(business, "champion")
+    champ_v = str(champion.version) if champion is not None else ""
+    if action == "rollback":
+        previous = registry.version_by_alias(business, "previous")
+        if previous is None:
+            raise ValueError(f"business {business!r} has no 'previous' version to roll back to")
+        target = str(previous.version)
+    else:
+        if not version:
+            raise ValueError("promote: a version is required")
+        known = {v.version for v in registry.versions(business)}
+        if version not in known:
+            raise ValueError(
+                f"business {business!r} has no version {version} (known: {sorted(known, key=int)})"
+            )
+        target = version
+    if champ_v == target:
+        raise ValueError(f"version {target} is already the champion of {business!r}")
+    if champ_v:
+        registry.set_alias(business, "previous", champ_v)
+    registry.set_alias(business, "champion", target)
+    row = {
+        "decision_id": uuid.uuid4().hex,
+        "business": business,
+        "model_name": registry.model_name(business),
+        "champion_version": champ_v,
+        "challenger_version": target,
+        "verdict": f"manual-{action}",
+        "metrics": "{}",
+        "reason": reason or f"manual {action}",
+        "ts": datetime.now(UTC),
+    }
+    _record(settings, registry, business, row, None, None)
+    registry.tag_version(business, target, {"gate.verdict": f"manual-{action}", "gate.reason": row["reason"]})
+    return target
