@@ -29,14 +29,21 @@ def game_assets() -> list[TableAsset]:
             business="game",
             name="dws_user_active_1d",
             comment="日活跃用户汇总",
-            columns=[Column(name="user_id", comment="用户ID"), Column(name="active_days", comment="活跃天数")],
+            columns=[
+                Column(name="user_id", comment="用户ID"),
+                Column(name="active_days", comment="活跃天数"),
+            ],
             foreign_keys=[ForeignKey(columns=["user_id"], ref_asset_id="game.dim_user")],
         ),
         TableAsset(
             business="game",
             name="dwd_pay_order_di",
             comment="payment orders",
-            columns=[Column(name="order_id"), Column(name="user_id"), Column(name="pay_amount", comment="支付金额")],
+            columns=[
+                Column(name="order_id"),
+                Column(name="user_id"),
+                Column(name="pay_amount", comment="支付金额"),
+            ],
             foreign_keys=[ForeignKey(columns=["user_id"], ref_asset_id="game.dim_user")],
         ),
         TableAsset(
@@ -61,7 +68,12 @@ def game_assets() -> list[TableAsset]:
             business="music",
             name="singer",
             comment="singer",
-            columns=[Column(name="Singer_ID"), Column(name="Name"), Column(name="Country"), Column(name="Age")],
+            columns=[
+                Column(name="Singer_ID"),
+                Column(name="Name"),
+                Column(name="Country"),
+                Column(name="Age"),
+            ],
         ),
         TableAsset(
             business="music",
@@ -140,7 +152,9 @@ def fill_lake(lake: Lake) -> None:
         [
             _requirement("r-train", "game", "whales by total recharge", ["game.dwd_pay_order_di"], "train"),
             _requirement("r-dev", "game", "secret dev request about leaderboards", ["game.dim_item"], "dev"),
-            _requirement("r-test", "game", "secret test request about leaderboards", ["game.dim_item"], "test"),
+            _requirement(
+                "r-test", "game", "secret test request about leaderboards", ["game.dim_item"], "test"
+            ),
         ],
         run_id="fixture",
     )

@@ -102,7 +102,14 @@ def test_graph_uses_query_log_co_usage(built: IndexSet) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["singer age", "用户支付金额", "普通活跃", "best spenders on virtual goods", "巡演", "channel A concert singer"],
+    [
+        "singer age",
+        "用户支付金额",
+        "普通活跃",
+        "best spenders on virtual goods",
+        "巡演",
+        "channel A concert singer",
+    ],
 )
 def test_business_isolation(built: IndexSet, text: str) -> None:
     for business, other in (("game", "music."), ("music", "game.")):
