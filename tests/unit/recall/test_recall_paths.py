@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import pytest
@@ -56,7 +57,7 @@ def test_dense_ranks_by_meaning(built: IndexSet) -> None:
     hits = built.recall("which performers appeared at which shows", ["music"], paths=["dense"])["dense"]
     assert hits[0].asset_id in {"music.singer_in_concert", "music.concert", "music.singer"}
     assert [h.rank for h in hits] == list(range(1, len(hits) + 1))
-    assert all(a.score >= b.score for a, b in zip(hits, hits[1:]))
+    assert all(a.score >= b.score for a, b in itertools.pairwise(hits))
 
 
 def test_glossary_maps_colloquial_terms_to_tables(built: IndexSet) -> None:
