@@ -195,3 +195,13 @@ def test_missing_file_and_unknown_option_are_clear_errors(tmp_path: Path) -> Non
         CatalogFileSource.create(
             SourceSpec(name="c", type="catalog_file", options={"path": "x", "colour": 1})
         )
+
+
+def test_json_document_with_tables_key(tmp_path: Path) -> None:
+    path = tmp_path / "metastore.json"
+    doc = {"tables": [{"database": "dw", "schema": "s", "table": "t", "columns": [{"name": "a"}]}, 42]}
+    path.write_text(json.dumps(doc), encoding="utf-8")
+    source = make(path, business="b")
+    assert [a.asset_id for a in source.iter_assets()] == ["b.dw.s.t"]
+    assert source.report.counts["bad_records"] == 1
+    assert "metastore.json:item 2" in source.report.warnings[0]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -108,3 +110,17 @@ def test_jsonl_log_with_custom_column_names() -> None:
     assert (entry.user, entry.business) == ("alice", "game2")
     # a three-part name keeps its own database; an unqualified schema falls back to `database`
     assert set(entry.tables) == {"game2.other_db.dws.t1", "game2.dw.ods.t2"}
+
+
+def test_gzipped_jsonl_log(tmp_path: Path) -> None:
+    path = tmp_path / "log.jsonl.gz"
+    with gzip.open(path, "wt", encoding="utf-8") as handle:
+        handle.write(
+            json.dumps({"time": "2026-10-05T12:00:00Z", "sql": "SELECT * FROM a.b", "business": "g"}) + "\n"
+        )
+        handle.write("{broken\n")
+    source = QueryLogSource.create(SourceSpec(name="log", type="query_log", options={"path": str(path)}))
+    (entry,) = source.iter_query_log()
+    assert entry.tables == ["g.a.b"]
+    assert source.report.counts["bad_records"] == 1
+    assert "log.jsonl.gz:2" in source.report.warnings[0]
