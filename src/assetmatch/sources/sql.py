@@ -35,7 +35,7 @@ import sqlalchemy as sa
 from pydantic import Field, SecretStr, field_validator
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.engine.reflection import Inspector, ObjectKind
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from assetmatch.config import ConfigError, expand_env
 from assetmatch.models import Column, ForeignKey, TableAsset, default_asset_id
@@ -96,6 +96,21 @@ class SqlSourceConfig(SourceConfig):
             except re.error as exc:
                 raise ValueError(f"{pattern!r} is not a valid regex: {exc}") from exc
         return value
+
+
+# Connection failures that retrying cannot fix (PostgreSQL and MySQL/MariaDB server messages).
+_PERMANENT = re.compile(
+    r"password authentication failed|role \S+ does not exist|database \S+ does not exist|no password supplied"
+    r"|Access denied|Unknown database",
+    re.IGNORECASE,
+)
+
+
+def _is_transient(exc: BaseException) -> bool:
+    """True for connection errors worth retrying (server starting, network blip), not for refused logins."""
+    if not isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError):
+        return False
+    return not _PERMANENT.search(str(exc.orig if exc.orig is not None else exc))
 
 
 class SourceConnectionError(ConfigError):
@@ -169,12 +184,13 @@ class SqlSource(Source[SqlSourceConfig]):
         return self._engine
 
     def _connect(self) -> Connection:
-        """Connect with retries (tenacity) on connection errors; a clear, password-free error at the end."""
+        """Connect with retries (tenacity) on transient connection errors; a clear, password-free error
+        at the end. Refused credentials and unknown databases are not retried: waiting cannot fix them."""
         engine = self.engine
         retrying = Retrying(
             stop=stop_after_attempt(self.config.connect_retries),
             wait=wait_exponential(multiplier=self.config.retry_wait_s, max=30),
-            retry=retry_if_exception_type((sa.exc.OperationalError, sa.exc.InterfaceError)),
+            retry=retry_if_exception(_is_transient),
             before_sleep=lambda _state: self.report.count("connect_retries"),
             reraise=True,
         )
@@ -183,9 +199,10 @@ class SqlSource(Source[SqlSourceConfig]):
                 with attempt:
                     return engine.connect()
         except sa.exc.DBAPIError as exc:
+            attempts = retrying.statistics.get("attempt_number", 1)
             raise SourceConnectionError(
-                f"source {self.name!r}: cannot connect to {self.safe_url} after "
-                f"{self.config.connect_retries} attempt(s): {self._scrub(exc)}"
+                f"source {self.name!r}: cannot connect to {self.safe_url} "
+                f"({attempts} attempt(s)): {self._scrub(exc)}"
             ) from None
         raise AssertionError("unreachable: tenacity either returns or re-raises")
 

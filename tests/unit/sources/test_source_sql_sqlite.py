@@ -143,5 +143,5 @@ def test_unreachable_sqlite_file_is_a_connection_error(tmp_path: Path) -> None:
     src = source(f"sqlite:///{tmp_path}/no/such/dir/x.db", connect_retries=2, retry_wait_s=0)
     with pytest.raises(ConfigError, match="cannot connect to sqlite:///") as info:
         list(src.iter_assets())
-    assert "after 2 attempt(s)" in str(info.value)
+    assert "(2 attempt(s))" in str(info.value)
     assert src.report.counts["connect_retries"] == 1
