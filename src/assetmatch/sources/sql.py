@@ -37,7 +37,7 @@ from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.engine.reflection import Inspector, ObjectKind
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from assetmatch.config import ConfigError, expand_env
+from assetmatch.config import ConfigError, SourceSpec, expand_env
 from assetmatch.models import Column, ForeignKey, TableAsset, default_asset_id
 from assetmatch.sources.base import Source, SourceConfig
 
@@ -141,7 +141,7 @@ class SqlSource(Source[SqlSourceConfig]):
 
     config_class = SqlSourceConfig
 
-    def __init__(self, spec: Any, config: SqlSourceConfig) -> None:
+    def __init__(self, spec: SourceSpec, config: SqlSourceConfig) -> None:
         super().__init__(spec, config)
         self._engine: Engine | None = None
         self._include = [re.compile(p) for p in config.include]
