@@ -1,0 +1,82 @@
+"""Prefect flow `build-indexes`: build every recall index from a pinned lake snapshot and publish it.
+
+Thin wiring over `assetmatch.recall.index.IndexSet.build`: one task builds (reusing cached vectors:
+only changed tables are embedded, unless `full`) and publishes atomically; the manifest (lake versions
+read, counts, timings) becomes a markdown artifact `index-manifest`. A failed build publishes nothing
+and the current index stays in place, so the task may simply be retried.
+
+Runs without a Prefect server (a temporary local API starts) or against one (`PREFECT_API_URL`).
+`python flows/build_indexes.py` serves it every hour, after the hourly ingest.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+
+from assetmatch.config import load_settings
+from assetmatch.lake import Lake
+
+
+@task(name="build-index-set", retries=1, retry_delay_seconds=30)
+def build_index_task(config_path: str | None, assets_version: int | None, full: bool) -> dict[str, Any]:
+    """Build and publish one IndexSet; returns its manifest."""
+    from assetmatch.recall.index import IndexSet
+
+    settings = load_settings(config_path)
+    built = IndexSet.build(Lake.from_settings(settings), settings, assets_version=assets_version, full=full)
+    return built.manifest
+
+
+def manifest_markdown(manifest: dict[str, Any]) -> str:
+    """The manifest as a short report: what was read, what was built, how long it took."""
+    versions = ", ".join(f"`{t}` v{v}" for t, v in manifest["lake"]["versions"].items())
+    counts = "\n".join(f"| {k} | {v} |" for k, v in manifest["counts"].items())
+    seconds = ", ".join(f"{k} {v:.1f} s" for k, v in manifest["build_seconds"].items())
+    return "\n".join(
+        [
+            f"# Index `{manifest['id']}`",
+            "",
+            f"Lake {manifest['lake']['uri']}: {versions}",
+            f"Model `{manifest['model']['id']}` (dim {manifest['model']['dim']}), dense index {manifest['dense_index']}",
+            "",
+            "| count | value |",
+            "|---|---|",
+            counts,
+            "",
+            f"Build: {seconds}",
+            "",
+            "```json",
+            json.dumps(manifest["config"], indent=2),
+            "```",
+        ]
+    )
+
+
+@flow(name="build-indexes", log_prints=False)
+def build_indexes(
+    config_path: str | None = None, assets_version: int | None = None, full: bool = False
+) -> dict[str, Any]:
+    """Build the recall indexes from the lake (assets at `assets_version`, default latest) and publish."""
+    manifest = build_index_task(config_path, assets_version, full)
+    create_markdown_artifact(
+        markdown=manifest_markdown(manifest), key="index-manifest", description=f"index {manifest['id']}"
+    )
+    get_run_logger().info(
+        "published index %s: %s assets, %s embedded",
+        manifest["id"],
+        manifest["counts"]["assets"],
+        manifest["counts"]["embedded_assets"],
+    )
+    return manifest
+
+
+if __name__ == "__main__":
+    config = Path("assetmatch.yaml")
+    build_indexes.serve(
+        name="hourly", cron="15 * * * *", parameters={"config_path": str(config) if config.exists() else None}
+    )
