@@ -94,24 +94,24 @@ class CatalogFileSource(Source[CatalogFileConfig]):
 
     def _tables(self) -> Iterator[tuple[str, Record]]:
         """Table-shaped records: JSON/YAML records as they are, CSV rows grouped per table."""
-        csv_tables: dict[tuple[str, str, str, str], tuple[str, Record]] = {}
+        csv_tables: dict[tuple[str, ...], tuple[str, Record]] = {}
         for location, fmt, record in iter_records(self.config, self.report, list_key="tables"):
             if fmt != "csv":
                 yield location, record
                 continue
             # CSV: one row per column. Grouping needs the whole file (rows of a table may be
             # scattered); a CSV catalog is one row per column, which is small enough to hold.
-            key = tuple(
+            key: tuple[str, ...] = tuple(
                 as_text(first(record, *k, default=""))
                 for k in (("business",), DATABASE_KEYS, SCHEMA_KEYS, TABLE_KEYS)
             )
             if not key[3]:
                 BadRecords(self.report)(location, "no `table` value")
                 continue
-            table = csv_tables.get(key)  # type: ignore[arg-type]
+            table = csv_tables.get(key)
             if table is None:
                 table = (location, {**record, "columns": [], "foreign_keys": []})
-                csv_tables[key] = table  # type: ignore[index]
+                csv_tables[key] = table
             merged = table[1]
             for field in (*COMMENT_KEYS, "asset_id", "kind", "row_count"):
                 if field in record and not merged.get(field):
