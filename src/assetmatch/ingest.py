@@ -56,6 +56,9 @@ class IngestError(RuntimeError):
         super().__init__(message)
         self.summary = summary
 
+    def __reduce__(self) -> tuple[Any, ...]:  # keep the summary when a task runner pickles the error
+        return (type(self), (str(self), self.summary))
+
 
 @dataclass
 class TableCounts:
