@@ -211,9 +211,7 @@ def test_cli_materialize_and_show(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "online_store" in result.output
 
 
-def test_prefect_flow_materializes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from prefect.testing.utilities import prefect_test_harness
-
+def test_prefect_flow_materializes(tmp_path: Path, prefect_harness: None) -> None:
     spec = importlib.util.spec_from_file_location(
         "materialize_features_flow", REPO_ROOT / "flows" / "materialize_features.py"
     )
@@ -227,7 +225,5 @@ def test_prefect_flow_materializes(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         f"lake:\n  uri: {tmp_path / 'lake'}\nfeast:\n  data_dir: {tmp_path / 'feast'}\n"
         f"  repo_path: {REPO_ROOT / 'feature_repo'}\n  project: {_project()}\n  history_days: 3\n"
     )
-    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect"))
-    with prefect_test_harness():
-        report = flow_module.materialize_features(config_path=str(config))
+    report = flow_module.materialize_features(config_path=str(config))
     assert report["snapshots"] == 3 and report["lake_versions"]["query_log"] == 0
