@@ -202,6 +202,11 @@ class ServingConfig(_Strict):
     request_memory: int = Field(
         default=100_000, gt=0, description="Recent answers remembered so feedback can be joined to them."
     )
+    torch_threads: int = Field(
+        default=0,
+        ge=0,
+        description="Intra-op threads of the model (0: torch's default). 1 is often fastest on a busy, shared CPU.",
+    )
 
 
 class LlmConfig(_Strict):
