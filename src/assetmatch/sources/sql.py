@@ -114,7 +114,15 @@ def _is_transient(exc: BaseException) -> bool:
 
 
 class SourceConnectionError(ConfigError):
-    """The database cannot be reached or refuses the credentials. The message never holds the password."""
+    """The database cannot be reached or refuses the credentials. The message never holds the password.
+
+    `transient` is False when retrying later cannot help (refused login, unknown database), so an
+    orchestrator can skip its own retries.
+    """
+
+    def __init__(self, message: str, transient: bool = True) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 @dataclass(slots=True)
@@ -202,7 +210,8 @@ class SqlSource(Source[SqlSourceConfig]):
             attempts = retrying.statistics.get("attempt_number", 1)
             raise SourceConnectionError(
                 f"source {self.name!r}: cannot connect to {self.safe_url} "
-                f"({attempts} attempt(s)): {self._scrub(exc)}"
+                f"({attempts} attempt(s)): {self._scrub(exc)}",
+                transient=_is_transient(exc),
             ) from None
         raise AssertionError("unreachable: tenacity either returns or re-raises")
 

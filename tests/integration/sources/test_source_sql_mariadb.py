@@ -135,5 +135,6 @@ def test_wrong_password_error_hides_it(mysql_url: str) -> None:
         list(source.iter_assets())
     message = str(info.value)
     assert "Access denied" in message and "(1 attempt(s))" in message  # refused logins are not retried
+    assert info.value.transient is False
     assert "Sup3r-s3cret" not in message and "root:***@" in message
     assert "Sup3r-s3cret" not in str(source.report.as_dict())

@@ -187,6 +187,7 @@ def test_unknown_role_and_host_errors_hide_the_password(pg_url: str) -> None:
     assert "Sup3r-s3cret" not in repr(source.config) and "Sup3r-s3cret" not in str(source.report.as_dict())
     assert "connect_retries" not in source.report.counts
     assert isinstance(info.value, ConfigError)  # the CLI prints it as one line
+    assert info.value.transient is False
 
     host = make(
         "postgresql+psycopg://u:Sup3r-s3cret@no-such-host.invalid:5432/db", connect_retries=2, retry_wait_s=0
@@ -195,6 +196,7 @@ def test_unknown_role_and_host_errors_hide_the_password(pg_url: str) -> None:
         list(host.iter_assets())
     assert "Sup3r-s3cret" not in str(info.value) and "(2 attempt(s))" in str(info.value)  # retried
     assert host.report.counts["connect_retries"] == 1
+    assert info.value.transient is True
 
 
 def test_password_from_environment(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
