@@ -65,7 +65,9 @@ def pg_url() -> Iterator[str]:
     import sqlalchemy as sa
 
     name = f"am_test_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(f"postgresql+psycopg://postgres@{PG_HOST}:{PG_PORT}/postgres", isolation_level="AUTOCOMMIT")
+    admin = sa.create_engine(
+        f"postgresql+psycopg://postgres@{PG_HOST}:{PG_PORT}/postgres", isolation_level="AUTOCOMMIT"
+    )
     with admin.connect() as conn:
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
     try:

@@ -5,7 +5,7 @@ e.g. `ASSETMATCH_LAKE__URI=s3://...`), the YAML file, defaults. Nothing happens 
 call `load_settings()`.
 
 Secrets never live in the YAML: a connection string may reference environment variables as
-`${NAME}`; they are substituted only when a source connects (`SourceSpec.resolved_options`), and
+`${NAME}`; they are substituted only when a source connects, and
 connection strings are `SecretStr` so they print as `**********`.
 """
 
@@ -16,7 +16,15 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -129,7 +137,9 @@ class FeastConfig(_Strict):
         default=".assetmatch/feast", description="Where Feast keeps its registry and the SQLite online store."
     )
     history_days: int = Field(
-        default=365, gt=0, description="Most days of daily feature snapshots computed back from the lake's latest data."
+        default=365,
+        gt=0,
+        description="Most days of daily feature snapshots computed back from the lake's latest data.",
     )
 
 
@@ -148,8 +158,12 @@ class RecallConfig(_Strict):
         description="Recall paths to run; drop one to turn it off.",
     )
     candidates: int = Field(default=50, gt=0, description="Candidates kept after coarse ranking.")
-    index_root: str = Field(default=".assetmatch/indexes", description="Where versioned indexes are published.")
-    hnsw_threshold: int = Field(default=50_000, gt=0, description="Above this many tables use HNSW, not exact.")
+    index_root: str = Field(
+        default=".assetmatch/indexes", description="Where versioned indexes are published."
+    )
+    hnsw_threshold: int = Field(
+        default=50_000, gt=0, description="Above this many tables use HNSW, not exact."
+    )
 
 
 class MatchingConfig(_Strict):
@@ -179,8 +193,12 @@ class ServingConfig(_Strict):
     require_api_key: bool = Field(
         default=True, description="Refuse requests without a known API key (401). Turn off only on a laptop."
     )
-    max_requirement_chars: int = Field(default=2_000, gt=0, description="Longest requirement text accepted (422).")
-    max_k: int = Field(default=100, gt=0, description="Largest `k` (ranked tables per answer) accepted (422).")
+    max_requirement_chars: int = Field(
+        default=2_000, gt=0, description="Longest requirement text accepted (422)."
+    )
+    max_k: int = Field(
+        default=100, gt=0, description="Largest `k` (ranked tables per answer) accepted (422)."
+    )
     max_body_bytes: int = Field(default=65_536, gt=0, description="Largest request body accepted (413).")
     batch_mode: Literal["mixed", "serial"] = Field(
         default="mixed",
@@ -195,7 +213,9 @@ class ServingConfig(_Strict):
         description="Business -> share of users (0..1) served by the challenger; sticky by a hash of user_id.",
     )
     cache_ttl_s: float = Field(default=3_600.0, gt=0, description="Lifetime of a cached answer in Redis.")
-    feedback_flush_rows: int = Field(default=100, gt=0, description="Flush buffered feedback at this many rows.")
+    feedback_flush_rows: int = Field(
+        default=100, gt=0, description="Flush buffered feedback at this many rows."
+    )
     feedback_flush_interval_s: float = Field(
         default=5.0, gt=0, description="Flush buffered feedback at least this often."
     )
@@ -225,7 +245,9 @@ class TrainingConfig(_Strict):
         default_factory=dict, description="Overrides of RankerConfig fields (assetmatch.ranking.config)."
     )
     llm: LlmConfig = Field(default_factory=LlmConfig, description="Optional LLM augmentation.")
-    adapters_dir: str = Field(default=".assetmatch/adapters", description="Where trained adapters are written.")
+    adapters_dir: str = Field(
+        default=".assetmatch/adapters", description="Where trained adapters are written."
+    )
     work_pool: str = Field(default="gpu", description="Prefect work pool (tag) of training tasks.")
 
 
@@ -289,7 +311,9 @@ class Settings(BaseSettings):
                 targets = ([spec.business] if spec.business else []) + list(spec.business_map.values())
                 for target in targets:
                     if target not in known:
-                        raise ValueError(f"sources.{i}.business: unknown business {target!r} (known: {sorted(known)})")
+                        raise ValueError(
+                            f"sources.{i}.business: unknown business {target!r} (known: {sorted(known)})"
+                        )
         return self
 
     def business_names(self) -> list[str]:

@@ -46,7 +46,9 @@ class TableAsset(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    asset_id: str = Field(default="", description="Stable id; derived from business + qualified name if empty.")
+    asset_id: str = Field(
+        default="", description="Stable id; derived from business + qualified name if empty."
+    )
     business: str = Field(description="The tenant (a game, a product line) that owns this table.")
     source: str = Field(default="", description="Name of the configured source that reported it.")
     database: str = Field(default="", description="Database / catalog.")
@@ -69,7 +71,9 @@ class TableAsset(BaseModel):
             update={
                 "comment": normalize_text(self.comment),
                 "columns": [
-                    c.model_copy(update={"comment": normalize_text(c.comment), "name": normalize_text(c.name)})
+                    c.model_copy(
+                        update={"comment": normalize_text(c.comment), "name": normalize_text(c.name)}
+                    )
                     for c in self.columns
                 ],
                 "name": normalize_text(self.name),
@@ -114,7 +118,9 @@ class Requirement(BaseModel):
     text: str
     gold_assets: list[str] = Field(default_factory=list)
     split: str = Field(default="train", description="train | test | dev (never tune on dev/test).")
-    ts: datetime | None = Field(default=None, description="When the requirement was made (for point-in-time).")
+    ts: datetime | None = Field(
+        default=None, description="When the requirement was made (for point-in-time)."
+    )
     sql: str | None = None
     source: str = ""
 

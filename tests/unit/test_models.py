@@ -21,9 +21,9 @@ def test_default_asset_id_is_lowercase_dot_joined() -> None:
 
 
 def test_explicit_asset_id_is_kept() -> None:
-    assert TableAsset(asset_id="concert_singer.singer", business="concert_singer", name="singer").asset_id == (
-        "concert_singer.singer"
-    )
+    assert TableAsset(
+        asset_id="concert_singer.singer", business="concert_singer", name="singer"
+    ).asset_id == ("concert_singer.singer")
 
 
 def test_content_hash_sees_comment_changes_only_after_normalization() -> None:

@@ -22,7 +22,11 @@ app = typer.Typer(
 @app.callback()
 def _root(
     config: Path | None = typer.Option(
-        None, "--config", "-c", help="Config file (default: $ASSETMATCH_CONFIG or ./assetmatch.yaml).", envvar=None
+        None,
+        "--config",
+        "-c",
+        help="Config file (default: $ASSETMATCH_CONFIG or ./assetmatch.yaml).",
+        envvar=None,
     ),
 ) -> None:
     common.set_config_path(config)

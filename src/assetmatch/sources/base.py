@@ -53,7 +53,12 @@ class SourceReport:
         self.failures.append(message)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"source": self.source, "counts": self.counts, "warnings": self.warnings, "failures": self.failures}
+        return {
+            "source": self.source,
+            "counts": self.counts,
+            "warnings": self.warnings,
+            "failures": self.failures,
+        }
 
 
 C = TypeVar("C", bound=SourceConfig)
@@ -84,7 +89,9 @@ class Source(ABC, Generic[C]):
             raise ConfigError(problems) from None
         return cls(spec, config)  # type: ignore[arg-type]
 
-    def resolve_business(self, database: str = "", schema: str = "", explicit: str | None = None) -> str | None:
+    def resolve_business(
+        self, database: str = "", schema: str = "", explicit: str | None = None
+    ) -> str | None:
         """Business of a record: explicit value, else the first business_map regex matching
         `database.schema`, else the source's `business`. None when nothing applies."""
         if explicit:
@@ -107,5 +114,5 @@ class Source(ABC, Generic[C]):
     def iter_glossary(self) -> Iterator[GlossaryTerm]:
         return iter(())
 
-    def close(self) -> None:  # noqa: B027 - optional hook
+    def close(self) -> None:
         """Release connections; called by the ingest pipeline when the source is done."""

@@ -27,7 +27,9 @@ def get(kind: str) -> type[Source[Any]]:
     """Load the plugin class for `kind`; clear errors for unknown, broken or wrong plugins."""
     eps = _entry_points()
     if kind not in eps:
-        raise ConfigError(f"source type {kind!r} is not installed (available: {', '.join(available()) or 'none'})")
+        raise ConfigError(
+            f"source type {kind!r} is not installed (available: {', '.join(available()) or 'none'})"
+        )
     try:
         cls = eps[kind].load()
     except ImportError as exc:
