@@ -1,0 +1,253 @@
+"""Recall at scale: synthetic warehouse of N tables (default 100,000) in a temporary lake.
+
+Prints: full index build time (and its parts), rebuild time with 1% of the tables changed (and how many
+rows were embedded), query latency p50/p95 of `IndexSet.recall` (lexical + dense + glossary + usage) and
+of `expand` (graph), for one business and for the whole library, and the process's peak memory.
+
+    HF_HUB_OFFLINE=1 nice .venv/bin/python benchmarks/recall_scale.py --tables 100000
+    HF_HUB_OFFLINE=1 nice .venv/bin/python benchmarks/recall_scale.py --tables 5000 --queries 100   # quick
+
+Table texts are random compositions of a warehouse vocabulary (English identifiers, some Chinese
+comments), with foreign keys inside each business and a query log per business, so every path has work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from assetmatch.config import Settings
+from assetmatch.lake import Lake
+from assetmatch.models import Column, ForeignKey, TableAsset
+
+SUBJECTS = [
+    "user",
+    "order",
+    "payment",
+    "item",
+    "device",
+    "session",
+    "channel",
+    "campaign",
+    "coupon",
+    "refund",
+    "shop",
+    "region",
+    "server",
+    "guild",
+    "match",
+    "battle",
+    "hero",
+    "skin",
+    "level",
+    "quest",
+    "mail",
+    "friend",
+    "chat",
+    "login",
+    "register",
+    "recharge",
+    "ad",
+    "impression",
+    "click",
+]
+MEASURES = [
+    "active",
+    "new",
+    "retained",
+    "paying",
+    "churn",
+    "amount",
+    "count",
+    "duration",
+    "revenue",
+    "price",
+    "cost",
+    "rate",
+    "score",
+    "rank",
+]
+GRAINS = ["1d", "7d", "30d", "hour", "day", "week", "month"]
+LAYERS = ["ods", "dwd", "dws", "ads", "dim"]
+SUFFIXES = ["di", "df", "hi"]
+ZH = [
+    "用户",
+    "订单",
+    "支付",
+    "道具",
+    "设备",
+    "会话",
+    "渠道",
+    "活动",
+    "优惠券",
+    "退款",
+    "商店",
+    "地区",
+    "服务器",
+    "公会",
+    "对局",
+    "英雄",
+    "皮肤",
+    "等级",
+    "任务",
+    "充值",
+    "广告",
+    "点击",
+]
+ZH_MEASURE = ["活跃", "新增", "留存", "付费", "流失", "金额", "次数", "时长", "收入", "价格", "成本", "比率"]
+
+
+def synthetic_assets(n: int, businesses: int, rng: random.Random) -> list[TableAsset]:
+    per = max(1, n // businesses)
+    assets: list[TableAsset] = []
+    for b in range(businesses):
+        business = f"biz{b:04d}"
+        names: list[str] = []
+        count = per if b < businesses - 1 else n - per * (businesses - 1)
+        for i in range(count):
+            subject, measure = rng.choice(SUBJECTS), rng.choice(MEASURES)
+            name = f"{rng.choice(LAYERS)}_{subject}_{measure}_{rng.choice(GRAINS)}_{rng.choice(SUFFIXES)}_{i}"
+            columns = [Column(name=f"{subject}_id", comment=f"{ZH[SUBJECTS.index(subject) % len(ZH)]}ID")]
+            for _ in range(rng.randint(4, 12)):
+                col_subject, col_measure = rng.choice(SUBJECTS), rng.choice(MEASURES)
+                comment = rng.choice(["", f"{col_subject} {col_measure}", rng.choice(ZH_MEASURE)])
+                columns.append(Column(name=f"{col_subject}_{col_measure}", type="bigint", comment=comment))
+            fks = []
+            if names and rng.random() < 0.5:
+                ref = rng.choice(names)
+                fks.append(ForeignKey(columns=[f"{subject}_id"], ref_asset_id=f"{business}.{ref}"))
+            comment = f"{subject} {measure} by {rng.choice(GRAINS)}; {ZH[SUBJECTS.index(subject) % len(ZH)]}{rng.choice(ZH_MEASURE)}"
+            assets.append(
+                TableAsset(business=business, name=name, comment=comment, columns=columns, foreign_keys=fks)
+            )
+            names.append(name)
+    return assets
+
+
+def query_log_rows(assets: list[TableAsset], rng: random.Random, per_business: int) -> list[dict[str, Any]]:
+    by_business: dict[str, list[str]] = {}
+    for a in assets:
+        by_business.setdefault(a.business, []).append(a.asset_id)
+    rows = []
+    now = datetime.now(UTC)
+    for business, ids in by_business.items():
+        for q in range(per_business):
+            tables = rng.sample(ids, min(len(ids), rng.randint(1, 3)))
+            text = f"{rng.choice(MEASURES)} {rng.choice(SUBJECTS)} per {rng.choice(SUBJECTS)}"
+            rows.append(
+                {
+                    "query_id": f"{business}-{q}",
+                    "ts": now - timedelta(minutes=q),
+                    "user": "bench",
+                    "business": business,
+                    "sql": "select 1",
+                    "requirement": text,
+                    "tables": tables,
+                    "source": "bench",
+                    "run_id": "bench",
+                }
+            )
+    return rows
+
+
+def percentiles(samples: list[float]) -> str:
+    ordered = sorted(samples)
+    p95 = ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
+    return f"p50 {statistics.median(ordered):.2f} ms, p95 {p95:.2f} ms (n={len(ordered)})"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--tables", type=int, default=100_000)
+    parser.add_argument("--businesses", type=int, default=200)
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument(
+        "--changed", type=float, default=0.01, help="share of tables changed before the rebuild"
+    )
+    parser.add_argument("--hnsw-threshold", type=int, default=50_000)
+    parser.add_argument("--workdir", type=Path, default=None, help="default: a temporary folder")
+    args = parser.parse_args()
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # figures appear as they come
+
+    from assetmatch.recall.index import IndexSet
+
+    rng = random.Random(7)
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="recall-scale-"))
+    settings = Settings(
+        lake={"uri": str(workdir / "lake")},
+        recall={"index_root": str(workdir / "indexes"), "hnsw_threshold": args.hnsw_threshold},
+    )
+    lake = Lake.from_settings(settings)
+    t0 = time.perf_counter()
+    assets = synthetic_assets(args.tables, args.businesses, rng)
+    lake.merge_assets(assets, run_id="bench")
+    lake.upsert("query_log", query_log_rows(assets, rng, per_business=20), run_id="bench")
+    print(
+        f"lake: {len(assets)} tables in {args.businesses} businesses written in {time.perf_counter() - t0:.1f} s"
+    )
+
+    t0 = time.perf_counter()
+    full = IndexSet.build(lake, settings, progress=sys.stderr.isatty())
+    full_s = time.perf_counter() - t0
+    print(f"full build: {full_s:.1f} s wall; parts {full.manifest['build_seconds']}")
+    print(f"  counts {full.manifest['counts']}, dense index {full.manifest['dense_index']}")
+
+    changed = rng.sample(assets, int(len(assets) * args.changed))
+    edits = [a.model_copy(update={"comment": a.comment + " (revised)"}) for a in changed]
+    lake.merge_assets(edits, run_id="bench-edit")
+    t0 = time.perf_counter()
+    incremental = IndexSet.build(lake, settings)
+    inc_s = time.perf_counter() - t0
+    counts = incremental.manifest["counts"]
+    print(
+        f"rebuild with {len(edits)} changed tables ({args.changed:.0%}): {inc_s:.1f} s wall; "
+        f"embedded {counts['embedded_assets']}, reused {counts['reused_assets']}; "
+        f"parts {incremental.manifest['build_seconds']}"
+    )
+    del full
+
+    t0 = time.perf_counter()
+    index = IndexSet.load_latest(settings.recall.index_root)
+    index.warmup()
+    print(f"load + warm-up: {time.perf_counter() - t0:.1f} s")
+    businesses = sorted(index.ranges)
+    texts = [
+        f"{rng.choice(MEASURES)} {rng.choice(SUBJECTS)} by {rng.choice(GRAINS)} per {rng.choice(SUBJECTS)}"
+        for _ in range(args.queries)
+    ]
+    texts[::4] = [f"每个{rng.choice(ZH)}的{rng.choice(ZH_MEASURE)}" for _ in texts[::4]]
+    for label, scope in (("one business", None), ("whole library", businesses)):
+        recall_ms, expand_ms, path_ms = [], [], {p: [] for p in ("lexical", "dense", "glossary", "usage")}
+        for text in texts:
+            chosen = scope or [rng.choice(businesses)]
+            start = time.perf_counter()
+            hits = index.recall(text, chosen, k=50)
+            recall_ms.append((time.perf_counter() - start) * 1000)
+            seeds = {h.asset_id: 1.0 / (60 + h.rank) for p in hits.values() for h in p[:10]}
+            start = time.perf_counter()
+            index.expand(seeds, chosen, k=20)
+            expand_ms.append((time.perf_counter() - start) * 1000)
+            for path in path_ms:
+                start = time.perf_counter()
+                index.recall(text, chosen, k=50, paths=[path])
+                path_ms[path].append((time.perf_counter() - start) * 1000)
+        print(f"query, {label}: recall (4 paths) {percentiles(recall_ms)}; expand {percentiles(expand_ms)}")
+        for path, samples in path_ms.items():
+            print(f"  {path} alone: {percentiles(samples)}")
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak memory (max RSS of this process): {peak_mb:.0f} MB")
+    print(f"workdir: {workdir}")
+
+
+if __name__ == "__main__":
+    main()
