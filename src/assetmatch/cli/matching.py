@@ -169,6 +169,14 @@ def evaluate(
     if setting not in ("union", "business"):
         err_console.print(f"[red]error:[/red] --setting must be union or business, not {setting!r}")
         raise typer.Exit(2)
+    import logging
+
+    from rich.logging import RichHandler
+
+    stage_log = logging.getLogger("assetmatch.evaluation")
+    stage_log.setLevel(logging.INFO)
+    stage_log.addHandler(RichHandler(console=err_console, show_path=False))
+    stage_log.propagate = False
     cfg = settings()
     options = EvalOptions(
         dataset=dataset,

@@ -17,7 +17,6 @@ Two rankers with one interface (`CoarseRanker.rank`):
 from __future__ import annotations
 
 import math
-import re
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -88,27 +87,16 @@ class RRFRanker:
 
 # ---- features ------------------------------------------------------------------------------
 
-_TOKEN = re.compile(r"[A-Za-z]+|\d+")
-_CAMEL = re.compile(r"(?<=[a-z])(?=[A-Z])")
-
-
-def _stemmer() -> Callable[[str], str]:
-    import Stemmer  # PyStemmer: C extension, cheap to import
-
-    stem = Stemmer.Stemmer("english")
-    return stem.stemWord  # type: ignore[no-any-return]
-
-
-_STEM: Callable[[str], str] | None = None
-
 
 def word_tokens(text: str) -> set[str]:
-    """Lower-cased, stemmed Latin word tokens (snake_case and camelCase split)."""
-    global _STEM
-    if _STEM is None:
-        _STEM = _stemmer()
-    words = _TOKEN.findall(_CAMEL.sub(" ", text.replace("_", " ")))
-    return {_STEM(w.lower()) for w in words if len(w) > 1}
+    """The recall index's BM25 tokens of `text` (identifiers split, stemmed), plus the English glosses of
+    its Chinese words, so overlap features mean the same for a Chinese and an English requirement."""
+    from assetmatch.recall.tokenize import has_cjk, tokenize, weighted_gloss_tokens
+
+    tokens = set(tokenize(text))
+    if has_cjk(text):
+        tokens |= set(weighted_gloss_tokens(text))
+    return tokens
 
 
 def _group_key(asset: TableAsset | None) -> str:

@@ -1,0 +1,112 @@
+"""The Matcher: business isolation (own + shared businesses only), stages, fine-ranking hook."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+
+import pytest
+
+from assetmatch.config import BusinessConfig, Settings
+from assetmatch.matching.matcher import Matcher, UnknownBusinessError, visible_businesses
+from assetmatch.matching.selection import SelectionParams, SetSelector
+from assetmatch.matching.types import Hit
+from assetmatch.models import Column, TableAsset
+
+
+def _asset(business: str, name: str, cols: list[str]) -> TableAsset:
+    return TableAsset(business=business, database=business, name=name, columns=[Column(name=c) for c in cols])
+
+
+ASSETS = [
+    _asset("game_a", "payments", ["user_id", "amount"]),
+    _asset("game_a", "users", ["user_id", "country"]),
+    _asset("game_b", "payments", ["user_id", "amount"]),
+    _asset("common", "calendar", ["day", "holiday"]),
+]
+
+
+class LeakyIndex:
+    """An index whose recall ignores `businesses` (a buggy path): the Matcher must still isolate."""
+
+    def __init__(self) -> None:
+        self.assets = {a.asset_id: a for a in ASSETS}
+        self.manifest = {"version": "test"}
+        self.asked: list[Collection[str]] = []
+
+    def recall(
+        self, text: str, businesses: Collection[str], k: int = 50, paths: Sequence[str] | None = None
+    ) -> dict[str, list[Hit]]:
+        self.asked.append(list(businesses))
+        ids = list(self.assets)
+        return {"lexical": [Hit(a, 10.0 - i, i + 1, "lexical", ["payments"]) for i, a in enumerate(ids)]}
+
+    def expand(self, seeds: Mapping[str, float], businesses: Collection[str], k: int = 20) -> list[Hit]:
+        return [Hit(a, 1.0, i + 1, "graph") for i, a in enumerate(seeds)]
+
+    def neighbors(self, asset_id: str) -> set[str]:
+        return {"game_a.game_a.users"} if asset_id == "game_a.game_a.payments" else set()
+
+
+def settings(shared: bool) -> Settings:
+    return Settings(
+        businesses=[
+            BusinessConfig(name="game_a"),
+            BusinessConfig(name="game_b"),
+            BusinessConfig(name="common", shared=shared),
+        ]
+    )
+
+
+def test_visible_businesses() -> None:
+    assert visible_businesses(settings(shared=True), "game_a") == ["game_a", "common"]
+    assert visible_businesses(settings(shared=False), "game_a") == ["game_a"]
+    with pytest.raises(UnknownBusinessError, match="unknown business 'game_z'"):
+        visible_businesses(settings(shared=True), "game_z")
+    # no businesses declared (e.g. a benchmark library): any business name is its own tenant
+    assert visible_businesses(Settings(), "anything") == ["anything"]
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_match_never_returns_another_business(shared: bool) -> None:
+    index = LeakyIndex()
+    matcher = Matcher(index, settings(shared), selector=SetSelector(SelectionParams(min_score=0.0)))  # type: ignore[arg-type]
+    result = matcher.match("game_a", "payments by country", k=10)
+    businesses = {t.business for t in result.ranked}
+    assert "game_b" not in businesses
+    assert ("common" in businesses) is shared
+    assert set(result.selected) <= {t.asset_id for t in result.ranked}
+    assert all(index.assets[a].business in {"game_a", "common"} for a in result.selected)
+    assert index.asked[0] == (["game_a", "common"] if shared else ["game_a"])
+    assert {"recall", "coarse", "select", "total"} <= set(result.timings_ms)
+    top = result.ranked[0]
+    assert top.asset_id == "game_a.game_a.payments" and top.selected
+    assert any(r.startswith("lexical #1 (matched: payments)") for r in top.reasons)
+
+
+class ReverseFine:
+    """A fine ranker that prefers the coarse list's last table."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    def score(self, business: str, requirement: str, assets: Sequence[TableAsset]) -> list[float]:
+        self.seen = [a.asset_id for a in assets]
+        return [float(i) for i in range(len(assets))]
+
+    def version(self, business: str) -> str:
+        return f"{business}-v3"
+
+
+def test_fine_ranker_reranks_top_n_and_uses_business_threshold() -> None:
+    cfg = settings(shared=False)
+    cfg.matching.fine_top_n = 2
+    cfg.matching.fine_thresholds = {"game_a": 0.5}
+    fine = ReverseFine()
+    matcher = Matcher(LeakyIndex(), cfg, fine_ranker=fine)  # type: ignore[arg-type]
+    result = matcher.match("game_a", "payments", k=5)
+    assert len(fine.seen) == 2  # only the coarse top-N is rescored
+    assert result.ranked[0].fine_score == 1.0 and result.ranked[0].asset_id == fine.seen[1]
+    assert result.model_version == "game_a-v3"
+    # fine scores 1.0 and 0.0 against the business threshold 0.5: one table selected
+    assert result.selected == [fine.seen[1]]
+    assert "fine" in result.timings_ms
