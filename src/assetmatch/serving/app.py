@@ -45,8 +45,18 @@ Send what you finally used to `/v1/feedback` with the answer's `request_id`: it 
 _NOT_GIVEN: Any = object()
 
 
+def set_torch_threads(threads: int) -> None:
+    """Intra-op threads of torch (process-wide); 0 keeps torch's default."""
+    if threads > 0:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 def _default_scorer(settings: Settings) -> Any:
     from assetmatch.ranking.model import MultiAdapterScorer
+
+    set_torch_threads(settings.serving.torch_threads)
 
     return MultiAdapterScorer(
         settings.model.base,

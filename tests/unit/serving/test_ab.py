@@ -29,10 +29,22 @@ def test_set_f1() -> None:
 
 def test_report_means_intervals_and_difference() -> None:
     rows = [
-        {"business": "ga", "arm": "champion", "returned_assets": ["a", "b"], "used_assets": ["a"], "model_version": "1"}
+        {
+            "business": "ga",
+            "arm": "champion",
+            "returned_assets": ["a", "b"],
+            "used_assets": ["a"],
+            "model_version": "1",
+        }
         for _ in range(30)
     ] + [
-        {"business": "ga", "arm": "challenger", "returned_assets": ["a"], "used_assets": ["a"], "model_version": "2"}
+        {
+            "business": "ga",
+            "arm": "challenger",
+            "returned_assets": ["a"],
+            "used_assets": ["a"],
+            "model_version": "2",
+        }
         for _ in range(20)
     ]
     (report,) = ab_report(rows, rounds=500)
