@@ -250,23 +250,34 @@ class IndexSet:
             glossary = _glossary_entries(glossary_terms, row_of)
             stats.seconds["usage_graph_glossary"] = time.perf_counter() - t0
 
-            # 3. dense: reuse cached vectors, embed the rest
+            # 3. dense: reuse cached vectors, embed the rest (skipped when no path uses vectors)
             t0 = time.perf_counter()
             mid = model_id(settings.model.base)
-            cache = VectorCache(root, mid)
-            asset_keys = [f"asset:{a.content_hash()}:doc{DOCUMENT_VERSION}" for a in assets]
-            past_keys = [text_key(p.text) for p in past]
-            vectors, usage_vectors = _embed(
-                settings.model, cache, index_id, full, bar, stats,
-                asset_keys, [table_document(a) for a in assets], past_keys, [p.text for p in past],
-            )  # fmt: skip
-            index, kind = build_faiss(vectors, settings.recall.hnsw_threshold)
-            dense = DenseIndex(
-                vectors, index, kind, _ranges([a.business for a in assets]), settings.recall.hnsw_threshold
-            )
-            dense.save(folder / "dense")
-            np.save(folder / "usage" / "vectors.npy", usage_vectors)
-            cache.compact(dict(zip(asset_keys + past_keys, list(vectors) + list(usage_vectors))), index_id)
+            dense: DenseIndex | None = None
+            usage_vectors: np.ndarray | None = None
+            kind, dim = "none", 0
+            if {"dense", "usage"} & set(settings.recall.paths):
+                cache = VectorCache(root, mid)
+                asset_keys = [f"asset:{a.content_hash()}:doc{DOCUMENT_VERSION}" for a in assets]
+                past_keys = [text_key(p.text) for p in past]
+                vectors, usage_vectors = _embed(
+                    settings.model, cache, index_id, full, bar, stats,
+                    asset_keys, [table_document(a) for a in assets], past_keys, [p.text for p in past],
+                )  # fmt: skip
+                index, kind = build_faiss(vectors, settings.recall.hnsw_threshold)
+                dense = DenseIndex(
+                    vectors,
+                    index,
+                    kind,
+                    _ranges([a.business for a in assets]),
+                    settings.recall.hnsw_threshold,
+                )
+                dense.save(folder / "dense")
+                np.save(folder / "usage" / "vectors.npy", usage_vectors)
+                cache.compact(
+                    dict(zip(asset_keys + past_keys, list(vectors) + list(usage_vectors))), index_id
+                )
+                dim = int(vectors.shape[1])
             stats.seconds["dense"] = time.perf_counter() - t0
 
             # 4. the rows themselves, then the manifest last (publish refuses a folder without one)
@@ -287,7 +298,7 @@ class IndexSet:
                 "format_version": FORMAT_VERSION,
                 "created_at": datetime.now(UTC).isoformat(),
                 "lake": {"uri": lake.uri, "versions": versions},
-                "model": {"base": settings.model.base, "id": mid, "dim": int(vectors.shape[1])},
+                "model": {"base": settings.model.base, "id": mid, "dim": dim},
                 "document_version": DOCUMENT_VERSION,
                 "dense_index": kind,
                 "library_has_cjk": any(has_cjk(table_document(a)) for a in assets),
@@ -347,6 +358,11 @@ class IndexSet:
                     entry = GlossaryEntry(**json.loads(line))
                     glossary[entry.business].append(entry)
         ranges = _ranges([a.business for a in assets])
+        dense = None
+        usage_vectors = None
+        if manifest.get("dense_index", "none") != "none":  # built without vectors when no path needed them
+            dense = DenseIndex.load(folder / "dense", ranges, int(manifest["config"]["hnsw_threshold"]))
+            usage_vectors = np.load(folder / "usage" / "vectors.npy")
         model_config = ModelConfig(base=manifest["model"]["base"])
         if settings is not None:
             model_config = settings.model
@@ -356,11 +372,11 @@ class IndexSet:
             manifest,
             assets,
             Bm25Index.load(folder / "lexical", len(assets)),
-            DenseIndex.load(folder / "dense", ranges, int(manifest["config"]["hnsw_threshold"])),
+            dense,
             dict(glossary),
             past,
             Bm25Index.load(folder / "usage" / "lexical", len(past)),
-            np.load(folder / "usage" / "vectors.npy"),
+            usage_vectors,
             JoinGraph.load(folder / "graph"),
             model_config,
             paths,
@@ -377,7 +393,7 @@ class IndexSet:
 
     def warmup(self, chinese: bool = True) -> None:
         """Load the encoder, jieba and (if `chinese`) CC-CEDICT now, so the first query is not slow."""
-        if "dense" in self.paths or "usage" in self.paths:
+        if self.dense is not None and ("dense" in self.paths or "usage" in self.paths):
             load_encoder(self.model_config)
         tokenize("warm up 预热")
         if chinese:
@@ -411,7 +427,7 @@ class IndexSet:
         spans = self._spans(self.ranges, businesses)
         out: dict[str, list[Hit]] = {}
         vectors: tuple[np.ndarray, str] | None = None
-        if ("dense" in wanted or "usage" in wanted) and text and spans:
+        if ("dense" in wanted or "usage" in wanted) and self.dense is not None and text and spans:
             vectors = self.query_vectors(text)
         for path in wanted:
             if not text or not spans:
@@ -419,13 +435,11 @@ class IndexSet:
             elif path == "lexical":
                 out[path] = self._lexical(text, spans, k)
             elif path == "dense":
-                assert vectors is not None
-                out[path] = self._dense(vectors, businesses, k)
+                out[path] = self._dense(vectors, businesses, k) if vectors is not None else []
             elif path == "glossary":
                 out[path] = self._glossary(text, businesses, k)
             elif path == "usage":
-                assert vectors is not None
-                out[path] = self._usage(text, vectors[0][0], businesses, k)
+                out[path] = self._usage(text, None if vectors is None else vectors[0][0], businesses, k)
         return out
 
     def lexical_weights(self, text: str) -> dict[str, float]:
@@ -477,14 +491,14 @@ class IndexSet:
             for rank, (row, score) in enumerate(ranked, start=1)
         ]
 
-    def _usage(self, text: str, query: np.ndarray, businesses: Collection[str], k: int) -> list[Hit]:
+    def _usage(self, text: str, query: np.ndarray | None, businesses: Collection[str], k: int) -> list[Hit]:
         spans = self._spans(self.past_ranges, businesses)
         if not spans:
             return []
         lexical, _ = self.usage_lexical.scores(self.lexical_weights(text))
         by_lexical = _top_rows(lexical, spans, USAGE_NEIGHBOURS)
         by_dense: list[tuple[int, float]] = []
-        if self.usage_vectors is not None and len(self.usage_vectors):
+        if query is not None and self.usage_vectors is not None and len(self.usage_vectors):
             sims = self.usage_vectors @ query
             sims[sims < USAGE_MIN_COSINE] = 0.0  # unrelated texts do not vote
             by_dense = _top_rows(sims, spans, USAGE_NEIGHBOURS)

@@ -175,3 +175,17 @@ def test_an_index_of_another_format_is_refused(setup: tuple[Lake, Settings]) -> 
     manifest.write_text(json.dumps(data))
     with pytest.raises(IndexLoadError, match="rebuild"):
         IndexSet.load(built.folder)
+
+
+def test_without_vector_paths_nothing_is_embedded(
+    tmp_path: Path, make_settings: Callable[[Path], Settings], lake_filler: Callable[[Lake], None]
+) -> None:
+    settings = make_settings(tmp_path).model_copy(deep=True)
+    settings.recall.paths = ["lexical", "glossary", "graph"]
+    lake = Lake.from_settings(settings)
+    lake_filler(lake)
+    built = IndexSet.build(lake, settings)
+    assert built.manifest["dense_index"] == "none" and built.manifest["counts"]["embedded_assets"] == 0
+    loaded = IndexSet.load_latest(settings.recall.index_root)
+    result = loaded.recall("singer age", ["music"], paths=["lexical", "dense", "usage"])
+    assert result["lexical"][0].asset_id == "music.singer" and result["dense"] == []
