@@ -14,7 +14,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import UTC, date, datetime
+from datetime import time as dt_time
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ class DemoContext:
     console: Console = field(default_factory=Console)
     paths: DemoPaths | None = None
     results: dict[str, Any] = field(default_factory=dict)
+    cleanups: list[Callable[[], None]] = field(default_factory=list)
     _settings: Settings | None = None
 
     @property
@@ -136,6 +138,237 @@ def ingest(ctx: DemoContext) -> str:
     )
 
 
+def reference_time(ctx: DemoContext) -> datetime:
+    """The demo's "now": midnight UTC of its reference date (the query log ends the day before)."""
+    paths = ctx.paths
+    if paths is None:
+        raise RuntimeError("the demo warehouse has not been generated yet (run the `generate` step)")
+    return datetime.combine(paths.reference_date, dt_time(0), UTC)
+
+
+@step("features", "Compute daily feature snapshots from the lake and load Feast's online store")
+def features(ctx: DemoContext) -> str:
+    from assetmatch.features.store import materialize
+
+    report = materialize(ctx.settings, now=reference_time(ctx))
+    ctx.results["features_report"] = report
+    written = report.features
+    return (
+        f"{len(written.snapshots)} daily snapshots ({written.asset_rows} table rows, {written.pair_rows} "
+        f"table-pair rows), {report.mode} load into the {report.online_store} online store"
+    )
+
+
+@step("index", "Build the recall indexes and fit coarse fusion + set selection on the train split")
+def index(ctx: DemoContext) -> str:
+    from assetmatch.evaluation.harness import fit_matching, save_fit
+    from assetmatch.lake.delta import Lake
+    from assetmatch.matching.matcher import models_dir
+    from assetmatch.recall.index import IndexSet
+
+    settings = ctx.settings
+    lake = Lake.from_settings(settings)
+    built = IndexSet.build(lake, settings)
+    train = [r for r in lake.read_requirements(split="train") if r.gold_assets]
+    fit = fit_matching(built, settings, train)
+    save_fit(fit, models_dir(settings))
+    ctx.results["fit_report"] = fit.report
+    return (
+        f"index {built.id} over {len(built.assets)} tables; coarse model "
+        f"{fit.report.get('cv_chosen', 'rrf')} fitted on {len(train)} train requirements"
+    )
+
+
+@step("evaluate", "Match every test requirement (never seen in fitting) and score ranking and selection")
+def evaluate(ctx: DemoContext) -> str:
+    from assetmatch.evaluation import metrics as M
+    from assetmatch.lake.delta import Lake
+    from assetmatch.matching.matcher import Matcher
+
+    settings = ctx.settings
+    lake = Lake.from_settings(settings)
+    matcher = Matcher.from_settings(settings)
+    table = Table(title="test split (requirements of intents never seen in training)")
+    for column in ("business", "n", "recall@5", "all gold@5", "MRR", "set F1", "exact set"):
+        table.add_column(column, justify="left" if column == "business" else "right")
+    scores: dict[str, dict[str, float]] = {}
+    all_rankings: list[list[str]] = []
+    all_selected: list[list[str]] = []
+    all_golds: list[list[str]] = []
+    for business in settings.business_names():
+        tests = lake.read_requirements(business=business, split="test")
+        if not tests:
+            continue
+        results = [matcher.match(business, r.text, k=max(M.KS)) for r in tests]
+        rankings = [[t.asset_id for t in res.ranked] for res in results]
+        selected = [res.selected for res in results]
+        golds = [r.gold_assets for r in tests]
+        scores[business] = {**M.ranking_metrics(rankings, golds), **M.set_metrics(selected, golds)}
+        all_rankings += rankings
+        all_selected += selected
+        all_golds += golds
+        table.add_row(business, str(len(tests)), *_score_cells(scores[business]))
+    if not all_golds:
+        return "no test requirements in the lake"
+    overall = {**M.ranking_metrics(all_rankings, all_golds), **M.set_metrics(all_selected, all_golds)}
+    scores["all"] = overall
+    table.add_row("[bold]all", f"[bold]{len(all_golds)}", *_score_cells(overall))
+    ctx.console.print(table)
+    ctx.results["evaluation"] = scores
+    return (
+        f"{len(all_golds)} test requirements: recall@5 {overall['recall_at_5']:.3f}, "
+        f"MRR {overall['mrr']:.3f}, set F1 {overall['set_f1']:.3f}"
+    )
+
+
+def _score_cells(scores: dict[str, float]) -> list[str]:
+    keys = ("recall_at_5", "all_gold_at_5", "mrr", "set_f1", "set_exact_match")
+    return [f"{scores[k]:.3f}" for k in keys]
+
+
+@step("train", "Train each business's LoRA fine ranker and register it in MLflow as challenger")
+def train(ctx: DemoContext) -> str:
+    from assetmatch.training.train import plan_training, ranker_config, run_training
+
+    settings = ctx.settings
+    lines = []
+    for plan in plan_training(settings):
+        if not plan.changed:
+            lines.append(f"{plan.business}: data unchanged, kept")
+            continue
+        result, version = run_training(settings, plan.business, config=ranker_config(settings))
+        challenger = result.reports["challenger"].means()
+        coarse = result.reports["coarse_only"].means()
+        lines.append(
+            f"{plan.business}: v{version}, all-gold@3 {challenger['all_gold_at_3']:.2f} "
+            f"(coarse-only {coarse['all_gold_at_3']:.2f}), {result.fit.steps} steps"
+        )
+    return "; ".join(lines)
+
+
+@step("promote", "A/B gate on held-out train requirements: promote a better challenger to champion")
+def promote(ctx: DemoContext) -> str:
+    from assetmatch.registry.mlflow import Registry
+    from assetmatch.registry.promotion import evaluate_and_promote
+
+    settings = ctx.settings
+    registry = Registry.from_settings(settings)
+    lines = []
+    for business in settings.business_names():
+        if registry.version_by_alias(business, "challenger") is None:
+            continue
+        champion = registry.version_by_alias(business, "champion")
+        if champion is not None and str(champion.version) == str(
+            registry.version_by_alias(business, "challenger").version  # type: ignore[union-attr]
+        ):
+            continue
+        outcome = evaluate_and_promote(settings, business)
+        verdict = "promoted" if outcome.promoted else "kept champion"
+        lines.append(f"{business}: v{outcome.challenger_version} {verdict} ({outcome.decision.verdict})")
+    return "; ".join(lines) or "no challenger waiting"
+
+
+@step("serve", "Start the matching API (FastAPI + uvicorn, champions loaded) on 127.0.0.1")
+def serve(ctx: DemoContext) -> str:
+    import socket
+    import threading
+
+    import httpx
+    import uvicorn
+
+    from assetmatch.serving.app import create_app
+
+    settings = ctx.settings
+    paths = ctx.paths
+    assert paths is not None
+    app = create_app(settings, spool_dir=str(paths.root / "serving" / "feedback-spool"))
+    with socket.socket() as probe:  # a free loopback port for this run
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, name="assetmatch-demo-server", daemon=True)
+    thread.start()
+
+    def stop() -> None:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+    ctx.cleanups.append(stop)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + SERVE_READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if not thread.is_alive():
+            raise RuntimeError("the matching API exited during start-up")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2.0).status_code == 200:
+                ctx.results["server_url"] = url
+                return f"serving on {url} (POST /v1/match, GET /metrics); stopped when the demo ends"
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"the matching API at {url} was not ready within {SERVE_READY_TIMEOUT_S:.0f} s")
+
+
+SERVE_READY_TIMEOUT_S = 180.0
+
+# New requests, in both languages, that are neither labelled nor logged anywhere in the demo.
+SAMPLE_REQUIREMENTS: dict[str, tuple[str, ...]] = {
+    "moba": ("上周每个英雄的胜率和禁用率", "How many players paid yesterday, split by channel?"),
+    "farm": ("最近一个月普通活跃人数的趋势", "Which crops were harvested most last week?"),
+    "card": ("大R玩家最近七天充了多少钱", "Channel A daily report for this month"),
+}
+
+
+@step("samples", "Ask the API (or the matcher) a few new requests in Chinese and English")
+def samples(ctx: DemoContext) -> str:
+    settings = ctx.settings
+    url = ctx.results.get("server_url")
+    table = Table(title="sample matches" + (f" from {url}" if url else ""), show_lines=True)
+    table.add_column("business", no_wrap=True)
+    table.add_column("requirement")
+    table.add_column("selected tables")
+    table.add_column("next candidates", style="dim")
+    table.add_column("model", style="dim")
+    shown = 0
+    for business in settings.business_names():
+        for text in SAMPLE_REQUIREMENTS.get(business, ()):
+            selected, others, model = _sample_match(ctx, url, business, text)
+            table.add_row(business, text, "\n".join(selected) or "(none)", "\n".join(others[:3]), model)
+            shown += 1
+    ctx.console.print(table)
+    return f"{shown} new requests matched" + (" through the API" if url else "")
+
+
+def _sample_match(
+    ctx: DemoContext, url: str | None, business: str, text: str
+) -> tuple[list[str], list[str], str]:
+    """(selected table names, other ranked names, model version) for one request."""
+    if url:
+        import httpx
+
+        response = httpx.post(
+            f"{url}/v1/match", json={"business": business, "requirement": text, "k": 5}, timeout=60
+        )
+        response.raise_for_status()
+        body = response.json()
+        tables = body["tables"]
+        return (
+            [t["name"] for t in tables if t["selected"]],
+            [t["name"] for t in tables if not t["selected"]],
+            body.get("model_version", ""),
+        )
+    from assetmatch.matching.matcher import Matcher
+
+    matcher = ctx.results.get("_matcher") or Matcher.from_settings(ctx.settings)
+    ctx.results["_matcher"] = matcher
+    result = matcher.match(business, text, k=5)
+    return (
+        [t.name for t in result.ranked if t.selected],
+        [t.name for t in result.ranked if not t.selected],
+        result.model_version,
+    )
+
+
 # ---- running -------------------------------------------------------------------------------------
 def select_steps(only: Sequence[str] | None = None) -> list[Step]:
     """The registered steps, filtered to `only` (kept in run order); unknown names are an error."""
@@ -163,17 +396,27 @@ def run_steps(
         disable=not show_progress,
         transient=False,
     ) as progress:
-        for number, s in enumerate(steps, start=1):
-            task = progress.add_task(f"{number}/{len(steps)} {s.name}: {s.description}", total=1)
-            started = time.perf_counter()
-            summary = s.fn(ctx)
-            seconds = time.perf_counter() - started
-            ctx.results[s.name] = summary
-            progress.update(task, completed=1, description=f"[green]✓[/green] {number}/{len(steps)} {s.name}")
-            if show_progress:
-                progress.console.print(f"    {summary}")
-            results.append(StepResult(s.name, seconds, summary))
+        try:
+            _run_each(ctx, steps, progress, show_progress, results)
+        finally:
+            while ctx.cleanups:  # e.g. stop the API server the `serve` step started
+                ctx.cleanups.pop()()
     return results
+
+
+def _run_each(
+    ctx: DemoContext, steps: list[Step], progress: Progress, show_progress: bool, results: list[StepResult]
+) -> None:
+    for number, s in enumerate(steps, start=1):
+        task = progress.add_task(f"{number}/{len(steps)} {s.name}: {s.description}", total=1)
+        started = time.perf_counter()
+        summary = s.fn(ctx)
+        seconds = time.perf_counter() - started
+        ctx.results[s.name] = summary
+        progress.update(task, completed=1, description=f"[green]✓[/green] {number}/{len(steps)} {s.name}")
+        if show_progress:
+            progress.console.print(f"    {summary}")
+        results.append(StepResult(s.name, seconds, summary))
 
 
 def timing_table(results: Iterable[StepResult]) -> Table:

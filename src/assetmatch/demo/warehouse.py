@@ -56,6 +56,7 @@ ANALYSTS_PER_GAME = 20
 QUERIES_PER_WORKDAY = 16
 LOG_REQUIREMENT_SHARE = 0.35
 ZH_SHARE = 0.7
+DEMO_TRAIN_STEPS = 60  # optimizer steps per business ranker: a CPU-friendly demo, not a tuned model
 CST = timezone(timedelta(hours=8), "CST")  # the analysts work in Beijing time
 
 ANALYST_POOL = (
@@ -89,12 +90,17 @@ class DemoPaths:
         return self.root / "indexes"
 
     @property
-    def feast_repo(self) -> Path:
-        return self.root / "feature_repo"
+    def feast_dir(self) -> Path:
+        """Feast's registry and SQLite online store (the repository itself is the project's feature_repo/)."""
+        return self.root / "feast"
 
     @property
     def mlflow_db(self) -> Path:
         return self.root / "mlflow.db"
+
+    @property
+    def adapters(self) -> Path:
+        return self.root / "adapters"
 
     @property
     def mlartifacts(self) -> Path:
@@ -444,8 +450,11 @@ def demo_settings(paths: DemoPaths) -> dict[str, Any]:
             "tracking_uri": f"sqlite:///{paths.mlflow_db}",
             "artifact_location": str(paths.mlartifacts),
         },
-        "feast": {"repo_path": str(paths.feast_repo), "online_store": "sqlite"},
+        "feast": {"data_dir": str(paths.feast_dir), "online_store": "sqlite"},
         "recall": {"index_root": str(paths.index_root)},
+        "training": {"adapters_dir": str(paths.adapters), "ranker": {"max_steps": DEMO_TRAIN_STEPS}},
+        # the demo serves on loopback only; a real deployment lists sha256 digests in serving.api_keys
+        "serving": {"host": "127.0.0.1", "require_api_key": False, "reload_interval_s": 0},
     }
 
 
