@@ -128,18 +128,22 @@ def synthetic_deployment(
     from assetmatch.registry.mlflow import Registry
 
     root = Path(root)
-    declared = [{"name": b, "description": f"synthetic business {b}"} for b in businesses]
+    declared: list[dict[str, Any]] = [
+        {"name": b, "description": f"synthetic business {b}"} for b in businesses
+    ]
     if shared:
         declared.append({"name": shared, "description": "shared dimensions", "shared": True})
-    settings = Settings(
-        lake={"uri": str(root / "lake")},
-        recall={"index_root": str(root / "indexes"), "paths": list(paths)},
-        mlflow={
-            "tracking_uri": f"sqlite:///{root / 'mlflow.db'}",
-            "artifact_location": str(root / "mlartifacts"),
-        },
-        training={"adapters_dir": str(root / "adapters")},
-        businesses=declared,
+    settings = Settings.model_validate(
+        {
+            "lake": {"uri": str(root / "lake")},
+            "recall": {"index_root": str(root / "indexes"), "paths": list(paths)},
+            "mlflow": {
+                "tracking_uri": f"sqlite:///{root / 'mlflow.db'}",
+                "artifact_location": str(root / "mlartifacts"),
+            },
+            "training": {"adapters_dir": str(root / "adapters")},
+            "businesses": declared,
+        }
     )
     lake = Lake.from_settings(settings)
     assets = [t for i, b in enumerate(businesses) for t in synthetic_tables(b, tables, seed + i)]
