@@ -310,3 +310,30 @@ def test_editing_a_suite_file_changes_what_is_refused(
     result = validate_batch(T.ASSETS, records, settings_for(lake_uri))
     assert [r.name for r in result.good] == ["a"]
     assert [b.reasons for b in result.bad] == [["undocumented table"]]
+
+
+def test_pipeline_normalization_matches_the_model_and_covers_ids() -> None:
+    from assetmatch.ingest import normalize_asset
+
+    raw = TableAsset(
+        asset_id="ｇ1.dw.orders ",
+        business="g1",
+        database=" dw",
+        name="ｏｒｄｅｒｓ",
+        comment="Ｄａｉｌｙ\u3000orders\x00  (ＧＭＶ)",
+        columns=[
+            Column(name=" id ", type="ＩＮＴ", comment="key\n"),
+            Column(name="plain", comment="already fine"),
+        ],
+    )
+    ours = normalize_asset(raw, "wh")
+    model = raw.normalized()
+    assert (ours.name, ours.comment) == (model.name, model.comment) == ("orders", "Daily orders (GMV)")
+    assert [(c.name, c.comment) for c in ours.columns] == [(c.name, c.comment) for c in model.columns]
+    assert (ours.asset_id, ours.database, ours.columns[0].type, ours.source) == (
+        "g1.dw.orders",
+        "dw",
+        "INT",
+        "wh",
+    )
+    assert ours.columns[1] is raw.columns[1]  # unchanged columns are not copied
