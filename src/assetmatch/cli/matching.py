@@ -155,6 +155,13 @@ def evaluate(
         True, "--mlflow/--no-mlflow", help="Log params, metrics and artifacts to MLflow."
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of the train sample and the models."),
+    workdir: Path | None = typer.Option(
+        None,
+        "--workdir",
+        file_okay=False,
+        help="Keep the evaluation lake and indexes here instead of a temporary folder; a later run with the "
+        "same folder reuses the cached table embeddings.",
+    ),
 ) -> None:
     """Evaluate matching on a benchmark: Recall@k, all-gold@k, MRR, set P/R/F1/exact match, latency.
 
@@ -186,6 +193,7 @@ def evaluate(
         fit_on=fit_on,
         fit_limit=fit_limit,
         seed=seed,
+        workdir=workdir,
     )
     with friendly_errors(FileNotFoundError, ValueError):
         run = run_eval(options, cfg, progress=_progress)
