@@ -1,0 +1,93 @@
+"""The A/B gate's decisions on constructed per-requirement score vectors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from assetmatch.registry.promotion import ArmResult, GateConfig, decide, decision_markdown, paired_bootstrap
+
+N = 200
+GATE = GateConfig(k=3, confidence=0.95, margin=0.02, bootstrap_samples=1000, seed=1, latency_budget_ms=100.0)
+
+
+def arm(name: str, f1: np.ndarray, gold: np.ndarray, latency: float) -> ArmResult:
+    ids = [f"r{i}" for i in range(N)]
+    return ArmResult(name, ids, f1.tolist(), gold.tolist(), [latency] * N)
+
+
+def base_vectors(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return rng.uniform(0.3, 0.9, N), (rng.uniform(size=N) < 0.7).astype(float)
+
+
+def test_clearly_better_challenger_is_promoted() -> None:
+    f1, gold = base_vectors()
+    better_gold = gold.copy()
+    better_gold[:40] = 1.0  # 40 more requirements fully covered
+    d = decide(
+        arm("champion", f1, gold, 20), arm("challenger", np.minimum(f1 + 0.1, 1), better_gold, 25), GATE
+    )
+    assert d.verdict == "promote" and "better" in d.reason
+    assert d.diffs["set_f1"].low > 0
+
+
+def test_clearly_worse_challenger_is_refused() -> None:
+    f1, gold = base_vectors()
+    d = decide(arm("champion", f1, gold, 20), arm("challenger", f1 - 0.15, gold, 5), GATE)
+    assert d.verdict == "refuse" and "worse" in d.reason
+    assert d.diffs["set_f1"].high < 0
+
+
+def test_tie_is_promoted_only_when_faster_and_within_budget() -> None:
+    f1, gold = base_vectors()
+    champion = arm("champion", f1, gold, 40)
+    faster = decide(champion, arm("challenger", f1, gold, 20), GATE)
+    assert faster.verdict == "promote" and "non-inferior" in faster.reason
+    slower = decide(champion, arm("challenger", f1, gold, 60), GATE)
+    assert slower.verdict == "refuse" and "not faster" in slower.reason
+    over_budget = decide(champion, arm("challenger", np.minimum(f1 + 0.2, 1), gold, 150), GATE)
+    assert over_budget.verdict == "refuse" and "budget" in over_budget.reason
+
+
+def test_first_adapter_must_beat_coarse_only() -> None:
+    f1, gold = base_vectors()
+    tie = decide(arm("coarse_only", f1, gold, 0), arm("challenger", f1, gold, 10), GATE, first_adapter=True)
+    assert tie.verdict == "refuse" and "coarse-only" in tie.reason
+    better = decide(
+        arm("coarse_only", f1, gold, 0),
+        arm("challenger", np.minimum(f1 + 0.1, 1), gold, 10),
+        GATE,
+        first_adapter=True,
+    )
+    assert better.verdict == "promote"
+
+
+def test_small_noisy_difference_is_not_enough() -> None:
+    f1, gold = base_vectors()
+    rng = np.random.default_rng(5)
+    noisy = np.clip(f1 + rng.normal(0, 0.3, N), 0, 1)  # no real gain, large noise: CI spans the margin
+    d = decide(arm("champion", f1, gold, 20), arm("challenger", noisy, gold, 25), GATE)
+    assert d.verdict == "refuse"
+
+
+def test_bootstrap_is_seeded_and_checks_its_input() -> None:
+    diffs = np.random.default_rng(2).normal(0.05, 0.2, 300)
+    a = paired_bootstrap(diffs, 500, 0.95, seed=3)
+    assert a == paired_bootstrap(diffs, 500, 0.95, seed=3)
+    assert a.low < a.mean < a.high
+    with pytest.raises(ValueError, match="no paired"):
+        paired_bootstrap([], 500, 0.95, 1)
+
+
+def test_arms_must_share_requirements_and_config_is_validated() -> None:
+    f1, gold = base_vectors()
+    other = arm("challenger", f1, gold, 10)
+    other.ids = list(reversed(other.ids))
+    with pytest.raises(ValueError, match="same requirements"):
+        decide(arm("champion", f1, gold, 10), other, GATE)
+    with pytest.raises(ValueError, match="margin"):
+        GateConfig(margin=-0.1)
+    d = decide(arm("champion", f1, gold, 40), arm("challenger", f1, gold, 20), GATE)
+    md = decision_markdown(d, "game", "3", "4")
+    assert "PROMOTE" in md and "all_gold_at_3" in md and d.decision_id in md
