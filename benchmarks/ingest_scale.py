@@ -69,11 +69,14 @@ def table_ddl(i: int, columns: int) -> str:
 
 
 @contextmanager
-def bench_database(admin_url: str, keep: bool) -> Iterator[str]:
-    name = f"assetmatch_bench_{uuid.uuid4().hex[:8]}"
+def bench_database(admin_url: str, keep: bool, reuse: str | None = None) -> Iterator[str]:
+    """A fresh database (dropped afterwards unless `keep`), or the kept one named `reuse`."""
+    name = reuse or f"assetmatch_bench_{uuid.uuid4().hex[:8]}"
+    keep = keep or reuse is not None
     admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    if reuse is None:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
     url = admin.url.set(database=name).render_as_string(hide_password=False)
     try:
         yield url
@@ -107,16 +110,18 @@ def build_schema(url: str, tables: int, columns: int, chunk: int = 250) -> float
 
 
 def change_one_percent(url: str, tables: int) -> int:
-    """Rewrite the comment of half of 1% of the tables, add a commented column to the other half."""
+    """Rewrite the comment of half of 1% of the tables, add a commented column to the other half.
+    Every call writes new text (a random token), so a reused database changes again."""
     step = 100
+    token = uuid.uuid4().hex[:6]
     statements = []
     for n, i in enumerate(range(0, tables, step)):
         name = f"dw.t_{i:05d}"
         if n % 2 == 0:
-            statements.append(f"COMMENT ON TABLE {name} IS 'rewritten comment for table {i}';")
+            statements.append(f"COMMENT ON TABLE {name} IS 'rewritten comment for table {i} ({token})';")
         else:
-            statements.append(f"ALTER TABLE {name} ADD COLUMN extra_flag boolean;")
-            statements.append(f"COMMENT ON COLUMN {name}.extra_flag IS 'new flag on table {i}';")
+            statements.append(f"ALTER TABLE {name} ADD COLUMN IF NOT EXISTS extra_flag boolean;")
+            statements.append(f"COMMENT ON COLUMN {name}.extra_flag IS 'new flag on table {i} ({token})';")
     engine = sa.create_engine(url)
     raw = engine.raw_connection()
     try:
@@ -128,7 +133,9 @@ def change_one_percent(url: str, tables: int) -> int:
     return len(range(0, tables, step))
 
 
-def run(label: str, settings: object, lake: object) -> tuple[float, int, dict[str, float], dict[str, int]]:
+def run(
+    label: str, settings: object, lake: object
+) -> tuple[float, int, dict[str, tuple[float, float]], dict[str, int]]:
     from assetmatch.ingest import run_ingest
 
     with RssSampler() as rss:
@@ -142,7 +149,7 @@ def run(label: str, settings: object, lake: object) -> tuple[float, int, dict[st
     return (
         elapsed,
         rss.peak,
-        dict(source.timings),
+        {phase: (wall, source.cpu_timings.get(phase, 0.0)) for phase, wall in source.timings.items()},
         {k: getattr(counts, k) for k in ("extracted", "inserted", "updated", "unchanged", "quarantined")},
     )
 
@@ -153,6 +160,9 @@ def main() -> None:
     parser.add_argument("--columns", type=int, default=30)
     parser.add_argument("--admin-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--keep", action="store_true", help="Keep the benchmark database.")
+    parser.add_argument(
+        "--reuse", default=None, help="Reuse a database kept by an earlier --keep run (no rebuild)."
+    )
     parser.add_argument(
         "--url-query",
         default="",
@@ -166,9 +176,10 @@ def main() -> None:
 
     mib = 1024 * 1024
     base_rss = psutil.Process().memory_info().rss
-    with bench_database(args.admin_url, args.keep) as url, tempfile.TemporaryDirectory() as tmp:
-        ddl_s = build_schema(url, args.tables, args.columns)
-        print(f"schema: {args.tables} tables x {args.columns} commented columns created in {ddl_s:.1f} s")
+    with bench_database(args.admin_url, args.keep, args.reuse) as url, tempfile.TemporaryDirectory() as tmp:
+        if args.reuse is None:
+            ddl_s = build_schema(url, args.tables, args.columns)
+            print(f"schema: {args.tables} tables x {args.columns} commented columns created in {ddl_s:.1f} s")
 
         # Great Expectations is imported once per process; time it apart from the ingest itself
         started = time.perf_counter()
@@ -195,9 +206,15 @@ def main() -> None:
         re_s, re_rss, re_t, re_c = run("one-percent", settings, lake)
         same_s, same_rss, same_t, same_c = run("unchanged", settings, lake)
 
-    def phases(t: dict[str, float]) -> str:
-        return ", ".join(f"{k} {v:.2f} s" for k, v in t.items())
+    def phases(t: dict[str, tuple[float, float]]) -> str:
+        return ", ".join(f"{k} {wall:.2f} s (cpu {cpu:.2f} s)" for k, (wall, cpu) in t.items())
 
+    print(
+        f"load average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} cores"
+    )
+    print(
+        "wall time per phase, and this process's CPU time: wall >> cpu = waiting (database or CPU contention)"
+    )
     print(f"great_expectations import + context (once per process): {gx_s:.2f} s")
     print(f"full ingest:          {full_s:6.2f} s  ({phases(full_t)})  counts {full_c}")
     print(f"1% changed re-ingest: {re_s:6.2f} s  ({phases(re_t)})  counts {re_c}  [{changed} tables changed]")

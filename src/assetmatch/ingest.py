@@ -93,6 +93,7 @@ class SourceSummary:
     versions_before: dict[str, int | None] = field(default_factory=dict)
     versions_after: dict[str, int | None] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    cpu_timings: dict[str, float] = field(default_factory=dict)
     duration_s: float = 0.0
     report: dict[str, Any] = field(default_factory=dict)
 
@@ -302,14 +303,17 @@ def ingest_source(
     summary.versions_before = {t: lake.version(t) for t in TRACKED_TABLES}
 
     # 1-2. extract + normalize
-    t0 = time.perf_counter()
+    # cpu_timings: this process's CPU seconds per phase (all threads; with sources in parallel they
+    # overlap). Wall time well above CPU time means waiting: on the source database, or for a CPU.
+    t0, c0 = time.perf_counter(), time.process_time()
     batches, summary.report = _extract(spec, on_record)
     for table, batch in batches.items():
         summary.tables[table].extracted = len(batch)
     summary.timings["extract"] = time.perf_counter() - t0
+    summary.cpu_timings["extract"] = time.process_time() - c0
 
     # 3. validate
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     if on_record is not None:
         on_record(spec.name, "validate")
     validations = {table: validate_batch(table, batch, settings) for table, batch in batches.items()}
@@ -318,9 +322,10 @@ def ingest_source(
         if v.total:
             summary.validation[table] = v.summary()
     summary.timings["validate"] = time.perf_counter() - t0
+    summary.cpu_timings["validate"] = time.process_time() - c0
 
     # 4-5. guards, then writes (quarantine first: refused rows are kept even when the batch fails)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     if on_record is not None:
         on_record(spec.name, "merge")
     now = datetime.now(UTC)
@@ -361,6 +366,7 @@ def ingest_source(
         counts.inserted, counts.updated, counts.unchanged = merged.inserted, merged.updated, merged.unchanged
         counts.soft_deleted, counts.restored = merged.soft_deleted, merged.restored
     summary.timings["merge"] = time.perf_counter() - t0
+    summary.cpu_timings["merge"] = time.process_time() - c0
     summary.versions_after = {t: lake.version(t) for t in TRACKED_TABLES}
     summary.duration_s = time.perf_counter() - started
     return summary

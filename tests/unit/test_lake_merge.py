@@ -144,3 +144,13 @@ def test_version_pinned_reads_and_clear_errors(lake: Lake) -> None:
         lake.read_arrow(T.ASSETS, version=7)
     filtered = lake.read_arrow(T.ASSETS, filters=[("asset_id", "=", "g1.dw.a")], columns=["comment"])
     assert filtered.column_names == ["comment"] and filtered.num_rows == 1
+
+
+def test_merge_hash_equals_the_model_content_hash() -> None:
+    from assetmatch.lake.delta import dump_hash
+    from assetmatch.models import ForeignKey
+
+    a = asset("a", comment="注释 comment", row_count=5, properties={"owner": "bi"})
+    a.foreign_keys.append(ForeignKey(columns=["id"], ref_asset_id="g1.dw.b", ref_columns=["id"]))
+    assert dump_hash(a.model_dump()) == a.content_hash()
+    assert dump_hash(a.model_copy(update={"source": "elsewhere"}).model_dump()) == a.content_hash()

@@ -88,23 +88,41 @@ class UpsertResult:
     version: int | None = None
 
 
+def dump_hash(dump: dict[str, Any]) -> str:
+    """`TableAsset.content_hash()` computed from an existing `model_dump()` of the asset.
+
+    The merge dumps each asset once and derives both the hash and the row from that dump (a
+    TableAsset holds only JSON types, so its python and json dumps are equal); a unit test keeps
+    this equal to `content_hash()`.
+    """
+    payload = {k: v for k, v in dump.items() if k != "source"}
+    blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
 def asset_to_row(
-    asset: TableAsset, run_id: str, now: datetime, content_hash: str | None = None
+    asset: TableAsset,
+    run_id: str,
+    now: datetime,
+    content_hash: str | None = None,
+    dump: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """The `assets` lake row of an asset (`dump`: its `model_dump()`, when the caller has it)."""
+    d = dump if dump is not None else asset.model_dump()
     return {
-        "asset_id": asset.asset_id,
-        "business": asset.business,
-        "source": asset.source,
-        "database": asset.database,
-        "schema_name": asset.schema_name,
-        "name": asset.name,
-        "kind": asset.kind,
-        "comment": asset.comment,
-        "columns": [c.model_dump() for c in asset.columns],
-        "foreign_keys": [fk.model_dump() for fk in asset.foreign_keys],
-        "row_count": asset.row_count,
-        "properties": json.dumps(asset.properties, ensure_ascii=False, sort_keys=True),
-        "content_hash": content_hash or asset.content_hash(),
+        "asset_id": d["asset_id"],
+        "business": d["business"],
+        "source": d["source"],
+        "database": d["database"],
+        "schema_name": d["schema_name"],
+        "name": d["name"],
+        "kind": d["kind"],
+        "comment": d["comment"],
+        "columns": d["columns"],
+        "foreign_keys": d["foreign_keys"],
+        "row_count": d["row_count"],
+        "properties": json.dumps(d["properties"], ensure_ascii=False, sort_keys=True),
+        "content_hash": content_hash or dump_hash(d),
         "deleted": False,
         "deleted_at": None,
         "first_seen_at": now,
@@ -493,7 +511,8 @@ class Lake:
             if asset.asset_id in seen and asset.asset_id not in kept:
                 raise ValueError(f"merge_assets: asset_id {asset.asset_id!r} appears twice in one batch")
             seen.add(asset.asset_id)
-            digest = asset.content_hash()
+            dump = asset.model_dump()
+            digest = dump_hash(dump)
             previous = known.get(asset.asset_id)
             if previous is None:
                 result.inserted += 1
@@ -504,7 +523,7 @@ class Lake:
             else:
                 result.unchanged += 1
                 continue
-            upserts.append(asset_to_row(asset, run_id, now, digest))
+            upserts.append(asset_to_row(asset, run_id, now, digest, dump))
             result.changed_ids.append(asset.asset_id)
         tombstones: list[str] = []
         if snapshot_of is not None and current.num_rows:
