@@ -52,8 +52,13 @@ def up(
 ) -> None:
     """Start a local Prefect server (with UI), a worker and the MLflow UI; Ctrl-C stops them all."""
     settings = common.settings()
+    if not PREFECT_FILE.exists():
+        raise typer.BadParameter(
+            f"{PREFECT_FILE} not found: run `assetmatch ops up` from the repository root"
+        )
     api_url = f"http://127.0.0.1:{prefect_port}/api"
-    env = {**os.environ, "PREFECT_API_URL": api_url}
+    # the deployments' pull step moves each flow run to the repository root (see prefect.yaml)
+    env = {**os.environ, "PREFECT_API_URL": api_url, "ASSETMATCH_REPO_ROOT": str(Path.cwd().resolve())}
     procs: list[subprocess.Popen[bytes]] = []
 
     def start(args: list[str], name: str) -> None:
