@@ -51,5 +51,5 @@ def test_nightly_runs_at_night_on_the_default_pool() -> None:
     (nightly,) = [d for d in _deployments() if d["entrypoint"] == "flows/nightly.py:nightly"]
     assert nightly["work_pool"]["name"] == "default"
     (schedule,) = nightly["schedules"]
-    minute, hour, *_ = schedule["cron"].split()
+    _minute, hour, *_ = schedule["cron"].split()
     assert 0 <= int(hour) <= 5 and schedule["timezone"] == "UTC"
