@@ -5,9 +5,14 @@ Everything heavy (torch, peft, mlflow) is imported inside the commands.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 
 from assetmatch.cli.common import console, friendly_errors, settings
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 models_app = typer.Typer(
     help="Per-business LoRA ranker versions in the MLflow registry: list them, promote or roll back by hand.",
@@ -15,7 +20,7 @@ models_app = typer.Typer(
 )
 
 
-def _progress() -> object:
+def _progress() -> Progress:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     return Progress(

@@ -39,7 +39,9 @@ class RankerConfig:
         default=0.1, metadata={"help": "Share of steps with a linear learning-rate warm-up."}
     )
     epochs: int = field(default=1, metadata={"help": "Passes over the training pairs."})
-    max_steps: int = field(default=0, metadata={"help": "Train exactly this many steps, overriding epochs (0: use epochs)."})
+    max_steps: int = field(
+        default=0, metadata={"help": "Train exactly this many steps, overriding epochs (0: use epochs)."}
+    )
     hard_negatives: int = field(
         default=4, metadata={"help": "Negatives per labelled requirement taken from the recall candidates."}
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -108,7 +108,7 @@ class LoraFineRanker:
     @classmethod
     def from_folders(
         cls,
-        adapters: dict[str, tuple[str | Path, str]],
+        adapters: Mapping[str, tuple[str | Path, str]],
         base: str,
         device: str = "auto",
         max_length: int = 128,

@@ -217,6 +217,8 @@ class Registry:
     def download_adapter(self, business: str, version: str, dst: str | Path) -> Path:
         """Download a version's adapter folder to `dst` (reused when already there)."""
         mv = self.client.get_model_version(self.model_name(business), str(version))
+        if not mv.run_id:
+            raise ValueError(f"{self.model_name(business)} version {version} has no run to download from")
         target = Path(dst)
         if (target / "adapter_config.json").exists():
             return target

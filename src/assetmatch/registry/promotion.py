@@ -392,7 +392,8 @@ def manual_alias_change(
     if champ_v:
         registry.set_alias(business, "previous", champ_v)
     registry.set_alias(business, "champion", target)
-    row = {
+    why = reason or f"manual {action}"
+    row: dict[str, Any] = {
         "decision_id": uuid.uuid4().hex,
         "business": business,
         "model_name": registry.model_name(business),
@@ -400,9 +401,9 @@ def manual_alias_change(
         "challenger_version": target,
         "verdict": f"manual-{action}",
         "metrics": "{}",
-        "reason": reason or f"manual {action}",
+        "reason": why,
         "ts": datetime.now(UTC),
     }
     _record(settings, registry, business, row, None, None)
-    registry.tag_version(business, target, {"gate.verdict": f"manual-{action}", "gate.reason": row["reason"]})
+    registry.tag_version(business, target, {"gate.verdict": f"manual-{action}", "gate.reason": why})
     return target

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -32,7 +32,7 @@ def sigmoid(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, x))))
 
 
-def set_f1(selected: Sequence[str], gold: Sequence[str]) -> float:
+def set_f1(selected: Iterable[str], gold: Iterable[str]) -> float:
     s, g = set(selected), set(gold)
     if not s or not g:
         return 0.0

@@ -77,7 +77,8 @@ def split_holdout(
     items: Sequence[LabelledRequirement], fraction: float
 ) -> tuple[list[LabelledRequirement], list[LabelledRequirement]]:
     """(train, validation) by `in_holdout`; paraphrases of one text stay on one side (text-keyed)."""
-    train, validation = [], []
+    train: list[LabelledRequirement] = []
+    validation: list[LabelledRequirement] = []
     for item in items:
         key = " ".join(item.text.lower().split())
         (validation if in_holdout(key, fraction) else train).append(item)

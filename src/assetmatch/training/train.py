@@ -117,7 +117,7 @@ def fit_adapter(
             if task is not None:
                 progress.update(task, advance=1, description=f"training loss {losses[-1]:.3f}")
     peft_model.eval()
-    kinds = Counter(p.kind for p in pairs)
+    kinds: Counter[str] = Counter(p.kind for p in pairs)
     return FitStats(step, time.perf_counter() - start, losses, len(pairs), dict(kinds))
 
 
@@ -335,6 +335,8 @@ def plan_training(settings: Any, businesses: list[str] | None = None) -> list[Tr
         assets = lake.read_assets(businesses=[business])
         labelled = labelled_from_lake(lake, business, {a.asset_id for a in assets})
         plans.append(
-            TrainingPlan(business, fingerprint(labelled, assets), registry.last_fingerprint(business), len(labelled))
+            TrainingPlan(
+                business, fingerprint(labelled, assets), registry.last_fingerprint(business), len(labelled)
+            )
         )
     return plans
