@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -50,6 +51,7 @@ class FeastFeatureProvider:
         project: str | None = None,
         service: str | None = None,
         pair_service: str | None = None,
+        cache_ttl_s: float = 60.0,
     ) -> None:
         self.settings = settings
         self.project = project
@@ -59,6 +61,10 @@ class FeastFeatureProvider:
         self._services: dict[str, Any] = {}
         self._lock = threading.Lock()
         self.feature_names = list(ASSET_FEATURES)
+        # Snapshots change once a day, so a short in-process cache of stored values loses nothing and
+        # saves the store round trip for tables that recur across requests. 0 turns it off.
+        self.cache_ttl_s = cache_ttl_s
+        self._cache: dict[str, tuple[float, dict[str, float]]] = {}
 
     # ---- store access --------------------------------------------------------------------
     def _service(self, name: str) -> Any:
@@ -78,9 +84,14 @@ class FeastFeatureProvider:
     # ---- FeatureProvider -----------------------------------------------------------------
     def online(self, asset_ids: Sequence[str]) -> dict[str, dict[str, float]]:
         """Latest features of each table, in one `get_online_features` call; defaults where missing."""
-        ids = list(dict.fromkeys(asset_ids))
-        if not ids:
+        wanted = list(dict.fromkeys(asset_ids))
+        if not wanted:
             return {}
+        now = time.monotonic()
+        cached = {a: hit[1] for a in wanted if (hit := self._cache.get(a)) is not None and hit[0] > now}
+        ids = [a for a in wanted if a not in cached]
+        if not ids:
+            return {a: dict(cached[a]) for a in wanted}
         try:
             store, service = self._service(self.service_name)
             data = store.get_online_features(
@@ -94,7 +105,8 @@ class FeastFeatureProvider:
                 exc,
                 len(ids),
             )
-            return {a: self._defaults(self.feature_names) for a in ids}
+            fetched = {a: self._defaults(self.feature_names) for a in ids}
+            return {a: dict(cached[a]) if a in cached else fetched[a] for a in wanted}
         out: dict[str, dict[str, float]] = {}
         missing: list[str] = []
         for i, asset_id in enumerate(data[ASSET_KEY]):
@@ -102,6 +114,12 @@ class FeastFeatureProvider:
             if all(v is None for v in values):
                 missing.append(asset_id)
             out[asset_id] = {name: _value(v, name) for name, v in zip(self.feature_names, values)}
+        if self.cache_ttl_s > 0:
+            if len(self._cache) > 500_000:  # bound memory: start over rather than track recency
+                self._cache.clear()
+            expires = now + self.cache_ttl_s
+            self._cache.update((a, (expires, dict(v))) for a, v in out.items())
+        out = {a: dict(cached[a]) if a in cached else out[a] for a in wanted}
         if missing:
             FEATURE_DEFAULTS.labels(reason="missing").inc(len(missing))
             log.info(
