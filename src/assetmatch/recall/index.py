@@ -427,30 +427,32 @@ class IndexSet:
         spans = self._spans(self.ranges, businesses)
         out: dict[str, list[Hit]] = {}
         vectors: tuple[np.ndarray, str] | None = None
+        tokens = tokenize(text)
+        weights = self.lexical_weights(text, tokens)
         if ("dense" in wanted or "usage" in wanted) and self.dense is not None and text and spans:
             vectors = self.query_vectors(text)
         for path in wanted:
             if not text or not spans:
                 out[path] = []
             elif path == "lexical":
-                out[path] = self._lexical(text, spans, k)
+                out[path] = self._lexical(weights, spans, k)
             elif path == "dense":
                 out[path] = self._dense(vectors, businesses, k) if vectors is not None else []
             elif path == "glossary":
-                out[path] = self._glossary(text, businesses, k)
+                out[path] = self._glossary(text, set(tokens), businesses, k)
             elif path == "usage":
-                out[path] = self._usage(text, None if vectors is None else vectors[0][0], businesses, k)
+                out[path] = self._usage(weights, None if vectors is None else vectors[0][0], businesses, k)
         return out
 
-    def lexical_weights(self, text: str) -> dict[str, float]:
+    def lexical_weights(self, text: str, tokens: Sequence[str] | None = None) -> dict[str, float]:
         """BM25 query tokens with weights: the text's own tokens (1 each) plus Chinese glosses (1 per word)."""
-        weights = count_weights(tokenize(text))
+        weights = count_weights(tokenize(text) if tokens is None else tokens)
         for token, weight in weighted_gloss_tokens(text).items():
             weights[token] = weights.get(token, 0.0) + weight
         return weights
 
-    def _lexical(self, text: str, spans: list[tuple[int, int]], k: int) -> list[Hit]:
-        total, parts = self.lexical.scores(self.lexical_weights(text))
+    def _lexical(self, weights: Mapping[str, float], spans: list[tuple[int, int]], k: int) -> list[Hit]:
+        total, parts = self.lexical.scores(weights)
         hits = []
         for rank, (row, score) in enumerate(_top_rows(total, spans, k), start=1):
             matched = sorted((t for t, v in parts.items() if v[row] > 0), key=lambda t: -parts[t][row])
@@ -468,9 +470,8 @@ class IndexSet:
             for rank, (row, sim) in enumerate(found, start=1)
         ]
 
-    def _glossary(self, text: str, businesses: Collection[str], k: int) -> list[Hit]:
+    def _glossary(self, text: str, query_tokens: set[str], businesses: Collection[str], k: int) -> list[Hit]:
         lowered = text.lower()
-        query_tokens = set(tokenize(text))
         scores: dict[int, float] = defaultdict(float)
         reasons: dict[int, list[str]] = defaultdict(list)
         for business in set(businesses):
@@ -491,11 +492,13 @@ class IndexSet:
             for rank, (row, score) in enumerate(ranked, start=1)
         ]
 
-    def _usage(self, text: str, query: np.ndarray | None, businesses: Collection[str], k: int) -> list[Hit]:
+    def _usage(
+        self, weights: Mapping[str, float], query: np.ndarray | None, businesses: Collection[str], k: int
+    ) -> list[Hit]:
         spans = self._spans(self.past_ranges, businesses)
         if not spans:
             return []
-        lexical, _ = self.usage_lexical.scores(self.lexical_weights(text))
+        lexical, _ = self.usage_lexical.scores(weights)
         by_lexical = _top_rows(lexical, spans, USAGE_NEIGHBOURS)
         by_dense: list[tuple[int, float]] = []
         if query is not None and self.usage_vectors is not None and len(self.usage_vectors):
