@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
@@ -24,6 +25,13 @@ def demo(
         None, "--step", "-s", help="Run only this step (repeatable); see --list-steps."
     ),
     list_steps: bool = typer.Option(False, "--list-steps", help="List the steps and exit."),
+    threads: int | None = typer.Option(
+        None,
+        "--threads",
+        min=1,
+        help="Threads per math library (OpenMP, BLAS, torch); default: half the CPU cores, at most 4. "
+        "An explicit OMP_NUM_THREADS in the environment wins.",
+    ),
 ) -> None:
     """Build a sample warehouse of 3 mobile games (SQLite, ~40 tables each, query logs, glossary,
     labelled requirements) and run the whole pipeline on it, step by step.
@@ -31,6 +39,7 @@ def demo(
     Everything lands in --dir, the demo's own assetmatch.yaml included; point any other command at it
     with `assetmatch --config DIR/assetmatch.yaml ...`.
     """
+    limit_threads(threads or default_threads())
     from assetmatch.demo.pipeline import STEPS, DemoContext, run_steps, timing_table
     from assetmatch.demo.warehouse import DEFAULT_SEED
 
@@ -45,11 +54,27 @@ def demo(
         fresh=fresh,
         console=common.console,
     )
-    with common.friendly_errors(ValueError, FileNotFoundError):
+    with common.friendly_errors(ValueError, FileNotFoundError, RuntimeError):
         results = run_steps(ctx, only=step)
     common.console.print(timing_table(results))
     if ctx.paths is not None:
         common.console.print(f"config: [cyan]{ctx.paths.config}[/cyan]")
+
+
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def default_threads() -> int:
+    """Half the cores, at most 4: the demo's small per-request work (one query embedding, a
+    gradient-boosting predict over ~50 candidates) is many times slower when OpenMP spins one
+    thread per core on a machine whose cores are busy with other work."""
+    return max(1, min(4, (os.cpu_count() or 2) // 2))
+
+
+def limit_threads(n: int) -> None:
+    """Cap the math libraries' thread pools before they load (they are imported inside the steps)."""
+    for name in THREAD_VARIABLES:
+        os.environ.setdefault(name, str(n))
 
 
 def register(app: typer.Typer) -> None:
