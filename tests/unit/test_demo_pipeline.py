@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from assetmatch.cli import app
+from assetmatch.cli.demo import THREAD_VARIABLES, default_threads, limit_threads
 from assetmatch.demo import pipeline
 from assetmatch.demo.pipeline import DemoContext, run_steps, select_steps, step, step_names, timing_table
 
@@ -48,7 +50,18 @@ def test_later_steps_alone_need_a_generated_folder(tmp_path: Path) -> None:
         run_steps(ctx, only=later[:1], show_progress=False)
 
 
-def test_cli_demo_generate_and_errors(tmp_path: Path) -> None:
+def test_thread_caps_respect_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in THREAD_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")  # the user's own choice wins
+    limit_threads(3)
+    assert os.environ["OMP_NUM_THREADS"] == "2" and os.environ["MKL_NUM_THREADS"] == "3"
+    assert 1 <= default_threads() <= 4
+
+
+def test_cli_demo_generate_and_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in THREAD_VARIABLES:  # the command caps thread pools; keep that inside this test
+        monkeypatch.setenv(name, "1")
     runner = CliRunner()
     target = tmp_path / "cli-demo"
     listed = runner.invoke(app, ["demo", "--list-steps"])
