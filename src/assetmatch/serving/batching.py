@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import copy
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -235,10 +237,15 @@ class BatchedFineRanker:
     def __init__(self, batcher: MicroBatcher, scorer: Any, models: Mapping[str, ModelRef]) -> None:
         from assetmatch.ranking.finerank import LoraFineRanker, read_calibration
 
+        # Documents are built in the callers' threads while the model thread tokenizes pairs with
+        # truncation: a Hugging Face fast tokenizer is not thread-safe (its truncation state is
+        # shared), so every thread builds documents with its own copy of the tokenizer.
+
         self.batcher = batcher
         self.scorer = scorer
         self.models = dict(models)
-        self._documents = LoraFineRanker(scorer).documents
+        self._local = threading.local()
+        self._make_documents = lambda: LoraFineRanker(_TokenizerCopy(scorer)).documents  # type: ignore[arg-type]
         self._thresholds: dict[str, float] = {}
         for business, ref in self.models.items():
             value = read_calibration(ref.path).get("threshold") if ref.path else None
@@ -256,8 +263,19 @@ class BatchedFineRanker:
         ref = self.models.get(business)
         if ref is None:
             raise KeyError(f"no ranker adapter is loaded for business {business!r}")
-        return [(ref.adapter_name, requirement, doc) for doc in self._documents(requirement, assets)]
+        documents = getattr(self._local, "documents", None)
+        if documents is None:
+            documents = self._local.documents = self._make_documents()
+        return [(ref.adapter_name, requirement, doc) for doc in documents(requirement, assets)]
 
     def score(self, business: str, requirement: str, assets: Sequence[TableAsset]) -> list[float]:
         logits = self.batcher.score_threadsafe(self.scorer, self.rows(business, requirement, assets))
         return [sigmoid(x) for x in logits]
+
+
+class _TokenizerCopy:
+    """What `LoraFineRanker.documents` reads from a scorer, with a private copy of its tokenizer."""
+
+    def __init__(self, scorer: Any) -> None:
+        self.tokenizer = copy.deepcopy(scorer.tokenizer)
+        self.max_length = scorer.max_length
