@@ -1,0 +1,156 @@
+"""Load generation for the serving benchmarks: a server subprocess and a bounded async client.
+
+`ServerProcess` starts `assetmatch serve` on loopback with a config file and waits until /readyz
+answers 200; `drive` sends /v1/match requests at a fixed concurrency for a bounded time and keeps
+every request's start time, latency, status and model version.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import yaml
+
+from assetmatch.config import Settings
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def write_config(settings: Settings, path: Path, serving: dict[str, Any]) -> Path:
+    """A YAML config holding the deployment's locations plus the given serving options."""
+    data = {
+        "lake": {"uri": settings.lake.uri},
+        "recall": {"index_root": settings.recall.index_root, "paths": list(settings.recall.paths)},
+        "mlflow": {
+            "tracking_uri": settings.mlflow.tracking_uri,
+            "artifact_location": settings.mlflow.artifact_location,
+        },
+        "training": {"adapters_dir": settings.training.adapters_dir},
+        "businesses": [b.model_dump() for b in settings.businesses],
+        "model": {"device": "cpu", "max_length": settings.model.max_length},
+        "serving": serving,
+    }
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return path
+
+
+class ServerProcess:
+    """`assetmatch serve` in a child process (own CPU scheduling, like production)."""
+
+    def __init__(self, config: Path, port: int, log: Path, extra_env: dict[str, str] | None = None) -> None:
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+               "MLFLOW_DISABLE_TELEMETRY": "true", **(extra_env or {})}  # fmt: skip
+        exe = Path(sys.executable).with_name("assetmatch")
+        self._log = log.open("w")
+        self.proc = subprocess.Popen(
+            [str(exe), "--config", str(config), "serve", "--port", str(port), "--log-level", "warning"],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+
+    def wait_ready(self, timeout_s: float = 600) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}; see {self._log.name}")
+            try:
+                response = httpx.get(f"{self.url}/readyz", timeout=2)
+                if response.status_code == 200:
+                    body: dict[str, Any] = response.json()
+                    return body
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        raise TimeoutError("server not ready in time")
+
+    def stop(self) -> int:
+        """SIGTERM (graceful: drains in-flight requests, flushes feedback) and wait."""
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(60)
+        finally:
+            self._log.close()
+
+
+@dataclass
+class Sample:
+    start: float  # seconds since the run began
+    latency_s: float
+    status: int
+    model_version: str
+    business: str
+
+
+async def drive(
+    url: str,
+    key: str,
+    businesses: Sequence[str],
+    requirements: Sequence[str],
+    concurrency: int,
+    seconds: float,
+    k: int = 10,
+    on_tick: Callable[[float], None] | None = None,
+) -> list[Sample]:
+    """`concurrency` closed-loop clients for `seconds`; every request is counted, failed or not."""
+    samples: list[Sample] = []
+    begin = time.perf_counter()
+    counter = 0
+
+    async def client(worker: int, http: httpx.AsyncClient) -> None:
+        nonlocal counter
+        while time.perf_counter() - begin < seconds:
+            counter += 1
+            n = counter
+            business = businesses[n % len(businesses)]
+            body = {
+                "business": business,
+                "requirement": f"{requirements[n % len(requirements)]} #{n}",
+                "k": k,
+            }
+            t0 = time.perf_counter()
+            try:
+                response = await http.post(f"{url}/v1/match", json=body, headers={"X-API-Key": key})
+                status = response.status_code
+                version = response.json().get("model_version", "") if status == 200 else ""
+            except httpx.HTTPError:
+                status, version = 0, ""
+            samples.append(Sample(t0 - begin, time.perf_counter() - t0, status, version, business))
+            if on_tick is not None:
+                on_tick(time.perf_counter() - begin)
+
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(limits=limits, timeout=120) as http:
+        await asyncio.gather(*(client(i, http) for i in range(concurrency)))
+    return samples
+
+
+def percentiles(samples: Sequence[Sample]) -> dict[str, float]:
+    ok = np.array([s.latency_s for s in samples if s.status == 200]) * 1000
+    if not len(ok):
+        return {"n": 0}
+    return {
+        "n": len(samples),
+        "ok": len(ok),
+        "p50_ms": float(np.percentile(ok, 50)),
+        "p99_ms": float(np.percentile(ok, 99)),
+        "mean_ms": float(ok.mean()),
+    }
