@@ -98,19 +98,20 @@ def match(
     table = Table(title=f"{business}: {text}")
     table.add_column("#", justify="right")
     table.add_column("sel")
-    table.add_column("table")
+    table.add_column("table", no_wrap=True)
     table.add_column("score", justify="right")
     for p in paths:
         table.add_column(p, justify="right")
-    if explain:
-        table.add_column("reasons")
     for i, t in enumerate(result.ranked, start=1):
         row = [str(i), "✔" if t.selected else "", t.asset_id, f"{t.score:.3f}"]
         row += [f"{t.path_scores[p]:.3f} (#{t.path_ranks[p]})" if p in t.path_scores else "" for p in paths]
-        if explain:
-            row.append("; ".join(t.reasons))
         table.add_row(*row)
     console.print(table)
+    if explain:
+        for i, t in enumerate(result.ranked, start=1):
+            console.print(f"[bold]{i}. {t.asset_id}[/bold]")
+            for reason in t.reasons:
+                console.print(f"   - {reason}", markup=False)
     console.print(f"selected: {', '.join(result.selected) or '(none)'}")
     console.print(
         "timings (ms): " + ", ".join(f"{k}={v:.1f}" for k, v in result.timings_ms.items()),

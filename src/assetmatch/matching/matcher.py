@@ -212,8 +212,8 @@ class Matcher:
         asset = self.index.assets[cand.asset_id]
         reasons = []
         for path in sorted(cand.path_ranks, key=lambda p: cand.path_ranks[p]):
-            terms = cand.matched.get(path) or []
-            matched = f" (matched: {', '.join(terms[:5])})" if terms else ""
+            terms = [t if len(t) <= 60 else t[:57] + "..." for t in (cand.matched.get(path) or [])[:3]]
+            matched = f" ({'; '.join(terms)})" if terms else ""
             reasons.append(f"{path} #{cand.path_ranks[path]}{matched}")
         if selection_reason:
             reasons.append(f"selected: {selection_reason}")

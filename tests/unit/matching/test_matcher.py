@@ -80,7 +80,7 @@ def test_match_never_returns_another_business(shared: bool) -> None:
     assert {"recall", "coarse", "select", "total"} <= set(result.timings_ms)
     top = result.ranked[0]
     assert top.asset_id == "game_a.game_a.payments" and top.selected
-    assert any(r.startswith("lexical #1 (matched: payments)") for r in top.reasons)
+    assert any(r.startswith("lexical #1 (payments)") for r in top.reasons)
 
 
 class ReverseFine:
