@@ -186,13 +186,15 @@ def main() -> None:
 
     rng = random.Random(7)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="recall-scale-"))
-    settings = Settings(
-        lake={"uri": str(workdir / "lake")},
-        recall={
-            "index_root": str(workdir / "indexes"),
-            "hnsw_threshold": args.hnsw_threshold,
-            "paths": args.paths.split(","),
-        },
+    settings = Settings.model_validate(
+        {
+            "lake": {"uri": str(workdir / "lake")},
+            "recall": {
+                "index_root": str(workdir / "indexes"),
+                "hnsw_threshold": args.hnsw_threshold,
+                "paths": args.paths.split(","),
+            },
+        }
     )
     lake = Lake.from_settings(settings)
     t0 = time.perf_counter()
@@ -235,7 +237,9 @@ def main() -> None:
     texts[::4] = [f"每个{rng.choice(ZH)}的{rng.choice(ZH_MEASURE)}" for _ in texts[::4]]
     for label, scope in (("one business", None), ("whole library", businesses)):
         query_paths = [p for p in index.paths if p != "graph"]
-        recall_ms, expand_ms, path_ms = [], [], {p: [] for p in query_paths}
+        recall_ms: list[float] = []
+        expand_ms: list[float] = []
+        path_ms: dict[str, list[float]] = {p: [] for p in query_paths}
         for text in texts:
             chosen = scope or [rng.choice(businesses)]
             start = time.perf_counter()
