@@ -1,0 +1,148 @@
+"""End to end on a real Delta lake and SQLite MLflow: train -> register challenger -> A/B gate ->
+promotions table + MLflow tags -> manual promote / rollback -> `assetmatch models list`.
+
+Tiny on purpose (two steps, max_length 32): it checks the wiring and the records, not quality.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from assetmatch.config import Settings, load_settings
+from assetmatch.lake import tables as T
+from assetmatch.lake.delta import Lake
+from assetmatch.models import Column, TableAsset
+
+pytestmark = pytest.mark.integration
+
+TABLES = {
+    "dws_active_users_1d": ("daily active users", ["dt", "user_id", "active_minutes"]),
+    "dws_paying_users_1d": ("daily paying users", ["dt", "user_id", "pay_amount"]),
+    "dim_item": ("item catalogue", ["item_id", "item_name", "price"]),
+    "dwd_orders": ("order details", ["order_id", "item_id", "user_id", "amount"]),
+}
+REQUIREMENTS = [
+    ("how many active users yesterday", ["dws_active_users_1d"]),
+    ("active minutes per user", ["dws_active_users_1d"]),
+    ("total pay amount of paying users", ["dws_paying_users_1d"]),
+    ("number of paying users per day", ["dws_paying_users_1d"]),
+    ("price of every item", ["dim_item"]),
+    ("order amount by item name", ["dwd_orders", "dim_item"]),
+    ("orders per user", ["dwd_orders"]),
+    ("which items are the most expensive", ["dim_item"]),
+    ("paying users who were active", ["dws_paying_users_1d", "dws_active_users_1d"]),
+    ("amount of each order", ["dwd_orders"]),
+]
+
+
+@pytest.fixture
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    monkeypatch.chdir(tmp_path)
+    cfg = load_settings(
+        None,
+        lake={"uri": str(tmp_path / "lake")},
+        businesses=[{"name": "game"}],
+        mlflow={
+            "tracking_uri": f"sqlite:///{tmp_path}/mlflow.db",
+            "artifact_location": str(tmp_path / "mlartifacts"),
+        },
+        model={"device": "cpu", "max_length": 32},
+        training={
+            "adapters_dir": str(tmp_path / "adapters"),
+            "ranker": {
+                "max_steps": 2,
+                "batch_size": 4,
+                "max_length": 32,
+                "candidate_k": 3,
+                "max_validation": 6,
+                "validation_fraction": 0.4,
+                "synthetic_per_table": 1,
+            },
+        },
+        promotion={"bootstrap_samples": 200, "latency_budget_ms": 600_000},
+    )
+    lake = Lake(cfg.lake.uri)
+    assets = [
+        TableAsset(business="game", name=name, comment=comment, columns=[Column(name=c) for c in cols])
+        for name, (comment, cols) in TABLES.items()
+    ]
+    lake.merge_assets(assets, run_id="seed")
+    now = datetime.now(UTC)
+    lake.upsert(
+        T.REQUIREMENTS,
+        [
+            {
+                "id": f"r{i}",
+                "business": "game",
+                "text": text,
+                "gold_assets": [f"game.{g}" for g in gold],
+                "split": "train",
+                "ts": now,
+                "sql": None,
+                "source": "test",
+                "run_id": "seed",
+            }
+            for i, (text, gold) in enumerate(REQUIREMENTS)
+        ],
+        run_id="seed",
+    )
+    return cfg
+
+
+def test_train_gate_record_and_roll_back(settings: Settings) -> None:
+    from assetmatch.registry.mlflow import Registry
+    from assetmatch.registry.promotion import evaluate_and_promote, manual_alias_change
+    from assetmatch.training.train import plan_training, run_training
+
+    registry = Registry.from_settings(settings)
+    [plan] = plan_training(settings)
+    assert plan.changed and plan.labelled == len(REQUIREMENTS)
+
+    result, v1 = run_training(settings, "game")
+    assert v1 == "1" and str(registry.version_by_alias("game", "challenger").version) == "1"  # type: ignore[union-attr]
+    assert (result.adapter_dir / "calibration.json").exists()
+    [plan] = plan_training(settings)
+    assert not plan.changed  # nothing new since the logged run: the flow would skip it
+
+    # first adapter: judged against coarse-only, and the decision is recorded everywhere
+    outcome = evaluate_and_promote(settings, "game")
+    rows = Lake(settings.lake.uri).read_arrow(T.PROMOTIONS).to_pylist()
+    assert [(r["verdict"], r["challenger_version"], r["champion_version"]) for r in rows] == [
+        (outcome.decision.verdict, "1", "")
+    ]
+    assert json.loads(rows[0]["metrics"])["first_adapter"] is True
+    tags = registry.client.get_model_version(registry.model_name("game"), "1").tags
+    assert tags["gate.verdict"] == outcome.decision.verdict
+    champion = registry.version_by_alias("game", "champion")
+    assert (champion is not None) == (outcome.decision.verdict == "promote")
+
+    if champion is None:
+        manual_alias_change(settings, "game", "1", "promote", "seed the champion")
+    result2, v2 = run_training(settings, "game")
+    assert v2 == "2" and "champion" in result2.reports  # the champion was evaluated before training
+    outcome2 = evaluate_and_promote(settings, "game")
+    assert outcome2.champion_version == "1" and outcome2.challenger_version == "2"
+    if outcome2.decision.verdict == "refuse":
+        assert str(registry.version_by_alias("game", "champion").version) == "1"  # type: ignore[union-attr]
+        manual_alias_change(settings, "game", "2", "promote", "by hand")
+    assert str(registry.version_by_alias("game", "previous").version) == "1"  # type: ignore[union-attr]
+    assert manual_alias_change(settings, "game", None, "rollback", "bad numbers") == "1"
+    with pytest.raises(ValueError, match="already the champion"):
+        manual_alias_change(settings, "game", "1", "promote", "")
+    with pytest.raises(ValueError, match="no version 9"):
+        manual_alias_change(settings, "game", "9", "promote", "")
+    verdicts = [r["verdict"] for r in Lake(settings.lake.uri).read_arrow(T.PROMOTIONS).to_pylist()]
+    assert verdicts[-1] == "manual-rollback" and len(verdicts) >= 3
+
+    from assetmatch.cli import app
+
+    out = CliRunner().invoke(app, ["models", "list", "--business", "game"])
+    assert out.exit_code == 0, out.output
+    assert "champion" in out.output and "assetmatch-ranker-game" in out.output
+    bad = CliRunner().invoke(app, ["models", "rollback", "--business", "nobody"])
+    assert bad.exit_code == 2 and "no 'previous' version" in bad.output
