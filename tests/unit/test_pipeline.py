@@ -184,3 +184,38 @@ def test_ingest_result_counts_writes_and_failed_sources() -> None:
     assert result.counts["assets_written"] == 1 and result.counts["ok"] == 1
     unchanged = pipeline.ingest_result([{**ok, "tables": {"assets": table}}], 0.1)
     assert unchanged.status == "ran" and "no source changed" in unchanged.reason
+
+
+def test_ingest_stage_a_broken_source_does_not_stop_the_others(tmp_path: Path) -> None:
+    """A real lake: the missing catalog fails alone, the glossary is merged; re-running writes nothing."""
+    glossary = tmp_path / "terms.yaml"
+    glossary.write_text(
+        yaml.safe_dump(
+            {"terms": [{"business": "shop", "term": "GMV", "description": "gross sales", "assets": []}]}
+        ),
+        encoding="utf-8",
+    )
+    config = tmp_path / "assetmatch.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "lake": {"uri": str(tmp_path / "lake")},
+                "sources": [
+                    {"name": "crm", "type": "catalog_file", "business": "shop",
+                     "options": {"path": str(tmp_path / "missing.jsonl")}},
+                    {"name": "terms", "type": "glossary", "options": {"path": str(glossary)}},
+                ],
+            }
+        )
+    )  # fmt: skip
+    settings = load_settings(config)
+    result = pipeline.ingest_stage(settings)
+    assert result.status == "failed" and list(result.failures) == ["crm"]
+    assert "missing.jsonl" in result.failures["crm"] and "crm" in result.reason
+    assert result.counts["glossary_written"] == 1 and result.counts["ok"] == 1
+    from assetmatch.lake.delta import Lake
+
+    version = Lake.from_settings(settings).version("glossary")
+    again = pipeline.ingest_stage(settings)
+    assert again.counts["glossary_written"] == 0
+    assert Lake.from_settings(settings).version("glossary") == version
