@@ -41,7 +41,8 @@ def serve(
     """
     import uvicorn
 
-    # overrides travel as environment variables so that every worker process sees them
+    # overrides travel as environment variables so that every worker process sees them (the
+    # workers rebuild the settings from the environment: `assetmatch.serving.app:app_from_env`)
     if _state["config"] is not None:
         os.environ[CONFIG_ENV_VAR] = str(_state["config"])
     if batch_mode is not None:
