@@ -83,7 +83,10 @@ class ServerProcess:
         raise TimeoutError("server not ready in time")
 
     def stop(self) -> int:
-        """SIGTERM (graceful: drains in-flight requests, flushes feedback) and wait."""
+        """SIGTERM (graceful: drains in-flight requests, flushes feedback) and wait.
+
+        uvicorn re-raises the signal once its shutdown is complete, so a clean exit reads -15.
+        """
         self.proc.send_signal(signal.SIGTERM)
         try:
             return self.proc.wait(60)

@@ -141,18 +141,27 @@ class StateLoader:
             loaded_index = index_id(manifest) or wanted.index
         # 2. the adapters: fetched in a thread, loaded on the model thread (never during a forward)
         refs: dict[tuple[str, str], ModelRef] = {}
-        for business, arm, version in wanted.models:
-            if self.models is None:
-                break
-            old = previous.model(business, arm) if previous else None
-            if old is not None and old.version == version and old.path:
-                path = old.path
-            else:
-                path = await asyncio.to_thread(self.models.fetch, business, arm, version)
-            ref = ModelRef(business, arm, version, path)  # type: ignore[arg-type]
-            if ref.adapter_name not in self.scorer.adapters:
-                await self.batcher.run_in_model_thread(self.scorer.load_adapter, ref.adapter_name, path)
-            refs[(business, arm)] = ref
+        loaded_now: list[str] = []
+        try:
+            for business, arm, version in wanted.models:
+                if self.models is None:
+                    break
+                old = previous.model(business, arm) if previous else None
+                if old is not None and old.version == version and old.path:
+                    path = old.path
+                else:
+                    path = await asyncio.to_thread(self.models.fetch, business, arm, version)
+                ref = ModelRef(business, arm, version, path)  # type: ignore[arg-type]
+                if ref.adapter_name not in self.scorer.adapters:
+                    await self.batcher.run_in_model_thread(self.scorer.load_adapter, ref.adapter_name, path)
+                    loaded_now.append(ref.adapter_name)
+                refs[(business, arm)] = ref
+        except Exception:
+            # a half-loaded state is dropped whole: unload what this attempt added, keep the rest
+            for name in loaded_now:
+                if name in self.scorer.adapters and len(self.scorer.adapters) > 1:
+                    await self.batcher.run_in_model_thread(self.scorer.unload_adapter, name)
+            raise
         # 3. one Matcher per arm, all over the same index
         engines: dict[str, MatchEngine] = {}
         for arm in ARMS:
