@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -82,10 +82,21 @@ class TableAsset(BaseModel):
 
     def content_hash(self) -> str:
         """sha256 over the content that matters to matching; run ids and timestamps excluded."""
-        payload = self.model_dump(mode="json")
-        payload.pop("source", None)
-        blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-        return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+        return hash_asset_dump(self.model_dump(mode="json"))
+
+
+def hash_asset_dump(dump: dict[str, Any]) -> str:
+    """The content hash of a `TableAsset.model_dump()` (the merge dumps each asset once and reuses it).
+
+    The source name is left out (the same table reported by another source is the same content).
+    Row counts are estimates that drift on a live warehouse (reltuples, TABLE_ROWS): only their
+    order of magnitude is hashed, so drift alone does not rewrite a row as "updated".
+    """
+    payload = {k: v for k, v in dump.items() if k != "source"}
+    if payload.get("row_count") is not None:
+        payload["row_count"] = len(str(max(int(payload["row_count"]), 0)))
+    blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
 class QueryLogEntry(BaseModel):

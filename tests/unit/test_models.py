@@ -55,3 +55,9 @@ def test_query_id_is_stable() -> None:
     one = QueryLogEntry(ts=ts, user="u", business="b", sql="select 1")
     two = QueryLogEntry(ts=ts, user="u", business="b", sql="select 1")
     assert one.query_id == two.query_id and len(one.query_id) == 32
+
+
+def test_row_count_drift_does_not_change_the_hash() -> None:
+    a = asset().model_copy(update={"row_count": 12_345})
+    assert a.model_copy(update={"row_count": 12_399}).content_hash() == a.content_hash()
+    assert a.model_copy(update={"row_count": 1_234_567}).content_hash() != a.content_hash()

@@ -27,7 +27,15 @@ from deltalake.exceptions import CommitFailedError, TableNotFoundError
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 from assetmatch.lake import tables as T
-from assetmatch.models import Column, ForeignKey, GlossaryTerm, QueryLogEntry, Requirement, TableAsset
+from assetmatch.models import (
+    Column,
+    ForeignKey,
+    GlossaryTerm,
+    QueryLogEntry,
+    Requirement,
+    TableAsset,
+    hash_asset_dump,
+)
 
 R = TypeVar("R")
 _LOCKS: dict[str, threading.RLock] = {}
@@ -95,9 +103,7 @@ def dump_hash(dump: dict[str, Any]) -> str:
     TableAsset holds only JSON types, so its python and json dumps are equal); a unit test keeps
     this equal to `content_hash()`.
     """
-    payload = {k: v for k, v in dump.items() if k != "source"}
-    blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+    return hash_asset_dump(dump)
 
 
 def asset_to_row(
