@@ -25,6 +25,9 @@ def demo(
         None, "--step", "-s", help="Run only this step (repeatable); see --list-steps."
     ),
     list_steps: bool = typer.Option(False, "--list-steps", help="List the steps and exit."),
+    keep_serving: bool = typer.Option(
+        False, "--keep-serving", help="After the last step, keep the matching API up until Ctrl-C."
+    ),
     threads: int | None = typer.Option(
         None,
         "--threads",
@@ -53,6 +56,7 @@ def demo(
         reference_date=reference_date,
         fresh=fresh,
         console=common.console,
+        keep_serving=keep_serving,
     )
     with common.friendly_errors(ValueError, FileNotFoundError, RuntimeError):
         results = run_steps(ctx, only=step)

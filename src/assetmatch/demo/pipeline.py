@@ -39,6 +39,8 @@ class DemoContext:
     paths: DemoPaths | None = None
     results: dict[str, Any] = field(default_factory=dict)
     cleanups: list[Callable[[], None]] = field(default_factory=list)
+    keep_serving: bool = False  # after the last step, keep the API up until Ctrl-C
+    progress: Progress | None = None  # the live display, for steps that report their own progress
     _settings: Settings | None = None
 
     @property
@@ -237,7 +239,9 @@ def train(ctx: DemoContext) -> str:
         if not plan.changed:
             lines.append(f"{plan.business}: data unchanged, kept")
             continue
-        result, version = run_training(settings, plan.business, config=ranker_config(settings))
+        result, version = run_training(
+            settings, plan.business, config=ranker_config(settings), progress=ctx.progress
+        )
         challenger = result.reports["challenger"].means()
         coarse = result.reports["coarse_only"].means()
         lines.append(
@@ -397,9 +401,13 @@ def run_steps(
         disable=not show_progress,
         transient=False,
     ) as progress:
+        ctx.progress = progress if show_progress else None
         try:
             _run_each(ctx, steps, progress, show_progress, results)
+            if ctx.keep_serving and ctx.results.get("server_url"):
+                _hold(ctx)
         finally:
+            ctx.progress = None
             while ctx.cleanups:  # e.g. stop the API server the `serve` step started
                 ctx.cleanups.pop()()
     return results
@@ -418,6 +426,19 @@ def _run_each(
         if show_progress:
             progress.console.print(f"    {summary}")
         results.append(StepResult(s.name, seconds, summary, cpu))
+
+
+def _hold(ctx: DemoContext) -> None:
+    """Keep the demo's API server up until Ctrl-C."""
+    ctx.console.print(
+        f"[bold]the matching API stays up at {ctx.results['server_url']}[/bold] "
+        "(try POST /v1/match, GET /docs); Ctrl-C stops it"
+    )
+    try:
+        while True:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        ctx.console.print("stopping the API")
 
 
 def timing_table(results: Iterable[StepResult]) -> Table:
