@@ -162,7 +162,9 @@ def main() -> None:
     for b in businesses:
         train, validation = split_holdout(reqs[(b, "train")], config.validation_fraction)
         own = [a for a in assets if a.business == b]
-        data[b] = TrainingData(b, train, validation, augment.synthesize(own, [], config.synthetic_per_table, config.seed))
+        data[b] = TrainingData(
+            b, train, validation, augment.synthesize(own, [], config.synthetic_per_table, config.seed)
+        )
         tests[b] = sample(reqs[(b, "test")], args.eval_per_business, 1)
         started = time.perf_counter()
         res = train_business(b, data[b], assets, candidates, config, root / b)
