@@ -10,7 +10,8 @@ from assetmatch.models import Column, TableAsset
 from assetmatch.recall.tokenize import split_identifier, tokenize
 from assetmatch.text import normalize_text
 
-# Bump when table_document() changes: cached vectors of older documents are then not reused.
+# Bump when table_document(), lexical_tokens() or the tokenizer change: cached vectors and tokens of
+# older documents are then not reused.
 DOCUMENT_VERSION = 1
 
 

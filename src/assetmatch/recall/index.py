@@ -51,6 +51,7 @@ FORMAT_VERSION = 1
 QUERY_PATHS = ("lexical", "dense", "glossary", "usage")
 USAGE_NEIGHBOURS = 20  # past requirements that may vote, per query
 RRF_K = 60
+TOKENS_FILE = "doc_tokens.json"  # content hash -> BM25 tokens, reused by the next build
 USAGE_MIN_COSINE = 0.3  # MiniLM cosine below which two requests are taken as unrelated
 
 
@@ -80,6 +81,7 @@ class BuildStats:
     """What a build did; also in the manifest under `counts` and `build_seconds`."""
 
     embedded_assets: int = 0
+    retokenized_assets: int = 0
     reused_assets: int = 0
     embedded_texts: int = 0
     reused_texts: int = 0
@@ -226,13 +228,23 @@ class IndexSet:
         with _Progress(progress) as bar, publish.staging(root, index_id) as folder:
             # 1. lexical
             t0 = time.perf_counter()
+            hashes = [a.content_hash() for a in assets]
+            known = {} if full else _previous_tokens(root)
             task = bar.task("tokenize tables", len(assets))
             docs = []
-            for asset in assets:
-                docs.append(lexical_tokens(asset))
+            for asset, digest in zip(assets, hashes):
+                cached_tokens = known.get(digest)
+                docs.append(cached_tokens if cached_tokens is not None else lexical_tokens(asset))
                 bar.advance(task)
+            stats.retokenized_assets = sum(1 for d in hashes if d not in known)
             lexical = Bm25Index.build(docs)
             lexical.save(folder / "lexical")
+            with open(folder / "lexical" / TOKENS_FILE, "w", encoding="utf-8") as out:
+                json.dump(
+                    {"document_version": DOCUMENT_VERSION, "tokens": dict(zip(hashes, docs))},
+                    out,
+                    ensure_ascii=False,
+                )
             stats.seconds["lexical"] = time.perf_counter() - t0
 
             # 2. past requirements for the usage path, and the join graph
@@ -258,7 +270,7 @@ class IndexSet:
             kind, dim = "none", 0
             if {"dense", "usage"} & set(settings.recall.paths):
                 cache = VectorCache(root, mid)
-                asset_keys = [f"asset:{a.content_hash()}:doc{DOCUMENT_VERSION}" for a in assets]
+                asset_keys = [f"asset:{digest}:doc{DOCUMENT_VERSION}" for digest in hashes]
                 past_keys = [text_key(p.text) for p in past]
                 vectors, usage_vectors = _embed(
                     settings.model, cache, index_id, full, bar, stats,
@@ -308,6 +320,7 @@ class IndexSet:
                     "glossary_terms": sum(len(v) for v in glossary.values()),
                     "past_requirements": len(past),
                     "graph_edges": graph.num_edges,
+                    "retokenized_assets": stats.retokenized_assets,
                     "embedded_assets": stats.embedded_assets,
                     "reused_assets": stats.reused_assets,
                     "embedded_texts": stats.embedded_texts,
@@ -572,6 +585,21 @@ class IndexSet:
 
 
 # ---- build helpers ---------------------------------------------------------------------------------
+def _previous_tokens(root: Path) -> dict[str, list[str]]:
+    """BM25 tokens of the current index's tables by content hash (same document version), or {}."""
+    current = publish.current_id(root)
+    path = root / current / "lexical" / TOKENS_FILE if current else None
+    if path is None or not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}  # unreadable: tokenize everything again
+    if data.get("document_version") != DOCUMENT_VERSION:
+        return {}
+    return dict(data.get("tokens", {}))
+
+
 def _fk_pairs(assets: Sequence[TableAsset], row_of: Mapping[str, int]) -> list[tuple[int, int]]:
     pairs = []
     for asset in assets:

@@ -63,11 +63,13 @@ def test_rebuild_embeds_only_changed_assets(setup: tuple[Lake, Settings]) -> Non
     first = IndexSet.build(lake, settings)
     assert first.manifest["counts"]["embedded_assets"] == 8
     assert first.manifest["counts"]["embedded_texts"] == 2
+    assert first.manifest["counts"]["retokenized_assets"] == 8
 
     lake.merge_assets([_changed_singer()], run_id="edit")
     second = IndexSet.build(lake, settings)
     counts = second.manifest["counts"]
     assert (counts["embedded_assets"], counts["reused_assets"]) == (1, 7)
+    assert counts["retokenized_assets"] == 1  # BM25 tokens of unchanged tables are reused too
     assert counts["embedded_texts"] == 0
     assert second.build_stats is not None and second.build_stats.embedded_assets == 1
     # the changed table's vector is new, the others are the same vectors as before
@@ -77,6 +79,7 @@ def test_rebuild_embeds_only_changed_assets(setup: tuple[Lake, Settings]) -> Non
 
     full = IndexSet.build(lake, settings, full=True)
     assert full.manifest["counts"]["embedded_assets"] == 8
+    assert full.manifest["counts"]["retokenized_assets"] == 8
 
 
 def test_build_reads_the_pinned_assets_version(setup: tuple[Lake, Settings]) -> None:
