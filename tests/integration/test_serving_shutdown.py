@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from pathlib import Path
 
@@ -44,7 +45,8 @@ def test_sigterm_drains_in_flight_requests(tmp_path: Path) -> None:
             await asyncio.sleep(0.3)  # requests are in flight (fine ranking takes longer than this)
             stopping = asyncio.to_thread(server.stop)
             codes = await asyncio.gather(*tasks)
-            assert await stopping == 0
+            # uvicorn re-raises the captured SIGTERM after its graceful shutdown: -15 is a clean exit
+            assert await stopping in (0, -signal.SIGTERM)
             return list(codes)
 
     started = time.monotonic()
