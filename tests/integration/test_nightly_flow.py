@@ -1,0 +1,217 @@
+"""The `nightly` flow deployed from infra/prefect/prefect.yaml to a real Prefect server (PostgreSQL
+backed) and run twice by a real process worker on a one-game demo warehouse: the first run does every
+stage, the second finds nothing changed and skips everything after ingest."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import httpx
+import pytest
+import yaml
+
+pytestmark = pytest.mark.integration
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+PREFECT = str(Path(sys.executable).with_name("prefect"))
+SERVER_START_S = 240  # ~14 s on an idle machine; minutes on a busy 2-core one
+RUN_TIMEOUT_S = 900
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to the process group this test started (server or worker and its children), then kill."""
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
+def _tail(path: Path, n: int = 3000) -> str:
+    return path.read_text(errors="replace")[-n:] if path.exists() else ""
+
+
+@pytest.fixture
+def prefect_server(pg_url: str, tmp_path: Path) -> Iterator[dict[str, str]]:
+    """`prefect server start` on a fresh PostgreSQL database; yields the environment that reaches it."""
+    port = _free_port()
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(tmp_path / "prefect-home"),
+        "PREFECT_API_DATABASE_CONNECTION_URL": pg_url.replace(
+            "postgresql+psycopg://", "postgresql+asyncpg://"
+        ),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+        "PREFECT_UI_ENABLED": "false",
+    }
+    env.pop("PREFECT_API_URL", None)
+    log = tmp_path / "server.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-ui"],
+            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    try:
+        api = f"http://127.0.0.1:{port}/api"
+        deadline = time.monotonic() + SERVER_START_S
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"prefect server exited with {proc.returncode}:\n{_tail(log)}")
+            try:
+                if httpx.get(f"{api}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"prefect server not healthy in {SERVER_START_S} s:\n{_tail(log)}")
+            time.sleep(1)
+        yield {**env, "PREFECT_API_URL": api, "ASSETMATCH_REPO_ROOT": str(REPO_ROOT)}
+    finally:
+        _stop(proc)
+
+
+@pytest.fixture
+def demo_config(tmp_path: Path) -> Path:
+    """A one-game demo warehouse whose rankers train for a handful of steps."""
+    from assetmatch.demo.warehouse import build_demo
+
+    paths = build_demo(tmp_path / "demo", businesses=["card"])
+    # a third of the labelled requirements and the latest queries: enough for every stage, quick on 2 cores
+    reqs = paths.requirements["card"]
+    reqs.write_text(
+        "".join(reqs.read_text(encoding="utf-8").splitlines(keepends=True)[::3]), encoding="utf-8"
+    )
+    with open(paths.query_logs["card"], encoding="utf-8", newline="") as f:
+        header, *rows = list(csv.reader(f))
+    with open(paths.query_logs["card"], "w", encoding="utf-8", newline="") as f:
+        csv.writer(f).writerows([header, *rows[-150:]])
+    config = yaml.safe_load(paths.config.read_text(encoding="utf-8"))
+    config["training"]["ranker"] = {
+        "max_steps": 3, "batch_size": 8, "max_length": 64, "synthetic_per_table": 0,
+        "candidate_k": 8, "max_validation": 8,
+    }  # fmt: skip
+    config["promotion"] = {"bootstrap_samples": 200}
+    paths.config.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+    return paths.config
+
+
+@pytest.fixture
+def worker(prefect_server: dict[str, str], tmp_path: Path) -> Iterator[Path]:
+    """The nightly deployment from prefect.yaml on pool `default`, and a process worker polling it."""
+    env = prefect_server
+    for args in (
+        ["work-pool", "create", "default", "--type", "process", "--overwrite"],
+        ["--no-prompt", "deploy", "--name", "nightly", "--prefect-file", "infra/prefect/prefect.yaml"],
+    ):
+        done = subprocess.run([PREFECT, *args], env=env, cwd=REPO_ROOT, capture_output=True, timeout=300)
+        assert done.returncode == 0, done.stdout.decode()[-3000:] + done.stderr.decode()[-3000:]
+    log = tmp_path / "worker.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [PREFECT, "worker", "start", "--pool", "default", "--type", "process"],
+            env={**env, "PREFECT_WORKER_QUERY_SECONDS": "2", "PREFECT_WORKER_PREFETCH_SECONDS": "2"},
+            cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    try:
+        yield log
+    finally:
+        _stop(proc)
+
+
+async def _run_and_wait(api: str, config: Path, worker_log: Path) -> tuple[Any, list[Any], dict[str, str]]:
+    """Trigger nightly/nightly, wait for a final state; its task runs and artifacts (key -> data)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: api}):
+        async with get_client() as client:
+            deployment = await client.read_deployment_by_name("nightly/nightly")
+            run = await client.create_flow_run_from_deployment(
+                deployment.id, parameters={"config_path": str(config)}
+            )
+            deadline = time.monotonic() + RUN_TIMEOUT_S
+            while True:
+                run = await client.read_flow_run(run.id)
+                if run.state is not None and run.state.is_final():
+                    break
+                assert time.monotonic() < deadline, (
+                    f"nightly not done in {RUN_TIMEOUT_S} s:\n{_tail(worker_log)}"
+                )
+                await asyncio.sleep(2)
+            only_this = FlowRunFilter(id=FlowRunFilterId(any_=[UUID(str(run.id))]))
+            tasks = await client.read_task_runs(flow_run_filter=only_this)
+            artifacts = await client.read_artifacts(flow_run_filter=only_this)
+    return run, tasks, {a.key: str(a.data) for a in artifacts if a.key}
+
+
+@pytest.mark.timeout(1500)  # minutes on a busy shared 2-core machine; ~3 min when it is quiet
+def test_nightly_deployed_runs_everything_then_nothing(
+    prefect_server: dict[str, str], demo_config: Path, worker: Path
+) -> None:
+    from assetmatch.config import load_settings
+    from assetmatch.pipeline import published_manifest
+    from assetmatch.registry.mlflow import Registry
+
+    api = prefect_server["PREFECT_API_URL"]
+
+    # 1. first night: every stage runs, each as its own task run with its artifact
+    run, tasks, artifacts = asyncio.run(_run_and_wait(api, demo_config, worker))
+    assert run.state.is_completed(), f"{run.state}\n{_tail(worker)}"
+    names = {re.sub(r"-[0-9a-f]{3}$", "", t.name) for t in tasks}  # Prefect adds "-<3 hex>" to unnamed runs
+    expected = {"ingest-catalog-card", "ingest-query-log", "ingest-glossary", "ingest-requirements",
+                "index-and-fit", "materialize-features", "plan-training", "train-card", "plan-promotion",
+                "ab-gate-card"}  # fmt: skip
+    assert expected <= names, names
+    assert all(t.state.is_completed() for t in tasks), [(t.name, t.state.name) for t in tasks]
+    assert {"nightly-summary", "nightly-ingest", "nightly-index", "nightly-features", "ab-gate-card"} <= set(
+        artifacts
+    )
+    summary = artifacts["nightly-summary"]
+    print(summary)  # per-stage seconds, shown with -s
+    for stage in ("ingest", "indexes", "features", "train", "promote"):
+        assert f"| {stage} | ✅ ran |" in summary, summary
+    assert "| serve | ⏭️ skipped | nothing to do" in summary
+
+    settings = load_settings(demo_config)
+    manifest = published_manifest(settings)
+    assert manifest is not None and manifest["counts"]["assets"] == 40
+    registry = Registry.from_settings(settings)
+    judged = registry.versions("card")
+    assert len(judged) == 1 and "gate.verdict" in judged[0].tags  # trained once, judged once
+
+    # 2. second night, nothing changed: ingest runs, everything after it skips itself
+    run2, tasks2, artifacts2 = asyncio.run(_run_and_wait(api, demo_config, worker))
+    assert run2.state.is_completed(), f"{run2.state}\n{_tail(worker)}"
+    summary2 = artifacts2["nightly-summary"]
+    print(summary2)
+    assert "| ingest | ✅ ran | no source changed" in summary2, summary2
+    for stage in ("indexes", "features", "train", "promote", "serve"):
+        assert f"| {stage} | ⏭️ skipped |" in summary2, summary2
+    names2 = {t.name for t in tasks2}
+    assert not any(n.startswith(("train-card", "ab-gate-card")) for n in names2), names2
+    assert "nightly-index" not in artifacts2 and "nightly-features" not in artifacts2
+    assert published_manifest(settings)["id"] == manifest["id"]  # type: ignore[index]
+    assert len(registry.versions("card")) == 1
