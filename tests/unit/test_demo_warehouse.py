@@ -236,7 +236,8 @@ def test_config_keeps_everything_inside_the_demo_folder(demo: DemoPaths) -> None
     locations = [
         settings.lake.uri,
         settings.recall.index_root,
-        settings.feast.data_dir, settings.training.adapters_dir,
+        settings.feast.data_dir,
+        settings.training.adapters_dir,
         settings.mlflow.artifact_location,
         settings.mlflow.tracking_uri.removeprefix("sqlite:///"),
     ]
