@@ -48,7 +48,11 @@ class RowScorer(Protocol):
 
 
 class BatcherClosed(RuntimeError):
-    """The batcher is shutting down and takes no new work."""
+    """The batcher is shutting down and takes no new work (answered 503)."""
+
+
+class BatcherOverloaded(BatcherClosed):
+    """The model queue is too far behind to answer in time (answered 503, like BatcherClosed)."""
 
 
 @dataclass
@@ -139,7 +143,14 @@ class MicroBatcher:
             on_loop = False
         if on_loop:
             raise RuntimeError("score_threadsafe called on the event-loop thread; await score() instead")
-        return asyncio.run_coroutine_threadsafe(self.score(scorer, rows), self._loop).result(timeout)
+        future = asyncio.run_coroutine_threadsafe(self.score(scorer, rows), self._loop)
+        try:
+            return future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise BatcherOverloaded(
+                f"the model queue did not answer within {timeout}s (overloaded)"
+            ) from None
 
     # ---- the worker ------------------------------------------------------------------------
     async def _collect(self, first: _Job) -> tuple[list[_Job], bool]:
