@@ -262,6 +262,12 @@ class PromotionConfig(_Strict):
     latency_budget_ms: float = Field(
         default=200.0, gt=0, description="p95 fine-rank latency per requirement a challenger must stay under."
     )
+    min_requirements: int = Field(
+        default=30, ge=1, description="Fewer paired held-out requirements than this: refuse (no evidence)."
+    )
+    min_speedup: float = Field(
+        default=0.1, ge=0, lt=1, description="'Faster' means at least this relative cut in mean fine-rank latency."
+    )
 
 
 class Settings(BaseSettings):
