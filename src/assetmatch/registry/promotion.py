@@ -40,6 +40,8 @@ class GateConfig:
     bootstrap_samples: int = 2000
     seed: int = 7
     latency_budget_ms: float = 200.0
+    min_requirements: int = 30  # fewer paired requirements: no evidence either way, refuse
+    min_speedup: float = 0.1  # "faster" means at least this relative cut in mean latency, not noise
 
     def __post_init__(self) -> None:
         if not 0.5 < self.confidence < 1:
@@ -48,12 +50,16 @@ class GateConfig:
             raise ValueError(f"GateConfig.margin must be >= 0, got {self.margin}")
         if self.bootstrap_samples < 100:
             raise ValueError(f"GateConfig.bootstrap_samples must be >= 100, got {self.bootstrap_samples}")
+        if self.min_requirements < 1:
+            raise ValueError(f"GateConfig.min_requirements must be >= 1, got {self.min_requirements}")
+        if not 0 <= self.min_speedup < 1:
+            raise ValueError(f"GateConfig.min_speedup must be in [0, 1), got {self.min_speedup}")
         if self.latency_budget_ms <= 0:
             raise ValueError(f"GateConfig.latency_budget_ms must be > 0, got {self.latency_budget_ms}")
 
     @classmethod
     def from_settings(cls, settings: Any) -> GateConfig:
-        return cls(**settings.promotion.model_dump())
+        return cls(**settings.promotion.model_dump())  # fields not in settings keep their defaults
 
 
 @dataclass
@@ -160,6 +166,11 @@ def decide(
     def decision(verdict: Verdict, reason: str) -> Decision:
         return Decision(verdict, reason, first_adapter, diffs, champ, chall, len(champion.ids), config)
 
+    if len(champion.ids) < config.min_requirements:
+        return decision(
+            "refuse",
+            f"only {len(champion.ids)} paired requirements (< {config.min_requirements}): not enough evidence",
+        )
     if chall["latency_ms_p95"] > config.latency_budget_ms:
         return decision(
             "refuse",
@@ -177,7 +188,7 @@ def decide(
         return decision(
             "refuse", f"the first adapter must beat coarse-only ranking with {pct}% confidence; it does not"
         )
-    if noninferior and chall["latency_ms_mean"] < champ["latency_ms_mean"]:
+    if noninferior and chall["latency_ms_mean"] < (1 - config.min_speedup) * champ["latency_ms_mean"]:
         return decision(
             "promote",
             f"non-inferior within {config.margin} on every metric and faster "

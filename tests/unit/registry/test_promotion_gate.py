@@ -71,6 +71,15 @@ def test_small_noisy_difference_is_not_enough() -> None:
     assert d.verdict == "refuse"
 
 
+def test_too_few_requirements_or_a_noise_speedup_is_not_enough() -> None:
+    f1, gold = base_vectors()
+    few = GateConfig(min_requirements=N + 1, latency_budget_ms=100.0)
+    d = decide(arm("champion", f1, gold, 40), arm("challenger", np.minimum(f1 + 0.2, 1), gold, 20), few)
+    assert d.verdict == "refuse" and "not enough evidence" in d.reason
+    noise = decide(arm("champion", f1, gold, 40), arm("challenger", f1, gold, 39), GATE)  # 2.5% faster
+    assert noise.verdict == "refuse"
+
+
 def test_bootstrap_is_seeded_and_checks_its_input() -> None:
     diffs = np.random.default_rng(2).normal(0.05, 0.2, 300)
     a = paired_bootstrap(diffs, 500, 0.95, seed=3)
