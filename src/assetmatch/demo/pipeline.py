@@ -314,7 +314,7 @@ def serve(ctx: DemoContext) -> str:
     raise RuntimeError(f"the matching API at {url} was not ready within {SERVE_READY_TIMEOUT_S:.0f} s")
 
 
-SERVE_READY_TIMEOUT_S = 180.0
+SERVE_READY_TIMEOUT_S = 600.0  # start-up loads the base model, index and adapters: minutes on a busy CPU
 
 # New requests, in both languages, that are neither labelled nor logged anywhere in the demo.
 SAMPLE_REQUIREMENTS: dict[str, tuple[str, ...]] = {
