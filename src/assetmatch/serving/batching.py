@@ -198,6 +198,9 @@ class MicroBatcher:
                 await self._run_group(loop, [item])
 
     async def _run_group(self, loop: asyncio.AbstractEventLoop, jobs: list[_Job]) -> None:
+        jobs = [job for job in jobs if not job.future.done()]  # callers that gave up are not scored
+        if not jobs:
+            return
         rows = [row for job in jobs for row in job.rows]
         scorer = jobs[0].scorer
         try:

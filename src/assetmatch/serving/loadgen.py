@@ -82,14 +82,18 @@ class ServerProcess:
             time.sleep(0.5)
         raise TimeoutError("server not ready in time")
 
-    def stop(self) -> int:
+    def stop(self, timeout_s: float = 180) -> int | None:
         """SIGTERM (graceful: drains in-flight requests, flushes feedback) and wait.
 
         uvicorn re-raises the signal once its shutdown is complete, so a clean exit reads -15.
         """
         self.proc.send_signal(signal.SIGTERM)
         try:
-            return self.proc.wait(60)
+            return self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:  # not drained in time: say so, and do not leave it behind
+            self.proc.kill()
+            self.proc.wait()
+            return None
         finally:
             self._log.close()
 
