@@ -6,7 +6,7 @@ After a first full run (every stage), measures:
    are rebuilt (one table re-embedded) and features re-materialized, and only that game's ranker
    retrains and goes through the A/B gate.
 
-    nice .venv/bin/python benchmarks/nightly.py [--dir DIR] [--train-steps 60] [--game card]
+    nice .venv/bin/python benchmarks/nightly.py [--dir DIR] [--train-steps 60] [--game card] [--games card moba]
 
 Runs `assetmatch.pipeline.run_nightly` in this process (the library the `nightly` flow wires), on a
 fresh demo folder (default: a temporary one). Prints each run's stage table and wall time.
@@ -62,12 +62,15 @@ def main() -> None:
     parser.add_argument("--dir", type=Path, default=None, help="Demo folder (default: a temporary one).")
     parser.add_argument("--train-steps", type=int, default=None, help="Ranker steps (default: the demo's).")
     parser.add_argument("--game", default="card", help="Game whose table comment is changed.")
+    parser.add_argument(
+        "--games", nargs="+", default=None, help="Generate only these games (default: all three)."
+    )
     args = parser.parse_args()
 
     from assetmatch.demo.warehouse import build_demo
 
     with tempfile.TemporaryDirectory(prefix="nightly-bench-") as tmp:
-        paths = build_demo(args.dir or Path(tmp) / "demo", fresh=True)
+        paths = build_demo(args.dir or Path(tmp) / "demo", businesses=args.games, fresh=True)
         if args.train_steps is not None:
             config = yaml.safe_load(paths.config.read_text(encoding="utf-8"))
             config["training"]["ranker"]["max_steps"] = args.train_steps
