@@ -94,9 +94,20 @@ class JoinGraph:
     def edge_kind(self, a: int, b: int) -> str | None:
         return self.kinds.get((min(a, b), max(a, b)))
 
-    def personalized_pagerank(self, seeds: Mapping[int, float]) -> np.ndarray:
-        """Stationary scores of a random walk that restarts at the seeds (weighted by their scores)."""
+    def personalized_pagerank(self, seeds: Mapping[int, float], rows: np.ndarray | None = None) -> np.ndarray:
+        """Stationary scores of a random walk that restarts at the seeds (weighted by their scores).
+
+        rows: limit the walk to these nodes (the requested businesses); on a large library a one-business
+        walk then costs that business's size, not the library's. Scores of other nodes are 0.
+        """
         size = self.adjacency.shape[0]
+        if rows is not None and len(rows) < size:
+            local = {int(i): j for j, i in enumerate(rows)}
+            sub = JoinGraph(self.adjacency[rows][:, rows].tocsr(), {})
+            sub_scores = sub.personalized_pagerank({local[r]: w for r, w in seeds.items() if r in local})
+            scores = np.zeros(size)
+            scores[rows] = sub_scores
+            return scores
         restart = np.zeros(size)
         for row, weight in seeds.items():
             restart[row] += max(weight, 0.0)

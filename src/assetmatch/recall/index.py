@@ -556,8 +556,9 @@ class IndexSet:
         }
         if not rows:
             return []
-        scores = self.graph.personalized_pagerank(rows)
         spans = self._spans(self.ranges, allowed)
+        selected = np.concatenate([np.arange(s, e) for s, e in spans])
+        scores = self.graph.personalized_pagerank(rows, selected)
         hits = []
         for rank, (row, score) in enumerate(_top_rows(scores, spans, k), start=1):
             hits.append(Hit(self.asset_ids[row], score, rank, "graph", self._graph_reason(row, rows)))
