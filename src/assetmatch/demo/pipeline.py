@@ -268,7 +268,7 @@ def promote(ctx: DemoContext) -> str:
         ):
             continue
         outcome = evaluate_and_promote(settings, business)
-        verdict = "promoted" if outcome.promoted else "kept champion"
+        verdict = "promoted to champion" if outcome.promoted else "not promoted"
         lines.append(f"{business}: v{outcome.challenger_version} {verdict} ({outcome.decision.verdict})")
     return "; ".join(lines) or "no challenger waiting"
 
