@@ -74,9 +74,12 @@ def main() -> None:
         swap_at["version"] = float(register_adapter(registry, "game_a", new_adapter, alias="champion"))
 
     def on_tick(elapsed: float) -> None:
-        if elapsed >= args.seconds / 2 and "registered" not in swap_at:
-            swap_at["registered"] = elapsed
-            threading.Thread(target=register_new_champion, daemon=True).start()
+        # the first answer starts a timer, so the registration happens half-way even when answers are slow
+        if "timer" not in swap_at:
+            swap_at["timer"] = elapsed
+            delay = max(0.0, args.seconds / 2 - elapsed)
+            swap_at["registered"] = elapsed + delay
+            threading.Timer(delay, register_new_champion).start()
 
     try:
         server.wait_ready()
