@@ -136,13 +136,22 @@ def test_train_gate_record_and_roll_back(settings: Settings) -> None:
         manual_alias_change(settings, "game", "1", "promote", "")
     with pytest.raises(ValueError, match="no version 9"):
         manual_alias_change(settings, "game", "9", "promote", "")
-    verdicts = [r["verdict"] for r in Lake(settings.lake.uri).read_arrow(T.PROMOTIONS).to_pylist()]
+    rows = sorted(Lake(settings.lake.uri).read_arrow(T.PROMOTIONS).to_pylist(), key=lambda r: r["ts"])
+    verdicts = [r["verdict"] for r in rows]
     assert verdicts[-1] == "manual-rollback" and len(verdicts) >= 3
+
+    import yaml
 
     from assetmatch.cli import app
 
-    out = CliRunner().invoke(app, ["models", "list", "--business", "game"])
+    cfg_file = Path("assetmatch.yaml")  # the CLI reads the same lake and registry from a config file
+    cfg_file.write_text(
+        yaml.safe_dump({"lake": {"uri": settings.lake.uri}, "mlflow": settings.mlflow.model_dump()})
+    )
+    out = CliRunner().invoke(
+        app, ["--config", str(cfg_file), "models", "list", "--business", "game"], env={"COLUMNS": "250"}
+    )
     assert out.exit_code == 0, out.output
     assert "champion" in out.output and "assetmatch-ranker-game" in out.output
-    bad = CliRunner().invoke(app, ["models", "rollback", "--business", "nobody"])
+    bad = CliRunner().invoke(app, ["--config", str(cfg_file), "models", "rollback", "--business", "nobody"])
     assert bad.exit_code == 2 and "no 'previous' version" in bad.output
