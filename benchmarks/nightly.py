@@ -37,10 +37,10 @@ def change_one_comment(catalog: Path) -> str:
     """Rewrite the first table's comment in a catalog_file JSONL export; returns the table's name."""
     lines = catalog.read_text(encoding="utf-8").splitlines()
     first = json.loads(lines[0])
-    first["comment"] = (first.get("comment") or "") + " (口径已更新 / definition revised)"
+    first["table_comment"] = (first.get("table_comment") or "") + " (口径已更新 / definition revised)"
     lines[0] = json.dumps(first, ensure_ascii=False)
     catalog.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return str(first["name"])
+    return str(first["table"])
 
 
 def timed_run(label: str, config: Path) -> float:
