@@ -266,7 +266,10 @@ class PromotionConfig(_Strict):
         default=30, ge=1, description="Fewer paired held-out requirements than this: refuse (no evidence)."
     )
     min_speedup: float = Field(
-        default=0.1, ge=0, lt=1, description="'Faster' means at least this relative cut in mean fine-rank latency."
+        default=0.1,
+        ge=0,
+        lt=1,
+        description="'Faster' means at least this relative cut in mean fine-rank latency.",
     )
 
 
