@@ -164,7 +164,11 @@ class Matcher:
             t1 = time.perf_counter()
             fine, ranked = self._fine_rank(business, text, ranked)
             model_version = self.fine_ranker.version(business) or model_version
+            # a threshold set in config wins; else the one calibrated with the adapter, if any
             threshold = self.settings.matching.fine_thresholds.get(business)
+            calibrated = getattr(self.fine_ranker, "threshold", None)
+            if threshold is None and callable(calibrated):
+                threshold = calibrated(business)
             if threshold is not None:
                 selector = self.selector.with_threshold(threshold)
             timings["fine"] = (time.perf_counter() - t1) * 1000
@@ -189,7 +193,7 @@ class Matcher:
             requirement=text,
             ranked=tables,
             selected=selection.asset_ids,
-            index_version=str(self.index.manifest.get("version", "")),
+            index_version=str(self.index.manifest.get("id", "")),
             model_version=model_version,
             timings_ms=timings,
         )
