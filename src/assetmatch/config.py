@@ -152,9 +152,13 @@ class ModelConfig(_Strict):
     max_length: int = Field(default=256, gt=8, description="Token budget of one (requirement, table) pair.")
 
 
+RecallPath = Literal["lexical", "dense", "glossary", "usage", "graph"]
+ALL_RECALL_PATHS: tuple[RecallPath, ...] = ("lexical", "dense", "glossary", "usage", "graph")
+
+
 class RecallConfig(_Strict):
-    paths: list[Literal["lexical", "dense", "glossary", "usage", "graph"]] = Field(
-        default_factory=lambda: ["lexical", "dense", "glossary", "usage", "graph"],
+    paths: list[RecallPath] = Field(
+        default_factory=lambda: list(ALL_RECALL_PATHS),
         description="Recall paths to run; drop one to turn it off.",
     )
     candidates: int = Field(default=50, gt=0, description="Candidates kept after coarse ranking.")

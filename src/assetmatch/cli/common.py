@@ -34,9 +34,10 @@ def settings(**overrides: Any) -> Settings:
 @contextmanager
 def friendly_errors(*expected: type[BaseException]) -> Iterator[None]:
     """Print expected errors as one red line and exit 2, instead of a traceback."""
+    catch: tuple[type[BaseException], ...] = (ConfigError, *expected)
     try:
         yield
-    except (ConfigError, *expected) as exc:
+    except catch as exc:
         err_console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
 
