@@ -310,7 +310,9 @@ def plan_indexes(settings: Settings, full: bool = False) -> Decision:
     )
 
 
-def build_and_fit(settings: Settings, full: bool = False) -> dict[str, Any]:
+def build_and_fit(
+    settings: Settings, full: bool = False, assets_version: int | None = None, progress: bool = False
+) -> dict[str, Any]:
     """Build + publish the indexes, then fit and publish the coarse model and selection (as
     `assetmatch index build` does). Returns the manifest, with the fit report under "fit"."""
     from assetmatch.evaluation.harness import fit_matching, save_fit
@@ -319,7 +321,7 @@ def build_and_fit(settings: Settings, full: bool = False) -> dict[str, Any]:
     from assetmatch.recall.index import IndexSet
 
     lake = Lake.from_settings(settings)
-    built = IndexSet.build(lake, settings, full=full)
+    built = IndexSet.build(lake, settings, assets_version=assets_version, full=full, progress=progress)
     # the fit reads the requirements the index recorded, so index and fit describe the same snapshot
     version = built.manifest["lake"]["versions"].get(T.REQUIREMENTS)
     train = [r for r in lake.read_requirements(version=version, split="train") if r.gold_assets]

@@ -42,30 +42,33 @@ def index_build(
     ),
 ) -> None:
     """Build every recall index from the lake and publish it as the current index."""
-    from assetmatch.evaluation.harness import fit_matching, save_fit
     from assetmatch.lake.delta import Lake
     from assetmatch.matching.matcher import models_dir
+    from assetmatch.pipeline import build_and_fit
     from assetmatch.recall.index import IndexSet
 
     cfg = settings()
     with friendly_errors(FileNotFoundError, ValueError, LookupError):
-        lake = Lake.from_settings(cfg)
-        index = IndexSet.build(lake, cfg, assets_version=assets_version, full=full, progress=True)
-        console.print(
-            f"published index [bold]{index.manifest.get('id')}[/bold] with {len(index.assets)} tables"
-        )
         if not fit:
+            index = IndexSet.build(
+                Lake.from_settings(cfg), cfg, assets_version=assets_version, full=full, progress=True
+            )
+            console.print(
+                f"published index [bold]{index.manifest.get('id')}[/bold] with {len(index.assets)} tables"
+            )
             return
-        train = [r for r in lake.read_requirements(split="train") if r.gold_assets]
-        if not train:
-            console.print("no labelled `train` requirements in the lake: matching will use RRF fusion")
-            return
-        result = fit_matching(index, cfg, train, progress=_progress)
-        save_fit(result, models_dir(cfg))
+        manifest = build_and_fit(cfg, full=full, assets_version=assets_version, progress=True)
         console.print(
-            f"coarse model {result.report.get('cv_chosen')} fitted on {len(train)} train requirements; "
-            f"selection {result.selection.model_dump()} -> {models_dir(cfg)}"
+            f"published index [bold]{manifest['id']}[/bold] with {manifest['counts']['assets']} tables"
         )
+        report = manifest["fit"]
+        if not report.get("trained"):
+            console.print("no labelled `train` requirements in the lake: matching uses RRF fusion")
+        else:
+            console.print(
+                f"coarse model {report.get('cv_chosen')} fitted on {report['n_train_requirements']} train "
+                f"requirements -> {models_dir(cfg)}"
+            )
 
 
 def match(

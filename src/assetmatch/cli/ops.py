@@ -111,6 +111,34 @@ def up(
                 p.kill()
 
 
+def nightly(
+    full: bool = typer.Option(
+        False, "--full", help="Rebuild indexes and features and retrain every business."
+    ),
+    business: list[str] | None = typer.Option(
+        None, "--business", "-b", help="Limit training and promotion to this business (repeatable)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Run the nightly pipeline in this process (the same stages as the `nightly` flow): ingest ->
+    indexes + coarse fit -> features -> train changed businesses -> A/B gate. Stages whose inputs did
+    not change skip themselves; exit 1 when a part failed."""
+    import json
+
+    from rich.markdown import Markdown
+
+    from assetmatch.pipeline import run_nightly
+
+    result = run_nightly(common.settings(), full=full, businesses=business or None)
+    if as_json:
+        common.console.print_json(json.dumps(result.as_dict(), default=str))
+    else:
+        common.console.print(Markdown(result.markdown()))
+    if not result.ok:
+        raise typer.Exit(1)
+
+
 def register(app: typer.Typer) -> None:
-    """Add the `ops` commands to the root app."""
+    """Add the `ops` and `nightly` commands to the root app."""
     app.add_typer(ops_app, name="ops")
+    app.command("nightly")(nightly)
