@@ -531,8 +531,9 @@ class IndexSet:
             for row in past.rows:
                 if self.assets[self.asset_ids[row]].business in allowed:
                     scores[row] += weight
-                    if len(reasons[row]) < 3:
-                        reasons[row].append(f"used by a similar past request: {past.text[:80]}")
+                    reason = f"used by a similar past request: {past.text[:80]}"
+                    if len(reasons[row]) < 3 and reason not in reasons[row]:  # the same text logged twice
+                        reasons[row].append(reason)
         ranked = sorted(scores.items(), key=lambda item: (-item[1], item[0]))[:k]
         return [
             Hit(self.asset_ids[row], score, rank, "usage", reasons[row])
