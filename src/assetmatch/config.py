@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,6 +35,7 @@ from pydantic_settings import (
 
 DEFAULT_CONFIG_FILE = "assetmatch.yaml"
 CONFIG_ENV_VAR = "ASSETMATCH_CONFIG"
+_YAML_FILE: ContextVar[Path | None] = ContextVar("assetmatch_yaml_file", default=None)
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -298,8 +300,6 @@ class Settings(BaseSettings):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     promotion: PromotionConfig = Field(default_factory=PromotionConfig)
 
-    _yaml_file: str | None = None
-
     @classmethod
     def settings_customise_sources(
         cls,
@@ -309,7 +309,11 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        yaml_file = os.environ.get(CONFIG_ENV_VAR, DEFAULT_CONFIG_FILE)
+        # The YAML file is read only inside load_settings(), which names it through a context variable:
+        # a process-wide environment variable would leak between threads (parallel flow tasks) and tests.
+        yaml_file = _YAML_FILE.get()
+        if yaml_file is None:
+            return (init_settings, env_settings)
         return (init_settings, env_settings, YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file))
 
     @model_validator(mode="after")
@@ -360,14 +364,10 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
     cfg_path = Path(path) if path else Path(os.environ.get(CONFIG_ENV_VAR, DEFAULT_CONFIG_FILE))
     if path and not cfg_path.exists():
         raise ConfigError(f"config file {cfg_path} does not exist")
-    previous = os.environ.get(CONFIG_ENV_VAR)
-    os.environ[CONFIG_ENV_VAR] = str(cfg_path)
+    token = _YAML_FILE.set(cfg_path if cfg_path.exists() else None)
     try:
         return Settings(**overrides)
     except ValidationError as exc:
         raise ConfigError(_format_validation_error(exc, cfg_path if cfg_path.exists() else None)) from None
     finally:
-        if previous is None:
-            os.environ.pop(CONFIG_ENV_VAR, None)
-        else:
-            os.environ[CONFIG_ENV_VAR] = previous
+        _YAML_FILE.reset(token)

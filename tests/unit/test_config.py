@@ -88,3 +88,20 @@ def test_missing_env_reference_names_the_variable(monkeypatch: pytest.MonkeyPatc
     monkeypatch.delenv("NOPE_SECRET", raising=False)
     with pytest.raises(ConfigError, match="NOPE_SECRET"):
         expand_env("x${NOPE_SECRET}")
+
+
+def test_yaml_path_does_not_leak_between_threads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Parallel flow tasks load different configs at once; neither may see the other's file."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("ASSETMATCH_CONFIG", raising=False)
+    paths = []
+    for name in ("a", "b"):
+        folder = tmp_path / name
+        folder.mkdir()
+        paths.append(write(folder, f"lake: {{uri: {name}}}\n"))
+    with ThreadPoolExecutor(4) as pool:
+        uris = list(pool.map(lambda p: load_settings(p).lake.uri, paths * 50))
+    assert uris == ["a", "b"] * 50
+    assert load_settings().lake.uri == ".assetmatch/lake"  # nothing left behind
