@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from assetmatch.lake import tables as T
-from assetmatch.lake.delta import Lake, asset_to_row
+from assetmatch.lake.delta import Lake
 from assetmatch.models import Column, QueryLogEntry, TableAsset
 from assetmatch.training.pairs import (
     LabelledRequirement,
@@ -109,4 +109,3 @@ def test_labelled_from_lake_reads_train_split_query_log_and_feedback(lake_uri: s
     assert fp == fingerprint(list(reversed(got)), assets)
     changed = [assets[0].model_copy(update={"comment": "new comment"}), assets[1]]
     assert fp != fingerprint(got, changed)
-    assert asset_to_row  # the lake helper the fixture relies on exists
