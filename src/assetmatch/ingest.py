@@ -35,7 +35,7 @@ from pydantic import BaseModel
 from assetmatch.config import Settings, SourceSpec
 from assetmatch.lake import tables as T
 from assetmatch.lake.delta import Lake
-from assetmatch.models import ForeignKey, GlossaryTerm, QueryLogEntry, Requirement, TableAsset
+from assetmatch.models import GlossaryTerm, QueryLogEntry, Requirement, TableAsset
 from assetmatch.quality import BatchValidation, quarantine_rows, validate_batch
 from assetmatch.sources import registry
 from assetmatch.text import normalize_text
@@ -140,54 +140,15 @@ def new_run_id() -> str:
 
 
 # ---- normalization ---------------------------------------------------------------------------
-def _norm(value: str) -> str:
-    """`normalize_text`, with a fast path for text it would return unchanged.
-
-    Printable ASCII without doubled or edge spaces is already normal (NFKC leaves ASCII alone and
-    the control/whitespace rules only touch other characters). Catalogs are mostly such names,
-    and the fast path avoids a regex pass on each of the hundreds of thousands of columns.
-    """
-    if value.isascii() and value.isprintable() and "  " not in value and value.strip() == value:
-        return value
-    return normalize_text(value)
-
-
 def _ids(values: Sequence[str]) -> list[str]:
-    return [_norm(v) for v in values]
+    return [normalize_text(v) for v in values]
 
 
 def normalize_asset(asset: TableAsset, source: str) -> TableAsset:
-    """What `TableAsset.normalized()` does (table name, comment, column names and comments) plus
-    ids, qualifiers, column types and FK targets; stamps the source.
-
-    Copies only the columns whose text changes: a catalog of 10k tables x 30 columns is 300k
-    column objects, and copying every one of them would dominate the ingest.
-    """
-    columns = []
-    for column in asset.columns:
-        name, type_, comment = _norm(column.name), _norm(column.type), _norm(column.comment)
-        if (name, type_, comment) != (column.name, column.type, column.comment):
-            column = column.model_copy(update={"name": name, "type": type_, "comment": comment})
-        columns.append(column)
-    foreign_keys = [
-        ForeignKey(
-            columns=_ids(fk.columns), ref_asset_id=_norm(fk.ref_asset_id), ref_columns=_ids(fk.ref_columns)
-        )
-        for fk in asset.foreign_keys
-    ]
-    return asset.model_copy(
-        update={
-            "asset_id": _norm(asset.asset_id),
-            "business": _norm(asset.business),
-            "database": _norm(asset.database),
-            "schema_name": _norm(asset.schema_name),
-            "name": _norm(asset.name),
-            "comment": _norm(asset.comment),
-            "source": source,
-            "columns": columns,
-            "foreign_keys": foreign_keys,
-        }
-    )
+    """`TableAsset.normalized()`, stamped with the source that reported it."""
+    normalized = asset.normalized()
+    normalized.source = source
+    return normalized
 
 
 def normalize_query(entry: QueryLogEntry, source: str) -> QueryLogEntry:
@@ -196,7 +157,7 @@ def normalize_query(entry: QueryLogEntry, source: str) -> QueryLogEntry:
         update={
             "business": normalize_text(entry.business),
             "user": normalize_text(entry.user),
-            "requirement": _norm(entry.requirement) if entry.requirement is not None else None,
+            "requirement": normalize_text(entry.requirement) if entry.requirement is not None else None,
             "tables": _ids(entry.tables),
             "source": source,
         }

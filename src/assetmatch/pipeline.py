@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from assetmatch.config import Settings, SourceSpec
+from assetmatch.features import JOURNAL_FILE
 from assetmatch.lake import tables as T
 
 log = logging.getLogger(__name__)
@@ -44,9 +45,6 @@ INDEX_INPUTS = (T.ASSETS, T.GLOSSARY, T.QUERY_LOG, T.REQUIREMENTS)
 """The lake tables `IndexSet.build` reads (and records in its manifest under lake.versions)."""
 FEATURE_INPUTS = (T.ASSETS, T.QUERY_LOG, T.FEEDBACK)
 """The lake tables `features.build.load_inputs` reads (recorded in the materialization journal)."""
-FEATURE_JOURNAL = "materializations.jsonl"
-"""File under `feast.data_dir` where `features.store.materialize` appends one line per run. Named here
-instead of imported because importing `features.store` imports Feast (6-8 s) just to read a file."""
 GATE_VERDICT_TAG = "gate.verdict"
 """Model-version tag `Registry.log_decision` writes once the A/B gate has judged a version."""
 
@@ -222,7 +220,7 @@ def published_manifest(settings: Settings) -> dict[str, Any] | None:
 
 def last_materialization(settings: Settings) -> dict[str, Any] | None:
     """The last line of the features journal (None before the first materialization)."""
-    path = Path(settings.feast.data_dir) / FEATURE_JOURNAL
+    path = Path(settings.feast.data_dir) / JOURNAL_FILE
     if not path.exists():
         return None
     lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

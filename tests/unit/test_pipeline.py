@@ -13,6 +13,7 @@ import yaml
 
 from assetmatch import pipeline
 from assetmatch.config import load_settings
+from assetmatch.features import JOURNAL_FILE
 from assetmatch.pipeline import (
     NightlyResult,
     StageResult,
@@ -108,7 +109,7 @@ def test_journal_written_by_features_code_is_read_back(tmp_path: Path) -> None:
     assert pipeline.last_materialization(settings) is None
     (tmp_path / "feast").mkdir()
     lines = [_journal(assets=1), _journal(assets=2)]
-    (tmp_path / "feast" / pipeline.FEATURE_JOURNAL).write_text("".join(json.dumps(x) + "\n" for x in lines))
+    (tmp_path / "feast" / JOURNAL_FILE).write_text("".join(json.dumps(x) + "\n" for x in lines))
     last = pipeline.last_materialization(settings)
     assert last is not None and last["lake_versions"]["assets"] == 2
 
