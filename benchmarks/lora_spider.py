@@ -71,7 +71,7 @@ def sample(items: Sequence[LabelledRequirement], n: int, seed: int) -> list[Labe
 
 
 def scorer_for(ranker: LoraFineRanker, adapter: str, assets: dict[str, TableAsset]) -> ev.Scorer:
-    return lambda business, text, ids: ranker.logits(adapter, text, [assets[i] for i in ids])
+    return lambda business, text, ids: ranker.score(adapter, text, [assets[i] for i in ids])
 
 
 def evaluate_pair(

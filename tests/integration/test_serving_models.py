@@ -93,8 +93,6 @@ def ask(client: Any, business: str, text: str = "daily revenue of user per chann
 
 def test_concurrent_mixed_business_requests_score_like_each_row_alone(client: Any) -> None:
     """Requests of ga and gb batched together by the app give the fine scores of a lone forward pass."""
-    from assetmatch.serving.batching import sigmoid
-
     ctx = client.app.state.ctx
     texts = ["daily revenue of user per channel", "top guild by payment amount", "login retention of device"]
     jobs = [(b, t) for t in texts for b in ("ga", "gb")]
@@ -109,7 +107,7 @@ def test_concurrent_mixed_business_requests_score_like_each_row_alone(client: An
         assert fine and answer["model_version"] == "1"
         rows = ranker.rows(business, text, [index.assets[t["asset_id"]] for t in fine])
         assert {r[0] for r in rows} == {f"{business}@1"}
-        lone = [sigmoid(ctx.scorer.score_rows([row])[0]) for row in rows]
+        lone = ranker.fusion(business).probs([ctx.scorer.score_rows([row])[0] for row in rows])
         assert [t["fine_score"] for t in fine] == pytest.approx(lone, abs=1e-4)
 
 

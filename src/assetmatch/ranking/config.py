@@ -28,15 +28,22 @@ class RankerConfig:
     lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling numerator (scale = alpha / r)."})
     lora_dropout: float = field(default=0.1, metadata={"help": "Dropout on the LoRA input, in [0, 1)."})
     target_modules: list[str] = field(
-        default_factory=lambda: ["query", "value"],
-        metadata={"help": "Names of the attention projections that get a LoRA update."},
+        default_factory=lambda: ["query", "key", "value", "dense"],
+        metadata={
+            "help": "Module names that get a LoRA update (default: attention projections and every "
+            "dense layer; query+value alone learned too slowly to beat the coarse ranking)."
+        },
     )
     max_length: int = field(default=128, metadata={"help": "Token budget of one (requirement, table) pair."})
     batch_size: int = field(default=16, metadata={"help": "Pairs per training step."})
-    learning_rate: float = field(default=5e-4, metadata={"help": "AdamW learning rate of the adapter."})
+    learning_rate: float = field(default=1e-3, metadata={"help": "AdamW learning rate of the adapter."})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
     warmup_ratio: float = field(
         default=0.1, metadata={"help": "Share of steps with a linear learning-rate warm-up."}
+    )
+    loss: str = field(
+        default="listwise",
+        metadata={"help": "bce (pointwise) | listwise (BCE + per-requirement softmax of gold vs negatives)."},
     )
     epochs: int = field(default=1, metadata={"help": "Passes over the training pairs."})
     max_steps: int = field(
@@ -95,6 +102,8 @@ class RankerConfig:
             )
         if not self.target_modules:
             raise ValueError("RankerConfig.target_modules must name at least one module")
+        if self.loss not in ("bce", "listwise"):
+            raise ValueError(f"RankerConfig.loss must be bce or listwise, got {self.loss!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"RankerConfig.device must be auto, cpu or cuda, got {self.device!r}")
         if self.hard_negatives + self.random_negatives == 0:

@@ -333,7 +333,7 @@ def evaluate_and_promote(
             return ev.report(name, ranked, top_n=ev.calibrate_top_n(ranked))
 
         def scorer(b: str, text: str, ids: list[str]) -> list[float]:
-            return ranker.logits(name, text, [library[i] for i in ids])
+            return ranker.score(name, text, [library[i] for i in ids])
 
         ranked = ev.rank_requirements(held_out, candidates, config.candidate_k, scorer)
         return ev.report(name, ranked, threshold=ranker.threshold(name) or 0.5)

@@ -19,7 +19,6 @@ import asyncio
 import concurrent.futures
 import copy
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -233,23 +232,18 @@ class MicroBatcher:
         return scorer.score_rows(rows)
 
 
-def sigmoid(x: float) -> float:
-    """Logit -> probability, exactly as `ranking.finerank.LoraFineRanker.score` does it."""
-    return 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, x))))
-
-
 class BatchedFineRanker:
     """A `matching.types.FineRanker` whose scoring goes through the shared micro-batcher.
 
     One instance per (serving state, A/B arm): `models` maps business -> the ModelRef whose adapter
     scores it. Documents come from `ranking.finerank.LoraFineRanker.documents` (the code training
-    uses), scores are probabilities like `LoraFineRanker.score`, and `threshold(business)` is the
-    calibrated one stored beside the adapter. The Matcher calls `score` from a worker thread; it
+    uses), scores are probabilities like `LoraFineRanker.score` (the business's `Fusion` over the
+    logits), and `threshold(business)` is the calibrated one stored beside the adapter. The Matcher calls `score` from a worker thread; it
     blocks until the micro-batch holding its rows has run.
     """
 
     def __init__(self, batcher: MicroBatcher, scorer: Any, models: Mapping[str, ModelRef]) -> None:
-        from assetmatch.ranking.finerank import LoraFineRanker, read_calibration
+        from assetmatch.ranking.finerank import Fusion, LoraFineRanker, read_calibration
 
         # Documents are built in the callers' threads while the model thread tokenizes pairs with
         # truncation: a Hugging Face fast tokenizer is not thread-safe (its truncation state is
@@ -261,10 +255,12 @@ class BatchedFineRanker:
         self._local = threading.local()
         self._make_documents = lambda: LoraFineRanker(_TokenizerCopy(scorer)).documents  # type: ignore[arg-type]
         self._thresholds: dict[str, float] = {}
+        self._fusions: dict[str, Fusion] = {}
         for business, ref in self.models.items():
-            value = read_calibration(ref.path).get("threshold") if ref.path else None
-            if value is not None:
-                self._thresholds[business] = float(value)
+            calibration = read_calibration(ref.path) if ref.path else {}
+            self._fusions[business] = Fusion.from_dict(calibration.get("fusion"))
+            if calibration.get("threshold") is not None:
+                self._thresholds[business] = float(calibration["threshold"])
 
     def version(self, business: str) -> str:
         ref = self.models.get(business)
@@ -272,6 +268,10 @@ class BatchedFineRanker:
 
     def threshold(self, business: str) -> float | None:
         return self._thresholds.get(business)
+
+    def fusion(self, business: str) -> Any:
+        """The business's `ranking.finerank.Fusion` (logits -> probabilities)."""
+        return self._fusions[business]
 
     def rows(self, business: str, requirement: str, assets: Sequence[TableAsset]) -> list[Row]:
         ref = self.models.get(business)
@@ -283,8 +283,9 @@ class BatchedFineRanker:
         return [(ref.adapter_name, requirement, doc) for doc in documents(requirement, assets)]
 
     def score(self, business: str, requirement: str, assets: Sequence[TableAsset]) -> list[float]:
+        """Probabilities for `assets` given in coarse order (as `LoraFineRanker.score`)."""
         logits = self.batcher.score_threadsafe(self.scorer, self.rows(business, requirement, assets))
-        return [sigmoid(x) for x in logits]
+        return self._fusions[business].probs(logits)
 
 
 class _TokenizerCopy:

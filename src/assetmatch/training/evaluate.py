@@ -12,7 +12,6 @@ coarse-only selects the top n, with n calibrated the same way.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -23,13 +22,9 @@ import numpy as np
 from assetmatch.training.pairs import Candidates, LabelledRequirement
 
 Scorer = Callable[[str, str, list[str]], list[float]]
-"""scorer(business, requirement_text, asset_ids) -> one fine logit per asset."""
+"""scorer(business, requirement_text, asset_ids in coarse order) -> one fine probability per asset."""
 
 KS = (1, 3, 5)
-
-
-def sigmoid(x: float) -> float:
-    return 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, x))))
 
 
 def set_f1(selected: Iterable[str], gold: Iterable[str]) -> float:
@@ -105,11 +100,17 @@ def rank_requirements(
             out.append(Ranked(req, list(cands), None, 0.0))
             continue
         start = time.perf_counter()
-        logits = scorer(req.business, req.text, list(cands))
-        latency = (time.perf_counter() - start) * 1000
-        order = sorted(range(len(cands)), key=lambda i: -logits[i])
-        out.append(Ranked(req, [cands[i] for i in order], [sigmoid(logits[i]) for i in order], latency))
+        probs = scorer(req.business, req.text, list(cands))
+        out.append(reranked(req, list(cands), probs, (time.perf_counter() - start) * 1000))
     return out
+
+
+def reranked(
+    req: LabelledRequirement, cands: Sequence[str], probs: Sequence[float], latency_ms: float
+) -> Ranked:
+    """Candidates re-sorted by probability (ties keep the coarse order)."""
+    order = sorted(range(len(cands)), key=lambda i: -probs[i])
+    return Ranked(req, [cands[i] for i in order], [float(probs[i]) for i in order], latency_ms)
 
 
 def _selected(r: Ranked, threshold: float | None, top_n: int | None) -> list[str]:

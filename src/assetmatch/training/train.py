@@ -21,12 +21,14 @@ import shutil
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from assetmatch.models import TableAsset
 from assetmatch.ranking.config import RankerConfig
+from assetmatch.ranking.finerank import Fusion, write_calibration
 from assetmatch.training import evaluate as ev
 from assetmatch.training.pairs import Candidates, LabelledRequirement, Pair, TrainingData, build_pairs
 
@@ -65,6 +67,54 @@ class TrainResult:
         return out
 
 
+def _batches(pairs: list[Pair], config: RankerConfig, generator: Any) -> Iterator[list[Pair]]:
+    """One epoch of batches. Listwise loss needs a requirement's pairs together: batches are whole
+    requirement groups (about `batch_size` pairs each); pointwise BCE takes pairs in any order."""
+    import torch
+
+    if config.loss == "bce":
+        order = torch.randperm(len(pairs), generator=generator).tolist()
+        for i in range(0, len(order), config.batch_size):
+            yield [pairs[j] for j in order[i : i + config.batch_size]]
+        return
+    groups: dict[str, list[Pair]] = {}
+    for p in pairs:
+        groups.setdefault(p.requirement_id, []).append(p)
+    keys = list(groups)
+    batch: list[Pair] = []
+    for j in torch.randperm(len(keys), generator=generator).tolist():
+        batch.extend(groups[keys[j]])
+        if len(batch) >= config.batch_size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def pair_loss(logits: Any, batch: list[Pair], loss: str) -> Any:
+    """BCE on every pair; `listwise` adds, per requirement, the softmax cross-entropy of its gold
+    tables against its negatives (-log sum_gold e^s / sum_all e^s): the ranking signal that
+    pointwise BCE dilutes when most pairs are negatives."""
+    import torch
+
+    labels = torch.tensor([p.label for p in batch], dtype=torch.float32, device=logits.device)
+    out = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels)
+    if loss == "bce":
+        return out
+    groups: dict[str, list[int]] = {}
+    for i, p in enumerate(batch):
+        groups.setdefault(p.requirement_id, []).append(i)
+    terms = []
+    for idx in groups.values():
+        s = logits[idx]
+        gold = labels[idx] > 0.5
+        if gold.any() and not gold.all():
+            terms.append(torch.logsumexp(s, 0) - torch.logsumexp(s[gold], 0))
+    if terms:
+        out = out + torch.stack(terms).mean()
+    return out
+
+
 def fit_adapter(
     peft_model: Any,
     tokenizer: Any,
@@ -74,27 +124,24 @@ def fit_adapter(
     device: str,
     progress: Any = None,
 ) -> FitStats:
-    """Step 5: train the adapter's parameters on pointwise BCE (the base stays frozen)."""
+    """Step 5: train the adapter's parameters (the base stays frozen) on `config.loss`."""
     import torch
     from transformers import get_linear_schedule_with_warmup
 
-    steps_per_epoch = (len(pairs) + config.batch_size - 1) // config.batch_size
+    steps_per_epoch = sum(1 for _ in _batches(pairs, config, torch.Generator().manual_seed(0)))
     total = config.max_steps or steps_per_epoch * config.epochs  # max_steps overrides epochs (as in HF)
     params = [p for p in peft_model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(total * config.warmup_ratio), max(1, total))
-    loss_fn = torch.nn.BCEWithLogitsLoss()
     generator = torch.Generator().manual_seed(config.seed)
     peft_model.train()
     losses: list[float] = []
     step, start = 0, time.perf_counter()
     task = progress.add_task("training", total=total) if progress is not None else None
     while step < total:
-        order = torch.randperm(len(pairs), generator=generator).tolist()
-        for i in range(0, len(order), config.batch_size):
+        for batch in _batches(pairs, config, generator):
             if step >= total:
                 break
-            batch = [pairs[j] for j in order[i : i + config.batch_size]]
             enc = tokenizer(
                 [p.text for p in batch],
                 [documents[(p.text, p.asset_id)] for p in batch],
@@ -103,10 +150,9 @@ def fit_adapter(
                 padding=True,
                 return_tensors="pt",
             ).to(device)
-            labels = torch.tensor([p.label for p in batch], dtype=torch.float32, device=device)
             with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device == "cuda"):
                 logits = peft_model(**enc).logits.view(-1)
-            loss = loss_fn(logits.float(), labels)
+            loss = pair_loss(logits.float(), batch, config.loss)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
@@ -122,7 +168,8 @@ def fit_adapter(
 
 
 def _adapter_scorer(adapter_dir: Path, config: RankerConfig, assets: dict[str, TableAsset]) -> ev.Scorer:
-    """A Scorer (business, text, asset ids) -> logits over one saved adapter."""
+    """A Scorer (business, text, asset ids in coarse order) -> probabilities over one saved adapter
+    (its own calibrated fusion included)."""
     from assetmatch.ranking.finerank import LoraFineRanker
 
     ranker = LoraFineRanker.from_folders(
@@ -130,9 +177,31 @@ def _adapter_scorer(adapter_dir: Path, config: RankerConfig, assets: dict[str, T
     )
 
     def score(business: str, text: str, ids: list[str]) -> list[float]:
-        return ranker.logits("_eval", text, [assets[i] for i in ids])
+        return ranker.score("_eval", text, [assets[i] for i in ids])
 
     return score
+
+
+def _validation_logits(
+    adapter_dir: Path,
+    config: RankerConfig,
+    library: dict[str, TableAsset],
+    validation: list[LabelledRequirement],
+    candidates: Candidates,
+) -> list[tuple[LabelledRequirement, list[str], list[float], float]]:
+    """(requirement, candidates in coarse order, adapter logits, ms) for each validation requirement."""
+    from assetmatch.ranking.finerank import LoraFineRanker
+
+    ranker = LoraFineRanker.from_folders(
+        {"_eval": (adapter_dir, "eval")}, config.base, config.device, config.max_length
+    )
+    out = []
+    for req in validation:
+        cands = candidates(req.business, req.text, config.candidate_k)
+        start = time.perf_counter()
+        logits = ranker.logits("_eval", req.text, [library[i] for i in cands]) if cands else []
+        out.append((req, cands, logits, (time.perf_counter() - start) * 1000))
+    return out
 
 
 def train_business(
@@ -199,22 +268,21 @@ def train_business(
     # 5. train
     fit = fit_adapter(peft_model, tokenizer, pairs, documents, config, device, progress)
 
-    # 6. evaluate the new adapter on the same validation requirements; calibrate its threshold
+    # 6. evaluate the new adapter on the same validation requirements: fit the fusion of its logits
+    #    with the coarse rank, then calibrate the set-selection threshold on the fused probabilities
     with tempfile.TemporaryDirectory() as tmp:
         save_adapter(peft_model, tmp, config)
-        ranked = ev.rank_requirements(
-            validation, candidates, config.candidate_k, _adapter_scorer(Path(tmp), config, library)
-        )
+        scored = _validation_logits(Path(tmp), config, library, validation, candidates)
+    fusion = Fusion.fit([(logits, [c in r.gold for c in cands]) for r, cands, logits, _ in scored])
+    ranked = [ev.reranked(r, cands, fusion.probs(logits), ms) for r, cands, logits, ms in scored]
     threshold = ev.calibrate_threshold(ranked)
     reports["challenger"] = ev.report("challenger", ranked, threshold=threshold)
 
     # 7. save: adapter, config, calibration, report and plot together
-    from assetmatch.ranking.finerank import write_calibration
-
     if out.exists():
         shutil.rmtree(out)
     save_adapter(peft_model, out, config)
-    write_calibration(out, threshold, validation_requirements=len(validation))
+    write_calibration(out, threshold, fusion, validation_requirements=len(validation))
     result = TrainResult(business, out, config, fit, threshold, reports, data.counts())
     (out / "eval_report.json").write_text(
         json.dumps({k: r.to_dict() for k, r in reports.items()}, indent=1), encoding="utf-8"

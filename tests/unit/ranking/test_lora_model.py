@@ -124,3 +124,23 @@ def test_lora_fine_ranker_implements_the_protocol(trained: dict[str, Any]) -> No
     assert ranker.score_many([("game", "daily active users", assets)]) == [pytest.approx(scores, abs=1e-5)]
     with pytest.raises(KeyError, match="no fine-ranking adapter"):
         ranker.score("other", "x", assets)
+
+
+def test_lora_fine_ranker_applies_the_calibrated_fusion(trained: dict[str, Any], tmp_path: Path) -> None:
+    """calibration.json's fusion turns logits into the probabilities the threshold was set on."""
+    import shutil
+
+    from assetmatch.ranking.finerank import Fusion
+
+    folder = tmp_path / "fused"
+    shutil.copytree(trained["root"] / "trained", folder)
+    write_calibration(folder, 0.5, Fusion(weights=[-1.0, 0.0, 0.0], bias=0.0))  # flips the order
+    plain = LoraFineRanker.from_folders({"g": (trained["root"] / "trained", "1")}, CONFIG.base, "cpu", 32)
+    fused = LoraFineRanker.from_folders({"g": (folder, "2")}, CONFIG.base, "cpu", 32)
+    assets = [
+        TableAsset(business="g", name="dws_active_users", comment="active users per day"),
+        TableAsset(business="g", name="dim_item", comment="item catalogue"),
+    ]
+    a, b = plain.score("g", "daily active users", assets), fused.score("g", "daily active users", assets)
+    assert a[0] > a[1] and b[0] < b[1]
+    assert b == pytest.approx([1 - p for p in a], abs=1e-6)
