@@ -104,7 +104,10 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--max-steps", type=int, default=60)
+    parser.add_argument("--max-steps", type=int, default=60, help="optimizer steps per business adapter")
+    parser.add_argument(
+        "--pooled-steps", type=int, default=0, help="steps of the pooled adapter (0: 4 x --max-steps)"
+    )
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--max-length", type=int, default=64)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
@@ -191,7 +194,8 @@ def main() -> None:
             [r for b in businesses for r in data[b].validation],
         )
         started = time.perf_counter()
-        res = train_business("pooled", pooled, pooled_assets, candidates, config, root / "pooled")
+        pooled_config = dataclasses.replace(config, max_steps=args.pooled_steps or 4 * config.max_steps)
+        res = train_business("pooled", pooled, pooled_assets, candidates, pooled_config, root / "pooled")
         folders["pooled"], pooled_threshold = (res.adapter_dir, "pooled"), res.threshold
         results.setdefault("train", {})["pooled"] = {
             "steps": res.fit.steps,
