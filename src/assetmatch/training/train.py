@@ -318,8 +318,13 @@ def load_training_data(
 
 
 def ranker_config(settings: Any, **overrides: Any) -> RankerConfig:
-    """RankerConfig from settings.model.base + settings.training.ranker + explicit overrides."""
-    values: dict[str, Any] = {"base": settings.model.base, "device": settings.model.device}
+    """RankerConfig from settings.model (base, device, token budget) + settings.training.ranker +
+    explicit overrides: the adapter trains with the token budget serving will give it."""
+    values: dict[str, Any] = {
+        "base": settings.model.base,
+        "device": settings.model.device,
+        "max_length": settings.model.max_length,
+    }
     values.update(settings.training.ranker)
     values.update({k: v for k, v in overrides.items() if v is not None})
     return RankerConfig.from_dict(values)
