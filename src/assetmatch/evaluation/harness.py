@@ -34,6 +34,7 @@ from assetmatch.config import LakeConfig, RecallConfig, Settings
 from assetmatch.evaluation import metrics as M
 from assetmatch.lake.delta import Lake
 from assetmatch.matching.fusion import (
+    Candidate,
     FeatureBuilder,
     LearnedFusion,
     RRFRanker,
@@ -51,6 +52,7 @@ from assetmatch.matching.selection import (
     save_selection,
     top_k_selection,
 )
+from assetmatch.matching.types import FeatureProvider
 from assetmatch.models import Requirement
 
 if TYPE_CHECKING:
@@ -178,6 +180,23 @@ class FitResult:
     report: dict[str, Any]
 
 
+def point_in_time_features(
+    provider: FeatureProvider | None, recalled: Sequence[tuple[Requirement, Sequence[Candidate]]]
+) -> list[dict[str, dict[str, float]] | None]:
+    """Per requirement, its candidates' stored features as of the requirement's time, in ONE
+    point-in-time call (`FeatureProvider.historical`): a model trained on today's usage counts
+    would learn from the future of its past requirements. None where there is no provider or the
+    requirement has no timestamp (its features are then read online, as at match time)."""
+    if provider is None:
+        return [None] * len(recalled)
+    rows = [(c.asset_id, req.ts) for req, cands in recalled if req.ts is not None for c in cands]
+    values = iter(provider.historical(rows))
+    out: list[dict[str, dict[str, float]] | None] = []
+    for req, cands in recalled:
+        out.append(None if req.ts is None else {c.asset_id: next(values) for c in cands})
+    return out
+
+
 def fit_matching(
     index: IndexSet,
     settings: Settings,
@@ -198,16 +217,24 @@ def fit_matching(
     iterator: Iterator[Requirement] = iter(train)
     if progress is not None:
         iterator = progress(iterator, len(train), "fit: recall on train")
+    recalled = []
     for req in iterator:
         hits = recall_matcher.recall(req.business, req.text)
-        cands = list(collect_candidates(hits).values())
+        recalled.append((req, list(collect_candidates(hits).values())))
+    stored = point_in_time_features(builder.feature_provider, recalled)
+    for (req, cands), features in zip(recalled, stored):
         gold = set(req.gold_assets)
         labels = np.array([int(c.asset_id in gold) for c in cands], dtype=int)
         n_gold_recalled += int(labels.sum())
         group = builder.group_of(req.gold_assets[0]) if req.gold_assets else req.business
         groups.append(
             TrainingGroup(
-                req.id, group, builder.matrix(req.text, cands), labels, [c.asset_id for c in cands], len(gold)
+                req.id,
+                group,
+                builder.matrix(req.text, cands, features),
+                labels,
+                [c.asset_id for c in cands],
+                len(gold),
             )
         )
     t0 = time.perf_counter()

@@ -186,8 +186,16 @@ class FeatureBuilder:
             self._degree[asset_id] = len(self.neighbors(asset_id))
         return self._degree[asset_id]
 
-    def matrix(self, query: str, candidates: Sequence[Candidate]) -> np.ndarray:
-        """Feature rows for `candidates` (same order), shape (len(candidates), len(feature_names))."""
+    def matrix(
+        self,
+        query: str,
+        candidates: Sequence[Candidate],
+        stored: Mapping[str, Mapping[str, float]] | None = None,
+    ) -> np.ndarray:
+        """Feature rows for `candidates` (same order), shape (len(candidates), len(feature_names)).
+
+        `stored` gives the feature provider's values per asset id (training passes point-in-time
+        values as of the requirement's time); without it they are read online (matching)."""
         n = len(candidates)
         names = self.feature_names
         out = np.zeros((n, len(names)), dtype=np.float64)
@@ -212,8 +220,8 @@ class FeatureBuilder:
             members[info.group].append(cand.rrf)
         group_order = {g: i + 1 for i, g in enumerate(sorted(group_max, key=lambda g: (-group_max[g], g)))}
         rrf_by_id = {c.asset_id: c.rrf for c in candidates}
-        fp_values: dict[str, dict[str, float]] = {}
-        if self.feature_provider is not None:
+        fp_values: Mapping[str, Mapping[str, float]] = stored or {}
+        if self.feature_provider is not None and stored is None:
             fp_values = self.feature_provider.online([c.asset_id for c in candidates])
 
         for i, (cand, info) in enumerate(zip(candidates, statics)):

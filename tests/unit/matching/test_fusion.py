@@ -145,3 +145,40 @@ def test_fit_needs_both_labels() -> None:
         fit_learned_fusion([group], ["x", "y"])
     with pytest.raises(ValueError, match="no training requirements"):
         fit_learned_fusion([], ["x"])
+
+
+class _DatedUsage:
+    """A FeatureProvider whose one feature is the day of the month it is read for: online reads are
+    'today' (day 28), point-in-time reads the requested day, so a leak from the future shows."""
+
+    def __init__(self) -> None:
+        self.feature_names = ["queries_30d"]
+        self.historical_rows: list[tuple[str, object]] = []
+
+    def online(self, asset_ids: list[str]) -> dict[str, dict[str, float]]:
+        return {a: {"queries_30d": 28.0} for a in asset_ids}
+
+    def historical(self, rows: list[tuple[str, object]]) -> list[dict[str, float]]:
+        self.historical_rows += rows
+        return [{"queries_30d": float(ts.day)} for _, ts in rows]  # type: ignore[attr-defined]
+
+
+def test_training_features_are_read_as_of_each_requirement_not_today() -> None:
+    from datetime import UTC, datetime
+
+    from assetmatch.evaluation.harness import point_in_time_features
+    from assetmatch.models import Requirement
+
+    provider = _DatedUsage()
+    builder = FeatureBuilder(ASSETS, paths=["lexical", "dense"], feature_provider=provider)
+    cands = list(collect_candidates(hits()).values())
+    dated = Requirement(id="a", business="lib", text="students", ts=datetime(2026, 3, 5, tzinfo=UTC))
+    undated = Requirement(id="b", business="lib", text="students")
+    stored = point_in_time_features(provider, [(dated, cands), (undated, cands)])
+    assert len(provider.historical_rows) == len(cands)  # one batched call, dated requirement only
+    assert {ts for _, ts in provider.historical_rows} == {dated.ts}
+    assert stored[1] is None
+    column = builder.feature_names.index("fp_queries_30d")
+    assert set(builder.matrix(dated.text, cands, stored[0])[:, column]) == {5.0}
+    assert set(builder.matrix(undated.text, cands, stored[1])[:, column]) == {28.0}  # online
+    assert point_in_time_features(None, [(dated, cands)]) == [None]
