@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 from datetime import UTC, datetime, timedelta
 
@@ -29,10 +30,11 @@ def synthetic_lake(
         lake.merge_assets(assets[start : start + 20_000], run_id=f"bench-{start}")
     ids = [a.asset_id for a in assets]
     now = datetime.now(UTC)
-    weights = [1.0 / (rank + 1) for rank in range(n_assets)]
+    # cumulative weights once: with `weights=` every draw re-sums all n_assets weights (quadratic)
+    cum_weights = list(itertools.accumulate(1.0 / (rank + 1) for rank in range(n_assets)))
     rows = []
     for q in range(n_queries):
-        picked = rng.choices(ids, weights=weights, k=rng.randint(1, 4))
+        picked = rng.choices(ids, cum_weights=cum_weights, k=rng.randint(1, 4))
         entry = QueryLogEntry(
             query_id=f"q{q}",
             ts=now - timedelta(seconds=rng.uniform(0, days * 86_400)),

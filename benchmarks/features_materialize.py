@@ -2,6 +2,7 @@
 store (SQLite by default), timing each phase and the process's peak memory.
 
     nice .venv/bin/python benchmarks/features_materialize.py [--assets 100000] [--queries 200000] [--days 7]
+        [--online-store sqlite|redis] [--redis 127.0.0.1:6379]
 
 The synthetic lake is written by a child process first, so the peak RSS printed belongs to the
 materialization alone (plus the Feast import, printed as the baseline).
@@ -28,6 +29,11 @@ def _prepare(uri: str, assets: int, queries: int, days: int) -> None:
     synthetic_lake(uri, assets, queries, days)
 
 
+def _peak_rss_mib() -> float:
+    """This process's peak resident memory so far (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -36,6 +42,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=200_000)
     parser.add_argument("--days", type=int, default=7, help="days of query log = daily snapshots computed")
     parser.add_argument("--online-store", choices=["sqlite", "redis"], default="sqlite")
+    parser.add_argument("--redis", default="127.0.0.1:6379", help="Redis host:port for --online-store redis")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -66,6 +73,7 @@ def main() -> None:
                 "project": f"bench_{uuid.uuid4().hex[:8]}",
                 "history_days": args.days,
                 "online_store": args.online_store,
+                "redis_connection": args.redis,
             },
         )
         rss = psutil.Process().memory_info().rss / 2**20
@@ -76,7 +84,8 @@ def main() -> None:
         build_s, build_cpu = time.perf_counter() - t0, time.process_time() - c0
         print(
             f"build snapshots: {len(written.snapshots)} days, {written.asset_rows} asset rows, "
-            f"{written.pair_rows} pair rows in {build_s:.1f} s (cpu {build_cpu:.1f} s)"
+            f"{written.pair_rows} pair rows in {build_s:.1f} s (cpu {build_cpu:.1f} s); "
+            f"peak RSS so far {_peak_rss_mib():.0f} MiB"
         )
 
         store = open_store(settings)
@@ -87,8 +96,10 @@ def main() -> None:
         store.materialize_incremental(end_date=datetime.now(UTC))
         online_s, online_cpu = time.perf_counter() - t0, time.process_time() - c0
         print(f"materialize_incremental to {args.online_store}: {online_s:.1f} s (cpu {online_cpu:.1f} s)")
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        print(f"total {build_s + online_s:.1f} s wall; peak RSS {peak:.0f} MiB")
+        print(
+            f"total {build_s + online_s:.1f} s wall, {build_cpu + online_cpu:.1f} s cpu; "
+            f"peak RSS {_peak_rss_mib():.0f} MiB"
+        )
         store.teardown()
 
 
