@@ -314,6 +314,7 @@ def build_and_fit(
     """Build + publish the indexes, then fit and publish the coarse model and selection (as
     `assetmatch index build` does). Returns the manifest, with the fit report under "fit"."""
     from assetmatch.evaluation.harness import fit_matching, save_fit
+    from assetmatch.features import provider_for_training
     from assetmatch.lake.delta import Lake
     from assetmatch.matching.matcher import models_dir
     from assetmatch.recall.index import IndexSet
@@ -323,7 +324,7 @@ def build_and_fit(
     # the fit reads the requirements the index recorded, so index and fit describe the same snapshot
     version = built.manifest["lake"]["versions"].get(T.REQUIREMENTS)
     train = [r for r in lake.read_requirements(version=version, split="train") if r.gold_assets]
-    fit = fit_matching(built, settings, train)
+    fit = fit_matching(built, settings, train, feature_provider=provider_for_training(settings))
     save_fit(fit, models_dir(settings))
     return {**built.manifest, "fit": {k: v for k, v in fit.report.items() if k != "selection"}}
 

@@ -165,6 +165,7 @@ def features(ctx: DemoContext) -> str:
 @step("index", "Build the recall indexes and fit coarse fusion + set selection on the train split")
 def index(ctx: DemoContext) -> str:
     from assetmatch.evaluation.harness import fit_matching, save_fit
+    from assetmatch.features import provider_for_training
     from assetmatch.lake.delta import Lake
     from assetmatch.matching.matcher import models_dir
     from assetmatch.recall.index import IndexSet
@@ -173,7 +174,7 @@ def index(ctx: DemoContext) -> str:
     lake = Lake.from_settings(settings)
     built = IndexSet.build(lake, settings)
     train = [r for r in lake.read_requirements(split="train") if r.gold_assets]
-    fit = fit_matching(built, settings, train)
+    fit = fit_matching(built, settings, train, feature_provider=provider_for_training(settings))
     save_fit(fit, models_dir(settings))
     ctx.results["fit_report"] = fit.report
     return (

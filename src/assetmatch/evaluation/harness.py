@@ -203,14 +203,18 @@ def fit_matching(
     train: Sequence[Requirement],
     seed: int = 0,
     progress: Callable[[Iterator[Requirement], int, str], Iterator[Requirement]] | None = None,
+    feature_provider: FeatureProvider | None = None,
 ) -> FitResult:
     """Fit the coarse fusion model (CV-chosen) and calibrate set selection on training requirements.
+
+    With a `feature_provider` the model also learns from stored features (usage, freshness ...),
+    read point-in-time as of each requirement (`point_in_time_features`).
 
     With no training requirements: RRF and top-1 selection with FK closure (the untrained defaults).
     """
     if not train:
         return FitResult(None, SelectionParams(min_score=1.1, fk_closure=True), {"trained": False})
-    recall_matcher = Matcher(index, settings)
+    recall_matcher = Matcher(index, settings, feature_provider=feature_provider)
     builder: FeatureBuilder = recall_matcher.builder
     groups: list[TrainingGroup] = []
     n_gold_recalled = 0

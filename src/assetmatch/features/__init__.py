@@ -1,6 +1,31 @@
 """Feast features for ranking: frames computed from the lake (build), the Feast store built from the
 settings (store), and the FeatureProvider the Matcher reads (provider). Feast is imported lazily."""
 
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from assetmatch.config import Settings
+    from assetmatch.matching.types import FeatureProvider
+
 JOURNAL_FILE = "materializations.jsonl"
 """File under `feast.data_dir` where `store.materialize` appends one JSON line per run (lake versions
 read, snapshots written). Defined here, without Feast, so the nightly pipeline can read it cheaply."""
+
+
+def materialized(settings: Settings) -> bool:
+    """Whether features were ever materialized for these settings (the journal has a run)."""
+    return (Path(settings.feast.data_dir) / JOURNAL_FILE).exists()
+
+
+def provider_for_training(settings: Settings) -> FeatureProvider | None:
+    """The Feast provider the coarse model is fitted with: None when features are disabled or were
+    never materialized (a first run fits without them; the next fit, after materialization, uses
+    them). The model records its feature list, so matching knows whether it needs the provider."""
+    if not settings.feast.enabled or not materialized(settings):
+        return None
+    from assetmatch.features.provider import FeastFeatureProvider
+
+    return FeastFeatureProvider(settings)

@@ -86,6 +86,7 @@ class RRFRanker:
 
 
 # ---- features ------------------------------------------------------------------------------
+STORED_FEATURE_PREFIX = "fp_"  # columns that come from the FeatureProvider (Feast), not from recall
 
 
 def word_tokens(text: str) -> set[str]:
@@ -159,7 +160,7 @@ class FeatureBuilder:
             "neighbor_n_candidates",
         ]
         if self.feature_provider is not None:
-            names += [f"fp_{n}" for n in self.feature_provider.feature_names]
+            names += [f"{STORED_FEATURE_PREFIX}{n}" for n in self.feature_provider.feature_names]
         return names
 
     def _static_of(self, asset_id: str) -> _AssetStatic:

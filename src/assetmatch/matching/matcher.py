@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from assetmatch.config import Settings
 from assetmatch.matching.fusion import (
+    STORED_FEATURE_PREFIX,
     Candidate,
     CoarseRanker,
     FeatureBuilder,
@@ -92,7 +93,10 @@ class Matcher:
         feature_provider: FeatureProvider | None = None,
         fine_ranker: FineRanker | None = None,
     ) -> Matcher:
-        """The latest published index with its fitted coarse model and selection (RRF / defaults if absent)."""
+        """The latest published index with its fitted coarse model and selection (RRF / defaults if absent).
+
+        A coarse model fitted with stored features gets the Feast provider of `settings` unless one
+        is given (it degrades to defaults, never fails, when the online store is unreachable)."""
         from assetmatch.recall.index import IndexSet
 
         index = IndexSet.load_latest(settings.recall.index_root)
@@ -101,6 +105,12 @@ class Matcher:
         selector: SetSelector | None = None
         if (folder / COARSE_FILE).exists():
             coarse = LearnedFusion.load(folder / COARSE_FILE)
+            if feature_provider is None and any(
+                n.startswith(STORED_FEATURE_PREFIX) for n in coarse.feature_names
+            ):
+                from assetmatch.features.provider import FeastFeatureProvider
+
+                feature_provider = FeastFeatureProvider(settings)
         else:
             log.warning("no fitted coarse model in %s: using reciprocal-rank fusion", folder)
         if (folder / SELECTION_FILE).exists():
