@@ -8,7 +8,6 @@ Same hand-built lake as test_features_store.py; each test uses its own Feast pro
 from __future__ import annotations
 
 import importlib.util
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -55,18 +54,6 @@ def _settings(root: Path, **feast: Any) -> Settings:
 
 def _counter(reason: str) -> float:
     return REGISTRY.get_sample_value("assetmatch_feature_defaults_total", {"reason": reason}) or 0.0
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _fresh_feature_repo_modules() -> Iterator[None]:
-    """`store.apply` mutates the objects it applies (entity columns join the views' schema), and the
-    feature repository's modules hand out the same objects on every load: forget those modules after
-    this file so later tests load them unchanged."""
-    yield
-    from assetmatch.features.store import REPO_MODULES
-
-    for name in REPO_MODULES:
-        sys.modules.pop(name, None)
 
 
 @pytest.fixture(params=["sqlite", "redis"])

@@ -67,12 +67,17 @@ def load_repo_objects(repo_path: Path) -> RepoObjects:
     The modules import each other by plain name (`from entities import asset`), as Feast repositories
     do, so the folder goes on sys.path while they load. Not feast.repo_operations.parse_repo: that one
     derives module names from the current working directory.
+
+    The modules are executed afresh on every call: `apply` mutates the objects it registers (it adds
+    the entity column to each view's schema), so a second caller must not get the mutated ones.
     """
     objects = RepoObjects()
     added = str(repo_path) not in sys.path
     if added:
         sys.path.insert(0, str(repo_path))
     try:
+        for name in REPO_MODULES:
+            sys.modules.pop(name, None)
         modules = [importlib.import_module(name) for name in REPO_MODULES]
     finally:
         if added:
