@@ -4,8 +4,9 @@
  2. data      labelled requirements (+ synthetic ones) -> (requirement, table, label) pairs
  3. hard negatives  recall candidates that are not gold (counted per kind)
  4. baseline  evaluate coarse-only ranking and the current champion on the validation requirements
- 5. train     BCE on the pair logits, AdamW, linear warm-up/decay, bf16 autocast on GPU
- 6. evaluate  rerank validation candidates, calibrate the set-selection threshold
+ 5. train     listwise loss (BCE + per-requirement softmax), AdamW, warm-up/decay, bf16 on GPU
+ 6. evaluate  score validation candidates, fit the logit + coarse-rank fusion, calibrate the
+              set-selection threshold on the fused probabilities
  7. save      adapter + RankerConfig + calibration + eval report + plot in one folder
 
 `run_training` adds step 0 (read the lake) and step 8 (log to MLflow, register as `challenger`).
