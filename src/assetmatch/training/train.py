@@ -29,7 +29,7 @@ from typing import Any
 
 from assetmatch.models import TableAsset
 from assetmatch.ranking.config import RankerConfig
-from assetmatch.ranking.finerank import Fusion, write_calibration
+from assetmatch.ranking.finerank import Fusion, read_calibration, write_calibration
 from assetmatch.training import evaluate as ev
 from assetmatch.training.pairs import Candidates, LabelledRequirement, Pair, TrainingData, build_pairs
 
@@ -168,37 +168,27 @@ def fit_adapter(
     return FitStats(step, time.perf_counter() - start, losses, len(pairs), dict(kinds))
 
 
-def _adapter_scorer(adapter_dir: Path, config: RankerConfig, assets: dict[str, TableAsset]) -> ev.Scorer:
-    """A Scorer (business, text, asset ids in coarse order) -> probabilities over one saved adapter
-    (its own calibrated fusion included)."""
-    from assetmatch.ranking.finerank import LoraFineRanker
-
-    ranker = LoraFineRanker.from_folders(
-        {"_eval": (adapter_dir, "eval")}, config.base, config.device, config.max_length
-    )
-
-    def score(business: str, text: str, ids: list[str]) -> list[float]:
-        return ranker.score("_eval", text, [assets[i] for i in ids])
-
-    return score
+Scored = tuple[LabelledRequirement, list[str], list[float], float]
 
 
 def _validation_logits(
     adapter_dir: Path,
-    config: RankerConfig,
     library: dict[str, TableAsset],
     validation: list[LabelledRequirement],
     candidates: Candidates,
-) -> list[tuple[LabelledRequirement, list[str], list[float], float]]:
-    """(requirement, candidates in coarse order, adapter logits, ms) for each validation requirement."""
+    k: int,
+) -> list[Scored]:
+    """(requirement, top-k candidates in coarse order, adapter logits, ms) per validation requirement,
+    scored by the adapter saved in `adapter_dir` (with the base and token budget it was trained with)."""
     from assetmatch.ranking.finerank import LoraFineRanker
 
+    config = RankerConfig.load(adapter_dir)
     ranker = LoraFineRanker.from_folders(
         {"_eval": (adapter_dir, "eval")}, config.base, config.device, config.max_length
     )
     out = []
     for req in validation:
-        cands = candidates(req.business, req.text, config.candidate_k)
+        cands = candidates(req.business, req.text, k)
         start = time.perf_counter()
         logits = ranker.logits("_eval", req.text, [library[i] for i in cands]) if cands else []
         out.append((req, cands, logits, (time.perf_counter() - start) * 1000))
@@ -256,14 +246,10 @@ def train_business(
     reports: dict[str, ev.EvalReport] = {}
     coarse = ev.rank_requirements(validation, candidates, config.candidate_k, None)
     reports["coarse_only"] = ev.report("coarse_only", coarse, top_n=ev.calibrate_top_n(coarse))
-    if champion_dir is not None:
-        champ_cfg = RankerConfig.load(champion_dir)
-        ranked = ev.rank_requirements(
-            validation,
-            candidates,
-            config.candidate_k,
-            _adapter_scorer(Path(champion_dir), champ_cfg, library),
-        )
+    if champion_dir is not None:  # with the fusion it was calibrated with
+        champion_fusion = Fusion.from_dict(read_calibration(champion_dir).get("fusion"))
+        scored = _validation_logits(Path(champion_dir), library, validation, candidates, config.candidate_k)
+        ranked = [ev.reranked(r, c, champion_fusion.probs(logits), ms) for r, c, logits, ms in scored]
         reports["champion"] = ev.report("champion", ranked, threshold=ev.calibrate_threshold(ranked))
 
     # 5. train
@@ -273,7 +259,7 @@ def train_business(
     #    with the coarse rank, then calibrate the set-selection threshold on the fused probabilities
     with tempfile.TemporaryDirectory() as tmp:
         save_adapter(peft_model, tmp, config)
-        scored = _validation_logits(Path(tmp), config, library, validation, candidates)
+        scored = _validation_logits(Path(tmp), library, validation, candidates, config.candidate_k)
     fusion = Fusion.fit([(logits, [c in r.gold for c in cands]) for r, cands, logits, _ in scored])
     ranked = [ev.reranked(r, cands, fusion.probs(logits), ms) for r, cands, logits, ms in scored]
     threshold = ev.calibrate_threshold(ranked)
