@@ -7,53 +7,23 @@ Same hand-built lake as test_features_store.py; each test uses its own Feast pro
 
 from __future__ import annotations
 
-import importlib.util
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
-from prometheus_client import REGISTRY
+from feast_testing import defaults_counter, feast_settings, lakedata
 
-from assetmatch.config import Settings, load_settings
+from assetmatch.config import Settings
 
 pytestmark = pytest.mark.integration
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def _lakedata() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "feature_lakedata", REPO_ROOT / "tests" / "unit" / "features" / "feature_lakedata.py"
-    )
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-data = _lakedata()
+data = lakedata()
 ALL_TABLES = [data.ORDERS, data.USERS, data.OLD, data.GONE, data.HX]
 
 
 def _settings(root: Path, **feast: Any) -> Settings:
-    return load_settings(
-        None,
-        lake={"uri": str(root / "lake")},
-        feast={
-            "data_dir": str(root / "feast"),
-            "repo_path": str(REPO_ROOT / "feature_repo"),
-            "project": f"am_test_{uuid.uuid4().hex[:10]}",
-            "history_days": 30,
-            **feast,
-        },
-    )
-
-
-def _counter(reason: str) -> float:
-    return REGISTRY.get_sample_value("assetmatch_feature_defaults_total", {"reason": reason}) or 0.0
+    return feast_settings(root, history_days=30, **feast)
 
 
 @pytest.fixture(params=["sqlite", "redis"])
@@ -81,12 +51,12 @@ def test_online_read_matches_get_online_features(materialized: Settings) -> None
     assert fast.reader == "online_read"
     asked = [*ALL_TABLES, "g.brand_new", data.USERS]
 
-    before = _counter("missing")
+    before = defaults_counter("missing")
     expected = reference.online(asked)
-    missing_per_call = _counter("missing") - before
+    missing_per_call = defaults_counter("missing") - before
     got = fast.online(asked)
     assert got == expected
-    assert _counter("missing") - before == 2 * missing_per_call == 2.0  # only g.brand_new, both paths
+    assert defaults_counter("missing") - before == 2 * missing_per_call == 2.0  # only g.brand_new, both paths
     assert list(got) == list(dict.fromkeys(asked))
     for asset_id, values in data.EXPECTED_AT_R.items():  # real stored values, not defaults on both sides
         for name, value in values.items():

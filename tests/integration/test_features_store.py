@@ -9,55 +9,19 @@ from __future__ import annotations
 
 import importlib.util
 import socket
-import uuid
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
-from prometheus_client import REGISTRY
+from feast_testing import REPO_ROOT, defaults_counter, feast_settings, lakedata, new_project
 
-from assetmatch.config import Settings, load_settings
+from assetmatch.config import Settings
 
 pytestmark = pytest.mark.integration
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def _lakedata() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "feature_lakedata", REPO_ROOT / "tests" / "unit" / "features" / "feature_lakedata.py"
-    )
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-data = _lakedata()
-
-
-def _settings(root: Path, project: str, **feast: Any) -> Settings:
-    return load_settings(
-        None,
-        lake={"uri": str(root / "lake")},
-        feast={
-            "data_dir": str(root / "feast"),
-            "repo_path": str(REPO_ROOT / "feature_repo"),
-            "project": project,
-            **feast,
-        },
-    )
-
-
-def _project() -> str:
-    return f"am_test_{uuid.uuid4().hex[:10]}"
-
-
-def _counter(reason: str) -> float:
-    return REGISTRY.get_sample_value("assetmatch_feature_defaults_total", {"reason": reason}) or 0.0
+data = lakedata()
 
 
 def _closed_port() -> int:
@@ -73,7 +37,7 @@ def sqlite_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Set
 
     root = tmp_path_factory.mktemp("feast_sqlite")
     data.build_lake(str(root / "lake"))
-    settings = _settings(root, _project(), history_days=30)
+    settings = feast_settings(root, new_project(), history_days=30)
     report = materialize(settings, now=data.R + 12 * data.H)
     yield settings, report
 
@@ -105,12 +69,12 @@ def test_sqlite_materialize_and_online_read(sqlite_store: tuple[Settings, Any]) 
     assert report.features.lake_versions == {"assets": 1, "query_log": 0, "feedback": 0}
     assert report.features.asset_rows == 30 * len(data.EXPECTED_AT_R)
     provider = FeastFeatureProvider(settings)
-    before = _counter("missing")
+    before = defaults_counter("missing")
     values = provider.online([data.ORDERS, data.USERS, "g.brand_new", data.ORDERS])
     assert list(values) == [data.ORDERS, data.USERS, "g.brand_new"]
     _check_online(values)
     assert values["g.brand_new"] == {n: provider._defaults([n])[n] for n in provider.feature_names}
-    assert _counter("missing") == before + 1
+    assert defaults_counter("missing") == before + 1
     pairs = provider.co_usage([(data.USERS, data.ORDERS), (data.ORDERS, data.OLD)])
     assert pairs[(data.USERS, data.ORDERS)] == {"co_queries_30d": 2.0, "co_queries_90d": 2.0}
     assert pairs[(data.ORDERS, data.OLD)] == {"co_queries_30d": 0.0, "co_queries_90d": 0.0}
@@ -138,7 +102,7 @@ def test_incremental_run_appends_and_updates_online(tmp_path: Path) -> None:
     from assetmatch.features.store import materialize, open_store
 
     data.build_lake(str(tmp_path / "lake"))
-    settings = _settings(tmp_path, _project(), history_days=10)
+    settings = feast_settings(tmp_path, new_project(), history_days=10)
     first = materialize(settings, now=data.R + 12 * data.H)
     second = materialize(settings, now=data.R + data.D + 12 * data.H)
     assert len(first.features.snapshots) == 10 and second.features.snapshots == [
@@ -157,8 +121,10 @@ def test_redis_online_store_is_a_config_change(tmp_path: Path, redis_url: str) -
     from assetmatch.features.store import materialize, open_store
 
     data.build_lake(str(tmp_path / "lake"))
-    project = _project()
-    settings = _settings(tmp_path, project, history_days=30, online_store="redis", redis_connection=redis_url)
+    project = new_project()
+    settings = feast_settings(
+        tmp_path, project, history_days=30, online_store="redis", redis_connection=redis_url
+    )
     try:
         report = materialize(settings, now=data.R + 12 * data.H)
         assert report.online_store == "redis"
@@ -169,18 +135,18 @@ def test_redis_online_store_is_a_config_change(tmp_path: Path, redis_url: str) -
         assert any(True for _ in client.scan_iter(match=f"*{project}*", count=1000))  # keys carry the project
 
         # Redis down (a closed port): defaults, the counter goes up, no exception.
-        down = _settings(
+        down = feast_settings(
             tmp_path,
             project,
             online_store="redis",
             redis_connection=f"127.0.0.1:{_closed_port()},socket_timeout=1",
         )
-        before = _counter("store_error")
+        before = defaults_counter("store_error")
         values = FeastFeatureProvider(down).online([data.ORDERS, data.USERS])
         assert (
             values[data.ORDERS]["queries_30d"] == 0.0 and values[data.ORDERS]["days_since_last_use"] == 365.0
         )
-        assert _counter("store_error") == before + 2
+        assert defaults_counter("store_error") == before + 2
     finally:
         open_store(settings).teardown()
     assert not any(True for _ in client.scan_iter(match=f"*{project}*", count=1000))
@@ -193,7 +159,7 @@ def test_cli_materialize_and_show(tmp_path: Path) -> None:
 
     data.build_lake(str(tmp_path / "lake"))
     config = tmp_path / "assetmatch.yaml"
-    project = _project()
+    project = new_project()
     config.write_text(
         f"lake:\n  uri: {tmp_path / 'lake'}\nfeast:\n  data_dir: {tmp_path / 'feast'}\n"
         f"  repo_path: {REPO_ROOT / 'feature_repo'}\n  project: {project}\n  history_days: 5\n"
@@ -223,7 +189,7 @@ def test_prefect_flow_materializes(tmp_path: Path, prefect_harness: None) -> Non
     config = tmp_path / "assetmatch.yaml"
     config.write_text(
         f"lake:\n  uri: {tmp_path / 'lake'}\nfeast:\n  data_dir: {tmp_path / 'feast'}\n"
-        f"  repo_path: {REPO_ROOT / 'feature_repo'}\n  project: {_project()}\n  history_days: 3\n"
+        f"  repo_path: {REPO_ROOT / 'feature_repo'}\n  project: {new_project()}\n  history_days: 3\n"
     )
     report = flow_module.materialize_features(config_path=str(config))
     assert report["snapshots"] == 3 and report["lake_versions"]["query_log"] == 0
