@@ -164,22 +164,13 @@ def features(ctx: DemoContext) -> str:
 
 @step("index", "Build the recall indexes and fit coarse fusion + set selection on the train split")
 def index(ctx: DemoContext) -> str:
-    from assetmatch.evaluation.harness import fit_matching, save_fit
-    from assetmatch.features import provider_for_training
-    from assetmatch.lake.delta import Lake
-    from assetmatch.matching.matcher import models_dir
-    from assetmatch.recall.index import IndexSet
+    from assetmatch.pipeline import build_and_fit  # what `assetmatch index build` and nightly run
 
-    settings = ctx.settings
-    lake = Lake.from_settings(settings)
-    built = IndexSet.build(lake, settings)
-    train = [r for r in lake.read_requirements(split="train") if r.gold_assets]
-    fit = fit_matching(built, settings, train, feature_provider=provider_for_training(settings))
-    save_fit(fit, models_dir(settings))
-    ctx.results["fit_report"] = fit.report
+    manifest = build_and_fit(ctx.settings)
+    fit = manifest["fit"]
     return (
-        f"index {built.id} over {len(built.assets)} tables; coarse model "
-        f"{fit.report.get('cv_chosen', 'rrf')} fitted on {len(train)} train requirements"
+        f"index {manifest['id']} over {manifest['counts']['assets']} tables; coarse model "
+        f"{fit.get('cv_chosen', 'rrf')} fitted on {fit.get('n_train_requirements', 0)} train requirements"
     )
 
 
