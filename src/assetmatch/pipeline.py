@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from assetmatch.config import Settings, SourceSpec
-from assetmatch.features import JOURNAL_FILE
+from assetmatch.features import journal_path
 from assetmatch.lake import tables as T
 
 log = logging.getLogger(__name__)
@@ -220,7 +220,7 @@ def published_manifest(settings: Settings) -> dict[str, Any] | None:
 
 def last_materialization(settings: Settings) -> dict[str, Any] | None:
     """The last line of the features journal (None before the first materialization)."""
-    path = Path(settings.feast.data_dir) / JOURNAL_FILE
+    path = journal_path(settings)
     if not path.exists():
         return None
     lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

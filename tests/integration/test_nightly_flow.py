@@ -9,7 +9,6 @@ import csv
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,9 +17,9 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-import httpx
 import pytest
 import yaml
+from servers import free_port, log_tail, wait_healthy
 
 pytestmark = pytest.mark.integration
 
@@ -28,12 +27,6 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 PREFECT = str(Path(sys.executable).with_name("prefect"))
 SERVER_START_S = 240  # ~14 s on an idle machine; minutes on a busy 2-core one
 RUN_TIMEOUT_S = 900
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -48,14 +41,10 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(timeout=10)
 
 
-def _tail(path: Path, n: int = 3000) -> str:
-    return path.read_text(errors="replace")[-n:] if path.exists() else ""
-
-
 @pytest.fixture
 def prefect_server(pg_url: str, tmp_path: Path) -> Iterator[dict[str, str]]:
     """`prefect server start` on a fresh PostgreSQL database; yields the environment that reaches it."""
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "PREFECT_HOME": str(tmp_path / "prefect-home"),
@@ -75,18 +64,7 @@ def prefect_server(pg_url: str, tmp_path: Path) -> Iterator[dict[str, str]]:
         )  # fmt: skip
     try:
         api = f"http://127.0.0.1:{port}/api"
-        deadline = time.monotonic() + SERVER_START_S
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"prefect server exited with {proc.returncode}:\n{_tail(log)}")
-            try:
-                if httpx.get(f"{api}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"prefect server not healthy in {SERVER_START_S} s:\n{_tail(log)}")
-            time.sleep(1)
+        wait_healthy(proc, f"{api}/health", SERVER_START_S, log, "prefect server")
         yield {**env, "PREFECT_API_URL": api, "ASSETMATCH_REPO_ROOT": str(REPO_ROOT)}
     finally:
         _stop(proc)
@@ -158,7 +136,7 @@ async def _run_and_wait(api: str, config: Path, worker_log: Path) -> tuple[Any, 
                 if run.state is not None and run.state.is_final():
                     break
                 assert time.monotonic() < deadline, (
-                    f"nightly not done in {RUN_TIMEOUT_S} s:\n{_tail(worker_log)}"
+                    f"nightly not done in {RUN_TIMEOUT_S} s:\n{log_tail(worker_log)}"
                 )
                 await asyncio.sleep(2)
             only_this = FlowRunFilter(id=FlowRunFilterId(any_=[UUID(str(run.id))]))
@@ -179,7 +157,7 @@ def test_nightly_deployed_runs_everything_then_nothing(
 
     # 1. first night: every stage runs, each as its own task run with its artifact
     run, tasks, artifacts = asyncio.run(_run_and_wait(api, demo_config, worker))
-    assert run.state.is_completed(), f"{run.state}\n{_tail(worker)}"
+    assert run.state.is_completed(), f"{run.state}\n{log_tail(worker)}"
     names = {re.sub(r"-[0-9a-f]{3}$", "", t.name) for t in tasks}  # Prefect adds "-<3 hex>" to unnamed runs
     expected = {"ingest-catalog-card", "ingest-query-log", "ingest-glossary", "ingest-requirements",
                 "index-and-fit", "materialize-features", "plan-training", "train-card", "plan-promotion",
@@ -204,7 +182,7 @@ def test_nightly_deployed_runs_everything_then_nothing(
 
     # 2. second night, nothing changed: ingest runs, everything after it skips itself
     run2, tasks2, artifacts2 = asyncio.run(_run_and_wait(api, demo_config, worker))
-    assert run2.state.is_completed(), f"{run2.state}\n{_tail(worker)}"
+    assert run2.state.is_completed(), f"{run2.state}\n{log_tail(worker)}"
     summary2 = artifacts2["nightly-summary"]
     print(summary2)
     assert "| ingest | ✅ ran | no source changed" in summary2, summary2

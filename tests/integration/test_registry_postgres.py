@@ -3,30 +3,22 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
+from servers import free_port, wait_healthy
 
 from assetmatch.registry.mlflow import Registry
 
 pytestmark = pytest.mark.integration
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def mlflow_server(pg_url: str, tmp_path: Path) -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     mlflow_bin = Path(sys.executable).with_name("mlflow")
     proc = subprocess.Popen(
         [
@@ -49,18 +41,8 @@ def mlflow_server(pg_url: str, tmp_path: Path) -> Iterator[str]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 420  # a loaded CI machine needs minutes to import the server
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                pytest.fail(f"mlflow server exited early: {(tmp_path / 'server.log').read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(1)
-        else:
-            pytest.fail("mlflow server did not become healthy in 420 s")
+        # a loaded CI machine needs minutes to import the server
+        wait_healthy(proc, f"{url}/health", 420, tmp_path / "server.log", "mlflow server")
         yield url
     finally:
         proc.terminate()

@@ -15,16 +15,16 @@ JOURNAL_FILE = "materializations.jsonl"
 read, snapshots written). Defined here, without Feast, so the nightly pipeline can read it cheaply."""
 
 
-def materialized(settings: Settings) -> bool:
-    """Whether features were ever materialized for these settings (the journal has a run)."""
-    return (Path(settings.feast.data_dir) / JOURNAL_FILE).exists()
+def journal_path(settings: Settings) -> Path:
+    """The materialization journal of these settings (it exists once features were materialized)."""
+    return Path(settings.feast.data_dir) / JOURNAL_FILE
 
 
 def provider_for_training(settings: Settings) -> FeatureProvider | None:
     """The Feast provider the coarse model is fitted with: None when features are disabled or were
     never materialized (a first run fits without them; the next fit, after materialization, uses
     them). The model records its feature list, so matching knows whether it needs the provider."""
-    if not settings.feast.enabled or not materialized(settings):
+    if not settings.feast.enabled or not journal_path(settings).exists():
         return None
     from assetmatch.features.provider import FeastFeatureProvider
 

@@ -25,7 +25,7 @@ from feast import Entity, FeatureService, FeatureStore, FeatureView, RepoConfig
 from feast.data_source import DataSource
 
 from assetmatch.config import ConfigError, Settings
-from assetmatch.features import JOURNAL_FILE
+from assetmatch.features import journal_path
 from assetmatch.features.build import FeatureWrite, build_features
 from assetmatch.lake.delta import Lake
 
@@ -197,7 +197,7 @@ def materialize(
         end=end,
         mode="full" if full else "incremental",
     )
-    journal = Path(settings.feast.data_dir) / JOURNAL_FILE
+    journal = journal_path(settings)
     with journal.open("a", encoding="utf-8") as fh:
         fh.write(json.dumps({"at": now.isoformat(), **report.as_dict()}, sort_keys=True) + "\n")
     log.info("materialized features: %s", report.as_dict())

@@ -79,9 +79,19 @@ def write_calibration(
     (Path(folder) / CALIBRATION_FILE).write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
 
 
-def read_calibration(folder: str | Path) -> dict[str, Any]:
+@dataclass
+class Calibration:
+    """What calibration.json holds for one adapter (threshold None: never calibrated)."""
+
+    threshold: float | None = None
+    fusion: Fusion = field(default_factory=Fusion)
+
+
+def read_calibration(folder: str | Path) -> Calibration:
     path = Path(folder) / CALIBRATION_FILE
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    data = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    threshold = data.get("threshold")
+    return Calibration(None if threshold is None else float(threshold), Fusion.from_dict(data.get("fusion")))
 
 
 class LoraFineRanker:
@@ -100,9 +110,8 @@ class LoraFineRanker:
         self.scorer.load_adapter(business, path)
         self._versions[business] = version
         calibration = read_calibration(path)
-        self._fusions[business] = Fusion.from_dict(calibration.get("fusion"))
-        calibrated = calibration.get("threshold")
-        chosen = threshold if threshold is not None else calibrated
+        self._fusions[business] = calibration.fusion
+        chosen = threshold if threshold is not None else calibration.threshold
         if chosen is not None:
             self._thresholds[business] = float(chosen)
 

@@ -238,12 +238,12 @@ class BatchedFineRanker:
     One instance per (serving state, A/B arm): `models` maps business -> the ModelRef whose adapter
     scores it. Documents come from `ranking.finerank.LoraFineRanker.documents` (the code training
     uses), scores are probabilities like `LoraFineRanker.score` (the business's `Fusion` over the
-    logits), and `threshold(business)` is the calibrated one stored beside the adapter. The Matcher calls `score` from a worker thread; it
-    blocks until the micro-batch holding its rows has run.
+    logits), and `threshold(business)` is the calibrated one stored beside the adapter. The Matcher
+    calls `score` from a worker thread; it blocks until the micro-batch holding its rows has run.
     """
 
     def __init__(self, batcher: MicroBatcher, scorer: Any, models: Mapping[str, ModelRef]) -> None:
-        from assetmatch.ranking.finerank import Fusion, LoraFineRanker, read_calibration
+        from assetmatch.ranking.finerank import Calibration, LoraFineRanker, read_calibration
 
         # Documents are built in the callers' threads while the model thread tokenizes pairs with
         # truncation: a Hugging Face fast tokenizer is not thread-safe (its truncation state is
@@ -254,24 +254,22 @@ class BatchedFineRanker:
         self.models = dict(models)
         self._local = threading.local()
         self._make_documents = lambda: LoraFineRanker(_TokenizerCopy(scorer)).documents  # type: ignore[arg-type]
-        self._thresholds: dict[str, float] = {}
-        self._fusions: dict[str, Fusion] = {}
-        for business, ref in self.models.items():
-            calibration = read_calibration(ref.path) if ref.path else {}
-            self._fusions[business] = Fusion.from_dict(calibration.get("fusion"))
-            if calibration.get("threshold") is not None:
-                self._thresholds[business] = float(calibration["threshold"])
+        self._calibrations = {
+            business: read_calibration(ref.path) if ref.path else Calibration()
+            for business, ref in self.models.items()
+        }
 
     def version(self, business: str) -> str:
         ref = self.models.get(business)
         return ref.version if ref else ""
 
     def threshold(self, business: str) -> float | None:
-        return self._thresholds.get(business)
+        calibration = self._calibrations.get(business)
+        return calibration.threshold if calibration else None
 
     def fusion(self, business: str) -> Any:
         """The business's `ranking.finerank.Fusion` (logits -> probabilities)."""
-        return self._fusions[business]
+        return self._calibrations[business].fusion
 
     def rows(self, business: str, requirement: str, assets: Sequence[TableAsset]) -> list[Row]:
         ref = self.models.get(business)
@@ -285,7 +283,7 @@ class BatchedFineRanker:
     def score(self, business: str, requirement: str, assets: Sequence[TableAsset]) -> list[float]:
         """Probabilities for `assets` given in coarse order (as `LoraFineRanker.score`)."""
         logits = self.batcher.score_threadsafe(self.scorer, self.rows(business, requirement, assets))
-        return self._fusions[business].probs(logits)
+        return self.fusion(business).probs(logits)
 
 
 class _TokenizerCopy:

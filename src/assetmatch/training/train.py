@@ -247,7 +247,7 @@ def train_business(
     coarse = ev.rank_requirements(validation, candidates, config.candidate_k, None)
     reports["coarse_only"] = ev.report("coarse_only", coarse, top_n=ev.calibrate_top_n(coarse))
     if champion_dir is not None:  # with the fusion it was calibrated with
-        champion_fusion = Fusion.from_dict(read_calibration(champion_dir).get("fusion"))
+        champion_fusion = read_calibration(champion_dir).fusion
         scored = _validation_logits(Path(champion_dir), library, validation, candidates, config.candidate_k)
         ranked = [ev.reranked(r, c, champion_fusion.probs(logits), ms) for r, c, logits, ms in scored]
         reports["champion"] = ev.report("champion", ranked, threshold=ev.calibrate_threshold(ranked))
