@@ -1,9 +1,12 @@
-"""Prefect flow `build-indexes`: build every recall index from a pinned lake snapshot and publish it.
+"""Prefect flow `build-indexes`: build every recall index from a pinned lake snapshot, publish it, and
+fit the coarse model and set selection on it.
 
-Thin wiring over `assetmatch.recall.index.IndexSet.build`: one task builds (reusing cached vectors:
-only changed tables are embedded, unless `full`) and publishes atomically; the manifest (lake versions
-read, counts, timings) becomes a markdown artifact `index-manifest`. A failed build publishes nothing
-and the current index stays in place, so the task may simply be retried.
+Thin wiring over `assetmatch.pipeline.build_and_fit` (what `assetmatch index build` and the nightly
+flow run, so an index is never published here without the coarse fit that goes with it): one task
+builds (reusing cached vectors: only changed tables are embedded, unless `full`), publishes
+atomically and fits; the manifest (lake versions read, counts, timings) becomes a markdown artifact
+`index-manifest`. A failed build publishes nothing and the current index stays in place; the task is
+retried once when its error is transient (e.g. object storage unreachable).
 
 Runs without a Prefect server (a temporary local API starts) or against one (`PREFECT_API_URL`).
 `python flows/build_indexes.py` serves it every hour, after the hourly ingest.
@@ -18,18 +21,20 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
-from assetmatch.config import load_settings
-from assetmatch.lake import Lake
+from assetmatch import pipeline
 
 
-@task(name="build-index-set", retries=1, retry_delay_seconds=30)
-def build_index_task(config_path: str | None, assets_version: int | None, full: bool) -> dict[str, Any]:
-    """Build and publish one IndexSet; returns its manifest."""
-    from assetmatch.recall.index import IndexSet
-
-    settings = load_settings(config_path)
-    built = IndexSet.build(Lake.from_settings(settings), settings, assets_version=assets_version, full=full)
-    return built.manifest
+@task(
+    name="build-index-set",
+    task_run_name="build-index-set",
+    retries=1,
+    retry_delay_seconds=30,
+    retry_condition_fn=pipeline.retry_if_transient,
+)
+def build_index_task(config_path: str, assets_version: int | None, full: bool) -> dict[str, Any]:
+    """Build and publish one IndexSet, then fit the coarse model on it; returns its manifest."""
+    settings = pipeline.settings_for_run(config_path)
+    return pipeline.build_and_fit(settings, full=full, assets_version=assets_version)
 
 
 def manifest_markdown(manifest: dict[str, Any]) -> str:
@@ -61,7 +66,16 @@ def manifest_markdown(manifest: dict[str, Any]) -> str:
 def build_indexes(
     config_path: str | None = None, assets_version: int | None = None, full: bool = False
 ) -> dict[str, Any]:
-    """Build the recall indexes from the lake (assets at `assets_version`, default latest) and publish."""
+    """Build the recall indexes from the lake, publish them and refit the coarse model.
+
+    Args:
+        config_path: Path of the assetmatch.yaml to run with (absolute, or relative to the repository
+            root). Empty: $ASSETMATCH_CONFIG of the worker, else ./assetmatch.yaml; the run fails at
+            once, writing nothing, when none exists.
+        assets_version: Delta version of the `assets` table to index. Empty: the latest.
+        full: Re-embed every table instead of only the changed ones.
+    """
+    config_path = str(pipeline.config_file(config_path))
     manifest = build_index_task(config_path, assets_version, full)
     create_markdown_artifact(
         markdown=manifest_markdown(manifest), key="index-manifest", description=f"index {manifest['id']}"

@@ -1,11 +1,14 @@
 """Prefect flow `ingest-metadata`: every configured source extracted, validated and merged in parallel.
 
-Thin wiring over `assetmatch.ingest`: one task per source (`ingest_source`: extract -> validate ->
-merge), submitted together; the lake serializes the commits. A task is retried, with a growing
-delay, only when it failed on a connection error; a validation guard (a mostly-bad batch, a
-shrunken snapshot) or a broken plugin fails at once. Counts and the validation summary are
-published as Prefect artifacts (`ingest-counts`, `ingest-validation`); the flow fails when a
-source failed, after publishing them.
+Thin wiring over `assetmatch.ingest` / `assetmatch.pipeline` (the same per-source function the
+`nightly` flow and `assetmatch ingest` run): one task per source (extract -> validate -> merge),
+submitted together; the lake serializes the commits. A failed source is a Failed task with its
+error and the others still run. A task is retried, with a growing delay, only when the source marked
+its error transient (`pipeline.retry_if_transient`: a dropped connection, not a refused login); a
+validation guard (a mostly-bad batch, a shrunken snapshot) or a broken plugin fails at once. Counts
+and the validation summary are published as Prefect artifacts (`ingest-counts`,
+`ingest-validation`); the flow fails when a source failed, after publishing them, and at once when
+there is no usable config or no source to ingest.
 
 Runs without a Prefect server (a temporary local API starts) or against one
 (`PREFECT_API_URL`). `python flows/ingest.py` serves it on an hourly schedule.
@@ -19,11 +22,8 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.client.schemas.objects import TaskRun
-from prefect.states import State
-from prefect.tasks import Task
 
-from assetmatch.config import load_settings
+from assetmatch import pipeline
 from assetmatch.ingest import (
     TRACKED_TABLES,
     IngestError,
@@ -32,44 +32,23 @@ from assetmatch.ingest import (
     failed_summary,
     ingest_source,
     new_run_id,
-    select_sources,
 )
 from assetmatch.lake.delta import Lake
 
 COUNT_FIELDS = ("extracted", "inserted", "updated", "unchanged", "soft_deleted", "restored", "quarantined")
-
-
-def is_connection_error(exc: BaseException | None) -> bool:
-    """Transient failures worth a retry: the network, a database that is restarting."""
-    import sqlalchemy.exc as sa_exc
-
-    while exc is not None:
-        if isinstance(exc, ConnectionError | TimeoutError | sa_exc.OperationalError | sa_exc.InterfaceError):
-            return True
-        if type(exc).__name__ == "SourceConnectionError":  # the sql source's own, after its retries
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
-
-
-def retry_on_connection_error(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> bool:
-    try:
-        state.result()
-    except Exception as exc:
-        return is_connection_error(exc)
-    return False
+RETRY_DELAYS_S = [10, 30, 90]
 
 
 @task(
     name="ingest-source",
     task_run_name="ingest-{source}",
-    retries=3,
-    retry_delay_seconds=[10, 30, 90],
-    retry_condition_fn=retry_on_connection_error,
+    retries=len(RETRY_DELAYS_S),
+    retry_delay_seconds=RETRY_DELAYS_S,
+    retry_condition_fn=pipeline.retry_if_transient,
 )
-def ingest_source_task(config_path: str | None, source: str, run_id: str) -> SourceSummary:
-    """Extract, validate and merge one source (see `assetmatch.ingest.ingest_source`)."""
-    settings = load_settings(config_path)
+def ingest_source_task(config_path: str, source: str, run_id: str) -> SourceSummary:
+    """Extract, validate and merge one source (see `assetmatch.ingest.ingest_source`); raises on failure."""
+    settings = pipeline.settings_for_run(config_path)
     return ingest_source(settings, settings.source(source), run_id)
 
 
@@ -108,20 +87,30 @@ def publish_artifacts(summary: IngestSummary) -> None:
 def ingest(
     config_path: str | None = None, sources: list[str] | None = None, run_id: str | None = None
 ) -> dict[str, Any]:
-    """Ingest the configured sources (or the named ones) into the lake, one parallel task each."""
+    """Ingest the configured sources (or the named ones) into the lake, one parallel task each.
+
+    Args:
+        config_path: Path of the assetmatch.yaml to run with (absolute, or relative to the repository
+            root). Empty: $ASSETMATCH_CONFIG of the worker, else ./assetmatch.yaml; the run fails at
+            once, writing nothing, when none exists.
+        sources: Names of the sources to ingest. Empty: every enabled source of the config.
+        run_id: Id recorded on every row and lake commit of this run. Empty: a new one.
+    """
     log = get_run_logger()
-    settings = load_settings(config_path)
+    config = str(pipeline.config_file(config_path))  # no usable config: fail before anything is written
+    settings = pipeline.settings_for_run(config)
+    specs = pipeline.ingest_sources(settings, sources)  # none: fail, an empty ingest is not a success
     lake = Lake.from_settings(settings)
     summary = IngestSummary(run_id=run_id or new_run_id())
     summary.versions_before = {t: lake.version(t) for t in TRACKED_TABLES}
     started = time.perf_counter()
-    specs = select_sources(settings, sources)
-    futures = [(spec, ingest_source_task.submit(config_path, spec.name, summary.run_id)) for spec in specs]
+    futures = [(spec, ingest_source_task.submit(config, spec.name, summary.run_id)) for spec in specs]
     for spec, future in futures:
-        try:
-            summary.sources.append(future.result())
-        except Exception as exc:  # reported per source; the flow fails below, after the artifacts
-            summary.sources.append(failed_summary(spec, summary.run_id, exc))
+        future.wait()
+        value = pipeline.outcome(future.state)
+        summary.sources.append(
+            failed_summary(spec, summary.run_id, value) if isinstance(value, BaseException) else value
+        )
     summary.versions_after = {t: lake.version(t) for t in TRACKED_TABLES}
     summary.duration_s = time.perf_counter() - started
     publish_artifacts(summary)

@@ -1,7 +1,7 @@
 """Prefect flow `materialize-features`: feature snapshots from the lake into Feast's online store.
 
-Thin wiring only: the work is `assetmatch.features.store.materialize`, the same function
-`assetmatch features materialize` runs. Deploy with e.g.
+Thin wiring only: the work is `assetmatch.pipeline.materialize_features`, the same function
+`assetmatch features materialize` and the nightly flow run. Deploy with e.g.
 `python flows/materialize_features.py` (serves a daily schedule) or through infra/prefect.
 """
 
@@ -12,22 +12,32 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 
-from assetmatch.config import load_settings
+from assetmatch import pipeline
 
 
-@task(name="materialize", retries=2, retry_delay_seconds=30)
-def materialize_task(config_path: str | None, full: bool) -> dict[str, Any]:
+@task(
+    name="materialize",
+    task_run_name="materialize",
+    retries=2,
+    retry_delay_seconds=30,
+    retry_condition_fn=pipeline.retry_if_transient,
+)
+def materialize_task(config_path: str, full: bool) -> dict[str, Any]:
     """Build due snapshots (pinned lake versions, recorded in the report) and load the online store."""
-    from assetmatch.features.store import materialize
-
-    report = materialize(load_settings(config_path), full=full)
-    return report.as_dict()
+    return pipeline.materialize_features(pipeline.settings_for_run(config_path), full=full)
 
 
 @flow(name="materialize-features", log_prints=False)
 def materialize_features(config_path: str | None = None, full: bool = False) -> dict[str, Any]:
-    """Compute feature snapshots from the lake and materialize them (incremental unless `full`)."""
-    report = materialize_task(config_path, full)
+    """Compute feature snapshots from the lake and materialize them (incremental unless `full`).
+
+    Args:
+        config_path: Path of the assetmatch.yaml to run with (absolute, or relative to the repository
+            root). Empty: $ASSETMATCH_CONFIG of the worker, else ./assetmatch.yaml; the run fails at
+            once, writing nothing, when none exists.
+        full: Recompute every snapshot day instead of only the due ones.
+    """
+    report = materialize_task(str(pipeline.config_file(config_path)), full)
     get_run_logger().info(
         "features: %s snapshot day(s), %s asset rows from lake versions %s",
         report["snapshots"],
@@ -42,5 +52,5 @@ if __name__ == "__main__":
     materialize_features.serve(
         name="daily",
         cron="30 0 * * *",
-        parameters={"config_path": str(config) if config.exists() else None},
+        parameters={"config_path": str(config.resolve()) if config.exists() else None},
     )

@@ -15,17 +15,23 @@ Order (each stage reads what the one before wrote):
 6. **serve**: nothing to do here: the serving watcher loads a new champion alias or index manifest.
 
 The decisions are pure functions over versions, manifests and journal entries (`index_decision`,
-`features_decision`, `promotion_pending`), so they are tested without a lake. Failures are isolated:
-one broken source (ingest) or business (train, promote) is reported in its stage's `failures` and
-the others go on; a stage that fails as a whole is reported and the stages after it still run on
-what is there. `run_nightly` runs everything in this process (CLI, benchmark); `flows/nightly.py`
-wires the same functions into Prefect tasks.
+`features_decision`, `promotion_pending`), so they are tested without a lake.
+
+Each stage is one implementation, plan -> run -> result: `plan_*` decides, the part functions
+(`ingest_one`, `run_indexes`, `run_features`, `train_one`, `promote_one`) do the work and **raise** when
+it fails, and `*_result` turns what happened into a `StageResult`. Orchestrators differ only in how
+they isolate failures: `run_nightly` (CLI, benchmark) catches per part in this process (the
+`*_stage` functions), while `flows/` run each part as a Prefect task, so a failed part is a Failed
+task with its error and `retry_if_transient` decides its retries. Either way one broken source or
+business is reported in its stage's `failures` and the others go on, and a stage that fails as a
+whole is reported while the stages after it still run on what is there.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -33,7 +39,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from assetmatch.config import Settings, SourceSpec
+from assetmatch.config import (
+    CONFIG_ENV_VAR,
+    DEFAULT_CONFIG_FILE,
+    ConfigError,
+    Settings,
+    SourceSpec,
+    load_settings,
+)
 from assetmatch.features import journal_path
 from assetmatch.lake import tables as T
 
@@ -55,7 +68,9 @@ class StageResult:
     """What one stage did: ran / skipped / failed, why, a few counts, and how long it took.
 
     `failures` maps a part (a source, a business, or "stage") to its error: a stage that ran with some
-    failed parts has status "failed" and still lists what it did for the others in `counts`.
+    failed parts has status "failed" and still lists what it did for the others in `counts`. `notes`
+    are one line per part (a verdict and its reason, why a business was left alone), shown below the
+    summary table.
     """
 
     stage: str
@@ -65,6 +80,7 @@ class StageResult:
     seconds: float = 0.0
     failures: dict[str, str] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -93,28 +109,126 @@ class NightlyResult:
     def as_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, "seconds": self.seconds, "stages": [s.as_dict() for s in self.stages]}
 
+    def failed_parts(self) -> list[str]:
+        """`stage/part` for every failure, in run order (what the flow run's error message names)."""
+        return [f"{s.stage}/{part}" for s in self.stages for part in s.failures]
+
     def markdown(self) -> str:
-        """The summary shown as the nightly flow's artifact and printed by the benchmark."""
+        """The summary shown as the nightly flow's artifact and printed by the CLI and the benchmark.
+
+        The table keeps to four short columns so it fits the Prefect UI; the full reasons, counts,
+        per-part notes and errors follow it.
+        """
         mark = {"ran": "✅ ran", "skipped": "⏭️ skipped", "failed": "❌ failed"}
         lines = [
             f"# Nightly pipeline: {'ok' if self.ok else 'FAILED'} in {self.seconds:.1f} s",
             "",
-            "| stage | status | why | counts | seconds |",
-            "|---|---|---|---|---|",
+            "| stage | status | summary | s |",
+            "|---|---|---|---|",
         ]
         for s in self.stages:
-            counts = ", ".join(f"{k}: {v}" for k, v in s.counts.items())
-            reason = s.reason.replace("|", "/").replace("\n", " ")
-            lines.append(f"| {s.stage} | {mark[s.status]} | {reason} | {counts} | {s.seconds:.1f} |")
+            lines.append(f"| {s.stage} | {mark[s.status]} | {_cell(s.reason)} | {s.seconds:.1f} |")
         failures = [(s.stage, part, err) for s in self.stages for part, err in s.failures.items()]
         if failures:
-            lines += ["", "## Failures", ""]
-            lines += [f"- **{stage} / {part}**: {err}" for stage, part, err in failures]
+            lines += ["", "## Failed", ""]
+            lines += [f"- **{stage} / {part}**: {_one_line(err)}" for stage, part, err in failures]
+        details = [s for s in self.stages if s.counts or s.notes or len(s.reason) > CELL_CHARS]
+        if details:
+            lines += ["", "## Details"]
+            for s in details:
+                lines += ["", f"**{s.stage}** ({s.status}): {_one_line(s.reason)}"]
+                if s.counts:
+                    lines.append("- counts: " + ", ".join(f"{k} {v}" for k, v in s.counts.items()))
+                lines += [f"- {_one_line(note)}" for note in s.notes]
         return "\n".join(lines)
+
+
+CELL_CHARS = 60
+"""Longest reason shown in the summary table; longer ones are cut there and given in full below it."""
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _cell(text: str) -> str:
+    text = _one_line(text).replace("|", "/")
+    if len(text) <= CELL_CHARS:
+        return text
+    return text[: CELL_CHARS - 1].rsplit(" ", 1)[0].rstrip(",;:") + " …"
 
 
 def _error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
+
+
+# ---- running under an orchestrator ----------------------------------------------------------------
+def config_file(config_path: str | os.PathLike[str] | None) -> Path:
+    """The config file a scheduled run must use, as an absolute path: `config_path`, else
+    $ASSETMATCH_CONFIG, else ./assetmatch.yaml. Raises ConfigError when there is none.
+
+    A deployment run on built-in defaults would ingest nothing and write a lake, Feast files and an
+    MLflow database into whatever directory its worker runs in, so "no config" is an error here
+    (the CLI, run by a person in a project folder, keeps its defaults).
+    """
+    raw = config_path or os.environ.get(CONFIG_ENV_VAR)
+    if not raw:
+        if Path(DEFAULT_CONFIG_FILE).is_file():
+            return Path(DEFAULT_CONFIG_FILE).resolve()
+        raise ConfigError(
+            f"no config: set the run's config_path parameter (or {CONFIG_ENV_VAR} for the worker) to an "
+            f"assetmatch.yaml; there is no ./{DEFAULT_CONFIG_FILE} in {Path.cwd()}. "
+            "`assetmatch -c CONFIG ops up` sets both"
+        )
+    path = Path(raw).expanduser()
+    if not path.is_file():
+        given = "config_path" if config_path else f"${CONFIG_ENV_VAR}"
+        raise ConfigError(f"config file {path} ({given}) does not exist (run directory: {Path.cwd()})")
+    return path.resolve()
+
+
+def settings_for_run(config_path: str | os.PathLike[str] | None) -> Settings:
+    """Settings of a flow run; fails before anything is written when no usable config is found."""
+    return load_settings(config_file(config_path))
+
+
+def is_transient(exc: BaseException | None) -> bool:
+    """Whether retrying later may help. The first error along the cause chain that says so decides:
+    a `transient` attribute (a source sets it, e.g. `SourceConnectionError(transient=False)` for a
+    refused login); without one, only the operating system's network errors (ConnectionError,
+    TimeoutError) count. A validation guard, a bad config or a bug is never retried."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        marked = getattr(exc, "transient", None)
+        if isinstance(marked, bool):
+            return marked
+        if isinstance(exc, ConnectionError | TimeoutError):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def retry_if_transient(task: Any, task_run: Any, state: Any) -> bool:
+    """A Prefect `retry_condition_fn`: retry the failed task run only when its error is transient."""
+    error = state.result(raise_on_failure=False)
+    return isinstance(error, BaseException) and is_transient(error)
+
+
+def outcome(state: Any) -> Any:
+    """What a finished Prefect state holds: its result when completed, else the exception it failed
+    with (a crashed or cancelled run without one becomes a RuntimeError carrying its message)."""
+    value = state.result(raise_on_failure=False)
+    if state.is_completed():
+        return value
+    if isinstance(value, BaseException):
+        return value
+    return RuntimeError(f"{state.name}: {state.message or 'no message'}")
+
+
+def failed_stage(stage: str, exc: BaseException, seconds: float = 0.0) -> StageResult:
+    """The result of a stage that raised as a whole."""
+    return StageResult(stage, "failed", _error(exc), seconds=seconds, failures={"stage": _error(exc)})
 
 
 # ---- pure decisions ----------------------------------------------------------------------------
@@ -232,33 +346,45 @@ def last_materialization(settings: Settings) -> dict[str, Any] | None:
 
 # ---- 1. ingest ---------------------------------------------------------------------------------
 def ingest_sources(settings: Settings, sources: Sequence[str] | None = None) -> list[SourceSpec]:
+    """The sources to ingest (the enabled ones, or exactly those named). None is an error: an ingest
+    that reads nothing would look like "no source changed"."""
     from assetmatch.ingest import select_sources
 
-    return select_sources(settings, sources)
+    specs = select_sources(settings, sources)
+    if not specs:
+        raise ConfigError("no sources configured: add at least one enabled entry under `sources:`")
+    return specs
 
 
 def ingest_one(settings: Settings, spec: SourceSpec, run_id: str) -> dict[str, Any]:
-    """Ingest one source; never raises: a failure comes back as a summary with status "failed"."""
-    from assetmatch.ingest import IngestError, failed_summary, ingest_source
+    """Ingest one source and return its summary (`SourceSummary.as_dict()`); raises when it fails
+    (an `IngestError` from a validation guard carries the source's summary)."""
+    from assetmatch.ingest import ingest_source
 
-    t0 = time.perf_counter()
-    try:
-        return ingest_source(settings, spec, run_id).as_dict()
-    except Exception as exc:  # isolated per source: the others still run
-        if not isinstance(exc, IngestError):
-            log.exception("source %s failed", spec.name)
-        return failed_summary(spec, run_id, exc, time.perf_counter() - t0).as_dict()
+    return ingest_source(settings, spec, run_id).as_dict()
+
+
+def ingest_failed(spec: SourceSpec, run_id: str, exc: BaseException, seconds: float = 0.0) -> dict[str, Any]:
+    """The summary of a source whose `ingest_one` raised."""
+    from assetmatch.ingest import failed_summary
+
+    return failed_summary(spec, run_id, exc, seconds).as_dict()
+
+
+def _rows_written(summary: Mapping[str, Any]) -> dict[str, int]:
+    """Rows one source changed per lake table (restored rows count: they were written back)."""
+    kinds = ("inserted", "updated", "soft_deleted", "restored")
+    return {t: sum(counts.get(k, 0) for k in kinds) for t, counts in summary["tables"].items()}
 
 
 def ingest_result(summaries: Sequence[Mapping[str, Any]], seconds: float) -> StageResult:
     """The ingest stage's result from its per-source summaries (`SourceSummary.as_dict()`)."""
+    if not summaries:
+        error = "no sources configured"
+        return StageResult("ingest", "failed", error, seconds=seconds, failures={"stage": error})
+    per_source = {s["source"]: _rows_written(s) for s in summaries}
     written = {
-        t: sum(
-            s["tables"][t][kind]
-            for s in summaries
-            if t in s["tables"]
-            for kind in ("inserted", "updated", "soft_deleted", "restored")
-        )
+        t: sum(rows.get(t, 0) for rows in per_source.values())
         for t in (T.ASSETS, T.QUERY_LOG, T.REQUIREMENTS, T.GLOSSARY)
     }
     failures = {s["source"]: str(s["error"]) for s in summaries if s["status"] != "ok"}
@@ -274,20 +400,34 @@ def ingest_result(summaries: Sequence[Mapping[str, Any]], seconds: float) -> Sta
         reason = "rows written: " + ", ".join(f"{t} {n}" for t, n in written.items() if n)
     else:
         reason = "no source changed (no new lake version)"
+    notes = [
+        f"{name}: " + (", ".join(f"{t} {n} written" for t, n in rows.items() if n) or "unchanged")
+        for name, rows in per_source.items()
+        if name not in failures
+    ]
     return StageResult("ingest", "failed" if failures else "ran", reason, counts, seconds, failures,
-                       {"sources": list(summaries)})  # fmt: skip
+                       {"sources": list(summaries)}, notes)  # fmt: skip
 
 
 def ingest_stage(settings: Settings, sources: Sequence[str] | None = None) -> StageResult:
-    from assetmatch.ingest import new_run_id
+    """Every source in this process, one after the other; a failing source does not stop the others."""
+    from assetmatch.ingest import IngestError, new_run_id
 
     t0 = time.perf_counter()
     try:
         specs = ingest_sources(settings, sources)
     except Exception as exc:
-        return StageResult("ingest", "failed", _error(exc), failures={"stage": _error(exc)})
+        return failed_stage("ingest", exc, time.perf_counter() - t0)
     run_id = new_run_id()
-    summaries = [ingest_one(settings, spec, run_id) for spec in specs]
+    summaries = []
+    for spec in specs:
+        started = time.perf_counter()
+        try:
+            summaries.append(ingest_one(settings, spec, run_id))
+        except Exception as exc:  # isolated per source: the others still run
+            if not isinstance(exc, IngestError):
+                log.exception("source %s failed", spec.name)
+            summaries.append(ingest_failed(spec, run_id, exc, time.perf_counter() - started))
     return ingest_result(summaries, time.perf_counter() - t0)
 
 
@@ -329,18 +469,24 @@ def build_and_fit(
     return {**built.manifest, "fit": {k: v for k, v in fit.report.items() if k != "selection"}}
 
 
+def run_indexes(settings: Settings, full: bool = False) -> StageResult:
+    """Plan, then build and fit unless the published index is current; raises when the build fails."""
+    t0 = time.perf_counter()
+    decision = plan_indexes(settings, full)
+    if not decision.run:
+        return StageResult("indexes", "skipped", decision.reason, seconds=time.perf_counter() - t0)
+    manifest = build_and_fit(settings, full)
+    return index_result(decision, manifest, time.perf_counter() - t0)
+
+
 def index_stage(settings: Settings, full: bool = False) -> StageResult:
+    """`run_indexes`, its failure reported as a failed result (for the in-process pipeline)."""
     t0 = time.perf_counter()
     try:
-        decision = plan_indexes(settings, full)
-        if not decision.run:
-            return StageResult("indexes", "skipped", decision.reason, seconds=time.perf_counter() - t0)
-        manifest = build_and_fit(settings, full)
+        return run_indexes(settings, full)
     except Exception as exc:
         log.exception("index build failed")
-        return StageResult("indexes", "failed", _error(exc), seconds=time.perf_counter() - t0,
-                           failures={"stage": _error(exc)})  # fmt: skip
-    return index_result(decision, manifest, time.perf_counter() - t0)
+        return failed_stage("indexes", exc, time.perf_counter() - t0)
 
 
 def index_result(decision: Decision, manifest: Mapping[str, Any], seconds: float) -> StageResult:
@@ -369,18 +515,24 @@ def materialize_features(
     return materialize(settings, full=full, now=now).as_dict()
 
 
+def run_features(settings: Settings, full: bool = False, now: datetime | None = None) -> StageResult:
+    """Plan, then materialize unless nothing it reads changed; raises when materialization fails."""
+    t0 = time.perf_counter()
+    decision = plan_features(settings, full, now)
+    if not decision.run:
+        return StageResult("features", "skipped", decision.reason, seconds=time.perf_counter() - t0)
+    report = materialize_features(settings, full, now)
+    return features_result(decision, report, time.perf_counter() - t0)
+
+
 def features_stage(settings: Settings, full: bool = False, now: datetime | None = None) -> StageResult:
+    """`run_features`, its failure reported as a failed result (for the in-process pipeline)."""
     t0 = time.perf_counter()
     try:
-        decision = plan_features(settings, full, now)
-        if not decision.run:
-            return StageResult("features", "skipped", decision.reason, seconds=time.perf_counter() - t0)
-        report = materialize_features(settings, full, now)
+        return run_features(settings, full, now)
     except Exception as exc:
         log.exception("feature materialization failed")
-        return StageResult("features", "failed", _error(exc), seconds=time.perf_counter() - t0,
-                           failures={"stage": _error(exc)})  # fmt: skip
-    return features_result(decision, report, time.perf_counter() - t0)
+        return failed_stage("features", exc, time.perf_counter() - t0)
 
 
 def features_result(decision: Decision, report: Mapping[str, Any], seconds: float) -> StageResult:
@@ -421,6 +573,12 @@ def train_one(settings: Settings, business: str) -> dict[str, Any]:
     return {"business": business, "version": version, "steps": result.fit.steps}
 
 
+def _part_notes(failures: Mapping[str, str], kept: Mapping[str, str]) -> list[str]:
+    return [f"{b}: failed: {err}" for b, err in sorted(failures.items())] + [
+        f"{b}: left alone: {why}" for b, why in sorted(kept.items())
+    ]
+
+
 def outcome_result(
     stage: str,
     outcomes: Mapping[str, Mapping[str, Any] | BaseException],
@@ -442,8 +600,12 @@ def outcome_result(
             "nothing to do: " + ("; ".join(f"{b}: {r}" for b, r in sorted(kept.items())) or "no business")
         )
     status: Status = "failed" if failures else ("ran" if done else "skipped")
+    notes = [
+        f"{b}: {verb}" + (f" v{o['version']}" if o.get("version") else "") for b, o in sorted(done.items())
+    ]
+    notes += _part_notes(failures, kept)
     return StageResult(stage, status, "; ".join(parts), counts, seconds, failures,
-                       {"outcomes": done, "kept": dict(kept)})  # fmt: skip
+                       {"outcomes": done, "kept": dict(kept)}, notes)  # fmt: skip
 
 
 def _each(
@@ -466,7 +628,7 @@ def train_stage(
     try:
         plan = plan_train(settings, businesses, force)
     except Exception as exc:
-        return StageResult("train", "failed", _error(exc), failures={"stage": _error(exc)})
+        return failed_stage("train", exc, time.perf_counter() - t0)
     outcomes = _each(plan.todo, lambda b: train_one(settings, b))
     return outcome_result("train", outcomes, plan.kept, time.perf_counter() - t0, "trained")
 
@@ -506,14 +668,42 @@ def promote_one(settings: Settings, business: str) -> dict[str, Any]:
     }
 
 
+def promote_result(
+    outcomes: Mapping[str, Mapping[str, Any] | BaseException], kept: Mapping[str, str], seconds: float
+) -> StageResult:
+    """The promote stage's result, by verdict: the gate running is not news, what it decided is."""
+    result = outcome_result("promote", outcomes, kept, seconds, "judged")
+    judged = result.details["outcomes"]
+    promoted = sorted(b for b, o in judged.items() if o.get("promoted"))
+    refused = sorted(b for b in judged if b not in promoted)
+    parts = []
+    if judged:
+        parts.append(f"promoted: {', '.join(promoted) or 'none'}")
+    if refused:
+        parts.append(f"refused: {', '.join(refused)}")
+    if result.failures:
+        parts.append(f"failed: {', '.join(sorted(result.failures))}")
+    if parts:
+        result.reason = "; ".join(parts)
+    result.counts = {"promoted": len(promoted), "refused": len(refused), **result.counts}
+    result.counts.pop("judged", None)
+    result.notes = [
+        f"{b}: {'promoted' if o.get('promoted') else 'refused'}"
+        + (f" challenger v{o['challenger_version']}" if o.get("challenger_version") else "")
+        + (f": {o['reason']}" if o.get("reason") else "")
+        for b, o in sorted(judged.items())
+    ] + _part_notes(result.failures, kept)
+    return result
+
+
 def promote_stage(settings: Settings, businesses: Sequence[str] | None = None) -> StageResult:
     t0 = time.perf_counter()
     try:
         plan = plan_promotion(settings, businesses)
     except Exception as exc:
-        return StageResult("promote", "failed", _error(exc), failures={"stage": _error(exc)})
+        return failed_stage("promote", exc, time.perf_counter() - t0)
     outcomes = _each(plan.todo, lambda b: promote_one(settings, b))
-    return outcome_result("promote", outcomes, plan.kept, time.perf_counter() - t0, "judged")
+    return promote_result(outcomes, plan.kept, time.perf_counter() - t0)
 
 
 # ---- 6. serve ------------------------------------------------------------------------------------------

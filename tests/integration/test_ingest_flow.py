@@ -10,7 +10,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
+import yaml
 from typer.testing import CliRunner
 
 from assetmatch.lake import tables as T
@@ -108,19 +108,76 @@ def test_flow_runs_sources_in_parallel_and_publishes_artifacts(tmp_path: Path, p
     assert len(lake.read_assets()) == 6
 
 
-def test_connection_errors_are_the_only_retried_failures() -> None:
-    flow_module = load_flow_module()
-    from assetmatch.ingest import IngestError
+def _task_runs(flow_run_id: Any) -> dict[str, Any]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-    assert flow_module.is_connection_error(ConnectionResetError("reset"))
-    assert flow_module.is_connection_error(
-        sa.exc.OperationalError("select 1", {}, Exception("server closed"))
-    )
-    wrapped = RuntimeError("extract failed")
-    wrapped.__cause__ = TimeoutError("timed out")
-    assert flow_module.is_connection_error(wrapped)
-    assert not flow_module.is_connection_error(IngestError("assets: 9 of 10 rows failed validation"))
-    assert not flow_module.is_connection_error(ValueError("bad plugin"))
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    return {t.name: t for t in runs}
+
+
+def test_a_failing_source_is_a_failed_task_and_only_transient_errors_are_retried(
+    tmp_path: Path, prefect_harness: None, pg_url: str
+) -> None:
+    """Four sources: a good catalog; a missing catalog file; PostgreSQL on a closed port (the sql
+    source marks it transient: retried); an unknown PostgreSQL role (a refused login: not retried)."""
+    from servers import free_port
+
+    flow_module = load_flow_module()
+    # retried at once: the test is about which errors are retried, not how long the waits are
+    flow_module.ingest_source_task = flow_module.ingest_source_task.with_options(retry_delay_seconds=0)
+    write_catalog(tmp_path / "g1.jsonl", "g1", ["orders", "users", "items"])
+    database = pg_url.rsplit("/", 1)[1]
+    sql = {"type": "sql", "business": "g1", "options": {"connect_retries": 1, "retry_wait_s": 0}}
+    config = tmp_path / "assetmatch.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "lake": {"uri": str(tmp_path / "lake")},
+                "sources": [
+                    {"name": "good", "type": "catalog_file", "business": "g1",
+                     "options": {"path": str(tmp_path / "g1.jsonl")}},
+                    {"name": "missing", "type": "catalog_file", "business": "g1",
+                     "options": {"path": str(tmp_path / "nowhere.jsonl")}},
+                    {**sql, "name": "closed-port", "options": {**sql["options"],
+                     "url": f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/{database}"}},
+                    {**sql, "name": "bad-login", "options": {**sql["options"],
+                     "url": f"postgresql+psycopg://no_such_role_x@127.0.0.1:5432/{database}"}},
+                ],
+            }
+        )
+    )  # fmt: skip
+    state = flow_module.ingest(config_path=str(config), return_state=True)
+    assert state.is_failed()
+    for name in ("missing", "closed-port", "bad-login"):
+        assert name in (state.message or ""), state.message
+    assert "3 of 4 source(s) failed" in (state.message or "")
+
+    runs = _task_runs(state.state_details.flow_run_id)
+    assert set(runs) == {"ingest-good", "ingest-missing", "ingest-closed-port", "ingest-bad-login"}
+    assert runs["ingest-good"].state.is_completed()
+    for name in ("ingest-missing", "ingest-closed-port", "ingest-bad-login"):
+        assert runs[name].state.is_failed(), (name, runs[name].state)
+    assert runs["ingest-closed-port"].run_count == 1 + len(flow_module.RETRY_DELAYS_S)  # retried
+    assert runs["ingest-bad-login"].run_count == 1  # a refused login: waiting cannot fix it
+    assert runs["ingest-missing"].run_count == 1
+    assert len(Lake(str(tmp_path / "lake")).read_assets()) == 3  # the good source landed
+
+
+def test_no_config_or_no_source_fails_at_once_and_writes_nothing(
+    tmp_path: Path, prefect_harness: None, monkeypatch: Any
+) -> None:
+    flow_module = load_flow_module()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("ASSETMATCH_CONFIG", raising=False)
+    state = flow_module.ingest(return_state=True)
+    assert state.is_failed() and "no config" in (state.message or "")
+    empty = tmp_path / "empty.yaml"
+    empty.write_text(yaml.safe_dump({"lake": {"uri": str(tmp_path / "lake")}}))
+    state = flow_module.ingest(config_path=str(empty), return_state=True)
+    assert state.is_failed() and "no sources configured" in (state.message or "")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.yaml"]
 
 
 def test_cli_ingest_show_history_and_quarantine(tmp_path: Path) -> None:

@@ -124,6 +124,9 @@ class SourceConnectionError(ConfigError):
         super().__init__(message)
         self.transient = transient
 
+    def __reduce__(self) -> tuple[Any, ...]:  # a pickled copy (task results, workers) keeps `transient`
+        return (type(self), (str(self), self.transient))
+
 
 @dataclass(slots=True)
 class _Table:
