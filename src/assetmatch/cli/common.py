@@ -22,6 +22,12 @@ def set_config_path(path: Path | None) -> None:
     _state["config"] = path
 
 
+def config_path() -> Path | None:
+    """The --config given to the root command (None: $ASSETMATCH_CONFIG or ./assetmatch.yaml apply)."""
+    path: Path | None = _state["config"]
+    return path
+
+
 def settings(**overrides: Any) -> Settings:
     """Settings from the --config given to the root command (or assetmatch.yaml / env)."""
     try:
