@@ -42,7 +42,7 @@ from assetmatch.matching.fusion import (
     collect_candidates,
     fit_learned_fusion,
 )
-from assetmatch.matching.matcher import COARSE_FILE, SELECTION_FILE, Matcher
+from assetmatch.matching.matcher import COARSE_FILE, OOF_FILE, SELECTION_FILE, Matcher, oof_key, write_oof
 from assetmatch.matching.selection import (
     CalibrationExample,
     ScoredTable,
@@ -178,6 +178,9 @@ class FitResult:
     coarse: LearnedFusion | None
     selection: SelectionParams
     report: dict[str, Any]
+    oof: dict[str, tuple[list[str], list[float]]] = field(default_factory=dict)
+    """Per training requirement (`ranking.candidates.text_key`), its coarse list ranked by the
+    cross-validation model that did not see it: what fine rankers are trained and judged on."""
 
 
 def point_in_time_features(
@@ -248,12 +251,18 @@ def fit_matching(
     log.info("coarse model chosen by CV: %s (%s) in %.1fs", model.cv.chosen, model.cv.scores, fit_s)
 
     examples = []
+    oof_lists: dict[str, tuple[list[str], list[float]]] = {}
+    depth = settings.recall.candidates
     for grp, scores, req in zip(groups, oof, train):
         order = np.argsort(-scores, kind="stable")
         ranked = [
             ScoredTable(grp.asset_ids[j], float(scores[j]), builder.group_of(grp.asset_ids[j])) for j in order
         ]
         examples.append(CalibrationExample(ranked, set(req.gold_assets)))
+        oof_lists[oof_key(req.business, req.text)] = (
+            [t.asset_id for t in ranked[:depth]],
+            [t.score for t in ranked[:depth]],
+        )
     examples = random.Random(seed).sample(examples, min(len(examples), CALIBRATION_MAX))
     t1 = time.perf_counter()
     params, calibration = calibrate(examples, index.neighbors)
@@ -270,7 +279,7 @@ def fit_matching(
         "selection": calibration.__dict__,
         "calibrate_s": calibrate_s,
     }
-    return FitResult(model, params, report)
+    return FitResult(model, params, report, oof_lists)
 
 
 def save_fit(fit: FitResult, folder: Path) -> None:
@@ -279,6 +288,7 @@ def save_fit(fit: FitResult, folder: Path) -> None:
     if fit.coarse is not None:
         fit.coarse.save(folder / COARSE_FILE)
     save_selection(fit.selection, None, folder / SELECTION_FILE)
+    write_oof(fit.oof, folder / OOF_FILE)
 
 
 # ---- evaluation --------------------------------------------------------------------------------

@@ -5,8 +5,10 @@ Stages (each timed into `MatchResult.timings_ms`):
    see: its own plus those of businesses declared `shared: true`;
 2. graph — personalised PageRank from the best recalled tables over FK and co-usage edges;
 3. coarse — fuse the paths (`LearnedFusion` when a fitted model is available, else RRF);
-4. fine — optionally rescore the coarse top-N with the business's LoRA ranker;
-5. select — decide the table set (`SetSelector`), with FK closure.
+4. fine — when the business has an adapter and its cascade finds the coarse answer uncertain,
+   rescore the coarse top tables with the LoRA ranker, fused with the coarse scores (`matching.fine`);
+5. select — decide the table set (`SetSelector`, with the rules calibrated on fused scores when the
+   fine stage ran), with FK closure.
 
 Business isolation is enforced twice: the index is asked only for the visible businesses, and any
 hit outside them is dropped before ranking, so a bug in one recall path cannot leak another
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from assetmatch.config import Settings
+from assetmatch.matching.fine import FineCalibration, rerank
 from assetmatch.matching.fusion import (
     STORED_FEATURE_PREFIX,
     Candidate,
@@ -41,6 +44,8 @@ log = logging.getLogger(__name__)
 
 COARSE_FILE = "coarse.joblib"
 SELECTION_FILE = "selection.json"
+OOF_FILE = "coarse_oof.json.gz"
+"""Out-of-fold coarse lists of the requirements the coarse model was fitted on (fine-ranker training)."""
 GRAPH_SEEDS = 5
 
 
@@ -51,6 +56,38 @@ class UnknownBusinessError(ValueError):
 def models_dir(settings: Settings) -> Path:
     """Where the fitted coarse model and selection parameters are published (beside the indexes)."""
     return Path(settings.recall.index_root) / "matching"
+
+
+def oof_key(business: str, text: str) -> str:
+    """How a requirement's out-of-fold list is looked up: business + whitespace/case-normalised text."""
+    return f"{business}\x1f{' '.join(text.lower().split())}"
+
+
+def write_oof(oof: Mapping[str, tuple[Sequence[str], Sequence[float]]], path: Path) -> Path:
+    """Store out-of-fold coarse lists (text key -> ids, scores), atomically."""
+    import gzip
+    import json
+
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with gzip.open(tmp, "wt", encoding="utf-8") as f:
+        json.dump(
+            {k: [list(ids), [round(float(s), 6) for s in scores]] for k, (ids, scores) in oof.items()}, f
+        )
+    tmp.replace(path)
+    return path
+
+
+def read_oof(settings: Settings) -> dict[str, tuple[list[str], list[float]]]:
+    """The published out-of-fold coarse lists ({} when the fit published none)."""
+    import gzip
+    import json
+
+    path = models_dir(settings) / OOF_FILE
+    if not path.exists():
+        return {}
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        data = json.load(f)
+    return {k: (list(v[0]), [float(s) for s in v[1]]) for k, v in data.items()}
 
 
 def visible_businesses(settings: Settings, business: str) -> list[str]:
@@ -169,24 +206,24 @@ class Matcher:
 
         fine: dict[str, float] = {}
         model_version = getattr(self.coarse, "name", "")
+        scores = [c.score for c in ranked]
         selector = self.selector
-        if self.fine_ranker is not None and ranked:
+        if self.fine_ranker is not None and self.fine_ranker.version(business) and ranked:
             t1 = time.perf_counter()
-            fine, ranked = self._fine_rank(business, text, ranked)
-            model_version = self.fine_ranker.version(business) or model_version
-            # a threshold set in config wins; else the one calibrated with the adapter, if any
-            threshold = self.settings.matching.fine_thresholds.get(business)
-            calibrated = getattr(self.fine_ranker, "threshold", None)
-            if threshold is None and callable(calibrated):
-                threshold = calibrated(business)
-            if threshold is not None:
-                selector = self.selector.with_threshold(threshold)
+            calibration = self.fine_ranker.calibration(business)
+            depth = self._fine_depth(calibration, ranked)
+            if depth:
+                fine, ranked, scores = self._fine_rank(business, text, ranked, depth, calibration)
+                model_version = self.fine_ranker.version(business)
+                threshold = self.settings.matching.fine_thresholds.get(business)  # config wins
+                selector = calibration.selector(self.selector)
+                if threshold is not None:
+                    selector = selector.with_threshold(threshold)
             timings["fine"] = (time.perf_counter() - t1) * 1000
 
         t2 = time.perf_counter()
         scored = [
-            ScoredTable(c.asset_id, fine.get(c.asset_id, c.score), self.builder.group_of(c.asset_id))
-            for c in ranked
+            ScoredTable(c.asset_id, s, self.builder.group_of(c.asset_id)) for c, s in zip(ranked, scores)
         ]
         selection = selector.select(scored, self.index.neighbors)
         timings["select"] = (time.perf_counter() - t2) * 1000
@@ -208,17 +245,29 @@ class Matcher:
             timings_ms=timings,
         )
 
+    def _fine_depth(self, calibration: FineCalibration, ranked: Sequence[Candidate]) -> int:
+        """The cascade's decision: how many coarse tables to fine-rank (0: keep the coarse answer)."""
+        window = [ScoredTable(c.asset_id, c.score, self.builder.group_of(c.asset_id)) for c in ranked]
+        n_selected = len(self.selector.select(window, self.index.neighbors).asset_ids)
+        return calibration.cascade.depth_for(
+            [c.asset_id for c in ranked],
+            [c.score for c in ranked],
+            n_selected,
+            calibration.familiar,
+            self.settings.matching.fine_top_n,
+        )
+
     def _fine_rank(
-        self, business: str, text: str, ranked: list[Candidate]
-    ) -> tuple[dict[str, float], list[Candidate]]:
-        """Rescore the coarse top-N with the fine ranker; the rest keep their coarse order below them."""
+        self, business: str, text: str, ranked: list[Candidate], depth: int, calibration: FineCalibration
+    ) -> tuple[dict[str, float], list[Candidate], list[float]]:
+        """Rescore the coarse top `depth` with the fine ranker and the business's fusion; the rest keep
+        their coarse order below them (selection score 0: they were not judged)."""
         assert self.fine_ranker is not None
-        top_n = ranked[: self.settings.matching.fine_top_n]
-        assets = [self.index.assets[c.asset_id] for c in top_n]
-        scores = self.fine_ranker.score(business, text, assets)
-        fine = {c.asset_id: float(s) for c, s in zip(top_n, scores)}
-        reranked = sorted(top_n, key=lambda c: (-fine[c.asset_id], c.asset_id))
-        return fine, reranked + ranked[len(top_n) :]
+        assets = [self.index.assets[c.asset_id] for c in ranked[:depth]]
+        logits = self.fine_ranker.logits(business, text, assets)
+        answer = rerank([c.asset_id for c in ranked], [c.score for c in ranked], logits, calibration.fusion)
+        by_id = {c.asset_id: c for c in ranked}
+        return answer.fine, [by_id[a] for a in answer.ids], answer.scores
 
     def _ranked_table(
         self, cand: Candidate, fine_score: float | None, selection_reason: str | None

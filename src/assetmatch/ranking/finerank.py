@@ -1,97 +1,38 @@
 """`LoraFineRanker`: the Matcher's FineRanker over one base model and one LoRA adapter per business.
 
 It turns each (requirement, table) into a compressed document (`ranking.prompt`) that fits the
-token budget, scores all pairs with `MultiAdapterScorer` (one forward pass per micro-batch, even
-when the rows belong to different businesses), and returns probabilities, so that the
-per-business threshold calibrated at training time applies directly.
-
-The probability is not the adapter's logit alone: `Fusion` (fitted on the business's validation
-requirements, stored in calibration.json) combines the logit with the table's coarse rank and
-its margin to the best logit of the list. A young adapter that is unsure falls back towards the
-coarse order instead of overriding it; a confident one takes over.
+token budget and scores all pairs with `MultiAdapterScorer` (one forward pass per micro-batch,
+even when the rows belong to different businesses). It gives the Matcher raw logits and each
+business's `FineCalibration` (calibration.json beside the adapter): the cascade, the fusion of
+logits with the coarse scores, and the set-selection rules, all applied in
+`assetmatch.matching.fine` — the same code for training evaluation, the A/B gate and serving.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from assetmatch.matching.fine import (
+    CALIBRATION_FILE,
+    FineCalibration,
+    Fusion,
+    read_calibration,
+    write_calibration,
+)
 from assetmatch.models import TableAsset
 from assetmatch.ranking.model import MultiAdapterScorer, ScoreRow
 from assetmatch.ranking.prompt import table_prompt, tokenizer_counter
 
-CALIBRATION_FILE = "calibration.json"
-
-
-@dataclass
-class Fusion:
-    """p = sigmoid(w . [logit, logit - max logit of the list, log(1 + coarse rank)] + bias).
-
-    Candidates are scored as a list in coarse order (rank 0 = the coarse ranker's best), so the
-    coarse evidence travels with them. Fitted by logistic regression on validation candidates
-    (`fit`); the identity (weights 1, 0, 0) is the adapter's own sigmoid.
-    """
-
-    weights: list[float] = field(default_factory=lambda: [1.0, 0.0, 0.0])
-    bias: float = 0.0
-
-    @staticmethod
-    def features(logits: Sequence[float]) -> np.ndarray:
-        x = np.asarray(logits, dtype=float)
-        if x.size == 0:
-            return np.zeros((0, 3))
-        return np.column_stack([x, x - x.max(), np.log1p(np.arange(x.size))])
-
-    def probs(self, logits: Sequence[float]) -> list[float]:
-        z = self.features(logits) @ np.asarray(self.weights) + self.bias
-        return [float(v) for v in 1.0 / (1.0 + np.exp(-np.clip(z, -60, 60)))]
-
-    @classmethod
-    def fit(cls, lists: Sequence[tuple[Sequence[float], Sequence[bool]]]) -> Fusion:
-        """Logistic regression over every (candidate, is-gold) of the validation lists."""
-        from sklearn.linear_model import LogisticRegression
-
-        kept = [(logits, gold) for logits, gold in lists if len(logits)]
-        if not kept:
-            return cls()
-        x = np.vstack([cls.features(logits) for logits, _ in kept])
-        y = np.concatenate([np.asarray(gold, dtype=int) for _, gold in kept])
-        if len(set(y.tolist())) < 2:  # one class only: nothing to learn, keep the adapter's sigmoid
-            return cls()
-        model = LogisticRegression(C=1.0, max_iter=1000).fit(x, y)
-        return cls([float(w) for w in model.coef_[0]], float(model.intercept_[0]))
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any] | None) -> Fusion:
-        return cls(**data) if data else cls()
-
-
-def write_calibration(
-    folder: str | Path, threshold: float, fusion: Fusion | None = None, **extra: Any
-) -> None:
-    """Store the business's set-selection threshold (and score fusion) next to its adapter."""
-    data = {"threshold": float(threshold), "fusion": asdict(fusion or Fusion()), **extra}
-    (Path(folder) / CALIBRATION_FILE).write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
-
-
-@dataclass
-class Calibration:
-    """What calibration.json holds for one adapter (threshold None: never calibrated)."""
-
-    threshold: float | None = None
-    fusion: Fusion = field(default_factory=Fusion)
-
-
-def read_calibration(folder: str | Path) -> Calibration:
-    path = Path(folder) / CALIBRATION_FILE
-    data = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
-    threshold = data.get("threshold")
-    return Calibration(None if threshold is None else float(threshold), Fusion.from_dict(data.get("fusion")))
+__all__ = [
+    "CALIBRATION_FILE",
+    "FineCalibration",
+    "Fusion",
+    "LoraFineRanker",
+    "read_calibration",
+    "write_calibration",
+]
 
 
 class LoraFineRanker:
@@ -101,16 +42,16 @@ class LoraFineRanker:
         self.scorer = scorer
         self._versions: dict[str, str] = {}
         self._thresholds: dict[str, float] = {}
-        self._fusions: dict[str, Fusion] = {}
+        self._calibrations: dict[str, FineCalibration] = {}
         self._count = tokenizer_counter(scorer.tokenizer)
 
     # ---- adapters --------------------------------------------------------------------------
     def add(self, business: str, path: str | Path, version: str, threshold: float | None = None) -> None:
         """Load `business`'s adapter from a folder; threshold from its calibration.json unless given."""
+        calibration = read_calibration(path)  # first: a bad file must not leave the adapter loaded
         self.scorer.load_adapter(business, path)
         self._versions[business] = version
-        calibration = read_calibration(path)
-        self._fusions[business] = calibration.fusion
+        self._calibrations[business] = calibration
         chosen = threshold if threshold is not None else calibration.threshold
         if chosen is not None:
             self._thresholds[business] = float(chosen)
@@ -119,7 +60,7 @@ class LoraFineRanker:
         self.scorer.unload_adapter(business)
         self._versions.pop(business, None)
         self._thresholds.pop(business, None)
-        self._fusions.pop(business, None)
+        self._calibrations.pop(business, None)
 
     def businesses(self) -> list[str]:
         return sorted(self._versions)
@@ -146,28 +87,23 @@ class LoraFineRanker:
     def logits(self, business: str, requirement: str, assets: Sequence[TableAsset]) -> list[float]:
         return self.scorer.score_rows(self.rows(business, requirement, assets))
 
+    def calibration(self, business: str) -> FineCalibration:
+        """The business's cascade, fusion and selection (defaults when it has none)."""
+        return self._calibrations.get(business) or FineCalibration()
+
     def fusion(self, business: str) -> Fusion:
-        return self._fusions.get(business) or Fusion()
+        return self.calibration(business).fusion
 
-    def score(self, business: str, requirement: str, assets: Sequence[TableAsset]) -> list[float]:
-        """One probability per asset (higher = more relevant); `assets` in coarse order, best first."""
-        return self.fusion(business).probs(self.logits(business, requirement, assets))
-
-    def score_many(self, items: Sequence[tuple[str, str, Sequence[TableAsset]]]) -> list[list[float]]:
-        """Several (business, requirement, assets) at once: all rows go through one mixed batch.
-        Each asset list is in coarse order, as for `score`."""
-        rows: list[ScoreRow] = []
-        sizes = []
-        for business, requirement, assets in items:
-            part = self.rows(business, requirement, assets)
-            rows.extend(part)
-            sizes.append(len(part))
-        flat = self.scorer.score_rows(rows)
-        out, start = [], 0
-        for (business, _, _), n in zip(items, sizes):
-            out.append(self.fusion(business).probs(flat[start : start + n]))
-            start += n
-        return out
+    def score(
+        self,
+        business: str,
+        requirement: str,
+        assets: Sequence[TableAsset],
+        coarse: Sequence[float] | None = None,
+    ) -> list[float]:
+        """One fused probability per asset (higher = more relevant); `assets` in coarse order, best
+        first, with their coarse scores when known."""
+        return self.fusion(business).probs(self.logits(business, requirement, assets), coarse)
 
     # ---- construction ----------------------------------------------------------------------
     @classmethod

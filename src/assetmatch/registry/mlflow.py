@@ -95,7 +95,7 @@ class Registry:
             "base_model": result.config.base,
             "lora_r": str(result.config.lora_r),
             "lora_alpha": str(result.config.lora_alpha),
-            "lora_targets": ",".join(result.config.target_modules),
+            "lora_targets": result.config.targets_text(),
             "index_manifest": index_manifest or "none",
             "data_fingerprint": data.fingerprint,
             **{f"data.lake_version.{t}": str(v) for t, v in data.lake_versions.items()},
@@ -110,6 +110,12 @@ class Registry:
             now = int(run.info.start_time or 0)
             metrics = [Metric(k, float(v), now, 0) for k, v in result.metrics().items()]
             metrics += [Metric("train_loss", loss, now, i) for i, loss in enumerate(result.fit.losses)]
+            metrics += [  # the validation curve, one point per check
+                Metric(f"val_{name}", float(value), now, int(point["step"]))
+                for point in result.fit.curve
+                for name, value in point.items()
+                if name != "step"
+            ]
             self.client.log_batch(
                 run_id,
                 metrics=metrics[:1000],
@@ -122,9 +128,10 @@ class Registry:
                 run_id, {k: r.to_dict() for k, r in result.reports.items()}, "eval_report.json"
             )
             self.client.log_dict(run_id, result.config.to_dict(), "ranker_config.json")
-            plot = result.adapter_dir / "eval_plot.png"
-            if plot.exists():
-                self.client.log_artifact(run_id, str(plot))
+            for name in ("eval_plot.png", "validation_curve.png"):
+                plot = result.adapter_dir / name
+                if plot.exists():
+                    self.client.log_artifact(run_id, str(plot))
             self.client.log_artifacts(run_id, str(result.adapter_dir), ADAPTER_ARTIFACT)
         except Exception:
             self.client.set_terminated(run_id, "FAILED")

@@ -27,6 +27,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from assetmatch.matching.fine import read_calibration
+
 Verdict = Literal["promote", "refuse"]
 
 
@@ -201,6 +203,54 @@ def decide(
     )
 
 
+ArmName = Literal["baseline", "shared", "per_business"]
+
+
+@dataclass
+class Choice:
+    """The gate's three-way choice for one business: keep the baseline (champion, or coarse-only),
+    take the shared adapter (with this business's calibration), or the per-business adapter."""
+
+    chosen: ArmName
+    reason: str
+    decisions: dict[str, Decision]
+
+
+def choose_arm(
+    baseline: Any, shared: Any | None, per_business: Any | None, config: GateConfig, first_adapter: bool
+) -> Choice:
+    """Each challenger faces the baseline with the unchanged rules (`decide`); when both pass, the
+    per-business adapter is chosen only if it also beats the shared one with confidence — a
+    business's own adapter must earn its keep over the general one. Arms are `EvalReport`s of the
+    same requirements in the same order (None: that arm was not trained)."""
+    arms = {
+        name: ArmResult.from_report(rep, config.k)
+        for name, rep in (("baseline", baseline), ("shared", shared), ("per_business", per_business))
+        if rep is not None
+    }
+    decisions = {
+        name: decide(arms["baseline"], arms[name], config, first_adapter)
+        for name in ("shared", "per_business")
+        if name in arms
+    }
+    passed = [name for name, d in decisions.items() if d.verdict == "promote"]
+    if not passed:
+        reasons = "; ".join(f"{n}: {d.reason}" for n, d in decisions.items()) or "no challenger"
+        return Choice("baseline", f"keep the baseline ({reasons})", decisions)
+    if passed == ["shared", "per_business"]:
+        versus = decide(arms["shared"], arms["per_business"], config, first_adapter=False)
+        decisions["per_business_vs_shared"] = versus
+        if versus.verdict == "promote":
+            return Choice("per_business", f"per-business beats shared: {versus.reason}", decisions)
+        return Choice(
+            "shared",
+            f"both beat the baseline; per-business not better than shared ({versus.reason})",
+            decisions,
+        )
+    chosen: ArmName = "shared" if passed == ["shared"] else "per_business"
+    return Choice(chosen, decisions[chosen].reason, decisions)
+
+
 def promotion_row(
     decision: Decision, business: str, model_name: str, champion_version: str, challenger_version: str
 ) -> dict[str, Any]:
@@ -290,12 +340,13 @@ def evaluate_and_promote(
     from pathlib import Path
 
     from assetmatch.lake.delta import Lake
-    from assetmatch.ranking.candidates import Bm25Candidates
+    from assetmatch.matching.matcher import visible_businesses
+    from assetmatch.ranking.candidates import production_candidates
     from assetmatch.ranking.config import RankerConfig
-    from assetmatch.ranking.finerank import LoraFineRanker
     from assetmatch.registry.mlflow import Registry
     from assetmatch.training import evaluate as ev
     from assetmatch.training.pairs import labelled_from_lake, split_holdout
+    from assetmatch.training.train import judge_folder, selection_context
 
     registry = Registry.from_settings(settings)
     gate = GateConfig.from_settings(settings)
@@ -309,37 +360,37 @@ def evaluate_and_promote(
         )
 
     lake = Lake.from_settings(settings)
-    assets = lake.read_assets(businesses=[business])
+    own = {a.asset_id for a in lake.read_assets(businesses=[business])}
+    assets = lake.read_assets(businesses=visible_businesses(settings, business))
     library = {a.asset_id: a for a in assets}
     root = Path(cache_dir or Path(settings.training.adapters_dir) / "registry-cache") / business
     chall_dir = registry.download_adapter(business, str(challenger.version), root / str(challenger.version))
     config = RankerConfig.load(chall_dir)
-    _, held_out = split_holdout(labelled_from_lake(lake, business, set(library)), config.validation_fraction)
+    _, held_out = split_holdout(labelled_from_lake(lake, business, own), config.validation_fraction)
     if not held_out:
         raise ValueError(f"business {business!r} has no held-out labelled requirements to compare on")
-    candidates = candidates or Bm25Candidates(assets)
+    candidates = candidates or production_candidates(settings, assets)
+    ctx = selection_context(candidates)
 
-    adapters = {"challenger": (chall_dir, str(challenger.version))}
-    if champion is not None:
-        adapters["champion"] = (
-            registry.download_adapter(business, str(champion.version), root / str(champion.version)),
-            str(champion.version),
-        )
-    ranker = LoraFineRanker.from_folders(adapters, config.base, settings.model.device, config.max_length)
+    def arm(name: str, folder: Path | None) -> ev.EvalReport:
+        """One arm answering the held-out requirements as the Matcher would (cascade, fusion, selection)."""
+        if folder is None:
+            judged = [
+                ev.Judged(r, candidates.coarse(r.business, r.text, config.candidate_k), [], 0.0)
+                for r in held_out
+            ]
+            return ev.report(name, [ev.coarse_ranked(j) for j in judged])
+        calibration = read_calibration(folder)
+        judged = judge_folder(folder, library, held_out, candidates, config.candidate_k)
+        return ev.report(name, [ev.fine_ranked(j, calibration, ctx) for j in judged])
 
-    def arm(name: str) -> ev.EvalReport:
-        if name == "coarse_only":
-            ranked = ev.rank_requirements(held_out, candidates, config.candidate_k, None)
-            return ev.report(name, ranked, top_n=ev.calibrate_top_n(ranked))
-
-        def scorer(b: str, text: str, ids: list[str]) -> list[float]:
-            return ranker.score(name, text, [library[i] for i in ids])
-
-        ranked = ev.rank_requirements(held_out, candidates, config.candidate_k, scorer)
-        return ev.report(name, ranked, threshold=ranker.threshold(name) or 0.5)
-
-    base_report = arm("champion" if champion is not None else "coarse_only")
-    chall_report = arm("challenger")
+    champ_dir = (
+        registry.download_adapter(business, str(champion.version), root / str(champion.version))
+        if champion is not None
+        else None
+    )
+    base_report = arm("champion" if champion is not None else "coarse_only", champ_dir)
+    chall_report = arm("challenger", chall_dir)
     decision = decide(
         ArmResult.from_report(base_report, gate.k),
         ArmResult.from_report(chall_report, gate.k),

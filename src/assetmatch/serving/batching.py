@@ -237,13 +237,14 @@ class BatchedFineRanker:
 
     One instance per (serving state, A/B arm): `models` maps business -> the ModelRef whose adapter
     scores it. Documents come from `ranking.finerank.LoraFineRanker.documents` (the code training
-    uses), scores are probabilities like `LoraFineRanker.score` (the business's `Fusion` over the
-    logits), and `threshold(business)` is the calibrated one stored beside the adapter. The Matcher
-    calls `score` from a worker thread; it blocks until the micro-batch holding its rows has run.
+    uses), `logits` are raw like `LoraFineRanker.logits`, and `calibration(business)` is the one
+    stored beside the adapter (the Matcher applies its cascade, fusion and selection). The Matcher
+    calls `logits` from a worker thread; it blocks until the micro-batch holding its rows has run.
     """
 
     def __init__(self, batcher: MicroBatcher, scorer: Any, models: Mapping[str, ModelRef]) -> None:
-        from assetmatch.ranking.finerank import Calibration, LoraFineRanker, read_calibration
+        from assetmatch.matching.fine import FineCalibration, read_calibration
+        from assetmatch.ranking.finerank import LoraFineRanker
 
         # Documents are built in the callers' threads while the model thread tokenizes pairs with
         # truncation: a Hugging Face fast tokenizer is not thread-safe (its truncation state is
@@ -255,7 +256,7 @@ class BatchedFineRanker:
         self._local = threading.local()
         self._make_documents = lambda: LoraFineRanker(_TokenizerCopy(scorer)).documents  # type: ignore[arg-type]
         self._calibrations = {
-            business: read_calibration(ref.path) if ref.path else Calibration()
+            business: read_calibration(ref.path) if ref.path else FineCalibration()
             for business, ref in self.models.items()
         }
 
@@ -263,13 +264,9 @@ class BatchedFineRanker:
         ref = self.models.get(business)
         return ref.version if ref else ""
 
-    def threshold(self, business: str) -> float | None:
-        calibration = self._calibrations.get(business)
-        return calibration.threshold if calibration else None
-
-    def fusion(self, business: str) -> Any:
-        """The business's `ranking.finerank.Fusion` (logits -> probabilities)."""
-        return self._calibrations[business].fusion
+    def calibration(self, business: str) -> Any:
+        """The business's `matching.fine.FineCalibration` (cascade, fusion, selection)."""
+        return self._calibrations[business]
 
     def rows(self, business: str, requirement: str, assets: Sequence[TableAsset]) -> list[Row]:
         ref = self.models.get(business)
@@ -280,10 +277,9 @@ class BatchedFineRanker:
             documents = self._local.documents = self._make_documents()
         return [(ref.adapter_name, requirement, doc) for doc in documents(requirement, assets)]
 
-    def score(self, business: str, requirement: str, assets: Sequence[TableAsset]) -> list[float]:
-        """Probabilities for `assets` given in coarse order (as `LoraFineRanker.score`)."""
-        logits = self.batcher.score_threadsafe(self.scorer, self.rows(business, requirement, assets))
-        return self.fusion(business).probs(logits)
+    def logits(self, business: str, requirement: str, assets: Sequence[TableAsset]) -> list[float]:
+        """Raw logits for `assets` (coarse order); the Matcher applies the business's calibration."""
+        return self.batcher.score_threadsafe(self.scorer, self.rows(business, requirement, assets))
 
 
 class _TokenizerCopy:

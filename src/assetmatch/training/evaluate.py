@@ -5,9 +5,12 @@ table is in the top k), set F1 and set exact-match of the selected set, reciproc
 fine-ranking latency. Coarse-only ranking (the candidate order, no fine ranker) is evaluated the
 same way and is the baseline the first adapter must beat.
 
-Set selection: the top table always; any other table whose fine probability reaches the
-business threshold. The threshold is calibrated on validation data (`calibrate_threshold`);
-coarse-only selects the top n, with n calibrated the same way.
+Every arm answers a validation requirement the way the Matcher would (`Judged` holds what it
+needs: the production coarse answer and the adapter's logits of its top candidates):
+- coarse-only: the coarse order and the coarse selection (`coarse_ranked`);
+- fine: the business's `FineCalibration` — cascade, fusion with the coarse scores, selection
+  calibrated on fused probabilities (`fine_ranked`), fitted by `calibrate` on validation data.
+(`calibrate_threshold` / `calibrate_top_n` remain for callers without a coarse selection.)
 """
 
 from __future__ import annotations
@@ -19,6 +22,17 @@ from typing import Any
 
 import numpy as np
 
+from assetmatch.matching.fine import (
+    Cascade,
+    CoarseAnswer,
+    FineCalibration,
+    Fusion,
+    coarse_margin,
+    rerank,
+    scored_tables,
+)
+from assetmatch.matching.selection import CalibrationExample, SetSelector
+from assetmatch.matching.selection import calibrate as calibrate_selection
 from assetmatch.training.pairs import Candidates, LabelledRequirement
 
 Scorer = Callable[[str, str, list[str]], list[float]]
@@ -50,6 +64,8 @@ class Ranked:
     ranked: list[str]
     probs: list[float] | None
     latency_ms: float
+    selected: list[str] | None = None  # the answer's set when the arm selected it itself
+    fine_depth: int = 0  # tables the fine ranker scored (0: coarse answer)
 
 
 @dataclass
@@ -114,6 +130,8 @@ def reranked(
 
 
 def _selected(r: Ranked, threshold: float | None, top_n: int | None) -> list[str]:
+    if r.selected is not None:
+        return r.selected
     if r.probs is not None and threshold is not None:
         return select_by_threshold(r.ranked, r.probs, threshold)
     return r.ranked[: top_n or 1]
@@ -134,6 +152,9 @@ def report(
         first = next((i for i, a in enumerate(r.ranked) if a in gold), None)
         rep.rr.append(0.0 if first is None else 1.0 / (first + 1))
         rep.latency_ms.append(r.latency_ms)
+    if ranked:
+        rep.extra["fine_share"] = float(np.mean([r.fine_depth > 0 for r in ranked]))
+        rep.extra["fine_pairs_mean"] = float(np.mean([r.fine_depth for r in ranked]))
     return rep
 
 
@@ -183,3 +204,158 @@ def plot_reports(reports: Sequence[EvalReport], path: str) -> str:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+# ---- the production path: coarse answer + adapter logits -> cascade, fusion, selection ---------
+
+
+@dataclass
+class Judged:
+    """One validation requirement with everything any arm needs to answer it."""
+
+    requirement: LabelledRequirement
+    coarse: CoarseAnswer
+    logits: list[float]  # the adapter's logits of coarse.ids[: len(logits)]
+    latency_ms: float  # time to score those len(logits) pairs
+
+    def gold_flags(self, n: int | None = None) -> list[bool]:
+        ids = self.coarse.ids[: len(self.logits) if n is None else n]
+        return [a in self.requirement.gold for a in ids]
+
+
+@dataclass
+class Context:
+    """What selection needs beyond scores: joins, table groups, and the coarse selection rules."""
+
+    neighbors: Callable[[str], Any]
+    group_of: Callable[[str], str]
+    coarse_selector: SetSelector
+
+
+def coarse_ranked(j: Judged) -> Ranked:
+    return Ranked(j.requirement, list(j.coarse.ids), None, 0.0, selected=list(j.coarse.selected))
+
+
+def fine_ranked(j: Judged, calibration: FineCalibration, ctx: Context, cap: int | None = None) -> Ranked:
+    """The Matcher's answer with this calibration: coarse when the cascade skips, else fused."""
+    ids, scores = j.coarse.ids, j.coarse.scores
+    depth = calibration.cascade.depth_for(
+        ids, scores, len(j.coarse.selected), calibration.familiar, min(cap or len(j.logits), len(j.logits))
+    )
+    if depth == 0:
+        return coarse_ranked(j)
+    answer = rerank(ids, scores, j.logits[:depth], calibration.fusion)
+    selector = calibration.selector(ctx.coarse_selector)
+    selected = selector.select(
+        scored_tables(answer.ids, answer.scores, ctx.group_of), ctx.neighbors
+    ).asset_ids
+    latency = j.latency_ms * depth / max(len(j.logits), 1)
+    return Ranked(j.requirement, answer.ids, answer.scores, latency, selected=selected, fine_depth=depth)
+
+
+def quality(ranked: Sequence[Ranked], k: int = 3) -> float:
+    """What calibration maximises: mean all-gold@k + mean set F1 (the gate's two metrics)."""
+    if not ranked:
+        return 0.0
+    rep = report("q", ranked)
+    return float(np.mean(rep.all_gold[k]) + np.mean(rep.f1))
+
+
+def curve_point(judged: Sequence[Judged], ctx: Context) -> dict[str, float]:
+    """One point of the validation curve: all-gold@3 and set F1 of the adapter's fused ranking, with
+    a quickly fitted fusion and threshold (the full calibration runs once, after training)."""
+    fusion = Fusion.fit([(j.logits, j.coarse.scores[: len(j.logits)], j.gold_flags()) for j in judged])
+    ranked = []
+    for j in judged:
+        answer = rerank(j.coarse.ids, j.coarse.scores, j.logits, fusion)
+        ranked.append(Ranked(j.requirement, answer.ids, answer.scores, 0.0))
+    rep = report("curve", ranked, threshold=calibrate_threshold(ranked))
+    means = rep.means()
+    return {"all_gold_at_3": means["all_gold_at_3"], "set_f1": means["set_f1"], "mrr": means["mrr"]}
+
+
+def plot_curve(curve: Sequence[dict[str, float]], best_step: int, path: str) -> str:
+    """The validation curve (metrics vs training steps) with the kept checkpoint marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    steps = [p["step"] for p in curve]
+    for name in ("all_gold_at_3", "set_f1", "mrr"):
+        ax.plot(steps, [p.get(name, 0.0) for p in curve], marker="o", label=name)
+    ax.axvline(best_step, color="grey", linestyle="--", label=f"kept (step {best_step})")
+    ax.set_xlabel("training step")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def selection_grid() -> dict[str, Sequence[object]]:
+    """Selection rules searched on fused probabilities (smaller than the coarse grid: validation
+    sets are a few hundred requirements at most)."""
+    return {
+        "min_score": [float(t) for t in np.round(np.linspace(0.05, 0.95, 19), 2)],
+        "rel_ratio": [0.0, 0.4],
+        "max_tables": [3, 4],
+        "same_group": [True, False],
+        "fk_closure": [True, False],
+    }
+
+
+def calibrate(
+    judged: Sequence[Judged],
+    ctx: Context,
+    familiar: frozenset[str] | None,
+    tolerance: float = 0.005,
+) -> FineCalibration:
+    """Fit, on validation requirements: the fusion of logits with coarse scores, the selection rules
+    on fused probabilities, then the cascade — the cheapest (fewest pairs scored) rule whose quality
+    is within `tolerance` of always fine-ranking every candidate."""
+    fusion = Fusion.fit([(j.logits, j.coarse.scores[: len(j.logits)], j.gold_flags()) for j in judged])
+    examples = []
+    for j in judged:
+        answer = rerank(j.coarse.ids, j.coarse.scores, j.logits, fusion)
+        examples.append(
+            CalibrationExample(
+                scored_tables(answer.ids, answer.scores, ctx.group_of), set(j.requirement.gold)
+            )
+        )
+    params = calibrate_selection(examples, ctx.neighbors, selection_grid())[0] if examples else None
+    always = FineCalibration(
+        params.min_score if params else None, fusion, params, Cascade(None, 0, False), familiar
+    )
+    if not judged:
+        return always
+    full = quality([fine_ranked(j, always, ctx) for j in judged])
+    margins = sorted(
+        {
+            round(coarse_margin(j.coarse.scores, len(j.coarse.selected)), 4)
+            for j in judged
+            if np.isfinite(coarse_margin(j.coarse.scores, len(j.coarse.selected)))
+        }
+    )
+    cut_points = (
+        [None] + [float(m) for m in np.quantile(margins, [0.2, 0.4, 0.6, 0.8])] if margins else [None]
+    )
+    max_depth = max(len(j.logits) for j in judged)
+    depths = sorted({d for d in (3, 5, 8, 10, 15, 20, max_depth) if d <= max_depth})
+    best: tuple[float, float, Cascade] | None = None
+    for familiar_only in (True, False):
+        for depth in depths:
+            for cut in cut_points:
+                cascade = Cascade(cut, depth, familiar_only)
+                trial = FineCalibration(always.threshold, fusion, params, cascade, familiar)
+                ranked = [fine_ranked(j, trial, ctx) for j in judged]
+                q = quality(ranked)
+                if q < full - tolerance:
+                    continue
+                cost = float(np.mean([r.fine_depth for r in ranked]))
+                if best is None or (cost, -q) < (best[0], -best[1]):
+                    best = (cost, q, cascade)
+    cascade = best[2] if best is not None else Cascade(None, 0, False)
+    return FineCalibration(always.threshold, fusion, params, cascade, familiar)

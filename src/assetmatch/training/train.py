@@ -1,16 +1,21 @@
 """Train one business's LoRA fine ranker. `train_business` reads top to bottom as numbered steps:
 
- 1. load      the shared base model (seeded), frozen, with a fresh LoRA adapter
+ 1. load      the shared base model (seeded), frozen, with a fresh LoRA adapter — or a copy of
+              the shared adapter (`init_from`), which the business's adapter then specialises
  2. data      labelled requirements (+ synthetic ones) -> (requirement, table, label) pairs
- 3. hard negatives  recall candidates that are not gold (counted per kind)
- 4. baseline  evaluate coarse-only ranking and the current champion on the validation requirements
- 5. train     listwise loss (BCE + per-requirement softmax), AdamW, warm-up/decay, bf16 on GPU
- 6. evaluate  score validation candidates, fit the logit + coarse-rank fusion, calibrate the
-              set-selection threshold on the fused probabilities
- 7. save      adapter + RankerConfig + calibration + eval report + plot in one folder
+ 3. hard negatives  from the production coarse lists (`ranking.candidates.CoarseCandidates`:
+              out of fold for requirements the coarse model was fitted on), i.e. what serving shows
+ 4. baseline  coarse-only (the coarse order and selection) and the current champion (with its own
+              calibration) on the validation requirements
+ 5. train     listwise loss (BCE + per-requirement softmax), AdamW, warm-up/decay, bf16 on GPU;
+              every `eval_every` steps the validation curve (all-gold@3, set F1), early stopping
+              at the plateau, the best checkpoint kept
+ 6. evaluate  score the validation candidates and fit the business's `FineCalibration`: fusion of
+              logits with coarse scores, selection on fused probabilities, the cascade
+ 7. save      adapter + RankerConfig + calibration + eval report + plots in one folder
 
 `run_training` adds step 0 (read the lake) and step 8 (log to MLflow, register as `challenger`).
-The core takes requirements, assets and a candidate function as arguments, so it runs the same
+The core takes requirements, assets and a candidate source as arguments, so it runs the same
 from the CLI, a Prefect task, a benchmark or a test.
 """
 
@@ -22,16 +27,17 @@ import shutil
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+from assetmatch.matching.fine import CoarseAnswer, FineCalibration, read_calibration, write_calibration
+from assetmatch.matching.selection import SetSelector
 from assetmatch.models import TableAsset
 from assetmatch.ranking.config import RankerConfig
-from assetmatch.ranking.finerank import Fusion, read_calibration, write_calibration
 from assetmatch.training import evaluate as ev
-from assetmatch.training.pairs import Candidates, LabelledRequirement, Pair, TrainingData, build_pairs
+from assetmatch.training.pairs import LabelledRequirement, Pair, TrainingData, build_pairs
 
 
 @dataclass
@@ -41,6 +47,9 @@ class FitStats:
     losses: list[float]
     pairs: int
     pair_kinds: dict[str, int]
+    curve: list[dict[str, float]] = field(default_factory=list)  # step, all_gold_at_3, set_f1
+    best_step: int = 0  # the checkpoint kept (0: the last one, no validation curve)
+    stopped_early: bool = False
 
 
 @dataclass
@@ -52,8 +61,9 @@ class TrainResult:
     config: RankerConfig
     fit: FitStats
     threshold: float
-    reports: dict[str, ev.EvalReport]  # coarse_only, champion (if any), challenger
+    reports: dict[str, ev.EvalReport]  # coarse_only, champion (if any), challenger, always_fine
     data_counts: dict[str, int] = field(default_factory=dict)
+    calibration: FineCalibration = field(default_factory=FineCalibration)
 
     def metrics(self) -> dict[str, float]:
         out: dict[str, float] = {
@@ -62,6 +72,8 @@ class TrainResult:
             "train_pairs": float(self.fit.pairs),
             "final_loss": self.fit.losses[-1] if self.fit.losses else 0.0,
             "threshold": self.threshold,
+            "best_step": float(self.fit.best_step),
+            "stopped_early": float(self.fit.stopped_early),
         }
         for name, rep in self.reports.items():
             out.update({f"{name}.{k}": v for k, v in rep.means().items()})
@@ -116,6 +128,10 @@ def pair_loss(logits: Any, batch: list[Pair], loss: str) -> Any:
     return out
 
 
+Validator = Callable[[Any], dict[str, float]]
+"""validator(peft_model) -> validation metrics of the model as it is now (all_gold_at_3, set_f1)."""
+
+
 def fit_adapter(
     peft_model: Any,
     tokenizer: Any,
@@ -124,8 +140,13 @@ def fit_adapter(
     config: RankerConfig,
     device: str,
     progress: Any = None,
+    validator: Validator | None = None,
 ) -> FitStats:
-    """Step 5: train the adapter's parameters (the base stays frozen) on `config.loss`."""
+    """Step 5: train the adapter's parameters (the base stays frozen) on `config.loss`.
+
+    With a `validator` and `config.eval_every`, the model is scored on the validation requirements
+    every `eval_every` steps (the validation curve); training stops once `config.patience` checks in
+    a row did not improve all-gold@3 + set F1, and the best checkpoint's weights are restored."""
     import torch
     from transformers import get_linear_schedule_with_warmup
 
@@ -135,11 +156,32 @@ def fit_adapter(
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(total * config.warmup_ratio), max(1, total))
     generator = torch.Generator().manual_seed(config.seed)
-    peft_model.train()
     losses: list[float] = []
+    curve: list[dict[str, float]] = []
+    best: tuple[float, int, dict[str, Any]] | None = None
+    stale, stopped = 0, False
     step, start = 0, time.perf_counter()
     task = progress.add_task("training", total=total) if progress is not None else None
-    while step < total:
+
+    def check() -> bool:
+        """Validation point; True when training should stop (plateau)."""
+        nonlocal best, stale
+        metrics = validator(peft_model) if validator is not None else {}
+        peft_model.train()
+        curve.append({"step": float(step), **metrics})
+        value = metrics.get("all_gold_at_3", 0.0) + metrics.get("set_f1", 0.0)
+        if best is None or value > best[0] + 1e-9:
+            trained = {n: p.detach().clone() for n, p in peft_model.named_parameters() if p.requires_grad}
+            best, stale = (value, step, trained), 0
+            return False
+        stale += 1
+        return stale >= config.patience
+
+    validating = validator is not None and config.eval_every > 0
+    if validating:
+        check()  # step 0: where training starts (the shared adapter, or an untrained head)
+    peft_model.train()
+    while step < total and not stopped:
         for batch in _batches(pairs, config, generator):
             if step >= total:
                 break
@@ -163,66 +205,160 @@ def fit_adapter(
             step += 1
             if task is not None:
                 progress.update(task, advance=1, description=f"training loss {losses[-1]:.3f}")
+            if validating and (step % config.eval_every == 0 or step == total) and check():
+                stopped = True
+                break
+    best_step = 0
+    if validating and best is not None:
+        if curve[-1]["step"] != float(step):
+            check()  # the last step, when it was not a validation point
+        best_step = best[1]
+        with torch.no_grad():  # back to the best checkpoint
+            for name, param in peft_model.named_parameters():
+                if name in best[2]:
+                    param.copy_(best[2][name])
     peft_model.eval()
     kinds: Counter[str] = Counter(p.kind for p in pairs)
-    return FitStats(step, time.perf_counter() - start, losses, len(pairs), dict(kinds))
+    return FitStats(
+        step, time.perf_counter() - start, losses, len(pairs), dict(kinds), curve, best_step, stopped
+    )
 
 
-Scored = tuple[LabelledRequirement, list[str], list[float], float]
+def score_documents(
+    model: Any, tokenizer: Any, texts: list[str], documents: list[str], max_length: int, device: str
+) -> list[float]:
+    """Logits of (text, document) pairs with the model as it is (training-time validation)."""
+    import torch
+
+    out: list[float] = []
+    model.eval()
+    with torch.inference_mode():
+        for i in range(0, len(texts), 64):
+            enc = tokenizer(
+                texts[i : i + 64],
+                documents[i : i + 64],
+                truncation="only_second",
+                max_length=max_length,
+                padding=True,
+                return_tensors="pt",
+            ).to(device)
+            with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device == "cuda"):
+                logits = model(**enc).logits.view(-1)
+            out.extend(float(x) for x in logits.float().cpu())
+    return out
 
 
-def _validation_logits(
-    adapter_dir: Path,
-    library: dict[str, TableAsset],
+class CoarseSource(Protocol):
+    """A candidate source with the whole coarse answer (`ranking.candidates`)."""
+
+    @property
+    def assets(self) -> Mapping[str, TableAsset]: ...
+
+    def __call__(self, business: str, text: str, k: int) -> list[str]: ...
+
+    def coarse(self, business: str, text: str, k: int) -> CoarseAnswer: ...
+
+    def neighbors(self, asset_id: str) -> Collection[str]: ...
+
+    def group_of(self, asset_id: str) -> str: ...
+
+
+def selection_context(candidates: CoarseSource, coarse_selector: SetSelector | None = None) -> ev.Context:
+    matcher = getattr(candidates, "matcher", None)
+    selector = coarse_selector or (matcher.selector if matcher is not None else SetSelector())
+    return ev.Context(candidates.neighbors, candidates.group_of, selector)
+
+
+def judge(
+    score: Callable[[str, list[TableAsset]], list[float]],
+    library: Mapping[str, TableAsset],
     validation: list[LabelledRequirement],
-    candidates: Candidates,
+    candidates: CoarseSource,
     k: int,
-) -> list[Scored]:
-    """(requirement, top-k candidates in coarse order, adapter logits, ms) per validation requirement,
-    scored by the adapter saved in `adapter_dir` (with the base and token budget it was trained with)."""
+) -> list[ev.Judged]:
+    """Each validation requirement's coarse answer and the logits `score(text, assets)` gives its top k."""
+    out = []
+    for req in validation:
+        coarse = candidates.coarse(req.business, req.text, k)
+        top = [a for a in coarse.ids[:k] if a in library]
+        start = time.perf_counter()
+        logits = score(req.text, [library[a] for a in top]) if top else []
+        out.append(ev.Judged(req, coarse, logits, (time.perf_counter() - start) * 1000))
+    return out
+
+
+def judge_folder(
+    adapter_dir: Path,
+    library: Mapping[str, TableAsset],
+    validation: list[LabelledRequirement],
+    candidates: CoarseSource,
+    k: int,
+) -> list[ev.Judged]:
+    """`judge` with the adapter saved in `adapter_dir` (the base and token budget it was trained with)."""
     from assetmatch.ranking.finerank import LoraFineRanker
 
     config = RankerConfig.load(adapter_dir)
     ranker = LoraFineRanker.from_folders(
         {"_eval": (adapter_dir, "eval")}, config.base, config.device, config.max_length
     )
-    out = []
-    for req in validation:
-        cands = candidates(req.business, req.text, k)
-        start = time.perf_counter()
-        logits = ranker.logits("_eval", req.text, [library[i] for i in cands]) if cands else []
-        out.append((req, cands, logits, (time.perf_counter() - start) * 1000))
-    return out
+    return judge(
+        lambda text, assets: ranker.logits("_eval", text, assets), library, validation, candidates, k
+    )
+
+
+def familiar_tables(requirements: list[LabelledRequirement]) -> frozenset[str]:
+    """Tables an adapter learned from real (not synthetic) requirements: where its scores mean something."""
+    return frozenset(g for r in requirements if r.origin != "synthetic" for g in r.gold)
 
 
 def train_business(
     business: str,
     data: TrainingData,
     assets: list[TableAsset],
-    candidates: Candidates,
+    candidates: CoarseSource,
     config: RankerConfig,
     out_dir: str | Path,
     champion_dir: str | Path | None = None,
     progress: Any = None,
+    init_from: str | Path | None = None,
+    familiar: frozenset[str] | None = None,
 ) -> TrainResult:
-    """Train, evaluate and save one business's adapter (see the module docstring for the steps)."""
+    """Train, evaluate and save one business's adapter (see the module docstring for the steps).
+
+    `assets`: the library the business sees (its own tables and shared ones). `init_from`: an
+    adapter folder to start from (the shared adapter) instead of a fresh adapter. `familiar`: the
+    tables the cascade treats as known (default: the gold tables of the labelled training data,
+    plus those of the starting adapter)."""
     from assetmatch.ranking.model import load_base, new_adapter, save_adapter, seed_everything
     from assetmatch.ranking.prompt import table_prompt, tokenizer_counter
 
     out = Path(out_dir)
-    library = {a.asset_id: a for a in assets if a.business == business}
+    library = {a.asset_id: a for a in assets}
     if not library:
         raise ValueError(f"business {business!r} has no tables: nothing to rank")
     if not data.train and not data.synthetic:
         raise ValueError(f"business {business!r} has no labelled or synthetic requirements to train on")
 
-    # 1. load: the shared base, frozen, with a fresh adapter (seeded: same data -> same adapter)
+    # 1. load: the shared base, frozen, with a fresh adapter or the shared one (seeded)
     seed_everything(config.seed)
     tokenizer, base_model, device = load_base(config.base, config.device)
-    peft_model = new_adapter(base_model, config)
+    if init_from is not None:
+        from peft import PeftModel
+
+        peft_model = PeftModel.from_pretrained(base_model, str(init_from), is_trainable=True)
+        peft_model.to(device)
+    else:
+        peft_model = new_adapter(base_model, config)
     count = tokenizer_counter(tokenizer)
 
-    # 2. data + 3. hard negatives: gold pairs, recall twins that are not gold, a few random tables
+    def document(text: str, asset_id: str) -> str:
+        key = (text, asset_id)
+        if key not in documents:
+            budget = max(8, config.max_length - count(text) - 3)
+            documents[key] = table_prompt(text, library[asset_id], budget, count)
+        return documents[key]
+
+    # 2. data + 3. hard negatives: gold pairs, coarse-list twins that are not gold, a few random tables
     train_reqs = [r for r in [*data.train, *data.synthetic] if all(g in library for g in r.gold)]
     pairs = build_pairs(
         train_reqs,
@@ -235,46 +371,68 @@ def train_business(
     )
     documents: dict[tuple[str, str], str] = {}
     for p in pairs:
-        if (p.text, p.asset_id) not in documents:
-            budget = max(8, config.max_length - count(p.text) - 3)
-            documents[(p.text, p.asset_id)] = table_prompt(p.text, library[p.asset_id], budget, count)
+        document(p.text, p.asset_id)
+    familiar = familiar if familiar is not None else familiar_tables(data.train)
+    if init_from is not None:
+        familiar = familiar | (read_calibration(init_from).familiar or frozenset())
 
-    # 4. baseline first: coarse-only, and the current champion when there is one
+    # 4. baseline first: coarse-only, and the current champion (with its own calibration)
     validation = [r for r in data.validation if all(g in library for g in r.gold)] or train_reqs[:50]
     if config.max_validation and len(validation) > config.max_validation:
         validation = random.Random(config.seed).sample(validation, config.max_validation)
+    ctx = selection_context(candidates)
+    k = config.candidate_k
     reports: dict[str, ev.EvalReport] = {}
-    coarse = ev.rank_requirements(validation, candidates, config.candidate_k, None)
-    reports["coarse_only"] = ev.report("coarse_only", coarse, top_n=ev.calibrate_top_n(coarse))
-    if champion_dir is not None:  # with the fusion it was calibrated with
-        champion_fusion = read_calibration(champion_dir).fusion
-        scored = _validation_logits(Path(champion_dir), library, validation, candidates, config.candidate_k)
-        ranked = [ev.reranked(r, c, champion_fusion.probs(logits), ms) for r, c, logits, ms in scored]
-        reports["champion"] = ev.report("champion", ranked, threshold=ev.calibrate_threshold(ranked))
+    coarse_lists = judge(lambda _t, _a: [], library, validation, candidates, k)
+    reports["coarse_only"] = ev.report("coarse_only", [ev.coarse_ranked(j) for j in coarse_lists])
+    if champion_dir is not None:
+        champion = read_calibration(champion_dir)
+        judged = judge_folder(Path(champion_dir), library, validation, candidates, k)
+        reports["champion"] = ev.report("champion", [ev.fine_ranked(j, champion, ctx) for j in judged])
 
-    # 5. train
-    fit = fit_adapter(peft_model, tokenizer, pairs, documents, config, device, progress)
+    # 5. train, with the validation curve and early stopping
+    def validator(model: Any) -> dict[str, float]:
+        texts, docs, spans = [], [], []
+        for j in coarse_lists:
+            ids = [a for a in j.coarse.ids[:k] if a in library]
+            spans.append(len(ids))
+            texts += [j.requirement.text] * len(ids)
+            docs += [document(j.requirement.text, a) for a in ids]
+        flat = score_documents(model, tokenizer, texts, docs, config.max_length, device)
+        judged, at = [], 0
+        for j, n in zip(coarse_lists, spans):
+            judged.append(ev.Judged(j.requirement, j.coarse, flat[at : at + n], 0.0))
+            at += n
+        return ev.curve_point(judged, ctx)
 
-    # 6. evaluate the new adapter on the same validation requirements: fit the fusion of its logits
-    #    with the coarse rank, then calibrate the set-selection threshold on the fused probabilities
+    fit = fit_adapter(peft_model, tokenizer, pairs, documents, config, device, progress, validator)
+
+    # 6. evaluate the new adapter on the same validation requirements and fit its calibration
     with tempfile.TemporaryDirectory() as tmp:
         save_adapter(peft_model, tmp, config)
-        scored = _validation_logits(Path(tmp), library, validation, candidates, config.candidate_k)
-    fusion = Fusion.fit([(logits, [c in r.gold for c in cands]) for r, cands, logits, _ in scored])
-    ranked = [ev.reranked(r, cands, fusion.probs(logits), ms) for r, cands, logits, ms in scored]
-    threshold = ev.calibrate_threshold(ranked)
-    reports["challenger"] = ev.report("challenger", ranked, threshold=threshold)
+        judged = judge_folder(Path(tmp), library, validation, candidates, k)
+    calibration = ev.calibrate(judged, ctx, familiar)
+    always = FineCalibration(
+        calibration.threshold, calibration.fusion, calibration.selection, familiar=familiar
+    )
+    always.cascade.familiar_only = False
+    reports["challenger"] = ev.report("challenger", [ev.fine_ranked(j, calibration, ctx) for j in judged])
+    reports["always_fine"] = ev.report("always_fine", [ev.fine_ranked(j, always, ctx) for j in judged])
+    calibration.extra = {"validation_requirements": len(validation), "best_step": fit.best_step}
 
-    # 7. save: adapter, config, calibration, report and plot together
+    # 7. save: adapter, config, calibration, report and plots together
     if out.exists():
         shutil.rmtree(out)
     save_adapter(peft_model, out, config)
-    write_calibration(out, threshold, fusion, validation_requirements=len(validation))
-    result = TrainResult(business, out, config, fit, threshold, reports, data.counts())
+    write_calibration(out, calibration)
+    threshold = calibration.threshold if calibration.threshold is not None else 0.5
+    result = TrainResult(business, out, config, fit, threshold, reports, data.counts(), calibration)
     (out / "eval_report.json").write_text(
         json.dumps({k: r.to_dict() for k, r in reports.items()}, indent=1), encoding="utf-8"
     )
     ev.plot_reports(list(reports.values()), str(out / "eval_plot.png"))
+    if fit.curve:
+        ev.plot_curve(fit.curve, fit.best_step, str(out / "validation_curve.png"))
     return result
 
 
@@ -320,22 +478,27 @@ def ranker_config(settings: Any, **overrides: Any) -> RankerConfig:
 def run_training(
     settings: Any,
     business: str,
-    candidates: Candidates | None = None,
+    candidates: CoarseSource | None = None,
     config: RankerConfig | None = None,
     progress: Any = None,
     index_manifest: str = "",
 ) -> tuple[TrainResult, str]:
-    """Train `business` from the lake and register it as `challenger`. Returns (result, model version)."""
+    """Train `business` from the lake and register it as `challenger`. Returns (result, model version).
+
+    Candidates are the production ones (`ranking.candidates.production_candidates`: the published
+    recall + coarse model, out of fold for the requirements it was fitted on) unless given."""
     from assetmatch.lake.delta import Lake
-    from assetmatch.ranking.candidates import Bm25Candidates
+    from assetmatch.matching.matcher import visible_businesses
+    from assetmatch.ranking.candidates import production_candidates
     from assetmatch.registry.mlflow import Registry
 
-    # 0. read the lake: the business's live tables and labelled requirements
+    # 0. read the lake: the business's live tables (and the shared ones it sees), labelled requirements
     lake = Lake.from_settings(settings)
     config = config or ranker_config(settings)
-    assets = lake.read_assets(businesses=[business])
-    data = load_training_data(lake, business, assets, config, settings)
-    candidates = candidates or Bm25Candidates(assets)
+    own = lake.read_assets(businesses=[business])
+    visible = lake.read_assets(businesses=visible_businesses(settings, business))
+    data = load_training_data(lake, business, own, config, settings)
+    candidates = candidates or production_candidates(settings, visible)
 
     registry = Registry.from_settings(settings)
     champion = registry.version_by_alias(business, "champion")
@@ -346,9 +509,9 @@ def run_training(
             if champion
             else None
         )
-        result = train_business(business, data, assets, candidates, config, out_dir, champion_dir, progress)
+        result = train_business(business, data, visible, candidates, config, out_dir, champion_dir, progress)
 
-    # 8. log params, metrics, report, plot and adapter to MLflow; register as `challenger`
+    # 8. log params, metrics, report, plots and adapter to MLflow; register as `challenger`
     run_id = registry.log_training(business, result, data, index_manifest=index_manifest)
     version = registry.register(business, run_id, alias="challenger")
     return result, version

@@ -7,6 +7,7 @@ from collections.abc import Collection, Mapping, Sequence
 import pytest
 
 from assetmatch.config import BusinessConfig, Settings
+from assetmatch.matching.fine import Cascade, FineCalibration, Fusion
 from assetmatch.matching.matcher import Matcher, UnknownBusinessError, visible_businesses
 from assetmatch.matching.selection import SelectionParams, SetSelector
 from assetmatch.matching.types import Hit
@@ -84,17 +85,21 @@ def test_match_never_returns_another_business(shared: bool) -> None:
 
 
 class ReverseFine:
-    """A fine ranker that prefers the coarse list's last table."""
+    """A fine ranker that prefers the coarse list's last table (confidently: logits -20, 0, 20 ...)."""
 
-    def __init__(self) -> None:
+    def __init__(self, calibration: FineCalibration | None = None) -> None:
         self.seen: list[str] = []
+        self._calibration = calibration or FineCalibration()
 
-    def score(self, business: str, requirement: str, assets: Sequence[TableAsset]) -> list[float]:
+    def logits(self, business: str, requirement: str, assets: Sequence[TableAsset]) -> list[float]:
         self.seen = [a.asset_id for a in assets]
-        return [float(i) for i in range(len(assets))]
+        return [-20.0 + 40.0 * i for i in range(len(assets))]
 
     def version(self, business: str) -> str:
         return f"{business}-v3"
+
+    def calibration(self, business: str) -> FineCalibration:
+        return self._calibration
 
 
 def test_fine_ranker_reranks_top_n_and_uses_business_threshold() -> None:
@@ -105,8 +110,41 @@ def test_fine_ranker_reranks_top_n_and_uses_business_threshold() -> None:
     matcher = Matcher(LeakyIndex(), cfg, fine_ranker=fine)  # type: ignore[arg-type]
     result = matcher.match("game_a", "payments", k=5)
     assert len(fine.seen) == 2  # only the coarse top-N is rescored
-    assert result.ranked[0].fine_score == 1.0 and result.ranked[0].asset_id == fine.seen[1]
+    assert result.ranked[0].fine_score == pytest.approx(1.0) and result.ranked[0].asset_id == fine.seen[1]
     assert result.model_version == "game_a-v3"
     # fine scores 1.0 and 0.0 against the business threshold 0.5: one table selected
     assert result.selected == [fine.seen[1]]
     assert "fine" in result.timings_ms
+
+
+def test_selection_uses_the_fine_scores_and_the_adapters_rules_when_an_adapter_is_active() -> None:
+    """With an adapter, the set is chosen on fused fine probabilities by the rules calibrated with it
+    (here: every judged table), not by the coarse selection (which keeps the top table only)."""
+    cfg = settings(shared=False)
+    rules = SelectionParams(min_score=0.0, same_group=False, fk_closure=False, max_tables=4)
+    fine = ReverseFine(FineCalibration(threshold=0.0, selection=rules))
+    coarse_only = SetSelector(SelectionParams(min_score=1.1))  # coarse: top table only
+    plain = Matcher(LeakyIndex(), cfg, selector=coarse_only)  # type: ignore[arg-type]
+    assert len(plain.match("game_a", "payments").selected) == 1
+    matcher = Matcher(LeakyIndex(), cfg, selector=coarse_only, fine_ranker=fine)  # type: ignore[arg-type]
+    result = matcher.match("game_a", "payments", k=5)
+    assert len(fine.seen) == 2 and result.selected == [fine.seen[1], fine.seen[0]]
+    assert all(t.fine_score is not None for t in result.ranked)
+
+
+def test_cascade_keeps_the_coarse_answer_when_the_top_table_is_unfamiliar_or_the_coarse_margin_is_wide() -> None:
+    cfg = settings(shared=False)
+    unfamiliar = ReverseFine(FineCalibration(familiar=frozenset({"game_a.game_a.users"})))
+    matcher = Matcher(LeakyIndex(), cfg, fine_ranker=unfamiliar)  # type: ignore[arg-type]
+    coarse = Matcher(LeakyIndex(), cfg).match("game_a", "payments", k=5)
+    result = matcher.match("game_a", "payments", k=5)
+    assert unfamiliar.seen == []  # the adapter was never asked
+    assert [t.asset_id for t in result.ranked] == [t.asset_id for t in coarse.ranked]
+    assert result.selected == coarse.selected and result.model_version == coarse.model_version
+
+    certain = ReverseFine(FineCalibration(cascade=Cascade(max_margin=-1.0)))  # any margin is >= -1
+    assert Matcher(LeakyIndex(), cfg, fine_ranker=certain).match("game_a", "payments").selected == coarse.selected  # type: ignore[arg-type]
+    assert certain.seen == []
+    shallow = ReverseFine(FineCalibration(cascade=Cascade(depth=2), fusion=Fusion()))
+    Matcher(LeakyIndex(), cfg, fine_ranker=shallow).match("game_a", "payments")  # type: ignore[arg-type]
+    assert len(shallow.seen) == 2  # only as many candidates as the cascade asks for

@@ -15,7 +15,7 @@ import pytest
 from assetmatch.matching.types import FineRanker
 from assetmatch.models import Column, TableAsset
 from assetmatch.ranking.config import RankerConfig
-from assetmatch.ranking.finerank import LoraFineRanker, write_calibration
+from assetmatch.ranking.finerank import FineCalibration, LoraFineRanker, write_calibration
 from assetmatch.ranking.model import (
     MultiAdapterScorer,
     ScoreRow,
@@ -63,7 +63,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     stats = fit_adapter(model, tokenizer, pairs, docs, CONFIG, device)
     after = _logits(model, tokenizer, [POS, NEG])
     save_adapter(model, root / "trained", CONFIG)
-    write_calibration(root / "trained", 0.4)
+    write_calibration(root / "trained", FineCalibration(threshold=0.4))
 
     _, fresh_base, _ = load_base(CONFIG.base, "cpu")
     save_adapter(new_adapter(fresh_base, CONFIG), root / "fresh", CONFIG)
@@ -121,7 +121,9 @@ def test_lora_fine_ranker_implements_the_protocol(trained: dict[str, Any]) -> No
     assert scores[0] > scores[1]
     assert ranker.version("game") == "assetmatch-ranker-game/3" and ranker.version("other") == ""
     assert ranker.threshold("game") == 0.4
-    assert ranker.score_many([("game", "daily active users", assets)]) == [pytest.approx(scores, abs=1e-5)]
+    assert ranker.calibration("game").threshold == 0.4 and ranker.calibration("other") == FineCalibration()
+    logits = ranker.logits("game", "daily active users", assets)
+    assert ranker.calibration("game").fusion.probs(logits) == pytest.approx(scores, abs=1e-6)
     with pytest.raises(KeyError, match="no fine-ranking adapter"):
         ranker.score("other", "x", assets)
 
@@ -134,7 +136,8 @@ def test_lora_fine_ranker_applies_the_calibrated_fusion(trained: dict[str, Any],
 
     folder = tmp_path / "fused"
     shutil.copytree(trained["root"] / "trained", folder)
-    write_calibration(folder, 0.5, Fusion(weights=[-1.0, 0.0, 0.0], bias=0.0))  # flips the order
+    flipped = Fusion(weights=[-1.0, 0.0, 0.0], bias=0.0)  # 3 weights: an older file, padded with zeros
+    write_calibration(folder, FineCalibration(threshold=0.5, fusion=flipped))  # flips the order
     plain = LoraFineRanker.from_folders({"g": (trained["root"] / "trained", "1")}, CONFIG.base, "cpu", 32)
     fused = LoraFineRanker.from_folders({"g": (folder, "2")}, CONFIG.base, "cpu", 32)
     assets = [

@@ -63,7 +63,7 @@ def test_fusion_learns_to_trust_the_adapter_when_its_logits_separate_gold() -> N
         gold = [False] * 8
         gold[int(rng.integers(8))] = True  # the coarse rank says nothing
         logits = [2.0 if g else float(rng.normal(-1, 0.5)) for g in gold]
-        lists.append((logits, gold))
+        lists.append((logits, None, gold))
     fusion = Fusion.fit(lists)
     assert fusion.weights[0] + fusion.weights[1] > 1.0
     probs = fusion.probs([2.0, -1.0, -1.5])
@@ -72,7 +72,7 @@ def test_fusion_learns_to_trust_the_adapter_when_its_logits_separate_gold() -> N
 
 def test_fusion_falls_back_to_the_coarse_order_when_the_adapter_is_noise() -> None:
     rng = np.random.default_rng(1)
-    lists = [([float(v) for v in rng.normal(0, 1, 8)], [True] + [False] * 7) for _ in range(200)]
+    lists = [([float(v) for v in rng.normal(0, 1, 8)], None, [True] + [False] * 7) for _ in range(200)]
     fusion = Fusion.fit(lists)
     assert fusion.weights[2] < -1.0  # a later coarse rank lowers the probability
     assert abs(fusion.weights[0] + fusion.weights[1]) < 0.5
@@ -81,7 +81,7 @@ def test_fusion_falls_back_to_the_coarse_order_when_the_adapter_is_noise() -> No
 
 
 def test_fusion_without_both_classes_is_the_adapters_own_sigmoid() -> None:
-    assert Fusion.fit([([0.1, 0.2], [False, False])]) == Fusion()
+    assert Fusion.fit([([0.1, 0.2], None, [False, False])]) == Fusion()
     assert Fusion.fit([]) == Fusion()
     assert Fusion().probs([0.0, 2.0]) == pytest.approx([0.5, 1 / (1 + np.exp(-2.0))])
     assert Fusion().probs([]) == []

@@ -1,0 +1,433 @@
+"""Fine ranking on the production path, Spider: coarse-only vs LoRA fine ranking, side by side.
+
+What runs is what the product runs: the recall indexes are built over the library, the coarse
+model and set selection are fitted on Spider `train` requirements (`fit_matching`), and the fine
+ranker is trained and calibrated on the coarse lists of those requirements **out of fold**
+(`ranking.candidates.CoarseCandidates`), then judged on `test` (training databases, unseen
+requests) and `dev` (databases no adapter saw) exactly as the Matcher answers: cascade, fusion of
+adapter logits with the coarse scores, selection on fused probabilities. Nothing is tuned on
+`test` or `dev`.
+
+Settings:
+- `union`: all 876 tables in one library (SpiderUnion); one adapter.
+- `split`: Spider's 140 training databases sorted by db_id and cut into 4 businesses; a shared
+  adapter on all four, then per-business adapters started from it; reports coarse vs shared vs
+  per-business on each business's `test` requirements, and the three-way gate's choice.
+
+    HF_HUB_OFFLINE=1 nice .venv/bin/python benchmarks/finerank_spider.py --setting union
+    HF_HUB_OFFLINE=1 nice .venv/bin/python benchmarks/finerank_spider.py --setting split
+
+Training is bounded (--max-steps, early stopping on the validation curve): it runs on CPUs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import gzip
+import json
+import os
+import random
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from assetmatch.config import LakeConfig, RecallConfig, Settings
+from assetmatch.evaluation.harness import fit_matching
+from assetmatch.lake.delta import Lake
+from assetmatch.matching.fine import FineCalibration
+from assetmatch.matching.matcher import Matcher
+from assetmatch.matching.selection import SetSelector
+from assetmatch.models import Column, Requirement, TableAsset
+from assetmatch.ranking.candidates import CoarseCandidates
+from assetmatch.ranking.config import RankerConfig
+from assetmatch.ranking.finerank import LoraFineRanker, read_calibration
+from assetmatch.recall.index import IndexSet
+from assetmatch.registry.promotion import GateConfig, choose_arm
+from assetmatch.training import augment
+from assetmatch.training import evaluate as ev
+from assetmatch.training.pairs import LabelledRequirement, TrainingData, split_holdout
+from assetmatch.training.train import judge, selection_context, train_business
+
+DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "benchmarks" / "spider"
+METRICS = ("all_gold_at_3", "all_gold_at_5", "set_f1", "set_exact", "mrr")
+
+
+def load_spider(data: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    with gzip.open(data / "assets.jsonl.gz", "rt", encoding="utf-8") as f:
+        assets = [json.loads(line) for line in f]
+    with gzip.open(data / "requirements.jsonl.gz", "rt", encoding="utf-8") as f:
+        reqs = [json.loads(line) for line in f]
+    return assets, reqs
+
+
+def to_asset(row: dict[str, Any], business: str) -> TableAsset:
+    return TableAsset(
+        asset_id=row["asset_id"],
+        business=business,
+        database=row["database"],
+        name=row["table"],
+        comment=row["table_comment"],
+        columns=[
+            Column(name=c["name"], type=c["type"], comment=c["comment"], primary_key=c["primary_key"])
+            for c in row["columns"]
+        ],
+    )
+
+
+def sample(items: Sequence[Any], n: int, seed: int) -> list[Any]:
+    items = sorted(items, key=lambda r: r.id)
+    return (
+        items
+        if not n or len(items) <= n
+        else sorted(random.Random(seed).sample(items, n), key=lambda r: r.id)
+    )
+
+
+def build_production_path(
+    assets: list[TableAsset], train: list[Requirement], workdir: Path, seed: int
+) -> tuple[CoarseCandidates, dict[str, Any]]:
+    """Lake -> indexes -> coarse model + selection fitted on `train` -> the production candidates."""
+    settings = Settings(
+        lake=LakeConfig(uri=str(workdir / "lake")),
+        recall=RecallConfig(index_root=str(workdir / "indexes")),
+    )
+    lake = Lake.from_settings(settings)
+    lake.merge_assets(assets, run_id="benchmark", snapshot_of="spider")
+    started = time.perf_counter()
+    index = IndexSet.build(lake, settings)
+    index.warmup()
+    fit = fit_matching(index, settings, train, seed)
+    matcher = Matcher(index, settings, coarse=fit.coarse, selector=SetSelector(fit.selection))
+    info = {"coarse_fit_s": round(time.perf_counter() - started, 1), "cv_chosen": fit.report.get("cv_chosen")}
+    return CoarseCandidates(matcher, fit.oof), info
+
+
+def labelled(r: Requirement) -> LabelledRequirement:
+    return LabelledRequirement(r.id, r.business, r.text, tuple(r.gold_assets))
+
+
+def evaluate(
+    name: str,
+    requirements: list[LabelledRequirement],
+    candidates: CoarseCandidates,
+    ranker: LoraFineRanker | None,
+    adapter: str,
+    calibration: FineCalibration | None,
+    k: int,
+) -> dict[str, ev.EvalReport]:
+    """coarse-only, and (with an adapter) the product's answer and always-fine, on the same lists."""
+    library = candidates.assets
+    ctx = selection_context(candidates)
+    if ranker is None or calibration is None:
+        judged = judge(lambda _t, _a: [], library, requirements, candidates, k)
+        return {"coarse_only": ev.report(f"{name}/coarse_only", [ev.coarse_ranked(j) for j in judged])}
+    judged = judge(lambda t, a: ranker.logits(adapter, t, a), library, requirements, candidates, k)
+    always = dataclasses.replace(
+        calibration, cascade=dataclasses.replace(calibration.cascade, max_margin=None, familiar_only=False)
+    )
+    return {
+        "coarse_only": ev.report(f"{name}/coarse_only", [ev.coarse_ranked(j) for j in judged]),
+        "fine_cascade": ev.report(
+            f"{name}/fine_cascade", [ev.fine_ranked(j, calibration, ctx) for j in judged]
+        ),
+        "always_fine": ev.report(f"{name}/always_fine", [ev.fine_ranked(j, always, ctx) for j in judged]),
+    }
+
+
+def row(label: str, rep: ev.EvalReport) -> str:
+    m = rep.means()
+    share = rep.extra.get("fine_share", 0.0)
+    return (
+        f"| {label} | {rep.name.split('/')[-1]} | "
+        + " | ".join(f"{m[k]:.3f}" for k in METRICS)
+        + f" | {share:.2f} | {m['latency_ms_mean']:.0f} |"
+    )
+
+
+HEADER = [
+    "| split | method | all-gold@3 | all-gold@5 | set F1 | set exact | MRR | share fine-ranked | fine ms/req |",
+    "|---|---|---|---|---|---|---|---|---|",
+]
+
+
+def config_from(args: argparse.Namespace) -> RankerConfig:
+    return RankerConfig(
+        max_steps=args.max_steps,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+        learning_rate=args.learning_rate,
+        candidate_k=args.candidate_k,
+        hard_negatives=4,
+        random_negatives=1,
+        synthetic_per_table=args.synthetic_per_table,
+        max_validation=args.max_validation,
+        eval_every=args.eval_every,
+        patience=args.patience,
+        device=args.device,
+    )
+
+
+def run_union(args: argparse.Namespace, root: Path, results: dict[str, Any], table: list[str]) -> None:
+    raw_assets, raw_reqs = load_spider(args.data)
+    assets = [to_asset(a, "library") for a in raw_assets]
+    reqs = [
+        Requirement(
+            id=r["id"], business="library", text=r["text"], gold_assets=r["gold_assets"], split=r["split"]
+        )
+        for r in raw_reqs
+        if r["gold_assets"]
+    ]
+    train = sample([r for r in reqs if r.split == "train"], args.fit_limit, 0)
+    candidates, info = build_production_path(assets, train, root / "union", args.seed)
+    print(f"union: coarse path built {info}", flush=True)
+    config = config_from(args)
+    train_l, validation = split_holdout([labelled(r) for r in train], config.validation_fraction)
+    synthetic = augment.synthesize(assets, [], config.synthetic_per_table, config.seed)
+    data = TrainingData("library", train_l, validation, synthetic)
+    started = time.perf_counter()
+    res = train_business("library", data, assets, candidates, config, root / "union-adapter")
+    results["union_train"] = {
+        "seconds": round(time.perf_counter() - started, 1),
+        "steps": res.fit.steps,
+        "best_step": res.fit.best_step,
+        "stopped_early": res.fit.stopped_early,
+        "curve": res.fit.curve,
+        "oof_hits": candidates.oof_hits,
+        "cascade": dataclasses.asdict(res.calibration.cascade),
+        "validation": {k: r.means() for k, r in res.reports.items()},
+        **info,
+    }
+    print(
+        f"union: trained {json.dumps({k: v for k, v in results['union_train'].items() if k != 'curve'})}",
+        flush=True,
+    )
+    ranker = LoraFineRanker.from_folders(
+        {"library": (res.adapter_dir, "1")}, config.base, args.device, config.max_length
+    )
+    calibration = read_calibration(res.adapter_dir)
+    for split in ("test", "dev"):
+        evaluated = sample([labelled(r) for r in reqs if r.split == split], args.eval_limit, 1)
+        reports = evaluate(split, evaluated, candidates, ranker, "library", calibration, config.candidate_k)
+        results[f"union_{split}"] = {k: {**r.means(), **r.extra} for k, r in reports.items()}
+        table += [row(f"union {split} (n={len(evaluated)})", r) for r in reports.values()]
+        print("\n".join(table[-len(reports) :]), flush=True)
+
+
+def run_split(args: argparse.Namespace, root: Path, results: dict[str, Any], table: list[str]) -> None:
+    raw_assets, raw_reqs = load_spider(args.data)
+    train_dbs = sorted({r["business"] for r in raw_reqs if r["split"] == "train"})
+    buckets = [train_dbs[i * len(train_dbs) // 4 : (i + 1) * len(train_dbs) // 4] for i in range(4)]
+    business_of = {db: f"biz{i + 1}" for i, bucket in enumerate(buckets) for db in bucket}
+    businesses = sorted(set(business_of.values()))
+    assets = [to_asset(a, business_of[a["database"]]) for a in raw_assets if a["database"] in business_of]
+    reqs = [
+        Requirement(
+            id=r["id"],
+            business=business_of[r["business"]],
+            text=r["text"],
+            gold_assets=r["gold_assets"],
+            split=r["split"],
+        )
+        for r in raw_reqs
+        if r["business"] in business_of and r["gold_assets"]
+    ]
+    train = sample([r for r in reqs if r.split == "train"], args.fit_limit, 0)
+    candidates, info = build_production_path(assets, train, root / "split", args.seed)
+    print(f"split: coarse path built {info}", flush=True)
+    config = config_from(args)
+    data: dict[str, TrainingData] = {}
+    for b in businesses:
+        train_l, validation = split_holdout(
+            [labelled(r) for r in train if r.business == b], config.validation_fraction
+        )
+        own = [a for a in assets if a.business == b]
+        data[b] = TrainingData(
+            b, train_l, validation, augment.synthesize(own, [], config.synthetic_per_table, config.seed)
+        )
+    # the shared adapter: every business's data in one adapter
+    pooled = TrainingData(
+        "shared",
+        [r for b in businesses for r in data[b].train],
+        [r for b in businesses for r in data[b].validation],
+        [r for b in businesses for r in data[b].synthetic],
+    )
+    started = time.perf_counter()  # requirements keep their business: each sees its own coarse lists
+    shared = train_business("shared", pooled, assets, candidates, config, root / "shared")
+    results["split_shared_train"] = {
+        "seconds": round(time.perf_counter() - started, 1),
+        "steps": shared.fit.steps,
+        "best_step": shared.fit.best_step,
+        "curve": shared.fit.curve,
+    }
+    print(f"split: shared adapter {shared.fit.steps} steps (best {shared.fit.best_step})", flush=True)
+    gate = GateConfig(latency_budget_ms=1e9)  # latency is reported here, not gated (shared CPU)
+    per_config = dataclasses.replace(config, max_steps=args.business_steps or config.max_steps)
+    summary: dict[str, dict[str, dict[str, float]]] = {}
+    for b in businesses:
+        own_assets = [a for a in assets if a.business == b]
+        # the shared adapter with this business's calibration (fusion, selection, cascade)
+        shared_b = calibrate_only(
+            shared.adapter_dir, data[b], own_assets, candidates, config, root / f"shared-{b}"
+        )
+        started = time.perf_counter()
+        own_result = train_business(
+            b, data[b], own_assets, candidates, per_config, root / b, init_from=shared.adapter_dir
+        )
+        results.setdefault("split_business_train", {})[b] = {
+            "seconds": round(time.perf_counter() - started, 1),
+            "steps": own_result.fit.steps,
+            "best_step": own_result.fit.best_step,
+        }
+        ranker = LoraFineRanker.from_folders(
+            {"shared": (shared_b, "s"), "own": (own_result.adapter_dir, "b")},
+            config.base,
+            args.device,
+            config.max_length,
+        )
+        tests = sample(
+            [labelled(r) for r in reqs if r.business == b and r.split == "test"], args.eval_per_business, 1
+        )
+        arms = evaluate(
+            f"{b}", tests, candidates, ranker, "shared", read_calibration(shared_b), config.candidate_k
+        )
+        reports = {
+            "coarse_only": arms["coarse_only"],
+            "shared": dataclasses.replace(arms["fine_cascade"], name=f"{b}/shared"),
+            "per_business": dataclasses.replace(
+                evaluate(
+                    f"{b}",
+                    tests,
+                    candidates,
+                    ranker,
+                    "own",
+                    read_calibration(own_result.adapter_dir),
+                    config.candidate_k,
+                )["fine_cascade"],
+                name=f"{b}/per_business",
+            ),
+        }
+        for name, rep in reports.items():
+            summary.setdefault(name, {})[b] = rep.means()
+            table.append(row(b, rep))
+        # the gate's three-way choice on held-out train requirements (never test)
+        val = {
+            "coarse_only": ev.report(
+                "coarse_only",
+                [
+                    ev.coarse_ranked(j)
+                    for j in judge(
+                        lambda _t, _a: [],
+                        candidates.assets,
+                        data[b].validation,
+                        candidates,
+                        config.candidate_k,
+                    )
+                ],
+            ),
+            "shared": shared_b_report(
+                ranker, "shared", shared_b, data[b].validation, candidates, config.candidate_k
+            ),
+            "per_business": shared_b_report(
+                ranker, "own", own_result.adapter_dir, data[b].validation, candidates, config.candidate_k
+            ),
+        }
+        choice = choose_arm(val["coarse_only"], val["shared"], val["per_business"], gate, first_adapter=True)
+        results.setdefault("split_gate", {})[b] = {"chosen": choice.chosen, "reason": choice.reason}
+        print("\n".join(table[-3:]) + f"\n{b}: gate chooses {choice.chosen} ({choice.reason})", flush=True)
+    for name, per in summary.items():
+        mean = {m: sum(v[m] for v in per.values()) / len(per) for m in METRICS}
+        table.append(f"| mean of 4 | {name} | " + " | ".join(f"{mean[m]:.3f}" for m in METRICS) + " | | |")
+    results["split"] = summary
+
+
+def calibrate_only(
+    adapter: Path,
+    data: TrainingData,
+    assets: list[TableAsset],
+    candidates: CoarseCandidates,
+    config: RankerConfig,
+    out: Path,
+) -> Path:
+    """A copy of the shared adapter with this business's calibration (fitted on its validation)."""
+    import shutil
+
+    from assetmatch.matching.fine import write_calibration
+    from assetmatch.training.train import familiar_tables, judge_folder
+
+    if out.exists():
+        shutil.rmtree(out)
+    shutil.copytree(adapter, out)
+    library = {a.asset_id: a for a in assets}
+    judged = judge_folder(out, library, data.validation, candidates, config.candidate_k)
+    write_calibration(out, ev.calibrate(judged, selection_context(candidates), familiar_tables(data.train)))
+    return out
+
+
+def shared_b_report(
+    ranker: LoraFineRanker,
+    adapter: str,
+    folder: Path,
+    requirements: list[LabelledRequirement],
+    candidates: CoarseCandidates,
+    k: int,
+) -> ev.EvalReport:
+    judged = judge(lambda t, a: ranker.logits(adapter, t, a), candidates.assets, requirements, candidates, k)
+    calibration = read_calibration(folder)
+    return ev.report(adapter, [ev.fine_ranked(j, calibration, selection_context(candidates)) for j in judged])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--setting", choices=["union", "split", "both"], default="union")
+    parser.add_argument(
+        "--fit-limit", type=int, default=1500, help="train requirements (coarse fit and ranker)"
+    )
+    parser.add_argument(
+        "--max-steps", type=int, default=600, help="cap on optimizer steps (early stopping may stop sooner)"
+    )
+    parser.add_argument(
+        "--business-steps", type=int, default=0, help="cap for per-business adapters (split; 0: --max-steps)"
+    )
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--max-length", type=int, default=96)
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--candidate-k", type=int, default=10, help="coarse candidates fine-ranked at most")
+    parser.add_argument("--synthetic-per-table", type=int, default=1)
+    parser.add_argument("--max-validation", type=int, default=150)
+    parser.add_argument("--eval-every", type=int, default=50)
+    parser.add_argument("--patience", type=int, default=3)
+    parser.add_argument(
+        "--eval-limit", type=int, default=500, help="union: requirements evaluated per split (0: all)"
+    )
+    parser.add_argument("--eval-per-business", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    started = time.perf_counter()
+    print(f"load average at start: {os.getloadavg()}", flush=True)
+    root = Path(tempfile.mkdtemp(prefix="finerank-spider-"))
+    results: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}}
+    table = list(HEADER)
+    if args.setting in ("union", "both"):
+        run_union(args, root, results, table)
+    if args.setting in ("split", "both"):
+        run_split(args, root, results, table)
+    results["seconds_total"] = round(time.perf_counter() - started, 1)
+    results["load_average_end"] = os.getloadavg()
+    print("\n".join(table))
+    print(f"\ntotal {results['seconds_total']} s, load average at the end {results['load_average_end']}")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1, default=str), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,232 @@
+"""What the Matcher does with a fine ranker's logits: the cascade, the fusion, the set.
+
+A LoRA adapter (assetmatch.ranking) gives one logit per (requirement, table). Three small fitted
+parts, stored beside the adapter in `calibration.json` and applied identically by training
+evaluation, the A/B gate, the Matcher and the serving layer, turn those logits into an answer:
+
+1. **Cascade** (`Cascade.depth`): fine-rank only when the coarse answer is uncertain — the
+   gap between the last table the coarse selection keeps and the first it drops is below a
+   fitted margin — and only the coarse top `depth` tables. The adapter is never asked about a
+   requirement whose coarse top table it was not trained on (`familiar`): on tables it never saw
+   its scores are noise, and the coarse ranking answers instead.
+2. **Fusion** (`Fusion.probs`): a logistic regression over the logit, its margin to the best
+   logit of the list, the coarse rank, the coarse score and its margin to the best coarse score.
+   A confident adapter takes over; an unsure one falls back towards the coarse order.
+3. **Selection** (`FineCalibration.selector`): the set-selection rules (`matching.selection`)
+   with parameters calibrated on the fused probabilities of the business's validation
+   requirements, so fine scores decide the set.
+
+Everything here is numpy and the standard library: no model is loaded.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from assetmatch.matching.selection import ScoredTable, SelectionParams, SetSelector
+
+CALIBRATION_FILE = "calibration.json"
+FUSION_FEATURES = ("logit", "logit_margin", "log_coarse_rank", "coarse_score", "coarse_margin")
+
+
+@dataclass
+class Fusion:
+    """p = sigmoid(w . x + bias), x = `FUSION_FEATURES` of each candidate of one list.
+
+    Candidates are scored as a list in coarse order (rank 0 = the coarse ranker's best). Fitted by
+    logistic regression on validation candidates (`fit`); the identity (weights 1, 0, ...) is the
+    adapter's own sigmoid. Weights stored by an older version (3 features, no coarse score) are
+    padded with zeros, so they mean what they meant.
+    """
+
+    weights: list[float] = field(default_factory=lambda: [1.0, 0.0, 0.0, 0.0, 0.0])
+    bias: float = 0.0
+
+    def __post_init__(self) -> None:
+        n = len(FUSION_FEATURES)
+        if len(self.weights) > n:
+            raise ValueError(f"Fusion has {len(self.weights)} weights; at most {n} ({FUSION_FEATURES})")
+        self.weights = [float(w) for w in self.weights] + [0.0] * (n - len(self.weights))
+
+    @staticmethod
+    def features(logits: Sequence[float], coarse: Sequence[float] | None = None) -> np.ndarray:
+        x = np.asarray(logits, dtype=float)
+        if x.size == 0:
+            return np.zeros((0, len(FUSION_FEATURES)))
+        c = np.zeros_like(x) if coarse is None else np.asarray(coarse, dtype=float)[: x.size]
+        if c.size != x.size:
+            raise ValueError(f"Fusion: {x.size} logits but {c.size} coarse scores")
+        return np.column_stack([x, x - x.max(), np.log1p(np.arange(x.size)), c, c - c.max()])
+
+    def probs(self, logits: Sequence[float], coarse: Sequence[float] | None = None) -> list[float]:
+        z = self.features(logits, coarse) @ np.asarray(self.weights) + self.bias
+        return [float(v) for v in 1.0 / (1.0 + np.exp(-np.clip(z, -60, 60)))]
+
+    @classmethod
+    def fit(cls, lists: Sequence[tuple[Sequence[float], Sequence[float] | None, Sequence[bool]]]) -> Fusion:
+        """Logistic regression over every (candidate, is-gold) of the validation lists."""
+        from sklearn.linear_model import LogisticRegression
+
+        kept = [item for item in lists if len(item[0])]
+        if not kept:
+            return cls()
+        x = np.vstack([cls.features(logits, coarse) for logits, coarse, _ in kept])
+        y = np.concatenate([np.asarray(gold, dtype=int) for _, _, gold in kept])
+        if len(set(y.tolist())) < 2:  # one class only: nothing to learn, keep the adapter's sigmoid
+            return cls()
+        model = LogisticRegression(C=1.0, max_iter=1000).fit(x, y)
+        return cls([float(w) for w in model.coef_[0]], float(model.intercept_[0]))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> Fusion:
+        return cls(**data) if data else cls()
+
+
+def coarse_margin(coarse: Sequence[float], n_selected: int) -> float:
+    """How clearly the coarse scores separate the selected tables from the rest: the score of the
+    last selected table minus that of the first one left out (inf when nothing is left out)."""
+    if n_selected <= 0 or len(coarse) <= n_selected:
+        return float("inf")
+    return float(coarse[n_selected - 1] - coarse[n_selected])
+
+
+@dataclass
+class Cascade:
+    """When to fine-rank, and how deep (see the module docstring).
+
+    max_margin: fine-rank only when `coarse_margin` is below it (None: always).
+    depth: fine-rank the coarse top `depth` tables (0: the Matcher's `fine_top_n`).
+    familiar_only: skip the adapter when the coarse top table was never a training table of it.
+    """
+
+    max_margin: float | None = None
+    depth: int = 0
+    familiar_only: bool = True
+
+    def depth_for(
+        self,
+        ids: Sequence[str],
+        coarse: Sequence[float],
+        n_selected: int,
+        familiar: Collection[str] | None,
+        cap: int,
+    ) -> int:
+        """How many of the coarse-ordered `ids` to fine-rank (0: answer with the coarse ranking)."""
+        if not ids:
+            return 0
+        if self.familiar_only and familiar is not None and ids[0] not in familiar:
+            return 0
+        if self.max_margin is not None and coarse_margin(coarse, n_selected) >= self.max_margin:
+            return 0
+        return min(len(ids), cap, self.depth or cap)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> Cascade:
+        return cls(**data) if data else cls()
+
+
+@dataclass
+class FineCalibration:
+    """Everything calibration.json holds for one adapter (threshold None: never calibrated)."""
+
+    threshold: float | None = None
+    fusion: Fusion = field(default_factory=Fusion)
+    selection: SelectionParams | None = None
+    cascade: Cascade = field(default_factory=Cascade)
+    familiar: frozenset[str] | None = None  # tables the adapter was trained on (None: unknown)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def selector(self, fallback: SetSelector) -> SetSelector:
+        """Selection over fused probabilities: the calibrated rules, else `fallback`'s rules with the
+        calibrated threshold (adapters calibrated before selection was)."""
+        if self.selection is not None:
+            return SetSelector(self.selection)
+        return fallback.with_threshold(self.threshold) if self.threshold is not None else fallback
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "threshold": self.threshold,
+            "fusion": asdict(self.fusion),
+            "selection": self.selection.model_dump() if self.selection is not None else None,
+            "cascade": asdict(self.cascade),
+            "familiar": sorted(self.familiar) if self.familiar is not None else None,
+            **self.extra,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FineCalibration:
+        known = {"threshold", "fusion", "selection", "cascade", "familiar"}
+        threshold = data.get("threshold")
+        selection = data.get("selection")
+        familiar = data.get("familiar")
+        return cls(
+            None if threshold is None else float(threshold),
+            Fusion.from_dict(data.get("fusion")),
+            SelectionParams.model_validate(selection) if selection else None,
+            Cascade.from_dict(data.get("cascade")),
+            frozenset(familiar) if familiar is not None else None,
+            {k: v for k, v in data.items() if k not in known},
+        )
+
+
+def write_calibration(folder: str | Path, calibration: FineCalibration) -> Path:
+    path = Path(folder) / CALIBRATION_FILE
+    path.write_text(json.dumps(calibration.to_dict(), indent=1, sort_keys=True), encoding="utf-8")
+    return path
+
+
+def read_calibration(folder: str | Path) -> FineCalibration:
+    """The adapter's calibration; a missing file means an uncalibrated adapter (defaults).
+    A file that is not valid raises ValueError naming it (a reload must fail, not guess)."""
+    path = Path(folder) / CALIBRATION_FILE
+    if not path.exists():
+        return FineCalibration()
+    try:
+        return FineCalibration.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{path} is not a valid calibration file: {exc}") from exc
+
+
+@dataclass
+class CoarseAnswer:
+    """The coarse stage's answer to one requirement: candidates best first, their coarse scores, and
+    the set the coarse selection picks (what the product answers when the fine stage is skipped)."""
+
+    ids: list[str]
+    scores: list[float]
+    selected: list[str]
+
+
+@dataclass
+class FineList:
+    """One requirement's answer after the fine stage (or without it, when the cascade skipped it)."""
+
+    ids: list[str]  # best first
+    scores: list[float]  # what selection reads: fused probabilities (0.0 below the fine depth)
+    fine: dict[str, float]  # fused probability of each fine-ranked table
+    depth: int  # tables fine-ranked (0: coarse answer)
+
+
+def rerank(ids: Sequence[str], coarse: Sequence[float], logits: Sequence[float], fusion: Fusion) -> FineList:
+    """The coarse top len(logits) re-sorted by fused probability (ties keep coarse order); the
+    tables below keep their coarse order with selection score 0 (they were not judged)."""
+    depth = len(logits)
+    probs = fusion.probs(logits, coarse[:depth])
+    order = sorted(range(depth), key=lambda i: -probs[i])
+    head = [ids[i] for i in order]
+    return FineList(
+        head + list(ids[depth:]),
+        [probs[i] for i in order] + [0.0] * (len(ids) - depth),
+        {ids[i]: probs[i] for i in range(depth)},
+        depth,
+    )
+
+
+def scored_tables(ids: Sequence[str], scores: Sequence[float], group_of: Any) -> list[ScoredTable]:
+    return [ScoredTable(a, float(s), group_of(a)) for a, s in zip(ids, scores)]

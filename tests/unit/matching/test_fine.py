@@ -1,0 +1,97 @@
+"""The fine stage's fitted parts: fusion with coarse scores, the cascade rule, calibration files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from assetmatch.matching.fine import (
+    Cascade,
+    FineCalibration,
+    Fusion,
+    coarse_margin,
+    read_calibration,
+    rerank,
+    write_calibration,
+)
+from assetmatch.matching.selection import SelectionParams
+
+
+def test_fusion_learns_from_the_coarse_score_when_the_adapter_is_noise() -> None:
+    rng = np.random.default_rng(3)
+    lists = []
+    for _ in range(300):
+        gold = int(rng.integers(6))
+        coarse = [0.9 if i == gold else float(rng.uniform(0, 0.5)) for i in range(6)]
+        lists.append(([float(v) for v in rng.normal(0, 1, 6)], coarse, [i == gold for i in range(6)]))
+    fusion = Fusion.fit(lists)
+    assert fusion.weights[3] + fusion.weights[4] > 1.0  # the coarse score carries the signal
+    probs = fusion.probs([2.0, -2.0], [0.1, 0.9])
+    assert probs[1] > probs[0]
+
+
+def test_older_three_weight_fusion_is_padded_and_means_the_same() -> None:
+    old = Fusion(weights=[1.0, 0.5, -0.2], bias=0.1)
+    assert old.weights == [1.0, 0.5, -0.2, 0.0, 0.0]
+    assert old.probs([1.0, 0.0], [0.3, 0.9]) == pytest.approx(old.probs([1.0, 0.0]))
+    with pytest.raises(ValueError, match="at most 5"):
+        Fusion(weights=[0.0] * 6)
+    with pytest.raises(ValueError, match="2 logits but 1 coarse"):
+        Fusion().probs([0.0, 1.0], [0.5])
+
+
+@pytest.mark.parametrize(
+    ("cascade", "ids", "coarse", "n_selected", "familiar", "expected"),
+    [
+        (Cascade(), ["a", "b", "c"], [0.9, 0.5, 0.1], 1, None, 3),  # always, up to the cap
+        (Cascade(depth=2), ["a", "b", "c"], [0.9, 0.5, 0.1], 1, None, 2),  # only as deep as fitted
+        (Cascade(max_margin=0.3), ["a", "b", "c"], [0.9, 0.5, 0.1], 1, None, 0),  # gap 0.4: certain
+        (Cascade(max_margin=0.5), ["a", "b", "c"], [0.9, 0.5, 0.1], 1, None, 3),  # gap 0.4: uncertain
+        (Cascade(max_margin=0.5), ["a", "b", "c"], [0.9, 0.8, 0.1], 2, None, 0),  # 0.8 -> 0.1: certain
+        (Cascade(max_margin=0.1), ["a"], [0.9], 1, None, 0),  # nothing left out: nothing to decide
+        (Cascade(), ["x", "a"], [0.9, 0.5], 1, {"a"}, 0),  # top table never trained on: defer
+        (Cascade(familiar_only=False), ["x", "a"], [0.9, 0.5], 1, {"a"}, 2),
+        (Cascade(), [], [], 0, None, 0),
+    ],
+)
+def test_cascade_decision_on_constructed_score_lists(
+    cascade: Cascade,
+    ids: list[str],
+    coarse: list[float],
+    n_selected: int,
+    familiar: set[str] | None,
+    expected: int,
+) -> None:
+    assert cascade.depth_for(ids, coarse, n_selected, familiar, cap=20) == expected
+
+
+def test_coarse_margin() -> None:
+    assert coarse_margin([0.9, 0.6, 0.5], 1) == pytest.approx(0.3)
+    assert coarse_margin([0.9, 0.6, 0.5], 2) == pytest.approx(0.1)
+    assert coarse_margin([0.9], 1) == float("inf")
+
+
+def test_rerank_sorts_the_judged_head_and_keeps_the_tail_unjudged() -> None:
+    answer = rerank(["a", "b", "c", "d"], [0.9, 0.8, 0.7, 0.6], [-5.0, 5.0], Fusion())
+    assert answer.ids == ["b", "a", "c", "d"] and answer.depth == 2
+    assert answer.scores[2:] == [0.0, 0.0] and set(answer.fine) == {"a", "b"}
+
+
+def test_calibration_round_trip_and_clear_errors(tmp_path: Path) -> None:
+    cal = FineCalibration(
+        0.35,
+        Fusion([1.0, 0.2, -0.1, 2.0, 0.5], -0.3),
+        SelectionParams(min_score=0.35, same_group=False),
+        Cascade(0.2, 8, True),
+        frozenset({"t.a", "t.b"}),
+        {"validation_requirements": 40},
+    )
+    write_calibration(tmp_path, cal)
+    assert read_calibration(tmp_path) == cal
+    assert read_calibration(tmp_path / "missing") == FineCalibration()
+    (tmp_path / "calibration.json").write_text(json.dumps({"fusion": {"weights": "x"}}), encoding="utf-8")
+    with pytest.raises(ValueError, match="not a valid calibration file"):
+        read_calibration(tmp_path)
