@@ -132,13 +132,14 @@ class NightlyResult:
         if failures:
             lines += ["", "## Failed", ""]
             lines += [f"- **{stage} / {part}**: {_one_line(err)}" for stage, part, err in failures]
-        details = [s for s in self.stages if s.counts or s.notes or len(s.reason) > CELL_CHARS]
+        counts = {s.stage: {k: v for k, v in s.counts.items() if v} for s in self.stages}  # zeros are noise
+        details = [s for s in self.stages if counts[s.stage] or s.notes or len(s.reason) > CELL_CHARS]
         if details:
             lines += ["", "## Details"]
             for s in details:
                 lines += ["", f"**{s.stage}** ({s.status}): {_one_line(s.reason)}"]
-                if s.counts:
-                    lines.append("- counts: " + ", ".join(f"{k} {v}" for k, v in s.counts.items()))
+                if counts[s.stage]:
+                    lines.append("- counts: " + ", ".join(f"{k} {v}" for k, v in counts[s.stage].items()))
                 lines += [f"- {_one_line(note)}" for note in s.notes]
         return "\n".join(lines)
 
