@@ -204,7 +204,7 @@ def up(
         )
         raise typer.Exit(2)
     spec = deployment_spec(yaml.safe_load(PREFECT_FILE.read_text(encoding="utf-8")), config)
-    pools = work_pools(spec) if deploy else ["default"]
+    pools = work_pools(spec)  # with --no-deploy, the deployments on the server came from the same file
     served = [p for p in pools if worker and p not in no_worker_pool]
     api_url = f"http://127.0.0.1:{prefect_port}/api"
     env = {
