@@ -36,7 +36,7 @@ from assetmatch.ingest import (
 from assetmatch.lake.delta import Lake
 
 COUNT_FIELDS = ("extracted", "inserted", "updated", "unchanged", "soft_deleted", "restored", "quarantined")
-RETRY_DELAYS_S = [10, 30, 90]
+RETRY_DELAYS_S: list[float] = [10, 30, 90]
 
 
 @task(

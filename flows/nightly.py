@@ -34,7 +34,7 @@ from assetmatch import pipeline
 
 TRAIN_DEPLOYMENT = "train-rankers/train-rankers"
 """`<flow name>/<deployment name>` of the training deployment in infra/prefect/prefect.yaml."""
-RETRY_DELAYS_S = [10, 60]
+RETRY_DELAYS_S: list[float] = [10, 60]
 """Waits before the retries of a part that failed transiently (a database restarting, a network blip)."""
 
 
@@ -136,9 +136,10 @@ class TrainingRunFailed(RuntimeError):
 )
 def train_on_pool_task(config_path: str, business: str, pool: str) -> dict[str, Any]:
     """Run the training deployment for one business on its work pool and wait for it."""
+    from prefect.client.schemas.objects import FlowRun
     from prefect.deployments import run_deployment
 
-    run = run_deployment(
+    run: FlowRun = run_deployment(  # type: ignore[assignment]  # sync here: a FlowRun, not a coroutine
         TRAIN_DEPLOYMENT,
         parameters={"config_path": config_path, "businesses": [business], "force": True},
         flow_run_name=f"train-{business}",
