@@ -31,6 +31,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.states import Completed, State
 
 from assetmatch import pipeline
+from assetmatch.config import Settings
 
 TRAIN_DEPLOYMENT = "train-rankers/train-rankers"
 """`<flow name>/<deployment name>` of the training deployment in infra/prefect/prefect.yaml."""
@@ -175,6 +176,8 @@ def training_pool(work_pool: str) -> tuple[str | None, str]:
             pool = client.read_work_pool(work_pool)
     except ObjectNotFound:
         return None, f"no deployment {TRAIN_DEPLOYMENT} on pool {work_pool!r}"
+    except Exception as exc:  # the API is unreachable or refuses: train here rather than not at all
+        return None, f"could not look up the training deployment ({type(exc).__name__}: {exc})"
     if pool.status != WorkPoolStatus.READY:
         return None, f"no worker online on pool {work_pool!r}"
     return work_pool, f"deployment {TRAIN_DEPLOYMENT} on pool {work_pool!r}"
@@ -203,7 +206,7 @@ def _stage(stage: str, state: State[Any], seconds: float) -> pipeline.StageResul
     return result
 
 
-def _ingest(config_path: str, settings: Any) -> pipeline.StageResult:
+def _ingest(config_path: str, settings: Settings) -> pipeline.StageResult:
     """One task per source, in parallel (the lake serializes the commits); failures stay per source."""
     from assetmatch.ingest import new_run_id
 
@@ -231,7 +234,9 @@ def _ingest(config_path: str, settings: Any) -> pipeline.StageResult:
     return result
 
 
-def _train(config_path: str, settings: Any, businesses: list[str] | None, full: bool) -> pipeline.StageResult:
+def _train(
+    config_path: str, settings: Settings, businesses: list[str] | None, full: bool
+) -> pipeline.StageResult:
     t0 = time.perf_counter()
     planned = pipeline.outcome(plan_train_task(config_path, businesses, full, return_state=True))
     if isinstance(planned, BaseException):
