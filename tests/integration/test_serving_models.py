@@ -51,8 +51,8 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
                 "ab_split": {"gb": 0.5},
             }
         )
-        model = settings.model.model_copy(update={"max_length": 64, "device": "cpu"})
-        yield settings.model_copy(update={"serving": serving, "model": model})
+        ranker = settings.ranker.model_copy(update={"max_length": 64, "device": "cpu"})
+        yield settings.model_copy(update={"serving": serving, "ranker": ranker})
 
 
 def registry(settings: Settings) -> Any:

@@ -20,7 +20,7 @@ def test_sigterm_drains_in_flight_requests(tmp_path: Path) -> None:
     from assetmatch.serving.synthetic import synthetic_deployment
 
     settings = synthetic_deployment(tmp_path / "deploy", ("ga", "gb"), tables=30, paths=("lexical",))
-    settings.model.max_length = 64
+    settings.ranker.max_length = 64
     config = write_config(
         settings,
         tmp_path / "assetmatch.yaml",

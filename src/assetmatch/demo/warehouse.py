@@ -455,7 +455,7 @@ def demo_settings(paths: DemoPaths) -> dict[str, Any]:
         },
         "feast": {"data_dir": str(paths.feast_dir), "online_store": "sqlite"},
         "recall": {"index_root": str(paths.index_root)},
-        "model": {"max_length": DEMO_MAX_LENGTH},
+        "ranker": {"max_length": DEMO_MAX_LENGTH},
         "matching": {"fine_top_n": DEMO_RANKER["candidate_k"]},
         "training": {"adapters_dir": str(paths.adapters), "ranker": dict(DEMO_RANKER)},
         # the demo serves on loopback only; a real deployment lists sha256 digests in serving.api_keys

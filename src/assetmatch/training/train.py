@@ -21,6 +21,7 @@ from the CLI, a Prefect task, a benchmark or a test.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import shutil
@@ -463,16 +464,110 @@ def load_training_data(
 
 
 def ranker_config(settings: Any, **overrides: Any) -> RankerConfig:
-    """RankerConfig from settings.model (base, device, token budget) + settings.training.ranker +
+    """RankerConfig from settings.ranker (base, device, token budget) + settings.training.ranker +
     explicit overrides: the adapter trains with the token budget serving will give it."""
     values: dict[str, Any] = {
-        "base": settings.model.base,
-        "device": settings.model.device,
-        "max_length": settings.model.max_length,
+        "base": settings.ranker.base,
+        "device": settings.ranker.device,
+        "max_length": settings.ranker.max_length,
     }
     values.update(settings.training.ranker)
     values.update({k: v for k, v in overrides.items() if v is not None})
     return RankerConfig.from_dict(values)
+
+
+SHARED = "_shared"
+"""Registry name of the shared adapter (all businesses' data); it is never a business itself."""
+SHARED_ALIAS = "latest"
+CHALLENGER_SHARED = "challenger-shared"
+"""Alias of the shared adapter calibrated for one business: the gate's third arm."""
+KIND_TAG = "ranker.kind"
+
+
+def _business_inputs(
+    lake: Any, settings: Any, business: str, config: RankerConfig
+) -> tuple[TrainingData, list[TableAsset]]:
+    """(training data, visible library) of one business: its own tables and the shared ones it sees."""
+    from assetmatch.matching.matcher import visible_businesses
+
+    own = lake.read_assets(businesses=[business])
+    visible = lake.read_assets(businesses=visible_businesses(settings, business))
+    return load_training_data(lake, business, own, config, settings), visible
+
+
+def run_shared_training(
+    settings: Any,
+    businesses: list[str],
+    config: RankerConfig | None = None,
+    progress: Any = None,
+    index_manifest: str = "",
+) -> tuple[TrainResult, str]:
+    """Train the shared adapter on every listed business's data (each requirement ranked in its own
+    business's coarse lists) and register it as `<prefix>_shared@latest`: the general skill the
+    per-business adapters start from. Returns (result, version)."""
+    from assetmatch.lake.delta import Lake
+    from assetmatch.ranking.candidates import production_candidates
+    from assetmatch.registry.mlflow import Registry
+
+    lake = Lake.from_settings(settings)
+    config = config or ranker_config(settings)
+    parts = [_business_inputs(lake, settings, b, config) for b in businesses]
+    library = {a.asset_id: a for _, visible in parts for a in visible}
+    pooled = TrainingData(
+        SHARED,
+        [r for data, _ in parts for r in data.train],
+        [r for data, _ in parts for r in data.validation],
+        [r for data, _ in parts for r in data.synthetic],
+        parts[0][0].lake_versions if parts else {},
+        hashlib.sha256("".join(data.fingerprint for data, _ in parts).encode()).hexdigest(),
+    )
+    candidates = production_candidates(settings, list(library.values()))
+    out_dir = Path(settings.training.adapters_dir) / SHARED / time.strftime("%Y%m%dT%H%M%S")
+    result = train_business(
+        SHARED, pooled, list(library.values()), candidates, config, out_dir, progress=progress
+    )
+    registry = Registry.from_settings(settings)
+    run_id = registry.log_training(SHARED, result, pooled, index_manifest=index_manifest)
+    version = registry.register(SHARED, run_id, alias=SHARED_ALIAS)
+    registry.tag_version(SHARED, version, {KIND_TAG: "shared", "businesses": ",".join(businesses)})
+    return result, version
+
+
+def calibrate_adapter(
+    business: str,
+    adapter_dir: str | Path,
+    data: TrainingData,
+    assets: list[TableAsset],
+    candidates: CoarseSource,
+    out_dir: str | Path,
+) -> TrainResult:
+    """A copy of an adapter (the shared one) with `business`'s own calibration — fusion, selection
+    and cascade fitted on its validation requirements — and its reports, as `train_business` gives."""
+    config = RankerConfig.load(adapter_dir)
+    out = Path(out_dir)
+    if out.exists():
+        shutil.rmtree(out)
+    shutil.copytree(adapter_dir, out)
+    library = {a.asset_id: a for a in assets}
+    validation = [r for r in data.validation if all(g in library for g in r.gold)]
+    if config.max_validation and len(validation) > config.max_validation:
+        validation = random.Random(config.seed).sample(validation, config.max_validation)
+    ctx = selection_context(candidates)
+    judged = judge_folder(out, library, validation, candidates, config.candidate_k)
+    familiar = familiar_tables(data.train) | (read_calibration(adapter_dir).familiar or frozenset())
+    calibration = ev.calibrate(judged, ctx, familiar)
+    calibration.extra = {"validation_requirements": len(validation), "calibrated_for": business}
+    write_calibration(out, calibration)
+    reports = {
+        "coarse_only": ev.report("coarse_only", [ev.coarse_ranked(j) for j in judged]),
+        "challenger": ev.report("challenger", [ev.fine_ranked(j, calibration, ctx) for j in judged]),
+    }
+    (out / "eval_report.json").write_text(
+        json.dumps({k: r.to_dict() for k, r in reports.items()}, indent=1), encoding="utf-8"
+    )
+    fit = FitStats(0, 0.0, [], 0, {})
+    threshold = calibration.threshold if calibration.threshold is not None else 0.5
+    return TrainResult(business, out, config, fit, threshold, reports, data.counts(), calibration)
 
 
 def run_training(
@@ -486,34 +581,53 @@ def run_training(
     """Train `business` from the lake and register it as `challenger`. Returns (result, model version).
 
     Candidates are the production ones (`ranking.candidates.production_candidates`: the published
-    recall + coarse model, out of fold for the requirements it was fitted on) unless given."""
+    recall + coarse model, out of fold for the requirements it was fitted on) unless given. When a
+    shared adapter is registered (`run_shared_training`), the business's adapter starts from it, and
+    the shared adapter calibrated for this business is registered too, as `challenger-shared`: the
+    gate then chooses among coarse-only (or the champion), shared and per-business."""
     from assetmatch.lake.delta import Lake
-    from assetmatch.matching.matcher import visible_businesses
     from assetmatch.ranking.candidates import production_candidates
     from assetmatch.registry.mlflow import Registry
 
     # 0. read the lake: the business's live tables (and the shared ones it sees), labelled requirements
     lake = Lake.from_settings(settings)
     config = config or ranker_config(settings)
-    own = lake.read_assets(businesses=[business])
-    visible = lake.read_assets(businesses=visible_businesses(settings, business))
-    data = load_training_data(lake, business, own, config, settings)
+    data, visible = _business_inputs(lake, settings, business, config)
     candidates = candidates or production_candidates(settings, visible)
 
     registry = Registry.from_settings(settings)
     champion = registry.version_by_alias(business, "champion")
-    out_dir = Path(settings.training.adapters_dir) / business / time.strftime("%Y%m%dT%H%M%S")
+    shared = registry.version_by_alias(SHARED, SHARED_ALIAS) if settings.training.shared_adapter else None
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    out_dir = Path(settings.training.adapters_dir) / business / stamp
     with tempfile.TemporaryDirectory() as tmp:
         champion_dir = (
             registry.download_adapter(business, str(champion.version), Path(tmp) / "champion")
             if champion
             else None
         )
-        result = train_business(business, data, visible, candidates, config, out_dir, champion_dir, progress)
+        shared_dir = (
+            registry.download_adapter(SHARED, str(shared.version), Path(tmp) / "shared") if shared else None
+        )
+        result = train_business(
+            business, data, visible, candidates, config, out_dir, champion_dir, progress, init_from=shared_dir
+        )
+        if shared is not None and shared_dir is not None:
+            shared_result = calibrate_adapter(
+                business, shared_dir, data, visible, candidates, Path(out_dir.parent) / f"{stamp}-shared"
+            )
+            run_id = registry.log_training(business, shared_result, data, index_manifest=index_manifest)
+            version = registry.register(business, run_id, alias=CHALLENGER_SHARED)
+            registry.tag_version(
+                business, version, {KIND_TAG: "shared", "shared_version": str(shared.version)}
+            )
 
     # 8. log params, metrics, report, plots and adapter to MLflow; register as `challenger`
     run_id = registry.log_training(business, result, data, index_manifest=index_manifest)
     version = registry.register(business, run_id, alias="challenger")
+    registry.tag_version(
+        business, version, {KIND_TAG: "business" if shared_dir is None else "business-from-shared"}
+    )
     return result, version
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from assetmatch.config import ModelConfig, Settings
+from assetmatch.config import Settings
 from assetmatch.lake import Lake
 from assetmatch.lake.delta import utcnow
 from assetmatch.models import Column, ForeignKey, TableAsset
@@ -17,9 +17,9 @@ from assetmatch.models import Column, ForeignKey, TableAsset
 @pytest.fixture(scope="session")
 def encoder() -> Any:
     """The packaged MiniLM, loaded once; recall's own per-process cache then hands out the same object."""
-    from assetmatch.recall.encoder import load_encoder
+    from assetmatch.recall.encoder import EncoderSpec, load_encoder
 
-    return load_encoder(ModelConfig())
+    return load_encoder(EncoderSpec())
 
 
 def game_assets() -> list[TableAsset]:
