@@ -110,6 +110,17 @@ def plan_train_task(config_path: str, businesses: list[str] | None, force: bool)
     return pipeline.plan_train(pipeline.settings_for_run(config_path), businesses, force)
 
 
+@task(
+    name="train-shared-ranker",
+    task_run_name="train-shared-adapter",
+    retries=1,
+    retry_condition_fn=pipeline.retry_if_transient,
+)
+def train_shared_task(config_path: str, businesses: list[str]) -> dict[str, Any]:
+    """The shared adapter (every business's data), which the per-business adapters start from."""
+    return pipeline.train_shared(pipeline.settings_for_run(config_path), businesses)
+
+
 @task(name="train-ranker", task_run_name="train-{business}")
 def train_task(config_path: str, business: str) -> dict[str, Any]:
     """Train one business's adapter here and register it as `challenger`."""
@@ -244,6 +255,11 @@ def _train(
     plan: pipeline.TrainPlan = planned
     pool, why = training_pool(settings.training.work_pool) if plan.todo else (None, "")
     outcomes: dict[str, dict[str, Any] | BaseException] = {}
+    shared = pipeline.shared_plan(settings, plan)
+    if shared:  # first: the per-business adapters start from it (a failure leaves them to start fresh)
+        outcomes["shared adapter"] = pipeline.outcome(
+            train_shared_task(config_path, shared, return_state=True)
+        )
     if pool is not None:
         # each business is its own deployment run: several workers on the pool share them
         futures = {b: train_on_pool_task.submit(config_path, b, pool) for b in plan.todo}

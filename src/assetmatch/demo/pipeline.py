@@ -221,47 +221,43 @@ def _score_cells(scores: dict[str, float]) -> list[str]:
     return [f"{scores[k]:.3f}" for k in keys]
 
 
-@step("train", "Train each business's LoRA fine ranker and register it in MLflow as challenger")
+@step(
+    "train", "Train a shared LoRA ranker on all games, then each game's own from it; register them in MLflow"
+)
 def train(ctx: DemoContext) -> str:
-    from assetmatch.training.train import plan_training, ranker_config, run_training
+    from assetmatch import pipeline
+    from assetmatch.training.train import run_shared_training, run_training
 
     settings = ctx.settings
-    lines = []
-    for plan in plan_training(settings):
-        if not plan.changed:
-            lines.append(f"{plan.business}: data unchanged, kept")
-            continue
-        result, version = run_training(
-            settings, plan.business, config=ranker_config(settings), progress=ctx.progress
-        )
+    plan = pipeline.plan_train(settings)  # the nightly pipeline's plan: same businesses, same reasons
+    lines = [f"{b}: {why}" for b, why in sorted(plan.kept.items())]
+    shared = pipeline.shared_plan(settings, plan)
+    if shared:
+        result, version = run_shared_training(settings, shared, progress=ctx.progress)
+        lines.append(f"shared adapter: v{version}, {result.fit.steps} steps (best {result.fit.best_step})")
+    for business in plan.todo:
+        result, version = run_training(settings, business, progress=ctx.progress)
         challenger = result.reports["challenger"].means()
         coarse = result.reports["coarse_only"].means()
         lines.append(
-            f"{plan.business}: v{version}, all-gold@3 {challenger['all_gold_at_3']:.2f} "
-            f"(coarse-only {coarse['all_gold_at_3']:.2f}), {result.fit.steps} steps"
+            f"{business}: v{version}, validation all-gold@3 {challenger['all_gold_at_3']:.2f} / set F1 "
+            f"{challenger['set_f1']:.2f} (coarse-only {coarse['all_gold_at_3']:.2f} / {coarse['set_f1']:.2f}), "
+            f"{result.fit.steps} steps"
         )
     return "; ".join(lines)
 
 
-@step("promote", "A/B gate on held-out train requirements: promote a better challenger to champion")
+@step("promote", "A/B gate on held-out train requirements: coarse-only vs shared vs per-game adapter")
 def promote(ctx: DemoContext) -> str:
-    from assetmatch.registry.mlflow import Registry
-    from assetmatch.registry.promotion import evaluate_and_promote
+    from assetmatch import pipeline
 
     settings = ctx.settings
-    registry = Registry.from_settings(settings)
+    plan = pipeline.plan_promotion(settings)  # the nightly pipeline's rule: challengers not yet judged
     lines = []
-    for business in settings.business_names():
-        if registry.version_by_alias(business, "challenger") is None:
-            continue
-        champion = registry.version_by_alias(business, "champion")
-        if champion is not None and str(champion.version) == str(
-            registry.version_by_alias(business, "challenger").version  # type: ignore[union-attr]
-        ):
-            continue
-        outcome = evaluate_and_promote(settings, business)
-        verdict = "promoted to champion" if outcome.promoted else "not promoted"
-        lines.append(f"{business}: v{outcome.challenger_version} {verdict} ({outcome.decision.verdict})")
+    for business in plan.todo:
+        outcome = pipeline.promote_one(settings, business)
+        verdict = f"{outcome['chosen']} promoted to champion" if outcome["promoted"] else "not promoted"
+        lines.append(f"{business}: v{outcome['challenger_version']} {verdict} ({outcome['reason']})")
     return "; ".join(lines) or "no challenger waiting"
 
 

@@ -219,7 +219,11 @@ class Registry:
     def businesses(self) -> list[str]:
         """Businesses with a registered ranker model."""
         names = [m.name for m in self.client.search_registered_models()]
-        return sorted(n.removeprefix(self.prefix) for n in names if n.startswith(self.prefix))
+        return sorted(  # "_shared" is the shared adapter, not a business
+            n.removeprefix(self.prefix)
+            for n in names
+            if n.startswith(self.prefix) and n != f"{self.prefix}_shared"
+        )
 
     def download_adapter(self, business: str, version: str, dst: str | Path) -> Path:
         """Download a version's adapter folder to `dst` (reused when already there)."""

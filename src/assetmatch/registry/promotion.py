@@ -30,6 +30,7 @@ import numpy as np
 from assetmatch.matching.fine import read_calibration
 
 Verdict = Literal["promote", "refuse"]
+GATE_TAG = "gate.verdict"  # model-version tag written once the gate has judged a version
 
 
 @dataclass(frozen=True)
@@ -222,13 +223,13 @@ def choose_arm(
     """Each challenger faces the baseline with the unchanged rules (`decide`); when both pass, the
     per-business adapter is chosen only if it also beats the shared one with confidence — a
     business's own adapter must earn its keep over the general one. Arms are `EvalReport`s of the
-    same requirements in the same order (None: that arm was not trained)."""
+    same requirements in the same order, or `ArmResult`s (None: that arm was not trained)."""
     arms = {
-        name: ArmResult.from_report(rep, config.k)
+        name: rep if isinstance(rep, ArmResult) else ArmResult.from_report(rep, config.k)
         for name, rep in (("baseline", baseline), ("shared", shared), ("per_business", per_business))
         if rep is not None
     }
-    decisions = {
+    decisions: dict[str, Decision] = {
         name: decide(arms["baseline"], arms[name], config, first_adapter)
         for name in ("shared", "per_business")
         if name in arms
@@ -306,6 +307,7 @@ class GateOutcome:
     challenger_version: str
     promoted: bool
     markdown: str
+    chosen: str = "per_business"  # which arm won: baseline | shared | per_business
 
 
 def _record(
@@ -391,20 +393,41 @@ def evaluate_and_promote(
     )
     base_report = arm("champion" if champion is not None else "coarse_only", champ_dir)
     chall_report = arm("challenger", chall_dir)
-    decision = decide(
-        ArmResult.from_report(base_report, gate.k),
-        ArmResult.from_report(chall_report, gate.k),
-        gate,
-        first_adapter=champion is None,
+    # the third arm: the shared adapter calibrated for this business, when one waits for judgement
+    shared = registry.version_by_alias(business, "challenger-shared")
+    if shared is not None and GATE_TAG in dict(shared.tags or {}):
+        shared = None
+    shared_report = (
+        arm("shared", registry.download_adapter(business, str(shared.version), root / str(shared.version)))
+        if shared is not None
+        else None
     )
+    choice = choose_arm(base_report, shared_report, chall_report, gate, first_adapter=champion is None)
+    chosen_mv = {"shared": shared, "per_business": challenger}.get(choice.chosen)
+    decision = choice.decisions["shared" if choice.chosen == "shared" else "per_business"]
     champ_v = str(champion.version) if champion is not None else ""
-    chall_v = str(challenger.version)
-    promoted = decision.verdict == "promote"
+    chall_v = str(chosen_mv.version) if chosen_mv is not None else str(challenger.version)
+    promoted = chosen_mv is not None
     if promoted:
         if champion is not None:
             registry.set_alias(business, "previous", champ_v)
         registry.set_alias(business, "champion", chall_v)
         registry.delete_alias(business, "challenger")
+        if shared is not None:
+            registry.delete_alias(business, "challenger-shared")
+    # the arm not chosen is judged too (refused, with the choice's reason): it never waits again
+    other = {"shared": challenger, "per_business": shared}.get(choice.chosen, shared)
+    if other is not None and str(other.version) != chall_v:
+        arm_name = "shared" if other is shared else "per_business"
+        registry.log_decision(
+            business,
+            str(other.version),
+            {
+                **choice.decisions[arm_name].to_dict(),
+                "verdict": "refuse",
+                "reason": f"not chosen: {choice.reason}",
+            },
+        )
     _record(
         settings,
         registry,
@@ -413,14 +436,10 @@ def evaluate_and_promote(
         chall_v,
         decision.to_dict(),
     )
-    return GateOutcome(
-        business,
-        decision,
-        champ_v,
-        chall_v,
-        promoted,
-        decision_markdown(decision, business, champ_v, chall_v),
-    )
+    markdown = decision_markdown(decision, business, champ_v, chall_v)
+    if shared is not None:
+        markdown += f"\n\n**Three-way choice**: {choice.chosen} — {choice.reason}"
+    return GateOutcome(business, decision, champ_v, chall_v, promoted, markdown, choice.chosen)
 
 
 def manual_alias_change(

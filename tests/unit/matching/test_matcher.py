@@ -132,7 +132,7 @@ def test_selection_uses_the_fine_scores_and_the_adapters_rules_when_an_adapter_i
     assert all(t.fine_score is not None for t in result.ranked)
 
 
-def test_cascade_keeps_the_coarse_answer_when_the_top_table_is_unfamiliar_or_the_coarse_margin_is_wide() -> None:
+def test_cascade_keeps_the_coarse_answer_when_unfamiliar_or_certain() -> None:
     cfg = settings(shared=False)
     unfamiliar = ReverseFine(FineCalibration(familiar=frozenset({"game_a.game_a.users"})))
     matcher = Matcher(LeakyIndex(), cfg, fine_ranker=unfamiliar)  # type: ignore[arg-type]
@@ -143,7 +143,10 @@ def test_cascade_keeps_the_coarse_answer_when_the_top_table_is_unfamiliar_or_the
     assert result.selected == coarse.selected and result.model_version == coarse.model_version
 
     certain = ReverseFine(FineCalibration(cascade=Cascade(max_margin=-1.0)))  # any margin is >= -1
-    assert Matcher(LeakyIndex(), cfg, fine_ranker=certain).match("game_a", "payments").selected == coarse.selected  # type: ignore[arg-type]
+    assert (
+        Matcher(LeakyIndex(), cfg, fine_ranker=certain).match("game_a", "payments").selected
+        == coarse.selected
+    )  # type: ignore[arg-type]
     assert certain.seen == []
     shallow = ReverseFine(FineCalibration(cascade=Cascade(depth=2), fusion=Fusion()))
     Matcher(LeakyIndex(), cfg, fine_ranker=shallow).match("game_a", "payments")  # type: ignore[arg-type]

