@@ -171,7 +171,7 @@ class FineRankerConfig(_Strict):
     quantize: Literal["none", "int8"] = Field(
         default="int8",
         description="CPU inference: int8 runs the base's frozen Linear layers with int8 weights "
-        "(LoRA and head stay float32); ~2x the pairs/s with the same rankings (README, 'Measured'). "
+        "(LoRA and head stay float32) and ranks like float32 (README, 'Measured'). "
         "Ignored on CUDA, which runs bf16. Training always runs unquantized.",
     )
 
