@@ -41,10 +41,11 @@ test-unit: setup  ## fast tests, no services
 test-integration: setup  ## tests against PostgreSQL, MariaDB, Redis, Prefect, MLflow
 	$(BIN)/pytest tests/integration -m "not gpu" -q
 
-quality: setup  ## ruff check, ruff format --check, mypy
+quality: setup  ## ruff check, ruff format --check, mypy, lint-imports (the layering contract)
 	$(BIN)/ruff check src tests flows benchmarks feature_repo
 	$(BIN)/ruff format --check src tests flows benchmarks feature_repo
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 format: setup  ## apply ruff fixes and formatting
 	$(BIN)/ruff check --fix src tests flows benchmarks feature_repo

@@ -47,8 +47,17 @@ from assetmatch.config import (
     SourceSpec,
     load_settings,
 )
-from assetmatch.features import journal_path
+from assetmatch.features import journal_path, provider_for_training
+from assetmatch.ingest import IngestError, failed_summary, ingest_source, new_run_id, select_sources
 from assetmatch.lake import tables as T
+from assetmatch.lake.delta import Lake
+from assetmatch.matching.fit import fit_matching, save_fit
+from assetmatch.matching.matcher import SELECTION_FILE, models_dir
+from assetmatch.recall import publish
+from assetmatch.recall.index import IndexSet
+from assetmatch.registry.mlflow import Registry
+from assetmatch.registry.promotion import evaluate_and_promote
+from assetmatch.registry.training import plan_training, run_shared_training, run_training
 
 log = logging.getLogger(__name__)
 
@@ -314,7 +323,6 @@ def promotion_pending(challenger_version: str | None, tags: Mapping[str, str] | 
 
 # ---- what the decisions read --------------------------------------------------------------------
 def lake_versions(settings: Settings) -> dict[str, int | None]:
-    from assetmatch.lake.delta import Lake
 
     lake = Lake.from_settings(settings)
     return {t: lake.version(t) for t in (*INDEX_INPUTS, T.FEEDBACK)}
@@ -322,7 +330,6 @@ def lake_versions(settings: Settings) -> dict[str, int | None]:
 
 def published_manifest(settings: Settings) -> dict[str, Any] | None:
     """The manifest of the currently published index, None when there is none."""
-    from assetmatch.recall import publish
 
     root = Path(settings.recall.index_root)
     current = publish.current_id(root)
@@ -349,7 +356,6 @@ def last_materialization(settings: Settings) -> dict[str, Any] | None:
 def ingest_sources(settings: Settings, sources: Sequence[str] | None = None) -> list[SourceSpec]:
     """The sources to ingest (the enabled ones, or exactly those named). None is an error: an ingest
     that reads nothing would look like "no source changed"."""
-    from assetmatch.ingest import select_sources
 
     specs = select_sources(settings, sources)
     if not specs:
@@ -360,14 +366,12 @@ def ingest_sources(settings: Settings, sources: Sequence[str] | None = None) -> 
 def ingest_one(settings: Settings, spec: SourceSpec, run_id: str) -> dict[str, Any]:
     """Ingest one source and return its summary (`SourceSummary.as_dict()`); raises when it fails
     (an `IngestError` from a validation guard carries the source's summary)."""
-    from assetmatch.ingest import ingest_source
 
     return ingest_source(settings, spec, run_id).as_dict()
 
 
 def ingest_failed(spec: SourceSpec, run_id: str, exc: BaseException, seconds: float = 0.0) -> dict[str, Any]:
     """The summary of a source whose `ingest_one` raised."""
-    from assetmatch.ingest import failed_summary
 
     return failed_summary(spec, run_id, exc, seconds).as_dict()
 
@@ -412,7 +416,6 @@ def ingest_result(summaries: Sequence[Mapping[str, Any]], seconds: float) -> Sta
 
 def ingest_stage(settings: Settings, sources: Sequence[str] | None = None) -> StageResult:
     """Every source in this process, one after the other; a failing source does not stop the others."""
-    from assetmatch.ingest import IngestError, new_run_id
 
     t0 = time.perf_counter()
     try:
@@ -434,7 +437,6 @@ def ingest_stage(settings: Settings, sources: Sequence[str] | None = None) -> St
 
 # ---- 2. indexes + coarse fit --------------------------------------------------------------------
 def _fit_published(settings: Settings) -> bool:
-    from assetmatch.matching.matcher import SELECTION_FILE, models_dir
 
     return (models_dir(settings) / SELECTION_FILE).exists()
 
@@ -454,11 +456,6 @@ def build_and_fit(
 ) -> dict[str, Any]:
     """Build + publish the indexes, then fit and publish the coarse model and selection (as
     `assetmatch index build` does). Returns the manifest, with the fit report under "fit"."""
-    from assetmatch.evaluation.harness import fit_matching, save_fit
-    from assetmatch.features import provider_for_training
-    from assetmatch.lake.delta import Lake
-    from assetmatch.matching.matcher import models_dir
-    from assetmatch.recall.index import IndexSet
 
     lake = Lake.from_settings(settings)
     built = IndexSet.build(lake, settings, assets_version=assets_version, full=full, progress=progress)
@@ -551,7 +548,6 @@ class TrainPlan:
 
 
 def plan_train(settings: Settings, businesses: Sequence[str] | None = None, force: bool = False) -> TrainPlan:
-    from assetmatch.training.train import plan_training
 
     todo: list[str] = []
     kept: dict[str, str] = {}
@@ -576,7 +572,6 @@ def shared_plan(settings: Settings, plan: TrainPlan) -> list[str]:
 
 def train_shared(settings: Settings, businesses: Sequence[str]) -> dict[str, Any]:
     """Train the shared adapter on these businesses' data and register it (raises on failure)."""
-    from assetmatch.training.train import run_shared_training
 
     manifest = published_manifest(settings)
     result, version = run_shared_training(
@@ -587,7 +582,6 @@ def train_shared(settings: Settings, businesses: Sequence[str]) -> dict[str, Any
 
 def train_one(settings: Settings, business: str) -> dict[str, Any]:
     """Train one business's adapter and register it as `challenger` (raises on failure)."""
-    from assetmatch.training.train import run_training
 
     manifest = published_manifest(settings)
     result, version = run_training(settings, business, index_manifest=str(manifest["id"]) if manifest else "")
@@ -659,7 +653,6 @@ def train_stage(
 # ---- 5. promote -------------------------------------------------------------------------------------
 def plan_promotion(settings: Settings, businesses: Sequence[str] | None = None) -> TrainPlan:
     """Businesses whose `challenger` has no gate verdict yet (`todo`), and why the others wait."""
-    from assetmatch.registry.mlflow import Registry
 
     registry = Registry.from_settings(settings)
     names = list(businesses) if businesses else (settings.business_names() or registry.businesses())
@@ -677,7 +670,6 @@ def plan_promotion(settings: Settings, businesses: Sequence[str] | None = None) 
 
 def promote_one(settings: Settings, business: str) -> dict[str, Any]:
     """The A/B gate for one business (raises on failure); the markdown is the decision report."""
-    from assetmatch.registry.promotion import evaluate_and_promote
 
     outcome = evaluate_and_promote(settings, business)
     return {

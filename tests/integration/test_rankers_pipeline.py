@@ -97,7 +97,7 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
 def test_train_gate_record_and_roll_back(settings: Settings) -> None:
     from assetmatch.registry.mlflow import Registry
     from assetmatch.registry.promotion import evaluate_and_promote, manual_alias_change
-    from assetmatch.training.train import plan_training, run_training
+    from assetmatch.registry.training import plan_training, run_training
 
     registry = Registry.from_settings(settings)
     [plan] = plan_training(settings)

@@ -1,6 +1,9 @@
 """The `assetmatch` command line. Each stage registers its commands from its own module; heavy
 libraries (torch, feast, prefect, great_expectations) are imported inside the commands only, so
-`assetmatch --help` stays fast."""
+`assetmatch --help` stays fast. The command modules also import the library's stage modules inside
+the command that runs them (the one exception to module-level imports, `make quality`'s contract
+still checks their direction): together those pull pandas, pyarrow, deltalake and fastapi, which
+would double the start-up time of every command."""
 
 from __future__ import annotations
 

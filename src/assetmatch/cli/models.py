@@ -42,7 +42,8 @@ def train(
     ),
 ) -> None:
     """Train the LoRA fine ranker of each business whose training data changed; register it as `challenger`."""
-    from assetmatch.training.train import plan_training, ranker_config, run_training
+    from assetmatch.registry.training import plan_training, run_training
+    from assetmatch.training.train import ranker_config
 
     cfg = settings()
     with friendly_errors(ValueError, FileNotFoundError, KeyError):

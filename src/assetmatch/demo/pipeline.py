@@ -23,8 +23,17 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from assetmatch import pipeline
 from assetmatch.config import Settings, load_settings
+from assetmatch.demo import catalog
 from assetmatch.demo.warehouse import DEFAULT_SEED, DemoPaths, build_demo, load_demo
+from assetmatch.evaluation import metrics as M
+from assetmatch.ingest import run_ingest
+from assetmatch.lake.delta import Lake
+from assetmatch.matching.matcher import Matcher
+from assetmatch.pipeline import build_and_fit  # what `assetmatch index build` and nightly run
+from assetmatch.registry.training import run_shared_training, run_training
+from assetmatch.serving.app import create_app
 
 
 @dataclass
@@ -99,7 +108,6 @@ def step_names() -> list[str]:
 def generate(ctx: DemoContext) -> str:
     ctx.paths = build_demo(ctx.dir, seed=ctx.seed, reference_date=ctx.reference_date, fresh=ctx.fresh)
     ctx._settings = None
-    from assetmatch.demo import catalog
 
     tables = sum(len(catalog.game(b).tables) for b in ctx.paths.businesses)
     return (
@@ -110,7 +118,6 @@ def generate(ctx: DemoContext) -> str:
 
 @step("ingest", "Ingest every source into the Delta lake (validate, quarantine, merge)")
 def ingest(ctx: DemoContext) -> str:
-    from assetmatch.ingest import run_ingest
 
     summary = run_ingest(ctx.settings)
     ctx.results["ingest_summary"] = summary
@@ -164,7 +171,6 @@ def features(ctx: DemoContext) -> str:
 
 @step("index", "Build the recall indexes and fit coarse fusion + set selection on the train split")
 def index(ctx: DemoContext) -> str:
-    from assetmatch.pipeline import build_and_fit  # what `assetmatch index build` and nightly run
 
     manifest = build_and_fit(ctx.settings)
     fit = manifest["fit"]
@@ -176,9 +182,6 @@ def index(ctx: DemoContext) -> str:
 
 @step("evaluate", "Match every test requirement (never seen in fitting) and score ranking and selection")
 def evaluate(ctx: DemoContext) -> str:
-    from assetmatch.evaluation import metrics as M
-    from assetmatch.lake.delta import Lake
-    from assetmatch.matching.matcher import Matcher
 
     settings = ctx.settings
     lake = Lake.from_settings(settings)
@@ -225,8 +228,6 @@ def _score_cells(scores: dict[str, float]) -> list[str]:
     "train", "Train a shared LoRA ranker on all games, then each game's own from it; register them in MLflow"
 )
 def train(ctx: DemoContext) -> str:
-    from assetmatch import pipeline
-    from assetmatch.training.train import run_shared_training, run_training
 
     settings = ctx.settings
     plan = pipeline.plan_train(settings)  # the nightly pipeline's plan: same businesses, same reasons
@@ -249,7 +250,6 @@ def train(ctx: DemoContext) -> str:
 
 @step("promote", "A/B gate on held-out train requirements: coarse-only vs shared vs per-game adapter")
 def promote(ctx: DemoContext) -> str:
-    from assetmatch import pipeline
 
     settings = ctx.settings
     plan = pipeline.plan_promotion(settings)  # the nightly pipeline's rule: challengers not yet judged
@@ -268,8 +268,6 @@ def serve(ctx: DemoContext) -> str:
 
     import httpx
     import uvicorn
-
-    from assetmatch.serving.app import create_app
 
     settings = ctx.settings
     paths = ctx.paths
@@ -350,7 +348,6 @@ def _sample_match(
             [t["name"] for t in tables if not t["selected"]],
             body.get("model_version", ""),
         )
-    from assetmatch.matching.matcher import Matcher
 
     matcher = ctx.results.get("_matcher") or Matcher.from_settings(ctx.settings)
     ctx.results["_matcher"] = matcher

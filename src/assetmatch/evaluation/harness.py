@@ -26,37 +26,29 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
-import numpy as np
-
-from assetmatch.config import LakeConfig, RecallConfig, Settings
+from assetmatch.config import LakeConfig, RecallConfig, Settings, SourceSpec
 from assetmatch.evaluation import metrics as M
 from assetmatch.lake.delta import Lake
+from assetmatch.matching.fit import CALIBRATION_MAX as CALIBRATION_MAX  # re-exported for benchmarks
+from assetmatch.matching.fit import FitResult as FitResult
+from assetmatch.matching.fit import fit_matching
+from assetmatch.matching.fit import point_in_time_features as point_in_time_features
+from assetmatch.matching.fit import save_fit as save_fit
 from assetmatch.matching.fusion import (
-    Candidate,
-    FeatureBuilder,
-    LearnedFusion,
     RRFRanker,
-    TrainingGroup,
     collect_candidates,
-    fit_learned_fusion,
 )
-from assetmatch.matching.matcher import COARSE_FILE, OOF_FILE, SELECTION_FILE, Matcher, oof_key, write_oof
+from assetmatch.matching.matcher import Matcher
 from assetmatch.matching.selection import (
-    CalibrationExample,
     ScoredTable,
-    SelectionParams,
     SetSelector,
-    calibrate,
-    save_selection,
     top_k_selection,
 )
-from assetmatch.matching.types import FeatureProvider
 from assetmatch.models import Requirement
-
-if TYPE_CHECKING:
-    from assetmatch.recall.index import IndexSet
+from assetmatch.recall.index import IndexSet
+from assetmatch.sources import registry
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +56,6 @@ UNION_BUSINESS = "library"
 Setting = Literal["union", "business"]
 ASSETS_FILE = "assets.jsonl.gz"
 REQUIREMENTS_FILE = "requirements.jsonl.gz"
-CALIBRATION_MAX = 2000  # requirements used for the selection grid search (a sample keeps it under a minute)
 
 
 @dataclass
@@ -107,9 +98,6 @@ def _check_dataset(path: Path) -> None:
 
 def _read_requirements(path: Path) -> list[Requirement]:
     """The dataset's requirements (every split), read by the `requirements` source plugin."""
-    from assetmatch.config import SourceSpec
-    from assetmatch.sources import registry
-
     spec = SourceSpec(
         name="benchmark-requirements", type="requirements", options={"path": str(path / REQUIREMENTS_FILE)}
     )
@@ -135,9 +123,6 @@ def load_benchmark(dataset: Path, setting: Setting, settings: Settings) -> list[
     then find itself (its own gold tables) while the coarse model is fitted — a leak dev/test never see.
     In the union setting their business is rewritten to `UNION_BUSINESS`.
     """
-    from assetmatch.config import SourceSpec
-    from assetmatch.sources import registry
-
     _check_dataset(dataset)
     options: dict[str, Any] = {"path": str(dataset / ASSETS_FILE)}
     if setting == "union":
@@ -173,124 +158,6 @@ def _sample(items: Sequence[Requirement], limit: int | None, seed: int) -> list[
     return random.Random(seed).sample(items, limit)
 
 
-@dataclass
-class FitResult:
-    coarse: LearnedFusion | None
-    selection: SelectionParams
-    report: dict[str, Any]
-    oof: dict[str, tuple[list[str], list[float]]] = field(default_factory=dict)
-    """Per training requirement (`ranking.candidates.text_key`), its coarse list ranked by the
-    cross-validation model that did not see it: what fine rankers are trained and judged on."""
-
-
-def point_in_time_features(
-    provider: FeatureProvider | None, recalled: Sequence[tuple[Requirement, Sequence[Candidate]]]
-) -> list[dict[str, dict[str, float]] | None]:
-    """Per requirement, its candidates' stored features as of the requirement's time, in ONE
-    point-in-time call (`FeatureProvider.historical`): a model trained on today's usage counts
-    would learn from the future of its past requirements. None where there is no provider or the
-    requirement has no timestamp (its features are then read online, as at match time)."""
-    if provider is None:
-        return [None] * len(recalled)
-    rows = [(c.asset_id, req.ts) for req, cands in recalled if req.ts is not None for c in cands]
-    values = iter(provider.historical(rows))
-    out: list[dict[str, dict[str, float]] | None] = []
-    for req, cands in recalled:
-        out.append(None if req.ts is None else {c.asset_id: next(values) for c in cands})
-    return out
-
-
-def fit_matching(
-    index: IndexSet,
-    settings: Settings,
-    train: Sequence[Requirement],
-    seed: int = 0,
-    progress: Callable[[Iterator[Requirement], int, str], Iterator[Requirement]] | None = None,
-    feature_provider: FeatureProvider | None = None,
-) -> FitResult:
-    """Fit the coarse fusion model (CV-chosen) and calibrate set selection on training requirements.
-
-    With a `feature_provider` the model also learns from stored features (usage, freshness ...),
-    read point-in-time as of each requirement (`point_in_time_features`).
-
-    With no training requirements: RRF and top-1 selection with FK closure (the untrained defaults).
-    """
-    if not train:
-        return FitResult(None, SelectionParams(min_score=1.1, fk_closure=True), {"trained": False})
-    recall_matcher = Matcher(index, settings, feature_provider=feature_provider)
-    builder: FeatureBuilder = recall_matcher.builder
-    groups: list[TrainingGroup] = []
-    n_gold_recalled = 0
-    iterator: Iterator[Requirement] = iter(train)
-    if progress is not None:
-        iterator = progress(iterator, len(train), "fit: recall on train")
-    recalled = []
-    for req in iterator:
-        hits = recall_matcher.recall(req.business, req.text)
-        recalled.append((req, list(collect_candidates(hits).values())))
-    stored = point_in_time_features(builder.feature_provider, recalled)
-    for (req, cands), features in zip(recalled, stored):
-        gold = set(req.gold_assets)
-        labels = np.array([int(c.asset_id in gold) for c in cands], dtype=int)
-        n_gold_recalled += int(labels.sum())
-        group = builder.group_of(req.gold_assets[0]) if req.gold_assets else req.business
-        groups.append(
-            TrainingGroup(
-                req.id,
-                group,
-                builder.matrix(req.text, cands, features),
-                labels,
-                [c.asset_id for c in cands],
-                len(gold),
-            )
-        )
-    t0 = time.perf_counter()
-    model, oof = fit_learned_fusion(groups, builder.feature_names, seed=seed)
-    fit_s = time.perf_counter() - t0
-    assert model.cv is not None
-    log.info("coarse model chosen by CV: %s (%s) in %.1fs", model.cv.chosen, model.cv.scores, fit_s)
-
-    examples = []
-    oof_lists: dict[str, tuple[list[str], list[float]]] = {}
-    depth = settings.recall.candidates
-    for grp, scores, req in zip(groups, oof, train):
-        order = np.argsort(-scores, kind="stable")
-        ranked = [
-            ScoredTable(grp.asset_ids[j], float(scores[j]), builder.group_of(grp.asset_ids[j])) for j in order
-        ]
-        examples.append(CalibrationExample(ranked, set(req.gold_assets)))
-        oof_lists[oof_key(req.business, req.text)] = (
-            [t.asset_id for t in ranked[:depth]],
-            [t.score for t in ranked[:depth]],
-        )
-    examples = random.Random(seed).sample(examples, min(len(examples), CALIBRATION_MAX))
-    t1 = time.perf_counter()
-    params, calibration = calibrate(examples, index.neighbors)
-    calibrate_s = time.perf_counter() - t1
-    assert model.cv is not None
-    report = {
-        "trained": True,
-        "n_train_requirements": len(train),
-        "train_gold_recall": n_gold_recalled / max(sum(g.n_gold for g in groups), 1),
-        "cv_scores_all_gold_at_5": model.cv.scores,
-        "cv_chosen": model.cv.chosen,
-        "cv_folds": model.cv.folds,
-        "fit_s": fit_s,
-        "selection": calibration.__dict__,
-        "calibrate_s": calibrate_s,
-    }
-    return FitResult(model, params, report, oof_lists)
-
-
-def save_fit(fit: FitResult, folder: Path) -> None:
-    """Publish the fitted coarse model and selection parameters where `Matcher.from_settings` finds them."""
-    folder.mkdir(parents=True, exist_ok=True)
-    if fit.coarse is not None:
-        fit.coarse.save(folder / COARSE_FILE)
-    save_selection(fit.selection, None, folder / SELECTION_FILE)
-    write_oof(fit.oof, folder / OOF_FILE)
-
-
 # ---- evaluation --------------------------------------------------------------------------------
 
 
@@ -321,8 +188,6 @@ ProgressFn = Callable[[Iterator[Any], int, str], Iterator[Any]]
 
 def run_eval(options: EvalOptions, base_settings: Settings, progress: ProgressFn | None = None) -> EvalRun:
     """Run one benchmark evaluation end to end (see the module docstring)."""
-    from assetmatch.recall.index import IndexSet
-
     timings: dict[str, float] = {}
     with _workdir(options.workdir) as workdir:
         settings = eval_settings(base_settings, workdir)

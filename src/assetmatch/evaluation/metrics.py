@@ -12,9 +12,11 @@ scored, and silently counting it as 0 or 1 would bias the mean.
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 
 import numpy as np
+
+from assetmatch.matching.selection import SetScores as SetScores  # re-exported: defined with selection
+from assetmatch.matching.selection import set_scores
 
 KS: tuple[int, ...] = (1, 3, 5, 10, 15, 20)
 
@@ -48,27 +50,6 @@ def reciprocal_rank(ranked: Sequence[str], gold: Collection[str]) -> float:
         if asset_id in gold_set:
             return 1.0 / position
     return 0.0
-
-
-@dataclass(frozen=True)
-class SetScores:
-    """Selected set against the gold set, for one requirement."""
-
-    precision: float
-    recall: float
-    f1: float
-    exact: float
-
-
-def set_scores(selected: Collection[str], gold: Collection[str]) -> SetScores:
-    """Precision, recall, F1 and exact match of a selected set (an empty selection scores 0)."""
-    gold_set = _gold(gold)
-    chosen = set(selected)
-    hits = len(chosen & gold_set)
-    precision = hits / len(chosen) if chosen else 0.0
-    recall = hits / len(gold_set)
-    f1 = 2 * precision * recall / (precision + recall) if hits else 0.0
-    return SetScores(precision, recall, f1, float(chosen == gold_set))
 
 
 def percentile(values: Iterable[float], q: float) -> float:

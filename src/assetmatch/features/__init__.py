@@ -4,11 +4,10 @@ settings (store), and the FeatureProvider the Matcher reads (provider). Feast is
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from assetmatch.config import Settings
-    from assetmatch.matching.types import FeatureProvider
+from assetmatch.config import Settings
+from assetmatch.features.provider import FeastFeatureProvider
+from assetmatch.types import FeatureProvider
 
 JOURNAL_FILE = "materializations.jsonl"
 """File under `feast.data_dir` where `store.materialize` appends one JSON line per run (lake versions
@@ -26,6 +25,5 @@ def provider_for_training(settings: Settings) -> FeatureProvider | None:
     them). The model records its feature list, so matching knows whether it needs the provider."""
     if not settings.feast.enabled or not journal_path(settings).exists():
         return None
-    from assetmatch.features.provider import FeastFeatureProvider
 
     return FeastFeatureProvider(settings)

@@ -27,6 +27,7 @@ import numpy as np
 
 from assetmatch.matching.types import PATHS, FeatureProvider, Hit
 from assetmatch.models import TableAsset
+from assetmatch.recall.tokenize import has_cjk, tokenize, weighted_gloss_tokens
 
 RRF_K = 60
 NO_RANK = 1000  # rank given to a path that did not find the candidate (only used for 1/rank -> ~0)
@@ -92,7 +93,6 @@ STORED_FEATURE_PREFIX = "fp_"  # columns that come from the FeatureProvider (Fea
 def word_tokens(text: str) -> set[str]:
     """The recall index's BM25 tokens of `text` (identifiers split, stemmed), plus the English glosses of
     its Chinese words, so overlap features mean the same for a Chinese and an English requirement."""
-    from assetmatch.recall.tokenize import has_cjk, tokenize, weighted_gloss_tokens
 
     tokens = set(tokenize(text))
     if has_cjk(text):

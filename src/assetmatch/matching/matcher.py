@@ -21,9 +21,10 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from assetmatch.config import Settings
+from assetmatch.features.provider import FeastFeatureProvider
 from assetmatch.matching.fine import FineCalibration, rerank
 from assetmatch.matching.fusion import (
     STORED_FEATURE_PREFIX,
@@ -36,9 +37,7 @@ from assetmatch.matching.fusion import (
 )
 from assetmatch.matching.selection import ScoredTable, SetSelector, load_selection
 from assetmatch.matching.types import FeatureProvider, FineRanker, Hit, MatchResult, RankedTable
-
-if TYPE_CHECKING:
-    from assetmatch.recall.index import IndexSet
+from assetmatch.recall.index import IndexSet
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +133,6 @@ class Matcher:
 
         A coarse model fitted with stored features gets the Feast provider of `settings` unless one
         is given (it degrades to defaults, never fails, when the online store is unreachable)."""
-        from assetmatch.recall.index import IndexSet
 
         index = IndexSet.load_latest(settings.recall.index_root)
         folder = models_dir(settings)
@@ -145,8 +143,6 @@ class Matcher:
             if feature_provider is None and any(
                 n.startswith(STORED_FEATURE_PREFIX) for n in coarse.feature_names
             ):
-                from assetmatch.features.provider import FeastFeatureProvider
-
                 feature_provider = FeastFeatureProvider(settings)
         else:
             log.warning("no fitted coarse model in %s: using reciprocal-rank fusion", folder)

@@ -27,9 +27,30 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from assetmatch.evaluation.metrics import set_scores
-
 Neighbors = Callable[[str], Collection[str]]
+
+
+@dataclass(frozen=True)
+class SetScores:
+    """Selected set against the gold set, for one requirement."""
+
+    precision: float
+    recall: float
+    f1: float
+    exact: float
+
+
+def set_scores(selected: Collection[str], gold: Collection[str]) -> SetScores:
+    """Precision, recall, F1 and exact match of a selected set (an empty selection scores 0)."""
+    gold_set = set(gold)
+    if not gold_set:
+        raise ValueError("a requirement with no gold tables cannot be scored")
+    chosen = set(selected)
+    hits = len(chosen & gold_set)
+    precision = hits / len(chosen) if chosen else 0.0
+    recall = hits / len(gold_set)
+    f1 = 2 * precision * recall / (precision + recall) if hits else 0.0
+    return SetScores(precision, recall, f1, float(chosen == gold_set))
 
 
 class SelectionParams(BaseModel):

@@ -1,29 +1,15 @@
-"""Types shared by recall, ranking, features and serving. Kept dependency-free on purpose."""
+"""Types of match answers and the fine-ranker protocol. The record types lower layers share too
+(`Hit`, `PATHS`, `FeatureProvider`) live in `assetmatch.types` and are re-exported here."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
+from assetmatch.matching.fine import FineCalibration
 from assetmatch.models import TableAsset
-
-if TYPE_CHECKING:
-    from assetmatch.matching.fine import FineCalibration
-
-PATHS = ("lexical", "dense", "glossary", "usage", "graph")
-
-
-@dataclass
-class Hit:
-    """One candidate found by one recall path."""
-
-    asset_id: str
-    score: float
-    rank: int  # 1-based within its path
-    path: str
-    matched: list[str] = field(default_factory=list)  # matched terms / the reason, for explanations
+from assetmatch.types import PATHS, FeatureProvider, Hit
 
 
 @dataclass
@@ -56,24 +42,6 @@ class MatchResult:
 
 
 @runtime_checkable
-class FeatureProvider(Protocol):
-    """Per-asset numeric features for coarse ranking (implemented over Feast in assetmatch.features).
-
-    Missing assets or an unreachable store give default values, never an exception.
-    """
-
-    feature_names: list[str]
-
-    def online(self, asset_ids: Sequence[str]) -> dict[str, dict[str, float]]:
-        """Latest feature values for each asset id (one batched call)."""
-        ...
-
-    def historical(self, rows: Sequence[tuple[str, datetime]]) -> list[dict[str, float]]:
-        """Point-in-time values for (asset_id, as_of) rows: nothing later than as_of leaks in."""
-        ...
-
-
-@runtime_checkable
 class FineRanker(Protocol):
     """Scores (requirement, table) pairs with the business's adapter (implemented in assetmatch.ranking).
 
@@ -92,3 +60,6 @@ class FineRanker(Protocol):
     def calibration(self, business: str) -> FineCalibration:
         """The business's `FineCalibration` (defaults when it has none)."""
         ...
+
+
+__all__ = ["PATHS", "FeatureProvider", "FineRanker", "Hit", "MatchResult", "RankedTable"]

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 from assetmatch.matching.fine import (
     CALIBRATION_FILE,
@@ -120,36 +119,4 @@ class LoraFineRanker:
         ranker = cls(MultiAdapterScorer(base, device, max_length, batch_size, mixed))
         for business, (path, version) in adapters.items():
             ranker.add(business, path, version)
-        return ranker
-
-    @classmethod
-    def from_registry(
-        cls,
-        settings: Any,
-        businesses: Sequence[str] | None = None,
-        alias: str = "champion",
-        cache_dir: str | Path | None = None,
-        mixed: bool = True,
-    ) -> LoraFineRanker:
-        """Load every business's `alias` version from the MLflow registry (businesses without one are skipped)."""
-        from assetmatch.registry.mlflow import Registry
-
-        registry = Registry.from_settings(settings)
-        ranker = cls(
-            MultiAdapterScorer(
-                settings.ranker.base,
-                settings.ranker.device,
-                settings.ranker.max_length,
-                settings.serving.max_batch_size,
-                mixed,
-                quantize=settings.ranker.quantize,
-            )
-        )
-        root = Path(cache_dir or Path(settings.training.adapters_dir) / "registry-cache")
-        for business in businesses or settings.business_names():
-            mv = registry.version_by_alias(business, alias)
-            if mv is None:
-                continue
-            folder = registry.download_adapter(business, str(mv.version), root / business / str(mv.version))
-            ranker.add(business, folder, f"{registry.model_name(business)}/{mv.version}")
         return ranker

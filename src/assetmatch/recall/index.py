@@ -35,7 +35,6 @@ import numpy as np
 from assetmatch.config import Settings
 from assetmatch.lake import Lake
 from assetmatch.lake import tables as T
-from assetmatch.matching.types import Hit
 from assetmatch.models import TableAsset
 from assetmatch.recall import publish
 from assetmatch.recall.dense import DenseIndex, build_faiss
@@ -53,6 +52,7 @@ from assetmatch.recall.lexical import Bm25Index, count_weights
 from assetmatch.recall.tokenize import gloss_sentence, has_cjk, tokenize, weighted_gloss_tokens
 from assetmatch.recall.vector_cache import VectorCache, text_key
 from assetmatch.text import normalize_text
+from assetmatch.types import Hit
 
 FORMAT_VERSION = 1
 QUERY_PATHS = ("lexical", "dense", "glossary", "usage")

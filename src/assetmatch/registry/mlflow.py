@@ -15,13 +15,16 @@ import json
 import re
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from assetmatch.training.pairs import TrainingData
-    from assetmatch.training.train import TrainResult
+from assetmatch.config import Settings
+from assetmatch.ranking.finerank import LoraFineRanker
+from assetmatch.ranking.model import MultiAdapterScorer
+from assetmatch.training.pairs import TrainingData
+from assetmatch.training.train import TrainResult
 
 ADAPTER_ARTIFACT = "adapter"
 FINGERPRINT_TAG = "assetmatch.data_fingerprint"
@@ -64,7 +67,7 @@ class Registry:
         self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
     @classmethod
-    def from_settings(cls, settings: Any) -> Registry:
+    def from_settings(cls, settings: Settings) -> Registry:
         m = settings.mlflow
         return cls(m.tracking_uri, m.artifact_location, m.registry_prefix)
 
@@ -253,3 +256,33 @@ class Registry:
         if mv.run_id:
             for key, value in flat.items():
                 self.client.set_tag(mv.run_id, key, value)
+
+
+def load_fine_ranker(
+    settings: Settings,
+    businesses: Sequence[str] | None = None,
+    alias: str = "champion",
+    cache_dir: str | Path | None = None,
+    mixed: bool = True,
+) -> LoraFineRanker:
+    """A `LoraFineRanker` with every business's `alias` version from the MLflow registry (businesses
+    without one are skipped), on the base, device, token budget and quantization of `settings.ranker`."""
+    registry = Registry.from_settings(settings)
+    ranker = LoraFineRanker(
+        MultiAdapterScorer(
+            settings.ranker.base,
+            settings.ranker.device,
+            settings.ranker.max_length,
+            settings.serving.max_batch_size,
+            mixed,
+            quantize=settings.ranker.quantize,
+        )
+    )
+    root = Path(cache_dir or Path(settings.training.adapters_dir) / "registry-cache")
+    for business in businesses or settings.business_names():
+        mv = registry.version_by_alias(business, alias)
+        if mv is None:
+            continue
+        folder = registry.download_adapter(business, str(mv.version), root / business / str(mv.version))
+        ranker.add(business, folder, f"{registry.model_name(business)}/{mv.version}")
+    return ranker

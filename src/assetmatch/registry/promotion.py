@@ -27,7 +27,16 @@ from typing import Any, Literal
 
 import numpy as np
 
+from assetmatch.lake import tables as T
+from assetmatch.lake.delta import Lake
 from assetmatch.matching.fine import read_calibration
+from assetmatch.matching.matcher import visible_businesses
+from assetmatch.ranking.candidates import production_candidates
+from assetmatch.ranking.config import RankerConfig
+from assetmatch.registry.mlflow import Registry
+from assetmatch.training import evaluate as ev
+from assetmatch.training.pairs import labelled_from_lake, split_holdout
+from assetmatch.training.train import judge_folder, selection_context
 
 Verdict = Literal["promote", "refuse"]
 GATE_TAG = "gate.verdict"  # model-version tag written once the gate has judged a version
@@ -318,8 +327,6 @@ def _record(
     tag_version: str | None,
     decision: dict[str, Any] | None,
 ) -> None:
-    from assetmatch.lake import tables as T
-    from assetmatch.lake.delta import Lake
 
     if tag_version and decision is not None:
         registry.log_decision(business, tag_version, decision)
@@ -340,15 +347,6 @@ def evaluate_and_promote(
     and keeps the old champion as `previous` (for `assetmatch models rollback`).
     """
     from pathlib import Path
-
-    from assetmatch.lake.delta import Lake
-    from assetmatch.matching.matcher import visible_businesses
-    from assetmatch.ranking.candidates import production_candidates
-    from assetmatch.ranking.config import RankerConfig
-    from assetmatch.registry.mlflow import Registry
-    from assetmatch.training import evaluate as ev
-    from assetmatch.training.pairs import labelled_from_lake, split_holdout
-    from assetmatch.training.train import judge_folder, selection_context
 
     registry = Registry.from_settings(settings)
     gate = GateConfig.from_settings(settings)
@@ -449,7 +447,6 @@ def manual_alias_change(
 
     Returns the version that is champion afterwards.
     """
-    from assetmatch.registry.mlflow import Registry
 
     registry = Registry.from_settings(settings)
     champion = registry.version_by_alias(business, "champion")

@@ -23,6 +23,7 @@ from fastapi import FastAPI
 
 from assetmatch.config import Settings, load_settings
 from assetmatch.lake.delta import Lake
+from assetmatch.ranking.model import MultiAdapterScorer
 from assetmatch.serving.auth import KeyStore
 from assetmatch.serving.batching import MicroBatcher
 from assetmatch.serving.cache import build_cache
@@ -30,7 +31,14 @@ from assetmatch.serving.deps import ServingContext
 from assetmatch.serving.errors import BodyLimitMiddleware, install_error_handlers
 from assetmatch.serving.feedback import FeedbackWriter, RequestMemory
 from assetmatch.serving.metrics import ServingMetrics
-from assetmatch.serving.reload import IndexSource, LatestIndexSource, ModelSource, Reloader, StateLoader
+from assetmatch.serving.reload import (
+    IndexSource,
+    LatestIndexSource,
+    ModelSource,
+    RegistryModelSource,
+    Reloader,
+    StateLoader,
+)
 from assetmatch.serving.routes import router
 from assetmatch.serving.state import StateHolder
 
@@ -54,7 +62,6 @@ def set_torch_threads(threads: int) -> None:
 
 
 def _default_scorer(settings: Settings) -> Any:
-    from assetmatch.ranking.model import MultiAdapterScorer
 
     set_torch_threads(settings.serving.torch_threads)
 
@@ -112,8 +119,6 @@ def create_app(
         await batcher.start()
         models = model_source
         if models is _NOT_GIVEN:
-            from assetmatch.serving.reload import RegistryModelSource
-
             models = RegistryModelSource(settings)
         model = scorer
         if model is _NOT_GIVEN:

@@ -25,7 +25,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypeVar
 
+from assetmatch.matching.fine import FineCalibration, read_calibration
 from assetmatch.models import TableAsset
+from assetmatch.ranking.finerank import LoraFineRanker
+from assetmatch.ranking.model import ScoreRow
 from assetmatch.serving.metrics import ServingMetrics
 from assetmatch.serving.state import ModelRef
 
@@ -226,8 +229,6 @@ class MicroBatcher:
 
     def _score_sync(self, scorer: RowScorer, rows: list[Row]) -> list[float]:
         if self.mode == "serial":
-            from assetmatch.ranking.model import ScoreRow
-
             return scorer.score_rows_serial([ScoreRow(*r) for r in rows])
         return scorer.score_rows(rows)
 
@@ -243,8 +244,6 @@ class BatchedFineRanker:
     """
 
     def __init__(self, batcher: MicroBatcher, scorer: Any, models: Mapping[str, ModelRef]) -> None:
-        from assetmatch.matching.fine import FineCalibration, read_calibration
-        from assetmatch.ranking.finerank import LoraFineRanker
 
         # Documents are built in the callers' threads while the model thread tokenizes pairs with
         # truncation: a Hugging Face fast tokenizer is not thread-safe (its truncation state is

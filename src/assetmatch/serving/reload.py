@@ -22,6 +22,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from assetmatch.config import Settings
+from assetmatch.matching.matcher import Matcher
+from assetmatch.recall import publish
+from assetmatch.registry.mlflow import Registry
 from assetmatch.serving.batching import BatchedFineRanker, MicroBatcher
 from assetmatch.serving.metrics import ServingMetrics
 from assetmatch.serving.state import BusinessInfo, MatchEngine, ModelRef, ServingState, StateHolder, Versions
@@ -63,7 +66,6 @@ class RegistryModelSource:
     """Champion / challenger aliases in the MLflow registry (`assetmatch.registry.mlflow.Registry`)."""
 
     def __init__(self, settings: Settings, cache_dir: str | Path | None = None) -> None:
-        from assetmatch.registry.mlflow import Registry
 
         self.registry = Registry.from_settings(settings)
         self.cache_dir = Path(cache_dir or Path(settings.training.adapters_dir) / "serving-cache")
@@ -89,12 +91,10 @@ class LatestIndexSource:
         self.settings = settings
 
     def current_id(self) -> str:
-        from assetmatch.recall import publish
 
         return publish.current_id(Path(self.settings.recall.index_root)) or ""
 
     def load(self) -> MatchEngine:
-        from assetmatch.matching.matcher import Matcher
 
         matcher = Matcher.from_settings(self.settings)
         matcher.index.warmup()  # encoder and tokenizers now, not on the first request

@@ -17,6 +17,10 @@ from typing import Any
 from assetmatch.config import Settings
 from assetmatch.lake.delta import Lake
 from assetmatch.models import Column, TableAsset
+from assetmatch.ranking.config import RankerConfig
+from assetmatch.ranking.model import load_base, new_adapter, save_adapter
+from assetmatch.recall.index import IndexSet
+from assetmatch.registry.mlflow import Registry
 
 ADAPTER_ARTIFACT = "adapter"  # the artifact folder name `registry.mlflow.Registry` registers from
 
@@ -33,9 +37,6 @@ def untrained_adapter(
 ) -> Path:
     """Write a fresh LoRA adapter (random A, B and head, seeded) to `folder`; returns the folder."""
     import torch
-
-    from assetmatch.ranking.config import RankerConfig
-    from assetmatch.ranking.model import load_base, new_adapter, save_adapter
 
     config = RankerConfig(base=base, seed=seed, device="cpu")
     torch.manual_seed(seed)
@@ -125,8 +126,6 @@ def synthetic_deployment(
     and, with `adapters`, an untrained adapter registered as its champion (seeds differ per
     business). Returns the Settings that point at all of it.
     """
-    from assetmatch.recall.index import IndexSet
-    from assetmatch.registry.mlflow import Registry
 
     root = Path(root)
     recipe = {"businesses": list(businesses), "tables": tables, "shared": shared, "adapters": adapters,

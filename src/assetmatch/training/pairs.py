@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from assetmatch.lake import tables as T
 from assetmatch.models import TableAsset
 
 Candidates = Callable[[str, str, int], list[str]]
@@ -91,7 +92,6 @@ def labelled_from_lake(lake: Any, business: str, known_assets: set[str]) -> list
     Gold ids not in the business's live library are dropped (a table since deleted cannot be
     learned); a requirement left with no gold is skipped. Duplicate texts keep the first label.
     """
-    from assetmatch.lake import tables as T
 
     out: list[LabelledRequirement] = []
     for req in lake.read_requirements(business=business, split="train"):

@@ -14,14 +14,14 @@
               logits with coarse scores, selection on fused probabilities, the cascade
  7. save      adapter + RankerConfig + calibration + eval report + plots in one folder
 
-`run_training` adds step 0 (read the lake) and step 8 (log to MLflow, register as `challenger`).
+`assetmatch.registry.training.run_training` adds step 0 (read the lake) and step 8 (log to MLflow,
+register as `challenger`).
 The core takes requirements, assets and a candidate source as arguments, so it runs the same
 from the CLI, a Prefect task, a benchmark or a test.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 import shutil
@@ -33,12 +33,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from assetmatch.lake import tables as T
 from assetmatch.matching.fine import CoarseAnswer, FineCalibration, read_calibration, write_calibration
+from assetmatch.matching.matcher import visible_businesses
 from assetmatch.matching.selection import SetSelector
 from assetmatch.models import TableAsset
 from assetmatch.ranking.config import RankerConfig
+from assetmatch.ranking.finerank import LoraFineRanker
+from assetmatch.ranking.model import load_base, new_adapter, save_adapter, seed_everything
+from assetmatch.ranking.prompt import table_prompt, tokenizer_counter
+from assetmatch.training import augment
 from assetmatch.training import evaluate as ev
-from assetmatch.training.pairs import LabelledRequirement, Pair, TrainingData, build_pairs
+from assetmatch.training.pairs import (
+    LabelledRequirement,
+    Pair,
+    TrainingData,
+    build_pairs,
+    fingerprint,
+    labelled_from_lake,
+    split_holdout,
+)
 
 
 @dataclass
@@ -296,7 +310,6 @@ def judge_folder(
     k: int,
 ) -> list[ev.Judged]:
     """`judge` with the adapter saved in `adapter_dir` (the base and token budget it was trained with)."""
-    from assetmatch.ranking.finerank import LoraFineRanker
 
     config = RankerConfig.load(adapter_dir)
     ranker = LoraFineRanker.from_folders(
@@ -330,8 +343,6 @@ def train_business(
     adapter folder to start from (the shared adapter) instead of a fresh adapter. `familiar`: the
     tables the cascade treats as known (default: the gold tables of the labelled training data,
     plus those of the starting adapter)."""
-    from assetmatch.ranking.model import load_base, new_adapter, save_adapter, seed_everything
-    from assetmatch.ranking.prompt import table_prompt, tokenizer_counter
 
     out = Path(out_dir)
     library = {a.asset_id: a for a in assets}
@@ -441,9 +452,6 @@ def load_training_data(
     lake: Any, business: str, assets: list[TableAsset], config: RankerConfig, settings: Any = None
 ) -> TrainingData:
     """Step 0: the business's labelled requirements from the lake, split, plus synthetic ones."""
-    from assetmatch.lake import tables as T
-    from assetmatch.training import augment
-    from assetmatch.training.pairs import fingerprint, labelled_from_lake, split_holdout
 
     known = {a.asset_id for a in assets}
     labelled = labelled_from_lake(lake, business, known)
@@ -476,61 +484,14 @@ def ranker_config(settings: Any, **overrides: Any) -> RankerConfig:
     return RankerConfig.from_dict(values)
 
 
-SHARED = "_shared"
-"""Registry name of the shared adapter (all businesses' data); it is never a business itself."""
-SHARED_ALIAS = "latest"
-CHALLENGER_SHARED = "challenger-shared"
-"""Alias of the shared adapter calibrated for one business: the gate's third arm."""
-KIND_TAG = "ranker.kind"
-
-
-def _business_inputs(
+def business_inputs(
     lake: Any, settings: Any, business: str, config: RankerConfig
 ) -> tuple[TrainingData, list[TableAsset]]:
     """(training data, visible library) of one business: its own tables and the shared ones it sees."""
-    from assetmatch.matching.matcher import visible_businesses
 
     own = lake.read_assets(businesses=[business])
     visible = lake.read_assets(businesses=visible_businesses(settings, business))
     return load_training_data(lake, business, own, config, settings), visible
-
-
-def run_shared_training(
-    settings: Any,
-    businesses: list[str],
-    config: RankerConfig | None = None,
-    progress: Any = None,
-    index_manifest: str = "",
-) -> tuple[TrainResult, str]:
-    """Train the shared adapter on every listed business's data (each requirement ranked in its own
-    business's coarse lists) and register it as `<prefix>_shared@latest`: the general skill the
-    per-business adapters start from. Returns (result, version)."""
-    from assetmatch.lake.delta import Lake
-    from assetmatch.ranking.candidates import production_candidates
-    from assetmatch.registry.mlflow import Registry
-
-    lake = Lake.from_settings(settings)
-    config = config or ranker_config(settings)
-    parts = [_business_inputs(lake, settings, b, config) for b in businesses]
-    library = {a.asset_id: a for _, visible in parts for a in visible}
-    pooled = TrainingData(
-        SHARED,
-        [r for data, _ in parts for r in data.train],
-        [r for data, _ in parts for r in data.validation],
-        [r for data, _ in parts for r in data.synthetic],
-        parts[0][0].lake_versions if parts else {},
-        hashlib.sha256("".join(data.fingerprint for data, _ in parts).encode()).hexdigest(),
-    )
-    candidates = production_candidates(settings, list(library.values()))
-    out_dir = Path(settings.training.adapters_dir) / SHARED / time.strftime("%Y%m%dT%H%M%S")
-    result = train_business(
-        SHARED, pooled, list(library.values()), candidates, config, out_dir, progress=progress
-    )
-    registry = Registry.from_settings(settings)
-    run_id = registry.log_training(SHARED, result, pooled, index_manifest=index_manifest)
-    version = registry.register(SHARED, run_id, alias=SHARED_ALIAS)
-    registry.tag_version(SHARED, version, {KIND_TAG: "shared", "businesses": ",".join(businesses)})
-    return result, version
 
 
 def calibrate_adapter(
@@ -570,110 +531,14 @@ def calibrate_adapter(
     return TrainResult(business, out, config, fit, threshold, reports, data.counts(), calibration)
 
 
-def run_training(
-    settings: Any,
-    business: str,
-    candidates: CoarseSource | None = None,
-    config: RankerConfig | None = None,
-    progress: Any = None,
-    index_manifest: str = "",
-) -> tuple[TrainResult, str]:
-    """Train `business` from the lake and register it as `challenger`. Returns (result, model version).
-
-    Candidates are the production ones (`ranking.candidates.production_candidates`: the published
-    recall + coarse model, out of fold for the requirements it was fitted on) unless given. When a
-    shared adapter is registered (`run_shared_training`), the business's adapter starts from it, and
-    the shared adapter calibrated for this business is registered too, as `challenger-shared`: the
-    gate then chooses among coarse-only (or the champion), shared and per-business."""
-    from assetmatch.lake.delta import Lake
-    from assetmatch.ranking.candidates import production_candidates
-    from assetmatch.registry.mlflow import Registry
-
-    # 0. read the lake: the business's live tables (and the shared ones it sees), labelled requirements
-    lake = Lake.from_settings(settings)
-    config = config or ranker_config(settings)
-    data, visible = _business_inputs(lake, settings, business, config)
-    candidates = candidates or production_candidates(settings, visible)
-
-    registry = Registry.from_settings(settings)
-    champion = registry.version_by_alias(business, "champion")
-    shared = registry.version_by_alias(SHARED, SHARED_ALIAS) if settings.training.shared_adapter else None
-    stamp = time.strftime("%Y%m%dT%H%M%S")
-    out_dir = Path(settings.training.adapters_dir) / business / stamp
-    with tempfile.TemporaryDirectory() as tmp:
-        champion_dir = (
-            registry.download_adapter(business, str(champion.version), Path(tmp) / "champion")
-            if champion
-            else None
-        )
-        shared_dir = (
-            registry.download_adapter(SHARED, str(shared.version), Path(tmp) / "shared") if shared else None
-        )
-        result = train_business(
-            business, data, visible, candidates, config, out_dir, champion_dir, progress, init_from=shared_dir
-        )
-        if shared is not None and shared_dir is not None:
-            shared_result = calibrate_adapter(
-                business, shared_dir, data, visible, candidates, Path(out_dir.parent) / f"{stamp}-shared"
-            )
-            run_id = registry.log_training(business, shared_result, data, index_manifest=index_manifest)
-            version = registry.register(business, run_id, alias=CHALLENGER_SHARED)
-            registry.tag_version(
-                business, version, {KIND_TAG: "shared", "shared_version": str(shared.version)}
-            )
-
-    # 8. log params, metrics, report, plots and adapter to MLflow; register as `challenger`
-    run_id = registry.log_training(business, result, data, index_manifest=index_manifest)
-    version = registry.register(business, run_id, alias="challenger")
-    registry.tag_version(
-        business, version, {KIND_TAG: "business" if shared_dir is None else "business-from-shared"}
-    )
-    return result, version
-
-
 __all__ = [
     "FitStats",
     "LabelledRequirement",
     "TrainResult",
+    "business_inputs",
+    "calibrate_adapter",
     "fit_adapter",
     "load_training_data",
-    "plan_training",
     "ranker_config",
-    "run_training",
     "train_business",
 ]
-
-
-@dataclass
-class TrainingPlan:
-    """Whether a business needs a new adapter: its data fingerprint against the last run's."""
-
-    business: str
-    fingerprint: str
-    last_fingerprint: str | None
-    labelled: int
-
-    @property
-    def changed(self) -> bool:
-        return self.fingerprint != self.last_fingerprint
-
-
-def plan_training(settings: Any, businesses: list[str] | None = None) -> list[TrainingPlan]:
-    """One plan per business: fingerprint of (labelled requirements, library) vs the last MLflow run."""
-    from assetmatch.lake.delta import Lake
-    from assetmatch.registry.mlflow import Registry
-    from assetmatch.training.pairs import fingerprint, labelled_from_lake
-
-    lake = Lake.from_settings(settings)
-    registry = Registry.from_settings(settings)
-    names = businesses or settings.business_names() or sorted({a.business for a in lake.read_assets()})
-    plans = []
-    for business in names:
-        assets = lake.read_assets(businesses=[business])
-        labelled = labelled_from_lake(lake, business, {a.asset_id for a in assets})
-        plans.append(
-            TrainingPlan(
-                business, fingerprint(labelled, assets), registry.last_fingerprint(business), len(labelled)
-            )
-        )
-    return plans

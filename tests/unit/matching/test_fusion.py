@@ -166,7 +166,7 @@ class _DatedUsage:
 def test_training_features_are_read_as_of_each_requirement_not_today() -> None:
     from datetime import UTC, datetime
 
-    from assetmatch.evaluation.harness import point_in_time_features
+    from assetmatch.matching.fit import point_in_time_features
     from assetmatch.models import Requirement
 
     provider = _DatedUsage()

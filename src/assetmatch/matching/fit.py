@@ -1,0 +1,158 @@
+"""Fitting the coarse model: the learned fusion of recall paths (CV-chosen) and the set-selection
+parameters, on training requirements, and publishing them where `Matcher.from_settings` finds them.
+The nightly pipeline, `assetmatch index build`, the demo and the benchmark harness all fit here."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from assetmatch.config import Settings
+from assetmatch.matching.fusion import (
+    Candidate,
+    FeatureBuilder,
+    LearnedFusion,
+    TrainingGroup,
+    collect_candidates,
+    fit_learned_fusion,
+)
+from assetmatch.matching.matcher import COARSE_FILE, OOF_FILE, SELECTION_FILE, Matcher, oof_key, write_oof
+from assetmatch.matching.selection import (
+    CalibrationExample,
+    ScoredTable,
+    SelectionParams,
+    calibrate,
+    save_selection,
+)
+from assetmatch.models import Requirement
+from assetmatch.recall.index import IndexSet
+from assetmatch.types import FeatureProvider
+
+log = logging.getLogger(__name__)
+
+CALIBRATION_MAX = 2000  # requirements used for the selection grid search (a sample keeps it under a minute)
+
+
+@dataclass
+class FitResult:
+    coarse: LearnedFusion | None
+    selection: SelectionParams
+    report: dict[str, Any]
+    oof: dict[str, tuple[list[str], list[float]]] = field(default_factory=dict)
+    """Per training requirement (`ranking.candidates.text_key`), its coarse list ranked by the
+    cross-validation model that did not see it: what fine rankers are trained and judged on."""
+
+
+def point_in_time_features(
+    provider: FeatureProvider | None, recalled: Sequence[tuple[Requirement, Sequence[Candidate]]]
+) -> list[dict[str, dict[str, float]] | None]:
+    """Per requirement, its candidates' stored features as of the requirement's time, in ONE
+    point-in-time call (`FeatureProvider.historical`): a model trained on today's usage counts
+    would learn from the future of its past requirements. None where there is no provider or the
+    requirement has no timestamp (its features are then read online, as at match time)."""
+    if provider is None:
+        return [None] * len(recalled)
+    rows = [(c.asset_id, req.ts) for req, cands in recalled if req.ts is not None for c in cands]
+    values = iter(provider.historical(rows))
+    out: list[dict[str, dict[str, float]] | None] = []
+    for req, cands in recalled:
+        out.append(None if req.ts is None else {c.asset_id: next(values) for c in cands})
+    return out
+
+
+def fit_matching(
+    index: IndexSet,
+    settings: Settings,
+    train: Sequence[Requirement],
+    seed: int = 0,
+    progress: Callable[[Iterator[Requirement], int, str], Iterator[Requirement]] | None = None,
+    feature_provider: FeatureProvider | None = None,
+) -> FitResult:
+    """Fit the coarse fusion model (CV-chosen) and calibrate set selection on training requirements.
+
+    With a `feature_provider` the model also learns from stored features (usage, freshness ...),
+    read point-in-time as of each requirement (`point_in_time_features`).
+
+    With no training requirements: RRF and top-1 selection with FK closure (the untrained defaults).
+    """
+    if not train:
+        return FitResult(None, SelectionParams(min_score=1.1, fk_closure=True), {"trained": False})
+    recall_matcher = Matcher(index, settings, feature_provider=feature_provider)
+    builder: FeatureBuilder = recall_matcher.builder
+    groups: list[TrainingGroup] = []
+    n_gold_recalled = 0
+    iterator: Iterator[Requirement] = iter(train)
+    if progress is not None:
+        iterator = progress(iterator, len(train), "fit: recall on train")
+    recalled = []
+    for req in iterator:
+        hits = recall_matcher.recall(req.business, req.text)
+        recalled.append((req, list(collect_candidates(hits).values())))
+    stored = point_in_time_features(builder.feature_provider, recalled)
+    for (req, cands), features in zip(recalled, stored):
+        gold = set(req.gold_assets)
+        labels = np.array([int(c.asset_id in gold) for c in cands], dtype=int)
+        n_gold_recalled += int(labels.sum())
+        group = builder.group_of(req.gold_assets[0]) if req.gold_assets else req.business
+        groups.append(
+            TrainingGroup(
+                req.id,
+                group,
+                builder.matrix(req.text, cands, features),
+                labels,
+                [c.asset_id for c in cands],
+                len(gold),
+            )
+        )
+    t0 = time.perf_counter()
+    model, oof = fit_learned_fusion(groups, builder.feature_names, seed=seed)
+    fit_s = time.perf_counter() - t0
+    assert model.cv is not None
+    log.info("coarse model chosen by CV: %s (%s) in %.1fs", model.cv.chosen, model.cv.scores, fit_s)
+
+    examples = []
+    oof_lists: dict[str, tuple[list[str], list[float]]] = {}
+    depth = settings.recall.candidates
+    for grp, scores, req in zip(groups, oof, train):
+        order = np.argsort(-scores, kind="stable")
+        ranked = [
+            ScoredTable(grp.asset_ids[j], float(scores[j]), builder.group_of(grp.asset_ids[j])) for j in order
+        ]
+        examples.append(CalibrationExample(ranked, set(req.gold_assets)))
+        oof_lists[oof_key(req.business, req.text)] = (
+            [t.asset_id for t in ranked[:depth]],
+            [t.score for t in ranked[:depth]],
+        )
+    examples = random.Random(seed).sample(examples, min(len(examples), CALIBRATION_MAX))
+    t1 = time.perf_counter()
+    params, calibration = calibrate(examples, index.neighbors)
+    calibrate_s = time.perf_counter() - t1
+    assert model.cv is not None
+    report = {
+        "trained": True,
+        "n_train_requirements": len(train),
+        "train_gold_recall": n_gold_recalled / max(sum(g.n_gold for g in groups), 1),
+        "cv_scores_all_gold_at_5": model.cv.scores,
+        "cv_chosen": model.cv.chosen,
+        "cv_folds": model.cv.folds,
+        "fit_s": fit_s,
+        "selection": calibration.__dict__,
+        "calibrate_s": calibrate_s,
+    }
+    return FitResult(model, params, report, oof_lists)
+
+
+def save_fit(fit: FitResult, folder: Path) -> None:
+    """Publish the fitted coarse model and selection parameters where `Matcher.from_settings` finds them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if fit.coarse is not None:
+        fit.coarse.save(folder / COARSE_FILE)
+    save_selection(fit.selection, None, folder / SELECTION_FILE)
+    write_oof(fit.oof, folder / OOF_FILE)

@@ -1,0 +1,157 @@
+"""Train from the lake and register in MLflow: the shared adapter (`run_shared_training`), one
+business's adapter (`run_training`, step 0 and step 8 around `training.train.train_business`), and
+whether a business needs one (`plan_training`: its data fingerprint against the last run's).
+Training itself (`assetmatch.training`) knows nothing of the registry; this layer sits above it."""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from assetmatch.lake.delta import Lake
+from assetmatch.ranking.candidates import production_candidates
+from assetmatch.ranking.config import RankerConfig
+from assetmatch.registry.mlflow import Registry
+from assetmatch.training.pairs import TrainingData, fingerprint, labelled_from_lake
+from assetmatch.training.train import (
+    CoarseSource,
+    TrainResult,
+    business_inputs,
+    calibrate_adapter,
+    ranker_config,
+    train_business,
+)
+
+SHARED = "_shared"
+"""Registry name of the shared adapter (all businesses' data); it is never a business itself."""
+SHARED_ALIAS = "latest"
+CHALLENGER_SHARED = "challenger-shared"
+"""Alias of the shared adapter calibrated for one business: the gate's third arm."""
+KIND_TAG = "ranker.kind"
+
+
+def run_shared_training(
+    settings: Any,
+    businesses: list[str],
+    config: RankerConfig | None = None,
+    progress: Any = None,
+    index_manifest: str = "",
+) -> tuple[TrainResult, str]:
+    """Train the shared adapter on every listed business's data (each requirement ranked in its own
+    business's coarse lists) and register it as `<prefix>_shared@latest`: the general skill the
+    per-business adapters start from. Returns (result, version)."""
+    lake = Lake.from_settings(settings)
+    config = config or ranker_config(settings)
+    parts = [business_inputs(lake, settings, b, config) for b in businesses]
+    library = {a.asset_id: a for _, visible in parts for a in visible}
+    pooled = TrainingData(
+        SHARED,
+        [r for data, _ in parts for r in data.train],
+        [r for data, _ in parts for r in data.validation],
+        [r for data, _ in parts for r in data.synthetic],
+        parts[0][0].lake_versions if parts else {},
+        hashlib.sha256("".join(data.fingerprint for data, _ in parts).encode()).hexdigest(),
+    )
+    candidates = production_candidates(settings, list(library.values()))
+    out_dir = Path(settings.training.adapters_dir) / SHARED / time.strftime("%Y%m%dT%H%M%S")
+    result = train_business(
+        SHARED, pooled, list(library.values()), candidates, config, out_dir, progress=progress
+    )
+    registry = Registry.from_settings(settings)
+    run_id = registry.log_training(SHARED, result, pooled, index_manifest=index_manifest)
+    version = registry.register(SHARED, run_id, alias=SHARED_ALIAS)
+    registry.tag_version(SHARED, version, {KIND_TAG: "shared", "businesses": ",".join(businesses)})
+    return result, version
+
+
+def run_training(
+    settings: Any,
+    business: str,
+    candidates: CoarseSource | None = None,
+    config: RankerConfig | None = None,
+    progress: Any = None,
+    index_manifest: str = "",
+) -> tuple[TrainResult, str]:
+    """Train `business` from the lake and register it as `challenger`. Returns (result, model version).
+
+    Candidates are the production ones (`ranking.candidates.production_candidates`: the published
+    recall + coarse model, out of fold for the requirements it was fitted on) unless given. When a
+    shared adapter is registered (`run_shared_training`), the business's adapter starts from it, and
+    the shared adapter calibrated for this business is registered too, as `challenger-shared`: the
+    gate then chooses among coarse-only (or the champion), shared and per-business."""
+
+    # 0. read the lake: the business's live tables (and the shared ones it sees), labelled requirements
+    lake = Lake.from_settings(settings)
+    config = config or ranker_config(settings)
+    data, visible = business_inputs(lake, settings, business, config)
+    candidates = candidates or production_candidates(settings, visible)
+
+    registry = Registry.from_settings(settings)
+    champion = registry.version_by_alias(business, "champion")
+    shared = registry.version_by_alias(SHARED, SHARED_ALIAS) if settings.training.shared_adapter else None
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    out_dir = Path(settings.training.adapters_dir) / business / stamp
+    with tempfile.TemporaryDirectory() as tmp:
+        champion_dir = (
+            registry.download_adapter(business, str(champion.version), Path(tmp) / "champion")
+            if champion
+            else None
+        )
+        shared_dir = (
+            registry.download_adapter(SHARED, str(shared.version), Path(tmp) / "shared") if shared else None
+        )
+        result = train_business(
+            business, data, visible, candidates, config, out_dir, champion_dir, progress, init_from=shared_dir
+        )
+        if shared is not None and shared_dir is not None:
+            shared_result = calibrate_adapter(
+                business, shared_dir, data, visible, candidates, Path(out_dir.parent) / f"{stamp}-shared"
+            )
+            run_id = registry.log_training(business, shared_result, data, index_manifest=index_manifest)
+            version = registry.register(business, run_id, alias=CHALLENGER_SHARED)
+            registry.tag_version(
+                business, version, {KIND_TAG: "shared", "shared_version": str(shared.version)}
+            )
+
+    # 8. log params, metrics, report, plots and adapter to MLflow; register as `challenger`
+    run_id = registry.log_training(business, result, data, index_manifest=index_manifest)
+    version = registry.register(business, run_id, alias="challenger")
+    registry.tag_version(
+        business, version, {KIND_TAG: "business" if shared_dir is None else "business-from-shared"}
+    )
+    return result, version
+
+
+@dataclass
+class TrainingPlan:
+    """Whether a business needs a new adapter: its data fingerprint against the last run's."""
+
+    business: str
+    fingerprint: str
+    last_fingerprint: str | None
+    labelled: int
+
+    @property
+    def changed(self) -> bool:
+        return self.fingerprint != self.last_fingerprint
+
+
+def plan_training(settings: Any, businesses: list[str] | None = None) -> list[TrainingPlan]:
+    """One plan per business: fingerprint of (labelled requirements, library) vs the last MLflow run."""
+    lake = Lake.from_settings(settings)
+    registry = Registry.from_settings(settings)
+    names = businesses or settings.business_names() or sorted({a.business for a in lake.read_assets()})
+    plans = []
+    for business in names:
+        assets = lake.read_assets(businesses=[business])
+        labelled = labelled_from_lake(lake, business, {a.asset_id for a in assets})
+        plans.append(
+            TrainingPlan(
+                business, fingerprint(labelled, assets), registry.last_fingerprint(business), len(labelled)
+            )
+        )
+    return plans

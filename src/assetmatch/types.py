@@ -1,0 +1,40 @@
+"""Record types shared across layers (recall, features, matching, serving), at the bottom so any
+layer can use them. Dependency-free on purpose; `assetmatch.matching.types` re-exports them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol, runtime_checkable
+
+PATHS = ("lexical", "dense", "glossary", "usage", "graph")
+
+
+@dataclass
+class Hit:
+    """One candidate found by one recall path."""
+
+    asset_id: str
+    score: float
+    rank: int  # 1-based within its path
+    path: str
+    matched: list[str] = field(default_factory=list)  # matched terms / the reason, for explanations
+
+
+@runtime_checkable
+class FeatureProvider(Protocol):
+    """Per-asset numeric features for coarse ranking (implemented over Feast in assetmatch.features).
+
+    Missing assets or an unreachable store give default values, never an exception.
+    """
+
+    feature_names: list[str]
+
+    def online(self, asset_ids: Sequence[str]) -> dict[str, dict[str, float]]:
+        """Latest feature values for each asset id (one batched call)."""
+        ...
+
+    def historical(self, rows: Sequence[tuple[str, datetime]]) -> list[dict[str, float]]:
+        """Point-in-time values for (asset_id, as_of) rows: nothing later than as_of leaks in."""
+        ...
