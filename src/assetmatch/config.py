@@ -11,6 +11,8 @@ connection strings are `SecretStr` so they print as `**********`.
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import os
 import re
 from contextvars import ContextVar
@@ -32,6 +34,8 @@ from pydantic_settings import (
     SettingsConfigDict,
     YamlConfigSettingsSource,
 )
+
+from assetmatch.ranker_config import RankerConfig
 
 DEFAULT_CONFIG_FILE = "assetmatch.yaml"
 CONFIG_ENV_VAR = "ASSETMATCH_CONFIG"
@@ -279,9 +283,39 @@ class LlmConfig(_Strict):
     per_table: int = Field(default=2, ge=0, description="Requirements asked for per table.")
 
 
+_RANKER_TYPES: dict[str, tuple[type, ...]] = {"int": (int,), "float": (int, float), "str": (str,)}
+
+
+def check_ranker_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
+    """`training.ranker` against `RankerConfig`: every key a field, every value of its type and within
+    its rules (checked with the other fields at their defaults). Errors name the key."""
+    known = {f.name: f for f in dataclasses.fields(RankerConfig)}
+    for key, value in overrides.items():
+        if key not in known:
+            near = difflib.get_close_matches(key, list(known), n=1)
+            hint = f"did you mean {near[0]!r}?" if near else f"fields: {', '.join(sorted(known))}"
+            raise ValueError(f"training.ranker.{key}: unknown field of RankerConfig ({hint})")
+        kind = str(known[key].type)
+        allowed = _RANKER_TYPES.get(kind)
+        if kind == "str | list[str]":
+            ok = isinstance(value, str) or (
+                isinstance(value, list) and all(isinstance(v, str) for v in value)
+            )
+        else:
+            ok = allowed is not None and isinstance(value, allowed) and not isinstance(value, bool)
+        if not ok:
+            raise ValueError(f"training.ranker.{key}: expected {kind}, got {value!r}")
+    try:
+        RankerConfig(**overrides)
+    except ValueError as exc:
+        raise ValueError(str(exc).replace("RankerConfig.", "training.ranker.")) from None
+    return overrides
+
+
 class TrainingConfig(_Strict):
     ranker: dict[str, Any] = Field(
-        default_factory=dict, description="Overrides of RankerConfig fields (assetmatch.ranking.config)."
+        default_factory=dict,
+        description="Overrides of RankerConfig fields (assetmatch.ranking.config), checked when the config loads.",
     )
     llm: LlmConfig = Field(default_factory=LlmConfig, description="Optional LLM augmentation.")
     adapters_dir: str = Field(
@@ -293,6 +327,11 @@ class TrainingConfig(_Strict):
         description="Train a shared adapter on every business's data first; each business's adapter "
         "starts from it, and the A/B gate chooses per business among coarse-only, shared and per-business.",
     )
+
+    @field_validator("ranker")
+    @classmethod
+    def _ranker_overrides(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return check_ranker_overrides(value)
 
 
 class PromotionConfig(_Strict):

@@ -52,6 +52,22 @@ def test_bad_value_is_named(tmp_path: Path) -> None:
         load_settings(path)
 
 
+def test_ranker_overrides_are_checked_when_the_config_loads(tmp_path: Path) -> None:
+    path = write(tmp_path, "training: {ranker: {lerning_rate: 0.001}}\n")
+    with pytest.raises(ConfigError, match=r"training\.ranker\.lerning_rate: unknown field.*'learning_rate'"):
+        load_settings(path)
+    path = write(tmp_path, "training: {ranker: {learning_rate: 5}}\n")
+    with pytest.raises(ConfigError, match=r"training\.ranker\.learning_rate must be in \(0, 1\)"):
+        load_settings(path)
+    path = write(tmp_path, "training: {ranker: {lora_r: eight}}\n")
+    with pytest.raises(ConfigError, match=r"training\.ranker\.lora_r: expected int"):
+        load_settings(path)
+    path = write(
+        tmp_path, "training: {ranker: {learning_rate: 0.0005, target_modules: [query], max_steps: 3}}\n"
+    )
+    assert load_settings(path).training.ranker["target_modules"] == ["query"]
+
+
 def test_source_referring_to_unknown_business(tmp_path: Path) -> None:
     path = write(tmp_path, "businesses: [{name: moba}]\nsources: [{name: s, type: sql, business: nope}]\n")
     with pytest.raises(ConfigError, match=r"sources\.0\.business: unknown business 'nope'"):

@@ -26,6 +26,7 @@ from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
+from assetmatch.config import Settings
 from assetmatch.lake import tables as T
 from assetmatch.models import (
     Column,
@@ -185,7 +186,7 @@ class Lake:
         self._lock = _lake_lock(self.uri)
 
     @classmethod
-    def from_settings(cls, settings: Any) -> Lake:
+    def from_settings(cls, settings: Settings) -> Lake:
         opts = {k: v.get_secret_value() for k, v in settings.lake.storage_options.items()}
         return cls(settings.lake.uri, opts)
 

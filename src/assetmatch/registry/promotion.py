@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from assetmatch.config import PromotionConfig, Settings
 from assetmatch.lake import tables as T
 from assetmatch.lake.delta import Lake
 from assetmatch.matching.fine import read_calibration
@@ -42,36 +43,9 @@ Verdict = Literal["promote", "refuse"]
 GATE_TAG = "gate.verdict"  # model-version tag written once the gate has judged a version
 
 
-@dataclass(frozen=True)
-class GateConfig:
-    """Thresholds of the gate (settings.promotion)."""
-
-    k: int = 3
-    confidence: float = 0.95
-    margin: float = 0.01
-    bootstrap_samples: int = 2000
-    seed: int = 7
-    latency_budget_ms: float = 200.0
-    min_requirements: int = 30  # fewer paired requirements: no evidence either way, refuse
-    min_speedup: float = 0.1  # "faster" means at least this relative cut in mean latency, not noise
-
-    def __post_init__(self) -> None:
-        if not 0.5 < self.confidence < 1:
-            raise ValueError(f"GateConfig.confidence must be in (0.5, 1), got {self.confidence}")
-        if self.margin < 0:
-            raise ValueError(f"GateConfig.margin must be >= 0, got {self.margin}")
-        if self.bootstrap_samples < 100:
-            raise ValueError(f"GateConfig.bootstrap_samples must be >= 100, got {self.bootstrap_samples}")
-        if self.min_requirements < 1:
-            raise ValueError(f"GateConfig.min_requirements must be >= 1, got {self.min_requirements}")
-        if not 0 <= self.min_speedup < 1:
-            raise ValueError(f"GateConfig.min_speedup must be in [0, 1), got {self.min_speedup}")
-        if self.latency_budget_ms <= 0:
-            raise ValueError(f"GateConfig.latency_budget_ms must be > 0, got {self.latency_budget_ms}")
-
-    @classmethod
-    def from_settings(cls, settings: Any) -> GateConfig:
-        return cls(**settings.promotion.model_dump())  # fields not in settings keep their defaults
+GateConfig = PromotionConfig
+"""The gate's thresholds are `settings.promotion` (`config.PromotionConfig`, validated when the
+config loads); this name stays for callers that build one by hand."""
 
 
 @dataclass
@@ -107,7 +81,7 @@ class Decision:
     champion: dict[str, float]
     challenger: dict[str, float]
     n: int
-    config: GateConfig
+    config: PromotionConfig
     decision_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     def metrics(self) -> dict[str, Any]:
@@ -117,7 +91,7 @@ class Decision:
             "diffs": {k: asdict(v) for k, v in self.diffs.items()},
             "champion": self.champion,
             "challenger": self.challenger,
-            "gate": asdict(self.config),
+            "gate": self.config.model_dump(),
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -152,7 +126,7 @@ def _summary(arm: ArmResult) -> dict[str, float]:
 
 
 def decide(
-    champion: ArmResult, challenger: ArmResult, config: GateConfig, first_adapter: bool = False
+    champion: ArmResult, challenger: ArmResult, config: PromotionConfig, first_adapter: bool = False
 ) -> Decision:
     """Apply the gate's rules (module docstring) to two arms evaluated on the same requirements."""
     if champion.ids != challenger.ids:
@@ -227,7 +201,7 @@ class Choice:
 
 
 def choose_arm(
-    baseline: Any, shared: Any | None, per_business: Any | None, config: GateConfig, first_adapter: bool
+    baseline: Any, shared: Any | None, per_business: Any | None, config: PromotionConfig, first_adapter: bool
 ) -> Choice:
     """Each challenger faces the baseline with the unchanged rules (`decide`); when both pass, the
     per-business adapter is chosen only if it also beats the shared one with confidence — a
@@ -320,7 +294,7 @@ class GateOutcome:
 
 
 def _record(
-    settings: Any,
+    settings: Settings,
     registry: Any,
     business: str,
     row: dict[str, Any],
@@ -334,7 +308,7 @@ def _record(
 
 
 def evaluate_and_promote(
-    settings: Any,
+    settings: Settings,
     business: str,
     candidates: Any = None,
     cache_dir: str | None = None,
@@ -349,7 +323,7 @@ def evaluate_and_promote(
     from pathlib import Path
 
     registry = Registry.from_settings(settings)
-    gate = GateConfig.from_settings(settings)
+    gate = settings.promotion
     challenger = registry.version_by_alias(business, "challenger")
     if challenger is None:
         raise ValueError(f"business {business!r} has no 'challenger' version to evaluate (train one first)")
@@ -441,7 +415,11 @@ def evaluate_and_promote(
 
 
 def manual_alias_change(
-    settings: Any, business: str, version: str | None, action: Literal["promote", "rollback"], reason: str
+    settings: Settings,
+    business: str,
+    version: str | None,
+    action: Literal["promote", "rollback"],
+    reason: str,
 ) -> str:
     """Promote a given version, or roll back to `previous`, by hand; recorded like a gate decision.
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from assetmatch.config import Settings
 from assetmatch.lake.delta import Lake
 from assetmatch.ranking.candidates import production_candidates
 from assetmatch.ranking.config import RankerConfig
@@ -35,7 +36,7 @@ KIND_TAG = "ranker.kind"
 
 
 def run_shared_training(
-    settings: Any,
+    settings: Settings,
     businesses: list[str],
     config: RankerConfig | None = None,
     progress: Any = None,
@@ -69,7 +70,7 @@ def run_shared_training(
 
 
 def run_training(
-    settings: Any,
+    settings: Settings,
     business: str,
     candidates: CoarseSource | None = None,
     config: RankerConfig | None = None,
@@ -140,7 +141,7 @@ class TrainingPlan:
         return self.fingerprint != self.last_fingerprint
 
 
-def plan_training(settings: Any, businesses: list[str] | None = None) -> list[TrainingPlan]:
+def plan_training(settings: Settings, businesses: list[str] | None = None) -> list[TrainingPlan]:
     """One plan per business: fingerprint of (labelled requirements, library) vs the last MLflow run."""
     lake = Lake.from_settings(settings)
     registry = Registry.from_settings(settings)

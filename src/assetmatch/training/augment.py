@@ -17,8 +17,8 @@ import json
 import random
 import re
 from collections.abc import Sequence
-from typing import Any
 
+from assetmatch.config import Settings
 from assetmatch.models import GlossaryTerm, TableAsset
 from assetmatch.training.pairs import LabelledRequirement
 
@@ -130,7 +130,7 @@ class LlmClient:
         self._http = httpx.Client(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout_s)
 
     @classmethod
-    def from_settings(cls, settings: Any) -> LlmClient:
+    def from_settings(cls, settings: Settings) -> LlmClient:
         llm = settings.training.llm
         key = llm.api_key.get_secret_value() if llm.api_key else None
         return cls(llm.base_url, llm.model, key, llm.timeout_s)

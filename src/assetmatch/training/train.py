@@ -33,7 +33,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from assetmatch.config import Settings
 from assetmatch.lake import tables as T
+from assetmatch.lake.delta import Lake
 from assetmatch.matching.fine import CoarseAnswer, FineCalibration, read_calibration, write_calibration
 from assetmatch.matching.matcher import visible_businesses
 from assetmatch.matching.selection import SetSelector
@@ -449,29 +451,33 @@ def train_business(
 
 
 def load_training_data(
-    lake: Any, business: str, assets: list[TableAsset], config: RankerConfig, settings: Any = None
+    lake: Lake,
+    business: str,
+    assets: list[TableAsset],
+    config: RankerConfig,
+    settings: Settings | None = None,
 ) -> TrainingData:
     """Step 0: the business's labelled requirements from the lake, split, plus synthetic ones."""
 
     known = {a.asset_id for a in assets}
     labelled = labelled_from_lake(lake, business, known)
     train, validation = split_holdout(labelled, config.validation_fraction)
-    llm = None
+    llm, per_table = None, 0
     if settings is not None and settings.training.llm.enabled:
-        llm = augment.LlmClient.from_settings(settings)
+        llm, per_table = augment.LlmClient.from_settings(settings), settings.training.llm.per_table
     synthetic = augment.synthesize(
         assets,
         lake.read_glossary(business=business),
         config.synthetic_per_table,
         config.seed,
         llm,
-        settings.training.llm.per_table if llm is not None else 0,
+        per_table,
     )
     versions = {t: lake.version(t) for t in (T.ASSETS, T.REQUIREMENTS, T.QUERY_LOG, T.FEEDBACK, T.GLOSSARY)}
     return TrainingData(business, train, validation, synthetic, versions, fingerprint(labelled, assets))
 
 
-def ranker_config(settings: Any, **overrides: Any) -> RankerConfig:
+def ranker_config(settings: Settings, **overrides: Any) -> RankerConfig:
     """RankerConfig from settings.ranker (base, device, token budget) + settings.training.ranker +
     explicit overrides: the adapter trains with the token budget serving will give it."""
     values: dict[str, Any] = {
@@ -485,7 +491,7 @@ def ranker_config(settings: Any, **overrides: Any) -> RankerConfig:
 
 
 def business_inputs(
-    lake: Any, settings: Any, business: str, config: RankerConfig
+    lake: Lake, settings: Settings, business: str, config: RankerConfig
 ) -> tuple[TrainingData, list[TableAsset]]:
     """(training data, visible library) of one business: its own tables and the shared ones it sees."""
 

