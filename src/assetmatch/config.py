@@ -36,6 +36,7 @@ from pydantic_settings import (
 )
 
 from assetmatch.ranker_config import RankerConfig
+from assetmatch.types import PATHS, RecallPathName
 
 DEFAULT_CONFIG_FILE = "assetmatch.yaml"
 CONFIG_ENV_VAR = "ASSETMATCH_CONFIG"
@@ -180,8 +181,8 @@ class FineRankerConfig(_Strict):
     )
 
 
-RecallPath = Literal["lexical", "dense", "glossary", "usage", "graph"]
-ALL_RECALL_PATHS: tuple[RecallPath, ...] = ("lexical", "dense", "glossary", "usage", "graph")
+RecallPath = RecallPathName
+ALL_RECALL_PATHS: tuple[RecallPath, ...] = PATHS
 
 
 class RecallConfig(_Strict):

@@ -6,9 +6,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, get_args, runtime_checkable
 
-PATHS = ("lexical", "dense", "glossary", "usage", "graph")
+RecallPathName = Literal["lexical", "dense", "glossary", "usage", "graph"]
+"""The recall paths, named once: the config accepts these, the index runs the query paths registered
+under them (`assetmatch.recall.paths`), "graph" expands the others' seeds, and the coarse model has one
+block of features per name, in this order."""
+PATHS: tuple[RecallPathName, ...] = get_args(RecallPathName)
 
 
 @dataclass

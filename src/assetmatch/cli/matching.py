@@ -15,6 +15,7 @@ import typer
 from rich.table import Table
 
 from assetmatch.cli.common import console, err_console, friendly_errors, settings
+from assetmatch.types import PATHS
 
 index_app = typer.Typer(
     help="Build and publish the recall indexes (and the fitted coarse ranking).", no_args_is_help=True
@@ -93,11 +94,7 @@ def match(
     if as_json:
         console.print_json(json.dumps(describe(result), ensure_ascii=False, default=str))
         return
-    paths = [
-        p
-        for p in ("lexical", "dense", "glossary", "usage", "graph")
-        if any(p in t.path_scores for t in result.ranked)
-    ]
+    paths = [p for p in PATHS if any(p in t.path_scores for t in result.ranked)]
     table = Table(title=f"{business}: {text}")
     table.add_column("#", justify="right")
     table.add_column("sel")

@@ -5,7 +5,8 @@ Build (`IndexSet.build`) reads the `assets` table at a pinned version plus the c
 everything into a new folder under `settings.recall.index_root` and publishes it atomically (see
 `assetmatch.recall.publish`). Load (`IndexSet.load_latest`) reads the published one into memory.
 
-Query (`recall`, `expand`) runs the recall paths, each returning scored `Hit`s with a reason:
+Query (`recall`, `expand`) runs the recall paths, each returning scored `Hit`s with a reason (`recall`
+iterates the query paths registered in `assetmatch.recall.paths`, names in `assetmatch.types`):
 
 - lexical: BM25 over table tokens (identifiers split, English stemmed, Chinese cut with jieba); a
   Chinese requirement also queries with its CC-CEDICT glosses, each Chinese word weighing 1;
@@ -49,17 +50,14 @@ from assetmatch.recall.encoder import (
 )
 from assetmatch.recall.graph import JoinGraph
 from assetmatch.recall.lexical import Bm25Index, count_weights
+from assetmatch.recall.paths import QUERY_PATHS, Query, top_rows
 from assetmatch.recall.tokenize import gloss_sentence, has_cjk, tokenize, weighted_gloss_tokens
 from assetmatch.recall.vector_cache import VectorCache, text_key
 from assetmatch.text import normalize_text
 from assetmatch.types import Hit
 
 FORMAT_VERSION = 1
-QUERY_PATHS = ("lexical", "dense", "glossary", "usage")
-USAGE_NEIGHBOURS = 20  # past requirements that may vote, per query
-RRF_K = 60
 TOKENS_FILE = "doc_tokens.json"  # content hash -> BM25 tokens, reused by the next build
-USAGE_MIN_COSINE = 0.3  # MiniLM cosine below which two requests are taken as unrelated
 
 
 class IndexLoadError(LookupError):
@@ -102,21 +100,6 @@ def _ranges(businesses: Sequence[str]) -> dict[str, tuple[int, int]]:
         start, _ = out.get(business, (i, i))
         out[business] = (start, i + 1)
     return out
-
-
-def _top_rows(scores: np.ndarray, spans: list[tuple[int, int]], k: int) -> list[tuple[int, float]]:
-    """Best k rows with a positive score inside the spans, best first; ties broken by row order."""
-    if not spans or k <= 0:
-        return []
-    rows = np.concatenate([np.arange(s, e) for s, e in spans])
-    values = scores[rows]
-    positive = values > 0
-    rows, values = rows[positive], values[positive]
-    if len(rows) > k:
-        part = np.argpartition(-values, k - 1)[:k]
-        rows, values = rows[part], values[part]
-    order = np.lexsort((rows, -values))
-    return [(int(rows[i]), float(values[i])) for i in order]
 
 
 class _Progress:
@@ -276,7 +259,7 @@ class IndexSet:
             dense: DenseIndex | None = None
             usage_vectors: np.ndarray | None = None
             kind, dim = "none", 0
-            if {"dense", "usage"} & set(settings.recall.paths):
+            if any(p in QUERY_PATHS and QUERY_PATHS[p].uses_vectors for p in settings.recall.paths):
                 cache = VectorCache(root, mid)
                 asset_keys = [f"asset:{digest}:doc{DOCUMENT_VERSION}" for digest in hashes]
                 past_keys = [text_key(p.text) for p in past]
@@ -417,7 +400,9 @@ class IndexSet:
 
     def warmup(self, chinese: bool = True) -> None:
         """Load the encoder, jieba and (if `chinese`) CC-CEDICT now, so the first query is not slow."""
-        if self.dense is not None and ("dense" in self.paths or "usage" in self.paths):
+        if self.dense is not None and any(
+            p in QUERY_PATHS and QUERY_PATHS[p].uses_vectors for p in self.paths
+        ):
             load_encoder(self.encoder)
         tokenize("warm up 预热")
         if chinese:
@@ -453,19 +438,11 @@ class IndexSet:
         vectors: tuple[np.ndarray, str] | None = None
         tokens = tokenize(text)
         weights = self.lexical_weights(text, tokens)
-        if ("dense" in wanted or "usage" in wanted) and self.dense is not None and text and spans:
+        if any(QUERY_PATHS[p].uses_vectors for p in wanted) and self.dense is not None and text and spans:
             vectors = self.query_vectors(text)
-        for path in wanted:
-            if not text or not spans:
-                out[path] = []
-            elif path == "lexical":
-                out[path] = self._lexical(weights, spans, k)
-            elif path == "dense":
-                out[path] = self._dense(vectors, businesses, k) if vectors is not None else []
-            elif path == "glossary":
-                out[path] = self._glossary(text, set(tokens), businesses, k)
-            elif path == "usage":
-                out[path] = self._usage(weights, None if vectors is None else vectors[0][0], businesses, k)
+        query = Query(text, tokens, weights, businesses, spans, vectors)
+        for name in wanted:
+            out[name] = QUERY_PATHS[name].search(self, query, k) if text and spans else []
         return out
 
     def lexical_weights(self, text: str, tokens: Sequence[str] | None = None) -> dict[str, float]:
@@ -474,82 +451,6 @@ class IndexSet:
         for token, weight in weighted_gloss_tokens(text).items():
             weights[token] = weights.get(token, 0.0) + weight
         return weights
-
-    def _lexical(self, weights: Mapping[str, float], spans: list[tuple[int, int]], k: int) -> list[Hit]:
-        total, parts = self.lexical.scores(weights)
-        hits = []
-        for rank, (row, score) in enumerate(_top_rows(total, spans, k), start=1):
-            matched = sorted((t for t, v in parts.items() if v[row] > 0), key=lambda t: -parts[t][row])
-            hits.append(Hit(self.asset_ids[row], score, rank, "lexical", matched))
-        return hits
-
-    def _dense(self, vectors: tuple[np.ndarray, str], businesses: Collection[str], k: int) -> list[Hit]:
-        if self.dense is None:
-            return []
-        queries, gloss = vectors
-        found = self.dense.search(queries, list(businesses), k)
-        reason = [f"similar meaning (via translation: {gloss})"] if gloss else ["similar meaning"]
-        return [
-            Hit(self.asset_ids[row], sim, rank, "dense", [*reason, f"cosine {sim:.2f}"])
-            for rank, (row, sim) in enumerate(found, start=1)
-        ]
-
-    def _glossary(self, text: str, query_tokens: set[str], businesses: Collection[str], k: int) -> list[Hit]:
-        lowered = text.lower()
-        scores: dict[int, float] = defaultdict(float)
-        reasons: dict[int, list[str]] = defaultdict(list)
-        for business in set(businesses):
-            for entry in self.glossary.get(business, []):
-                best = 0.0
-                for alias, tokens in zip(entry.aliases, entry.alias_tokens):
-                    if alias and alias in lowered:
-                        best = max(best, 1.0 + 0.1 * len(alias))  # literal mention; longer = more specific
-                    elif tokens and set(tokens) <= query_tokens:
-                        best = max(best, 0.5 + 0.05 * len(tokens))  # all its words, in any order/inflection
-                if best > 0:
-                    for row in entry.rows:
-                        scores[row] += best
-                        reasons[row].append(f"glossary term: {entry.term}")
-        ranked = sorted(scores.items(), key=lambda item: (-item[1], item[0]))[:k]
-        return [
-            Hit(self.asset_ids[row], score, rank, "glossary", reasons[row])
-            for rank, (row, score) in enumerate(ranked, start=1)
-        ]
-
-    def _usage(
-        self, weights: Mapping[str, float], query: np.ndarray | None, businesses: Collection[str], k: int
-    ) -> list[Hit]:
-        spans = self._spans(self.past_ranges, businesses)
-        if not spans:
-            return []
-        lexical, _ = self.usage_lexical.scores(weights)
-        by_lexical = _top_rows(lexical, spans, USAGE_NEIGHBOURS)
-        by_dense: list[tuple[int, float]] = []
-        if query is not None and self.usage_vectors is not None and len(self.usage_vectors):
-            sims = self.usage_vectors @ query
-            sims[sims < USAGE_MIN_COSINE] = 0.0  # unrelated texts do not vote
-            by_dense = _top_rows(sims, spans, USAGE_NEIGHBOURS)
-        # neighbours fused by reciprocal rank: BM25 and cosine scores are on different scales
-        neighbour: dict[int, float] = defaultdict(float)
-        for ranking in (by_lexical, by_dense):
-            for rank, (i, _) in enumerate(ranking, start=1):
-                neighbour[i] += 1.0 / (RRF_K + rank)
-        allowed = set(businesses)
-        scores: dict[int, float] = defaultdict(float)
-        reasons: dict[int, list[str]] = defaultdict(list)
-        for i, weight in sorted(neighbour.items(), key=lambda item: -item[1]):
-            past = self.past[i]
-            for row in past.rows:
-                if self.assets[self.asset_ids[row]].business in allowed:
-                    scores[row] += weight
-                    reason = f"used by a similar past request: {past.text[:80]}"
-                    if len(reasons[row]) < 3 and reason not in reasons[row]:  # the same text logged twice
-                        reasons[row].append(reason)
-        ranked = sorted(scores.items(), key=lambda item: (-item[1], item[0]))[:k]
-        return [
-            Hit(self.asset_ids[row], score, rank, "usage", reasons[row])
-            for rank, (row, score) in enumerate(ranked, start=1)
-        ]
 
     def expand(self, seeds: Mapping[str, float], businesses: Collection[str], k: int = 20) -> list[Hit]:
         """The "graph" path: personalized PageRank from the seed tables over FK and co-usage edges.
@@ -572,7 +473,7 @@ class IndexSet:
         selected = np.concatenate([np.arange(s, e) for s, e in spans])
         scores = self.graph.personalized_pagerank(rows, selected)
         hits = []
-        for rank, (row, score) in enumerate(_top_rows(scores, spans, k), start=1):
+        for rank, (row, score) in enumerate(top_rows(scores, spans, k), start=1):
             hits.append(Hit(self.asset_ids[row], score, rank, "graph", self._graph_reason(row, rows)))
         return hits
 
