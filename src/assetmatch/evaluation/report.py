@@ -13,6 +13,7 @@ from rich.table import Table
 from assetmatch.config import Settings
 from assetmatch.evaluation.harness import EvalRun
 from assetmatch.evaluation.metrics import KS
+from assetmatch.tracking import prefect_run_tags
 
 EXPERIMENT = "assetmatch-eval"
 REPORT_VERSION = 1
@@ -149,7 +150,9 @@ def log_mlflow(run: EvalRun, settings: Settings, artifacts: dict[str, Path]) -> 
         experiment_id = experiment.experiment_id
     opts = run.options
     with mlflow.start_run(
-        experiment_id=experiment_id, run_name=f"{opts.dataset.name}-{opts.split}-{opts.setting}"
+        experiment_id=experiment_id,
+        run_name=f"{opts.dataset.name}-{opts.split}-{opts.setting}",
+        tags=prefect_run_tags(),
     ) as active:
         mlflow.log_params(
             {

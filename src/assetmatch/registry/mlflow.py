@@ -23,6 +23,7 @@ from typing import Any
 from assetmatch.config import Settings
 from assetmatch.ranking.finerank import LoraFineRanker
 from assetmatch.ranking.model import MultiAdapterScorer
+from assetmatch.tracking import prefect_run_tags
 from assetmatch.training.pairs import TrainingData
 from assetmatch.training.train import TrainResult
 
@@ -88,9 +89,18 @@ class Registry:
 
     # ---- runs ------------------------------------------------------------------------------
     def log_training(
-        self, business: str, result: TrainResult, data: TrainingData, index_manifest: str = ""
+        self,
+        business: str,
+        result: TrainResult,
+        data: TrainingData,
+        index_manifest: str = "",
+        started_ms: int | None = None,
     ) -> str:
-        """Log one training run (params, metrics, report, plot, adapter). Returns the run id."""
+        """Log one training run (params, metrics, report, plot, adapter). Returns the run id.
+
+        `started_ms`: when the training began (epoch ms): the run starts then and ends once logged, so
+        MLflow shows the training's real duration (default: now). Inside a Prefect run the run is
+        tagged with the Prefect flow run (`assetmatch.tracking.prefect_run_tags`)."""
         from mlflow.entities import Metric, Param, RunTag
 
         params = {
@@ -106,8 +116,15 @@ class Registry:
             **{f"data.pairs.{k}": str(v) for k, v in result.fit.pair_kinds.items()},
             **result.config.to_params(),
         }
-        tags = {KIND_TAG: "train", FINGERPRINT_TAG: data.fingerprint, "business": business}
-        run = self.client.create_run(self.experiment_id(business), tags=tags, run_name=f"train-{business}")
+        tags = {
+            KIND_TAG: "train",
+            FINGERPRINT_TAG: data.fingerprint,
+            "business": business,
+            **prefect_run_tags(),
+        }
+        run = self.client.create_run(
+            self.experiment_id(business), start_time=started_ms, tags=tags, run_name=f"train-{business}"
+        )
         run_id = run.info.run_id
         try:
             now = int(run.info.start_time or 0)

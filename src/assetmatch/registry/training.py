@@ -27,6 +27,12 @@ from assetmatch.training.train import (
     train_business,
 )
 
+
+def _now_ms() -> int:
+    """Epoch milliseconds: when a training starts, the start of its MLflow run."""
+    return int(time.time() * 1000)
+
+
 SHARED = "_shared"
 """Registry name of the shared adapter (all businesses' data); it is never a business itself."""
 SHARED_ALIAS = "latest"
@@ -59,11 +65,12 @@ def run_shared_training(
     )
     candidates = production_candidates(settings, list(library.values()))
     out_dir = Path(settings.training.adapters_dir) / SHARED / time.strftime("%Y%m%dT%H%M%S")
+    started = _now_ms()
     result = train_business(
         SHARED, pooled, list(library.values()), candidates, config, out_dir, progress=progress
     )
     registry = Registry.from_settings(settings)
-    run_id = registry.log_training(SHARED, result, pooled, index_manifest=index_manifest)
+    run_id = registry.log_training(SHARED, result, pooled, index_manifest=index_manifest, started_ms=started)
     version = registry.register(SHARED, run_id, alias=SHARED_ALIAS)
     registry.tag_version(SHARED, version, {KIND_TAG: "shared", "businesses": ",".join(businesses)})
     return result, version
@@ -105,21 +112,25 @@ def run_training(
         shared_dir = (
             registry.download_adapter(SHARED, str(shared.version), Path(tmp) / "shared") if shared else None
         )
+        started = _now_ms()
         result = train_business(
             business, data, visible, candidates, config, out_dir, champion_dir, progress, init_from=shared_dir
         )
         if shared is not None and shared_dir is not None:
+            shared_started = _now_ms()
             shared_result = calibrate_adapter(
                 business, shared_dir, data, visible, candidates, Path(out_dir.parent) / f"{stamp}-shared"
             )
-            run_id = registry.log_training(business, shared_result, data, index_manifest=index_manifest)
+            run_id = registry.log_training(
+                business, shared_result, data, index_manifest=index_manifest, started_ms=shared_started
+            )
             version = registry.register(business, run_id, alias=CHALLENGER_SHARED)
             registry.tag_version(
                 business, version, {KIND_TAG: "shared", "shared_version": str(shared.version)}
             )
 
     # 8. log params, metrics, report, plots and adapter to MLflow; register as `challenger`
-    run_id = registry.log_training(business, result, data, index_manifest=index_manifest)
+    run_id = registry.log_training(business, result, data, index_manifest=index_manifest, started_ms=started)
     version = registry.register(business, run_id, alias="challenger")
     registry.tag_version(
         business, version, {KIND_TAG: "business" if shared_dir is None else "business-from-shared"}

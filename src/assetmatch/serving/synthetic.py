@@ -21,6 +21,7 @@ from assetmatch.ranking.config import RankerConfig
 from assetmatch.ranking.model import load_base, new_adapter, save_adapter
 from assetmatch.recall.index import IndexSet
 from assetmatch.registry.mlflow import Registry
+from assetmatch.tracking import prefect_run_tags
 
 ADAPTER_ARTIFACT = "adapter"  # the artifact folder name `registry.mlflow.Registry` registers from
 
@@ -105,7 +106,9 @@ def synthetic_requirements(n: int, seed: int = 0) -> list[str]:
 def register_adapter(registry: Any, business: str, folder: str | Path, alias: str | None = "champion") -> str:
     """Log an adapter folder as a run of the business's experiment and register it; returns the version."""
     client = registry.client
-    run = client.create_run(registry.experiment_id(business), run_name=f"synthetic-{business}")
+    run = client.create_run(
+        registry.experiment_id(business), run_name=f"synthetic-{business}", tags=prefect_run_tags()
+    )
     client.log_artifacts(run.info.run_id, str(folder), ADAPTER_ARTIFACT)
     client.set_terminated(run.info.run_id, "FINISHED")
     return str(registry.register(business, run.info.run_id, alias=alias))

@@ -85,3 +85,32 @@ def test_unknown_version_download_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(MlflowException):
         registry.download_adapter("nobody", "1", tmp_path / "x")
     assert registry.versions("nobody") == []
+
+
+def test_training_run_is_linked_to_its_prefect_run_and_lasts_as_long_as_training(
+    tmp_path: Path, adapter_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    import prefect.runtime  # noqa: F401  (loaded, as it is in every flow run)
+
+    from assetmatch.tracking import FLOW_RUN_ID_TAG, FLOW_RUN_NAME_TAG
+
+    registry = Registry(f"sqlite:///{tmp_path}/mlflow.db", str(tmp_path / "artifacts"), "assetmatch-ranker-")
+    res, data = result(adapter_dir, "game")
+    outside = registry.client.get_run(registry.log_training("game", res, data))
+    assert not any(tag.startswith("prefect.") for tag in outside.data.tags)
+
+    # what prefect.runtime reports inside a flow run (its documented environment overrides)
+    monkeypatch.setenv("PREFECT__RUNTIME__FLOW_RUN__ID", "0f6c2a1e-flow-run")
+    monkeypatch.setenv("PREFECT__RUNTIME__FLOW_RUN__NAME", "nightly-clever-fox")
+    started = int(time.time() * 1000) - 90_000  # training began 90 s before it was logged
+    run = registry.client.get_run(registry.log_training("game", res, data, started_ms=started))
+    assert run.data.tags[FLOW_RUN_ID_TAG] == "0f6c2a1e-flow-run"
+    assert run.data.tags[FLOW_RUN_NAME_TAG] == "nightly-clever-fox"
+    assert run.info.start_time == started and run.info.status == "FINISHED"
+    assert run.info.end_time - run.info.start_time >= 90_000
+    found = registry.client.search_runs(
+        [run.info.experiment_id], filter_string="tags.`prefect.flow_run_id` = '0f6c2a1e-flow-run'"
+    )
+    assert [r.info.run_id for r in found] == [run.info.run_id]
