@@ -35,7 +35,7 @@ def _now_ms() -> int:
 
 SHARED = "_shared"
 """Registry name of the shared adapter (all businesses' data); it is never a business itself."""
-SHARED_ALIAS = "latest"
+SHARED_ALIAS = "current"  # "latest" is reserved by MLflow
 CHALLENGER_SHARED = "challenger-shared"
 """Alias of the shared adapter calibrated for one business: the gate's third arm."""
 KIND_TAG = "ranker.kind"
@@ -49,7 +49,7 @@ def run_shared_training(
     index_manifest: str = "",
 ) -> tuple[TrainResult, str]:
     """Train the shared adapter on every listed business's data (each requirement ranked in its own
-    business's coarse lists) and register it as `<prefix>_shared@latest`: the general skill the
+    business's coarse lists) and register it as `<prefix>_shared@current`: the general skill the
     per-business adapters start from. Returns (result, version)."""
     lake = Lake.from_settings(settings)
     config = config or ranker_config(settings)
