@@ -40,18 +40,16 @@ REQUIREMENTS = [
 ]
 
 
-@pytest.fixture
-def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    monkeypatch.chdir(tmp_path)
+def make_settings(tmp_path: Path, businesses: list[str]) -> Settings:
     cfg = load_settings(
         None,
         lake={"uri": str(tmp_path / "lake")},
-        businesses=[{"name": "game"}],
+        businesses=[{"name": b} for b in businesses],
         mlflow={
             "tracking_uri": f"sqlite:///{tmp_path}/mlflow.db",
             "artifact_location": str(tmp_path / "mlartifacts"),
         },
-        model={"device": "cpu", "max_length": 32},
+        ranker={"device": "cpu", "max_length": 32, "quantize": "none"},
         training={
             "adapters_dir": str(tmp_path / "adapters"),
             "ranker": {
@@ -68,7 +66,8 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     )
     lake = Lake(cfg.lake.uri)
     assets = [
-        TableAsset(business="game", name=name, comment=comment, columns=[Column(name=c) for c in cols])
+        TableAsset(business=b, name=name, comment=comment, columns=[Column(name=c) for c in cols])
+        for b in businesses
         for name, (comment, cols) in TABLES.items()
     ]
     lake.merge_assets(assets, run_id="seed")
@@ -77,21 +76,28 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
         T.REQUIREMENTS,
         [
             {
-                "id": f"r{i}",
-                "business": "game",
+                "id": f"{b}-r{i}",
+                "business": b,
                 "text": text,
-                "gold_assets": [f"game.{g}" for g in gold],
+                "gold_assets": [f"{b}.{g}" for g in gold],
                 "split": "train",
                 "ts": now,
                 "sql": None,
                 "source": "test",
                 "run_id": "seed",
             }
+            for b in businesses
             for i, (text, gold) in enumerate(REQUIREMENTS)
         ],
         run_id="seed",
     )
     return cfg
+
+
+@pytest.fixture
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    monkeypatch.chdir(tmp_path)
+    return make_settings(tmp_path, ["game"])
 
 
 def test_train_gate_record_and_roll_back(settings: Settings) -> None:
@@ -155,3 +161,33 @@ def test_train_gate_record_and_roll_back(settings: Settings) -> None:
     assert "champion" in out.output and "assetmatch-ranker-game" in out.output
     bad = CliRunner().invoke(app, ["--config", str(cfg_file), "models", "rollback", "--business", "nobody"])
     assert bad.exit_code == 2 and "no 'previous' version" in bad.output
+
+
+def test_shared_adapter_then_per_business_and_the_three_way_gate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two businesses: the train stage trains the shared adapter first, each business's adapter
+    starts from it and the shared one is registered for it too; the gate judges both arms."""
+    from assetmatch import pipeline
+    from assetmatch.registry.mlflow import Registry
+    from assetmatch.registry.promotion import evaluate_and_promote
+
+    monkeypatch.chdir(tmp_path)
+    settings = make_settings(tmp_path, ["game", "shop"])
+    stage = pipeline.train_stage(settings)
+    assert stage.status == "ran", stage.failures
+    assert set(stage.details["outcomes"]) == {"shared adapter", "game", "shop"}
+    registry = Registry.from_settings(settings)
+    assert registry.version_by_alias("_shared", "current") is not None
+    assert registry.businesses() == ["game", "shop"]  # the shared adapter is not a business
+    for business in ("game", "shop"):
+        own = registry.version_by_alias(business, "challenger")
+        shared = registry.version_by_alias(business, "challenger-shared")
+        assert own is not None and shared is not None
+        assert own.tags["ranker.kind"] == "business-from-shared" and shared.tags["ranker.kind"] == "shared"
+    outcome = evaluate_and_promote(settings, "game")
+    assert outcome.chosen in ("baseline", "shared", "per_business")
+    assert "Three-way choice" in outcome.markdown
+    for version in registry.versions("game"):  # both arms judged: neither waits for the gate again
+        assert "gate.verdict" in version.tags
+    assert pipeline.plan_promotion(settings, ["game"]).todo == []
