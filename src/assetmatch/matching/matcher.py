@@ -203,11 +203,13 @@ class Matcher:
         fine: dict[str, float] = {}
         model_version = getattr(self.coarse, "name", "")
         scores = [c.score for c in ranked]
+        depth, skipped = 0, ""
         selector = self.selector
         if self.fine_ranker is not None and self.fine_ranker.version(business) and ranked:
             t1 = time.perf_counter()
             calibration = self.fine_ranker.calibration(business)
             depth = self._fine_depth(calibration, ranked)
+            skipped = "" if depth else "cascade: the coarse answer is certain or its top table unfamiliar"
             if depth:
                 fine, ranked, scores = self._fine_rank(business, text, ranked, depth, calibration)
                 model_version = self.fine_ranker.version(business)
@@ -239,6 +241,8 @@ class Matcher:
             index_version=str(self.index.manifest.get("id", "")),
             model_version=model_version,
             timings_ms=timings,
+            fine_depth=depth,
+            fine_skipped=skipped,
         )
 
     def _fine_depth(self, calibration: FineCalibration, ranked: Sequence[Candidate]) -> int:

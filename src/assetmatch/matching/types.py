@@ -39,6 +39,8 @@ class MatchResult:
     index_version: str = ""
     model_version: str = ""
     timings_ms: dict[str, float] = field(default_factory=dict)  # stage -> ms
+    fine_depth: int = 0  # tables the fine ranker scored (0: the coarse ranking answered)
+    fine_skipped: str = ""  # why the business's adapter did not run, when it has one (the cascade)
 
 
 @runtime_checkable

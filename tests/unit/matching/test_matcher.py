@@ -139,6 +139,7 @@ def test_cascade_keeps_the_coarse_answer_when_unfamiliar_or_certain() -> None:
     coarse = Matcher(LeakyIndex(), cfg).match("game_a", "payments", k=5)
     result = matcher.match("game_a", "payments", k=5)
     assert unfamiliar.seen == []  # the adapter was never asked
+    assert result.fine_depth == 0 and result.fine_skipped.startswith("cascade")
     assert [t.asset_id for t in result.ranked] == [t.asset_id for t in coarse.ranked]
     assert result.selected == coarse.selected and result.model_version == coarse.model_version
 
@@ -151,3 +152,4 @@ def test_cascade_keeps_the_coarse_answer_when_unfamiliar_or_certain() -> None:
     shallow = ReverseFine(FineCalibration(cascade=Cascade(depth=2), fusion=Fusion()))
     Matcher(LeakyIndex(), cfg, fine_ranker=shallow).match("game_a", "payments")  # type: ignore[arg-type]
     assert len(shallow.seen) == 2  # only as many candidates as the cascade asks for
+    assert Matcher(LeakyIndex(), cfg, fine_ranker=shallow).match("game_a", "payments").fine_depth == 2  # type: ignore[arg-type]
