@@ -9,13 +9,17 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import typer
 from rich.table import Table
 
 from assetmatch.cli.common import console, err_console, friendly_errors, settings
 from assetmatch.types import PATHS
+
+if TYPE_CHECKING:
+    from assetmatch.config import Settings
+    from assetmatch.matching.types import FineRanker, MatchResult
 
 index_app = typer.Typer(
     help="Build and publish the recall indexes (and the fitted coarse ranking).", no_args_is_help=True
@@ -82,6 +86,12 @@ def match(
     explain: bool = typer.Option(
         False, "--explain", help="Show each table's reasons (path, rank, matched terms)."
     ),
+    fine: bool = typer.Option(
+        True,
+        "--fine/--coarse-only",
+        help="Fine-rank with the business's champion adapter from the MLflow registry, when it has one "
+        "(the cascade decides per requirement, as in the API).",
+    ),
 ) -> None:
     """Rank the tables for a requirement and show the selected set."""
     from assetmatch.matching.matcher import Matcher, UnknownBusinessError, describe
@@ -89,7 +99,8 @@ def match(
 
     cfg = settings()
     with friendly_errors(UnknownBusinessError, IndexLoadError, FileNotFoundError):
-        matcher = Matcher.from_settings(cfg)
+        ranker, note = _champion_ranker(cfg, business) if fine else (None, "off (--coarse-only)")
+        matcher = Matcher.from_settings(cfg, fine_ranker=ranker)
         result = matcher.match(business, text, k=k)
     if as_json:
         console.print_json(json.dumps(describe(result), ensure_ascii=False, default=str))
@@ -113,10 +124,40 @@ def match(
             for reason in t.reasons:
                 console.print(f"   - {reason}", markup=False)
     console.print(f"selected: {', '.join(result.selected) or '(none)'}")
+    console.print(fine_line(result) or f"fine ranker: {note or 'not run (no candidates)'}", markup=False)
     console.print(
         "timings (ms): " + ", ".join(f"{k}={v:.1f}" for k, v in result.timings_ms.items()),
         style="dim",
     )
+
+
+def _champion_ranker(cfg: Settings, business: str) -> tuple[FineRanker | None, str]:
+    """The business's champion adapter from the MLflow registry as a fine ranker, or (None, why not).
+
+    A registry that does not exist yet is not created; a registry that cannot be read leaves the
+    answer coarse-only and says so."""
+    from assetmatch.registry.mlflow import Registry, load_fine_ranker
+
+    uri = cfg.mlflow.tracking_uri
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).expanduser().exists():
+        return None, "none (no MLflow registry yet)"
+    try:
+        if Registry.from_settings(cfg).version_by_alias(business, "champion") is None:
+            return None, f"none ({business} has no champion adapter)"
+        return load_fine_ranker(cfg, [business]), ""
+    except Exception as exc:  # the registry is optional for a coarse answer
+        return None, f"unavailable ({type(exc).__name__}: {exc})"
+
+
+def fine_line(result: MatchResult) -> str:
+    """One line on what the fine ranker did for `result` ('' when the business has no adapter)."""
+    if result.fine_depth:
+        name, _, version = result.model_version.rpartition("/")
+        adapter = f"{name} v{version}" if name else f"v{version}"
+        return f"fine ranker: {result.fine_depth} tables (adapter {adapter})"
+    if result.fine_skipped:
+        return f"fine ranker skipped: {result.fine_skipped}"
+    return ""
 
 
 def evaluate(

@@ -2,7 +2,7 @@
 
 `ServerProcess` starts `assetmatch serve` on loopback with a config file and waits until /readyz
 answers 200; `drive` sends /v1/match requests at a fixed concurrency for a bounded time and keeps
-every request's start time, latency, status and model version.
+every request's start time, latency, status, model version and fine-ranking depth.
 """
 
 from __future__ import annotations
@@ -109,6 +109,7 @@ class Sample:
     status: int
     model_version: str
     business: str
+    fine_depth: int = 0  # tables the fine ranker scored for this answer (0: coarse answered)
 
 
 async def drive(
@@ -120,8 +121,12 @@ async def drive(
     seconds: float,
     k: int = 10,
     on_tick: Callable[[float], None] | None = None,
+    items: Sequence[tuple[str, str]] | None = None,
 ) -> list[Sample]:
-    """`concurrency` closed-loop clients for `seconds`; every request is counted, failed or not."""
+    """`concurrency` closed-loop clients for `seconds`; every request is counted, failed or not.
+
+    Request n asks `requirements[n]` (made unique with " #n") of `businesses[n]`, both cycled; with
+    `items`, (business, requirement) pairs are sent as they are, cycled (for real requirements)."""
     samples: list[Sample] = []
     begin = time.perf_counter()
     counter = 0
@@ -131,20 +136,21 @@ async def drive(
         while time.perf_counter() - begin < seconds:
             counter += 1
             n = counter
-            business = businesses[n % len(businesses)]
-            body = {
-                "business": business,
-                "requirement": f"{requirements[n % len(requirements)]} #{n}",
-                "k": k,
-            }
+            if items:
+                business, text = items[n % len(items)]
+            else:
+                business = businesses[n % len(businesses)]
+                text = f"{requirements[n % len(requirements)]} #{n}"
+            body = {"business": business, "requirement": text, "k": k}
             t0 = time.perf_counter()
             try:
                 response = await http.post(f"{url}/v1/match", json=body, headers={"X-API-Key": key})
                 status = response.status_code
-                version = response.json().get("model_version", "") if status == 200 else ""
+                answer = response.json() if status == 200 else {}
+                version, depth = answer.get("model_version", ""), int(answer.get("fine_depth", 0))
             except httpx.HTTPError:
-                status, version = 0, ""
-            samples.append(Sample(t0 - begin, time.perf_counter() - t0, status, version, business))
+                status, version, depth = 0, "", 0
+            samples.append(Sample(t0 - begin, time.perf_counter() - t0, status, version, business, depth))
             if on_tick is not None:
                 on_tick(time.perf_counter() - begin)
 
@@ -162,6 +168,7 @@ def percentiles(samples: Sequence[Sample]) -> dict[str, float]:
         "n": len(samples),
         "ok": len(ok),
         "p50_ms": float(np.percentile(ok, 50)),
+        "p95_ms": float(np.percentile(ok, 95)),
         "p99_ms": float(np.percentile(ok, 99)),
         "mean_ms": float(ok.mean()),
     }

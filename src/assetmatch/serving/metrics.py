@@ -6,10 +6,12 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.04, 0.06, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+FINE_PAIRS_BUCKETS = (0, 1, 2, 4, 8, 16, 32, 64, 128)
 
 
 class ServingMetrics:
-    """Latency per stage / business / model version, batch sizes, adapters, errors, cache, reloads."""
+    """Latency per stage / business / model version, batch sizes, adapters, errors, cache, reloads,
+    and how often (and how deep) the fine ranker ran."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -81,6 +83,20 @@ class ServingMetrics:
             ["business", "arm"],
             registry=r,
         )
+        self.fine_requests = Counter(
+            "assetmatch_fine_requests_total",
+            "Computed (not cached) answers by business and fine ranker outcome: ran, skipped (the "
+            "cascade kept the coarse answer) or none (no adapter).",
+            ["business", "fine"],
+            registry=r,
+        )
+        self.fine_pairs = Histogram(
+            "assetmatch_fine_pairs",
+            "Tables the fine ranker scored per computed answer (0 when it did not run).",
+            ["business"],
+            buckets=FINE_PAIRS_BUCKETS,
+            registry=r,
+        )
         self._hits = 0
         self._lookups = 0
 
@@ -89,6 +105,12 @@ class ServingMetrics:
         self._lookups += 1
         self._hits += int(hit)
         self.cache_hit_ratio.set(self._hits / self._lookups)
+
+    def fine_answer(self, business: str, depth: int, skipped: str) -> None:
+        """Count one computed answer: did the fine ranker run, and on how many tables."""
+        outcome = "ran" if depth else ("skipped" if skipped else "none")
+        self.fine_requests.labels(business, outcome).inc()
+        self.fine_pairs.labels(business).observe(depth)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -128,8 +128,11 @@ async def match(
                     arm=arm,
                     cached=False,
                     timings_ms={k: round(v, 3) for k, v in result.timings_ms.items()},
+                    fine_depth=result.fine_depth,
+                    fine_skipped=result.fine_skipped,
                 )
                 ctx.cache.put(key, response.model_dump(mode="json", exclude={"request_id", "cached"}))
+                ctx.metrics.fine_answer(body.business, result.fine_depth, result.fine_skipped)
                 for stage, ms in result.timings_ms.items():
                     ctx.metrics.stage_seconds.labels(stage, body.business, response.model_version).observe(
                         ms / 1000

@@ -64,6 +64,14 @@ class MatchResponse(BaseModel):
     arm: Arm = Field(description="A/B arm that served this answer.")
     cached: bool = Field(description="Served from the response cache.")
     timings_ms: dict[str, float] = Field(default_factory=dict, description="Stage -> milliseconds.")
+    fine_depth: int = Field(
+        default=0, description="Tables the fine ranker (LoRA) scored; 0 when the coarse ranking answered."
+    )
+    fine_skipped: str = Field(
+        default="",
+        description="Why the business's fine ranker did not run (the cascade kept the coarse answer); "
+        "'' when it ran or the business has none.",
+    )
 
 
 class FeedbackRequest(_Body):
