@@ -49,7 +49,7 @@ from assetmatch.registry.promotion import GateConfig, choose_arm
 from assetmatch.training import augment
 from assetmatch.training import evaluate as ev
 from assetmatch.training.pairs import LabelledRequirement, TrainingData, split_holdout
-from assetmatch.training.train import judge, selection_context, train_business
+from assetmatch.training.train import TrainResult, calibrate_adapter, judge, selection_context, train_business
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "benchmarks" / "spider"
 METRICS = ("all_gold_at_3", "all_gold_at_5", "set_f1", "set_exact", "mrr")
@@ -103,6 +103,15 @@ def build_production_path(
     matcher = Matcher(index, settings, coarse=fit.coarse, selector=SetSelector(fit.selection))
     info = {"coarse_fit_s": round(time.perf_counter() - started, 1), "cv_chosen": fit.report.get("cv_chosen")}
     return CoarseCandidates(matcher, fit.oof), info
+
+
+def fit_summary(result: TrainResult, started: float) -> dict[str, Any]:
+    return {
+        "seconds": round(time.perf_counter() - started, 1),
+        "steps": result.fit.steps,
+        "best_step": result.fit.best_step,
+        "curve": result.fit.curve,
+    }
 
 
 def labelled(r: Requirement) -> LabelledRequirement:
@@ -191,11 +200,8 @@ def run_union(args: argparse.Namespace, root: Path, results: dict[str, Any], tab
     started = time.perf_counter()
     res = train_business("library", data, assets, candidates, config, root / "union-adapter")
     results["union_train"] = {
-        "seconds": round(time.perf_counter() - started, 1),
-        "steps": res.fit.steps,
-        "best_step": res.fit.best_step,
+        **fit_summary(res, started),
         "stopped_early": res.fit.stopped_early,
-        "curve": res.fit.curve,
         "oof_hits": candidates.oof_hits,
         "cascade": dataclasses.asdict(res.calibration.cascade),
         "validation": {k: r.means() for k, r in res.reports.items()},
@@ -257,12 +263,7 @@ def run_split(args: argparse.Namespace, root: Path, results: dict[str, Any], tab
     )
     started = time.perf_counter()  # requirements keep their business: each sees its own coarse lists
     shared = train_business("shared", pooled, assets, candidates, config, root / "shared")
-    results["split_shared_train"] = {
-        "seconds": round(time.perf_counter() - started, 1),
-        "steps": shared.fit.steps,
-        "best_step": shared.fit.best_step,
-        "curve": shared.fit.curve,
-    }
+    results["split_shared_train"] = fit_summary(shared, started)
     print(f"split: shared adapter {shared.fit.steps} steps (best {shared.fit.best_step})", flush=True)
     gate = GateConfig(latency_budget_ms=1e9)  # latency is reported here, not gated (shared CPU)
     per_config = dataclasses.replace(config, max_steps=args.business_steps or config.max_steps)
@@ -270,9 +271,9 @@ def run_split(args: argparse.Namespace, root: Path, results: dict[str, Any], tab
     for b in businesses:
         own_assets = [a for a in assets if a.business == b]
         # the shared adapter with this business's calibration (fusion, selection, cascade)
-        shared_b = calibrate_only(
-            shared.adapter_dir, data[b], own_assets, candidates, config, root / f"shared-{b}"
-        )
+        shared_b = calibrate_adapter(
+            b, shared.adapter_dir, data[b], own_assets, candidates, root / f"shared-{b}"
+        ).adapter_dir
         started = time.perf_counter()
         own_result = train_business(
             b, data[b], own_assets, candidates, per_config, root / b, init_from=shared.adapter_dir
@@ -342,29 +343,6 @@ def run_split(args: argparse.Namespace, root: Path, results: dict[str, Any], tab
         mean = {m: sum(v[m] for v in per.values()) / len(per) for m in METRICS}
         table.append(f"| mean of 4 | {name} | " + " | ".join(f"{mean[m]:.3f}" for m in METRICS) + " | | |")
     results["split"] = summary
-
-
-def calibrate_only(
-    adapter: Path,
-    data: TrainingData,
-    assets: list[TableAsset],
-    candidates: CoarseCandidates,
-    config: RankerConfig,
-    out: Path,
-) -> Path:
-    """A copy of the shared adapter with this business's calibration (fitted on its validation)."""
-    import shutil
-
-    from assetmatch.matching.fine import write_calibration
-    from assetmatch.training.train import familiar_tables, judge_folder
-
-    if out.exists():
-        shutil.rmtree(out)
-    shutil.copytree(adapter, out)
-    library = {a.asset_id: a for a in assets}
-    judged = judge_folder(out, library, data.validation, candidates, config.candidate_k)
-    write_calibration(out, ev.calibrate(judged, selection_context(candidates), familiar_tables(data.train)))
-    return out
 
 
 def shared_b_report(

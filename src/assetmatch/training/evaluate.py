@@ -198,6 +198,13 @@ def plot_reports(reports: Sequence[EvalReport], path: str) -> str:
             [m + i * width for m in range(len(metrics))], [means[m] for m in metrics], width, label=rep.name
         )
     ax.set_xticks([m + width * (len(reports) - 1) / 2 for m in range(len(metrics))], metrics, fontsize=8)
+    return _save(fig, ax, path)
+
+
+def _save(fig: Any, ax: Any, path: str) -> str:
+    """Metrics live in [0, 1]: one axis range, a small legend, a PNG written and the figure closed."""
+    import matplotlib.pyplot as plt
+
     ax.set_ylim(0, 1)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -287,12 +294,7 @@ def plot_curve(curve: Sequence[dict[str, float]], best_step: int, path: str) -> 
         ax.plot(steps, [p.get(name, 0.0) for p in curve], marker="o", label=name)
     ax.axvline(best_step, color="grey", linestyle="--", label=f"kept (step {best_step})")
     ax.set_xlabel("training step")
-    ax.set_ylim(0, 1)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, ax, path)
 
 
 def selection_grid() -> dict[str, Sequence[object]]:
