@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import httpx
 import pytest
+
+PREFECT = str(Path(sys.executable).with_name("prefect"))
 
 
 def free_port() -> int:
@@ -37,3 +42,29 @@ def wait_healthy(
         if time.monotonic() > deadline:
             pytest.fail(f"{name} not healthy in {timeout_s:.0f} s:\n{log_tail(log)}")
         time.sleep(1)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to the process group a test started (server or worker and its children), then kill."""
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
+def start_worker(
+    env: dict[str, str], pool: str, log: Path, cwd: Path, *options: str
+) -> subprocess.Popen[bytes]:
+    """A Prefect process worker polling `pool` every 2 s, in its own process group (`options`: more
+    `prefect worker start` flags, e.g. --name, --limit)."""
+    with open(log, "wb") as out:
+        return subprocess.Popen(
+            [PREFECT, "worker", "start", "--pool", pool, "--type", "process", *options],
+            env={**env, "PREFECT_WORKER_QUERY_SECONDS": "2", "PREFECT_WORKER_PREFETCH_SECONDS": "2",
+                 "PREFECT_WORKER_HEARTBEAT_SECONDS": "5"},
+            cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip

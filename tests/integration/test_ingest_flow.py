@@ -20,8 +20,9 @@ pytestmark = pytest.mark.integration
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-def load_flow_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("ingest_flow", REPO_ROOT / "flows" / "ingest.py")
+def load_flow_module(name: str = "ingest") -> ModuleType:
+    """flows/<name>.py, loaded as a fresh module (tests may replace its tasks' options)."""
+    spec = importlib.util.spec_from_file_location(f"{name}_flow", REPO_ROOT / "flows" / f"{name}.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -9,11 +9,8 @@ from __future__ import annotations
 import asyncio
 import csv
 import glob
-import os
 import re
-import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,55 +19,12 @@ from uuid import UUID
 
 import pytest
 import yaml
-from servers import free_port, log_tail, wait_healthy
+from servers import PREFECT, log_tail, start_worker, stop
 
 pytestmark = pytest.mark.integration
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-PREFECT = str(Path(sys.executable).with_name("prefect"))
-SERVER_START_S = 240  # ~14 s on an idle machine; minutes on a busy 2-core one
 RUN_TIMEOUT_S = 900
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM to the process group this test started (server or worker and its children), then kill."""
-    if proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-
-
-@pytest.fixture
-def prefect_server(pg_url: str, tmp_path: Path) -> Iterator[dict[str, str]]:
-    """`prefect server start` on a fresh PostgreSQL database; yields the environment that reaches it."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "PREFECT_HOME": str(tmp_path / "prefect-home"),
-        "PREFECT_API_DATABASE_CONNECTION_URL": pg_url.replace(
-            "postgresql+psycopg://", "postgresql+asyncpg://"
-        ),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "DO_NOT_TRACK": "1",
-        "PREFECT_UI_ENABLED": "false",
-    }
-    env.pop("PREFECT_API_URL", None)
-    log = tmp_path / "server.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-ui"],
-            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-    try:
-        api = f"http://127.0.0.1:{port}/api"
-        wait_healthy(proc, f"{api}/health", SERVER_START_S, log, "prefect server")
-        yield {**env, "PREFECT_API_URL": api, "ASSETMATCH_REPO_ROOT": str(REPO_ROOT)}
-    finally:
-        _stop(proc)
 
 
 @pytest.fixture
@@ -98,16 +52,6 @@ def demo_config(tmp_path: Path) -> Path:
     return paths.config
 
 
-def _start_worker(env: dict[str, str], pool: str, log: Path, cwd: Path) -> subprocess.Popen[bytes]:
-    with open(log, "wb") as out:
-        return subprocess.Popen(
-            [PREFECT, "worker", "start", "--pool", pool, "--type", "process"],
-            env={**env, "PREFECT_WORKER_QUERY_SECONDS": "2", "PREFECT_WORKER_PREFETCH_SECONDS": "2",
-                 "PREFECT_WORKER_HEARTBEAT_SECONDS": "5"},
-            cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-
-
 @pytest.fixture
 def worker(prefect_server: dict[str, str], tmp_path: Path) -> Iterator[Path]:
     """The nightly (pool `default`) and train-rankers (pool `gpu`) deployments from prefect.yaml, and a
@@ -123,14 +67,14 @@ def worker(prefect_server: dict[str, str], tmp_path: Path) -> Iterator[Path]:
         assert done.returncode == 0, done.stdout.decode()[-3000:] + done.stderr.decode()[-3000:]
     log = tmp_path / "worker.log"
     procs = [
-        _start_worker(env, "default", log, tmp_path),
-        _start_worker(env, "gpu", tmp_path / "gpu.log", tmp_path),
+        start_worker(env, "default", log, tmp_path),
+        start_worker(env, "gpu", tmp_path / "gpu.log", tmp_path),
     ]
     try:
         yield log
     finally:
         for proc in procs:
-            _stop(proc)
+            stop(proc)
 
 
 async def _run_and_wait(api: str, config: Path, worker_log: Path) -> tuple[Any, list[Any], dict[str, str]]:
