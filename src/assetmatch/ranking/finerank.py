@@ -114,9 +114,10 @@ class LoraFineRanker:
         max_length: int = 128,
         batch_size: int = 64,
         mixed: bool = True,
+        quantize: str = "none",
     ) -> LoraFineRanker:
         """business -> (adapter folder, version label)."""
-        ranker = cls(MultiAdapterScorer(base, device, max_length, batch_size, mixed))
+        ranker = cls(MultiAdapterScorer(base, device, max_length, batch_size, mixed, quantize=quantize))
         for business, (path, version) in adapters.items():
             ranker.add(business, path, version)
         return ranker

@@ -355,7 +355,9 @@ def evaluate_and_promote(
             ]
             return ev.report(name, [ev.coarse_ranked(j) for j in judged])
         calibration = read_calibration(folder)
-        judged = judge_folder(folder, library, held_out, candidates, config.candidate_k)
+        judged = judge_folder(  # inference as deployed: the latency budget is about what serves
+            folder, library, held_out, candidates, config.candidate_k, settings.ranker.quantize
+        )
         return ev.report(name, [ev.fine_ranked(j, calibration, ctx) for j in judged])
 
     champ_dir = (

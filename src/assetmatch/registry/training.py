@@ -67,7 +67,14 @@ def run_shared_training(
     out_dir = Path(settings.training.adapters_dir) / SHARED / time.strftime("%Y%m%dT%H%M%S")
     started = _now_ms()
     result = train_business(
-        SHARED, pooled, list(library.values()), candidates, config, out_dir, progress=progress
+        SHARED,
+        pooled,
+        list(library.values()),
+        candidates,
+        config,
+        out_dir,
+        progress=progress,
+        quantize=settings.ranker.quantize,
     )
     registry = Registry.from_settings(settings)
     run_id = registry.log_training(SHARED, result, pooled, index_manifest=index_manifest, started_ms=started)
@@ -114,12 +121,27 @@ def run_training(
         )
         started = _now_ms()
         result = train_business(
-            business, data, visible, candidates, config, out_dir, champion_dir, progress, init_from=shared_dir
+            business,
+            data,
+            visible,
+            candidates,
+            config,
+            out_dir,
+            champion_dir,
+            progress,
+            init_from=shared_dir,
+            quantize=settings.ranker.quantize,
         )
         if shared is not None and shared_dir is not None:
             shared_started = _now_ms()
             shared_result = calibrate_adapter(
-                business, shared_dir, data, visible, candidates, Path(out_dir.parent) / f"{stamp}-shared"
+                business,
+                shared_dir,
+                data,
+                visible,
+                candidates,
+                Path(out_dir.parent) / f"{stamp}-shared",
+                settings.ranker.quantize,
             )
             run_id = registry.log_training(
                 business, shared_result, data, index_manifest=index_manifest, started_ms=shared_started

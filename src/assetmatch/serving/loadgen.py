@@ -122,11 +122,13 @@ async def drive(
     k: int = 10,
     on_tick: Callable[[float], None] | None = None,
     items: Sequence[tuple[str, str]] | None = None,
+    user_id: str | None = None,
 ) -> list[Sample]:
     """`concurrency` closed-loop clients for `seconds`; every request is counted, failed or not.
 
     Request n asks `requirements[n]` (made unique with " #n") of `businesses[n]`, both cycled; with
-    `items`, (business, requirement) pairs are sent as they are, cycled (for real requirements)."""
+    `items`, (business, requirement) pairs are sent as they are, cycled (for real requirements).
+    `user_id` goes with every request (it picks the A/B arm)."""
     samples: list[Sample] = []
     begin = time.perf_counter()
     counter = 0
@@ -141,7 +143,9 @@ async def drive(
             else:
                 business = businesses[n % len(businesses)]
                 text = f"{requirements[n % len(requirements)]} #{n}"
-            body = {"business": business, "requirement": text, "k": k}
+            body: dict[str, Any] = {"business": business, "requirement": text, "k": k}
+            if user_id:
+                body["user_id"] = user_id
             t0 = time.perf_counter()
             try:
                 response = await http.post(f"{url}/v1/match", json=body, headers={"X-API-Key": key})

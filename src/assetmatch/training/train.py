@@ -186,6 +186,8 @@ def fit_adapter(
         metrics = validator(peft_model) if validator is not None else {}
         peft_model.train()
         curve.append({"step": float(step), **metrics})
+        if step == 0:  # the starting point is the curve's baseline, never the checkpoint kept
+            return False
         value = metrics.get("all_gold_at_3", 0.0) + metrics.get("set_f1", 0.0)
         if best is None or value > best[0] + 1e-9:
             trained = {n: p.detach().clone() for n, p in peft_model.named_parameters() if p.requires_grad}
@@ -310,12 +312,14 @@ def judge_folder(
     validation: list[LabelledRequirement],
     candidates: CoarseSource,
     k: int,
+    quantize: str = "none",
 ) -> list[ev.Judged]:
-    """`judge` with the adapter saved in `adapter_dir` (the base and token budget it was trained with)."""
-
+    """`judge` with the adapter saved in `adapter_dir` (the base and token budget it was trained with),
+    run as serving runs it (`quantize`: the logits calibration is fitted on, and the latency the gate
+    measures, are those of the deployed inference)."""
     config = RankerConfig.load(adapter_dir)
     ranker = LoraFineRanker.from_folders(
-        {"_eval": (adapter_dir, "eval")}, config.base, config.device, config.max_length
+        {"_eval": (adapter_dir, "eval")}, config.base, config.device, config.max_length, quantize=quantize
     )
     return judge(
         lambda text, assets: ranker.logits("_eval", text, assets), library, validation, candidates, k
@@ -338,13 +342,15 @@ def train_business(
     progress: Any = None,
     init_from: str | Path | None = None,
     familiar: frozenset[str] | None = None,
+    quantize: str = "none",
 ) -> TrainResult:
     """Train, evaluate and save one business's adapter (see the module docstring for the steps).
 
     `assets`: the library the business sees (its own tables and shared ones). `init_from`: an
     adapter folder to start from (the shared adapter) instead of a fresh adapter. `familiar`: the
     tables the cascade treats as known (default: the gold tables of the labelled training data,
-    plus those of the starting adapter)."""
+    plus those of the starting adapter). `quantize`: the inference serving runs (ranker.quantize);
+    the calibration is fitted on its logits."""
 
     out = Path(out_dir)
     library = {a.asset_id: a for a in assets}
@@ -401,7 +407,7 @@ def train_business(
     reports["coarse_only"] = ev.report("coarse_only", [ev.coarse_ranked(j) for j in coarse_lists])
     if champion_dir is not None:
         champion = read_calibration(champion_dir)
-        judged = judge_folder(Path(champion_dir), library, validation, candidates, k)
+        judged = judge_folder(Path(champion_dir), library, validation, candidates, k, quantize)
         reports["champion"] = ev.report("champion", [ev.fine_ranked(j, champion, ctx) for j in judged])
 
     # 5. train, with the validation curve and early stopping
@@ -424,7 +430,7 @@ def train_business(
     # 6. evaluate the new adapter on the same validation requirements and fit its calibration
     with tempfile.TemporaryDirectory() as tmp:
         save_adapter(peft_model, tmp, config)
-        judged = judge_folder(Path(tmp), library, validation, candidates, k)
+        judged = judge_folder(Path(tmp), library, validation, candidates, k, quantize)
     calibration = ev.calibrate(judged, ctx, familiar)
     always = FineCalibration(
         calibration.threshold, calibration.fusion, calibration.selection, familiar=familiar
@@ -507,6 +513,7 @@ def calibrate_adapter(
     assets: list[TableAsset],
     candidates: CoarseSource,
     out_dir: str | Path,
+    quantize: str = "none",
 ) -> TrainResult:
     """A copy of an adapter (the shared one) with `business`'s own calibration — fusion, selection
     and cascade fitted on its validation requirements — and its reports, as `train_business` gives."""
@@ -520,7 +527,7 @@ def calibrate_adapter(
     if config.max_validation and len(validation) > config.max_validation:
         validation = random.Random(config.seed).sample(validation, config.max_validation)
     ctx = selection_context(candidates)
-    judged = judge_folder(out, library, validation, candidates, config.candidate_k)
+    judged = judge_folder(out, library, validation, candidates, config.candidate_k, quantize)
     familiar = familiar_tables(data.train) | (read_calibration(adapter_dir).familiar or frozenset())
     calibration = ev.calibrate(judged, ctx, familiar)
     calibration.extra = {"validation_requirements": len(validation), "calibrated_for": business}
