@@ -15,7 +15,10 @@ Two deployments:
   answered coarse-only, and the run says so.
 
 The response cache is off in both. `--quantize none,int8` serves the same deployment once per value
-of `ranker.quantize`, one after the other. Run with `nice`:
+of `ranker.quantize`, one after the other. `--arm challenger` sends every request to the challenger
+adapters (A/B share 1.0 and a user id on each request): the trained adapters that the gate has not
+promoted yet, without touching the registry; `--arm champion,challenger` measures both. An arm
+without adapters is coarse-only, so it is measured once, whatever `--quantize` says. Run with `nice`:
 
     nice .venv/bin/python benchmarks/serve_latency.py --seconds 30
     nice .venv/bin/python benchmarks/serve_latency.py --config DEPLOY/assetmatch.yaml --seconds 20 \\
@@ -94,6 +97,9 @@ def main() -> None:
         help="comma-separated ranker.quantize values to serve one after the other, e.g. none,int8 "
         "(default: the deployment's own setting)",
     )
+    parser.add_argument(
+        "--arm", default="champion", help="comma-separated A/B arms to serve: champion, challenger"
+    )
     parser.add_argument("--k", type=int, default=10, help="ranked tables asked per request")
     parser.add_argument("--workdir", type=Path, default=None, help="reuse/keep the deployment here")
     args = parser.parse_args()
@@ -106,19 +112,29 @@ def main() -> None:
     else:
         workload, make_config, summary = synthetic(args, root)
     quantize = [q.strip() for q in args.quantize.split(",") if q.strip()] or [""]
+    arms = [a.strip() for a in args.arm.split(",") if a.strip()]
+    if not arms or set(arms) - {"champion", "challenger"}:
+        raise SystemExit("--arm: champion and/or challenger")
     runs = {}
-    for value in quantize:
-        label = value or "configured"
-        print(f"\n== ranker.quantize: {value or '(as configured)'}")
-        runs[label] = serve_and_measure(make_config(value), workload, args, root / f"server-{label}.log")
+    for arm in arms:
+        for value in quantize:
+            label = f"{arm}_{value or 'configured'}" if len(arms) > 1 else value or "configured"
+            print(f"\n== arm: {arm}, ranker.quantize: {value or '(as configured)'}")
+            config = make_config(value, arm == "challenger")
+            run = serve_and_measure(config, workload, args, root / f"server-{label}.log", arm)
+            runs[label] = run
+            if not run["adapters"]:
+                break  # coarse-only: quantization changes nothing
     if len(runs) == 1:
         summary.update(next(iter(runs.values())))
     else:
-        summary.update({f"quantize_{label}": run for label, run in runs.items()})
+        summary.update({f"run_{label}": run for label, run in runs.items()})
     print(json.dumps(summary, indent=2, ensure_ascii=False))
 
 
-def synthetic(args: argparse.Namespace, root: Path) -> tuple[Workload, Callable[[str], Path], dict[str, Any]]:
+def synthetic(
+    args: argparse.Namespace, root: Path
+) -> tuple[Workload, Callable[[str, bool], Path], dict[str, Any]]:
     from assetmatch.serving.auth import hash_key
     from assetmatch.serving.loadgen import write_config
     from assetmatch.serving.synthetic import synthetic_deployment, synthetic_requirements
@@ -132,16 +148,18 @@ def synthetic(args: argparse.Namespace, root: Path) -> tuple[Workload, Callable[
     batch_mode = args.batch_mode or "mixed"
     print(f"deployment: {len(businesses)} x {args.tables} tables, built in {time.perf_counter() - t0:.0f}s")
 
-    def make_config(quantize: str) -> Path:
+    def make_config(quantize: str, challenger: bool) -> Path:
         if quantize:
             settings.ranker.quantize = quantize  # type: ignore[assignment]
-        serving = {
+        serving: dict[str, Any] = {
             "api_keys": {hash_key(KEY): ["*"]},
             "cache_size": 0,
             "batch_mode": batch_mode,
             "reload_interval_s": 0,
             "torch_threads": args.torch_threads or 0,
         }
+        if challenger:
+            serving["ab_split"] = dict.fromkeys(businesses, 1.0)
         return write_config(settings, root / f"assetmatch-{quantize or 'default'}.yaml", serving)
 
     workload = Workload(businesses, synthetic_requirements(500, seed=1))
@@ -150,7 +168,7 @@ def synthetic(args: argparse.Namespace, root: Path) -> tuple[Workload, Callable[
 
 def real_deployment(
     args: argparse.Namespace, root: Path
-) -> tuple[Workload, Callable[[str], Path], dict[str, Any]]:
+) -> tuple[Workload, Callable[[str, bool], Path], dict[str, Any]]:
     import yaml
 
     from assetmatch.config import load_settings
@@ -172,7 +190,7 @@ def real_deployment(
     print(f"deployment: {source}; {len(items)} {args.split!r} requirements {per_business}")
     data = yaml.safe_load(source.read_text(encoding="utf-8")) or {}
 
-    def make_config(quantize: str) -> Path:
+    def make_config(quantize: str, challenger: bool) -> Path:
         serving = {
             **(data.get("serving") or {}),
             "api_keys": {hash_key(KEY): ["*"]},
@@ -181,6 +199,8 @@ def real_deployment(
             "redis_cache_url": None,
             "reload_interval_s": 0,
         }
+        if challenger:
+            serving["ab_split"] = dict.fromkeys(sorted(served), 1.0)
         for key, value in (("batch_mode", args.batch_mode), ("torch_threads", args.torch_threads)):
             if value is not None:
                 serving[key] = value
@@ -189,7 +209,9 @@ def real_deployment(
             ranker["quantize"] = quantize
         if args.max_length:
             ranker["max_length"] = args.max_length
-        path = root / f"assetmatch-{quantize or 'configured'}.yaml"
+        path = (
+            root / f"assetmatch-{'challenger' if challenger else 'champion'}-{quantize or 'configured'}.yaml"
+        )
         path.write_text(
             yaml.safe_dump(
                 {**data, "ranker": ranker, "serving": serving}, sort_keys=False, allow_unicode=True
@@ -204,7 +226,7 @@ def real_deployment(
 
 
 def serve_and_measure(
-    config: Path, workload: Workload, args: argparse.Namespace, log: Path
+    config: Path, workload: Workload, args: argparse.Namespace, log: Path, arm: str = "champion"
 ) -> dict[str, Any]:
     from assetmatch.serving.loadgen import ServerProcess, drive, free_port, percentiles
 
@@ -219,6 +241,7 @@ def serve_and_measure(
                 seconds,
                 k=args.k,
                 items=workload.items,
+                user_id="bench-user" if arm == "challenger" else None,
             )
         )
 
@@ -226,14 +249,14 @@ def serve_and_measure(
     results: dict[str, Any] = {}
     try:
         ready = server.wait_ready()
-        champions = sorted({b for b, arm, _ in ready["models"] if arm == "champion"})
+        adapters = {f"{b} v{v}" for b, a, v in ready["models"] if a == arm}
+        results["arm"], results["adapters"] = arm, sorted(adapters)
         print(
-            f"server ready: adapters {ready['adapters_loaded']}, champions {champions or 'none'}, "
-            f"index {ready['index_version']}"
+            f"server ready: {ready['adapters_loaded']} adapters loaded, {arm} adapters "
+            f"{sorted(adapters) or 'none'}, index {ready['index_version']}"
         )
-        if args.config and not champions:
-            print("NOTE: no champion adapter in the registry: every answer is COARSE-ONLY")
-        results["champions"] = champions
+        if not adapters:
+            print(f"NOTE: no {arm} adapter in the registry: every answer is COARSE-ONLY")
         run(2, 5)  # warm-up
         for level in [int(c) for c in args.concurrency.split(",")]:
             before = _load()
