@@ -77,11 +77,16 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_per_business_adapter_starts_from_the_shared_one(shared: Path, tmp_path: Path) -> None:
-    # one step at a negligible learning rate: what comes out is what went in
-    frozen = config(max_steps=1, learning_rate=1e-9, eval_every=0)
+    # two steps at a negligible learning rate: what comes out is what went in
+    frozen = config(max_steps=2, learning_rate=1e-9, eval_every=1)
     own = train_business(
         "g", data(), ASSETS, Bm25Candidates(ASSETS), frozen, tmp_path / "own", init_from=shared
     )
     fresh = train_business("g", data(), ASSETS, Bm25Candidates(ASSETS), frozen, tmp_path / "fresh")
+    # the validation curve: step 0 (where training starts, its baseline), then every step; the
+    # checkpoint kept is a trained one, and the curve is plotted beside the adapter
+    assert [p["step"] for p in own.fit.curve] == [0.0, 1.0, 2.0]
+    assert own.fit.best_step in (1, 2) and {"all_gold_at_3", "set_f1", "mrr"} <= set(own.fit.curve[0])
+    assert (own.adapter_dir / "validation_curve.png").exists()
     assert scores(own.adapter_dir) == pytest.approx(scores(shared), abs=1e-3)
     assert scores(fresh.adapter_dir) != pytest.approx(scores(shared), abs=1e-3)
