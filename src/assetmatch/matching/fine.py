@@ -109,6 +109,11 @@ class Cascade:
     depth: int = 0
     familiar_only: bool = True
 
+    @classmethod
+    def never(cls) -> Cascade:
+        """Never fine-rank: every margin is >= 0 (coarse scores are sorted), so none is below 0."""
+        return cls(max_margin=0.0)
+
     def depth_for(
         self,
         ids: Sequence[str],

@@ -316,8 +316,10 @@ def calibrate(
     tolerance: float = 0.005,
 ) -> FineCalibration:
     """Fit, on validation requirements: the fusion of logits with coarse scores, the selection rules
-    on fused probabilities, then the cascade — the cheapest (fewest pairs scored) rule whose quality
-    is within `tolerance` of always fine-ranking every candidate."""
+    on fused probabilities, then the cascade. The cascade is the cheapest rule (fewest pairs scored)
+    whose quality (all-gold@3 + set F1) is within `tolerance` of the best rule — and "never" (the
+    coarse answer) is one of the rules: an adapter that does not beat the coarse ranking on
+    validation is never asked."""
     fusion = Fusion.fit([(j.logits, j.coarse.scores[: len(j.logits)], j.gold_flags()) for j in judged])
     examples = []
     for j in judged:
@@ -328,12 +330,9 @@ def calibrate(
             )
         )
     params = calibrate_selection(examples, ctx.neighbors, selection_grid())[0] if examples else None
-    always = FineCalibration(
-        params.min_score if params else None, fusion, params, Cascade(None, 0, False), familiar
-    )
+    threshold = params.min_score if params else None
     if not judged:
-        return always
-    full = quality([fine_ranked(j, always, ctx) for j in judged])
+        return FineCalibration(threshold, fusion, params, Cascade(None, 0, False), familiar)
     margins = sorted(
         {
             round(coarse_margin(j.coarse.scores, len(j.coarse.selected)), 4)
@@ -346,18 +345,20 @@ def calibrate(
     )
     max_depth = max(len(j.logits) for j in judged)
     depths = sorted({d for d in (3, 5, 8, 10, 15, 20, max_depth) if d <= max_depth})
-    best: tuple[float, float, Cascade] | None = None
-    for familiar_only in (True, False):
-        for depth in depths:
-            for cut in cut_points:
-                cascade = Cascade(cut, depth, familiar_only)
-                trial = FineCalibration(always.threshold, fusion, params, cascade, familiar)
-                ranked = [fine_ranked(j, trial, ctx) for j in judged]
-                q = quality(ranked)
-                if q < full - tolerance:
-                    continue
-                cost = float(np.mean([r.fine_depth for r in ranked]))
-                if best is None or (cost, -q) < (best[0], -best[1]):
-                    best = (cost, q, cascade)
-    cascade = best[2] if best is not None else Cascade(None, 0, False)
-    return FineCalibration(always.threshold, fusion, params, cascade, familiar)
+    rules = [Cascade.never()] + [
+        Cascade(cut, depth, familiar_only)
+        for familiar_only in (True, False)
+        for depth in depths
+        for cut in cut_points
+    ]
+    tried = []
+    for cascade in rules:
+        ranked = [
+            fine_ranked(j, FineCalibration(threshold, fusion, params, cascade, familiar), ctx) for j in judged
+        ]
+        tried.append((quality(ranked), float(np.mean([r.fine_depth for r in ranked])), cascade))
+    best = max(q for q, _, _ in tried)
+    _, _, cascade = min(
+        ((q, cost, c) for q, cost, c in tried if q >= best - tolerance), key=lambda t: (t[1], -t[0])
+    )
+    return FineCalibration(threshold, fusion, params, cascade, familiar)

@@ -1,0 +1,52 @@
+"""`training.evaluate.calibrate` on constructed validation lists: an adapter that helps is used where
+the coarse answer is unsure; one that does not is never asked (the coarse answer stands)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from assetmatch.matching.fine import Cascade, CoarseAnswer
+from assetmatch.matching.selection import SelectionParams, SetSelector
+from assetmatch.training import evaluate as ev
+from assetmatch.training.pairs import LabelledRequirement
+
+IDS = [f"t{i}" for i in range(6)]
+CTX = ev.Context(
+    lambda _a: set(), lambda _a: "db", SetSelector(SelectionParams(min_score=0.5, fk_closure=False))
+)
+
+
+def judged(adapter_right: bool, n: int = 60, seed: int = 0) -> list[ev.Judged]:
+    """The gold table is coarse #1 or #2 (a coin flip: the coarse ranking is unsure); the adapter's
+    logit singles out the gold table (right) or is noise (wrong)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        gold = IDS[int(rng.integers(2))]
+        noise = [float(v) for v in rng.normal(0, 1, len(IDS))]
+        logits = [4.0 if a == gold else -4.0 for a in IDS] if adapter_right else noise
+        req = LabelledRequirement(f"r{i}", "b", f"question {i}", (gold,))
+        out.append(
+            ev.Judged(
+                req, CoarseAnswer(list(IDS), [0.6, 0.55, 0.2, 0.1, 0.05, 0.01], ["t0", "t1"]), logits, 10.0
+            )
+        )
+    return out
+
+
+def test_a_helpful_adapter_is_used_and_beats_coarse_only() -> None:
+    lists = judged(adapter_right=True)
+    calibration = ev.calibrate(lists, CTX, familiar=None)
+    assert calibration.cascade != Cascade.never()
+    fine = ev.quality([ev.fine_ranked(j, calibration, CTX) for j in lists])
+    coarse = ev.quality([ev.coarse_ranked(j) for j in lists])
+    assert fine > coarse + 0.3
+
+
+def test_an_adapter_that_does_not_help_is_never_asked() -> None:
+    lists = judged(adapter_right=False)
+    calibration = ev.calibrate(lists, CTX, familiar=None)
+    assert calibration.cascade == Cascade.never()
+    answers = [ev.fine_ranked(j, calibration, CTX) for j in lists]
+    assert all(r.fine_depth == 0 for r in answers)
+    assert ev.quality(answers) == ev.quality([ev.coarse_ranked(j) for j in lists])
