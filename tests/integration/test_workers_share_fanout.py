@@ -93,5 +93,7 @@ def test_two_workers_share_the_training_fan_out(prefect_server: dict[str, str], 
         assert run.state is not None and run.state.is_completed(), (run.name, run.state, worker_logs)
         business = run.name.removeprefix("train-")
         assert run.work_pool_name == "gpu" and run.parameters["businesses"] == [business], run
-    assert all(len(names) == 1 for names in ran_by.values()), ran_by  # each run: one worker
-    assert set().union(*ran_by.values()) == set(WORKERS), ran_by  # and both workers had a share
+    # each run was taken by a worker; two workers can race for one run, and the loser logs its
+    # submission too (then Prefect aborts it), so a run may name both — but both must have had a share
+    assert all(ran_by.values()), ran_by
+    assert set().union(*ran_by.values()) == set(WORKERS), ran_by
