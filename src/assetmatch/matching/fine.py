@@ -131,6 +131,12 @@ class Cascade:
             return 0
         return min(len(ids), cap, self.depth or cap)
 
+    def why_skipped(self) -> str:
+        """What a match result says when this cascade kept the coarse answer."""
+        if self == Cascade.never():
+            return "cascade: this adapter did not beat the coarse ranking on validation"
+        return "cascade: the coarse answer is certain, or its top table is not one the adapter learned"
+
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> Cascade:
         return cls(**data) if data else cls()

@@ -209,7 +209,7 @@ class Matcher:
             t1 = time.perf_counter()
             calibration = self.fine_ranker.calibration(business)
             depth = self._fine_depth(calibration, ranked)
-            skipped = "" if depth else "cascade: the coarse answer is certain or its top table unfamiliar"
+            skipped = "" if depth else calibration.cascade.why_skipped()
             if depth:
                 fine, ranked, scores = self._fine_rank(business, text, ranked, depth, calibration)
                 model_version = self.fine_ranker.version(business)

@@ -149,6 +149,9 @@ def test_cascade_keeps_the_coarse_answer_when_unfamiliar_or_certain() -> None:
         == coarse.selected
     )  # type: ignore[arg-type]
     assert certain.seen == []
+    never = ReverseFine(FineCalibration(cascade=Cascade.never()))
+    answer = Matcher(LeakyIndex(), cfg, fine_ranker=never).match("game_a", "payments")  # type: ignore[arg-type]
+    assert never.seen == [] and "did not beat the coarse ranking" in answer.fine_skipped
     shallow = ReverseFine(FineCalibration(cascade=Cascade(depth=2), fusion=Fusion()))
     Matcher(LeakyIndex(), cfg, fine_ranker=shallow).match("game_a", "payments")  # type: ignore[arg-type]
     assert len(shallow.seen) == 2  # only as many candidates as the cascade asks for
