@@ -30,14 +30,14 @@ import numpy as np
 from assetmatch.config import PromotionConfig, Settings
 from assetmatch.lake import tables as T
 from assetmatch.lake.delta import Lake
-from assetmatch.matching.fine import read_calibration
 from assetmatch.matching.matcher import visible_businesses
 from assetmatch.ranking.candidates import production_candidates
 from assetmatch.ranking.config import RankerConfig
+from assetmatch.ranking.finerank import LoraFineRanker
 from assetmatch.registry.mlflow import Registry
 from assetmatch.training import evaluate as ev
 from assetmatch.training.pairs import labelled_from_lake, split_holdout
-from assetmatch.training.train import judge_folder, selection_context
+from assetmatch.training.train import judge, selection_context
 
 Verdict = Literal["promote", "refuse"]
 GATE_TAG = "gate.verdict"  # model-version tag written once the gate has judged a version
@@ -346,36 +346,40 @@ def evaluate_and_promote(
     candidates = candidates or production_candidates(settings, assets)
     ctx = selection_context(candidates)
 
-    def arm(name: str, folder: Path | None) -> ev.EvalReport:
-        """One arm answering the held-out requirements as the Matcher would (cascade, fusion, selection)."""
-        if folder is None:
-            judged = [
-                ev.Judged(r, candidates.coarse(r.business, r.text, config.candidate_k), [], 0.0)
-                for r in held_out
-            ]
-            return ev.report(name, [ev.coarse_ranked(j) for j in judged])
-        calibration = read_calibration(folder)
-        judged = judge_folder(  # inference as deployed: the latency budget is about what serves
-            folder, library, held_out, candidates, config.candidate_k, settings.ranker.quantize
-        )
-        return ev.report(name, [ev.fine_ranked(j, calibration, ctx) for j in judged])
-
     champ_dir = (
         registry.download_adapter(business, str(champion.version), root / str(champion.version))
         if champion is not None
         else None
     )
-    base_report = arm("champion" if champion is not None else "coarse_only", champ_dir)
-    chall_report = arm("challenger", chall_dir)
     # the third arm: the shared adapter calibrated for this business, when one waits for judgement
     shared = registry.version_by_alias(business, "challenger-shared")
     if shared is not None and GATE_TAG in dict(shared.tags or {}):
         shared = None
-    shared_report = (
-        arm("shared", registry.download_adapter(business, str(shared.version), root / str(shared.version)))
-        if shared is not None
-        else None
+    folders = {"challenger": (chall_dir, str(challenger.version))}
+    if champ_dir is not None:
+        folders["champion"] = (champ_dir, str(champion.version))  # type: ignore[union-attr]
+    if shared is not None:
+        folders["shared"] = (
+            registry.download_adapter(business, str(shared.version), root / str(shared.version)),
+            str(shared.version),
+        )
+    # one base model holds every arm's adapter, run as deployed (the latency budget is about what serves)
+    ranker = LoraFineRanker.from_folders(
+        folders, config.base, settings.ranker.device, config.max_length, quantize=settings.ranker.quantize
     )
+
+    def arm(name: str) -> ev.EvalReport:
+        """One arm answering the held-out requirements as the Matcher would (cascade, fusion, selection)."""
+        if name == "coarse_only":
+            judged = judge(lambda _t, _a: [], library, held_out, candidates, config.candidate_k)
+            return ev.report(name, [ev.coarse_ranked(j) for j in judged])
+        score = lambda text, tables: ranker.logits(name, text, tables)  # noqa: E731
+        judged = judge(score, library, held_out, candidates, config.candidate_k)
+        return ev.report(name, [ev.fine_ranked(j, ranker.calibration(name), ctx) for j in judged])
+
+    base_report = arm("champion" if champion is not None else "coarse_only")
+    chall_report = arm("challenger")
+    shared_report = arm("shared") if shared is not None else None
     choice = choose_arm(base_report, shared_report, chall_report, gate, first_adapter=champion is None)
     chosen_mv = {"shared": shared, "per_business": challenger}.get(choice.chosen)
     decision = choice.decisions["shared" if choice.chosen == "shared" else "per_business"]

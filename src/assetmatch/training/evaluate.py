@@ -10,12 +10,11 @@ needs: the production coarse answer and the adapter's logits of its top candidat
 - coarse-only: the coarse order and the coarse selection (`coarse_ranked`);
 - fine: the business's `FineCalibration` — cascade, fusion with the coarse scores, selection
   calibrated on fused probabilities (`fine_ranked`), fitted by `calibrate` on validation data.
-(`calibrate_threshold` / `calibrate_top_n` remain for callers without a coarse selection.)
+(`calibrate_threshold` picks a threshold on fused scores for the validation curve's quick points.)
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -33,10 +32,7 @@ from assetmatch.matching.fine import (
 )
 from assetmatch.matching.selection import CalibrationExample, SetSelector
 from assetmatch.matching.selection import calibrate as calibrate_selection
-from assetmatch.training.pairs import Candidates, LabelledRequirement
-
-Scorer = Callable[[str, str, list[str]], list[float]]
-"""scorer(business, requirement_text, asset_ids in coarse order) -> one fine probability per asset."""
+from assetmatch.training.pairs import LabelledRequirement
 
 KS = (1, 3, 5)
 
@@ -102,33 +98,6 @@ class EvalReport:
         return data
 
 
-def rank_requirements(
-    requirements: Sequence[LabelledRequirement],
-    candidates: Candidates,
-    candidate_k: int,
-    scorer: Scorer | None,
-) -> list[Ranked]:
-    """Candidates for each requirement, reranked by `scorer` when given (coarse order otherwise)."""
-    out: list[Ranked] = []
-    for req in requirements:
-        cands = candidates(req.business, req.text, candidate_k)
-        if scorer is None or not cands:
-            out.append(Ranked(req, list(cands), None, 0.0))
-            continue
-        start = time.perf_counter()
-        probs = scorer(req.business, req.text, list(cands))
-        out.append(reranked(req, list(cands), probs, (time.perf_counter() - start) * 1000))
-    return out
-
-
-def reranked(
-    req: LabelledRequirement, cands: Sequence[str], probs: Sequence[float], latency_ms: float
-) -> Ranked:
-    """Candidates re-sorted by probability (ties keep the coarse order)."""
-    order = sorted(range(len(cands)), key=lambda i: -probs[i])
-    return Ranked(req, [cands[i] for i in order], [float(probs[i]) for i in order], latency_ms)
-
-
 def _selected(r: Ranked, threshold: float | None, top_n: int | None) -> list[str]:
     if r.selected is not None:
         return r.selected
@@ -171,15 +140,6 @@ def calibrate_threshold(ranked: Sequence[Ranked]) -> float:
         if f1 > best_f1 + 1e-12:
             best, best_f1 = float(t), f1
     return best
-
-
-def calibrate_top_n(ranked: Sequence[Ranked], max_n: int = 4) -> int:
-    """Coarse-only set size with the best mean set F1."""
-    scores = {
-        n: float(np.mean([set_f1(r.ranked[:n], r.requirement.gold) for r in ranked])) if ranked else 0.0
-        for n in range(1, max_n + 1)
-    }
-    return max(scores, key=lambda n: (scores[n], -n))
 
 
 def plot_reports(reports: Sequence[EvalReport], path: str) -> str:
