@@ -38,6 +38,7 @@ from assetmatch.lake.delta import Lake
 from assetmatch.models import GlossaryTerm, QueryLogEntry, Requirement, TableAsset
 from assetmatch.quality import BatchValidation, quarantine_rows, validate_batch
 from assetmatch.sources import registry
+from assetmatch.sources.base import SourceReport
 from assetmatch.text import normalize_text
 
 log = logging.getLogger(__name__)
@@ -195,7 +196,7 @@ def _record_row(record: BaseModel, run_id: str) -> dict[str, Any]:
 
 
 # ---- the pipeline ------------------------------------------------------------------------------
-def _extract(spec: SourceSpec, on_record: OnRecord | None) -> tuple[dict[str, list[Any]], dict[str, Any]]:
+def _extract(spec: SourceSpec, on_record: OnRecord | None) -> tuple[dict[str, list[Any]], SourceReport]:
     source = registry.create(spec)
     batches: dict[str, list[Any]] = {t: [] for t in INGESTED_TABLES}
     kinds: list[tuple[str, Callable[[], Any], Callable[[Any, str], Any]]] = [
@@ -213,7 +214,7 @@ def _extract(spec: SourceSpec, on_record: OnRecord | None) -> tuple[dict[str, li
                     on_record(spec.name, table)
     finally:
         source.close()
-    return batches, source.report.as_dict()
+    return batches, source.report
 
 
 def _guard_failures(
@@ -267,7 +268,8 @@ def ingest_source(
     # cpu_timings: this process's CPU seconds per phase (all threads; with sources in parallel they
     # overlap). Wall time well above CPU time means waiting: on the source database, or for a CPU.
     t0, c0 = time.perf_counter(), time.process_time()
-    batches, summary.report = _extract(spec, on_record)
+    batches, report = _extract(spec, on_record)
+    summary.report = report.as_dict()
     for table, batch in batches.items():
         summary.tables[table].extracted = len(batch)
     summary.timings["extract"] = time.perf_counter() - t0
@@ -277,7 +279,11 @@ def ingest_source(
     t0, c0 = time.perf_counter(), time.process_time()
     if on_record is not None:
         on_record(spec.name, "validate")
-    validations = {table: validate_batch(table, batch, settings) for table, batch in batches.items()}
+    # records the source refused (unreadable lines, wrong shapes) are quarantined with the refused rows
+    validations = {
+        table: validate_batch(table, batch, settings, rejected=report.rejected_for(table))
+        for table, batch in batches.items()
+    }
     for table, v in validations.items():
         summary.tables[table].quarantined = len(v.bad)
         if v.total:

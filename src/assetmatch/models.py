@@ -60,6 +60,11 @@ class TableAsset(BaseModel):
     foreign_keys: list[ForeignKey] = Field(default_factory=list)
     row_count: int | None = Field(default=None, description="Row-count estimate, if the source has one.")
     properties: dict[str, str] = Field(default_factory=dict, description="Free-form extra metadata.")
+    in_catalog: bool = Field(
+        default=True,
+        description="False when the table is only declared (e.g. a dbt source in YAML) and the warehouse "
+        "catalog did not report it: its columns, if any, are documentation, not verified.",
+    )
 
     def model_post_init(self, __context: object) -> None:
         if not self.asset_id:
@@ -111,11 +116,14 @@ class TableAsset(BaseModel):
 def hash_asset_dump(dump: dict[str, Any]) -> str:
     """The content hash of a `TableAsset.model_dump()` (the merge dumps each asset once and reuses it).
 
-    The source name is left out (the same table reported by another source is the same content).
+    The source name is left out (the same table reported by another source is the same content),
+    and so is `in_catalog` when it is True (its default).
     Row counts are estimates that drift on a live warehouse (reltuples, TABLE_ROWS): only their
     order of magnitude is hashed, so drift alone does not rewrite a row as "updated".
     """
     payload = {k: v for k, v in dump.items() if k != "source"}
+    if payload.get("in_catalog", True):  # the default is left out: hashes from before the flag stay valid
+        payload.pop("in_catalog", None)
     if payload.get("row_count") is not None:
         payload["row_count"] = len(str(max(int(payload["row_count"]), 0)))
     blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))

@@ -32,8 +32,10 @@ def redact(value: Any) -> Any:
     return value
 
 
-def payload(record: BaseModel) -> str:
-    return json.dumps(redact(record.model_dump(mode="json")), ensure_ascii=False, sort_keys=True)
+def payload(record: BaseModel | Any) -> str:
+    """The refused record as JSON: a model's dump, or what the source read (a dict, a line of text)."""
+    value = record.model_dump(mode="json") if isinstance(record, BaseModel) else record
+    return json.dumps(redact(value), ensure_ascii=False, sort_keys=True, default=str)
 
 
 def quarantine_rows(

@@ -23,6 +23,7 @@ from pydantic import BaseModel
 
 from assetmatch.config import Settings
 from assetmatch.quality import frames, suites
+from assetmatch.sources.base import Rejected
 
 if TYPE_CHECKING:
     from great_expectations.data_context import AbstractDataContext
@@ -47,9 +48,10 @@ class ExpectationOutcome:
 
 @dataclass
 class BadRecord(Generic[RecordT]):
-    """A refused record and every reason it was refused for."""
+    """A refused record and every reason it was refused for (`record`: the model, or what the source
+    read when it could not build one)."""
 
-    record: RecordT
+    record: RecordT | Any
     key: str
     reasons: list[str]
 
@@ -138,9 +140,23 @@ def suite_parameters(settings: Settings) -> dict[str, Any]:
     }
 
 
-def validate_batch(table: str, records: Sequence[RecordT], settings: Settings) -> BatchValidation[RecordT]:
-    """Run `table`'s suite (plus the Python checks) on `records`; never raises for bad rows."""
+def validate_batch(
+    table: str,
+    records: Sequence[RecordT],
+    settings: Settings,
+    rejected: Sequence[Rejected] = (),
+) -> BatchValidation[RecordT]:
+    """Run `table`'s suite (plus the Python checks) on `records`; never raises for bad rows.
+
+    `rejected`: records the source already refused (unreadable lines, wrong shapes, malformed
+    nodes). They join the bad rows as they were read, with the source's reason, so they are
+    quarantined and count towards `validation.max_bad_fraction` like any refused row.
+    """
     result: BatchValidation[RecordT] = BatchValidation(table=table)
+    for item in rejected:
+        result.bad.append(BadRecord(record=item.record, key=item.key, reasons=[item.reason]))
+        key = item.reason.split(":")[0]
+        result.python_failures[key] = result.python_failures.get(key, 0) + 1
     if not records:
         return result
     reasons: dict[int, list[str]] = {}

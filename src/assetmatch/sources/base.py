@@ -35,16 +35,34 @@ class SourceConfig(BaseModel):
 
 
 @dataclass
+class Rejected:
+    """A record the source could not turn into a model: it goes to the `quarantine` table as it was read."""
+
+    table: str  # the lake table it was meant for (assets, query_log, requirements, glossary)
+    key: str  # what identifies it: the record's id when known, else its location ("file:line")
+    reason: str
+    record: Any  # the raw record (a dict, or the line's text), kept so nothing is lost
+
+
+@dataclass
 class SourceReport:
-    """What a source did: counters, warnings and failures. Logged by the flow and returned."""
+    """What a source did: counters, warnings, failures and rejected records. Logged by the flow and returned."""
 
     source: str
     counts: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
 
     def count(self, key: str, n: int = 1) -> None:
         self.counts[key] = self.counts.get(key, 0) + n
+
+    def reject(self, table: str, key: str, reason: str, record: Any) -> None:
+        """Refuse a record with a reason; the ingest pipeline quarantines it (`rejected_for`)."""
+        self.rejected.append(Rejected(table=table, key=key, reason=reason, record=record))
+
+    def rejected_for(self, table: str) -> list[Rejected]:
+        return [r for r in self.rejected if r.table == table]
 
     def warn(self, message: str) -> None:
         self.warnings.append(message)
@@ -58,6 +76,7 @@ class SourceReport:
             "counts": self.counts,
             "warnings": self.warnings,
             "failures": self.failures,
+            "rejected": len(self.rejected),
         }
 
 
