@@ -41,6 +41,10 @@ class MatchResult:
     timings_ms: dict[str, float] = field(default_factory=dict)  # stage -> ms
     fine_depth: int = 0  # tables the fine ranker scored (0: the coarse ranking answered)
     fine_skipped: str = ""  # why the business's adapter did not run, when it has one (the cascade)
+    coarse_model: str = ""
+    """Which coarse model answered, i.e. how much to trust it: "fusion" (untrained reciprocal-rank
+    fusion), "synthetic" (fitted on requirements synthesized from metadata only), "labelled" or
+    "blended" (labelled requirements plus synthetic ones)."""
 
 
 @runtime_checkable

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
@@ -17,7 +17,7 @@ from assetmatch.serving.auth import AuthError, Principal
 from assetmatch.serving.cache import cache_key
 from assetmatch.serving.deps import ServingContext, get_ctx, get_principal
 from assetmatch.serving.errors import invalid
-from assetmatch.serving.feedback import Answer, feedback_row
+from assetmatch.serving.feedback import Answer, UsedAssetsRefused, check_used_assets, feedback_row
 from assetmatch.serving.schemas import (
     BusinessOut,
     ErrorOut,
@@ -72,9 +72,9 @@ async def match(
     ctx: ServingContext = Depends(get_ctx),
     principal: Principal = Depends(get_principal),
 ) -> MatchResponse:
-    start = time.perf_counter()
     request_id = uuid.uuid4().hex
     request.state.request_id = request_id
+    request.state.business = body.business  # labels of assetmatch_request_seconds (every status)
     if not principal.may_query(body.business):
         raise AuthError(403, f"this API key may not query business {body.business!r}")
     limits = ctx.settings.serving
@@ -130,6 +130,7 @@ async def match(
                     timings_ms={k: round(v, 3) for k, v in result.timings_ms.items()},
                     fine_depth=result.fine_depth,
                     fine_skipped=result.fine_skipped,
+                    coarse_model=result.coarse_model,
                 )
                 ctx.cache.put(key, response.model_dump(mode="json", exclude={"request_id", "cached"}))
                 ctx.metrics.fine_answer(body.business, result.fine_depth, result.fine_skipped)
@@ -141,33 +142,88 @@ async def match(
         ctx.metrics.inflight.dec()
     ctx.memory.put(
         request_id,
-        Answer(body.business, body.requirement, tuple(response.selected), arm, response.model_version),
+        Answer(
+            body.business,
+            body.requirement,
+            tuple(response.selected),
+            arm,
+            response.model_version,
+            shown_assets=tuple(t.asset_id for t in response.tables),
+        ),
     )
     ctx.metrics.arm_requests.labels(body.business, arm).inc()
-    ctx.metrics.request_seconds.labels("match", body.business, response.model_version, "200").observe(
-        time.perf_counter() - start
-    )
+    request.state.model_version = response.model_version
     return response
+
+
+def _visible_in_index(ctx: ServingContext, business: str) -> Callable[[str], bool] | None:
+    """Whether an asset id is a table of `business` or of a shared library in the index now serving
+    (None when no index is loaded: then only the answer's own tables are accepted)."""
+    state = ctx.holder.current
+    engine = state.engines.get("champion") if state is not None else None
+    assets = getattr(getattr(engine, "index", None), "assets", None)
+    if assets is None:
+        return None
+    owners = {business} | ctx.shared_businesses()
+
+    def visible(asset_id: str) -> bool:
+        asset = assets.get(asset_id)
+        return asset is not None and asset.business in owners
+
+    return visible
+
+
+FEEDBACK_ERRORS: dict[int | str, dict[str, Any]] = {
+    **ERRORS,
+    403: {
+        "model": ErrorOut,
+        "description": "The request was answered for a business this key does not cover, or a used "
+        "asset id is neither in the answer nor a table of that business or a shared library.",
+    },
+    404: {"model": ErrorOut, "description": "Unknown or forgotten request id."},
+    409: {
+        "model": ErrorOut,
+        "description": "Other feedback was already recorded for this request id (the first stands).",
+    },
+}
 
 
 @router.post(
     "/v1/feedback",
     response_model=FeedbackResponse,
-    responses={**ERRORS, 404: {"model": ErrorOut, "description": "Unknown or forgotten request id."}},
+    responses=FEEDBACK_ERRORS,
     summary="Report which tables were really used for an earlier answer.",
+    description="Once per request id. The same feedback again answers 200 with `duplicate: true` and is "
+    "stored once; different feedback for an answered request is a 409.",
 )
 async def feedback(
     body: FeedbackRequest,
+    request: Request,
     ctx: ServingContext = Depends(get_ctx),
     principal: Principal = Depends(get_principal),
 ) -> FeedbackResponse:
     answer = ctx.memory.get(body.request_id)
-    if answer is None or not principal.may_query(answer.business):
-        # the same answer for "never existed" and "another tenant's": ids reveal nothing
+    if answer is None:
         raise HTTPException(404, f"no recent answer with request_id {body.request_id}")
+    request.state.business = answer.business
+    if not principal.may_query(answer.business):
+        ctx.metrics.feedback_rows.labels("refused").inc()
+        raise AuthError(403, "this API key may not give feedback on an answer for another business")
     if ctx.stopping:
         raise HTTPException(503, "shutting down")
-    ctx.feedback.add(feedback_row(body.request_id, answer, body.used_assets))
+    try:
+        used = check_used_assets(answer, body.used_assets, _visible_in_index(ctx, answer.business))
+    except UsedAssetsRefused as exc:
+        ctx.metrics.feedback_rows.labels("refused").inc()
+        raise AuthError(403, str(exc)) from None
+    claim = ctx.memory.claim_feedback(body.request_id, frozenset(used))
+    if claim == "duplicate":
+        ctx.metrics.feedback_rows.labels("duplicate").inc()
+        return FeedbackResponse(request_id=body.request_id, accepted=True, duplicate=True)
+    if claim == "conflict":
+        ctx.metrics.feedback_rows.labels("conflict").inc()
+        raise HTTPException(409, "other feedback was already recorded for this request id; the first stands")
+    ctx.feedback.add(feedback_row(body.request_id, answer, used))
     return FeedbackResponse(request_id=body.request_id, accepted=True)
 
 
@@ -200,7 +256,7 @@ async def businesses(
     return out
 
 
-@router.get("/healthz", summary="Liveness: the process answers.")
+@router.api_route("/healthz", methods=["GET", "HEAD"], summary="Liveness: the process answers.")
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 

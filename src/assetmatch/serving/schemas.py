@@ -7,14 +7,31 @@ the same 422 shape (see `assetmatch.serving.errors`).
 
 from __future__ import annotations
 
-from typing import Literal
+import re
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 BUSINESS_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
 REQUEST_ID_PATTERN = r"^[0-9a-f]{32}$"
 HARD_MAX_REQUIREMENT = 20_000
 HARD_MAX_K = 1_000
+MAX_ASSET_ID_CHARS = 512
+MAX_USED_ASSETS = 200
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _no_control_characters(value: str) -> str:
+    if _CONTROL.search(value):
+        raise ValueError("asset ids may not contain control characters")
+    return value
+
+
+AssetId = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_ASSET_ID_CHARS),
+    AfterValidator(_no_control_characters),
+]
 
 Arm = Literal["champion", "challenger"]
 
@@ -72,18 +89,30 @@ class MatchResponse(BaseModel):
         description="Why the business's fine ranker did not run (the cascade kept the coarse answer); "
         "'' when it ran or the business has none.",
     )
+    coarse_model: str = Field(
+        default="",
+        description="What the coarse ranking was fitted on: fusion (untrained), synthetic (metadata only), "
+        "labelled or blended — how much to trust the answer.",
+    )
 
 
 class FeedbackRequest(_Body):
     request_id: str = Field(pattern=REQUEST_ID_PATTERN, description="request_id of a /v1/match answer.")
-    used_assets: list[str] = Field(
-        max_length=500, description="Asset ids the caller really used (e.g. in the final SQL)."
+    used_assets: list[AssetId] = Field(
+        max_length=MAX_USED_ASSETS,
+        description="Asset ids the caller really used (e.g. in the final SQL): tables of the answer, or "
+        f"other tables of the same business or a shared library. At most {MAX_USED_ASSETS} ids of at most "
+        f"{MAX_ASSET_ID_CHARS} characters, no control characters.",
     )
 
 
 class FeedbackResponse(BaseModel):
     request_id: str
     accepted: bool
+    duplicate: bool = Field(
+        default=False,
+        description="The same feedback was already recorded for this request: stored once, not again.",
+    )
 
 
 class BusinessOut(BaseModel):
