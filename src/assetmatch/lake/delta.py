@@ -129,6 +129,7 @@ def asset_to_row(
         "foreign_keys": d["foreign_keys"],
         "row_count": d["row_count"],
         "properties": json.dumps(d["properties"], ensure_ascii=False, sort_keys=True),
+        "in_catalog": d.get("in_catalog", True),
         "content_hash": content_hash or dump_hash(d),
         "deleted": False,
         "deleted_at": None,
@@ -159,6 +160,7 @@ def row_to_asset(row: dict[str, Any]) -> TableAsset:
         ],
         row_count=row["row_count"],
         properties=json.loads(row["properties"]) if row.get("properties") else {},
+        in_catalog=row.get("in_catalog") is not False,  # null: a row written before the column existed
     )
 
 
@@ -574,6 +576,7 @@ class Lake:
                     predicate="t.asset_id = s.asset_id",
                     source_alias="s",
                     target_alias="t",
+                    merge_schema=True,  # a lake written before a column was added (in_catalog) gains it
                     commit_properties=self._commit(run_id, "merge_assets"),
                 )
                 .when_matched_update(updates=update_all, predicate="s.deleted = false")

@@ -47,6 +47,8 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("foreign_keys", pa.list_(FOREIGN_KEY)),
             ("row_count", pa.int64()),
             ("properties", pa.string()),  # JSON object
+            # false: declared (dbt YAML) but not seen in the warehouse catalog; null in rows written before it
+            ("in_catalog", pa.bool_()),
             ("content_hash", pa.string()),
             ("deleted", pa.bool_()),
             ("deleted_at", TS),
