@@ -53,6 +53,7 @@ def _asset_row(a: TableAsset) -> dict[str, Any]:
         "kind": a.kind,
         "comment": a.comment,
         "n_columns": len(a.columns),
+        "in_catalog": a.in_catalog,  # declared-only tables may have no columns (the suite's row_condition)
         "longest_column_text": max(column_texts, default=0),
         "broken_encoding": _broken(
             [a.comment, a.name, *(c.comment for c in a.columns), *(c.name for c in a.columns)]

@@ -1,10 +1,15 @@
 """Reading record files for the file-based sources: JSON Lines, JSON, YAML and CSV, optionally gzip'd.
 
 Every reader yields `(location, record)` pairs where `location` is `"<file>:<line>"`, so a bad
-record can be reported precisely. A line that cannot be parsed is reported through `BadRecords`
-(counted, with its line number) and skipped: one bad line never stops the rest of the file.
-Text is decoded as UTF-8 with replacement characters for broken bytes, so the pipeline's encoding
-check can quarantine such a record instead of the whole file failing to decode.
+record can be reported precisely. A record or line that cannot be parsed is refused through
+`BadRecords`: counted, warned about with its line number, and handed to the pipeline as it was
+read, which quarantines it with the reason. One bad line never stops the rest of the file.
+
+A file that cannot be read as a whole (a truncated JSON document, unparseable YAML, a CSV whose
+quoting breaks so the rest cannot be read, a top level of the wrong shape) raises
+`SourceFileError`: the source fails with a one-line message rather than ingesting "ok" with
+nothing. Text is decoded as UTF-8 with replacement characters for broken bytes, so the
+pipeline's encoding check can quarantine such a record instead of the whole file failing to decode.
 """
 
 from __future__ import annotations
@@ -53,14 +58,21 @@ class FileSourceConfig(SourceConfig):
     )
 
 
-class BadRecords:
-    """Counts and describes records that could not be turned into a model (`bad_records` in the report)."""
+class SourceFileError(ValueError):
+    """A file a source reads cannot be read as a whole (unparseable, truncated, wrong top-level shape)."""
 
-    def __init__(self, report: SourceReport, counter: str = "bad_records") -> None:
+
+class BadRecords:
+    """Refuses records that could not be turned into a model: counted (`bad_records`), warned about,
+    and handed to the pipeline with the raw record (`SourceReport.reject`), which quarantines them."""
+
+    def __init__(self, report: SourceReport, table: str, counter: str = "bad_records") -> None:
         self.report = report
+        self.table = table
         self.counter = counter
 
-    def __call__(self, location: str, reason: str) -> None:
+    def __call__(self, location: str, reason: str, record: Any = None) -> None:
+        self.report.reject(self.table, location, reason, record)
         self.report.count(self.counter)
         n = self.report.counts[self.counter]
         if n <= MAX_MESSAGES:
@@ -113,10 +125,10 @@ def iter_jsonl(path: Path, bad: BadRecords) -> Iterator[tuple[str, Record]]:
             try:
                 value = json.loads(line)
             except json.JSONDecodeError as exc:
-                bad(location, f"invalid JSON ({exc.msg} at column {exc.colno})")
+                bad(location, f"invalid JSON ({exc.msg} at column {exc.colno})", line.rstrip("\r\n"))
                 continue
             if not isinstance(value, dict):
-                bad(location, f"expected a JSON object, got {type(value).__name__}")
+                bad(location, f"expected a JSON object, got {type(value).__name__}", value)
                 continue
             yield location, value
 
@@ -129,14 +141,16 @@ def iter_csv(path: Path, bad: BadRecords) -> Iterator[tuple[str, Record]]:
             for row in reader:
                 location = f"{path}:{reader.line_num}"
                 if None in row:  # more cells than header columns
-                    bad(location, f"{len(row) - 1 + len(row[None])} cells but the header has {len(row) - 1}")
+                    cells = f"{len(row) - 1 + len(row[None])} cells but the header has {len(row) - 1}"
+                    bad(location, cells, {str(k): v for k, v in row.items()})
                     continue
                 record = {k.strip(): v for k, v in row.items() if k is not None and v not in (None, "")}
                 if record:
                     yield location, record
         except csv.Error as exc:
-            # The csv module cannot resynchronise after a broken quote: report where it stopped.
-            bad(f"{path}:{reader.line_num}", f"unreadable CSV from here on ({exc})")
+            # The csv module cannot resynchronise after a broken quote: the rest of the file would
+            # be lost silently, so the whole file fails.
+            raise SourceFileError(f"{path}:{reader.line_num}: unreadable CSV from here on ({exc})") from None
 
 
 def _yaml_loader() -> type[yaml.SafeLoader]:
@@ -158,8 +172,10 @@ def iter_yaml(
         try:
             root = loader.get_single_node()
         except yaml.YAMLError as exc:
-            bad(str(path), f"invalid YAML ({exc})")
-            return
+            mark = getattr(exc, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise SourceFileError(f"{where}: invalid YAML ({problem}); the file cannot be read") from None
     if root is None:
         return
 
@@ -176,12 +192,13 @@ def iter_yaml(
                 if isinstance(value, yaml.SequenceNode) and isinstance(key, yaml.ScalarNode):
                     groups.append((str(key.value), value))
                 else:
-                    bad(location, f"expected `{group_key} -> list of items` at the top level")
+                    raw = loader.construct_document(value) if isinstance(key, yaml.ScalarNode) else None
+                    bad(location, f"expected `{group_key} -> list of items` at the top level", raw)
         else:
             expected = f"a list, or a mapping with a `{list_key}` list" if list_key else "a list"
-            bad(str(path), f"expected {expected} at the top level")
+            raise SourceFileError(f"{path}: expected {expected} at the top level")
     else:
-        bad(str(path), "expected a list or a mapping at the top level")
+        raise SourceFileError(f"{path}: expected a list or a mapping at the top level")
 
     for group, sequence in groups:
         for node in sequence.value:
@@ -189,10 +206,10 @@ def iter_yaml(
             try:
                 value = loader.construct_document(node)
             except yaml.YAMLError as exc:
-                bad(location, f"invalid YAML item ({exc})")
+                bad(location, f"invalid YAML item ({str(exc).splitlines()[0]})", yaml.serialize(node))
                 continue
             if not isinstance(value, dict):
-                bad(location, f"expected a mapping, got {type(value).__name__}")
+                bad(location, f"expected a mapping, got {type(value).__name__}", value)
                 continue
             if group is not None and group_key:
                 value.setdefault(group_key, group)
@@ -205,30 +222,39 @@ def iter_json(path: Path, bad: BadRecords, list_key: str | None = None) -> Itera
         try:
             doc = json.load(handle)
         except json.JSONDecodeError as exc:
-            bad(f"{path}:{exc.lineno}", f"invalid JSON ({exc.msg}); the whole document is unreadable")
-            return
+            raise SourceFileError(
+                f"{path}:{exc.lineno}: invalid JSON ({exc.msg} at column {exc.colno}); "
+                "the file is truncated or not JSON, nothing was read from it"
+            ) from None
     if isinstance(doc, dict) and list_key and isinstance(doc.get(list_key), list):
         doc = doc[list_key]
     if not isinstance(doc, list):
-        bad(str(path), "expected a JSON list of objects at the top level")
-        return
+        expected = (
+            f"a list of objects, or an object with a `{list_key}` list" if list_key else "a list of objects"
+        )
+        raise SourceFileError(f"{path}: expected {expected} at the top level, got {type(doc).__name__}")
     for i, value in enumerate(doc):
         location = f"{path}:item {i + 1}"
         if isinstance(value, dict):
             yield location, value
         else:
-            bad(location, f"expected an object, got {type(value).__name__}")
+            bad(location, f"expected an object, got {type(value).__name__}", value)
 
 
 def iter_records(
     config: FileSourceConfig,
     report: SourceReport,
     *,
+    table: str,
     list_key: str | None = None,
     group_key: str | None = None,
 ) -> Iterator[tuple[str, FileFormat, Record]]:
-    """Every record of every file matched by `config.path`, as `(location, format, record)`."""
-    bad = BadRecords(report)
+    """Every record of every file matched by `config.path`, as `(location, format, record)`.
+
+    `table`: the lake table the records are for (where refused ones are quarantined). Raises
+    `SourceFileError` for a file that cannot be read as a whole.
+    """
+    bad = BadRecords(report, table)
     for path in expand_paths(config.path):
         fmt = detect_format(path, config.format)
         report.count("files")

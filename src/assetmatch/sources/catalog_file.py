@@ -56,6 +56,16 @@ class CatalogFileConfig(FileSourceConfig):
     )
 
 
+def _shape(value: Any) -> str:
+    return f"a string ({value!r})" if isinstance(value, str) else f"a {type(value).__name__}"
+
+
+def _expect_list(key: str, value: Any) -> None:
+    """Refuse a field that must be a list but is not: a string would be read one character at a time."""
+    if value is not None and not isinstance(value, list | tuple):
+        raise ValueError(f"`{key}` is {_shape(value)}, expected a list")
+
+
 class _Resolver:
     """Maps a referenced table name to the asset_id the file gives that table."""
 
@@ -95,7 +105,9 @@ class CatalogFileSource(Source[CatalogFileConfig]):
     def _tables(self) -> Iterator[tuple[str, Record]]:
         """Table-shaped records: JSON/YAML records as they are, CSV rows grouped per table."""
         csv_tables: dict[tuple[str, ...], tuple[str, Record]] = {}
-        for location, fmt, record in iter_records(self.config, self.report, list_key="tables"):
+        for location, fmt, record in iter_records(
+            self.config, self.report, table="assets", list_key="tables"
+        ):
             if fmt != "csv":
                 yield location, record
                 continue
@@ -106,7 +118,7 @@ class CatalogFileSource(Source[CatalogFileConfig]):
                 for k in (("business",), DATABASE_KEYS, SCHEMA_KEYS, TABLE_KEYS)
             )
             if not key[3]:
-                BadRecords(self.report)(location, "no `table` value")
+                BadRecords(self.report, "assets")(location, "no `table` value", record)
                 continue
             table = csv_tables.get(key)
             if table is None:
@@ -122,7 +134,7 @@ class CatalogFileSource(Source[CatalogFileConfig]):
                     primary_key = as_bool(record.get("primary_key", False))
                     nullable = as_bool(record.get("nullable", True))
                 except ValueError as exc:
-                    BadRecords(self.report)(location, f"column {column!r}: {exc}")
+                    BadRecords(self.report, "assets")(location, f"column {column!r}: {exc}", record)
                     continue
                 merged["columns"].append(
                     {
@@ -161,6 +173,7 @@ class CatalogFileSource(Source[CatalogFileConfig]):
         self, raw: Any, database: str, schema: str, business: str, resolver: _Resolver
     ) -> list[ForeignKey]:
         keys: list[ForeignKey] = []
+        _expect_list("foreign_keys", raw)
         for fk in raw or []:
             if isinstance(fk, list | tuple) and len(fk) == 2:
                 column, target = as_text(fk[0]), as_text(fk[1])
@@ -202,6 +215,7 @@ class CatalogFileSource(Source[CatalogFileConfig]):
 
     def _columns(self, raw: Any) -> list[Column]:
         columns: list[Column] = []
+        _expect_list("columns", raw)
         for item in raw or []:
             if isinstance(item, str):
                 columns.append(Column(name=item))
@@ -233,6 +247,8 @@ class CatalogFileSource(Source[CatalogFileConfig]):
             self.report.count("no_business")
         row_count = record.get("row_count")
         properties = record.get("properties") or {}
+        if not isinstance(properties, dict):
+            raise ValueError(f"`properties` is {_shape(properties)}, expected an object")
         return TableAsset(
             asset_id=as_text(record.get("asset_id")),
             business=business,
@@ -245,16 +261,14 @@ class CatalogFileSource(Source[CatalogFileConfig]):
             columns=self._columns(record.get("columns")),
             foreign_keys=self._foreign_keys(record.get("foreign_keys"), database, schema, business, resolver),
             row_count=int(row_count) if row_count not in (None, "") else None,
-            properties={str(k): as_text(v) for k, v in properties.items()}
-            if isinstance(properties, dict)
-            else {},
+            properties={str(k): as_text(v) for k, v in properties.items()},
         )
 
     def iter_assets(self) -> Iterator[TableAsset]:
         for path in expand_paths(self.config.path):  # fail fast on a bad path or format, before any work
             detect_format(path, self.config.format)
         resolver = self._build_resolver()
-        bad = BadRecords(self.report)
+        bad = BadRecords(self.report, "assets")
         for location, record in self._tables():
             try:
                 asset = self._asset(record, resolver)
@@ -262,10 +276,10 @@ class CatalogFileSource(Source[CatalogFileConfig]):
                 problems = "; ".join(
                     f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
                 )
-                bad(location, problems)
+                bad(location, problems, record)
                 continue
             except (ValueError, TypeError) as exc:
-                bad(location, str(exc))
+                bad(location, str(exc), record)
                 continue
             self.report.count("tables" if asset.kind == "table" else "views")
             self.report.count("columns", len(asset.columns))

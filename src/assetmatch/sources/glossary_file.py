@@ -32,9 +32,9 @@ class GlossaryFileSource(Source[GlossaryFileConfig]):
     config_class = GlossaryFileConfig
 
     def iter_glossary(self) -> Iterator[GlossaryTerm]:
-        bad = BadRecords(self.report)
+        bad = BadRecords(self.report, "glossary")
         for location, _fmt, record in iter_records(
-            self.config, self.report, list_key="terms", group_key="business"
+            self.config, self.report, table="glossary", list_key="terms", group_key="business"
         ):
             try:
                 term = GlossaryTerm(
@@ -46,13 +46,17 @@ class GlossaryFileSource(Source[GlossaryFileConfig]):
                     source=self.name,
                 )
             except ValidationError as exc:
-                bad(location, "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
+                bad(
+                    location,
+                    "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()),
+                    record,
+                )
                 continue
             except (ValueError, TypeError) as exc:
-                bad(location, str(exc))
+                bad(location, str(exc), record)
                 continue
             if not term.term:
-                bad(location, "no `term`")
+                bad(location, "no `term`", record)
                 continue
             self.report.count("terms")
             yield term

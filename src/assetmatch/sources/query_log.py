@@ -114,18 +114,18 @@ class QueryLogSource(Source[QueryLogConfig]):
 
     def iter_query_log(self) -> Iterator[QueryLogEntry]:
         cfg = self.config
-        bad = BadRecords(self.report)
+        bad = BadRecords(self.report, "query_log")
         # sqlglot logs a warning for every statement it falls back on; the report has them already
         logging.getLogger("sqlglot").setLevel(logging.ERROR)
-        for location, _fmt, record in iter_records(cfg, self.report):
+        for location, _fmt, record in iter_records(cfg, self.report, table="query_log"):
             sql = as_text(record.get(cfg.sql_column)).strip()
             if not sql:
-                bad(location, f"no SQL in column {cfg.sql_column!r}")
+                bad(location, f"no SQL in column {cfg.sql_column!r}", record)
                 continue
             try:
                 ts = parse_time(record.get(cfg.time_column))
             except (ValueError, TypeError, OverflowError, OSError) as exc:
-                bad(location, f"column {cfg.time_column!r}: {exc}")
+                bad(location, f"column {cfg.time_column!r}: {exc}", record)
                 continue
             business = (
                 as_text(record.get(cfg.business_column))
@@ -145,7 +145,11 @@ class QueryLogSource(Source[QueryLogConfig]):
                     source=self.name,
                 )
             except ValidationError as exc:
-                bad(location, "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
+                bad(
+                    location,
+                    "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()),
+                    record,
+                )
                 continue
             self.report.count("queries")
             yield entry

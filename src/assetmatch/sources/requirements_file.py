@@ -31,9 +31,11 @@ class RequirementsFileSource(Source[RequirementsFileConfig]):
     config_class = RequirementsFileConfig
 
     def iter_requirements(self) -> Iterator[Requirement]:
-        bad = BadRecords(self.report)
+        bad = BadRecords(self.report, "requirements")
         wanted = set(self.config.splits) if self.config.splits is not None else None
-        for location, _fmt, record in iter_records(self.config, self.report, list_key="requirements"):
+        for location, _fmt, record in iter_records(
+            self.config, self.report, table="requirements", list_key="requirements"
+        ):
             split = as_text(record.get("split")) or self.config.default_split
             if wanted is not None and split not in wanted:
                 self.report.count("skipped_split")
@@ -51,13 +53,17 @@ class RequirementsFileSource(Source[RequirementsFileConfig]):
                     source=self.name,
                 )
             except ValidationError as exc:
-                bad(location, "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
+                bad(
+                    location,
+                    "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()),
+                    record,
+                )
                 continue
             except (ValueError, TypeError) as exc:
-                bad(location, str(exc))
+                bad(location, str(exc), record)
                 continue
             if not requirement.id or not requirement.text:
-                bad(location, "`id` and `text` are required")
+                bad(location, "`id` and `text` are required", record)
                 continue
             self.report.count(f"requirements_{split}")
             self.report.count("requirements")
