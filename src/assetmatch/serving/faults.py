@@ -1,0 +1,199 @@
+"""Faults a serving deployment must survive, injected for real and undone: the chaos benchmark
+(`benchmarks/serve_chaos.py`) and its integration test use the same injectors.
+
+Each injector changes the deployment the way an operator's mistake or an outage would and
+returns a `Fault` whose `undo()` puts it back:
+
+- `publish_inconsistent_index`: a copy of the current index with its assets list cut in half,
+  published as the new current index (its files load, but disagree with each other);
+- `move_alias_to_corrupt_version`: a new registered version of a business's adapter whose weights
+  or `calibration.json` are garbage, with the champion (or another) alias moved onto it;
+- `PrivateRedis`: a `redis-server` of its own on a free port, stopped and started again;
+- `make_lake_table_unwritable`: a lake table's folder replaced by a plain file (as root, file
+  permissions would not stop a write; a file where the folder should be does), then restored.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from assetmatch.config import Settings
+from assetmatch.recall import publish
+
+
+@dataclass
+class Fault:
+    """One injected fault; `undo()` reverts it (idempotent)."""
+
+    name: str
+    detail: str
+    _undo: Callable[[], None] = field(repr=False)
+    undone: bool = False
+
+    def undo(self) -> None:
+        if not self.undone:
+            self._undo()
+            self.undone = True
+
+
+def point_current(index_root: str | Path, index_id: str) -> None:
+    """Make `index_id` (an already published folder) the current index again, atomically."""
+    root = Path(index_root)
+    if not (root / index_id / publish.MANIFEST).exists():
+        raise FileNotFoundError(f"{root / index_id} is not a published index")
+    pointer = root / f".{publish.CURRENT}.{index_id}.{uuid.uuid4().hex[:6]}.tmp"
+    pointer.write_text(index_id + "\n", encoding="utf-8")
+    os.replace(pointer, root / publish.CURRENT)
+
+
+def publish_inconsistent_index(index_root: str | Path, keep_share: float = 0.5) -> Fault:
+    """Publish a copy of the current index whose assets list keeps only `keep_share` of its rows
+    (the BM25, FAISS and graph files and the manifest still describe all of them)."""
+    root = Path(index_root)
+    previous = publish.current_id(root)
+    if previous is None:
+        raise FileNotFoundError(f"no index is published under {root}")
+    broken_id = publish.new_index_id()
+    with publish.staging(root, broken_id) as staged:
+        shutil.copytree(root / previous, staged, dirs_exist_ok=True)
+        assets = staged / "assets.jsonl"
+        lines = assets.read_text(encoding="utf-8").splitlines(keepends=True)
+        kept = max(1, int(len(lines) * keep_share))
+        assets.write_text("".join(lines[:kept]), encoding="utf-8")
+        manifest_path = staged / publish.MANIFEST
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        manifest["id"] = manifest["version"] = broken_id
+        manifest_path.write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
+        publish.publish(root, staged, broken_id, keep=1_000)  # prune nothing: the old one comes back
+
+    def undo() -> None:
+        point_current(root, previous)
+        shutil.rmtree(root / broken_id, ignore_errors=True)
+
+    return Fault(
+        "inconsistent-index",
+        f"index {broken_id}: {kept} of {len(lines)} assets listed (was {previous})",
+        undo,
+    )
+
+
+def move_alias_to_corrupt_version(
+    settings: Settings, business: str, alias: str = "champion", kind: str = "calibration"
+) -> Fault:
+    """Register a corrupt copy of the version `alias` names and move `alias` onto it.
+
+    kind "calibration": the adapter loads, its `calibration.json` is not JSON; kind "weights": the
+    weights file is garbage (the load itself fails)."""
+    from assetmatch.registry.mlflow import Registry
+    from assetmatch.serving.synthetic import register_adapter
+
+    if kind not in ("calibration", "weights"):
+        raise ValueError(f"kind must be 'calibration' or 'weights', not {kind!r}")
+    registry = Registry.from_settings(settings)
+    before = registry.version_by_alias(business, alias)
+    if before is None:
+        raise LookupError(f"business {business!r} has no {alias!r} version to corrupt")
+    folder = Path(settings.training.adapters_dir) / "corrupt" / business / uuid.uuid4().hex[:8]
+    registry.download_adapter(business, str(before.version), folder)
+    if kind == "weights":
+        for weights in folder.glob("adapter_model.*"):
+            weights.write_bytes(b"not a tensor file")
+    else:
+        (folder / "calibration.json").write_text('{"cascade": [not json', encoding="utf-8")
+    corrupt = register_adapter(registry, business, folder, alias=alias)
+
+    def undo() -> None:
+        registry.set_alias(business, alias, str(before.version))
+
+    return Fault(
+        "corrupt-adapter",
+        f"{business}@{alias} moved from version {before.version} to corrupt version {corrupt} ({kind})",
+        undo,
+    )
+
+
+class PrivateRedis:
+    """A `redis-server` of its own on `port` (no persistence), for tests that stop and start Redis
+    without touching the machine's shared one."""
+
+    def __init__(self, port: int, log: Path | None = None, executable: str = "redis-server") -> None:
+        self.port = port
+        self.url = f"redis://127.0.0.1:{port}/0"
+        self.log = log
+        self.executable = shutil.which(executable) or executable
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout_s: float = 20.0) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            return
+        out = self.log.open("ab") if self.log else subprocess.DEVNULL
+        self.proc = subprocess.Popen(
+            [self.executable, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--protected-mode", "no"],
+            stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        if self.log:
+            out.close()  # type: ignore[union-attr]
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"redis-server on port {self.port} exited with {self.proc.returncode}")
+            if self.ping():
+                return
+            time.sleep(0.05)
+        self.stop()
+        raise TimeoutError(f"redis-server on port {self.port} did not answer in {timeout_s}s")
+
+    def ping(self) -> bool:
+        import redis
+
+        try:
+            return bool(redis.Redis(port=self.port, socket_timeout=0.2, socket_connect_timeout=0.2).ping())
+        except redis.RedisError:
+            return False
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def outage(self) -> Fault:
+        """Stop it now; `undo()` starts it again on the same port."""
+        self.stop()
+        return Fault("redis-down", f"redis-server on port {self.port} stopped", self.start)
+
+
+def make_lake_table_unwritable(lake_uri: str, table: str) -> Fault:
+    """Put a plain file where the local lake's `table` folder is (its folder is set aside and put
+    back by `undo()`, with whatever was committed to it before)."""
+    if "://" in lake_uri and not lake_uri.startswith("file://"):
+        raise ValueError(f"only a local lake can be made unwritable here, not {lake_uri}")
+    path = Path(lake_uri.removeprefix("file://")) / table
+    held = path.with_name(f".{table}.held-{uuid.uuid4().hex[:8]}")
+    existed = path.exists()
+    if existed:
+        os.rename(path, held)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("unwritable: a fault was injected here\n", encoding="utf-8")
+
+    def undo() -> None:
+        path.unlink(missing_ok=True)
+        if existed:
+            os.rename(held, path)
+
+    return Fault("lake-unwritable", f"{path} replaced by a file", undo)
