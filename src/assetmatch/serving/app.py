@@ -28,9 +28,9 @@ from assetmatch.serving.auth import KeyStore
 from assetmatch.serving.batching import MicroBatcher
 from assetmatch.serving.cache import build_cache
 from assetmatch.serving.deps import ServingContext
-from assetmatch.serving.errors import BodyLimitMiddleware, install_error_handlers
+from assetmatch.serving.errors import BodyLimitMiddleware, InternalErrorMiddleware, install_error_handlers
 from assetmatch.serving.feedback import FeedbackWriter, RequestMemory
-from assetmatch.serving.metrics import ServingMetrics
+from assetmatch.serving.metrics import RequestMetricsMiddleware, ServingMetrics
 from assetmatch.serving.reload import (
     IndexSource,
     LatestIndexSource,
@@ -152,7 +152,10 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.ctx = ctx
+    # the last added runs outermost: metrics see every status, 500s included
+    app.add_middleware(InternalErrorMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=cfg.max_body_bytes)
+    app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
     install_error_handlers(app)
     app.include_router(router)
     return app

@@ -1,8 +1,13 @@
 """Error answers: one JSON shape, the right status, never a stack trace or a secret.
 
 Validation errors keep pydantic's location and message but drop the echoed input (a requirement
-can be long or sensitive). Unexpected exceptions are logged server-side with the request id and
-answered with a generic 500 that quotes only that id.
+can be long or sensitive). Unexpected exceptions are logged server-side once, with the request id,
+and answered with a generic 500 that quotes only that id.
+
+Why a middleware for the 500 and not `exception_handler(Exception)`: Starlette runs a handler for
+`Exception` in its outermost `ServerErrorMiddleware`, which sends the answer and then re-raises, so
+uvicorn logs the error a second time and closes the keep-alive connection (the client's next
+request on it fails). `InternalErrorMiddleware` answers and swallows it: one log line, connection kept.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from assetmatch.serving.state import StateUnavailable
 log = logging.getLogger(__name__)
 
 KINDS = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
-         413: "too_large", 422: "invalid", 503: "unavailable"}  # fmt: skip
+         409: "conflict", 413: "too_large", 422: "invalid", 500: "internal", 503: "unavailable"}  # fmt: skip
 
 
 def error_response(status: int, detail: Any, request: Request | None = None, **headers: str) -> JSONResponse:
@@ -97,18 +102,44 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return error_response(exc.status_code, exc.detail, request)
+        # exc.headers carries e.g. `Allow` on a 405 (RFC 9110 requires it)
+        return error_response(exc.status_code, exc.detail, request, **(exc.headers or {}))
 
     @app.exception_handler(StateUnavailable)
     @app.exception_handler(BatcherClosed)
     async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
         return error_response(503, str(exc), request, **{"Retry-After": "5"})
 
-    @app.exception_handler(Exception)
-    async def _internal(request: Request, exc: Exception) -> JSONResponse:
-        request_id = getattr(request.state, "request_id", None)
-        log.error("unhandled error on %s (request %s)", request.url.path, request_id, exc_info=exc)
-        ctx = getattr(request.app.state, "ctx", None)
-        if ctx is not None:
-            ctx.metrics.errors.labels("internal").inc()
-        return error_response(500, "internal error; quote the request id when reporting it", request)
+
+class InternalErrorMiddleware:
+    """Turns an unexpected exception into one logged line and a generic 500 on a connection that stays
+    open. Installed inside Starlette's ServerErrorMiddleware (see the module docstring)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking)
+        except Exception as exc:
+            request_id = (scope.get("state") or {}).get("request_id")
+            log.error("unhandled error on %s (request %s)", scope.get("path"), request_id, exc_info=exc)
+            ctx = getattr(getattr(scope.get("app"), "state", None), "ctx", None)
+            if ctx is not None:
+                ctx.metrics.errors.labels("internal").inc()
+            if started:  # half a response is out: nothing sane to add; the server closes the connection
+                raise
+            body = {"error": "internal", "detail": "internal error; quote the request id when reporting it",
+                    "request_id": request_id}  # fmt: skip
+            await JSONResponse(body, status_code=500)(scope, receive, send)

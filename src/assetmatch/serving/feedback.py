@@ -1,7 +1,9 @@
 """Feedback: remember recent answers, and land callers' "tables I really used" in the lake.
 
-`RequestMemory` keeps the last N answers (business, requirement, selected tables, arm, model
-version) so a `POST /v1/feedback` carrying only a request id can be joined to what was served.
+`RequestMemory` keeps the last N answers (business, requirement, selected and shown tables, arm,
+model version) so a `POST /v1/feedback` carrying only a request id can be joined to what was
+served and checked against it (`check_used_assets`), and records the feedback given per request
+so the same feedback twice is stored once.
 `FeedbackWriter` buffers rows and appends them to the `feedback` Delta table in one commit per
 flush (every `flush_rows` rows or `flush_interval_s` seconds, and on shutdown). A failed append
 keeps the rows buffered for the next flush; if the final flush on shutdown fails, the rows are
@@ -18,10 +20,11 @@ import logging
 import threading
 import uuid
 from collections import OrderedDict
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from assetmatch.lake import tables as T
 from assetmatch.lake.delta import Lake
@@ -36,9 +39,13 @@ class Answer:
 
     business: str
     requirement: str
-    returned_assets: tuple[str, ...]
+    returned_assets: tuple[str, ...]  # the selected set
     arm: str
     model_version: str
+    shown_assets: tuple[str, ...] = ()  # every table of the answer (ranked list), selected or not
+
+
+Claim = Literal["new", "duplicate", "conflict"]
 
 
 class RequestMemory:
@@ -51,28 +58,75 @@ class RequestMemory:
     def __init__(self, size: int) -> None:
         self.size = size
         self._data: OrderedDict[str, Answer] = OrderedDict()
+        self._given: dict[str, frozenset[str]] = {}  # request_id -> used assets already recorded
         self._lock = threading.Lock()
 
     def put(self, request_id: str, answer: Answer) -> None:
         with self._lock:
             self._data[request_id] = answer
             while len(self._data) > self.size:
-                self._data.popitem(last=False)
+                old, _ = self._data.popitem(last=False)
+                self._given.pop(old, None)
 
     def get(self, request_id: str) -> Answer | None:
         with self._lock:
             return self._data.get(request_id)
 
+    def claim_feedback(self, request_id: str, used: frozenset[str]) -> Claim:
+        """Record that feedback `used` was given for `request_id`, once: 'new' the first time,
+        'duplicate' for the same set again, 'conflict' for a different set (the first one stands)."""
+        with self._lock:
+            given = self._given.get(request_id)
+            if given is None:
+                self._given[request_id] = used
+                return "new"
+            return "duplicate" if given == used else "conflict"
+
+    def release_feedback(self, request_id: str) -> None:
+        """Forget a claim whose row could not be accepted (so the caller may send it again)."""
+        with self._lock:
+            self._given.pop(request_id, None)
+
+
+class UsedAssetsRefused(ValueError):
+    """Used asset ids the answering business cannot see (another tenant's, or unknown)."""
+
+    def __init__(self, business: str, refused: list[str]) -> None:
+        shown = ", ".join(repr(a) for a in refused[:3]) + (" ..." if len(refused) > 3 else "")
+        super().__init__(
+            f"{len(refused)} used asset id(s) are neither in the answer nor tables of business "
+            f"{business!r} or a shared library: {shown}"
+        )
+        self.refused = refused
+
+
+def check_used_assets(
+    answer: Answer, used: list[str], visible: Callable[[str], bool] | None = None
+) -> list[str]:
+    """The used ids, deduplicated in order, if each was in the answer or is a table `visible` to the
+    answer's business (its own or a shared library's; None: only the answer counts). Raises
+    UsedAssetsRefused naming the others: unknown ids and other tenants' tables are refused alike,
+    so the answer reveals nothing about another business's tables."""
+    out = list(dict.fromkeys(used))
+    allowed = set(answer.shown_assets) | set(answer.returned_assets)
+    refused = [a for a in out if a not in allowed and (visible is None or not visible(a))]
+    if refused:
+        raise UsedAssetsRefused(answer.business, refused)
+    return out
+
 
 def feedback_row(request_id: str, answer: Answer, used_assets: list[str]) -> dict[str, Any]:
-    row = {
+    """One row of the `feedback` table (schema `lake.tables.SCHEMAS['feedback']`)."""
+    return {
         "request_id": request_id,
-        **asdict(answer),
+        "business": answer.business,
+        "requirement": answer.requirement,
+        "returned_assets": list(answer.returned_assets),
         "used_assets": list(used_assets),
+        "arm": answer.arm,
+        "model_version": answer.model_version,
         "ts": datetime.now(UTC),
     }
-    row["returned_assets"] = list(answer.returned_assets)
-    return row
 
 
 class FeedbackWriter:
@@ -89,9 +143,10 @@ class FeedbackWriter:
         self.lake = lake
         self.flush_rows = flush_rows
         self.flush_interval_s = flush_interval_s
-        self.spool_dir = Path(spool_dir)
+        self.spool_dir = Path(spool_dir).resolve()  # absolute: a later chdir does not move it
         self.metrics = metrics
         self._buffer: list[dict[str, Any]] = []
+        self._failed: set[str] = set()  # request ids of buffered rows whose failure was counted
         self._lock = threading.Lock()
         self._flush_lock = asyncio.Lock()
         self._wake = asyncio.Event()
@@ -124,11 +179,16 @@ class FeedbackWriter:
             except Exception as exc:
                 with self._lock:
                     self._buffer[:0] = rows
+                    first_failures = [r for r in rows if r["request_id"] not in self._failed]
+                    self._failed.update(r["request_id"] for r in first_failures)
                 if self.metrics:
-                    self.metrics.feedback_rows.labels("flush_failed").inc(len(rows))
+                    # a row is counted once however many flushes it waits through
+                    self.metrics.feedback_rows.labels("flush_failed").inc(len(first_failures))
                     self.metrics.errors.labels("feedback_flush").inc()
                 log.warning("feedback flush of %d rows failed (kept buffered): %s", len(rows), exc)
                 return 0
+            with self._lock:
+                self._failed.difference_update(r["request_id"] for r in rows)
             if self.metrics:
                 self.metrics.feedback_rows.labels("written").inc(len(rows))
             return len(rows)
@@ -154,8 +214,11 @@ class FeedbackWriter:
         await self.flush()
         with self._lock:
             rows, self._buffer = self._buffer, []
+            self._failed.clear()
         if rows:
             self._spool(rows)
+            if self.metrics:
+                self.metrics.feedback_rows.labels("spooled").inc(len(rows))
 
     def _spool(self, rows: list[dict[str, Any]]) -> None:
         self.spool_dir.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import time
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.04, 0.06, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
@@ -97,6 +100,25 @@ class ServingMetrics:
             buckets=FINE_PAIRS_BUCKETS,
             registry=r,
         )
+        self.cache_errors = Counter(
+            "assetmatch_cache_errors_total",
+            "Response-cache (Redis) operations that failed and were answered without the cache.",
+            ["op"],
+            registry=r,
+        )
+        self.key_reloads = Counter(
+            "assetmatch_key_reloads_total",
+            "Re-reads of the API keys (config file / keys file) by outcome: changed, unchanged, failed.",
+            ["outcome"],
+            registry=r,
+        )
+        self.degraded = Counter(
+            "assetmatch_degraded_total",
+            "Answers given from the coarse ranking because the fine ranker's queue was over its wait "
+            "budget (reason=queue) or the client's deadline could not be met (reason=deadline).",
+            ["business", "reason"],
+            registry=r,
+        )
         self._hits = 0
         self._lookups = 0
 
@@ -114,3 +136,49 @@ class ServingMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def route_label(scope: Scope) -> str:
+    """The matched route's last path segment ('match', 'feedback', 'healthz', ...); 'unmatched' for
+    paths no route knows (a bounded label set, whatever clients send)."""
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    if not path:
+        return "unmatched"
+    return path.rstrip("/").rsplit("/", 1)[-1] or "root"
+
+
+class RequestMetricsMiddleware:
+    """Times and counts every HTTP answer by route and status (401, 404, 413, 422, 500, 503 too).
+
+    The outermost middleware, so it sees the status that really went out. Routes may name the
+    business and model version in `request.state` (`business`, `model_version`) for the labels.
+    """
+
+    def __init__(self, app: ASGIApp, metrics: ServingMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500  # an exception that escapes every handler is a 500 to the client
+
+        async def recording(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, recording)
+        finally:
+            state = scope.get("state") or {}
+            self.metrics.request_seconds.labels(
+                route_label(scope),
+                str(state.get("business", "")),
+                str(state.get("model_version", "")),
+                str(status),
+            ).observe(time.perf_counter() - start)

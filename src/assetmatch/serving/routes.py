@@ -256,9 +256,15 @@ async def businesses(
     return out
 
 
-@router.api_route("/healthz", methods=["GET", "HEAD"], summary="Liveness: the process answers.")
+@router.get("/healthz", summary="Liveness: the process answers.")
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
+
+
+@router.head("/healthz", include_in_schema=False)
+async def healthz_head() -> Response:
+    """HEAD /healthz: the same 200 without a body (load balancers probe with HEAD)."""
+    return Response(status_code=200)
 
 
 @router.get("/readyz", summary="Readiness: a serving state is loaded and the model batcher runs.")

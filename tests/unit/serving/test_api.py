@@ -144,7 +144,7 @@ def test_feedback_needs_a_known_request_of_a_covered_business(client: Any) -> No
     other_tenant = client.post(
         "/v1/feedback", json={"request_id": request_id, "used_assets": []}, headers={"X-API-Key": "key-gb"}
     )
-    assert other_tenant.status_code == 404
+    assert other_tenant.status_code == 403 and other_tenant.json()["error"] == "forbidden"
     unknown = client.post("/v1/feedback", json={"request_id": "0" * 32, "used_assets": []}, headers=GA)
     assert unknown.status_code == 404
     bad = client.post("/v1/feedback", json={"request_id": "short", "used_assets": []}, headers=GA)
