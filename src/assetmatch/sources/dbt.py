@@ -156,7 +156,11 @@ class DbtSource(Source[DbtConfig]):
         schema = _text(meta.get("schema")) or _text(node.get("schema"))
         name = _text(meta.get("name")) or self._manifest_name(node)
         if not entry:
-            database, schema = case.names(database, schema)
+            spelled, schema = case.names(database, schema)
+            # the catalog folds this database's case (Snowflake: UPPER): the table name follows it
+            if spelled != database and spelled in (database.upper(), database.lower()):
+                name = name.upper() if spelled.isupper() else name.lower()
+            database = spelled
         self._names[uid] = (database, schema, name)
 
     def _business(self, uid: str, node: dict[str, Any]) -> str:
