@@ -4,25 +4,38 @@ Precedence (highest first): keyword arguments, environment (`ASSETMATCH_` prefix
 e.g. `ASSETMATCH_LAKE__URI=s3://...`), the YAML file, defaults. Nothing happens at import time:
 call `load_settings()`.
 
-Secrets never live in the YAML: a connection string may reference environment variables as
-`${NAME}`; they are substituted only when a source connects, and
-connection strings are `SecretStr` so they print as `**********`.
+Secrets never live in the YAML: every secret-bearing setting may reference environment variables as
+`${NAME}`, resolved by one function, `expand_env`:
+- when the settings load: `lake.storage_options`, `training.llm.api_key`, `serving.redis_cache_url`,
+  `feast.redis_connection`, `mlflow.tracking_uri` and the digests of `serving.api_keys`;
+- when a source connects: sql sources' `options.url` (so a command that does not read the warehouse
+  needs no warehouse password).
+A reference in the `user:password@` part of a URL is percent-encoded as it is substituted, so a
+password holding `@`, `:` or `/` stays a password (instead of moving the URL's host). Every resolved
+value is registered with `scrub`, which `install_log_scrubber` applies to every log record, and
+secret settings are `SecretStr` so they print as `**********`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
+import logging
 import os
 import re
+import threading
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+from urllib.parse import quote
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
@@ -32,6 +45,7 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     YamlConfigSettingsSource,
 )
 
@@ -48,16 +62,122 @@ class ConfigError(ValueError):
     """A configuration problem, with a message that names the offending key."""
 
 
-def expand_env(value: str) -> str:
-    """Replace `${NAME}` with the environment variable; a missing variable is an error naming it."""
+# -- secrets: one resolution mechanism, one scrubber ---------------------------------------------------
+
+MASK = "***"
+_MIN_SCRUBBED = 3  # shorter values are not masked (they would garble every log line); use real secrets
+_secrets: set[str] = set()
+_secrets_lock = threading.Lock()
+
+
+def _userinfo_span(template: str) -> tuple[int, int] | None:
+    """Where `user:password` sits in a URL template (`scheme://user:pw@host/...`), if it has one.
+
+    Found on the template, before substitution: `${NAME}` holds no '/' or '@', so the URL's shape
+    is the template's whatever the secret contains."""
+    start = template.find("://")
+    if start < 0:
+        return None
+    start += 3
+    end_of_authority = len(template)
+    for sep in "/?#":
+        i = template.find(sep, start)
+        if i >= 0:
+            end_of_authority = min(end_of_authority, i)
+    at = template.rfind("@", start, end_of_authority)
+    return (start, at) if at >= 0 else None
+
+
+def register_secret(value: str) -> None:
+    """Mask `value` (and its percent-encoded form) wherever `scrub` runs: every log record once
+    `install_log_scrubber` ran, and the CLI's error lines."""
+    if len(value) < _MIN_SCRUBBED:
+        return
+    with _secrets_lock:
+        _secrets.add(value)
+        _secrets.add(quote(value, safe=""))
+
+
+def scrub(text: str) -> str:
+    """`text` with every registered secret replaced by ***."""
+    if not _secrets:
+        return text
+    for secret in sorted(_secrets, key=len, reverse=True):  # longest first: no partial leftovers
+        if secret in text:
+            text = text.replace(secret, MASK)
+    return text
+
+
+def expand_env(value: str, *, secret: bool = True) -> str:
+    """Replace `${NAME}` with the environment variable; a missing variable is an error naming it.
+
+    In a URL's `user:password@` part the value is percent-encoded (a password may hold '@', ':' or
+    '/'). With `secret`, substituted values are registered with `scrub`, and so is a password
+    written literally in a URL."""
+    span = _userinfo_span(value)
 
     def repl(match: re.Match[str]) -> str:
         name = match.group(1)
         if name not in os.environ:
             raise ConfigError(f"environment variable {name} is referenced in the config but not set")
-        return os.environ[name]
+        raw = os.environ[name]
+        if secret:
+            register_secret(raw)
+        if span is not None and span[0] <= match.start() and match.end() <= span[1]:
+            return quote(raw, safe="")
+        return raw
 
-    return _ENV_REF.sub(repl, value)
+    out = _ENV_REF.sub(repl, value)
+    if secret and span is not None and ":" in value[span[0] : span[1]]:
+        literal = value[span[0] : span[1]].split(":", 1)[1]
+        if literal and not _ENV_REF.fullmatch(literal):
+            register_secret(_ENV_REF.sub(lambda m: os.environ.get(m.group(1), ""), literal))
+    return out
+
+
+def _expand_secret(value: Any) -> Any:
+    """Pydantic hook of `EnvSecretStr` / `EnvStr`: expands `${ENV}` as the settings load."""
+    if isinstance(value, SecretStr):
+        return SecretStr(expand_env(value.get_secret_value()))
+    if isinstance(value, str):
+        return expand_env(value)
+    return value
+
+
+EnvSecretStr = Annotated[SecretStr, BeforeValidator(_expand_secret)]
+"""A secret setting: `${ENV}` expanded at load, registered with the scrubber, printed as ********."""
+EnvStr = Annotated[str, BeforeValidator(_expand_secret)]
+"""A plain-text setting that may hold credentials (a URI): expanded at load, its secrets scrubbed."""
+
+
+class _ScrubbingFactory:
+    """Log record factory that renders the message (and any traceback) and masks the secrets in it.
+
+    A record factory, not a `logging.Filter`: a filter sits on one logger or handler and misses the
+    records of libraries (uvicorn, sqlalchemy, mlflow) that bring their own handlers."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def __call__(self, *args: Any, **kwargs: Any) -> logging.LogRecord:
+        record: logging.LogRecord = self.inner(*args, **kwargs)
+        if not _secrets:
+            return record
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format string: leave it to logging's own error report
+            return record
+        record.msg, record.args = scrub(message), None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = scrub(logging.Formatter().formatException(record.exc_info))
+        return record
+
+
+def install_log_scrubber() -> None:
+    """Mask registered secrets in every log record of this process (idempotent)."""
+    current = logging.getLogRecordFactory()
+    if not isinstance(current, _ScrubbingFactory):
+        logging.setLogRecordFactory(_ScrubbingFactory(current))
 
 
 MODEL_SECTION_MOVED = (
@@ -73,7 +193,7 @@ class _Strict(BaseModel):
 
 class LakeConfig(_Strict):
     uri: str = Field(default=".assetmatch/lake", description="Folder or object-store URI of the Delta lake.")
-    storage_options: dict[str, SecretStr] = Field(
+    storage_options: dict[str, EnvSecretStr] = Field(
         default_factory=dict, description="deltalake storage options (S3/MinIO keys); values may use ${ENV}."
     )
 
@@ -132,7 +252,10 @@ class ValidationConfig(_Strict):
 
 
 class MlflowConfig(_Strict):
-    tracking_uri: str = Field(default="sqlite:///.assetmatch/mlflow.db", description="MLflow tracking URI.")
+    tracking_uri: EnvStr = Field(
+        default="sqlite:///.assetmatch/mlflow.db",
+        description="MLflow tracking URI; credentials in it may use ${ENV} (e.g. postgresql://u:${PW}@db/mlflow).",
+    )
     artifact_location: str = Field(default=".assetmatch/mlartifacts", description="Where run artifacts go.")
     registry_prefix: str = Field(default="assetmatch-ranker-", description="Registered model name prefix.")
 
@@ -140,7 +263,7 @@ class MlflowConfig(_Strict):
 class FeastConfig(_Strict):
     repo_path: str = Field(default="feature_repo", description="The Feast repository folder.")
     online_store: Literal["sqlite", "redis"] = Field(default="sqlite", description="Online store engine.")
-    redis_connection: SecretStr = Field(
+    redis_connection: EnvSecretStr = Field(
         default=SecretStr("127.0.0.1:6379"), description="Redis connection string when online_store=redis."
     )
     enabled: bool = Field(default=True, description="Use Feast features in coarse ranking.")
@@ -221,6 +344,21 @@ class MatchingConfig(_Strict):
         description="Business -> fine-score threshold for set selection (fitted by the ranker training).",
     )
     recall_k: int = Field(default=50, gt=0, description="Hits asked from each recall path per requirement.")
+    synthetic: Literal["auto", "off", "only"] = Field(
+        default="auto",
+        description="Requirements synthesized from the library's metadata for fitting the coarse model and "
+        "set selection (`matching.synthetic`): auto = blended with the labelled ones, their share shrinking "
+        "as labels arrive; off = labelled only (untrained fusion without labels); only = synthetic only.",
+    )
+    synthetic_half_weight_labels: int = Field(
+        default=500,
+        gt=0,
+        description="With this many labelled requirements, half of the synthetic ones are still used "
+        "(share = m / (m + labelled)).",
+    )
+    synthetic_per_table: int = Field(
+        default=2, ge=0, description="Single-table synthetic requirements written per table."
+    )
 
 
 class ServingConfig(_Strict):
@@ -228,12 +366,27 @@ class ServingConfig(_Strict):
     port: int = Field(default=8000, gt=0, lt=65536)
     api_keys: dict[str, list[str]] = Field(
         default_factory=dict,
-        description="sha256 hex of an API key → businesses it may query ('*' for all). Keys themselves stay secret.",
+        description="sha256 hex of an API key → businesses it may query ('*' for all). Keys themselves stay "
+        "secret; a digest may be a ${ENV} reference. Re-read every reload_interval_s (revocation).",
+    )
+    api_keys_file: str | None = Field(
+        default=None,
+        description="Optional YAML/JSON file of more `sha256: [business, ...]` entries (relative to the config "
+        "file's folder), re-read every reload_interval_s: edit it to add or revoke keys without a restart.",
+    )
+    feedback_spool_dir: str = Field(
+        default=".assetmatch/serving/feedback-spool",
+        description="Where feedback the lake refused at shutdown is kept until the next start appends it; "
+        "relative to the config file's folder (not the working directory), so any restart replays it.",
     )
     max_batch_size: int = Field(default=32, gt=0)
     max_wait_ms: float = Field(default=5.0, ge=0)
     cache_size: int = Field(default=10_000, ge=0)
-    redis_cache_url: SecretStr | None = None
+    redis_cache_url: EnvSecretStr | None = Field(
+        default=None,
+        description="Shared response cache (redis://[:password@]host:port/db); may use ${ENV}. "
+        "Unset: an in-process LRU of cache_size answers.",
+    )
     require_api_key: bool = Field(
         default=True, description="Refuse requests without a known API key (401). Turn off only on a laptop."
     )
@@ -271,6 +424,20 @@ class ServingConfig(_Strict):
         ge=0,
         description="Intra-op threads of the model (0: torch's default). 1 is often fastest on a busy, shared CPU.",
     )
+    fine_wait_budget_ms: float = Field(
+        default=1_000.0,
+        ge=0,
+        description="Graceful overload: when the fine ranker's queue would keep a request waiting longer than "
+        "this (queued batches x measured batch time), answer from the coarse ranking with degraded=true "
+        "instead of queueing (0: always queue).",
+    )
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _expand_key_digests(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {expand_env(k) if isinstance(k, str) else k: v for k, v in value.items()}
+        return value
 
 
 class LlmConfig(_Strict):
@@ -279,7 +446,7 @@ class LlmConfig(_Strict):
     enabled: bool = Field(default=False, description="Call the endpoint during training-data augmentation.")
     base_url: str = Field(default="http://127.0.0.1:8001/v1", description="Endpoint root (…/v1).")
     model: str = Field(default="", description="Model name sent in the request.")
-    api_key: SecretStr | None = Field(default=None, description="Bearer token; may use ${ENV}.")
+    api_key: EnvSecretStr | None = Field(default=None, description="Bearer token; may use ${ENV}.")
     timeout_s: float = Field(default=30.0, gt=0, description="Per-request timeout in seconds.")
     per_table: int = Field(default=2, ge=0, description="Requirements asked for per table.")
 
@@ -378,6 +545,23 @@ class Settings(BaseSettings):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     promotion: PromotionConfig = Field(default_factory=PromotionConfig)
 
+    # the config file that was loaded, and the folder relative paths of deployment state resolve
+    # against (the working directory at load when there is no file); set by load_settings
+    _config_file: Path | None = PrivateAttr(default=None)
+    _base_dir: Path | None = PrivateAttr(default=None)
+
+    @property
+    def config_file(self) -> Path | None:
+        """The YAML file these settings were read from (None: defaults / environment only)."""
+        return self._config_file
+
+    def resolve_path(self, path: str | Path) -> Path:
+        """`path` made absolute against the config file's folder (or the working directory at load)."""
+        p = Path(path).expanduser()
+        if p.is_absolute():
+            return p
+        return ((self._base_dir or Path.cwd()) / p).resolve()
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -454,10 +638,37 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
     cfg_path = Path(path) if path else Path(os.environ.get(CONFIG_ENV_VAR, DEFAULT_CONFIG_FILE))
     if path and not cfg_path.exists():
         raise ConfigError(f"config file {cfg_path} does not exist")
-    token = _YAML_FILE.set(cfg_path if cfg_path.exists() else None)
+    install_log_scrubber()
+    found = cfg_path.resolve() if cfg_path.exists() else None
+    token = _YAML_FILE.set(found)
     try:
-        return Settings(**overrides)
+        settings = Settings(**overrides)
     except ValidationError as exc:
-        raise ConfigError(_format_validation_error(exc, cfg_path if cfg_path.exists() else None)) from None
+        raise ConfigError(_format_validation_error(exc, found)) from None
+    except SettingsError as exc:  # a complex env override that is not JSON: one line, not a traceback
+        raise ConfigError(_format_settings_error(exc)) from None
     finally:
         _YAML_FILE.reset(token)
+    settings._config_file = found
+    settings._base_dir = found.parent if found else Path.cwd().resolve()
+    return settings
+
+
+def _format_settings_error(exc: SettingsError) -> str:
+    """Name the ASSETMATCH_* variable(s) whose JSON does not parse (never their values)."""
+    match = re.search(r'field "([^"]+)"', str(exc))
+    field = match.group(1) if match else ""
+    prefix = f"ASSETMATCH_{field}".upper()
+    bad = []
+    for name, value in sorted(os.environ.items()):
+        if not name.upper().startswith(prefix):
+            continue
+        try:
+            json.loads(value)
+        except json.JSONDecodeError as err:
+            if value.strip()[:1] in ("{", "["):
+                bad.append(f"{name} ({err.msg} at character {err.pos})")
+    where = ", ".join(bad) or f"an ASSETMATCH_{field.upper()}__* environment variable"
+    return (
+        f"invalid configuration: {where} is not valid JSON (lists and mappings in the environment are JSON)"
+    )

@@ -14,6 +14,7 @@ against the real registry and index in production and against temp ones in tests
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -24,7 +25,7 @@ from fastapi import FastAPI
 from assetmatch.config import Settings, load_settings
 from assetmatch.lake.delta import Lake
 from assetmatch.ranking.model import MultiAdapterScorer
-from assetmatch.serving.auth import KeyStore
+from assetmatch.serving.auth import KeyStore, KeyWatcher, configured_keys
 from assetmatch.serving.batching import MicroBatcher
 from assetmatch.serving.cache import build_cache
 from assetmatch.serving.deps import ServingContext
@@ -82,21 +83,23 @@ def create_app(
     model_source: ModelSource | None = _NOT_GIVEN,
     scorer: Any = _NOT_GIVEN,
     lake: Lake | None = None,
-    spool_dir: str = ".assetmatch/serving/feedback-spool",
+    spool_dir: str | None = None,
 ) -> FastAPI:
     """The app. Nothing heavy happens here: models and indexes load in the lifespan.
 
-    model_source=None serves coarse ranking only (no adapters, no base model).
+    model_source=None serves coarse ranking only (no adapters, no base model). The feedback spool
+    is `serving.feedback_spool_dir` resolved against the config file's folder unless `spool_dir`.
     """
     settings = settings or load_settings()
     cfg = settings.serving
     metrics = ServingMetrics()
+    keys = KeyStore(configured_keys(settings), required=cfg.require_api_key)
     batcher = MicroBatcher(cfg.max_batch_size, cfg.max_wait_ms, cfg.batch_mode, metrics)
     holder = StateHolder()
     lake = lake or Lake.from_settings(settings)
     ctx = ServingContext(
         settings=settings,
-        keys=KeyStore(cfg.api_keys, required=cfg.require_api_key),
+        keys=keys,
         metrics=metrics,
         holder=holder,
         batcher=batcher,
@@ -106,13 +109,20 @@ def create_app(
             cfg.cache_size,
             cfg.redis_cache_url.get_secret_value() if cfg.redis_cache_url else None,
             cfg.cache_ttl_s,
+            metrics,
         ),
         memory=RequestMemory(cfg.request_memory),
         feedback=FeedbackWriter(
-            lake, cfg.feedback_flush_rows, cfg.feedback_flush_interval_s, spool_dir, metrics
+            lake,
+            cfg.feedback_flush_rows,
+            cfg.feedback_flush_interval_s,
+            spool_dir or settings.resolve_path(cfg.feedback_spool_dir),
+            metrics,
         ),
         lake=lake,
     )
+
+    key_watcher = KeyWatcher(keys, settings, metrics, cfg.reload_interval_s)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -135,11 +145,16 @@ def create_app(
             log.error("no serving state could be loaded: %s (not ready; retrying every %ss)",
                       holder.last_error, cfg.reload_interval_s)  # fmt: skip
         ctx.reloader.start()
+        key_watcher.start()
+        ping = getattr(ctx.cache, "ping", None)
+        if ping is not None and not await asyncio.to_thread(ping):
+            log.warning("the Redis response cache does not answer: serving without it until it does")
         ctx.started = True
         try:
             yield
         finally:
             ctx.stopping = True
+            await key_watcher.stop()
             await ctx.reloader.stop()
             await batcher.stop()  # scores everything already queued
             await ctx.feedback.stop()  # final flush (or spool)
@@ -152,6 +167,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.ctx = ctx
+    app.state.key_watcher = key_watcher
     # the last added runs outermost: metrics see every status, 500s included
     app.add_middleware(InternalErrorMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=cfg.max_body_bytes)

@@ -14,6 +14,7 @@ import threading
 from collections import OrderedDict
 from typing import Any, Protocol
 
+from assetmatch.serving.metrics import ServingMetrics
 from assetmatch.text import normalize_text
 
 log = logging.getLogger(__name__)
@@ -67,30 +68,54 @@ class LruCache:
 
 
 class RedisCache:
-    """Shared cache for several replicas. A Redis outage degrades to misses, never to errors."""
+    """Shared cache for several replicas. A Redis outage degrades to misses, never to errors; every
+    failed operation is counted in `assetmatch_cache_errors_total{op}` and logged (without the URL)."""
 
-    def __init__(self, url: str, ttl_s: float) -> None:
+    def __init__(self, url: str, ttl_s: float, metrics: ServingMetrics | None = None) -> None:
         import redis
 
         if "://" not in url:
             url = f"redis://{url}"
         self._client = redis.Redis.from_url(url, socket_timeout=0.2, socket_connect_timeout=0.2)
         self.ttl_ms = int(ttl_s * 1000)
+        self.metrics = metrics
+
+    def _failed(self, op: str, exc: Exception) -> None:
+        if self.metrics is not None:
+            self.metrics.cache_errors.labels(op).inc()
+        log.warning("redis cache %s failed: %s", op, type(exc).__name__)
 
     def get(self, key: str) -> dict[str, Any] | None:
         try:
             raw = self._client.get(key)
         except Exception as exc:  # redis down: answer without the cache
-            log.warning("redis cache get failed: %s", type(exc).__name__)
+            self._failed("get", exc)
             return None
-        return None if raw is None else json.loads(raw)  # type: ignore[arg-type]
+        if raw is None:
+            return None
+        try:
+            value: dict[str, Any] = json.loads(raw)  # type: ignore[arg-type]
+        except ValueError as exc:  # a corrupt entry is a miss, and counted
+            self._failed("decode", exc)
+            return None
+        return value
 
     def put(self, key: str, value: dict[str, Any]) -> None:
         try:
             self._client.set(key, json.dumps(value, ensure_ascii=False), px=self.ttl_ms)
         except Exception as exc:
-            log.warning("redis cache put failed: %s", type(exc).__name__)
+            self._failed("put", exc)
+
+    def ping(self) -> bool:
+        """Whether Redis answers now (a startup check: a wrong URL shows in the log and the metric)."""
+        try:
+            return bool(self._client.ping())
+        except Exception as exc:
+            self._failed("ping", exc)
+            return False
 
 
-def build_cache(size: int, redis_url: str | None, ttl_s: float) -> ResponseCache:
-    return RedisCache(redis_url, ttl_s) if redis_url else LruCache(size)
+def build_cache(
+    size: int, redis_url: str | None, ttl_s: float, metrics: ServingMetrics | None = None
+) -> ResponseCache:
+    return RedisCache(redis_url, ttl_s, metrics) if redis_url else LruCache(size)
