@@ -13,15 +13,25 @@ Per source:
    full-snapshot source that now misses more than `validation.max_shrink_fraction` of its live
    tables (a wrong schema filter, an expired grant), fails the source: nothing merges.
 5. **write**, in this order:
-   a. quarantine rows (always, even when a guard failed: nothing is lost; they carry the run id),
+   a. quarantine rows (always, even when a guard failed: nothing is lost; they carry the run id).
+      A refused row already in `quarantine` for this source (same table, key, reason and
+      payload) is not stored again: an unchanged re-ingest adds no quarantine version,
    b. query_log / requirements / glossary upserts (idempotent: a re-run rewrites nothing),
    c. the asset merge as the last step, one Delta commit (or none when nothing changed).
+   d. the catalog fingerprints of the tables read (`source_state`), for change detection.
    A crash anywhere before (c) leaves `assets` at its previous version; re-running the same
    ingest completes it, because every step is idempotent.
+
+Change detection (`assetmatch.sources.changes`): before extracting, a source that supports it
+(PostgreSQL and MySQL/MariaDB `sql` sources) is handed the fingerprints of its last run, each
+valid only while `assets` still holds, live, the content hash it was stored with. The source reads
+columns for new or changed tables only; the unchanged ones it lists are kept as they are (counted
+`unchanged` and `not_read`), never soft-deleted. A lost or stale state means a full read.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 import uuid
@@ -39,6 +49,7 @@ from assetmatch.models import GlossaryTerm, QueryLogEntry, Requirement, TableAss
 from assetmatch.quality import BatchValidation, quarantine_rows, validate_batch
 from assetmatch.sources import registry
 from assetmatch.sources.base import SourceReport
+from assetmatch.sources.changes import ChangeState, DetectsChanges, KnownAsset
 from assetmatch.text import normalize_text
 
 log = logging.getLogger(__name__)
@@ -71,7 +82,9 @@ class TableCounts:
     unchanged: int = 0
     soft_deleted: int = 0
     restored: int = 0
-    quarantined: int = 0
+    quarantined: int = 0  # refused rows (by validation, or skipped by the source), all in `quarantine`
+    skipped: int = 0  # records the source could not read (part of `quarantined`)
+    not_read: int = 0  # tables the source saw unchanged and did not read (part of `unchanged`)
 
     def add(self, other: TableCounts) -> None:
         for name in self.__dataclass_fields__:
@@ -97,6 +110,10 @@ class SourceSummary:
     cpu_timings: dict[str, float] = field(default_factory=dict)
     duration_s: float = 0.0
     report: dict[str, Any] = field(default_factory=dict)
+    # refused rows newly stored in `quarantine` (those already stored for this source are not repeated)
+    quarantine_stored: int = 0
+    # how the assets were read: "full", or "changed" (change detection: only new or changed tables)
+    read_mode: str = "full"
 
     @property
     def ok(self) -> bool:
@@ -196,8 +213,16 @@ def _record_row(record: BaseModel, run_id: str) -> dict[str, Any]:
 
 
 # ---- the pipeline ------------------------------------------------------------------------------
-def _extract(spec: SourceSpec, on_record: OnRecord | None) -> tuple[dict[str, list[Any]], SourceReport]:
+def _extract(
+    spec: SourceSpec, on_record: OnRecord | None, known: Callable[[], dict[str, KnownAsset]] | None = None
+) -> tuple[dict[str, list[Any]], SourceReport, ChangeState | None]:
+    """Drain the source. A source that detects changes gets a `ChangeState`: with `known()`, the
+    lake's state (it then reads only new or changed tables); without (a full read), an empty one,
+    so it still reports the fingerprints to store."""
     source = registry.create(spec)
+    changes: ChangeState | None = None
+    if isinstance(source, DetectsChanges):
+        changes = source.changes = ChangeState(known=known() if known is not None else {})
     batches: dict[str, list[Any]] = {t: [] for t in INGESTED_TABLES}
     kinds: list[tuple[str, Callable[[], Any], Callable[[Any, str], Any]]] = [
         (T.ASSETS, source.iter_assets, normalize_asset),
@@ -214,11 +239,72 @@ def _extract(spec: SourceSpec, on_record: OnRecord | None) -> tuple[dict[str, li
                     on_record(spec.name, table)
     finally:
         source.close()
-    return batches, source.report
+    return batches, source.report, changes
+
+
+def known_assets(lake: Lake, source: str) -> dict[str, KnownAsset]:
+    """The fingerprints `source` stored at its last ingest, for the assets `assets` still holds as
+    they were then (live, same content hash, reported by that source). Anything else is left out,
+    so the source reads it again: a lost, stale or foreign state costs a read, never a wrong row."""
+    state = lake.read_arrow(T.SOURCE_STATE, filters=[("source", "=", source)])
+    if not state.num_rows:
+        return {}
+    assets = lake.read_arrow(
+        T.ASSETS,
+        columns=["asset_id", "content_hash", "deleted", "row_count"],
+        filters=[("source", "=", source)],
+    ).to_pydict()
+    live = {
+        a: (h, n)
+        for a, h, d, n in zip(
+            assets["asset_id"], assets["content_hash"], assets["deleted"], assets["row_count"]
+        )
+        if not d
+    }
+    out: dict[str, KnownAsset] = {}
+    rows = state.to_pydict()
+    for asset_id, fingerprint, content_hash in zip(
+        rows["asset_id"], rows["fingerprint"], rows["content_hash"]
+    ):
+        current = live.get(asset_id)
+        if current is not None and current[0] == content_hash and fingerprint:
+            out[asset_id] = KnownAsset(fingerprint=fingerprint, row_count=current[1])
+    return out
+
+
+def quarantine_key(row: dict[str, Any]) -> str:
+    """Stable key of a quarantine row: the same refused record from the same source, for the same
+    reason, has the same key whatever the run."""
+    parts = (row["source"], row["target_table"], row["record_key"], row["reason"], row["payload"])
+    blob = "\x1f".join("" if p is None else str(p) for p in parts)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def new_quarantine_rows(lake: Lake, source: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows not yet in `quarantine` for this source (and each once)."""
+    if not rows:
+        return []
+    stored = lake.read_arrow(
+        T.QUARANTINE,
+        columns=["source", "target_table", "record_key", "reason", "payload"],
+        filters=[("source", "=", source)],
+    )
+    seen = {quarantine_key(r) for r in stored.to_pylist()}
+    fresh = []
+    for row in rows:
+        key = quarantine_key(row)
+        if key not in seen:
+            seen.add(key)
+            fresh.append(row)
+    return fresh
 
 
 def _guard_failures(
-    settings: Settings, spec: SourceSpec, lake: Lake, validations: dict[str, BatchValidation[Any]]
+    settings: Settings,
+    spec: SourceSpec,
+    lake: Lake,
+    validations: dict[str, BatchValidation[Any]],
+    changes: ChangeState | None = None,
 ) -> list[str]:
     """Reasons to refuse the whole batch (empty when it may merge)."""
     problems: list[str] = []
@@ -236,6 +322,9 @@ def _guard_failures(
         live = lake.live_asset_ids(spec.name)
         assets = validations[T.ASSETS]
         reported = {a.asset_id for a in assets.good} | {b.key for b in assets.bad}
+        if changes is not None:
+            # kept: seen unchanged; replaced: the same table under an id from an earlier scheme
+            reported |= set(changes.kept) | {old for old, new in changes.replaced.items() if new in reported}
         missing = live - reported
         shrink_limit = settings.validation.max_shrink_fraction
         if live and len(missing) / len(live) > shrink_limit:
@@ -253,8 +342,11 @@ def ingest_source(
     run_id: str,
     lake: Lake | None = None,
     on_record: OnRecord | None = None,
+    full_read: bool = False,
 ) -> SourceSummary:
     """Extract, normalize, validate and write one source. See the module docstring for the order.
+
+    full_read: ignore the stored fingerprints and read every table (change detection off).
 
     Raises IngestError (with the summary attached) when a guard refuses the batch; any other
     exception (a connection error, a crashing plugin) propagates unchanged so callers can retry.
@@ -268,10 +360,16 @@ def ingest_source(
     # cpu_timings: this process's CPU seconds per phase (all threads; with sources in parallel they
     # overlap). Wall time well above CPU time means waiting: on the source database, or for a CPU.
     t0, c0 = time.perf_counter(), time.process_time()
-    batches, report = _extract(spec, on_record)
+    batches, report, changes = _extract(
+        spec, on_record, None if full_read else (lambda: known_assets(lake, spec.name))
+    )
     summary.report = report.as_dict()
     for table, batch in batches.items():
         summary.tables[table].extracted = len(batch)
+        summary.tables[table].skipped = len(report.rejected_for(table))
+    if changes is not None and changes.known:
+        summary.read_mode = "changed"
+    kept = changes.kept if changes is not None else []
     summary.timings["extract"] = time.perf_counter() - t0
     summary.cpu_timings["extract"] = time.process_time() - c0
 
@@ -299,8 +397,10 @@ def ingest_source(
     refused = [
         row for t, v in validations.items() for row in quarantine_rows(v.bad, t, spec.name, run_id, now)
     ]
-    lake.append(T.QUARANTINE, refused, run_id)
-    problems = _guard_failures(settings, spec, lake, validations)
+    fresh = new_quarantine_rows(lake, spec.name, refused)
+    lake.append(T.QUARANTINE, fresh, run_id)
+    summary.quarantine_stored = len(fresh)
+    problems = _guard_failures(settings, spec, lake, validations, changes)
     if problems:
         summary.status = "failed"
         summary.error = "; ".join(problems)
@@ -321,17 +421,34 @@ def ingest_source(
             )
 
     assets = validations[T.ASSETS]
+    counts = summary.tables[T.ASSETS]
     if assets.good or spec.mode == "full":
         merged = lake.merge_assets(
             assets.good,
             run_id,
             snapshot_of=spec.name if spec.mode == "full" else None,
             now=now,
-            keep_ids=[b.key for b in assets.bad if b.key],
+            keep_ids=[b.key for b in assets.bad if b.key] + kept,
         )
-        counts = summary.tables[T.ASSETS]
         counts.inserted, counts.updated, counts.unchanged = merged.inserted, merged.updated, merged.unchanged
         counts.soft_deleted, counts.restored = merged.soft_deleted, merged.restored
+        if changes is not None and changes.fingerprints:
+            # after the merge: a state without its merge is never written (and would not count anyway)
+            state = [
+                {
+                    "source": spec.name,
+                    "asset_id": a.asset_id,
+                    "fingerprint": changes.fingerprints[a.asset_id],
+                    "content_hash": merged.content_hashes[a.asset_id],
+                    "run_id": run_id,
+                }
+                for a in assets.good
+                if a.asset_id in changes.fingerprints and a.asset_id in merged.content_hashes
+            ]
+            if state:
+                lake.upsert_rows(T.SOURCE_STATE, state, run_id)
+    counts.unchanged += len(kept)
+    counts.not_read = len(kept)
     summary.timings["merge"] = time.perf_counter() - t0
     summary.cpu_timings["merge"] = time.process_time() - c0
     summary.versions_after = {t: lake.version(t) for t in TRACKED_TABLES}
@@ -368,8 +485,11 @@ def run_ingest(
     run_id: str | None = None,
     lake: Lake | None = None,
     progress: bool = False,
+    full_read: bool = False,
 ) -> IngestSummary:
     """Ingest the configured sources (or the named ones) one after the other.
+
+    full_read=True reads every table of every source (change detection off for this run).
 
     A failing source does not stop the others; its summary says why (`summary.failed`).
     progress=True shows a rich progress display with a live record count per source.
@@ -383,7 +503,7 @@ def run_ingest(
     def run_one(spec: SourceSpec, on_record: OnRecord | None) -> SourceSummary:
         t0 = time.perf_counter()
         try:
-            return ingest_source(settings, spec, summary.run_id, lake, on_record)
+            return ingest_source(settings, spec, summary.run_id, lake, on_record, full_read=full_read)
         except Exception as exc:  # one source's failure is reported, the others still run
             if not isinstance(exc, IngestError):
                 log.exception("source %s failed", spec.name)

@@ -7,10 +7,15 @@ the commands: they pull in pyarrow and deltalake, and validation pulls in Great 
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from assetmatch.cli import common
@@ -24,9 +29,18 @@ lake_app = typer.Typer(
     no_args_is_help=True,
 )
 
-COUNT_FIELDS = ("extracted", "inserted", "updated", "unchanged", "soft_deleted", "restored", "quarantined")
+COUNT_FIELDS = (
+    "extracted",
+    "inserted",
+    "updated",
+    "unchanged",
+    "soft_deleted",
+    "restored",
+    "skipped",
+    "quarantined",
+)
 # short headers keep the table readable in an 80-column terminal; the caption spells them out
-COUNT_HEADERS = ("read", "new", "upd", "same", "del", "back", "quar")
+COUNT_HEADERS = ("read", "new", "upd", "same", "del", "back", "skip", "quar")
 
 
 def _json_default(value: Any) -> Any:
@@ -43,7 +57,7 @@ def _summary_table(summary: IngestSummary) -> Table:
     table = Table(
         title=f"ingest run {summary.run_id}",
         caption="read=extracted new=inserted upd=updated same=unchanged del=soft-deleted back=restored "
-        "quar=quarantined",
+        "skip=skipped by the source (unreadable) quar=quarantined (skipped or refused by validation)",
     )
     table.add_column("source", no_wrap=True)
     table.add_column("table", no_wrap=True)
@@ -53,9 +67,11 @@ def _summary_table(summary: IngestSummary) -> Table:
     table.add_column("time", justify="right", no_wrap=True)
     for source in summary.sources:
         status = "[green]ok[/green]" if source.ok else "[red]failed[/red]"
-        rows = [(t, c) for t, c in source.tables.items() if c.extracted or c.soft_deleted] or [
-            ("assets", source.tables["assets"])
-        ]
+        rows = [
+            (t, c)
+            for t, c in source.tables.items()
+            if c.extracted or c.soft_deleted or c.not_read or c.quarantined
+        ] or [("assets", source.tables["assets"])]
         for i, (name, counts) in enumerate(rows):
             table.add_row(
                 source.source if i == 0 else "",
@@ -65,6 +81,61 @@ def _summary_table(summary: IngestSummary) -> Table:
                 f"{source.duration_s:.1f}s" if i == 0 else "",
             )
     return table
+
+
+def _notes(summary: IngestSummary) -> list[str]:
+    """One line per source with what the table does not show: tables not re-read, quarantine rows."""
+    lines = []
+    for source in summary.sources:
+        assets = source.tables["assets"]
+        parts = []
+        if assets.not_read:
+            parts.append(f"{assets.not_read} tables unchanged at the source (not read)")
+        refused = sum(c.quarantined for c in source.tables.values())
+        if refused:
+            again = refused - source.quarantine_stored
+            parts.append(
+                f"{source.quarantine_stored} new quarantine rows"
+                + (f", {again} already there" if again > 0 else "")
+                + f" (assetmatch lake quarantine -s {source.source})"
+            )
+        if parts:
+            lines.append(f"{source.source}: " + "; ".join(parts))
+    return lines
+
+
+def _one_line(error: str | None) -> str:
+    lines = [line.strip() for line in (error or "unknown error").strip().splitlines() if line.strip()]
+    return lines[0] + (" [...]" if len(lines) > 1 else "") if lines else "unknown error"
+
+
+@contextmanager
+def _logging(verbose: bool, log_file: Path | None) -> Iterator[None]:
+    """Where the pipeline's log records go while the command runs: the log file (everything,
+    tracebacks included) and, with --verbose, the terminal. Without either nothing is printed:
+    a failing source's reason is the one-line error at the end."""
+    logger = logging.getLogger("assetmatch")
+    saved = (logger.level, logger.propagate, list(logger.handlers))
+    handlers: list[logging.Handler] = [logging.NullHandler()]
+    if log_file is not None:
+        file_handler = logging.FileHandler(log_file, encoding="utf-8")
+        file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handlers.append(file_handler)
+    if verbose:
+        from rich.logging import RichHandler
+
+        handlers.append(RichHandler(console=common.err_console, rich_tracebacks=True, show_path=False))
+    logger.handlers = handlers
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.close()
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]
+        logger.handlers = saved[2]
 
 
 def ingest(
@@ -80,29 +151,55 @@ def ingest(
         help="Run id recorded on every row and Delta commit (default: time + random suffix).",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the full summary as JSON instead of a table."),
+    full_read: bool = typer.Option(
+        False,
+        "--full-read",
+        help="Read every table, even those the source reports unchanged since the last ingest "
+        "(PostgreSQL and MySQL/MariaDB sql sources read only new or changed tables by default).",
+    ),
+    verbose: bool = typer.Option(
+        False, "--verbose", help="Print the pipeline's log on stderr, with the traceback of a failing source."
+    ),
+    log_file: Path | None = typer.Option(
+        None,
+        "--log-file",
+        envvar="ASSETMATCH_LOG_FILE",
+        help="Append the pipeline's log, tracebacks included, to this file.",
+    ),
 ) -> None:
     """Extract every configured source, validate each batch with the GX suites in expectations/, and
     merge the good rows into the lake (refused rows go to the quarantine table with a reason).
 
-    Exits 1 when a source failed (its reason is printed); the other sources are still ingested.
+    Exits 1 when a source failed: one line per failed source says why (the traceback goes to
+    --log-file, or the terminal with --verbose); the other sources are still ingested.
     """
     from assetmatch.ingest import run_ingest
 
     settings = common.settings()
-    with common.friendly_errors(FileNotFoundError):
+    with common.friendly_errors(FileNotFoundError), _logging(verbose, log_file):
         if not settings.sources:
             raise FileNotFoundError("no sources configured: add a `sources:` list to the config file")
-        summary = run_ingest(settings, sources=source or None, run_id=run_id, progress=not as_json)
+        summary = run_ingest(
+            settings, sources=source or None, run_id=run_id, progress=not as_json, full_read=full_read
+        )
     if as_json:
         _print_json(summary.as_dict())
     else:
         common.console.print(_summary_table(summary))
+        for line in _notes(summary):
+            common.console.print(line)
         changed = {t: (summary.versions_before.get(t), v) for t, v in summary.versions_after.items()}
         moved = [f"{t} {a if a is not None else '-'}→{b}" for t, (a, b) in changed.items() if a != b]
         common.console.print("lake versions: " + (", ".join(moved) if moved else "unchanged"))
     for failed in summary.failed:
-        common.err_console.print(f"[red]source {failed.source} failed:[/red] {failed.error}")
+        common.err_console.print(
+            f"[red]source {escape(failed.source)} failed:[/red] {escape(_one_line(failed.error))}",
+            highlight=False,
+        )
     if not summary.ok:
+        if not verbose:
+            hint = f"the log in {log_file}" if log_file is not None else "--verbose"
+            common.err_console.print(f"[dim]details: {hint}[/dim]")
         raise typer.Exit(1)
 
 

@@ -81,6 +81,8 @@ class MergeResult:
     restored: int = 0
     version: int | None = None
     changed_ids: list[str] = field(default_factory=list)
+    # asset_id -> content hash of every asset of the batch (stored or left unchanged)
+    content_hashes: dict[str, str] = field(default_factory=dict)
 
     @property
     def wrote(self) -> bool:
@@ -522,6 +524,7 @@ class Lake:
             seen.add(asset.asset_id)
             dump = asset.model_dump()
             digest = dump_hash(dump)
+            result.content_hashes[asset.asset_id] = digest
             previous = known.get(asset.asset_id)
             if previous is None:
                 result.inserted += 1

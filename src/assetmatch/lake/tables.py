@@ -30,6 +30,7 @@ GLOSSARY = "glossary"
 QUARANTINE = "quarantine"
 FEEDBACK = "feedback"
 PROMOTIONS = "promotions"
+SOURCE_STATE = "source_state"
 
 SCHEMAS: dict[str, pa.Schema] = {
     # one row per table; merged on asset_id; soft-deleted rows keep deleted=true + deleted_at
@@ -136,6 +137,18 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("ts", TS),
         ]
     ),
+    # change detection at the source: the catalog fingerprint of each table a source read, with the
+    # content hash its asset had when merged; merged on (source, asset_id). An entry counts only
+    # while `assets` still holds that hash for a live row, so a lost or stale state means a re-read.
+    SOURCE_STATE: pa.schema(
+        [
+            ("source", pa.string()),
+            ("asset_id", pa.string()),
+            ("fingerprint", pa.string()),
+            ("content_hash", pa.string()),
+            ("run_id", pa.string()),
+        ]
+    ),
 }
 
 # merge keys per table (append-only tables have none)
@@ -144,4 +157,5 @@ KEYS: dict[str, tuple[str, ...]] = {
     QUERY_LOG: ("query_id",),
     REQUIREMENTS: ("id",),
     GLOSSARY: ("business", "term"),
+    SOURCE_STATE: ("source", "asset_id"),
 }

@@ -70,8 +70,9 @@ def test_every_field(mysql_url: str) -> None:
     assert set(assets) == {"users", "orders", "refunds", "v_totals"}
 
     users = assets["users"]
-    assert users.asset_id == f"game2.{db}.{db}.users"
-    assert (users.database, users.schema_name, users.kind) == (db, db, "table")
+    # a MySQL database is a schema: named once (not biz.db.db.table)
+    assert users.asset_id == f"game2.{db}.users"
+    assert (users.database, users.schema_name, users.kind) == (db, "", "table")
     assert users.comment == "用户维表 user dimension"
     assert [(c.name, c.type, c.nullable, c.primary_key, c.comment) for c in users.columns] == [
         ("id", "int(11)", False, True, ""),
@@ -85,12 +86,12 @@ def test_every_field(mysql_url: str) -> None:
     assert [c.name for c in orders.columns if c.primary_key] == ["id", "line"]
     assert (orders.columns[3].type, orders.columns[3].comment) == ("decimal(12,2)", "金额 (CNY)")
     assert [fk.model_dump() for fk in orders.foreign_keys] == [
-        {"columns": ["user_id"], "ref_asset_id": f"game2.{db}.{db}.users", "ref_columns": ["id"]}
+        {"columns": ["user_id"], "ref_asset_id": f"game2.{db}.users", "ref_columns": ["id"]}
     ]
     assert [fk.model_dump() for fk in assets["refunds"].foreign_keys] == [
         {
             "columns": ["order_id", "order_line"],
-            "ref_asset_id": f"game2.{db}.{db}.orders",
+            "ref_asset_id": f"game2.{db}.orders",
             "ref_columns": ["id", "line"],
         }
     ]
