@@ -36,7 +36,14 @@ from assetmatch.matching.fusion import (
     collect_candidates,
 )
 from assetmatch.matching.selection import ScoredTable, SetSelector, load_selection
-from assetmatch.matching.types import FeatureProvider, FineRanker, Hit, MatchResult, RankedTable
+from assetmatch.matching.types import (
+    FeatureProvider,
+    FineRanker,
+    FineRankerBusy,
+    Hit,
+    MatchResult,
+    RankedTable,
+)
 from assetmatch.recall.index import IndexSet
 
 log = logging.getLogger(__name__)
@@ -203,7 +210,7 @@ class Matcher:
         fine: dict[str, float] = {}
         model_version = getattr(self.coarse, "name", "")
         scores = [c.score for c in ranked]
-        depth, skipped = 0, ""
+        depth, skipped, degraded = 0, "", False
         selector = self.selector
         if self.fine_ranker is not None and self.fine_ranker.version(business) and ranked:
             t1 = time.perf_counter()
@@ -211,7 +218,11 @@ class Matcher:
             depth = self._fine_depth(calibration, ranked)
             skipped = "" if depth else calibration.cascade.why_skipped()
             if depth:
-                fine, ranked, scores = self._fine_rank(business, text, ranked, depth, calibration)
+                try:
+                    fine, ranked, scores = self._fine_rank(business, text, ranked, depth, calibration)
+                except FineRankerBusy as busy:  # overloaded or past the deadline: the coarse answer
+                    depth, skipped, degraded = 0, f"overloaded ({busy})", True
+            if depth:
                 model_version = self.fine_ranker.version(business)
                 threshold = self.settings.matching.fine_thresholds.get(business)  # config wins
                 selector = calibration.selector(self.selector)
@@ -243,6 +254,7 @@ class Matcher:
             timings_ms=timings,
             fine_depth=depth,
             fine_skipped=skipped,
+            degraded=degraded,
         )
 
     def _fine_depth(self, calibration: FineCalibration, ranked: Sequence[Candidate]) -> int:

@@ -45,6 +45,12 @@ class MatchResult:
     """Which coarse model answered, i.e. how much to trust it: "fusion" (untrained reciprocal-rank
     fusion), "synthetic" (fitted on requirements synthesized from metadata only), "labelled" or
     "blended" (labelled requirements plus synthetic ones)."""
+    degraded: bool = False  # the cascade asked for the fine ranker but it was too busy: coarse answer
+
+
+class FineRankerBusy(RuntimeError):
+    """Raised by a `FineRanker` that cannot score in time (overloaded queue, client deadline): the
+    Matcher then answers from the coarse ranking and marks the answer `degraded`."""
 
 
 @runtime_checkable
@@ -56,7 +62,8 @@ class FineRanker(Protocol):
     fine stage — training evaluation, the A/B gate, the CLI, serving — answers the same way."""
 
     def logits(self, business: str, requirement: str, assets: Sequence[TableAsset]) -> list[float]:
-        """One raw relevance logit per asset, higher is better (`assets` in coarse order)."""
+        """One raw relevance logit per asset, higher is better (`assets` in coarse order); may raise
+        `FineRankerBusy` to have the coarse ranking answer."""
         ...
 
     def version(self, business: str) -> str:
@@ -68,4 +75,4 @@ class FineRanker(Protocol):
         ...
 
 
-__all__ = ["PATHS", "FeatureProvider", "FineRanker", "Hit", "MatchResult", "RankedTable"]
+__all__ = ["PATHS", "FeatureProvider", "FineRanker", "FineRankerBusy", "Hit", "MatchResult", "RankedTable"]

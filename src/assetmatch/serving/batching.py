@@ -11,14 +11,22 @@ each request's future in input order.
 - mode "serial": the baseline, `score_rows_serial`: one pass per adapter present in the batch.
 
 `stop()` drains: everything queued before it is still scored, later calls get `BatcherClosed`.
+
+Graceful overload: the batcher measures its per-batch service time (a moving average) and knows
+its queue depth, so `expected_wait_s()` = batches ahead of a new request x service time. A
+request answered under a `FineBudget` (the route sets one: `serving.fine_wait_budget_ms`, and the
+client's deadline) does not queue when that wait exceeds its budget: `BatchedFineRanker.logits`
+raises `FineRankerBusy` and the Matcher answers from the coarse ranking (`degraded`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import copy
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -26,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypeVar
 
 from assetmatch.matching.fine import FineCalibration, read_calibration
+from assetmatch.matching.types import FineRankerBusy
 from assetmatch.models import TableAsset
 from assetmatch.ranking.finerank import LoraFineRanker
 from assetmatch.ranking.model import ScoreRow
@@ -55,6 +64,84 @@ class BatcherClosed(RuntimeError):
 
 class BatcherOverloaded(BatcherClosed):
     """The model queue is too far behind to answer in time (answered 503, like BatcherClosed)."""
+
+
+@dataclass(frozen=True)
+class FineBudget:
+    """How long one request may wait for the fine ranker's queue.
+
+    max_wait_s: the configured budget for the expected queue wait (None: no limit).
+    deadline: `time.monotonic()` by which the client wants its answer (None: none asked).
+    """
+
+    max_wait_s: float | None = None
+    deadline: float | None = None
+
+    def refusal(self, expected_wait_s: float, service_s: float) -> str | None:
+        """Why the fine ranker must not be queued for (None: queue). The kind comes first:
+        "queue: ..." (over the configured budget) or "deadline: ..." (the client's)."""
+        if self.deadline is not None:
+            left = self.deadline - time.monotonic()
+            if expected_wait_s + service_s > left:
+                return (
+                    f"deadline: {max(left, 0) * 1000:.0f} ms left, the fine ranker needs about "
+                    f"{(expected_wait_s + service_s) * 1000:.0f} ms"
+                )
+        if self.max_wait_s is not None and expected_wait_s > self.max_wait_s:
+            return (
+                f"queue: expected wait {expected_wait_s * 1000:.0f} ms is over the budget of "
+                f"{self.max_wait_s * 1000:.0f} ms"
+            )
+        return None
+
+    def timeout(self, default: float) -> float:
+        """How long to wait for the queued scores: until the deadline, if one was asked."""
+        if self.deadline is None:
+            return default
+        return max(0.0, min(default, self.deadline - time.monotonic()))
+
+
+_budget: contextvars.ContextVar[FineBudget | None] = contextvars.ContextVar("fine_budget", default=None)
+
+
+def request_budget(
+    wait_budget_ms: float, deadline_ms: float | None = None, started: float | None = None
+) -> FineBudget:
+    """The budget of one request: the configured wait budget (0: none) and the client's deadline,
+    counted from `started` (`time.monotonic()` when the request arrived)."""
+    deadline = None
+    if deadline_ms is not None:
+        deadline = (started if started is not None else time.monotonic()) + deadline_ms / 1000.0
+    return FineBudget(wait_budget_ms / 1000.0 if wait_budget_ms > 0 else None, deadline)
+
+
+def parse_deadline_header(value: str | None) -> float | None:
+    """`X-Request-Deadline-Ms`: a positive number of milliseconds; ValueError names what is wrong."""
+    if value is None or not value.strip():
+        return None
+    try:
+        ms = float(value)
+    except ValueError:
+        raise ValueError(
+            f"X-Request-Deadline-Ms must be a number of milliseconds, not {value[:40]!r}"
+        ) from None
+    if not math.isfinite(ms) or ms <= 0 or ms > 3_600_000:
+        raise ValueError("X-Request-Deadline-Ms must be between 0 and 3600000 milliseconds")
+    return ms
+
+
+def degraded_reason(fine_skipped: str) -> str:
+    """The label of a degraded answer: "deadline" (the client's) or "queue" (the configured budget)."""
+    return "deadline" if "deadline:" in fine_skipped else "queue"
+
+
+def run_within(budget: FineBudget | None, fn: Callable[..., T], *args: Any) -> T:
+    """Call `fn(*args)` with `budget` in force for every fine-ranking call it makes (in this thread)."""
+    token = _budget.set(budget)
+    try:
+        return fn(*args)
+    finally:
+        _budget.reset(token)
 
 
 @dataclass
@@ -90,6 +177,20 @@ class MicroBatcher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
         self.batches = 0
+        self.batch_seconds: float | None = None  # moving average of one batch's service time
+        self.running_jobs = 0  # requests in the batch being scored now
+
+    SERVICE_SMOOTHING = 0.3  # weight of the newest batch in the moving average
+
+    def expected_wait_s(self) -> float:
+        """How long a request queued now would wait before its batch starts: the batch running
+        plus the queued batches ahead of it, each at the measured service time (0 before any
+        batch was measured)."""
+        if self.batch_seconds is None or self._queue is None:
+            return 0.0
+        queued = self._queue.qsize()
+        ahead = math.ceil(queued / self.max_batch_size) + (1 if self.running_jobs else 0)
+        return ahead * self.batch_seconds
 
     # ---- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -205,9 +306,12 @@ class MicroBatcher:
             return
         rows = [row for job in jobs for row in job.rows]
         scorer = jobs[0].scorer
+        started = time.perf_counter()
+        self.running_jobs = len(jobs)
         try:
             scores = await loop.run_in_executor(self._executor, self._score_sync, scorer, rows)
         except Exception as exc:
+            self.running_jobs = 0
             log.exception("model batch of %d rows failed", len(rows))
             if self.metrics:
                 self.metrics.errors.labels("model_batch").inc()
@@ -215,6 +319,10 @@ class MicroBatcher:
                 if not job.future.done():
                     job.future.set_exception(exc)
             return
+        self.running_jobs = 0
+        took = time.perf_counter() - started
+        a = self.SERVICE_SMOOTHING
+        self.batch_seconds = took if self.batch_seconds is None else a * took + (1 - a) * self.batch_seconds
         self.batches += 1
         if self.metrics:
             self.metrics.batch_rows.labels(self.mode).observe(len(rows))
@@ -277,8 +385,24 @@ class BatchedFineRanker:
         return [(ref.adapter_name, requirement, doc) for doc in documents(requirement, assets)]
 
     def logits(self, business: str, requirement: str, assets: Sequence[TableAsset]) -> list[float]:
-        """Raw logits for `assets` (coarse order); the Matcher applies the business's calibration."""
-        return self.batcher.score_threadsafe(self.scorer, self.rows(business, requirement, assets))
+        """Raw logits for `assets` (coarse order); the Matcher applies the business's calibration.
+
+        Under a `FineBudget` (see `run_within`), raises `FineRankerBusy` instead of queueing when the
+        queue's expected wait is over the budget or the deadline cannot be met, and when the scores
+        do not come back by the deadline."""
+        rows = self.rows(business, requirement, assets)
+        budget = _budget.get()
+        if budget is None:
+            return self.batcher.score_threadsafe(self.scorer, rows)
+        reason = budget.refusal(self.batcher.expected_wait_s(), self.batcher.batch_seconds or 0.0)
+        if reason is not None:
+            raise FineRankerBusy(reason)
+        try:
+            return self.batcher.score_threadsafe(self.scorer, rows, timeout=budget.timeout(60.0))
+        except BatcherOverloaded:
+            if budget.deadline is None:
+                raise
+            raise FineRankerBusy("deadline: the fine ranker did not answer before the deadline") from None
 
 
 class _TokenizerCopy:

@@ -299,12 +299,13 @@ def probe_text(index: Any, business: str) -> str | None:
 
 
 def check_answer(result: Any, visible: set[str], known: Any) -> list[str]:
-    """A probe answer is valid when it is non-empty, names only known tables of the visible
-    businesses, selects only ranked tables and has finite scores."""
+    """A probe answer is valid when it is non-empty (when `known`, the index's tables, is given: the
+    probe then asks for one of them), names only known tables of the visible businesses, selects
+    only ranked tables and has finite scores."""
     problems: list[str] = []
     ranked = list(getattr(result, "ranked", []))
     if not ranked:
-        return ["an empty answer"]
+        return ["an empty answer"] if known is not None else []
     ids = {t.asset_id for t in ranked}
     if known is not None and any(t.asset_id not in known for t in ranked):
         problems.append("tables the index does not hold")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -14,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from assetmatch.matching.types import MatchResult
 from assetmatch.serving.ab import assign_arm
 from assetmatch.serving.auth import AuthError, Principal
+from assetmatch.serving.batching import degraded_reason, parse_deadline_header, request_budget, run_within
 from assetmatch.serving.cache import cache_key
 from assetmatch.serving.deps import ServingContext, get_ctx, get_principal
 from assetmatch.serving.errors import invalid
@@ -72,6 +74,7 @@ async def match(
     ctx: ServingContext = Depends(get_ctx),
     principal: Principal = Depends(get_principal),
 ) -> MatchResponse:
+    arrived = time.monotonic()
     request_id = uuid.uuid4().hex
     request.state.request_id = request_id
     request.state.business = body.business  # labels of assetmatch_request_seconds (every status)
@@ -82,6 +85,13 @@ async def match(
         raise invalid("requirement", f"requirement is longer than {limits.max_requirement_chars} characters")
     if body.k > limits.max_k:
         raise invalid("k", f"k must be at most {limits.max_k}")
+    try:  # graceful overload: the fine ranker is skipped rather than queued past these
+        header_deadline = parse_deadline_header(request.headers.get("x-request-deadline-ms"))
+    except ValueError as exc:
+        detail = [{"loc": ["header", "X-Request-Deadline-Ms"], "msg": str(exc), "type": "value_error"}]
+        raise HTTPException(422, detail=detail) from None
+    deadlines = [d for d in (body.deadline_ms, header_deadline) if d is not None]
+    budget = request_budget(limits.fine_wait_budget_ms, min(deadlines) if deadlines else None, arrived)
     ctx.metrics.inflight.inc()
     try:
         with ctx.holder.use() as state:
@@ -112,7 +122,7 @@ async def match(
                 )
             else:
                 result = await run_in_threadpool(
-                    state.engines[arm].match, body.business, body.requirement, body.k
+                    run_within, budget, state.engines[arm].match, body.business, body.requirement, body.k
                 )
                 visible = {body.business} | ctx.shared_businesses()
                 tables = _tables(result, visible, body.explain)
@@ -131,8 +141,12 @@ async def match(
                     fine_depth=result.fine_depth,
                     fine_skipped=result.fine_skipped,
                     coarse_model=result.coarse_model,
+                    degraded=result.degraded,
                 )
-                ctx.cache.put(key, response.model_dump(mode="json", exclude={"request_id", "cached"}))
+                if result.degraded:  # never cached: the next ask may get the fine answer
+                    ctx.metrics.degraded.labels(body.business, degraded_reason(result.fine_skipped)).inc()
+                else:
+                    ctx.cache.put(key, response.model_dump(mode="json", exclude={"request_id", "cached"}))
                 ctx.metrics.fine_answer(body.business, result.fine_depth, result.fine_skipped)
                 for stage, ms in result.timings_ms.items():
                     ctx.metrics.stage_seconds.labels(stage, body.business, response.model_version).observe(

@@ -54,6 +54,14 @@ class MatchRequest(_Body):
         max_length=256,
         description="Caller-side user id; keeps a user on the same A/B arm. Without it the champion serves.",
     )
+    deadline_ms: int | None = Field(
+        default=None,
+        ge=1,
+        le=3_600_000,
+        description="Answer within this many milliseconds of arrival: when the fine ranker could not finish "
+        "in time, the coarse ranking answers (degraded=true). Also the X-Request-Deadline-Ms header; "
+        "with both, the shorter wins.",
+    )
 
 
 class TableOut(BaseModel):
@@ -88,6 +96,11 @@ class MatchResponse(BaseModel):
         default="",
         description="Why the business's fine ranker did not run (the cascade kept the coarse answer); "
         "'' when it ran or the business has none.",
+    )
+    degraded: bool = Field(
+        default=False,
+        description="The fine ranker would have run but was overloaded (its queue over "
+        "serving.fine_wait_budget_ms) or could not meet the deadline: the coarse ranking answered.",
     )
     coarse_model: str = Field(
         default="",
