@@ -94,10 +94,10 @@ class ColumnReads:
         for statement, params in self.statements:
             if "format_type(a.atttypid, a.atttypmod), NOT a.attnotnull" in statement:  # PostgreSQL
                 count += len(params["oids"])
-            elif "COLUMN_KEY, ORDINAL_POSITION FROM information_schema.COLUMNS" in statement:  # by name
-                count += sum(1 for k in params if k.startswith("t"))
-            elif "COLUMN_KEY FROM information_schema.COLUMNS WHERE TABLE_SCHEMA IN" in statement:
-                return None
+            elif "COLUMN_KEY, ORDINAL_POSITION FROM information_schema.COLUMNS" in statement:  # MariaDB
+                if "TABLE_SCHEMA IN" in statement:  # the whole schema
+                    return None
+                count += sum(1 for k in params if k.startswith("t"))  # by name, one branch per table
         return count
 
     def clear(self) -> None:
@@ -280,3 +280,35 @@ def test_mysql_ids_name_the_database_once_and_old_ids_move(mysql_url: str, tmp_p
     assert {a.asset_id for a in Lake(str(tmp_path / "named")).read_assets()} == {
         f"shop.crm.{db}.{t}" for t in TABLES
     }
+
+
+def test_mariadb_reader_without_privileges_on_innodb_dictionary(mysql_url: str, tmp_path: Path) -> None:
+    """A reader granted SELECT on its database only (no PROCESS, no mysql.innodb_table_stats):
+    foreign keys and row estimates come from information_schema, changes are still seen."""
+    case = ENGINES["mariadb"]
+    execute(mysql_url, [*case["ddl"], "INSERT INTO t_d VALUES (1), (2), (3)", "ANALYZE TABLE t_d"])
+    url = sa.make_url(mysql_url)
+    user = f"reader_{url.database[-8:]}"
+    admin = sa.create_engine(url.set(database=""), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"CREATE USER '{user}'@'%%' IDENTIFIED BY 'pw-{user}'")
+        conn.exec_driver_sql(f"GRANT SELECT ON `{url.database}`.* TO '{user}'@'%%'")
+    try:
+        reader = url.set(username=user, password=f"pw-{user}").render_as_string(hide_password=False)
+        settings = settings_for(reader, str(tmp_path / "lake"), {})
+        first = run_ingest(settings, run_id="run-1")
+        assert counts(first)["inserted"] == 5
+        report = first.sources[0].report["counts"]
+        assert report["foreign_keys_read_for_all"] == 1 and report["row_estimates_by_name"] == 1
+        lake = Lake(str(tmp_path / "lake"))
+        assert {a.name: a.row_count for a in lake.read_assets()}["t_d"] == 3
+        assert counts(run_ingest(settings, run_id="run-2"))["not_read"] == 5
+        execute(mysql_url, [case["key"]])
+        changed = run_ingest(settings, run_id="run-3")
+        assert counts(changed)["updated"] == 1 and counts(changed)["not_read"] == 4
+        t_c = {a.name: a for a in lake.read_assets()}["t_c"]
+        assert [fk.columns for fk in t_c.foreign_keys] == [["a_id"]]
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"DROP USER IF EXISTS '{user}'@'%%'")
+        admin.dispose()

@@ -560,6 +560,9 @@ class SqlSource(Source[SqlSourceConfig]):
             ]
         if not schemas:
             return
+        if self.changes is not None and self.config.change_detection:
+            yield from self._read_mysql_changed(conn, database, schemas)
+            return
         params = {"schemas": schemas}
         # 1. tables and views; TABLE_ROWS is InnoDB's estimate
         tables: dict[tuple[str, str], _Table] = {}
@@ -573,24 +576,60 @@ class SqlSource(Source[SqlSourceConfig]):
         ):
             kind: Literal["table", "view"] = "view" if "VIEW" in (table_type or "").upper() else "table"
             if self._selected(schema, name, kind):
-                # MySQL reports the comment of every view as the word 'VIEW'
-                text = "" if kind == "view" and comment == "VIEW" else comment or ""
                 tables[(schema, name)] = _Table(
-                    schema, name, kind, text, int(estimate) if estimate is not None else None
+                    schema,
+                    name,
+                    kind,
+                    self._mysql_comment(kind, comment),
+                    int(estimate) if estimate is not None else None,
                 )
         if not tables:
             return
-        # 2. foreign keys (few rows: read for every table, they are part of the fingerprints)
-        fk_rows = conn.execute(
-            _expanding(
-                "SELECT TABLE_SCHEMA, TABLE_NAME, CONSTRAINT_NAME, COLUMN_NAME, REFERENCED_TABLE_SCHEMA, "
-                "REFERENCED_TABLE_NAME, REFERENCED_COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE "
-                "WHERE TABLE_SCHEMA IN :schemas AND REFERENCED_TABLE_NAME IS NOT NULL "
-                "ORDER BY BINARY TABLE_SCHEMA, BINARY TABLE_NAME, BINARY CONSTRAINT_NAME, ORDINAL_POSITION",
-                "schemas",
-            ),
-            params,
+        self._note_replaced(database, tables)
+        # 2. foreign keys
+        self._add_foreign_keys(tables, self._mysql_all_fks(conn, params))
+        # 3. columns (primary keys come with them: COLUMN_KEY = 'PRI'), streamed
+        yield from self._assemble(
+            database, tables, self._primary_keys(tables, self._mysql_all_columns(conn, params))
         )
+
+    _MYSQL_FKS = (
+        "SELECT TABLE_SCHEMA, TABLE_NAME, CONSTRAINT_NAME, COLUMN_NAME, REFERENCED_TABLE_SCHEMA, "
+        "REFERENCED_TABLE_NAME, REFERENCED_COLUMN_NAME, ORDINAL_POSITION FROM information_schema.KEY_COLUMN_USAGE"
+    )
+    _MYSQL_COLUMNS = (
+        "SELECT TABLE_SCHEMA, TABLE_NAME, COLUMN_NAME, COLUMN_TYPE, IS_NULLABLE, COLUMN_COMMENT, COLUMN_KEY, "
+        "ORDINAL_POSITION FROM information_schema.COLUMNS"
+    )
+    # InnoDB's own dictionary (MariaDB, then MySQL 8 names): foreign keys without opening any table
+    _INNODB_FOREIGN = (
+        ("INNODB_SYS_FOREIGN", "INNODB_SYS_FOREIGN_COLS"),
+        ("INNODB_FOREIGN", "INNODB_FOREIGN_COLS"),
+    )
+    # names InnoDB stores as they are (others are encoded, e.g. non-ASCII as @xxxx)
+    _INNODB_PLAIN = re.compile(r"[0-9A-Za-z_]+")
+
+    @staticmethod
+    def _mysql_comment(kind: str, comment: str | None) -> str:
+        # MySQL reports the comment of every view as the word 'VIEW'
+        return "" if kind == "view" and comment == "VIEW" else comment or ""
+
+    def _note_replaced(self, database: str, tables: dict[tuple[str, str], _Table]) -> None:
+        """Ids once repeated the database as schema (biz.shop.shop.orders): the lake may still hold
+        them; the pipeline then soft-deletes them without tripping the shrink guard."""
+        if self.changes is None or self.config.database is not None:
+            return
+        for schema, name in tables:
+            legacy = normalize_text(
+                default_asset_id(self.resolve_business(database, schema) or "", database, schema, name)
+            )
+            current = self._asset_id(database, schema, name)
+            if legacy != current:
+                self.changes.replaced[legacy] = current
+
+    @staticmethod
+    def _add_foreign_keys(tables: dict[tuple[str, str], _Table], fk_rows: Iterable[Sequence[Any]]) -> None:
+        """KEY_COLUMN_USAGE rows ordered by table, constraint and position -> each table's foreign keys."""
         for (schema, name, _con), group in groupby(fk_rows, key=itemgetter(0, 1, 2)):
             pairs = list(group)
             table = tables.get((schema, name))
@@ -598,95 +637,207 @@ class SqlSource(Source[SqlSourceConfig]):
                 table.foreign_keys.append(
                     ([p[3] for p in pairs], pairs[0][4], pairs[0][5], [p[6] for p in pairs])
                 )
-        if self.changes is not None and self.config.database is None:
-            # ids once repeated the database as schema (biz.shop.shop.orders): the lake may still
-            # hold them; the pipeline then soft-deletes them without tripping the shrink guard
-            for schema, name in tables:
-                legacy = normalize_text(
-                    default_asset_id(self.resolve_business(database, schema) or "", database, schema, name)
-                )
-                current = self._asset_id(database, schema, name)
-                if legacy != current:
-                    self.changes.replaced[legacy] = current
-        if self.changes is not None and self.config.change_detection:
-            # 3a. one fingerprint per table: md5 of its columns in order (name, type, nullable,
-            # comment, primary key), computed by the server; with the table's type, comment and
-            # foreign keys it makes the fingerprint. GROUP_CONCAT cuts at group_concat_max_len
-            # (1 KiB by default), which would hide changes past the cut: raised for this session.
-            conn.execute(sa.text("SET SESSION group_concat_max_len = 4294967295"))
-            column_hashes = {
-                (schema, name): digest
-                for schema, name, digest in conn.execute(
-                    _expanding(
-                        "SELECT TABLE_SCHEMA, TABLE_NAME, MD5(GROUP_CONCAT(CONCAT_WS(CHAR(31), COLUMN_NAME, "
-                        "COLUMN_TYPE, IS_NULLABLE, COLUMN_COMMENT, IF(COLUMN_KEY = 'PRI', 'PRI', '')) "
-                        "ORDER BY ORDINAL_POSITION SEPARATOR 0x1e)) "
-                        "FROM information_schema.COLUMNS WHERE TABLE_SCHEMA IN :schemas "
-                        "GROUP BY TABLE_SCHEMA, TABLE_NAME",
-                        "schemas",
-                    ),
-                    params,
-                )
-            }
-            salt = self._fingerprint_salt(database)
-            for key, table in tables.items():
-                table.fingerprint = self._fingerprint(
-                    salt, table.kind, table.comment, column_hashes.get(key), table.foreign_keys
-                )
-            tables = self._changed(database, tables)
-            if not tables:
-                return
-        # 3b. columns (primary keys come with them: COLUMN_KEY = 'PRI'), streamed. When few tables
-        # changed, only theirs are asked for (by name: information_schema then opens just those).
-        column_rows: Iterable[Sequence[Any]]
-        if len(tables) <= MYSQL_BY_NAME_LIMIT and self.changes is not None and self.config.change_detection:
-            column_rows = self._mysql_columns_by_name(conn, sorted(tables))
-        else:
-            column_rows = conn.execution_options(stream_results=True, yield_per=STREAM_BATCH).execute(
-                _expanding(
-                    "SELECT TABLE_SCHEMA, TABLE_NAME, COLUMN_NAME, COLUMN_TYPE, IS_NULLABLE, COLUMN_COMMENT, "
-                    "COLUMN_KEY FROM information_schema.COLUMNS WHERE TABLE_SCHEMA IN :schemas "
-                    "ORDER BY BINARY TABLE_SCHEMA, BINARY TABLE_NAME, ORDINAL_POSITION",
-                    "schemas",
-                ),
-                params,
-            )
 
-        def rows() -> Iterator[tuple[Any, ...]]:
-            for schema, name, column, type_, nullable, comment, key in column_rows:
-                table = tables.get((schema, name))
-                if table is not None and key == "PRI":
-                    table.primary_key.add(column)
-                yield (schema, name), column, type_, nullable == "YES", comment
+    @staticmethod
+    def _primary_keys(
+        tables: dict[tuple[str, str], _Table], column_rows: Iterable[Sequence[Any]]
+    ) -> Iterator[tuple[Any, ...]]:
+        """COLUMNS rows -> `_assemble` rows, noting primary-key columns (COLUMN_KEY = 'PRI') on the way."""
+        for schema, name, column, type_, nullable, comment, key, *_ in column_rows:
+            table = tables.get((schema, name))
+            if table is not None and key == "PRI":
+                table.primary_key.add(column)
+            yield (schema, name), column, type_, nullable == "YES", comment
 
-        yield from self._assemble(database, tables, rows())
+    def _mysql_all_fks(self, conn: Connection, params: dict[str, Any]) -> Iterable[Sequence[Any]]:
+        """Foreign-key column pairs of every table of the schemas, by table, constraint and position."""
+        return conn.execute(
+            _expanding(
+                f"{self._MYSQL_FKS} WHERE TABLE_SCHEMA IN :schemas AND REFERENCED_TABLE_NAME IS NOT NULL "
+                "ORDER BY BINARY TABLE_SCHEMA, BINARY TABLE_NAME, BINARY CONSTRAINT_NAME, ORDINAL_POSITION",
+                "schemas",
+            ),
+            params,
+        )
 
-    _MYSQL_COLUMNS = (
-        "SELECT TABLE_SCHEMA, TABLE_NAME, COLUMN_NAME, COLUMN_TYPE, IS_NULLABLE, COLUMN_COMMENT, COLUMN_KEY, "
-        "ORDINAL_POSITION FROM information_schema.COLUMNS"
-    )
+    def _mysql_all_columns(self, conn: Connection, params: dict[str, Any]) -> Iterable[Sequence[Any]]:
+        return conn.execution_options(stream_results=True, yield_per=STREAM_BATCH).execute(
+            _expanding(
+                f"{self._MYSQL_COLUMNS} WHERE TABLE_SCHEMA IN :schemas "
+                "ORDER BY BINARY TABLE_SCHEMA, BINARY TABLE_NAME, ORDINAL_POSITION",
+                "schemas",
+            ),
+            params,
+        )
 
-    def _mysql_columns_by_name(
-        self, conn: Connection, keys: list[tuple[str, str]]
+    def _mysql_by_name(
+        self, conn: Connection, select: str, keys: list[tuple[str, str]], where: str = ""
     ) -> Iterator[Sequence[Any]]:
-        """Column rows of the named tables, ordered by table then position. information_schema
-        opens only the tables named by `TABLE_SCHEMA = ... AND TABLE_NAME = ...` (an IN list makes
-        it open every table of the schema), so each table gets its own branch of a UNION ALL:
-        one round trip per MYSQL_UNION_BRANCHES tables."""
+        """Rows of `select` (an information_schema query whose first columns are TABLE_SCHEMA,
+        TABLE_NAME) for the named tables. information_schema opens only the tables named by
+        `TABLE_SCHEMA = ... AND TABLE_NAME = ...` (an IN list makes it open every table of the
+        schema), so each table gets its own UNION ALL branch: one round trip per
+        MYSQL_UNION_BRANCHES tables."""
         for start in range(0, len(keys), MYSQL_UNION_BRANCHES):
             chunk = keys[start : start + MYSQL_UNION_BRANCHES]
             params: dict[str, str] = {}
             branches = []
             for i, (schema, name) in enumerate(chunk):
                 params[f"s{i}"], params[f"t{i}"] = schema, name
-                branches.append(f"{self._MYSQL_COLUMNS} WHERE TABLE_SCHEMA = :s{i} AND TABLE_NAME = :t{i}")
-            order = {key: i for i, key in enumerate(chunk)}
-            rows = sorted(
-                conn.execute(sa.text(" UNION ALL ".join(branches)), params),
+                branches.append(f"{select} WHERE TABLE_SCHEMA = :s{i} AND TABLE_NAME = :t{i}{where}")
+            yield from conn.execute(sa.text(" UNION ALL ".join(branches)), params)
+
+    def _mysql_row_estimates(
+        self, conn: Connection, schemas: list[str], tables: dict[tuple[str, str], _Table]
+    ) -> None:
+        """Row estimates of the base tables, without opening them: InnoDB's persistent statistics
+        (what TABLE_ROWS reports for InnoDB); tables missing there (other engines, names InnoDB
+        encodes, no access to mysql.innodb_table_stats) are asked by name."""
+        estimates: dict[tuple[str, str], int | None] = {}
+        try:
+            with conn.begin_nested():
+                for schema, name, n_rows in conn.execute(
+                    _expanding(
+                        "SELECT database_name, table_name, n_rows FROM mysql.innodb_table_stats "
+                        "WHERE database_name IN :schemas",
+                        "schemas",
+                    ),
+                    {"schemas": schemas},
+                ):
+                    estimates[(schema, name)] = n_rows
+        except sa.exc.DBAPIError:
+            self.report.count("row_estimates_by_name")
+        missing = sorted(k for k, t in tables.items() if t.kind == "table" and k not in estimates)
+        if missing:
+            select = "SELECT TABLE_SCHEMA, TABLE_NAME, TABLE_ROWS FROM information_schema.TABLES"
+            for schema, name, rows in self._mysql_by_name(conn, select, missing):
+                estimates[(schema, name)] = rows
+        for key, table in tables.items():
+            value = estimates.get(key) if table.kind == "table" else None
+            table.row_count = int(value) if value is not None else None
+
+    def _innodb_foreign_keys(self, conn: Connection) -> list[Sequence[Any]] | None:
+        """Every foreign-key column pair in InnoDB's dictionary (needs the PROCESS privilege);
+        None when it cannot be read."""
+        for foreign, columns in self._INNODB_FOREIGN:
+            try:
+                with conn.begin_nested():
+                    return list(
+                        conn.execute(
+                            sa.text(
+                                f"SELECT f.FOR_NAME, f.ID, f.REF_NAME, f.TYPE, c.POS, c.FOR_COL_NAME, c.REF_COL_NAME "
+                                f"FROM information_schema.{foreign} f JOIN information_schema.{columns} c "
+                                "ON c.ID = f.ID ORDER BY f.FOR_NAME, f.ID, c.POS"
+                            )
+                        )
+                    )
+            except sa.exc.DBAPIError:
+                continue
+        return None
+
+    def _read_mysql_changed(
+        self, conn: Connection, database: str, schemas: list[str]
+    ) -> Iterator[TableAsset]:
+        """MySQL/MariaDB with change detection: information_schema opens every table for row counts
+        (TABLE_ROWS) and foreign keys (KEY_COLUMN_USAGE), seconds on thousands of tables, so the
+        fingerprint reads what needs only the table definitions, or InnoDB's own dictionary."""
+        params = {"schemas": schemas}
+        # 1. tables and views, comments (definitions only: no TABLE_ROWS)
+        tables: dict[tuple[str, str], _Table] = {}
+        for schema, name, table_type, comment in conn.execute(
+            _expanding(
+                "SELECT TABLE_SCHEMA, TABLE_NAME, TABLE_TYPE, TABLE_COMMENT "
+                "FROM information_schema.TABLES WHERE TABLE_SCHEMA IN :schemas",
+                "schemas",
+            ),
+            params,
+        ):
+            kind: Literal["table", "view"] = "view" if "VIEW" in (table_type or "").upper() else "table"
+            if self._selected(schema, name, kind):
+                tables[(schema, name)] = _Table(schema, name, kind, self._mysql_comment(kind, comment))
+        if not tables:
+            return
+        self._note_replaced(database, tables)
+        # 2. row estimates
+        self._mysql_row_estimates(conn, schemas, tables)
+        # 3. foreign keys, as fingerprint parts: from InnoDB's dictionary, rows keyed by its
+        # 'schema/table' name; a table whose name InnoDB encodes gets the digest of every row that
+        # matched no plain name (a change there re-reads it: conservative, never stale).
+        # Without access to the dictionary, every table's foreign keys are read.
+        innodb = self._innodb_foreign_keys(conn)
+        fk_parts: dict[tuple[str, str], list[Any]] = {}
+        if innodb is None:
+            self.report.count("foreign_keys_read_for_all")
+            self._add_foreign_keys(
+                tables,
+                self._mysql_all_fks(conn, params),
+            )
+            for key, table in tables.items():
+                fk_parts[key] = list(table.foreign_keys)
+        else:
+            plain = {
+                f"{s}/{n}": (s, n)
+                for s, n in tables
+                if self._INNODB_PLAIN.fullmatch(s) and self._INNODB_PLAIN.fullmatch(n)
+            }
+            unmatched: list[Any] = []
+            for row in innodb:
+                owner = plain.get(row[0])
+                (fk_parts.setdefault(owner, []) if owner is not None else unmatched).append(list(row))
+            for key in tables:
+                if f"{key[0]}/{key[1]}" not in plain:
+                    fk_parts[key] = unmatched
+        # 4. one md5 per table over its columns in order (name, type, nullable, comment, primary
+        # key), computed by the server from the definitions. GROUP_CONCAT cuts at
+        # group_concat_max_len (1 KiB by default), which would hide changes past the cut: raised
+        # for this session.
+        conn.execute(sa.text("SET SESSION group_concat_max_len = 4294967295"))
+        column_hashes = {
+            (schema, name): digest
+            for schema, name, digest in conn.execute(
+                _expanding(
+                    "SELECT TABLE_SCHEMA, TABLE_NAME, MD5(GROUP_CONCAT(CONCAT_WS(CHAR(31), COLUMN_NAME, "
+                    "COLUMN_TYPE, IS_NULLABLE, COLUMN_COMMENT, IF(COLUMN_KEY = 'PRI', 'PRI', '')) "
+                    "ORDER BY ORDINAL_POSITION SEPARATOR 0x1e)) "
+                    "FROM information_schema.COLUMNS WHERE TABLE_SCHEMA IN :schemas "
+                    "GROUP BY TABLE_SCHEMA, TABLE_NAME",
+                    "schemas",
+                ),
+                params,
+            )
+        }
+        salt = self._fingerprint_salt(database)
+        for key, table in tables.items():
+            table.fingerprint = self._fingerprint(
+                salt, table.kind, table.comment, column_hashes.get(key), fk_parts.get(key, [])
+            )
+        tables = self._changed(database, tables)
+        if not tables:
+            return
+        # 5. the new or changed tables: foreign keys and columns, by name when they are few
+        by_name = len(tables) <= MYSQL_BY_NAME_LIMIT
+        keys = sorted(tables)
+        if innodb is not None:
+            if by_name:
+                fk_rows: Iterable[Sequence[Any]] = sorted(
+                    self._mysql_by_name(
+                        conn, self._MYSQL_FKS, keys, " AND REFERENCED_TABLE_NAME IS NOT NULL"
+                    ),
+                    key=lambda r: (r[0], r[1], r[2], r[7]),
+                )
+            else:
+                fk_rows = self._mysql_all_fks(conn, params)
+            self._add_foreign_keys(tables, fk_rows)
+        column_rows: Iterable[Sequence[Any]]
+        if by_name:
+            order = {key: i for i, key in enumerate(keys)}
+            column_rows = sorted(
+                self._mysql_by_name(conn, self._MYSQL_COLUMNS, keys),
                 key=lambda r: (order.get((r[0], r[1]), len(order)), r[7]),
             )
-            for row in rows:
-                yield row[:7]
+        else:
+            column_rows = self._mysql_all_columns(conn, params)
+        yield from self._assemble(database, tables, self._primary_keys(tables, column_rows))
 
     # -- SQLite ----------------------------------------------------------------------------------
     _SQLITE_OBJECTS = "m.type IN ('table', 'view') AND m.name NOT LIKE 'sqlite\\_%' ESCAPE '\\'"
