@@ -10,7 +10,8 @@ returns a `Fault` whose `undo()` puts it back:
   or `calibration.json` are garbage, with the champion (or another) alias moved onto it;
 - `PrivateRedis`: a `redis-server` of its own on a free port, stopped and started again;
 - `make_lake_table_unwritable`: a lake table's folder replaced by a plain file (as root, file
-  permissions would not stop a write; a file where the folder should be does), then restored.
+  permissions would not stop a write; a file where the folder should be does), then restored;
+- `revoke_key`: a key removed from the keys file the server re-reads (`serving.api_keys_file`).
 """
 
 from __future__ import annotations
@@ -197,3 +198,33 @@ def make_lake_table_unwritable(lake_uri: str, table: str) -> Fault:
             os.rename(held, path)
 
     return Fault("lake-unwritable", f"{path} replaced by a file", undo)
+
+
+def revoke_key(keys_file: str | Path, digest: str) -> Fault:
+    """Remove the key `digest` from a YAML keys file (`serving.api_keys_file`), atomically; `undo()`
+    puts its entry back. The server drops it at its next key re-read (`serving.reload_interval_s`)."""
+    import yaml
+
+    path = Path(keys_file)
+
+    def read() -> dict[str, list[str]]:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path} is not a mapping of key digests")
+        return data
+
+    def write(data: dict[str, list[str]]) -> None:
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:6]}.tmp")
+        tmp.write_text(yaml.safe_dump(data, sort_keys=True), encoding="utf-8")
+        os.replace(tmp, path)
+
+    keys = read()
+    if digest not in keys:
+        raise KeyError(f"{digest[:12]}... is not in {path}")
+    entry = keys.pop(digest)
+    write(keys)
+
+    def undo() -> None:
+        write({**read(), digest: entry})
+
+    return Fault("key-revoked", f"key {digest[:12]}... removed from {path.name}", undo)
