@@ -29,7 +29,16 @@ import pandas as pd
 from prometheus_client import Counter
 
 from assetmatch.config import Settings
-from assetmatch.features.build import ASSET_FEATURES, ASSET_KEY, DEFAULTS, PAIR_FEATURES, PAIR_KEY, pair_id
+from assetmatch.features.build import (
+    ASSET_FEATURES,
+    ASSET_KEY,
+    DEFAULTS,
+    PAIR_FEATURES,
+    PAIR_KEY,
+    FeatureTables,
+    pair_id,
+)
+from assetmatch.lake.delta import Lake
 
 log = logging.getLogger(__name__)
 
@@ -279,7 +288,9 @@ class FeastFeatureProvider:
         """Point-in-time features for (asset_id, as_of): each row sees the latest daily snapshot taken at
         or before `as_of`, so nothing that happened later leaks in. Rows without one get defaults.
 
-        Unlike `online`, a store failure raises: silently training on defaults would be worse.
+        Unlike `online`, a store failure raises: silently training on defaults would be worse. A view
+        whose offline table holds no rows yet (a lake without any table) is not asked: its features are
+        the defaults, as for a table without a snapshot.
         """
         if not rows:
             return []
@@ -291,9 +302,15 @@ class FeastFeatureProvider:
                 "_row": range(len(rows)),
             }
         )
-        joined = store.get_historical_features(entity_df=entity_df, features=service).to_df()
-        # The file offline store drops entity rows that have no snapshot within the TTL: join back on _row.
-        frame = entity_df[["_row"]].merge(joined[["_row", *self.feature_names]], on="_row", how="left")
+        refs, every = self._stored_refs(store, service)
+        names = [n for n in self.feature_names if n in {r.split(":", 1)[1] for r in refs}]
+        frame = entity_df[["_row"]].reindex(columns=["_row", *self.feature_names])
+        if refs:
+            features = service if every else refs
+            joined = store.get_historical_features(entity_df=entity_df, features=features).to_df()
+            # The file offline store drops entity rows without a snapshot within the TTL: join back on _row.
+            frame = entity_df[["_row"]].merge(joined[["_row", *names]], on="_row", how="left")
+            frame = frame.reindex(columns=["_row", *self.feature_names])
         missing = int(frame[self.feature_names].isna().all(axis=1).sum())
         if missing:
             FEATURE_DEFAULTS.labels(reason="missing").inc(missing)
@@ -304,6 +321,23 @@ class FeastFeatureProvider:
             )
         records = frame[self.feature_names].to_dict("records")
         return [{n: _value(r[n], n) for n in self.feature_names} for r in records]
+
+    def _stored_refs(self, store: Any, service: Any) -> tuple[list[str], bool]:
+        """`view:feature` references of the service whose offline table holds rows, and whether that is
+        every view of it. Feast's file offline store fails reading a table without a data file
+        (`features.build.FeatureTables.rows`)."""
+        tables = FeatureTables(Lake.from_settings(self.settings))
+        refs: list[str] = []
+        every = True
+        for projection in service.feature_view_projections:
+            view = store.get_feature_view(projection.name)
+            source = getattr(view.batch_source, "path", "")
+            if source and tables.rows(tables.path(source)) == 0:
+                log.info("feature view %s: offline table %s holds no rows; defaults used", view.name, source)
+                every = False
+                continue
+            refs += [f"{projection.name}:{f.name}" for f in projection.features]
+        return refs, every
 
     # ---- set selection -------------------------------------------------------------------
     def co_usage(self, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], dict[str, float]]:

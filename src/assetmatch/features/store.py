@@ -26,7 +26,7 @@ from feast.data_source import DataSource
 
 from assetmatch.config import ConfigError, Settings
 from assetmatch.features import journal_path
-from assetmatch.features.build import FeatureWrite, build_features
+from assetmatch.features.build import FeatureTables, FeatureWrite, build_features
 from assetmatch.lake.delta import Lake
 
 log = logging.getLogger(__name__)
@@ -138,6 +138,25 @@ def apply_repo(store: FeatureStore, settings: Settings) -> RepoObjects:
     return objects
 
 
+def loadable_views(views: list[FeatureView], tables: FeatureTables) -> tuple[list[str], dict[str, str]]:
+    """The feature views whose offline table holds rows, and why each other one is not loaded.
+
+    A lake without a query log has no table pair queried together: the co-usage table exists but holds
+    no rows, and Feast's file offline store fails reading a folder without a parquet file. Such a view
+    is left out of the online load; reads of it give `build.DEFAULTS` (which is what "never queried
+    together" means), and it is loaded on the first run after its table gets rows.
+    """
+    loadable: list[str] = []
+    skipped: dict[str, str] = {}
+    for view in views:
+        source = getattr(view.batch_source, "path", "")
+        if source and tables.rows(tables.path(source)) == 0:
+            skipped[view.name] = f"its offline table {source} holds no rows yet: reads give the defaults"
+        else:
+            loadable.append(view.name)
+    return sorted(loadable), skipped
+
+
 @dataclass
 class MaterializeReport:
     """What `materialize` did: the feature build (with the pinned lake versions) and the online load."""
@@ -148,6 +167,8 @@ class MaterializeReport:
     start: datetime | None
     end: datetime
     mode: str  # "incremental" | "full"
+    views: list[str] = field(default_factory=list)  # feature views loaded into the online store
+    skipped_views: dict[str, str] = field(default_factory=dict)  # view -> why it was not loaded
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -156,6 +177,8 @@ class MaterializeReport:
             "mode": self.mode,
             "materialized_from": self.start.isoformat() if self.start else "last run (incremental)",
             "materialized_to": self.end.isoformat(),
+            "materialized_views": self.views,
+            "skipped_views": self.skipped_views,
             **self.features.as_dict(),
         }
 
@@ -177,23 +200,22 @@ def materialize(
     now = now or datetime.now(UTC)
     lake = Lake.from_settings(settings)
     written = build_features(
-        lake,
-        full=full,
-        now=now,
-        history_days=settings.feast.history_days,
-        progress=progress,
-        shared=[b.name for b in settings.businesses if b.shared],
+        lake, full=full, now=now, history_days=settings.feast.history_days, progress=progress
     )
     store = open_store(settings, project)
-    apply_repo(store, settings)
+    objects = apply_repo(store, settings)
+    views, skipped = loadable_views(objects.feature_views, FeatureTables(lake))
+    for name, why in skipped.items():
+        log.info("feature view %s not loaded: %s", name, why)
     # Feast's interval is [start, end): end just past `now` so a snapshot stamped exactly now is included.
     end = now + timedelta(seconds=1)
     start: datetime | None = None
     if full and written.first_snapshot is not None:
         start = written.first_snapshot - timedelta(seconds=1)
-        store.materialize(start_date=start, end_date=end)
-    else:
-        store.materialize_incremental(end_date=end)
+        if views:  # an empty list would mean "every view" to Feast
+            store.materialize(start_date=start, end_date=end, feature_views=views)
+    elif views:
+        store.materialize_incremental(end_date=end, feature_views=views)
     report = MaterializeReport(
         project=store.project,
         online_store=settings.feast.online_store,
@@ -201,6 +223,8 @@ def materialize(
         start=start,
         end=end,
         mode="full" if full else "incremental",
+        views=views,
+        skipped_views=skipped,
     )
     journal = journal_path(settings)
     with journal.open("a", encoding="utf-8") as fh:
