@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -173,12 +173,31 @@ def uses_frame(query_log: pa.Table) -> pd.DataFrame:
     return frame.sort_values("ts", kind="stable").reset_index(drop=True)
 
 
-def feedback_frame(feedback: pa.Table) -> pd.DataFrame:
-    """One row per (served answer, returned table), with whether the caller used it."""
+def feedback_frame(
+    feedback: pa.Table, owner: Mapping[str, str] | None = None, shared: Collection[str] = ()
+) -> pd.DataFrame:
+    """One row per (served answer, returned table), with whether the caller used it.
+
+    Only feedback the match API would accept counts: one row per request id (the first), and only
+    tables of the answer's own business or of a `shared` library (`owner`: asset id -> business;
+    None skips that check). Rows from before the API checked feedback, or written by anything else,
+    cannot move another business's features.
+    """
     rows = []
+    seen: set[str] = set()
     for f in feedback.to_pylist():
-        used = set(f.get("used_assets") or [])
-        for table in set(f.get("returned_assets") or []) | used:
+        request_id = f.get("request_id") or ""
+        if request_id:
+            if request_id in seen:
+                continue
+            seen.add(request_id)
+        allowed = {f.get("business") or "", *shared}
+
+        def visible(table: str, allowed: set[str] = allowed) -> bool:
+            return owner is None or owner.get(table) in allowed
+
+        used = {t for t in f.get("used_assets") or [] if visible(t)}
+        for table in {t for t in f.get("returned_assets") or [] if visible(t)} | used:
             rows.append((f["ts"], table, table in used))
     frame = pd.DataFrame(rows, columns=["ts", ASSET_KEY, "used"])
     frame["ts"] = _utc(frame["ts"])
@@ -186,13 +205,19 @@ def feedback_frame(feedback: pa.Table) -> pd.DataFrame:
     return frame
 
 
-def load_inputs(lake: Lake, versions: dict[str, int | None] | None = None) -> FeatureInputs:
-    """Read assets, query_log and feedback at pinned versions (the current ones if not given)."""
+def load_inputs(
+    lake: Lake, versions: dict[str, int | None] | None = None, shared: Collection[str] = ()
+) -> FeatureInputs:
+    """Read assets, query_log and feedback at pinned versions (the current ones if not given).
+
+    `shared`: the shared libraries' business names, whose tables feedback of any business may name."""
     pinned = versions or {name: lake.version(name) for name in (T.ASSETS, T.QUERY_LOG, T.FEEDBACK)}
+    assets = asset_frame(lake.read_arrow(T.ASSETS, pinned.get(T.ASSETS)))
+    owner = dict(zip(assets[ASSET_KEY], assets["business"], strict=True))
     return FeatureInputs(
-        assets=asset_frame(lake.read_arrow(T.ASSETS, pinned.get(T.ASSETS))),
+        assets=assets,
         uses=uses_frame(lake.read_arrow(T.QUERY_LOG, pinned.get(T.QUERY_LOG))),
-        feedback=feedback_frame(lake.read_arrow(T.FEEDBACK, pinned.get(T.FEEDBACK))),
+        feedback=feedback_frame(lake.read_arrow(T.FEEDBACK, pinned.get(T.FEEDBACK)), owner, shared),
         versions=dict(pinned),
     )
 
@@ -399,15 +424,17 @@ def build_features(
     history_days: int = 365,
     versions: dict[str, int | None] | None = None,
     progress: Any = None,
+    shared: Collection[str] = (),
 ) -> FeatureWrite:
     """Compute the due daily snapshots from the lake and write them to the offline feature tables.
 
     Incremental by default: only days after the last snapshot already written. `full=True` recomputes
     every day in the window and replaces both tables (one overwrite commit each). Each commit carries the
     pinned lake versions in its metadata. `progress(done, total)` is called after each snapshot day.
+    `shared` names the shared libraries (feedback may name their tables; see `feedback_frame`).
     """
     now = now or datetime.now(UTC)
-    inputs = load_inputs(lake, versions)
+    inputs = load_inputs(lake, versions, shared)
     tables = FeatureTables(lake)
     start, end = default_window(inputs, now, history_days)
     last = None if full else tables.last_snapshot()

@@ -200,7 +200,12 @@ def materialize(
     now = now or datetime.now(UTC)
     lake = Lake.from_settings(settings)
     written = build_features(
-        lake, full=full, now=now, history_days=settings.feast.history_days, progress=progress
+        lake,
+        full=full,
+        now=now,
+        history_days=settings.feast.history_days,
+        progress=progress,
+        shared=[b.name for b in settings.businesses if b.shared],
     )
     store = open_store(settings, project)
     objects = apply_repo(store, settings)
