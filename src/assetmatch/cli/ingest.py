@@ -29,18 +29,10 @@ lake_app = typer.Typer(
     no_args_is_help=True,
 )
 
-COUNT_FIELDS = (
-    "extracted",
-    "inserted",
-    "updated",
-    "unchanged",
-    "soft_deleted",
-    "restored",
-    "skipped",
-    "quarantined",
-)
-# short headers keep the table readable in an 80-column terminal; the caption spells them out
-COUNT_HEADERS = ("read", "new", "upd", "same", "del", "back", "skip", "quar")
+COUNT_FIELDS = ("extracted", "inserted", "updated", "unchanged", "soft_deleted", "skipped", "quarantined")
+# short headers keep the table readable in an 80-column terminal; the caption spells them out. Restored
+# rows and a source's status are in the lines under the table (a failed source is also marked ✗).
+COUNT_HEADERS = ("read", "new", "upd", "same", "del", "skip", "quar")
 
 
 def _json_default(value: Any) -> Any:
@@ -56,30 +48,39 @@ def _print_json(data: Any) -> None:
 def _summary_table(summary: IngestSummary) -> Table:
     table = Table(
         title=f"ingest run {summary.run_id}",
-        caption="read=extracted new=inserted upd=updated same=unchanged del=soft-deleted back=restored "
+        caption="read=extracted new=inserted upd=updated same=unchanged del=soft-deleted "
         "skip=skipped by the source (unreadable) quar=quarantined (skipped or refused by validation)",
     )
-    table.add_column("source", no_wrap=True)
-    table.add_column("table", no_wrap=True)
-    for header in COUNT_HEADERS:
-        table.add_column(header, justify="right")
-    table.add_column("status", no_wrap=True)
-    table.add_column("time", justify="right", no_wrap=True)
+    rows: list[tuple[str, str, list[str], str]] = []
     for source in summary.sources:
-        status = "[green]ok[/green]" if source.ok else "[red]failed[/red]"
-        rows = [
+        name = (
+            f"[green]{escape(source.source)}[/green]"
+            if source.ok
+            else f"[red]{escape(source.source)} ✗[/red]"
+        )
+        tables = [
             (t, c)
             for t, c in source.tables.items()
-            if c.extracted or c.soft_deleted or c.not_read or c.quarantined
+            if c.extracted or c.soft_deleted or c.not_read or c.quarantined or c.restored
         ] or [("assets", source.tables["assets"])]
-        for i, (name, counts) in enumerate(rows):
-            table.add_row(
-                source.source if i == 0 else "",
-                name,
-                *(str(getattr(counts, f)) for f in COUNT_FIELDS),
-                status if i == 0 else "",
-                f"{source.duration_s:.1f}s" if i == 0 else "",
+        for i, (table_name, counts) in enumerate(tables):
+            rows.append(
+                (
+                    name if i == 0 else "",
+                    table_name,
+                    [str(getattr(counts, f)) for f in COUNT_FIELDS],
+                    f"{source.duration_s:.1f}s" if i == 0 else "",
+                )
             )
+    table.add_column("source", no_wrap=True, overflow="ellipsis")
+    table.add_column("table", no_wrap=True, overflow="ellipsis")
+    # numbers are never cut: on a narrow terminal the names are
+    for j, header in enumerate(COUNT_HEADERS):
+        width = max([len(header), *(len(r[2][j]) for r in rows)])
+        table.add_column(header, justify="right", no_wrap=True, min_width=width)
+    table.add_column("time", justify="right", no_wrap=True, min_width=max([4, *(len(r[3]) for r in rows)]))
+    for source_cell, table_name, cells, elapsed in rows:
+        table.add_row(source_cell, table_name, *cells, elapsed)
     return table
 
 
@@ -88,7 +89,9 @@ def _notes(summary: IngestSummary) -> list[str]:
     lines = []
     for source in summary.sources:
         assets = source.tables["assets"]
-        parts = []
+        parts = [] if source.ok else ["failed"]
+        if assets.restored:
+            parts.append(f"{assets.restored} tables restored")
         if assets.not_read:
             parts.append(f"{assets.not_read} tables unchanged at the source (not read)")
         refused = sum(c.quarantined for c in source.tables.values())
