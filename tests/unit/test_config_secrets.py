@@ -155,3 +155,19 @@ def test_a_malformed_complex_env_override_is_one_clear_line(tmp_path: Path) -> N
     output = " ".join(result.output.split())
     assert "ASSETMATCH_SERVING__API_KEYS" in output and "not valid JSON" in output
     assert "Traceback" not in result.output and len(result.output.strip().splitlines()) <= 3
+
+
+def test_cli_error_lines_mask_secrets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import typer
+
+    from assetmatch.cli import common
+
+    monkeypatch.setenv("TEST_SECRET", NASTY)
+    load_settings(write(tmp_path, {"training": {"llm": {"api_key": "${TEST_SECRET}"}}}))
+    monkeypatch.setattr(common, "err_console", common.Console(stderr=True, width=200))
+    with pytest.raises(typer.Exit), common.friendly_errors(OSError):
+        raise OSError(f"endpoint refused token [{NASTY}]")
+    err = capsys.readouterr().err
+    assert "endpoint refused token [***]" in err and NASTY not in err

@@ -9,8 +9,9 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
-from assetmatch.config import ConfigError, Settings, load_settings
+from assetmatch.config import ConfigError, Settings, load_settings, scrub
 
 console = Console()
 err_console = Console(stderr=True)
@@ -33,7 +34,7 @@ def settings(**overrides: Any) -> Settings:
     try:
         return load_settings(_state["config"], **overrides)
     except ConfigError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
+        err_console.print(f"[red]error:[/red] {escape(scrub(str(exc)))}")
         raise typer.Exit(2) from None
 
 
@@ -43,8 +44,8 @@ def friendly_errors(*expected: type[BaseException]) -> Iterator[None]:
     catch: tuple[type[BaseException], ...] = (ConfigError, *expected)
     try:
         yield
-    except catch as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
+    except catch as exc:  # secrets resolved from ${ENV} are masked (assetmatch.config.scrub)
+        err_console.print(f"[red]error:[/red] {escape(scrub(str(exc)))}")
         raise typer.Exit(2) from None
 
 
