@@ -185,6 +185,10 @@ def test_postgres_catalog_only_lake_loads_redis(tmp_path: Path, pg_url: str, red
         assert any(True for _ in client.scan_iter(match=f"*{project}*", count=1000))
         # what the coarse fit reads on the next night: the same values, point in time
         _check_historical(settings, ids)
+        # a full rebuild replaces both tables (the pair table again without a row) and reloads
+        full = pipeline.run_features(settings, full=True)
+        assert full.status == "ran" and full.counts["pair_rows"] == 0, full
+        _check_online(settings, ids)
     finally:
         open_store(settings).teardown()
     assert not any(True for _ in client.scan_iter(match=f"*{project}*", count=1000))
