@@ -5,7 +5,7 @@ from the catalog, no co-usage stored: its offline table holds no rows), the inde
 the A/B gate skip themselves with the reason, and the `nightly` flow run ends Completed; the next
 night finds nothing changed. The same lake behind a real PostgreSQL schema loads Feast's Redis online
 store. Online reads give every table its stored metadata and the documented usage defaults, without a
-store error.
+store error; before any table lands, materializing loads nothing and every read gives the defaults.
 """
 
 from __future__ import annotations
