@@ -187,6 +187,7 @@ class SqlSource(Source[SqlSourceConfig]):
         self._include = [re.compile(p) for p in config.include]
         self._exclude = [re.compile(p) for p in config.exclude]
         self._business_cache: dict[tuple[str, str], str] = {}
+        self._id_prefixes: dict[tuple[str, str], str] = {}
         # set by the ingest pipeline to read only new or changed tables (`assetmatch.sources.changes`)
         self.changes: ChangeState | None = None
 
@@ -308,7 +309,10 @@ class SqlSource(Source[SqlSourceConfig]):
     def _asset_id(self, database: str, schema: str, name: str) -> str:
         """The normalized asset id of a table, as the pipeline will store it."""
         db, sch = self._qualify(database, schema)
-        return normalize_text(default_asset_id(self._business(db, sch), db, sch, name))
+        prefix = self._id_prefixes.get((db, sch))
+        if prefix is None:  # business, database and schema: the same for every table of a schema
+            prefix = self._id_prefixes[(db, sch)] = default_asset_id(self._business(db, sch), db, sch, "")
+        return normalize_text(f"{prefix}.{name.strip().lower()}" if prefix else name.strip().lower())
 
     def _fingerprint_salt(self, database: str) -> str:
         """What, besides the catalog row, shapes an asset: a change here re-reads every table."""
@@ -617,8 +621,8 @@ class SqlSource(Source[SqlSourceConfig]):
     def _note_replaced(self, database: str, tables: dict[tuple[str, str], _Table]) -> None:
         """Ids once repeated the database as schema (biz.shop.shop.orders): the lake may still hold
         them; the pipeline then soft-deletes them without tripping the shrink guard."""
-        if self.changes is None or self.config.database is not None:
-            return
+        if self.changes is None or self.config.database is not None or self.changes.known:
+            return  # known fingerprints: the lake was written with the current ids already
         for schema, name in tables:
             legacy = normalize_text(
                 default_asset_id(self.resolve_business(database, schema) or "", database, schema, name)
