@@ -8,14 +8,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from assetmatch.config import RecallConfig
 from assetmatch.modelpath import PACKAGED_MODEL, model_fingerprint, resolve_model
 
-__all__ = ["PACKAGED_MODEL", "EncoderSpec", "load_encoder", "model_id", "model_path"]
+__all__ = [
+    "PACKAGED_MODEL",
+    "EncoderSpec",
+    "QueryEncoder",
+    "load_encoder",
+    "load_query_encoder",
+    "model_id",
+    "model_path",
+]
 
 
 def model_path(name: str) -> Path:
@@ -98,3 +106,36 @@ def encode_query(model: Any, text: str) -> np.ndarray:
     """One normalised query vector, shape (dim,)."""
     vector = model.encode([text], normalize_embeddings=True, convert_to_numpy=True)
     return np.asarray(vector[0], dtype=np.float32)
+
+
+class QueryEncoder(Protocol):
+    """Encodes requirements at query time: L2-normalised float32 vectors, one row per text."""
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+class _SentenceTransformerQueries:
+    """Queries through sentence-transformers (models the numpy encoder does not recognise)."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        return encode(self.model, texts)
+
+
+@lru_cache(maxsize=4)
+def _load_queries(path: str, max_length: int, device: str) -> QueryEncoder:
+    from assetmatch.recall.query_encoder import NumpyBertEncoder, numpy_support
+
+    folder = Path(path)
+    if not numpy_support(folder):
+        return NumpyBertEncoder(folder, max_length)
+    return _SentenceTransformerQueries(_load(path, _device(device), max_length))
+
+
+def load_query_encoder(spec: EncoderSpec) -> QueryEncoder:
+    """The query-time encoder for `spec`, loaded once per process: the model run in numpy when it is a
+    BERT with mean pooling (`assetmatch.recall.query_encoder`: no torch import, same vectors), else the
+    SentenceTransformer of `load_encoder`."""
+    return _load_queries(str(model_path(spec.name)), spec.max_length, spec.device)

@@ -29,13 +29,11 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from assetmatch.config import Settings
-from assetmatch.lake import Lake
-from assetmatch.lake import tables as T
 from assetmatch.models import TableAsset
 from assetmatch.recall import publish
 from assetmatch.recall.dense import DenseIndex, build_faiss
@@ -44,8 +42,8 @@ from assetmatch.recall.encoder import (
     EncoderSpec,
     embedding_dim,
     encode,
-    encode_query,
     load_encoder,
+    load_query_encoder,
     model_id,
 )
 from assetmatch.recall.graph import JoinGraph
@@ -55,6 +53,9 @@ from assetmatch.recall.tokenize import gloss_sentence, has_cjk, tokenize, weight
 from assetmatch.recall.vector_cache import VectorCache, text_key
 from assetmatch.text import normalize_text
 from assetmatch.types import Hit
+
+if TYPE_CHECKING:  # the lake (deltalake, pyarrow) is read by `build` only: loading an index never needs it
+    from assetmatch.lake import Lake
 
 FORMAT_VERSION = 1
 TOKENS_FILE = "doc_tokens.json"  # content hash -> BM25 tokens, reused by the next build
@@ -193,6 +194,8 @@ class IndexSet:
         keep: how many published index folders to keep. Raises ValueError (nothing published) when the
         lake has no live asset at that version.
         """
+        from assetmatch.lake import tables as T
+
         started = time.perf_counter()
         stats = BuildStats()
         versions = {name: lake.version(name) for name in (T.ASSETS, T.GLOSSARY, T.QUERY_LOG, T.REQUIREMENTS)}
@@ -403,7 +406,7 @@ class IndexSet:
         if self.dense is not None and any(
             p in QUERY_PATHS and QUERY_PATHS[p].uses_vectors for p in self.paths
         ):
-            load_encoder(self.encoder)
+            load_query_encoder(self.encoder)
         tokenize("warm up 预热")
         if chinese:
             weighted_gloss_tokens("预热")
@@ -416,12 +419,12 @@ class IndexSet:
 
     def query_vectors(self, text: str) -> tuple[np.ndarray, str]:
         """The requirement's query vectors for the dense paths, and the gloss sentence used ('' if none)."""
-        model = load_encoder(self.encoder)
+        model = load_query_encoder(self.encoder)
         gloss = gloss_sentence(text) if has_cjk(text) else ""
         if not gloss:
-            return encode_query(model, text)[None, :], ""
+            return model.encode([text]), ""
         texts = [gloss, text] if self.library_has_cjk else [gloss]
-        return encode(model, texts), gloss
+        return model.encode(texts), gloss
 
     def recall(
         self, text: str, businesses: Collection[str], k: int = 50, paths: Sequence[str] | None = None

