@@ -15,6 +15,7 @@ import typer
 from rich.table import Table
 
 from assetmatch.cli.common import console, err_console, friendly_errors, settings
+from assetmatch.cli.demo import limit_threads
 from assetmatch.types import PATHS
 
 if TYPE_CHECKING:
@@ -94,14 +95,24 @@ def match(
     ),
 ) -> None:
     """Rank the tables for a requirement and show the selected set."""
+    # One requirement is small math: one thread per library, so that a busy machine's other work
+    # does not make OpenMP/BLAS wait for cores (an explicit OMP_NUM_THREADS etc. still wins).
+    limit_threads(1)
+    from assetmatch.cli.match_cache import LazyChampion, online_features
     from assetmatch.matching.matcher import Matcher, UnknownBusinessError, describe
     from assetmatch.recall.index import IndexLoadError
 
     cfg = settings()
     with friendly_errors(UnknownBusinessError, IndexLoadError, FileNotFoundError):
         ranker, note = _champion_ranker(cfg, business) if fine else (None, "off (--coarse-only)")
-        matcher = Matcher.from_settings(cfg, fine_ranker=ranker)
-        result = matcher.match(business, text, k=k)
+        matcher = Matcher.from_settings(cfg, fine_ranker=ranker, online_features=online_features)
+        try:
+            result = matcher.match(business, text, k=k)
+        except Exception as exc:  # the adapter's model failed to load: the coarse answer, saying why
+            if not isinstance(ranker, LazyChampion) or ranker.loaded():
+                raise
+            matcher.fine_ranker, note = None, f"unavailable ({type(exc).__name__}: {exc})"
+            result = matcher.match(business, text, k=k)
     if as_json:
         console.print_json(json.dumps(describe(result), ensure_ascii=False, default=str))
         return
@@ -132,21 +143,11 @@ def match(
 
 
 def _champion_ranker(cfg: Settings, business: str) -> tuple[FineRanker | None, str]:
-    """The business's champion adapter from the MLflow registry as a fine ranker, or (None, why not).
+    """The business's champion adapter from the MLflow registry as a fine ranker, or (None, why not);
+    its model loads only if the cascade fine-ranks (`assetmatch.cli.match_cache`)."""
+    from assetmatch.cli.match_cache import champion_ranker
 
-    A registry that does not exist yet is not created; a registry that cannot be read leaves the
-    answer coarse-only and says so."""
-    from assetmatch.registry.mlflow import Registry, load_fine_ranker
-
-    uri = cfg.mlflow.tracking_uri
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).expanduser().exists():
-        return None, "none (no MLflow registry yet)"
-    try:
-        if Registry.from_settings(cfg).version_by_alias(business, "champion") is None:
-            return None, f"none ({business} has no champion adapter)"
-        return load_fine_ranker(cfg, [business]), ""
-    except Exception as exc:  # the registry is optional for a coarse answer
-        return None, f"unavailable ({type(exc).__name__}: {exc})"
+    return champion_ranker(cfg, business)
 
 
 def fine_line(result: MatchResult) -> str:

@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from assetmatch.config import Settings
-from assetmatch.features.provider import FeastFeatureProvider
 from assetmatch.matching.fine import FineCalibration, rerank
 from assetmatch.matching.fusion import (
     STORED_FEATURE_PREFIX,
@@ -135,11 +134,14 @@ class Matcher:
         settings: Settings,
         feature_provider: FeatureProvider | None = None,
         fine_ranker: FineRanker | None = None,
+        online_features: Callable[[Settings, IndexSet], FeatureProvider] | None = None,
     ) -> Matcher:
         """The latest published index with its fitted coarse model and selection (RRF / defaults if absent).
 
         A coarse model fitted with stored features gets the Feast provider of `settings` unless one
-        is given (it degrades to defaults, never fails, when the online store is unreachable)."""
+        is given (it degrades to defaults, never fails, when the online store is unreachable);
+        `online_features(settings, index)` makes that provider instead (the CLI's cached one).
+        Feast is imported only then."""
 
         index = IndexSet.load_latest(settings.recall.index_root)
         folder = models_dir(settings)
@@ -150,7 +152,12 @@ class Matcher:
             if feature_provider is None and any(
                 n.startswith(STORED_FEATURE_PREFIX) for n in coarse.feature_names
             ):
-                feature_provider = FeastFeatureProvider(settings)
+                if online_features is None:
+                    from assetmatch.features.provider import FeastFeatureProvider
+
+                    feature_provider = FeastFeatureProvider(settings)
+                else:
+                    feature_provider = online_features(settings, index)
         else:
             log.warning("no fitted coarse model in %s: using reciprocal-rank fusion", folder)
         if (folder / SELECTION_FILE).exists():
