@@ -135,6 +135,7 @@ def match(
             for reason in t.reasons:
                 console.print(f"   - {reason}", markup=False)
     console.print(f"selected: {', '.join(result.selected) or '(none)'}")
+    console.print(f"coarse model: {COARSE_MODEL_NOTES.get(result.coarse_model, result.coarse_model)}")
     console.print(fine_line(result) or f"fine ranker: {note or 'not run (no candidates)'}", markup=False)
     console.print(
         "timings (ms): " + ", ".join(f"{k}={v:.1f}" for k, v in result.timings_ms.items()),
@@ -148,6 +149,14 @@ def _champion_ranker(cfg: Settings, business: str) -> tuple[FineRanker | None, s
     from assetmatch.cli.match_cache import champion_ranker
 
     return champion_ranker(cfg, business)
+
+
+COARSE_MODEL_NOTES = {
+    "fusion": "untrained reciprocal-rank fusion (no labelled or synthetic requirements were fitted)",
+    "synthetic": "fitted on requirements synthesized from the library's metadata (no labels yet)",
+    "labelled": "fitted on labelled requirements",
+    "blended": "fitted on labelled requirements blended with synthetic ones",
+}
 
 
 def fine_line(result: MatchResult) -> str:
@@ -198,6 +207,12 @@ def evaluate(
         True, "--mlflow/--no-mlflow", help="Log params, metrics and artifacts to MLflow."
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of the train sample and the models."),
+    label_free: bool = typer.Option(
+        False,
+        "--label-free",
+        help="The first-day setting: fit on no labelled requirement of any dataset, only on requirements "
+        "synthesized from the library's own metadata (comments, keys, glossary, query-log co-usage).",
+    ),
     workdir: Path | None = typer.Option(
         None,
         "--workdir",
@@ -228,17 +243,18 @@ def evaluate(
     stage_log.addHandler(RichHandler(console=err_console, show_path=False))
     stage_log.propagate = False
     cfg = settings()
-    options = EvalOptions(
-        dataset=dataset,
-        split=split,
-        setting=cast(Setting, setting),
-        limit=limit,
-        fit_on=fit_on,
-        fit_limit=fit_limit,
-        seed=seed,
-        workdir=workdir,
-    )
     with friendly_errors(FileNotFoundError, ValueError):
+        options = EvalOptions(
+            dataset=dataset,
+            split=split,
+            setting=cast(Setting, setting),
+            limit=limit,
+            fit_on=fit_on,
+            fit_limit=fit_limit,
+            seed=seed,
+            workdir=workdir,
+            label_free=label_free,
+        )
         run = run_eval(options, cfg, progress=_progress)
     print_report(run, console)
     artifacts: dict[str, Path] = {}

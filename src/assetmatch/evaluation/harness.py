@@ -13,7 +13,12 @@ Settings:
 What is learned (the coarse fusion model and the selection parameters) is fitted on split `train` only:
 of the evaluated dataset, or of `fit_on` (another dataset over the same assets, e.g. Spider's train for
 CSpider, which has no train split). A dataset with no train split and no `fit_on` is evaluated with what
-needs no training: RRF fusion and top-1 selection with FK closure.
+needs no training: RRF fusion and top-1 selection with FK closure — unless synthetic requirements are on.
+
+`label_free`: the first-day setting. Nothing labelled is fitted on — no requirement of the evaluated
+dataset or of any other (`fit_on` is refused) — only requirements synthesized from the evaluated
+library's metadata (`matching.synthetic`). Otherwise synthetic requirements follow the settings'
+`matching.synthetic` (blended with the labelled ones by default), so `fit_limit` draws a learning curve.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from assetmatch.evaluation import metrics as M
 from assetmatch.lake.delta import Lake
 from assetmatch.matching.fit import CALIBRATION_MAX as CALIBRATION_MAX  # re-exported for benchmarks
 from assetmatch.matching.fit import FitResult as FitResult
-from assetmatch.matching.fit import fit_matching
+from assetmatch.matching.fit import fit_matching, synthetic_requirements
 from assetmatch.matching.fit import point_in_time_features as point_in_time_features
 from assetmatch.matching.fit import save_fit as save_fit
 from assetmatch.matching.fusion import (
@@ -70,6 +75,13 @@ class EvalOptions:
     fit_limit: int | None = None
     seed: int = 0
     workdir: Path | None = None  # keep the temporary lake and indexes here (default: a temp dir, removed)
+    label_free: bool = False  # fit only on requirements synthesized from the library's metadata
+
+    def __post_init__(self) -> None:
+        if self.label_free and (self.fit_on is not None or self.fit_limit is not None):
+            raise ValueError(
+                "--label-free fits on no labelled requirement: it cannot take --fit-on/--fit-limit"
+            )
 
 
 @dataclass
@@ -212,17 +224,30 @@ def run_eval(options: EvalOptions, base_settings: Settings, progress: ProgressFn
         timings["index_build_s"] = time.perf_counter() - t0
         log.info("built the indexes over %d tables in %.1fs", len(index.assets), timings["index_build_s"])
 
-        if options.fit_on is not None:
-            fit_requirements = _fit_on_requirements(options.fit_on, options.setting, index)
+        train: list[Requirement] = []
+        if options.label_free:
+            settings = settings.model_copy(
+                update={"matching": settings.matching.model_copy(update={"synthetic": "only"})}
+            )
         else:
-            fit_requirements = requirements
-        train = _sample(
-            [r for r in fit_requirements if r.split == "train" and r.gold_assets],
-            options.fit_limit,
-            options.seed,
-        )
+            fit_requirements = (
+                _fit_on_requirements(options.fit_on, options.setting, index)
+                if options.fit_on is not None
+                else requirements
+            )
+            train = _sample(
+                [r for r in fit_requirements if r.split == "train" and r.gold_assets],
+                options.fit_limit,
+                options.seed,
+            )
         t0 = time.perf_counter()
-        fit = fit_matching(index, settings, train, options.seed, progress)
+        lake = Lake.from_settings(settings)  # the library's own metadata: glossary and query log if any
+        synthetic = synthetic_requirements(
+            index, settings, lake.read_glossary(), lake.read_query_log(), seed=options.seed
+        )
+        timings["synthesize_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        fit = fit_matching(index, settings, train, options.seed, progress, synthetic=synthetic)
         timings["fit_s"] = time.perf_counter() - t0
         log.info(
             "fitted on %d train requirements in %.1fs: %s",

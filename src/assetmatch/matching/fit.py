@@ -31,7 +31,8 @@ from assetmatch.matching.selection import (
     calibrate,
     save_selection,
 )
-from assetmatch.models import Requirement
+from assetmatch.matching.synthetic import SynthesisOptions, is_synthetic, synthesize_requirements
+from assetmatch.models import GlossaryTerm, QueryLogEntry, Requirement
 from assetmatch.recall.index import IndexSet
 from assetmatch.types import FeatureProvider
 
@@ -67,6 +68,44 @@ def point_in_time_features(
     return out
 
 
+def synthetic_requirements(
+    index: IndexSet,
+    settings: Settings,
+    glossary: Sequence[GlossaryTerm] = (),
+    query_log: Sequence[QueryLogEntry] = (),
+    seed: int = 0,
+) -> list[Requirement]:
+    """Requirements synthesized from the indexed library's metadata (`matching.synthetic`); none when
+    `matching.synthetic` is off."""
+    if settings.matching.synthetic == "off":
+        return []
+    options = SynthesisOptions(per_table=settings.matching.synthetic_per_table, seed=seed)
+    return synthesize_requirements(index.assets, glossary, query_log, options)
+
+
+def blend(
+    labelled: Sequence[Requirement], synthetic: Sequence[Requirement], settings: Settings, seed: int = 0
+) -> tuple[list[Requirement], str]:
+    """The requirements the coarse model is fitted on, and what they are ("labelled", "synthetic",
+    "blended" or "none").
+
+    The weighting, documented in README "Cold start": with n labelled requirements, a share
+    m / (m + n) of the synthetic ones is kept (m = `matching.synthetic_half_weight_labels`, 500), so
+    synthetic data carries a first day alone and fades as labels accumulate without ever being
+    switched off abruptly. `matching.synthetic: only` keeps every synthetic one and no label."""
+    mode = settings.matching.synthetic
+    if mode == "only":
+        return list(synthetic), "synthetic" if synthetic else "none"
+    if mode == "off" or not synthetic:
+        return list(labelled), "labelled" if labelled else "none"
+    m = settings.matching.synthetic_half_weight_labels
+    keep = round(len(synthetic) * m / (m + len(labelled)))
+    kept = random.Random(seed).sample(list(synthetic), keep)
+    if not labelled:
+        return kept, "synthetic" if kept else "none"
+    return [*labelled, *kept], "blended" if kept else "labelled"
+
+
 def fit_matching(
     index: IndexSet,
     settings: Settings,
@@ -74,16 +113,25 @@ def fit_matching(
     seed: int = 0,
     progress: Callable[[Iterator[Requirement], int, str], Iterator[Requirement]] | None = None,
     feature_provider: FeatureProvider | None = None,
+    synthetic: Sequence[Requirement] = (),
 ) -> FitResult:
-    """Fit the coarse fusion model (CV-chosen) and calibrate set selection on training requirements.
+    """Fit the coarse fusion model (CV-chosen) and calibrate set selection on training requirements,
+    blended with `synthetic` ones (`blend`; `synthetic_requirements` writes them).
 
     With a `feature_provider` the model also learns from stored features (usage, freshness ...),
     read point-in-time as of each requirement (`point_in_time_features`).
 
-    With no training requirements: RRF and top-1 selection with FK closure (the untrained defaults).
+    With nothing to fit on: RRF and top-1 selection with FK closure (the untrained defaults).
     """
+    n_labelled = len(train)
+    train, trained_on = blend(train, synthetic, settings, seed)
+    counts = {"n_labelled": n_labelled, "n_synthetic": sum(is_synthetic(r) for r in train)}
     if not train:
-        return FitResult(None, SelectionParams(min_score=1.1, fk_closure=True), {"trained": False})
+        return FitResult(
+            None,
+            SelectionParams(min_score=1.1, fk_closure=True),
+            {"trained": False, "trained_on": "none", **counts},
+        )
     recall_matcher = Matcher(index, settings, feature_provider=feature_provider)
     builder: FeatureBuilder = recall_matcher.builder
     groups: list[TrainingGroup] = []
@@ -126,6 +174,8 @@ def fit_matching(
             ScoredTable(grp.asset_ids[j], float(scores[j]), builder.group_of(grp.asset_ids[j])) for j in order
         ]
         examples.append(CalibrationExample(ranked, set(req.gold_assets)))
+        if is_synthetic(req):
+            continue  # fine rankers train on labelled requirements only
         oof_lists[oof_key(req.business, req.text)] = (
             [t.asset_id for t in ranked[:depth]],
             [t.score for t in ranked[:depth]],
@@ -135,8 +185,11 @@ def fit_matching(
     params, calibration = calibrate(examples, index.neighbors)
     calibrate_s = time.perf_counter() - t1
     assert model.cv is not None
+    model.trained_on = trained_on
     report = {
         "trained": True,
+        "trained_on": trained_on,
+        **counts,
         "n_train_requirements": len(train),
         "train_gold_recall": n_gold_recalled / max(sum(g.n_gold for g in groups), 1),
         "cv_scores_all_gold_at_5": model.cv.scores,

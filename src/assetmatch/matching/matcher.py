@@ -262,7 +262,13 @@ class Matcher:
             fine_depth=depth,
             fine_skipped=skipped,
             degraded=degraded,
+            coarse_model=self.coarse_model,
         )
+
+    @property
+    def coarse_model(self) -> str:
+        """What the coarse ranking was fitted on (`MatchResult.coarse_model`)."""
+        return self.coarse.trained_on if isinstance(self.coarse, LearnedFusion) else "fusion"
 
     def _fine_depth(self, calibration: FineCalibration, ranked: Sequence[Candidate]) -> int:
         """The cascade's decision: how many coarse tables to fine-rank (0: keep the coarse answer)."""
