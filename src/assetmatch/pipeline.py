@@ -51,7 +51,7 @@ from assetmatch.features import journal_path, provider_for_training
 from assetmatch.ingest import IngestError, failed_summary, ingest_source, new_run_id, select_sources
 from assetmatch.lake import tables as T
 from assetmatch.lake.delta import Lake
-from assetmatch.matching.fit import fit_matching, save_fit
+from assetmatch.matching.fit import fit_matching, save_fit, synthetic_requirements
 from assetmatch.matching.matcher import SELECTION_FILE, models_dir
 from assetmatch.recall import publish
 from assetmatch.recall.index import IndexSet
@@ -462,7 +462,16 @@ def build_and_fit(
     # the fit reads the requirements the index recorded, so index and fit describe the same snapshot
     version = built.manifest["lake"]["versions"].get(T.REQUIREMENTS)
     train = [r for r in lake.read_requirements(version=version, split="train") if r.gold_assets]
-    fit = fit_matching(built, settings, train, feature_provider=provider_for_training(settings))
+    versions = built.manifest["lake"]["versions"]
+    synthetic = synthetic_requirements(
+        built,
+        settings,
+        lake.read_glossary(version=versions.get(T.GLOSSARY)),
+        lake.read_query_log(version=versions.get(T.QUERY_LOG)),
+    )
+    fit = fit_matching(
+        built, settings, train, feature_provider=provider_for_training(settings), synthetic=synthetic
+    )
     save_fit(fit, models_dir(settings))
     return {**built.manifest, "fit": {k: v for k, v in fit.report.items() if k != "selection"}}
 

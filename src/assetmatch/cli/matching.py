@@ -69,11 +69,15 @@ def index_build(
         )
         report = manifest["fit"]
         if not report.get("trained"):
-            console.print("no labelled `train` requirements in the lake: matching uses RRF fusion")
+            console.print(
+                "nothing to fit on (no labelled `train` requirements, synthetic ones off): matching uses "
+                "reciprocal-rank fusion"
+            )
         else:
             console.print(
-                f"coarse model {report.get('cv_chosen')} fitted on {report['n_train_requirements']} train "
-                f"requirements -> {models_dir(cfg)}"
+                f"coarse model {report.get('cv_chosen')} fitted on {report.get('n_labelled', 0)} labelled and "
+                f"{report.get('n_synthetic', 0)} synthetic requirements ({report.get('trained_on')}) "
+                f"-> {models_dir(cfg)}"
             )
 
 
