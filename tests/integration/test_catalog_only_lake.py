@@ -104,6 +104,7 @@ def _check_historical(settings: Settings, columns: dict[str, tuple[int, float]])
 @pytest.mark.timeout(900)  # a few minutes on a busy 2-core machine
 def test_nightly_flow_on_a_catalog_only_lake(tmp_path: Path, prefect_harness: None) -> None:
     from assetmatch.features.store import open_store
+    from assetmatch.matching.matcher import Matcher
 
     _write_catalog(tmp_path / "game.jsonl", "game")
     source = {"name": "catalog-game", "type": "catalog_file", "business": "game",
@@ -131,6 +132,10 @@ def test_nightly_flow_on_a_catalog_only_lake(tmp_path: Path, prefect_harness: No
         assert set(journal["skipped_views"]) == {"asset_co_usage"}
         ids = {f"game.dw.{t}": (len(cols), (len(cols) - 1) / len(cols)) for t, (_, cols) in TABLES.items()}
         _check_online(settings, ids)
+        # and the published index answers a requirement
+        answer = Matcher.from_settings(settings).match("game", "daily paying users")
+        assert answer.ranked[0].asset_id == "game.dw.dws_paying_users_1d", answer.ranked
+        assert answer.selected and len(answer.ranked) == 3
 
         # a day later the next snapshot is loaded the same way (incremental)
         later = pipeline.run_features(settings, now=datetime.now(UTC) + timedelta(days=1))
