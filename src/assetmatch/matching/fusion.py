@@ -11,11 +11,14 @@ Two rankers with one interface (`CoarseRanker.rank`):
   tables a requirement needs sit in one database and join each other; plus any `FeatureProvider`
   features (Feast). The model family and its regularisation are chosen by grouped cross-validation on
   the training requirements only (`fit_learned_fusion`), and saved with joblib together with its
-  feature list so a loaded model always sees the columns it was trained on.
+  feature list so a loaded model always sees the columns it was trained on; a numpy copy of its
+  predictor is saved beside it (`assetmatch.matching.predictor`) so that loading it to answer a
+  requirement does not import scikit-learn.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -29,6 +32,8 @@ import numpy as np
 from assetmatch.matching.types import PATHS, FeatureProvider, Hit
 from assetmatch.models import TableAsset
 from assetmatch.recall.tokenize import has_cjk, tokenize, weighted_gloss_tokens
+
+log = logging.getLogger(__name__)
 
 RRF_K = 60
 NO_RANK = 1000  # rank given to a path that did not find the candidate (only used for 1/rank -> ~0)
@@ -341,6 +346,8 @@ class LearnedFusion:
         trained_on: str = "labelled",
     ) -> None:
         self.model = model
+        """The fitted scikit-learn model, or its numpy predictor when loaded from one (both have
+        `predict_proba`)."""
         self.feature_names = feature_names
         self.builder = builder
         self.cv = cv
@@ -373,6 +380,8 @@ class LearnedFusion:
         return sort_candidates(candidates)
 
     def save(self, path: str | Path) -> Path:
+        """The model with joblib (the source of truth), and beside it its numpy predictor
+        (`predictor_path`) when the model family has one, which `load` reads without scikit-learn."""
         import joblib
 
         target = Path(path)
@@ -386,19 +395,63 @@ class LearnedFusion:
         }
         joblib.dump(payload, tmp)
         tmp.replace(target)  # atomic: a crash never leaves a half-written model
+        # written after the model and stamped with its hash: a crash in between leaves a stale
+        # predictor, which `load` ignores
+        self._write_predictor(target)
         return target
+
+    @staticmethod
+    def predictor_path(path: str | Path) -> Path:
+        """Where the numpy predictor of the model saved at `path` lives (`coarse.joblib` -> `coarse.npz`)."""
+        return Path(path).with_suffix(".npz")
+
+    def _write_predictor(self, target: Path) -> bool:
+        from assetmatch.matching.predictor import write_predictor
+
+        cv = None
+        if self.cv is not None:
+            cv = {
+                "scores": self.cv.scores,
+                "chosen": self.cv.chosen,
+                "n_requirements": self.cv.n_requirements,
+                "n_rows": self.cv.n_rows,
+                "folds": self.cv.folds,
+            }
+        meta = {"feature_names": self.feature_names, "cv": cv, "trained_on": self.trained_on}
+        return write_predictor(self.predictor_path(target), self.model, target, meta)
 
     @classmethod
     def load(cls, path: str | Path) -> LearnedFusion:
+        """The saved model. Its numpy predictor is used when it was written for this very file
+        (same SHA-256): no scikit-learn import; else the joblib model, and the predictor is
+        written again for the next load (best effort: a read-only folder only means joblib again)."""
+        from assetmatch.matching.predictor import read_predictor
+
+        source = Path(path)
+        found = read_predictor(cls.predictor_path(source), source)
+        if found is not None:
+            predictor, header = found
+            cv = header.get("cv")
+            return cls(
+                predictor,
+                list(header["feature_names"]),
+                cv=CVReport(**cv) if cv is not None else None,
+                trained_on=str(header.get("trained_on", "labelled")),
+            )
         import joblib
 
-        payload = joblib.load(Path(path))
-        return cls(
+        payload = joblib.load(source)
+        fusion = cls(
             payload["model"],
             list(payload["feature_names"]),
             cv=payload.get("cv"),
             trained_on=payload.get("trained_on", "labelled"),
         )
+        try:
+            fusion._write_predictor(source)
+        except OSError as exc:
+            log.debug("numpy predictor of %s not written: %s", source, exc)
+        return fusion
 
 
 def fit_learned_fusion(
