@@ -10,7 +10,13 @@ generate, ingest, features, index, train, promote; ~13 min on 2 cores), then reu
 after a build or a change fills the command's caches and is shown apart (`--warmup 0` keeps it in
 the figure).
 
+`--before SRC` also times another version of the code on the same calls, e.g. the `src` folder of a
+`git worktree` of an earlier commit (put first on PYTHONPATH of those calls); the two versions
+alternate call by call, so both see the same machine, and both medians are printed.
+
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/cli_match.py --dir .assetmatch/demo
+    git worktree add /tmp/before HEAD~1
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/cli_match.py --dir .assetmatch/demo --before /tmp/before/src
 """
 
 from __future__ import annotations
@@ -37,7 +43,17 @@ DEMO_STEPS = ["generate", "ingest", "features", "index", "train", "promote"]
 def cli() -> list[str]:
     """The installed console script beside this interpreter (what a user types)."""
     script = Path(sys.executable).with_name("assetmatch")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "assetmatch.cli"]
+    return (
+        [str(script)] if script.exists() else [sys.executable, "-c", "from assetmatch.cli import app; app()"]
+    )
+
+
+def version_env(src: Path | None) -> dict[str, str]:
+    """The environment of a call: this checkout's code, or the code in `src` first on the path."""
+    env = {**os.environ, "COLUMNS": "160"}
+    if src is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(src.resolve()), *filter(None, [env.get("PYTHONPATH")])])
+    return env
 
 
 def ensure_demo(folder: Path) -> Path:
@@ -50,7 +66,9 @@ def ensure_demo(folder: Path) -> Path:
     return config
 
 
-def one_call(config: Path, business: str, text: str, extra: list[str]) -> tuple[float, float, str]:
+def one_call(
+    config: Path, business: str, text: str, extra: list[str], env: dict[str, str]
+) -> tuple[float, float, str]:
     """(wall s, child CPU s, last lines) of one `assetmatch match` process."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
@@ -58,7 +76,7 @@ def one_call(config: Path, business: str, text: str, extra: list[str]) -> tuple[
         [*cli(), "-c", str(config), "match", text, "--business", business, *extra],
         capture_output=True,
         text=True,
-        env={**os.environ, "COLUMNS": "160"},
+        env=env,
     )
     wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -81,32 +99,60 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=5, help="timed calls (requirements cycle)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed calls first (fill the caches)")
     parser.add_argument("--coarse-only", action="store_true", help="pass --coarse-only to every call")
+    parser.add_argument(
+        "--before", type=Path, default=None, help="also time the code in this src folder (alternating)"
+    )
     args = parser.parse_args()
+    if args.before is not None and not (args.before / "assetmatch" / "__init__.py").exists():
+        raise SystemExit(
+            f"--before {args.before}: no assetmatch package there (give a checkout's src folder)"
+        )
     config = ensure_demo(args.dir)
     extra = ["--coarse-only"] if args.coarse_only else []
+    versions = (
+        {"after": version_env(None)}
+        if args.before is None
+        else {
+            "before": version_env(args.before),
+            "after": version_env(None),
+        }
+    )
+    label = {name: "" if args.before is None else f"{name:<6} " for name in versions}
     load_before = os.getloadavg()
     for i in range(args.warmup):
         business, text = REQUIREMENTS[i % len(REQUIREMENTS)]
-        wall, cpu, tail = one_call(config, business, text, extra)
-        print(
-            f"warm-up  {wall:6.2f} s wall {cpu:6.2f} s cpu  {business}: {text}\n         {tail}", flush=True
-        )
-    walls, cpus = [], []
+        for name, env in versions.items():
+            wall, cpu, tail = one_call(config, business, text, extra, env)
+            print(
+                f"warm-up  {label[name]}{wall:6.2f} s wall {cpu:6.2f} s cpu  {business}: {text}\n         {tail}",
+                flush=True,
+            )
+    walls: dict[str, list[float]] = {name: [] for name in versions}
+    cpus: dict[str, list[float]] = {name: [] for name in versions}
     for i in range(args.calls):
         business, text = REQUIREMENTS[i % len(REQUIREMENTS)]
-        wall, cpu, tail = one_call(config, business, text, extra)
-        walls.append(wall)
-        cpus.append(cpu)
-        print(
-            f"call {i + 1}   {wall:6.2f} s wall {cpu:6.2f} s cpu  {business}: {text}\n         {tail}",
-            flush=True,
-        )
+        order = list(versions) if i % 2 == 0 else list(reversed(versions))  # neither always goes first
+        for name in order:
+            wall, cpu, tail = one_call(config, business, text, extra, versions[name])
+            walls[name].append(wall)
+            cpus[name].append(cpu)
+            print(
+                f"call {i + 1}   {label[name]}{wall:6.2f} s wall {cpu:6.2f} s cpu  {business}: {text}\n"
+                f"         {tail}",
+                flush=True,
+            )
     load_after = os.getloadavg()
-    print(
-        f"assetmatch match on the demo: median {statistics.median(walls):.2f} s wall, "
-        f"{statistics.median(cpus):.2f} s cpu over {len(walls)} calls "
-        f"(min {min(walls):.2f}, max {max(walls):.2f} s wall)"
-    )
+    for name in versions:
+        what = (
+            ""
+            if args.before is None
+            else f" ({name}: {args.before if name == 'before' else 'this checkout'})"
+        )
+        print(
+            f"assetmatch match on the demo{what}: median {statistics.median(walls[name]):.2f} s wall, "
+            f"{statistics.median(cpus[name]):.2f} s cpu over {len(walls[name])} calls "
+            f"(min {min(walls[name]):.2f}, max {max(walls[name]):.2f} s wall)"
+        )
     print(
         "load average (1, 5, 15 min): before "
         + ", ".join(f"{x:.2f}" for x in load_before)
