@@ -350,11 +350,11 @@ class MatchingConfig(_Strict):
         "set selection (`matching.synthetic`): auto = blended with the labelled ones, their share shrinking "
         "as labels arrive; off = labelled only (untrained fusion without labels); only = synthetic only.",
     )
-    synthetic_half_weight_labels: int = Field(
+    synthetic_full_weight_labels: int = Field(
         default=500,
         gt=0,
-        description="With this many labelled requirements, half of the synthetic ones are still used "
-        "(share = m / (m + labelled)).",
+        description="Up to this many labelled requirements (m), every synthetic one is kept beside them; "
+        "with more, a share m / labelled.",
     )
     synthetic_per_table: int = Field(
         default=2, ge=0, description="Single-table synthetic requirements written per table."

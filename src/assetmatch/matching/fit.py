@@ -89,18 +89,20 @@ def blend(
     """The requirements the coarse model is fitted on, and what they are ("labelled", "synthetic",
     "blended" or "none").
 
-    The weighting, documented in README "Cold start": with n labelled requirements, a share
-    m / (m + n) of the synthetic ones is kept (m = `matching.synthetic_half_weight_labels`, 500), so
-    synthetic data carries a first day alone and fades as labels accumulate without ever being
-    switched off abruptly. `matching.synthetic: only` keeps every synthetic one and no label."""
+    The weighting, documented in README "The first day": with n labelled requirements, a share
+    min(1, m / n) of the synthetic ones is kept (m = `matching.synthetic_full_weight_labels`, 500):
+    every synthetic requirement while labels are fewer than m — the first labels are added to the
+    label-free training set, never traded for part of it — then fewer as labels accumulate (a third
+    at 1,500), never switched off abruptly. `matching.synthetic: only` keeps every synthetic one and
+    no label. The same seed keeps a nested sample: what a larger n keeps, a smaller n kept too."""
     mode = settings.matching.synthetic
     if mode == "only":
         return list(synthetic), "synthetic" if synthetic else "none"
     if mode == "off" or not synthetic:
         return list(labelled), "labelled" if labelled else "none"
-    m = settings.matching.synthetic_half_weight_labels
-    keep = round(len(synthetic) * m / (m + len(labelled)))
-    kept = random.Random(seed).sample(list(synthetic), keep)
+    m = settings.matching.synthetic_full_weight_labels
+    keep = round(len(synthetic) * min(1.0, m / max(len(labelled), 1)))
+    kept = random.Random(seed).sample(list(synthetic), len(synthetic))[:keep]  # nested in n
     if not labelled:
         return kept, "synthetic" if kept else "none"
     return [*labelled, *kept], "blended" if kept else "labelled"

@@ -185,8 +185,9 @@ def labelled(n: int) -> list[Requirement]:
     ("mode", "n_labels", "expected_synthetic", "trained_on"),
     [
         ("auto", 0, 1000, "synthetic"),
-        ("auto", 500, 500, "blended"),
-        ("auto", 1500, 250, "blended"),
+        ("auto", 200, 1000, "blended"),
+        ("auto", 500, 1000, "blended"),
+        ("auto", 1500, 333, "blended"),
         ("only", 1500, 1000, "synthetic"),
         ("off", 10, 0, "labelled"),
         ("off", 0, 0, "none"),
@@ -201,6 +202,16 @@ def test_blend_keeps_a_synthetic_share_that_fades_as_labels_arrive(
     assert sum(r.split == SPLIT for r in chosen) == expected_synthetic
     assert sum(r.split != SPLIT for r in chosen) == (0 if mode == "only" else n_labels)
     assert what == trained_on
+
+
+def test_a_larger_label_count_keeps_a_subset_of_what_a_smaller_one_kept() -> None:
+    settings = Settings()
+    synthetic = [r.model_copy(update={"id": f"s{i}", "split": SPLIT}) for i, r in enumerate(labelled(1000))]
+    kept = [
+        {r.id for r in blend(labelled(n), synthetic, settings)[0] if r.split == SPLIT}
+        for n in (600, 1000, 3000)
+    ]
+    assert kept[2] < kept[1] < kept[0]
 
 
 @pytest.fixture
