@@ -393,11 +393,14 @@ class LearnedFusion:
             "cv": self.cv,
             "trained_on": self.trained_on,
         }
+        from assetmatch.matching.predictor import file_sha256
+
         joblib.dump(payload, tmp)
+        digest = file_sha256(tmp)
         tmp.replace(target)  # atomic: a crash never leaves a half-written model
         # written after the model and stamped with its hash: a crash in between leaves a stale
         # predictor, which `load` ignores
-        self._write_predictor(target)
+        self._write_predictor(target, digest)
         return target
 
     @staticmethod
@@ -405,7 +408,7 @@ class LearnedFusion:
         """Where the numpy predictor of the model saved at `path` lives (`coarse.joblib` -> `coarse.npz`)."""
         return Path(path).with_suffix(".npz")
 
-    def _write_predictor(self, target: Path) -> bool:
+    def _write_predictor(self, target: Path, source_sha256: str) -> bool:
         from assetmatch.matching.predictor import write_predictor
 
         cv = None
@@ -418,7 +421,7 @@ class LearnedFusion:
                 "folds": self.cv.folds,
             }
         meta = {"feature_names": self.feature_names, "cv": cv, "trained_on": self.trained_on}
-        return write_predictor(self.predictor_path(target), self.model, target, meta)
+        return write_predictor(self.predictor_path(target), self.model, source_sha256, meta)
 
     @classmethod
     def load(cls, path: str | Path) -> LearnedFusion:
@@ -438,9 +441,14 @@ class LearnedFusion:
                 cv=CVReport(**cv) if cv is not None else None,
                 trained_on=str(header.get("trained_on", "labelled")),
             )
+        import io
+
         import joblib
 
-        payload = joblib.load(source)
+        from assetmatch.matching.predictor import bytes_sha256
+
+        raw = source.read_bytes()  # hashed and unpickled from the same bytes
+        payload = joblib.load(io.BytesIO(raw))
         fusion = cls(
             payload["model"],
             list(payload["feature_names"]),
@@ -448,7 +456,7 @@ class LearnedFusion:
             trained_on=payload.get("trained_on", "labelled"),
         )
         try:
-            fusion._write_predictor(source)
+            fusion._write_predictor(source, bytes_sha256(raw))
         except OSError as exc:
             log.debug("numpy predictor of %s not written: %s", source, exc)
         return fusion

@@ -38,11 +38,11 @@ FORMAT = "assetmatch-coarse-predictor/1"
 
 
 def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def bytes_sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def _sigmoid(raw: np.ndarray) -> np.ndarray:
@@ -202,15 +202,17 @@ def export_arrays(model: Any) -> tuple[str, dict[str, np.ndarray]] | None:
     return None
 
 
-def write_predictor(target: Path, model: Any, source: Path, meta: dict[str, Any]) -> bool:
-    """Write the numpy predictor of `model` (saved in `source`) to `target`, stamped with the
-    source's SHA-256; remove `target` when the model cannot be exported. Atomic; True if written."""
+def write_predictor(target: Path, model: Any, source_sha256: str, meta: dict[str, Any]) -> bool:
+    """Write the numpy predictor of `model` to `target`, stamped with the SHA-256 of the joblib bytes
+    `model` was saved as or read from (hashed by the caller from those very bytes, so a joblib file
+    replaced meanwhile never gets this stamp); remove `target` when the model cannot be exported.
+    Atomic; True if written."""
     exported = export_arrays(model)
     if exported is None:
         target.unlink(missing_ok=True)
         return False
     kind, arrays = exported
-    header = {"format": FORMAT, "kind": kind, "source_sha256": file_sha256(source), **meta}
+    header = {"format": FORMAT, "kind": kind, "source_sha256": source_sha256, **meta}
     tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
     try:
         with tmp.open("wb") as fh:
