@@ -312,3 +312,39 @@ def test_mariadb_reader_without_privileges_on_innodb_dictionary(mysql_url: str, 
         with admin.connect() as conn:
             conn.exec_driver_sql(f"DROP USER IF EXISTS '{user}'@'%%'")
         admin.dispose()
+
+
+def test_postgresql_key_changes_are_detected(pg_url: str, tmp_path: Path) -> None:
+    """A primary key moved to another column (same name, same columns otherwise), and a renamed
+    column that another table's foreign key references: the tables involved are read again, and
+    the lake equals a full read."""
+    execute(
+        pg_url,
+        [
+            "CREATE SCHEMA dw",
+            "CREATE TABLE dw.k (a int NOT NULL, b int NOT NULL, CONSTRAINT k_pkey PRIMARY KEY (a))",
+            "CREATE TABLE dw.p (id int PRIMARY KEY)",
+            "CREATE TABLE dw.f (id int PRIMARY KEY, p_id int REFERENCES dw.p (id))",
+            "CREATE TABLE dw.q (id int PRIMARY KEY)",
+        ],
+    )
+    settings = settings_for(pg_url, str(tmp_path / "lake"), {"schemas": ["dw"]})
+    lake = Lake(str(tmp_path / "lake"))
+    assert counts(run_ingest(settings, run_id="run-1"))["inserted"] == 4
+    assert counts(run_ingest(settings, run_id="run-2"))["not_read"] == 4
+
+    execute(
+        pg_url,
+        [
+            "ALTER TABLE dw.k DROP CONSTRAINT k_pkey, ADD CONSTRAINT k_pkey PRIMARY KEY (b)",
+            "ALTER TABLE dw.p RENAME COLUMN id TO pid",
+        ],
+    )
+    changed = run_ingest(settings, run_id="run-3")
+    assert counts(changed)["extracted"] == 3 and counts(changed)["not_read"] == 1
+    assets = {a.name: a for a in lake.read_assets()}
+    assert [c.name for c in assets["k"].columns if c.primary_key] == ["b"]
+    assert [fk.ref_columns for fk in assets["f"].foreign_keys] == [["pid"]]
+    full_lake = Lake(str(tmp_path / "full"))
+    run_ingest(settings, run_id="full", lake=full_lake, full_read=True)
+    assert asset_rows(full_lake) == asset_rows(lake)

@@ -460,7 +460,9 @@ class SqlSource(Source[SqlSourceConfig]):
         # and the sum of 64-bit hashes (hashtextextended) of its rows, every row carrying its own
         # position: order-independent, so no per-table sort, which an ordered aggregate
         # (string_agg(... ORDER BY)) pays ten thousand times. The table comment comes from the
-        # same pg_description lookup as the comments' hash.
+        # same pg_description lookup as the comments' hash. A primary key is hashed by its column
+        # numbers (their names are in the columns' part), a foreign key by its definition, which
+        # names the referenced columns (pg_get_constraintdef costs more than the rest of the row).
         fingerprinting = self.changes is not None and self.config.change_detection
         hashes = (
             ", (SELECT count(*) || ':' || sum(hashtextextended(concat_ws(chr(31), a.attnum, a.attname, "
@@ -468,7 +470,8 @@ class SqlSource(Source[SqlSourceConfig]):
             "WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped)"
             ", d.h"
             ", (SELECT count(*) || ':' || sum(hashtextextended(concat_ws(chr(31), con.contype, con.conname, "
-            "pg_get_constraintdef(con.oid), rn.nspname, rc.relname), 0)::numeric) FROM pg_constraint con "
+            "CASE WHEN con.contype = 'f' THEN pg_get_constraintdef(con.oid) ELSE con.conkey::text END, "
+            "rn.nspname, rc.relname), 0)::numeric) FROM pg_constraint con "
             "LEFT JOIN pg_class rc ON rc.oid = con.confrelid LEFT JOIN pg_namespace rn ON rn.oid = rc.relnamespace "
             "WHERE con.conrelid = c.oid AND con.contype IN ('p', 'f'))"
             if fingerprinting
