@@ -14,7 +14,6 @@ keys in force (logged, counted in `assetmatch_key_reloads_total{outcome="failed"
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import logging
@@ -27,6 +26,7 @@ import yaml
 
 from assetmatch.config import ConfigError, Settings, expand_env, load_settings, scrub
 from assetmatch.serving.metrics import ServingMetrics
+from assetmatch.serving.periodic import Periodic
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +153,7 @@ class KeyWatcher:
         self.settings = settings
         self.metrics = metrics
         self.interval_s = interval_s
-        self._task: asyncio.Task[None] | None = None
+        self._periodic = Periodic(self.refresh, interval_s, "assetmatch-key-watcher")
 
     def current_settings(self) -> Settings:
         """The settings as the files say now (blocking I/O: call it in a thread)."""
@@ -175,18 +175,8 @@ class KeyWatcher:
             log.info("API keys reloaded: %d keys", len(self.store))
         return changed
 
-    async def _watch(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval_s)
-            await self.refresh()
-
     def start(self) -> None:
-        if self.interval_s > 0 and self._task is None:
-            self._task = asyncio.create_task(self._watch(), name="assetmatch-key-watcher")
+        self._periodic.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._periodic.stop()

@@ -33,6 +33,7 @@ from assetmatch.recall import publish
 from assetmatch.registry.mlflow import Registry
 from assetmatch.serving.batching import BatchedFineRanker, MicroBatcher
 from assetmatch.serving.metrics import ServingMetrics
+from assetmatch.serving.periodic import Periodic
 from assetmatch.serving.state import BusinessInfo, MatchEngine, ModelRef, ServingState, StateHolder, Versions
 
 log = logging.getLogger(__name__)
@@ -370,7 +371,7 @@ class Reloader:
         self.metrics = metrics
         self.interval_s = interval_s
         self._lock = asyncio.Lock()
-        self._task: asyncio.Task[None] | None = None
+        self._periodic = Periodic(self.reload, interval_s, "assetmatch-reload-watcher")
         self._cleanups: set[asyncio.Task[None]] = set()
 
     async def reload(self, force: bool = False) -> bool:
@@ -427,20 +428,10 @@ class Reloader:
         except Exception:
             log.exception("unloading the adapters of state %s failed (they stay loaded)", old.id)
 
-    async def _watch(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval_s)
-            await self.reload()
-
     def start(self) -> None:
-        if self.interval_s > 0 and self._task is None:
-            self._task = asyncio.create_task(self._watch(), name="assetmatch-reload-watcher")
+        self._periodic.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._periodic.stop()
         for task in list(self._cleanups):
             task.cancel()
