@@ -274,9 +274,22 @@ def evaluate(
             artifacts["plot"] = plot_recall(run, tmp / "recall_at_k.png")
             artifacts["report"] = write_json(run, tmp / "report.json")
         run_id = log_mlflow(run, cfg, artifacts)
-        console.print(f"MLflow run {run_id} ({cfg.mlflow.tracking_uri})", style="dim")
+        console.print(f"MLflow run {run_id} ({_without_password(cfg.mlflow.tracking_uri)})", style="dim")
     for name, path in artifacts.items():
         console.print(f"{name}: {path}", style="dim")
+
+
+def _without_password(uri: str) -> str:
+    """`uri` with the password of its user-info masked (`postgresql://u:***@host/db`)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    from assetmatch.config import scrub
+
+    parts = urlsplit(uri)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+        uri = urlunsplit(parts._replace(netloc=netloc))
+    return scrub(uri)
 
 
 def register(app: typer.Typer) -> None:
