@@ -30,9 +30,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from assetmatch.models import GlossaryTerm, QueryLogEntry, Requirement, TableAsset
+from assetmatch.recall.tokenize import has_cjk
 
 SPLIT = "synthetic"
-_HAN = re.compile(r"[\u4e00-\u9fff]")
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 
 # {t}: table label, {c}/{c2}: column labels of it; the multi-table ones use {a}/{ac} and {b}/{bc}.
@@ -79,7 +79,7 @@ EN_BRIDGE = [
 ZH_BRIDGE = ["查询每个{a}的{ac}以及与之关联的{b}的{bc}。", "每个{a}关联了多少个{b}？"]
 EN_TOGETHER = ["Show the {ac} of {a} with the {bc} of {b}.", "Compare {a} {ac} against {b} {bc}."]
 ZH_TOGETHER = ["查询{a}的{ac}和{b}的{bc}。"]
-EN_TERM = ["What is the {term}?", "Show the {term} for last month.", "Report {term} by day."]
+EN_TERM = ["Which data tells me the {term}?", "Show the {term} for last month.", "Report {term} by day."]
 ZH_TERM = ["查询最近一个月的{term}", "按天统计{term}", "{term}是多少"]
 
 
@@ -103,10 +103,6 @@ def label(name: str, comment: str = "") -> str:
         return text
     words = _CAMEL.sub(" ", name).replace("_", " ").replace("-", " ")
     return " ".join(words.split()).lower()
-
-
-def _is_zh(text: str) -> bool:
-    return bool(_HAN.search(text))
 
 
 def _is_key_like(column_label: str) -> bool:
@@ -133,7 +129,7 @@ class _Writer:
         self.rng = random.Random(options.seed)
 
     def pick(self, en: Sequence[str], zh: Sequence[str], *labels: str) -> str:
-        chinese = any(_is_zh(x) for x in labels) or self.rng.random() < self.options.zh_share
+        chinese = any(has_cjk(x) for x in labels) or self.rng.random() < self.options.zh_share
         return self.rng.choice(zh if chinese else en)
 
     def two(self, asset: TableAsset) -> tuple[str, str]:

@@ -19,10 +19,10 @@ import re
 from collections.abc import Sequence
 
 from assetmatch.config import Settings
+from assetmatch.matching.synthetic import EN_TERM, ZH_TERM
 from assetmatch.models import GlossaryTerm, TableAsset
+from assetmatch.recall.tokenize import has_cjk
 from assetmatch.training.pairs import LabelledRequirement
-
-_HAN = re.compile(r"[\u4e00-\u9fff]")
 
 EN_TABLE = [
     "Show all {table}.",
@@ -48,17 +48,11 @@ ZH_COLUMN = [
     "按{col}排序列出{table}",
 ]
 ZH_TWO = ["查询{table}的{col}和{col2}"]
-EN_TERM = ["Which data tells me the {term}?", "Show the {term} for last month.", "Report {term} by day."]
-ZH_TERM = ["查询最近一个月的{term}", "按天统计{term}", "{term}是多少"]
 
 
 def _label(text: str, fallback: str) -> str:
     text = text.strip() or fallback
     return re.sub(r"[_]+", " ", text).strip()
-
-
-def _is_zh(text: str) -> bool:
-    return bool(_HAN.search(text))
 
 
 def _rid(prefix: str, *parts: str) -> str:
@@ -71,7 +65,7 @@ def from_comments(assets: Sequence[TableAsset], per_table: int, seed: int) -> li
     out: list[LabelledRequirement] = []
     for asset in sorted(assets, key=lambda a: a.asset_id):
         table = _label(asset.comment, asset.name)
-        zh = _is_zh(table)
+        zh = has_cjk(table)
         cols = [_label(c.comment, c.name) for c in asset.columns if not c.primary_key] or [
             _label(c.comment, c.name) for c in asset.columns
         ]
@@ -83,7 +77,7 @@ def from_comments(assets: Sequence[TableAsset], per_table: int, seed: int) -> li
                 text = rng.choice(ZH_TWO if zh else EN_TWO).format(table=table, col=col, col2=col2)
             else:
                 col = rng.choice(cols)
-                templates = ZH_COLUMN if zh or _is_zh(col) else EN_COLUMN
+                templates = ZH_COLUMN if zh or has_cjk(col) else EN_COLUMN
                 text = rng.choice(templates).format(table=table, col=col)
             out.append(
                 LabelledRequirement(
@@ -108,7 +102,7 @@ def from_glossary(
         if not gold:
             continue
         for word in [term.term, *term.synonyms]:
-            text = rng.choice(ZH_TERM if _is_zh(word) else EN_TERM).format(term=word)
+            text = rng.choice(ZH_TERM if has_cjk(word) else EN_TERM).format(term=word)
             out.append(
                 LabelledRequirement(
                     _rid("gloss:", term.business, word), term.business, text, gold, "synthetic"
