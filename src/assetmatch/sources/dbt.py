@@ -40,6 +40,7 @@ from pydantic import Field
 
 from assetmatch.config import ConfigError
 from assetmatch.models import Column, ForeignKey, TableAsset, default_asset_id
+from assetmatch.sources._files import as_text
 from assetmatch.sources.base import Source, SourceConfig
 
 RELATION_TYPES = ("model", "seed", "snapshot")
@@ -106,10 +107,6 @@ def _malformed(node: Any) -> str | None:
     return None
 
 
-def _text(value: Any) -> str:
-    return "" if value is None else str(value)
-
-
 class _Case:
     """The catalog's spelling of databases and schemas, for tables the catalog does not report."""
 
@@ -118,7 +115,7 @@ class _Case:
         self.schemas: dict[tuple[str, str], str] = {}
         for entry in entries.values():
             meta = (entry or {}).get("metadata") or {} if isinstance(entry, dict) else {}
-            database, schema = _text(meta.get("database")), _text(meta.get("schema"))
+            database, schema = as_text(meta.get("database")), as_text(meta.get("schema"))
             if database:
                 self.databases.setdefault(database.lower(), database)
             if schema:
@@ -152,9 +149,9 @@ class DbtSource(Source[DbtConfig]):
     ) -> None:
         """(database, schema, name) of a relation: the catalog's spelling when it has the table."""
         meta = (entry or {}).get("metadata") or {}
-        database = _text(meta.get("database")) or _text(node.get("database"))
-        schema = _text(meta.get("schema")) or _text(node.get("schema"))
-        name = _text(meta.get("name")) or self._manifest_name(node)
+        database = as_text(meta.get("database")) or as_text(node.get("database"))
+        schema = as_text(meta.get("schema")) or as_text(node.get("schema"))
+        name = as_text(meta.get("name")) or self._manifest_name(node)
         if not entry:
             spelled, schema = case.names(database, schema)
             # the catalog folds this database's case (Snowflake: UPPER): the table name follows it
@@ -168,7 +165,7 @@ class DbtSource(Source[DbtConfig]):
         meta = {**(config.get("meta") or {}), **(node.get("meta") or {})}
         database, schema, _ = self._names[uid]
         explicit = meta.get("business")
-        return self.resolve_business(database, schema, _text(explicit) or None) or ""
+        return self.resolve_business(database, schema, as_text(explicit) or None) or ""
 
     def _asset_id(self, uid: str, node: dict[str, Any]) -> str:
         database, schema, name = self._names[uid]
@@ -185,7 +182,7 @@ class DbtSource(Source[DbtConfig]):
         depends = [n for n in (test.get("depends_on") or {}).get("nodes") or [] if n in relations]
         if len(depends) == 1:
             return str(depends[0])
-        model = _text(((test.get("test_metadata") or {}).get("kwargs") or {}).get("model"))
+        model = as_text(((test.get("test_metadata") or {}).get("kwargs") or {}).get("model"))
         source = _SOURCE.search(model)
         ref = _REF.search(model)
         uid = by_name.get(f"source:{source[1]}.{source[2]}") if source else None
@@ -284,8 +281,8 @@ class DbtSource(Source[DbtConfig]):
         nested: dict[str, list[tuple[str, str, str]]] = {}
         for name, doc, col in ordered:
             constraints = {c.get("type") for c in doc.get("constraints") or [] if isinstance(c, dict)}
-            comment = _text(doc.get("description") or col.get("comment"))
-            type_ = _text(col.get("type") or doc.get("data_type"))
+            comment = as_text(doc.get("description") or col.get("comment"))
+            type_ = as_text(col.get("type") or doc.get("data_type"))
             head, dot, rest = name.partition(".")
             if dot and head.lower() in by_name:  # a nested field: kept with its top-level column
                 nested.setdefault(head.lower(), []).append((rest, type_, comment))
@@ -358,16 +355,16 @@ class DbtSource(Source[DbtConfig]):
             entry = catalog_entries.get(uid)
             meta = (entry or {}).get("metadata") or {}
             stats = (entry or {}).get("stats") or {}
-            materialized = _text((node.get("config") or {}).get("materialized"))
+            materialized = as_text((node.get("config") or {}).get("materialized"))
             is_view = (
-                materialized in ("view", "materialized_view") or "VIEW" in _text(meta.get("type")).upper()
+                materialized in ("view", "materialized_view") or "VIEW" in as_text(meta.get("type")).upper()
             )
             row_stat = stats.get("row_count") or stats.get("num_rows") or {}
             row_count = row_stat.get("value") if row_stat.get("include", True) else None
             properties = {
                 "dbt_unique_id": uid,
-                "dbt_resource_type": _text(node.get("resource_type")),
-                "dbt_path": _text(node.get("original_file_path")),
+                "dbt_resource_type": as_text(node.get("resource_type")),
+                "dbt_path": as_text(node.get("original_file_path")),
             }
             if materialized:
                 properties["dbt_materialized"] = materialized
@@ -391,7 +388,7 @@ class DbtSource(Source[DbtConfig]):
                 schema_name=schema,
                 name=name,
                 kind="view" if is_view else "table",
-                comment=_text(node.get("description") or meta.get("comment")),
+                comment=as_text(node.get("description") or meta.get("comment")),
                 columns=columns,
                 foreign_keys=foreign_keys.get(uid, []),
                 row_count=int(row_count) if isinstance(row_count, int | float) else None,
