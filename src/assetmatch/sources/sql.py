@@ -332,6 +332,11 @@ class SqlSource(Source[SqlSourceConfig]):
         blob = json.dumps([salt, *parts], ensure_ascii=False, default=str, separators=(",", ":"))
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
+    @property
+    def _detecting(self) -> ChangeState | None:
+        """The change state to fill, or None for a full read (no state, or `change_detection: false`)."""
+        return self.changes if self.config.change_detection else None
+
     def _changed(self, database: str, tables: dict[Any, _Table]) -> dict[Any, _Table]:
         """The tables to read: all of them without change detection, else the new or changed ones.
 
@@ -339,8 +344,8 @@ class SqlSource(Source[SqlSourceConfig]):
         fingerprint and the same row-count magnitude; kept ids go to `changes.kept`, the
         fingerprints of the others to `changes.fingerprints`.
         """
-        changes = self.changes
-        if changes is None or not self.config.change_detection:
+        changes = self._detecting
+        if changes is None:
             return tables
         read: dict[Any, _Table] = {}
         for key, table in tables.items():
@@ -463,7 +468,7 @@ class SqlSource(Source[SqlSourceConfig]):
         # same pg_description lookup as the comments' hash. A primary key is hashed by its column
         # numbers (their names are in the columns' part), a foreign key by its definition, which
         # names the referenced columns (pg_get_constraintdef costs more than the rest of the row).
-        fingerprinting = self.changes is not None and self.config.change_detection
+        fingerprinting = self._detecting is not None
         hashes = (
             ", (SELECT count(*) || ':' || sum(hashtextextended(concat_ws(chr(31), a.attnum, a.attname, "
             "format_type(a.atttypid, a.atttypmod), a.attnotnull), 0)::numeric) FROM pg_attribute a "
@@ -579,7 +584,7 @@ class SqlSource(Source[SqlSourceConfig]):
             ]
         if not schemas:
             return
-        if self.changes is not None and self.config.change_detection:
+        if self._detecting is not None:
             yield from self._read_mysql_changed(conn, database, schemas)
             return
         params = {"schemas": schemas}
