@@ -174,13 +174,17 @@ class StateLoader:
                     BatchedFineRanker(self.batcher, self.scorer, arm_refs) if arm_refs else None
                 )
                 engines[arm] = engine
-            versions = Versions(loaded_index, tuple(sorted((b, a, r.version) for (b, a), r in refs.items())))
+            versions = Versions.of(loaded_index, refs)
             state = ServingState(
                 versions=versions, engines=engines, models=refs, businesses=tuple(self.businesses())
             )
-            # 4. the consistency check: nothing goes live that does not answer every business
-            index_changed = previous is None or previous.versions.index != wanted.index
-            problems = await asyncio.to_thread(check_state, state, self.settings, index_changed)
+            # 4. the consistency check: nothing goes live that does not answer every business (on
+            # the same index, only businesses whose adapters changed answer differently than before)
+            if previous is None or previous.versions.index != wanted.index:
+                problems = await asyncio.to_thread(check_state, state, self.settings)
+            else:
+                moved = {b for b, _, _ in set(versions.models) ^ set(previous.versions.models)}
+                problems = await asyncio.to_thread(check_state, state, self.settings, False, moved)
             if problems:
                 raise StateCheckFailed(problems)
         except BaseException:
@@ -319,10 +323,13 @@ def check_answer(result: Any, visible: set[str], known: Any) -> list[str]:
     return problems
 
 
-def check_state(state: ServingState, settings: Settings, index_changed: bool = True) -> list[str]:
+def check_state(
+    state: ServingState, settings: Settings, index_changed: bool = True, only: set[str] | None = None
+) -> list[str]:
     """Problems that keep `state` from going live ([] when it may): the index's own consistency
-    (when it changed) and one probe query per business and arm through the whole Matcher, fine
-    ranker included; a business with an adapter also scores two tables through it directly."""
+    (when it changed) and one probe query per business (of `only`, when given) and arm through the
+    whole Matcher, fine ranker included; a business with an adapter also scores two tables through
+    it directly."""
     problems: list[str] = []
     champion = state.engines.get("champion")
     if champion is None:
@@ -335,6 +342,8 @@ def check_state(state: ServingState, settings: Settings, index_changed: bool = T
     shared = {b.name for b in settings.businesses if b.shared}
     for info in state.businesses:
         business = info.name
+        if only is not None and business not in only:
+            continue
         text = probe_text(index, business) if index is not None else info.name
         if text is None:
             log.warning("business %s has no table in the index: nothing to probe", business)
