@@ -390,13 +390,13 @@ class BatchedFineRanker:
         Under a `FineBudget` (see `run_within`), raises `FineRankerBusy` instead of queueing when the
         queue's expected wait is over the budget or the deadline cannot be met, and when the scores
         do not come back by the deadline."""
-        rows = self.rows(business, requirement, assets)
         budget = _budget.get()
         if budget is None:
-            return self.batcher.score_threadsafe(self.scorer, rows)
+            return self.batcher.score_threadsafe(self.scorer, self.rows(business, requirement, assets))
         reason = budget.refusal(self.batcher.expected_wait_s(), self.batcher.batch_seconds or 0.0)
-        if reason is not None:
+        if reason is not None:  # refused before its documents are rendered: overload costs nothing
             raise FineRankerBusy(reason)
+        rows = self.rows(business, requirement, assets)
         try:
             return self.batcher.score_threadsafe(self.scorer, rows, timeout=budget.timeout(60.0))
         except BatcherOverloaded:
