@@ -82,11 +82,6 @@ class RequestMemory:
                 return "new"
             return "duplicate" if given == used else "conflict"
 
-    def release_feedback(self, request_id: str) -> None:
-        """Forget a claim whose row could not be accepted (so the caller may send it again)."""
-        with self._lock:
-            self._given.pop(request_id, None)
-
 
 class UsedAssetsRefused(ValueError):
     """Used asset ids the answering business cannot see (another tenant's, or unknown)."""
