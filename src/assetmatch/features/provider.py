@@ -325,19 +325,16 @@ class FeastFeatureProvider:
     def _stored_refs(self, store: Any, service: Any) -> tuple[list[str], bool]:
         """`view:feature` references of the service whose offline table holds rows, and whether that is
         every view of it. Feast's file offline store fails reading a table without a data file
-        (`features.build.FeatureTables.rows`)."""
-        tables = FeatureTables(Lake.from_settings(self.settings))
-        refs: list[str] = []
-        every = True
-        for projection in service.feature_view_projections:
-            view = store.get_feature_view(projection.name)
-            source = getattr(view.batch_source, "path", "")
-            if source and tables.rows(tables.path(source)) == 0:
-                log.info("feature view %s: offline table %s holds no rows; defaults used", view.name, source)
-                every = False
-                continue
-            refs += [f"{projection.name}:{f.name}" for f in projection.features]
-        return refs, every
+        (`features.store.loadable_views`)."""
+        from assetmatch.features.store import loadable_views
+
+        projections = service.feature_view_projections
+        views = [store.get_feature_view(p.name) for p in projections]
+        loadable, skipped = loadable_views(views, FeatureTables(Lake.from_settings(self.settings)))
+        for name, why in skipped.items():
+            log.info("feature view %s: %s", name, why)
+        refs = [f"{p.name}:{f.name}" for p in projections if p.name in loadable for f in p.features]
+        return refs, not skipped
 
     # ---- set selection -------------------------------------------------------------------
     def co_usage(self, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], dict[str, float]]:
