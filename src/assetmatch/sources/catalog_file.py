@@ -105,6 +105,7 @@ class CatalogFileSource(Source[CatalogFileConfig]):
     def _tables(self) -> Iterator[tuple[str, Record]]:
         """Table-shaped records: JSON/YAML records as they are, CSV rows grouped per table."""
         csv_tables: dict[tuple[str, ...], tuple[str, Record]] = {}
+        bad = BadRecords(self.report, "assets")
         for location, fmt, record in iter_records(
             self.config, self.report, table="assets", list_key="tables"
         ):
@@ -118,7 +119,7 @@ class CatalogFileSource(Source[CatalogFileConfig]):
                 for k in (("business",), DATABASE_KEYS, SCHEMA_KEYS, TABLE_KEYS)
             )
             if not key[3]:
-                BadRecords(self.report, "assets")(location, "no `table` value", record)
+                bad(location, "no `table` value", record)
                 continue
             table = csv_tables.get(key)
             if table is None:
@@ -134,7 +135,7 @@ class CatalogFileSource(Source[CatalogFileConfig]):
                     primary_key = as_bool(record.get("primary_key", False))
                     nullable = as_bool(record.get("nullable", True))
                 except ValueError as exc:
-                    BadRecords(self.report, "assets")(location, f"column {column!r}: {exc}", record)
+                    bad(location, f"column {column!r}: {exc}", record)
                     continue
                 merged["columns"].append(
                     {
