@@ -54,7 +54,7 @@ from assetmatch.lake.delta import Lake
 from assetmatch.matching.fit import fit_matching, save_fit, synthetic_requirements
 from assetmatch.matching.matcher import SELECTION_FILE, models_dir
 from assetmatch.recall import publish
-from assetmatch.recall.index import IndexSet
+from assetmatch.recall.index import IndexSet, LakeSnapshot
 from assetmatch.registry.mlflow import Registry
 from assetmatch.registry.promotion import evaluate_and_promote
 from assetmatch.registry.training import plan_training, run_shared_training, run_training
@@ -458,17 +458,11 @@ def build_and_fit(
     `assetmatch index build` does). Returns the manifest, with the fit report under "fit"."""
 
     lake = Lake.from_settings(settings)
-    built = IndexSet.build(lake, settings, assets_version=assets_version, full=full, progress=progress)
-    # the fit reads the requirements the index recorded, so index and fit describe the same snapshot
-    version = built.manifest["lake"]["versions"].get(T.REQUIREMENTS)
-    train = [r for r in lake.read_requirements(version=version, split="train") if r.gold_assets]
-    versions = built.manifest["lake"]["versions"]
-    synthetic = synthetic_requirements(
-        built,
-        settings,
-        lake.read_glossary(version=versions.get(T.GLOSSARY)),
-        lake.read_query_log(version=versions.get(T.QUERY_LOG)),
-    )
+    # one read of the lake: the index and the fit describe the same snapshot
+    snapshot = LakeSnapshot.read(lake, assets_version)
+    built = IndexSet.build(lake, settings, full=full, progress=progress, snapshot=snapshot)
+    train = [r for r in snapshot.train if r.gold_assets]
+    synthetic = synthetic_requirements(built, settings, snapshot.glossary, snapshot.query_log)
     fit = fit_matching(
         built, settings, train, feature_provider=provider_for_training(settings), synthetic=synthetic
     )

@@ -52,7 +52,7 @@ from assetmatch.matching.selection import (
     top_k_selection,
 )
 from assetmatch.models import Requirement
-from assetmatch.recall.index import IndexSet
+from assetmatch.recall.index import IndexSet, LakeSnapshot
 from assetmatch.sources import registry
 
 log = logging.getLogger(__name__)
@@ -219,7 +219,9 @@ def run_eval(options: EvalOptions, base_settings: Settings, progress: ProgressFn
             evaluated = evaluated[: options.limit]
 
         t0 = time.perf_counter()
-        index = IndexSet.build(Lake.from_settings(settings), settings)
+        lake = Lake.from_settings(settings)
+        snapshot = LakeSnapshot.read(lake)
+        index = IndexSet.build(lake, settings, snapshot=snapshot)
         index.warmup()  # load the encoder and the zh->en lexicon now, not inside the first timed query
         timings["index_build_s"] = time.perf_counter() - t0
         log.info("built the indexes over %d tables in %.1fs", len(index.assets), timings["index_build_s"])
@@ -241,9 +243,9 @@ def run_eval(options: EvalOptions, base_settings: Settings, progress: ProgressFn
                 options.seed,
             )
         t0 = time.perf_counter()
-        lake = Lake.from_settings(settings)  # the library's own metadata: glossary and query log if any
+        # the library's own metadata (glossary and query log if any), as the index read it
         synthetic = synthetic_requirements(
-            index, settings, lake.read_glossary(), lake.read_query_log(), seed=options.seed
+            index, settings, snapshot.glossary, snapshot.query_log, seed=options.seed
         )
         timings["synthesize_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()

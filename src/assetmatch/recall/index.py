@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from assetmatch.config import Settings
-from assetmatch.models import TableAsset
+from assetmatch.models import GlossaryTerm, QueryLogEntry, Requirement, TableAsset
 from assetmatch.recall import publish
 from assetmatch.recall.dense import DenseIndex, build_faiss
 from assetmatch.recall.documents import DOCUMENT_VERSION, lexical_tokens, table_document
@@ -80,6 +80,43 @@ class PastRequirement:
     text: str
     rows: list[int]  # asset rows it used (live assets only)
     origin: str  # "query_log" | "requirements"
+
+
+@dataclass
+class LakeSnapshot:
+    """What an index build reads from the lake, at pinned versions (`read_snapshot`). The coarse fit
+    of the same build reuses it instead of reading the lake again."""
+
+    versions: dict[str, int | None]
+    assets: list[TableAsset]  # live, sorted by (business, asset_id)
+    glossary: list[GlossaryTerm]
+    query_log: list[QueryLogEntry]
+    train: list[Requirement]  # split "train"
+
+    @classmethod
+    def read(cls, lake: Lake, assets_version: int | None = None) -> LakeSnapshot:
+        """The lake's current glossary, query log and train requirements, and its assets at
+        `assets_version` (default: current). Raises ValueError when there is no live asset."""
+        from assetmatch.lake import tables as T
+
+        versions = {name: lake.version(name) for name in (T.ASSETS, T.GLOSSARY, T.QUERY_LOG, T.REQUIREMENTS)}
+        if assets_version is None:
+            assets_version = versions[T.ASSETS]
+        if assets_version is None:
+            raise ValueError(f"the lake at {lake.uri} has no assets table yet: ingest assets first")
+        versions[T.ASSETS] = assets_version
+        assets = sorted(lake.read_assets(version=assets_version), key=lambda a: (a.business, a.asset_id))
+        if not assets:
+            raise ValueError(
+                f"the lake's assets table has no live asset at version {assets_version}: nothing to index"
+            )
+        return cls(
+            versions,
+            assets,
+            lake.read_glossary(version=versions[T.GLOSSARY]),
+            lake.read_query_log(version=versions[T.QUERY_LOG]),
+            lake.read_requirements(version=versions[T.REQUIREMENTS], split="train"),
+        )
 
 
 @dataclass
@@ -186,34 +223,23 @@ class IndexSet:
         full: bool = False,
         progress: bool = False,
         keep: int = 3,
+        snapshot: LakeSnapshot | None = None,
     ) -> IndexSet:
         """Build every index from the lake and publish it as the new current index.
 
         assets_version: the `assets` table version to read (default: its current version; the version
         actually read is recorded). full: embed everything again instead of reusing cached vectors.
-        keep: how many published index folders to keep. Raises ValueError (nothing published) when the
-        lake has no live asset at that version.
+        keep: how many published index folders to keep. snapshot: what to build from, already read
+        (`LakeSnapshot.read`; `assets_version` is then ignored). Raises ValueError (nothing published)
+        when the lake has no live asset at that version.
         """
-        from assetmatch.lake import tables as T
-
         started = time.perf_counter()
         stats = BuildStats()
-        versions = {name: lake.version(name) for name in (T.ASSETS, T.GLOSSARY, T.QUERY_LOG, T.REQUIREMENTS)}
-        if assets_version is None:
-            assets_version = versions[T.ASSETS]
-        if assets_version is None:
-            raise ValueError(f"the lake at {lake.uri} has no assets table yet: ingest assets first")
-        versions[T.ASSETS] = assets_version
-        assets = sorted(lake.read_assets(version=assets_version), key=lambda a: (a.business, a.asset_id))
-        if not assets:
-            raise ValueError(
-                f"the lake's assets table has no live asset at version {assets_version}: nothing to index"
-            )
+        snapshot = snapshot or LakeSnapshot.read(lake, assets_version)
+        versions, assets = snapshot.versions, snapshot.assets
+        glossary_terms, logged, train = snapshot.glossary, snapshot.query_log, snapshot.train
         row_of = {a.asset_id: i for i, a in enumerate(assets)}
         businesses = sorted({a.business for a in assets})
-        glossary_terms = lake.read_glossary(version=versions[T.GLOSSARY])
-        logged = lake.read_query_log(version=versions[T.QUERY_LOG])
-        train = lake.read_requirements(version=versions[T.REQUIREMENTS], split="train")
         stats.seconds["read"] = time.perf_counter() - started
 
         root = Path(settings.recall.index_root)
