@@ -209,18 +209,8 @@ class LazyChampion:
         if self._ranker is None:
             # what registry.mlflow.load_fine_ranker builds, for the adapter folder already resolved
             from assetmatch.ranking.finerank import LoraFineRanker
-            from assetmatch.ranking.model import MultiAdapterScorer
 
-            ranker = self.settings.ranker
-            scorer = MultiAdapterScorer(
-                ranker.base,
-                ranker.device,
-                ranker.max_length,
-                self.settings.serving.max_batch_size,
-                True,
-                quantize=ranker.quantize,
-            )
-            self._ranker = LoraFineRanker(scorer)
+            self._ranker = LoraFineRanker.from_settings(self.settings)
             self._ranker.add(self.business, self.folder, self.model_version)
         return list(self._ranker.logits(business, requirement, assets))
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from assetmatch.config import Settings
 from assetmatch.matching.fine import (
     CALIBRATION_FILE,
     FineCalibration,
@@ -43,6 +44,22 @@ class LoraFineRanker:
         self._thresholds: dict[str, float] = {}
         self._calibrations: dict[str, FineCalibration] = {}
         self._count = tokenizer_counter(scorer.tokenizer)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, mixed: bool = True) -> LoraFineRanker:
+        """An empty ranker on the base, device, token budget and quantization of `settings.ranker`,
+        batching up to `serving.max_batch_size` pairs (`mixed`: one pass across adapters)."""
+        ranker = settings.ranker
+        return cls(
+            MultiAdapterScorer(
+                ranker.base,
+                ranker.device,
+                ranker.max_length,
+                settings.serving.max_batch_size,
+                mixed,
+                quantize=ranker.quantize,
+            )
+        )
 
     # ---- adapters --------------------------------------------------------------------------
     def add(self, business: str, path: str | Path, version: str, threshold: float | None = None) -> None:

@@ -22,7 +22,6 @@ from typing import Any
 
 from assetmatch.config import Settings
 from assetmatch.ranking.finerank import LoraFineRanker
-from assetmatch.ranking.model import MultiAdapterScorer
 from assetmatch.tracking import prefect_run_tags
 from assetmatch.training.pairs import TrainingData
 from assetmatch.training.train import TrainResult
@@ -285,16 +284,7 @@ def load_fine_ranker(
     """A `LoraFineRanker` with every business's `alias` version from the MLflow registry (businesses
     without one are skipped), on the base, device, token budget and quantization of `settings.ranker`."""
     registry = Registry.from_settings(settings)
-    ranker = LoraFineRanker(
-        MultiAdapterScorer(
-            settings.ranker.base,
-            settings.ranker.device,
-            settings.ranker.max_length,
-            settings.serving.max_batch_size,
-            mixed,
-            quantize=settings.ranker.quantize,
-        )
-    )
+    ranker = LoraFineRanker.from_settings(settings, mixed)
     root = Path(cache_dir or Path(settings.training.adapters_dir) / "registry-cache")
     for business in businesses or settings.business_names():
         mv = registry.version_by_alias(business, alias)
