@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
+from catalog_project import catalog_project
 
 HEAVY = ("torch", "transformers", "sentence_transformers", "prefect", "mlflow", "feast", "great_expectations")
 MATCH_HEAVY = (*HEAVY, "sklearn", "pandas", "scipy.stats", "joblib")
@@ -42,7 +42,7 @@ def test_the_match_command_path_imports_no_heavy_library() -> None:
     assert sorted(m for m in MATCH_HEAVY if m in loaded) == []
 
 
-TABLES = [
+TABLES: list[dict[str, Any]] = [
     {
         "business": "shop",
         "database": "store",
@@ -70,28 +70,8 @@ def test_a_match_with_a_fitted_coarse_model_imports_no_scikit_learn(tmp_path: Pa
     """`index build` fits and saves the coarse model (with its numpy predictor); a new `assetmatch
     match` process then answers with the fitted model and never imports scikit-learn, pandas, joblib
     or SciPy's statistics; without the numpy file it answers the same through joblib."""
-    from typer.testing import CliRunner
 
-    from assetmatch.cli import app
-
-    catalog = tmp_path / "tables.jsonl"
-    catalog.write_text("\n".join(json.dumps(t) for t in TABLES) + "\n")
-    config = tmp_path / "assetmatch.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "lake": {"uri": str(tmp_path / "lake")},
-                "recall": {"index_root": str(tmp_path / "indexes"), "paths": ["lexical", "graph"]},
-                "feast": {"enabled": False},
-                "mlflow": {"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"},
-                "sources": [{"name": "catalog", "type": "catalog_file", "options": {"path": str(catalog)}}],
-            }
-        )
-    )
-    runner = CliRunner()
-    for step in (["ingest"], ["index", "build"]):
-        done = runner.invoke(app, ["-c", str(config), *step])
-        assert done.exit_code == 0, done.output
+    config, _ = catalog_project(tmp_path, TABLES)
     models = tmp_path / "indexes" / "matching"
     assert (models / "coarse.joblib").exists() and (models / "coarse.npz").exists()
 

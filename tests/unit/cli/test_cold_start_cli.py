@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
-import yaml
+from catalog_project import catalog_project
 from typer.testing import CliRunner
 
-TABLES = [
+TABLES: list[dict[str, Any]] = [
     {
         "business": "shop",
         "database": "store",
@@ -56,27 +57,10 @@ TABLES = [
 def test_first_day_cli_fits_on_synthetic_requirements_and_says_so(tmp_path: Path) -> None:
     from assetmatch.cli import app
 
-    catalog = tmp_path / "tables.jsonl"
-    catalog.write_text("\n".join(json.dumps(t) for t in TABLES) + "\n")
-    config = tmp_path / "assetmatch.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "lake": {"uri": str(tmp_path / "lake")},
-                "recall": {"index_root": str(tmp_path / "indexes"), "paths": ["lexical", "graph"]},
-                "feast": {"enabled": False},
-                "mlflow": {"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"},
-                "sources": [{"name": "catalog", "type": "catalog_file", "options": {"path": str(catalog)}}],
-            }
-        )
-    )
-    runner = CliRunner()
-    ingested = runner.invoke(app, ["-c", str(config), "ingest"])
-    assert ingested.exit_code == 0, ingested.output
-    built = runner.invoke(app, ["-c", str(config), "index", "build"])
-    assert built.exit_code == 0, built.output
-    assert "0 labelled" in built.output and "(synthetic)" in built.output
+    config, built = catalog_project(tmp_path, TABLES)
+    assert "0 labelled" in built and "(synthetic)" in built
 
+    runner = CliRunner()
     answer = runner.invoke(
         app,
         [
