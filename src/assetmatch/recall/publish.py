@@ -73,14 +73,22 @@ def publish(root: Path, staged: Path, index_id: str, keep: int = 3) -> Path:
     final = root / index_id
     os.rename(staged, final)
     _fsync_dir(root)
+    point_current(root, index_id)
+    prune(root, keep=keep)
+    return final
+
+
+def point_current(root: Path, index_id: str) -> None:
+    """Make the published folder `index_id` the current index, atomically and durably (a rollback
+    to an earlier folder is the same move)."""
+    if not (root / index_id / MANIFEST).exists():
+        raise FileNotFoundError(f"{root / index_id} is not a published index")
     pointer = root / f".{CURRENT}.{index_id}.tmp"
     pointer.write_text(index_id + "\n", encoding="utf-8")
     with open(pointer, "rb") as handle:
         os.fsync(handle.fileno())
     os.replace(pointer, root / CURRENT)
     _fsync_dir(root)
-    prune(root, keep=keep)
-    return final
 
 
 def current_id(root: Path) -> str | None:

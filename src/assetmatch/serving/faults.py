@@ -45,16 +45,6 @@ class Fault:
             self.undone = True
 
 
-def point_current(index_root: str | Path, index_id: str) -> None:
-    """Make `index_id` (an already published folder) the current index again, atomically."""
-    root = Path(index_root)
-    if not (root / index_id / publish.MANIFEST).exists():
-        raise FileNotFoundError(f"{root / index_id} is not a published index")
-    pointer = root / f".{publish.CURRENT}.{index_id}.{uuid.uuid4().hex[:6]}.tmp"
-    pointer.write_text(index_id + "\n", encoding="utf-8")
-    os.replace(pointer, root / publish.CURRENT)
-
-
 def publish_inconsistent_index(index_root: str | Path, keep_share: float = 0.5) -> Fault:
     """Publish a copy of the current index whose assets list keeps only `keep_share` of its rows
     (the BM25, FAISS and graph files and the manifest still describe all of them)."""
@@ -76,7 +66,7 @@ def publish_inconsistent_index(index_root: str | Path, keep_share: float = 0.5) 
         publish.publish(root, staged, broken_id, keep=1_000)  # prune nothing: the old one comes back
 
     def undo() -> None:
-        point_current(root, previous)
+        publish.point_current(root, previous)
         shutil.rmtree(root / broken_id, ignore_errors=True)
 
     return Fault(
