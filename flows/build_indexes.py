@@ -10,6 +10,12 @@ retried once when its error is transient (e.g. object storage unreachable).
 
 Runs without a Prefect server (a temporary local API starts) or against one (`PREFECT_API_URL`).
 `python flows/build_indexes.py` serves it every hour, after the hourly ingest.
+
+Dask: the build embeds its changed tables on Dask (`recall.dask_address`, else a LocalCluster) once it
+has at least `recall.dask_min_tables` of them (`assetmatch.recall.distributed`); the build itself runs
+where the flow runs. `on_dask(...)` is the same flow on prefect-dask's `DaskTaskRunner`: the build task
+then runs on a Dask worker (which needs the lake and index root on shared storage) and fans the
+embedding out over that same cluster.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger, task
+from prefect import Flow, flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
 from assetmatch import pipeline
@@ -76,7 +82,8 @@ def build_indexes(
         full: Re-embed every table instead of only the changed ones.
     """
     config_path = str(pipeline.config_file(config_path))
-    manifest = build_index_task(config_path, assets_version, full)
+    # submitted, not called: under a DaskTaskRunner (`on_dask`) the build then runs on a Dask worker
+    manifest = build_index_task.submit(config_path, assets_version, full).result()
     create_markdown_artifact(
         markdown=manifest_markdown(manifest), key="index-manifest", description=f"index {manifest['id']}"
     )
@@ -87,6 +94,30 @@ def build_indexes(
         manifest["counts"]["embedded_assets"],
     )
     return manifest
+
+
+def on_dask(address: str | None = None, workers: int = 2) -> Flow[..., dict[str, Any]]:
+    """`build_indexes` on prefect-dask's DaskTaskRunner: the scheduler at `address`, or a temporary
+    LocalCluster of `workers` single-threaded processes. The build task runs on a worker; its
+    embedding uses that cluster (`worker_client`) instead of starting another one. The worker needs
+    the lake, the encoder and the index root at the same paths as the flow (the project image with
+    shared storage, see infra/dask/)."""
+    from prefect_dask import DaskTaskRunner
+
+    if address:
+        runner = DaskTaskRunner(address=address)
+    else:
+        # memory_limit=0: the build itself runs on a worker and may hold the whole library
+        runner = DaskTaskRunner(
+            cluster_kwargs={
+                "n_workers": workers,
+                "threads_per_worker": 1,
+                "processes": True,
+                "memory_limit": 0,
+                "dashboard_address": None,
+            }
+        )
+    return build_indexes.with_options(task_runner=runner)
 
 
 if __name__ == "__main__":

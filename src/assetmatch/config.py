@@ -331,6 +331,27 @@ class RecallConfig(_Strict):
     hnsw_threshold: int = Field(
         default=50_000, gt=0, description="Above this many tables use HNSW, not exact."
     )
+    dask_address: str | None = Field(
+        default=None,
+        description="Dask scheduler that embeds the tables (e.g. tcp://dask-scheduler:8786); empty: a "
+        "LocalCluster of `dask_workers` processes on this machine, started for the build.",
+    )
+    dask_workers: int = Field(
+        default=2, ge=1, description="Worker processes of the LocalCluster (when no dask_address)."
+    )
+    dask_threads_per_worker: int = Field(
+        default=1,
+        ge=1,
+        description="torch/OpenMP threads each Dask worker embeds with (workers x threads <= cores).",
+    )
+    dask_min_tables: int = Field(
+        default=2_000,
+        ge=0,
+        description="Below this many texts to embed, embed in this process: starting workers costs more.",
+    )
+    dask_chunk_size: int = Field(
+        default=512, gt=0, description="Texts per Dask task (each worker loads the encoder once)."
+    )
 
 
 class MatchingConfig(_Strict):

@@ -33,15 +33,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from assetmatch.config import Settings
+from assetmatch.config import RecallConfig, Settings
 from assetmatch.models import GlossaryTerm, QueryLogEntry, Requirement, TableAsset
 from assetmatch.recall import publish
 from assetmatch.recall.dense import DenseIndex, build_faiss
+from assetmatch.recall.distributed import embed_texts
 from assetmatch.recall.documents import DOCUMENT_VERSION, lexical_tokens, table_document
 from assetmatch.recall.encoder import (
     EncoderSpec,
     embedding_dim,
-    encode,
     load_encoder,
     load_query_encoder,
     model_id,
@@ -293,7 +293,7 @@ class IndexSet:
                 asset_keys = [f"asset:{digest}:doc{DOCUMENT_VERSION}" for digest in hashes]
                 past_keys = [text_key(p.text) for p in past]
                 vectors, usage_vectors = _embed(
-                    encoder, cache, index_id, full, bar, stats,
+                    encoder, settings.recall, cache, index_id, full, bar, stats,
                     asset_keys, [table_document(a) for a in assets], past_keys, [p.text for p in past],
                 )  # fmt: skip
                 index, kind = build_faiss(vectors, settings.recall.hnsw_threshold)
@@ -592,6 +592,7 @@ def _glossary_entries(terms: Sequence[Any], row_of: Mapping[str, int]) -> dict[s
 
 def _embed(
     encoder: EncoderSpec,
+    recall: RecallConfig,
     cache: VectorCache,
     index_id: str,
     full: bool,
@@ -602,18 +603,22 @@ def _embed(
     past_keys: list[str],
     past_texts: list[str],
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Vectors for table documents and past requirement texts: cached ones reused unless `full`."""
+    """Vectors for table documents and past requirement texts: cached ones reused unless `full`; the
+    missing ones embedded in process or, from `recall.dask_min_tables` texts on, on Dask workers
+    (`assetmatch.recall.distributed`)."""
     keys = asset_keys + past_keys
     texts = asset_texts + past_texts
     cached = {} if full else cache.lookup(keys)
     missing = list(dict.fromkeys(key for key in keys if key not in cached))
     text_of = dict(zip(keys, texts))
-    model = load_encoder(encoder)
-    dim = embedding_dim(model)
     fresh: dict[str, np.ndarray] = {}
+    dim = 0
     if missing:
         task = bar.task("embed", len(missing))
-        matrix = encode(model, [text_of[key] for key in missing], progress=bar, task=task)
+        matrix = embed_texts(
+            encoder, [text_of[key] for key in missing], recall, advance=lambda n: bar.advance(task, n)
+        )
+        dim = int(matrix.shape[1])
         fresh = dict(zip(missing, matrix))
         cache.add(index_id, fresh)  # written now: a later failure of this build keeps the work
     lookup = {**cached, **fresh}
@@ -621,6 +626,9 @@ def _embed(
     stats.reused_assets = len(set(asset_keys)) - stats.embedded_assets
     stats.embedded_texts = len({k for k in past_keys if k in fresh})
     stats.reused_texts = len(set(past_keys)) - stats.embedded_texts
+
+    if not dim:
+        dim = int(next(iter(cached.values())).shape[0]) if cached else embedding_dim(load_encoder(encoder))
 
     def stack(selected: list[str]) -> np.ndarray:
         if not selected:
