@@ -329,7 +329,10 @@ class RecallConfig(_Strict):
         default=".assetmatch/indexes", description="Where versioned indexes are published."
     )
     hnsw_threshold: int = Field(
-        default=50_000, gt=0, description="Above this many tables use HNSW, not exact."
+        default=50_000,
+        gt=0,
+        description="A business's dense shard above this many tables gets an HNSW index; at or below it, "
+        "exact inner products (what a flat FAISS index computes).",
     )
     dask_address: str | None = Field(
         default=None,

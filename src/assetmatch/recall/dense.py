@@ -1,123 +1,256 @@
-"""Dense vectors of the tables in FAISS, searched per business.
+"""Dense vectors of the tables, one shard per business, searched only where the query may look.
 
-Rows are stored sorted by business, so each business is one contiguous row range. How a query that is
-limited to some businesses is answered (measured in benchmarks/recall_scale.py):
+Rows are sorted by business, so each business is one contiguous row range and one shard folder:
 
-- the selected rows are few (<= `exact_limit`, default the HNSW threshold): exact inner products on
-  those row ranges with numpy, which is what IndexFlatIP computes, minus the other tenants' rows;
-- otherwise: the FAISS index (IndexFlatIP below `hnsw_threshold` tables, IndexHNSWFlat above) searched
-  for more than k, then filtered to the businesses, widening until k survive.
+    dense/shards/<business slug>/vectors.npy     its tables' normalised vectors, in row order
+    dense/shards/<business slug>/hnsw.faiss      only for a shard above `recall.hnsw_threshold` rows
 
-Either way no other business's table can come back: filtering is by row range, not by trust.
+The index type is chosen per shard by its size (`shard_kind`) and recorded in the manifest
+(`dense_shards`): a shard up to the threshold is searched exactly (inner products with numpy, what
+FAISS IndexFlatIP computes), a larger one through HNSW (IndexHNSWFlat, inner product). A query limited
+to some businesses therefore reads only their shards: no other business's table can come back, and
+its latency does not depend on the other businesses' sizes.
+
+Serving loads a shard lazily, on the first query that needs it, memory-mapped (`np.load(mmap_mode="r")`,
+`faiss.IO_FLAG_MMAP_IFC`): loading a 100k-table index reads the manifest, not the vectors.
+
+A build reuses a shard of the previous published index when its digest (model, document keys in row
+order, index type and parameters) is unchanged: the files are hard-linked (copied across devices)
+instead of rebuilt, so a change in one business rebuilds one shard (`link_shard`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+import os
+import re
+import shutil
+import threading
+from bisect import bisect_right
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 HNSW_M = 32
+HNSW_EF_CONSTRUCTION = 80
 HNSW_EF_SEARCH = 128
+VECTORS_FILE = "vectors.npy"
+HNSW_FILE = "hnsw.faiss"
+
+
+class ShardLoadError(LookupError):
+    """A dense shard's files are missing or disagree with the manifest."""
+
+
+def shard_kind(rows: int, hnsw_threshold: int) -> str:
+    """ "flat" (exact) up to `hnsw_threshold` rows, "hnsw" above."""
+    return "hnsw" if rows > hnsw_threshold else "flat"
+
+
+def shard_folder_name(business: str) -> str:
+    """A file-system-safe, unique folder name for a business."""
+    readable = re.sub(r"[^A-Za-z0-9._-]+", "_", business)[:40]
+    return f"{readable}-{hashlib.sha256(business.encode('utf-8')).hexdigest()[:8]}"
+
+
+def shard_digest(model_id: str, kind: str, keys: Sequence[str]) -> str:
+    """What a shard's files depend on: the encoder, the index type and parameters, and the content
+    keys of its documents in row order (a changed, added or removed table changes it)."""
+    digest = hashlib.sha256(f"{model_id}\n{kind}\nM={HNSW_M},efc={HNSW_EF_CONSTRUCTION}\n".encode())
+    for key in keys:
+        digest.update(key.encode("utf-8"))
+        digest.update(b"\n")
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    """One business's shard as the manifest records it."""
+
+    folder: str  # under dense/shards/
+    kind: str  # "flat" | "hnsw"
+    rows: int
+    digest: str
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 def build_faiss(vectors: np.ndarray, hnsw_threshold: int) -> tuple[Any, str]:
-    """IndexFlatIP for libraries up to `hnsw_threshold` rows, IndexHNSWFlat (inner product) above."""
+    """IndexFlatIP for up to `hnsw_threshold` rows, IndexHNSWFlat (inner product) above."""
     import faiss
 
     dim = vectors.shape[1]
     index: Any
-    if len(vectors) > hnsw_threshold:
+    kind = shard_kind(len(vectors), hnsw_threshold)
+    if kind == "hnsw":
         index = faiss.IndexHNSWFlat(dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = 80
-        kind = "hnsw"
+        index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
     else:
         index = faiss.IndexFlatIP(dim)
-        kind = "flat"
     if len(vectors):
-        index.add(vectors)
+        index.add(np.ascontiguousarray(vectors, dtype=np.float32))
     return index, kind
 
 
+def write_shard(folder: Path, vectors: np.ndarray, kind: str) -> None:
+    """Write one shard: its vectors, plus the HNSW graph when `kind` is "hnsw"."""
+    import faiss
+
+    folder.mkdir(parents=True, exist_ok=True)
+    np.save(folder / VECTORS_FILE, np.ascontiguousarray(vectors, dtype=np.float32))
+    if kind == "hnsw":
+        index, _ = build_faiss(vectors, hnsw_threshold=0)
+        faiss.write_index(index, str(folder / HNSW_FILE))
+
+
+def link_shard(source: Path, target: Path) -> bool:
+    """Reuse a previous build's shard: hard-link its files (copy when links are impossible).
+    False when the source is incomplete (the caller rebuilds the shard)."""
+    if not (source / VECTORS_FILE).exists():
+        return False
+    target.mkdir(parents=True, exist_ok=True)
+    for path in source.iterdir():
+        try:
+            os.link(path, target / path.name)
+        except OSError:  # another file system, or links not supported
+            shutil.copy2(path, target / path.name)
+    return True
+
+
+class _Shard:
+    """A loaded shard: memory-mapped vectors and, for HNSW, the memory-mapped FAISS index."""
+
+    def __init__(self, folder: Path, info: ShardInfo, start: int) -> None:
+        self.info = info
+        self.start = start
+        try:
+            self.vectors = np.load(folder / VECTORS_FILE, mmap_mode="r")
+        except (OSError, ValueError) as exc:
+            raise ShardLoadError(f"dense shard {folder} is unreadable: {exc}") from exc
+        if len(self.vectors) != info.rows:
+            raise ShardLoadError(
+                f"dense shard {folder} holds {len(self.vectors)} rows, manifest says {info.rows}"
+            )
+        self.index: Any = None
+        if info.kind == "hnsw":
+            import faiss
+
+            path = str(folder / HNSW_FILE)
+            try:
+                self.index = faiss.read_index(path, faiss.IO_FLAG_MMAP_IFC)
+            except RuntimeError:  # an index type without zero-copy mmap support: read it
+                self.index = faiss.read_index(path)
+            self.index.hnsw.efSearch = HNSW_EF_SEARCH
+
+    def search(self, queries: np.ndarray, k: int) -> dict[int, float]:
+        """Best rows (global row -> max cosine over the queries), at most k per query."""
+        k = min(k, self.info.rows)
+        if k <= 0:
+            return {}
+        best: dict[int, float] = {}
+        if self.index is None:
+            sims = np.asarray(self.vectors @ queries.T).max(axis=1)
+            top = np.argpartition(-sims, k - 1)[:k] if len(sims) > k else np.arange(len(sims))
+            return {self.start + int(r): float(sims[r]) for r in top}
+        self.index.hnsw.efSearch = max(HNSW_EF_SEARCH, k)
+        sims_all, ids_all = self.index.search(queries, k)
+        for ids, sims in zip(ids_all, sims_all):
+            for row, sim in zip(ids, sims):
+                if row >= 0 and sim > best.get(self.start + int(row), -np.inf):
+                    best[self.start + int(row)] = float(sim)
+        return best
+
+
 class DenseIndex:
-    """Normalised vectors (rows sorted by business) plus their FAISS index."""
+    """The dense shards of one published index; shards load on first use, thread-safely."""
 
     def __init__(
         self,
-        vectors: np.ndarray,
-        index: Any,
-        kind: str,
-        ranges: dict[str, tuple[int, int]],
-        exact_limit: int,
+        folder: Path,
+        shards: Mapping[str, ShardInfo],
+        ranges: Mapping[str, tuple[int, int]],
     ) -> None:
-        self.vectors = vectors
-        self.index = index
-        self.kind = kind
-        self.ranges = ranges  # business -> [start, end) rows
-        self.exact_limit = exact_limit
+        self.folder = folder
+        self.shards = dict(shards)
+        self.ranges = dict(ranges)  # business -> [start, end) rows
+        for business, info in self.shards.items():
+            start, end = self.ranges.get(business, (0, 0))
+            if end - start != info.rows:
+                raise ShardLoadError(
+                    f"dense shard of {business!r} has {info.rows} rows, the assets list {end - start}"
+                )
+        self._loaded: dict[str, _Shard] = {}
+        self._lock = threading.Lock()
+        order = sorted((start, b) for b, (start, _) in self.ranges.items() if b in self.shards)
+        self._starts = [s for s, _ in order]
+        self._order = [b for _, b in order]
+        self.vectors = RowVectors(self)
+        self.index = _Totals(sum(info.rows for info in self.shards.values()))
 
-    def save(self, folder: Path) -> None:
-        import faiss
+    @property
+    def kind(self) -> str:
+        """ "flat", "hnsw", "mixed" (some of each) or "none" (no shard)."""
+        kinds = {info.kind for info in self.shards.values()}
+        return kinds.pop() if len(kinds) == 1 else ("mixed" if kinds else "none")
 
-        folder.mkdir(parents=True, exist_ok=True)
-        np.save(folder / "vectors.npy", self.vectors)
-        faiss.write_index(self.index, str(folder / f"{self.kind}.faiss"))
+    @property
+    def loaded(self) -> list[str]:
+        """Businesses whose shard has been loaded so far."""
+        return sorted(self._loaded)
 
-    @classmethod
-    def load(cls, folder: Path, ranges: dict[str, tuple[int, int]], exact_limit: int) -> DenseIndex:
-        import faiss
+    def shard(self, business: str) -> _Shard:
+        found = self._loaded.get(business)
+        if found is None:
+            with self._lock:
+                found = self._loaded.get(business)
+                if found is None:
+                    info = self.shards[business]
+                    found = _Shard(self.folder / "shards" / info.folder, info, self.ranges[business][0])
+                    self._loaded[business] = found
+        return found
 
-        vectors = np.load(folder / "vectors.npy")
-        kind = "hnsw" if (folder / "hnsw.faiss").exists() else "flat"
-        index: Any = faiss.read_index(str(folder / f"{kind}.faiss"))
-        if kind == "hnsw":
-            index.hnsw.efSearch = HNSW_EF_SEARCH
-        return cls(vectors, index, kind, ranges, exact_limit)
-
-    def _selected(self, businesses: Sequence[str]) -> list[tuple[int, int]]:
-        return sorted(self.ranges[b] for b in set(businesses) if b in self.ranges)
+    def row(self, row: int) -> np.ndarray:
+        """The vector of one global row (loads its shard)."""
+        pos = bisect_right(self._starts, row) - 1
+        if pos < 0 or row < 0:
+            raise IndexError(row)
+        shard = self.shard(self._order[pos])
+        local = row - shard.start
+        if local >= shard.info.rows:
+            raise IndexError(row)
+        return np.asarray(shard.vectors[local])
 
     def search(self, queries: np.ndarray, businesses: Sequence[str], k: int) -> list[tuple[int, float]]:
-        """Top-k (row, cosine) over the businesses' rows; several queries score each row by their max."""
-        spans = self._selected(businesses)
-        selected = sum(end - start for start, end in spans)
-        if not selected or k <= 0:
+        """Top-k (row, cosine) over the businesses' shards; several queries score each row by their max."""
+        if k <= 0:
             return []
-        queries = np.atleast_2d(queries).astype(np.float32, copy=False)
-        if selected <= self.exact_limit or self.index.ntotal != len(self.vectors):
-            rows = np.concatenate([np.arange(s, e) for s, e in spans]) if len(spans) > 1 else None
-            if rows is None:
-                start, end = spans[0]
-                sims = (self.vectors[start:end] @ queries.T).max(axis=1)
-                offset = start
-            else:
-                sims = (self.vectors[rows] @ queries.T).max(axis=1)
-                offset = 0
-            top = np.argpartition(-sims, min(k, len(sims)) - 1)[:k] if len(sims) > k else np.arange(len(sims))
-            top = top[np.argsort(-sims[top], kind="stable")]
-            picked = rows[top] if rows is not None else top + offset
-            return [(int(r), float(sims[t])) for r, t in zip(picked, top)]
-        return self._search_index(queries, spans, k)
+        queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        best: dict[int, float] = {}
+        for business in sorted(set(businesses)):
+            if business in self.shards and self.shards[business].rows:
+                best.update(self.shard(business).search(queries, k))
+        return sorted(best.items(), key=lambda item: (-item[1], item[0]))[:k]
 
-    def _search_index(
-        self, queries: np.ndarray, spans: list[tuple[int, int]], k: int
-    ) -> list[tuple[int, float]]:
-        starts = np.array([s for s, _ in spans])
-        ends = np.array([e for _, e in spans])
-        total = self.index.ntotal
-        fetch = min(total, max(k * 4, int(k * total / max(1, int((ends - starts).sum())))))
-        while True:
-            sims, ids = self.index.search(queries, fetch)
-            best: dict[int, float] = {}
-            for row_ids, row_sims in zip(ids, sims):
-                for row, sim in zip(row_ids, row_sims):
-                    if row < 0:
-                        continue
-                    pos = np.searchsorted(starts, row, side="right") - 1
-                    if pos >= 0 and row < ends[pos] and sim > best.get(int(row), -np.inf):
-                        best[int(row)] = float(sim)
-            if len(best) >= k or fetch >= total:
-                return sorted(best.items(), key=lambda item: -item[1])[:k]
-            fetch = min(total, fetch * 4)
+
+class RowVectors:
+    """`DenseIndex.vectors`: the library's vectors addressed by global row, read from the shards."""
+
+    def __init__(self, dense: DenseIndex) -> None:
+        self._dense = dense
+
+    def __len__(self) -> int:
+        return int(self._dense.index.ntotal)
+
+    def __getitem__(self, row: int) -> np.ndarray:
+        return self._dense.row(int(row))
+
+
+@dataclass(frozen=True)
+class _Totals:
+    """What readers of `DenseIndex.index` ask of it: how many vectors it holds (all shards)."""
+
+    ntotal: int

@@ -36,7 +36,15 @@ import numpy as np
 from assetmatch.config import RecallConfig, Settings
 from assetmatch.models import GlossaryTerm, QueryLogEntry, Requirement, TableAsset
 from assetmatch.recall import publish
-from assetmatch.recall.dense import DenseIndex, build_faiss
+from assetmatch.recall.dense import (
+    DenseIndex,
+    ShardInfo,
+    link_shard,
+    shard_digest,
+    shard_folder_name,
+    shard_kind,
+    write_shard,
+)
 from assetmatch.recall.distributed import embed_texts
 from assetmatch.recall.documents import DOCUMENT_VERSION, lexical_tokens, table_document
 from assetmatch.recall.encoder import (
@@ -57,7 +65,7 @@ from assetmatch.types import Hit
 if TYPE_CHECKING:  # the lake (deltalake, pyarrow) is read by `build` only: loading an index never needs it
     from assetmatch.lake import Lake
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: dense vectors in per-business shards (dense/shards/<business>/)
 TOKENS_FILE = "doc_tokens.json"  # content hash -> BM25 tokens, reused by the next build
 
 
@@ -128,6 +136,8 @@ class BuildStats:
     reused_assets: int = 0
     embedded_texts: int = 0
     reused_texts: int = 0
+    rebuilt_shards: list[str] = field(default_factory=list)  # businesses whose dense shard was written
+    reused_shards: list[str] = field(default_factory=list)  # ... linked from the previous index
     seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -288,6 +298,7 @@ class IndexSet:
             dense: DenseIndex | None = None
             usage_vectors: np.ndarray | None = None
             kind, dim = "none", 0
+            shards: dict[str, ShardInfo] = {}
             if any(p in QUERY_PATHS and QUERY_PATHS[p].uses_vectors for p in settings.recall.paths):
                 cache = VectorCache(root, mid)
                 asset_keys = [f"asset:{digest}:doc{DOCUMENT_VERSION}" for digest in hashes]
@@ -296,15 +307,12 @@ class IndexSet:
                     encoder, settings.recall, cache, index_id, full, bar, stats,
                     asset_keys, [table_document(a) for a in assets], past_keys, [p.text for p in past],
                 )  # fmt: skip
-                index, kind = build_faiss(vectors, settings.recall.hnsw_threshold)
-                dense = DenseIndex(
-                    vectors,
-                    index,
-                    kind,
-                    _ranges([a.business for a in assets]),
+                shards = _write_shards(
+                    folder / "dense", root, mid, full, stats, assets, asset_keys, vectors,
                     settings.recall.hnsw_threshold,
-                )
-                dense.save(folder / "dense")
+                )  # fmt: skip
+                kinds = {info.kind for info in shards.values()}
+                kind = kinds.pop() if len(kinds) == 1 else "mixed"
                 np.save(folder / "usage" / "vectors.npy", usage_vectors)
                 cache.compact(
                     dict(zip(asset_keys + past_keys, list(vectors) + list(usage_vectors))), index_id
@@ -333,6 +341,7 @@ class IndexSet:
                 "model": {"base": encoder.name, "id": mid, "dim": dim},
                 "document_version": DOCUMENT_VERSION,
                 "dense_index": kind,
+                "dense_shards": {b: info.to_json() for b, info in shards.items()},
                 "library_has_cjk": any(has_cjk(table_document(a)) for a in assets),
                 "counts": {
                     "assets": len(assets),
@@ -345,6 +354,8 @@ class IndexSet:
                     "reused_assets": stats.reused_assets,
                     "embedded_texts": stats.embedded_texts,
                     "reused_texts": stats.reused_texts,
+                    "rebuilt_shards": len(stats.rebuilt_shards),
+                    "reused_shards": len(stats.reused_shards),
                 },
                 "build_seconds": {k: round(v, 3) for k, v in stats.seconds.items()},
                 "full": full,
@@ -355,6 +366,8 @@ class IndexSet:
                 json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8"
             )
             published = publish.publish(root, folder, index_id, keep=keep)
+        if shards:  # read from the published folder, lazily, like a loaded index
+            dense = DenseIndex(published / "dense", shards, _ranges([a.business for a in assets]))
         built = cls(
             published, manifest, assets, lexical, dense, glossary, past, usage_lexical, usage_vectors,
             graph, encoder, settings.recall.paths,
@@ -395,8 +408,9 @@ class IndexSet:
         dense = None
         usage_vectors = None
         if manifest.get("dense_index", "none") != "none":  # built without vectors when no path needed them
-            dense = DenseIndex.load(folder / "dense", ranges, int(manifest["config"]["hnsw_threshold"]))
-            usage_vectors = np.load(folder / "usage" / "vectors.npy")
+            shards = {b: ShardInfo(**info) for b, info in manifest.get("dense_shards", {}).items()}
+            dense = DenseIndex(folder / "dense", shards, ranges)  # shards load on first query
+            usage_vectors = np.load(folder / "usage" / "vectors.npy", mmap_mode="r")
         recorded = manifest["model"]["base"]
         if settings is not None:
             encoder = EncoderSpec.from_recall(settings.recall, name=recorded)
@@ -541,6 +555,57 @@ def _previous_tokens(root: Path) -> dict[str, list[str]]:
     if data.get("document_version") != DOCUMENT_VERSION:
         return {}
     return dict(data.get("tokens", {}))
+
+
+def _write_shards(
+    folder: Path,
+    root: Path,
+    mid: str,
+    full: bool,
+    stats: BuildStats,
+    assets: Sequence[TableAsset],
+    keys: Sequence[str],
+    vectors: np.ndarray,
+    hnsw_threshold: int,
+) -> dict[str, ShardInfo]:
+    """One dense shard per business: linked from the current index when its digest is unchanged
+    (unless `full`), written otherwise. Records which were rebuilt and which reused in `stats`."""
+    previous, previous_folder = ({}, None) if full else _previous_shards(root, mid)
+    shards: dict[str, ShardInfo] = {}
+    for business, (start, end) in _ranges([a.business for a in assets]).items():
+        kind = shard_kind(end - start, hnsw_threshold)
+        info = ShardInfo(
+            shard_folder_name(business), kind, end - start, shard_digest(mid, kind, keys[start:end])
+        )
+        old = previous.get(business)
+        target = folder / "shards" / info.folder
+        if (
+            previous_folder is not None
+            and old is not None
+            and old.digest == info.digest
+            and link_shard(previous_folder / "shards" / old.folder, target)
+        ):
+            stats.reused_shards.append(business)
+        else:
+            write_shard(target, vectors[start:end], kind)
+            stats.rebuilt_shards.append(business)
+        shards[business] = info
+    return shards
+
+
+def _previous_shards(root: Path, mid: str) -> tuple[dict[str, ShardInfo], Path | None]:
+    """The current index's dense shards (same format and encoder), or none."""
+    current = publish.current_id(root)
+    if current is None:
+        return {}, None
+    try:
+        manifest = json.loads((root / current / publish.MANIFEST).read_text(encoding="utf-8"))
+        if manifest.get("format_version") != FORMAT_VERSION or manifest["model"]["id"] != mid:
+            return {}, None
+        shards = {b: ShardInfo(**info) for b, info in manifest.get("dense_shards", {}).items()}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}, None  # unreadable: rebuild every shard
+    return shards, root / current / "dense"
 
 
 def _fk_pairs(assets: Sequence[TableAsset], row_of: Mapping[str, int]) -> list[tuple[int, int]]:

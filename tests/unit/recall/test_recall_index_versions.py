@@ -132,7 +132,7 @@ def test_a_build_that_fails_midway_publishes_nothing(setup: tuple[Lake, Settings
         seen_during_build.append(IndexSet.load_latest(root).id)
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(index_module, "build_faiss", crash)
+    monkeypatch.setattr(index_module, "write_shard", crash)  # the changed business's shard
     lake.merge_assets([_changed_singer()], run_id="edit")
     with pytest.raises(RuntimeError, match="disk full"):
         IndexSet.build(lake, settings)
