@@ -4,8 +4,12 @@ Prints: full index build time (and its parts), rebuild time with 1% of the table
 rows were embedded), query latency p50/p95 of `IndexSet.recall` (lexical + dense + glossary + usage) and
 of `expand` (graph), for one business and for the whole library, and the process's peak memory.
 
-    HF_HUB_OFFLINE=1 nice .venv/bin/python benchmarks/recall_scale.py --tables 100000
-    HF_HUB_OFFLINE=1 nice .venv/bin/python benchmarks/recall_scale.py --tables 5000 --queries 100   # quick
+    HF_HUB_OFFLINE=1 flock /tmp/bench.lock nice -n 5 .venv/bin/python benchmarks/recall_scale.py --tables 100000
+    HF_HUB_OFFLINE=1 nice .venv/bin/python benchmarks/recall_scale.py --tables 5000 --businesses 10 --queries 100
+
+The lake is written (and the 1% edit made) in child processes, so the peak RSS printed is the driver's
+own: two builds (full, then incremental) and the queries. Dense embedding runs on a LocalCluster of
+`--dask-workers` processes (or `--dask-address`); their memory is not in the driver's figure.
 
 Table texts are random compositions of a warehouse vocabulary (English identifiers, some Chinese
 comments), with foreign keys inside each business and a query log per business, so every path has work.
@@ -14,6 +18,8 @@ comments), with foreign keys inside each business and a query log per business, 
 from __future__ import annotations
 
 import argparse
+import gc
+import os
 import random
 import resource
 import statistics
@@ -164,6 +170,54 @@ def percentiles(samples: list[float]) -> str:
     return f"p50 {statistics.median(ordered):.2f} ms, p95 {p95:.2f} ms (n={len(ordered)})"
 
 
+def _write_lake(workdir: Path, tables: int, businesses: int, seed: int) -> None:
+    """The synthetic warehouse, written in a child process so its lists never count in the build's
+    peak memory (the build reads the lake like `assetmatch index build` does)."""
+    rng = random.Random(seed)
+    lake = Lake.from_settings(_settings(workdir))
+    assets = synthetic_assets(tables, businesses, rng)
+    lake.merge_assets(assets, run_id="bench")
+    lake.upsert("query_log", query_log_rows(assets, rng, per_business=20), run_id="bench")
+
+
+def _edit_lake(workdir: Path, share: float, seed: int) -> None:
+    """Change the comment of `share` of the tables (a child process too)."""
+    lake = Lake.from_settings(_settings(workdir))
+    assets = lake.read_assets()
+    changed = random.Random(seed).sample(assets, int(len(assets) * share))
+    lake.merge_assets(
+        [a.model_copy(update={"comment": a.comment + " (revised)"}) for a in changed], run_id="bench-edit"
+    )
+    print(f"changed {len(changed)} tables in {len({a.business for a in changed})} businesses")
+
+
+def _settings(workdir: Path, recall: dict[str, Any] | None = None) -> Settings:
+    return Settings.model_validate(
+        {
+            "lake": {"uri": str(workdir / "lake")},
+            "recall": {"index_root": str(workdir / "indexes"), **(recall or {})},
+        }
+    )
+
+
+def _in_child(target: Any, *args: Any) -> None:
+    import multiprocessing
+
+    child = multiprocessing.get_context("spawn").Process(target=target, args=args)
+    child.start()
+    child.join()
+    if child.exitcode != 0:
+        raise SystemExit(f"{target.__name__} failed in its child process (exit {child.exitcode})")
+
+
+def _load() -> str:
+    return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg()) + f" on {os.cpu_count()} cores"
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -174,10 +228,16 @@ def main() -> None:
     parser.add_argument(
         "--changed", type=float, default=0.01, help="share of tables changed before the rebuild"
     )
-    parser.add_argument("--hnsw-threshold", type=int, default=50_000)
+    parser.add_argument("--hnsw-threshold", type=int, default=50_000, help="per business shard")
     parser.add_argument(
         "--paths", default="lexical,dense,glossary,usage,graph", help="recall paths to build and query"
     )
+    parser.add_argument("--dask-workers", type=int, default=2, help="LocalCluster workers for the embedding")
+    parser.add_argument("--dask-address", default=None, help="an existing Dask scheduler instead")
+    parser.add_argument(
+        "--dask-min-tables", type=int, default=2000, help="texts to embed from which Dask is used"
+    )
+    parser.add_argument("--threads-per-worker", type=int, default=1, help="torch threads per Dask worker")
     parser.add_argument("--workdir", type=Path, default=None, help="default: a temporary folder")
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # figures appear as they come
@@ -186,49 +246,56 @@ def main() -> None:
 
     rng = random.Random(7)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="recall-scale-"))
-    settings = Settings.model_validate(
+    settings = _settings(
+        workdir,
         {
-            "lake": {"uri": str(workdir / "lake")},
-            "recall": {
-                "index_root": str(workdir / "indexes"),
-                "hnsw_threshold": args.hnsw_threshold,
-                "paths": args.paths.split(","),
-            },
-        }
+            "hnsw_threshold": args.hnsw_threshold,
+            "paths": args.paths.split(","),
+            "dask_workers": args.dask_workers,
+            "dask_address": args.dask_address,
+            "dask_threads_per_worker": args.threads_per_worker,
+            "dask_min_tables": args.dask_min_tables,
+        },
     )
-    lake = Lake.from_settings(settings)
+    print(f"start: {_load()}")
     t0 = time.perf_counter()
-    assets = synthetic_assets(args.tables, args.businesses, rng)
-    lake.merge_assets(assets, run_id="bench")
-    lake.upsert("query_log", query_log_rows(assets, rng, per_business=20), run_id="bench")
+    _in_child(_write_lake, workdir, args.tables, args.businesses, 7)
+    lake = Lake.from_settings(settings)
     print(
-        f"lake: {len(assets)} tables in {args.businesses} businesses written in {time.perf_counter() - t0:.1f} s"
+        f"lake: {args.tables} tables in {args.businesses} businesses written in {time.perf_counter() - t0:.1f} s "
+        f"(child process); driver RSS so far {_peak_mb():.0f} MB"
     )
 
     t0 = time.perf_counter()
     full = IndexSet.build(lake, settings, progress=sys.stderr.isatty())
     full_s = time.perf_counter() - t0
-    print(f"full build: {full_s:.1f} s wall; parts {full.manifest['build_seconds']}")
+    print(f"full build: {full_s:.1f} s wall; peak RSS of the driver {_peak_mb():.0f} MB; {_load()}")
+    print(f"  parts {full.manifest['build_seconds']}")
     print(f"  counts {full.manifest['counts']}, dense index {full.manifest['dense_index']}")
+    del full
+    gc.collect()
 
-    changed = rng.sample(assets, int(len(assets) * args.changed))
-    edits = [a.model_copy(update={"comment": a.comment + " (revised)"}) for a in changed]
-    lake.merge_assets(edits, run_id="bench-edit")
+    _in_child(_edit_lake, workdir, args.changed, 8)
     t0 = time.perf_counter()
     incremental = IndexSet.build(lake, settings)
     inc_s = time.perf_counter() - t0
     counts = incremental.manifest["counts"]
     print(
-        f"rebuild with {len(edits)} changed tables ({args.changed:.0%}): {inc_s:.1f} s wall; "
-        f"embedded {counts['embedded_assets']}, reused {counts['reused_assets']}; "
-        f"parts {incremental.manifest['build_seconds']}"
+        f"rebuild with {args.changed:.0%} of the tables changed: {inc_s:.1f} s wall, {full_s / inc_s:.1f}x faster "
+        f"than the full build; embedded {counts['embedded_assets']}, reused {counts['reused_assets']}; "
+        f"dense shards rebuilt {counts['rebuilt_shards']}, reused {counts['reused_shards']}; {_load()}"
     )
-    del full
+    print(f"  parts {incremental.manifest['build_seconds']}")
+    del incremental
+    gc.collect()
 
     t0 = time.perf_counter()
     index = IndexSet.load_latest(settings.recall.index_root)
+    loaded_s = time.perf_counter() - t0
     index.warmup()
-    print(f"load + warm-up: {time.perf_counter() - t0:.1f} s")
+    print(
+        f"load: {loaded_s:.1f} s (dense shards load on first query); load + warm-up {time.perf_counter() - t0:.1f} s"
+    )
     businesses = sorted(index.ranges)
     texts = [
         f"{rng.choice(MEASURES)} {rng.choice(SUBJECTS)} by {rng.choice(GRAINS)} per {rng.choice(SUBJECTS)}"
@@ -258,8 +325,9 @@ def main() -> None:
         )
         for path, samples in path_ms.items():
             print(f"  {path} alone: {percentiles(samples)}")
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"peak memory (max RSS of this process): {peak_mb:.0f} MB")
+    loaded = len(index.dense.loaded) if index.dense is not None else 0
+    print(f"dense shards loaded after the queries: {loaded} of {len(businesses)}")
+    print(f"peak memory (max RSS of the driver, builds + queries): {_peak_mb():.0f} MB; {_load()}")
     print(f"workdir: {workdir}")
 
 

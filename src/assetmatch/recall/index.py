@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import time
 from collections import defaultdict
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -305,7 +305,7 @@ class IndexSet:
                 past_keys = [text_key(p.text) for p in past]
                 vectors, usage_vectors = _embed(
                     encoder, settings.recall, cache, index_id, full, bar, stats,
-                    asset_keys, [table_document(a) for a in assets], past_keys, [p.text for p in past],
+                    asset_keys, lambda row: table_document(assets[row]), past_keys, [p.text for p in past],
                 )  # fmt: skip
                 shards = _write_shards(
                     folder / "dense", root, mid, full, stats, assets, asset_keys, vectors,
@@ -664,18 +664,23 @@ def _embed(
     bar: _Progress,
     stats: BuildStats,
     asset_keys: list[str],
-    asset_texts: list[str],
+    asset_text: Callable[[int], str],
     past_keys: list[str],
     past_texts: list[str],
 ) -> tuple[np.ndarray, np.ndarray]:
     """Vectors for table documents and past requirement texts: cached ones reused unless `full`; the
     missing ones embedded in process or, from `recall.dask_min_tables` texts on, on Dask workers
-    (`assetmatch.recall.distributed`)."""
+    (`assetmatch.recall.distributed`). Table documents are rendered (`asset_text(row)`) only for the
+    tables to embed: at 10^5 tables the whole library's documents would be the build's largest list."""
     keys = asset_keys + past_keys
-    texts = asset_texts + past_texts
     cached = {} if full else cache.lookup(keys)
     missing = list(dict.fromkeys(key for key in keys if key not in cached))
-    text_of = dict(zip(keys, texts))
+    text_of: dict[str, str] = {}
+    for row, key in enumerate(asset_keys):
+        if key not in cached and key not in text_of:
+            text_of[key] = asset_text(row)
+    for key, text in zip(past_keys, past_texts):
+        text_of.setdefault(key, text)
     fresh: dict[str, np.ndarray] = {}
     dim = 0
     if missing:
