@@ -180,11 +180,14 @@ def _write_lake(workdir: Path, tables: int, businesses: int, seed: int) -> None:
     lake.upsert("query_log", query_log_rows(assets, rng, per_business=20), run_id="bench")
 
 
-def _edit_lake(workdir: Path, share: float, seed: int) -> None:
-    """Change the comment of `share` of the tables (a child process too)."""
+def _edit_lake(workdir: Path, share: float, seed: int, business: str | None = None) -> None:
+    """Change the comment of `share` of the tables, or of `business`'s tables (a child process too)."""
     lake = Lake.from_settings(_settings(workdir))
     assets = lake.read_assets()
-    changed = random.Random(seed).sample(assets, int(len(assets) * share))
+    pool = [a for a in assets if business is None or a.business == business]
+    changed = random.Random(seed).sample(
+        pool, max(1, int(len(assets) * share)) if business is None else len(pool) // 10
+    )
     lake.merge_assets(
         [a.model_copy(update={"comment": a.comment + " (revised)"}) for a in changed], run_id="bench-edit"
     )
@@ -286,7 +289,21 @@ def main() -> None:
         f"dense shards rebuilt {counts['rebuilt_shards']}, reused {counts['reused_shards']}; {_load()}"
     )
     print(f"  parts {incremental.manifest['build_seconds']}")
+    one = sorted(incremental.ranges)[0]
     del incremental
+    gc.collect()
+
+    _in_child(_edit_lake, workdir, 0.0, 9, one)
+    t0 = time.perf_counter()
+    local = IndexSet.build(lake, settings)
+    local_s = time.perf_counter() - t0
+    counts = local.manifest["counts"]
+    print(
+        f"rebuild with 10% of one business's tables changed: {local_s:.1f} s wall, {full_s / local_s:.1f}x faster "
+        f"than the full build; embedded {counts['embedded_assets']}; dense shards rebuilt {counts['rebuilt_shards']}, "
+        f"reused {counts['reused_shards']}; parts {local.manifest['build_seconds']}; {_load()}"
+    )
+    del local
     gc.collect()
 
     t0 = time.perf_counter()
