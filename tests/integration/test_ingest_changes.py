@@ -348,3 +348,80 @@ def test_postgresql_key_changes_are_detected(pg_url: str, tmp_path: Path) -> Non
     full_lake = Lake(str(tmp_path / "full"))
     run_ingest(settings, run_id="full", lake=full_lake, full_read=True)
     assert asset_rows(full_lake) == asset_rows(lake)
+
+
+MARIADB_WIDE = 40  # columns of t_wide, each with a 60-character comment: over GROUP_CONCAT's 1 KiB default
+MARIADB_DEFINITIONS = [
+    "CREATE TABLE t_keep (id INT PRIMARY KEY) COMMENT='never changes'",
+    "CREATE TABLE t_comment (id INT PRIMARY KEY) COMMENT='old table words'",
+    "CREATE TABLE t_rename (id INT PRIMARY KEY, a INT)",
+    "CREATE TABLE t_null (id INT PRIMARY KEY, a INT NULL)",
+    "CREATE TABLE t_pk (a INT NOT NULL, b INT NOT NULL, PRIMARY KEY (a))",
+    "CREATE TABLE t_order (id INT PRIMARY KEY, a INT, b INT)",
+    "CREATE TABLE t_enum (id INT PRIMARY KEY, e ENUM('x', 'y'))",
+    "CREATE TABLE t_add (id INT PRIMARY KEY)",
+    "CREATE TABLE t_wide ("
+    + ", ".join(f"c{j:02d} INT COMMENT '{'w' * 56}{j:04d}'" for j in range(MARIADB_WIDE))
+    + ")",
+]
+MARIADB_CHANGES = [
+    "ALTER TABLE t_comment COMMENT = 'new table words'",
+    "ALTER TABLE t_rename CHANGE a b INT",
+    "ALTER TABLE t_null MODIFY a INT NOT NULL",
+    "ALTER TABLE t_pk DROP PRIMARY KEY, ADD PRIMARY KEY (b)",
+    "ALTER TABLE t_order MODIFY b INT AFTER id",
+    "ALTER TABLE t_enum MODIFY e ENUM('x', 'z')",
+    "ALTER TABLE t_add ADD COLUMN flag BOOLEAN COMMENT 'new flag'",
+    f"ALTER TABLE t_wide MODIFY c{MARIADB_WIDE - 1:02d} INT COMMENT '{'w' * 56}last'",
+]
+
+
+@pytest.mark.parametrize("digest", ["sums", "md5"])
+def test_mariadb_definition_changes_are_detected(
+    digest: str,
+    mysql_url: str,
+    tmp_path: Path,
+    column_reads: ColumnReads,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every kind of definition change MariaDB can make in place (table comment, column name,
+    nullability, primary key, column order, enum values, a new column, the comment of the last of
+    many long-commented columns) re-reads exactly the changed tables, with either column digest:
+    the CRC sums of MariaDB 10.8+ or the ordered MD5 that MySQL and older MariaDB get."""
+    from assetmatch.sources.sql import SqlSource
+
+    url = mysql_url
+    if digest == "md5":  # this server as if it were MySQL: no CRC32C, GROUP_CONCAT cut at 1 KiB
+        monkeypatch.setattr(SqlSource, "_MARIADB_CRC32C", (10**6, 0))
+        url = (
+            sa.make_url(mysql_url)
+            .update_query_dict({"init_command": "SET SESSION group_concat_max_len = 1024"})
+            .render_as_string(hide_password=False)
+        )
+    execute(mysql_url, MARIADB_DEFINITIONS)
+    settings = settings_for(url, str(tmp_path / "lake"), {})
+    settings.validation.max_text_length = 1_000
+    lake = Lake(str(tmp_path / "lake"))
+    tables = len(MARIADB_DEFINITIONS)
+    column_reads.clear()
+    assert counts(run_ingest(settings, run_id="run-1"))["inserted"] == tables
+    sent = " ".join(statement for statement, _ in column_reads.statements)
+    assert ("CRC32C(" in sent) == (digest == "sums") and ("GROUP_CONCAT(" in sent) == (digest == "md5")
+    assert counts(run_ingest(settings, run_id="run-2"))["not_read"] == tables
+
+    execute(mysql_url, MARIADB_CHANGES)
+    column_reads.clear()
+    changed = counts(run_ingest(settings, run_id="run-3"))
+    assert (changed["extracted"], changed["updated"], changed["not_read"]) == (tables - 1, tables - 1, 1)
+    assert column_reads.tables() == tables - 1
+    assets = {a.name: a for a in lake.read_assets()}
+    assert assets["t_comment"].comment == "new table words"
+    assert [c.name for c in assets["t_rename"].columns] == ["id", "b"]
+    assert [c.name for c in assets["t_pk"].columns if c.primary_key] == ["b"]
+    assert [c.name for c in assets["t_order"].columns] == ["id", "b", "a"]
+    assert assets["t_wide"].columns[-1].comment.endswith("last")
+
+    full_lake = Lake(str(tmp_path / "full"))
+    run_ingest(settings, run_id="full", lake=full_lake, full_read=True)
+    assert asset_rows(full_lake) == asset_rows(lake)
+    assert counts(run_ingest(settings, run_id="run-4"))["not_read"] == tables

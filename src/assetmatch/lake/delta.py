@@ -508,14 +508,20 @@ class Lake:
     ) -> MergeResult:
         result = MergeResult()
         current = self.read_arrow(T.ASSETS, columns=["asset_id", "content_hash", "deleted", "source"])
-        known: dict[str, tuple[str, bool]] = {
-            a: (h, bool(d))
-            for a, h, d in zip(
-                current["asset_id"].to_pylist(),
-                current["content_hash"].to_pylist(),
-                current["deleted"].to_pylist(),
-            )
-        }
+        # the stored hash and deleted flag of the batch's assets only: a re-ingest that read few
+        # tables (change detection) converts few rows to Python, not the whole table
+        known: dict[str, tuple[str, bool]] = {}
+        if assets and current.num_rows:
+            ids = current["asset_id"]
+            mine = current.filter(pc.is_in(ids, pa.array([a.asset_id for a in assets], ids.type)))
+            known = {
+                a: (h, bool(d))
+                for a, h, d in zip(
+                    mine["asset_id"].to_pylist(),
+                    mine["content_hash"].to_pylist(),
+                    mine["deleted"].to_pylist(),
+                )
+            }
         upserts: list[dict[str, Any]] = []
         seen: set[str] = set(kept)
         for asset in assets:
@@ -539,11 +545,13 @@ class Lake:
             result.changed_ids.append(asset.asset_id)
         tombstones: list[str] = []
         if snapshot_of is not None and current.num_rows:
-            for asset_id, source, deleted in zip(
-                current["asset_id"].to_pylist(), current["source"].to_pylist(), current["deleted"].to_pylist()
-            ):
-                if source == snapshot_of and not deleted and asset_id not in seen:
-                    tombstones.append(asset_id)
+            # the source's live assets it did not report (nor keep), computed in Arrow
+            ids = current["asset_id"]
+            live = pc.and_(
+                pc.equal(current["source"], snapshot_of), pc.invert(pc.fill_null(current["deleted"], False))
+            )
+            gone = pc.invert(pc.is_in(ids, pa.array(list(seen), ids.type)))
+            tombstones = ids.filter(pc.fill_null(pc.and_(live, gone), False)).to_pylist()
         result.soft_deleted = len(tombstones)
         result.changed_ids.extend(tombstones)
         if not upserts and not tombstones:

@@ -21,9 +21,9 @@ ingest pipeline hands the source the fingerprints of its last run (`assetmatch.s
 the table query also fingerprints every table on the server (a hash over its columns, types,
 comments and keys, computed by the server), and columns, keys and comments are read only for new or
 changed tables; unchanged ones are listed as kept. The table query itself stays one round trip.
-MySQL/MariaDB: GROUP_CONCAT is cut at `group_concat_max_len` (1 KiB by default), so the session
-raises it before hashing; information_schema opens only tables named by equality, so changed
-tables are read by name, one UNION ALL branch each.
+MySQL/MariaDB: one query joins the tables, a digest of each table's columns (information_schema
+reads only the table definitions for both) and InnoDB's row estimates; information_schema opens
+only tables named by equality, so changed tables are read by name, one UNION ALL branch each.
 
 Secrets: `url` may reference `${ENV_VAR}`; it is expanded only when connecting, and every message,
 report entry and record shows the URL with its password masked.
@@ -711,31 +711,81 @@ class SqlSource(Source[SqlSourceConfig]):
                 branches.append(f"{select} WHERE TABLE_SCHEMA = :s{i} AND TABLE_NAME = :t{i}{where}")
             yield from conn.execute(sa.text(" UNION ALL ".join(branches)), params)
 
-    def _mysql_row_estimates(
-        self, conn: Connection, schemas: list[str], tables: dict[tuple[str, str], _Table]
-    ) -> None:
-        """Row estimates of the base tables, without opening them: InnoDB's persistent statistics
-        (what TABLE_ROWS reports for InnoDB); tables missing there (other engines, names InnoDB
-        encodes, no access to mysql.innodb_table_stats) are asked by name."""
-        estimates: dict[tuple[str, str], int | None] = {}
+    # MySQL/MariaDB change detection, one catalog query: every table and view with its comment,
+    # the digest of its columns (name, type, nullable, comment, primary key, position) and InnoDB's
+    # row estimate. information_schema fills TABLES and COLUMNS once each (the digests are a
+    # derived table, so the join does not refill COLUMNS per table), from the table definitions
+    # only.
+    _MYSQL_COLUMN = (
+        "CONCAT_WS(CHAR(31), ORDINAL_POSITION, COLUMN_NAME, COLUMN_TYPE, IS_NULLABLE, COLUMN_COMMENT, "
+        "COLUMN_KEY = 'PRI')"
+    )
+    # MariaDB 10.8+: the count and two sums of 32-bit checksums per column row (CRC32 and CRC32C,
+    # two polynomials: 64 bits together), each row carrying its position: order-independent, so no
+    # per-table sort, about a fifth less server time than an ordered GROUP_CONCAT on 10,000 tables.
+    _MYSQL_DIGEST_SUMS = (
+        f"CONCAT_WS(':', COUNT(*), SUM(CRC32({_MYSQL_COLUMN})), SUM(CRC32C({_MYSQL_COLUMN})))"
+    )
+    # MySQL and older MariaDB (no CRC32C): an MD5 over the rows in order; GROUP_CONCAT cuts at
+    # group_concat_max_len (1 KiB by default), which would hide changes past the cut: the session
+    # raises it first.
+    _MYSQL_DIGEST_MD5 = f"MD5(GROUP_CONCAT({_MYSQL_COLUMN} ORDER BY ORDINAL_POSITION SEPARATOR 0x1e))"
+    # the first MariaDB version with CRC32C()
+    _MARIADB_CRC32C = (10, 8)
+
+    def _mysql_digest(self, conn: Connection) -> str:
+        """The per-table column digest this server can compute (see `_MYSQL_DIGEST_SUMS`)."""
+        dialect: Any = conn.dialect
+        if dialect.is_mariadb and tuple(dialect.server_version_info or ())[:2] >= self._MARIADB_CRC32C:
+            return self._MYSQL_DIGEST_SUMS
+        conn.execute(sa.text("SET SESSION group_concat_max_len = 4294967295"))
+        return self._MYSQL_DIGEST_MD5
+
+    def _mysql_catalog(self, conn: Connection, params: dict[str, Any]) -> list[Sequence[Any]]:
+        """Rows (schema, name, type, comment, column digest, row estimate); a table whose name
+        differs from another's only in case comes twice, once without a digest.
+        Row estimates come from InnoDB's persistent statistics (what TABLES.TABLE_ROWS reports for
+        InnoDB, without opening every table); without access to mysql.innodb_table_stats they are
+        NULL (and asked by name later)."""
+        digests = (
+            f"SELECT TABLE_SCHEMA, TABLE_NAME, {self._mysql_digest(conn)} AS digest "
+            "FROM information_schema.COLUMNS WHERE TABLE_SCHEMA IN :schemas GROUP BY TABLE_SCHEMA, TABLE_NAME"
+        )
+        # names compared as bytes: the join's collation matches `Orders` with `orders`
+        select = (
+            "SELECT t.TABLE_SCHEMA, t.TABLE_NAME, t.TABLE_TYPE, t.TABLE_COMMENT, "
+            "IF(BINARY c.TABLE_SCHEMA = BINARY t.TABLE_SCHEMA AND BINARY c.TABLE_NAME = BINARY t.TABLE_NAME, "
+            "c.digest, NULL), {estimate} FROM information_schema.TABLES t "
+            f"LEFT JOIN ({digests}) c ON c.TABLE_SCHEMA = t.TABLE_SCHEMA AND c.TABLE_NAME = t.TABLE_NAME "
+            "{join}WHERE t.TABLE_SCHEMA IN :schemas"
+        )
+        stats = (
+            "LEFT JOIN mysql.innodb_table_stats s "
+            "ON s.database_name = t.TABLE_SCHEMA AND s.table_name = t.TABLE_NAME "
+        )
         try:
             with conn.begin_nested():
-                for schema, name, n_rows in conn.execute(
-                    _expanding(
-                        "SELECT database_name, table_name, n_rows FROM mysql.innodb_table_stats "
-                        "WHERE database_name IN :schemas",
-                        "schemas",
-                    ),
-                    {"schemas": schemas},
-                ):
-                    estimates[(schema, name)] = n_rows
+                query = _expanding(select.format(estimate="s.n_rows", join=stats), "schemas")
+                return list(conn.execute(query, params))
         except sa.exc.DBAPIError:
             self.report.count("row_estimates_by_name")
+        return list(conn.execute(_expanding(select.format(estimate="NULL", join=""), "schemas"), params))
+
+    def _mysql_row_estimates(
+        self,
+        conn: Connection,
+        tables: dict[tuple[str, str], _Table],
+        estimates: dict[tuple[str, str], int],
+    ) -> None:
+        """Set each base table's row estimate: from `estimates` (InnoDB's statistics); tables
+        missing there (other engines, names InnoDB encodes, no access to the statistics) are
+        asked by name (information_schema then opens only those)."""
         missing = sorted(k for k, t in tables.items() if t.kind == "table" and k not in estimates)
         if missing:
             select = "SELECT TABLE_SCHEMA, TABLE_NAME, TABLE_ROWS FROM information_schema.TABLES"
             for schema, name, rows in self._mysql_by_name(conn, select, missing):
-                estimates[(schema, name)] = rows
+                if rows is not None:
+                    estimates[(schema, name)] = rows
         for key, table in tables.items():
             value = estimates.get(key) if table.kind == "table" else None
             table.row_count = int(value) if value is not None else None
@@ -766,24 +816,27 @@ class SqlSource(Source[SqlSourceConfig]):
         (TABLE_ROWS) and foreign keys (KEY_COLUMN_USAGE), seconds on thousands of tables, so the
         fingerprint reads what needs only the table definitions, or InnoDB's own dictionary."""
         params = {"schemas": schemas}
-        # 1. tables and views, comments (definitions only: no TABLE_ROWS)
+        # 1. tables and views, comments, column digests, row estimates: one query
         tables: dict[tuple[str, str], _Table] = {}
-        for schema, name, table_type, comment in conn.execute(
-            _expanding(
-                "SELECT TABLE_SCHEMA, TABLE_NAME, TABLE_TYPE, TABLE_COMMENT "
-                "FROM information_schema.TABLES WHERE TABLE_SCHEMA IN :schemas",
-                "schemas",
-            ),
-            params,
-        ):
-            kind: Literal["table", "view"] = "view" if "VIEW" in (table_type or "").upper() else "table"
-            if self._selected(schema, name, kind):
-                tables[(schema, name)] = _Table(schema, name, kind, self._mysql_comment(kind, comment))
+        column_hashes: dict[tuple[str, str], str] = {}
+        estimates: dict[tuple[str, str], int] = {}
+        for schema, name, table_type, comment, digest, estimate in self._mysql_catalog(conn, params):
+            key = (schema, name)
+            table = tables.get(key)
+            if table is None:
+                kind: Literal["table", "view"] = "view" if "VIEW" in (table_type or "").upper() else "table"
+                if not self._selected(schema, name, kind):
+                    continue
+                table = tables[key] = _Table(schema, name, kind, self._mysql_comment(kind, comment))
+            if digest is not None:
+                column_hashes[key] = digest
+            if estimate is not None:
+                estimates[key] = estimate
         if not tables:
             return
         self._note_replaced(database, tables)
-        # 2. row estimates
-        self._mysql_row_estimates(conn, schemas, tables)
+        # 2. row estimates of the tables InnoDB's statistics did not give
+        self._mysql_row_estimates(conn, tables, estimates)
         # 3. foreign keys, as fingerprint parts: from InnoDB's dictionary, rows keyed by its
         # 'schema/table' name; a table whose name InnoDB encodes gets the digest of every row that
         # matched no plain name (a change there re-reads it: conservative, never stale).
@@ -811,25 +864,7 @@ class SqlSource(Source[SqlSourceConfig]):
             for key in tables:
                 if f"{key[0]}/{key[1]}" not in plain:
                     fk_parts[key] = unmatched
-        # 4. one md5 per table over its columns in order (name, type, nullable, comment, primary
-        # key), computed by the server from the definitions. GROUP_CONCAT cuts at
-        # group_concat_max_len (1 KiB by default), which would hide changes past the cut: raised
-        # for this session.
-        conn.execute(sa.text("SET SESSION group_concat_max_len = 4294967295"))
-        column_hashes = {
-            (schema, name): digest
-            for schema, name, digest in conn.execute(
-                _expanding(
-                    "SELECT TABLE_SCHEMA, TABLE_NAME, MD5(GROUP_CONCAT(CONCAT_WS(CHAR(31), COLUMN_NAME, "
-                    "COLUMN_TYPE, IS_NULLABLE, COLUMN_COMMENT, IF(COLUMN_KEY = 'PRI', 'PRI', '')) "
-                    "ORDER BY ORDINAL_POSITION SEPARATOR 0x1e)) "
-                    "FROM information_schema.COLUMNS WHERE TABLE_SCHEMA IN :schemas "
-                    "GROUP BY TABLE_SCHEMA, TABLE_NAME",
-                    "schemas",
-                ),
-                params,
-            )
-        }
+        # 4. the fingerprints: kind, comment, column digest and foreign keys
         salt = self._fingerprint_salt(database)
         for key, table in tables.items():
             table.fingerprint = self._fingerprint(
