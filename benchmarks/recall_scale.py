@@ -324,6 +324,8 @@ def main() -> None:
         recall_ms: list[float] = []
         expand_ms: list[float] = []
         path_ms: dict[str, list[float]] = {p: [] for p in query_paths}
+        encode_ms: list[float] = []
+        search_ms: list[float] = []
         for text in texts:
             chosen = scope or [rng.choice(businesses)]
             start = time.perf_counter()
@@ -337,11 +339,22 @@ def main() -> None:
                 start = time.perf_counter()
                 index.recall(text, chosen, k=50, paths=[path])
                 path_ms[path].append((time.perf_counter() - start) * 1000)
+            if index.dense is not None:  # the dense path's two halves: encoding the text, searching shards
+                start = time.perf_counter()
+                vectors, _ = index.query_vectors(text)
+                encode_ms.append((time.perf_counter() - start) * 1000)
+                start = time.perf_counter()
+                index.dense.search(vectors, chosen, 50)
+                search_ms.append((time.perf_counter() - start) * 1000)
         print(
             f"query, {label}: recall ({'+'.join(query_paths)}) {percentiles(recall_ms)}; expand {percentiles(expand_ms)}"
         )
         for path, samples in path_ms.items():
             print(f"  {path} alone: {percentiles(samples)}")
+        if encode_ms:
+            print(
+                f"  query encoding alone: {percentiles(encode_ms)}; dense shard search alone: {percentiles(search_ms)}"
+            )
     loaded = len(index.dense.loaded) if index.dense is not None else 0
     print(f"dense shards loaded after the queries: {loaded} of {len(businesses)}")
     print(f"peak memory (max RSS of the driver, builds + queries): {_peak_mb():.0f} MB; {_load()}")
