@@ -67,6 +67,9 @@ FINGERPRINT_VERSION = "2"
 # opens only those), more in one scan of their schemas; and tables named per statement.
 MYSQL_BY_NAME_LIMIT = 2_000
 MYSQL_UNION_BRANCHES = 200
+# the fingerprint's serialization: one encoder for every table (json.dumps with options builds a new
+# one per call, a third of the cost of fingerprinting 10,000 tables)
+_FINGERPRINT_JSON = json.JSONEncoder(ensure_ascii=False, default=str, separators=(",", ":"))
 
 
 class SqlSourceConfig(SourceConfig):
@@ -329,7 +332,7 @@ class SqlSource(Source[SqlSourceConfig]):
 
     @staticmethod
     def _fingerprint(salt: str, *parts: Any) -> str:
-        blob = json.dumps([salt, *parts], ensure_ascii=False, default=str, separators=(",", ":"))
+        blob = _FINGERPRINT_JSON.encode([salt, *parts])
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
     @property
