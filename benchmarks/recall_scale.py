@@ -242,6 +242,11 @@ def main() -> None:
     )
     parser.add_argument("--threads-per-worker", type=int, default=1, help="torch threads per Dask worker")
     parser.add_argument("--workdir", type=Path, default=None, help="default: a temporary folder")
+    parser.add_argument(
+        "--queries-only",
+        action="store_true",
+        help="only load and query the index a previous run left in --workdir",
+    )
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # figures appear as they come
 
@@ -261,50 +266,51 @@ def main() -> None:
         },
     )
     print(f"start: {_load()}")
-    t0 = time.perf_counter()
-    _in_child(_write_lake, workdir, args.tables, args.businesses, 7)
-    lake = Lake.from_settings(settings)
-    print(
-        f"lake: {args.tables} tables in {args.businesses} businesses written in {time.perf_counter() - t0:.1f} s "
-        f"(child process); driver RSS so far {_peak_mb():.0f} MB"
-    )
+    if not args.queries_only:
+        t0 = time.perf_counter()
+        _in_child(_write_lake, workdir, args.tables, args.businesses, 7)
+        lake = Lake.from_settings(settings)
+        print(
+            f"lake: {args.tables} tables in {args.businesses} businesses written in {time.perf_counter() - t0:.1f} s "
+            f"(child process); driver RSS so far {_peak_mb():.0f} MB"
+        )
 
-    t0 = time.perf_counter()
-    full = IndexSet.build(lake, settings, progress=sys.stderr.isatty())
-    full_s = time.perf_counter() - t0
-    print(f"full build: {full_s:.1f} s wall; peak RSS of the driver {_peak_mb():.0f} MB; {_load()}")
-    print(f"  parts {full.manifest['build_seconds']}")
-    print(f"  counts {full.manifest['counts']}, dense index {full.manifest['dense_index']}")
-    del full
-    gc.collect()
+        t0 = time.perf_counter()
+        full = IndexSet.build(lake, settings, progress=sys.stderr.isatty())
+        full_s = time.perf_counter() - t0
+        print(f"full build: {full_s:.1f} s wall; peak RSS of the driver {_peak_mb():.0f} MB; {_load()}")
+        print(f"  parts {full.manifest['build_seconds']}")
+        print(f"  counts {full.manifest['counts']}, dense index {full.manifest['dense_index']}")
+        del full
+        gc.collect()
 
-    _in_child(_edit_lake, workdir, args.changed, 8)
-    t0 = time.perf_counter()
-    incremental = IndexSet.build(lake, settings)
-    inc_s = time.perf_counter() - t0
-    counts = incremental.manifest["counts"]
-    print(
-        f"rebuild with {args.changed:.0%} of the tables changed: {inc_s:.1f} s wall, {full_s / inc_s:.1f}x faster "
-        f"than the full build; embedded {counts['embedded_assets']}, reused {counts['reused_assets']}; "
-        f"dense shards rebuilt {counts['rebuilt_shards']}, reused {counts['reused_shards']}; {_load()}"
-    )
-    print(f"  parts {incremental.manifest['build_seconds']}")
-    one = sorted(incremental.ranges)[0]
-    del incremental
-    gc.collect()
+        _in_child(_edit_lake, workdir, args.changed, 8)
+        t0 = time.perf_counter()
+        incremental = IndexSet.build(lake, settings)
+        inc_s = time.perf_counter() - t0
+        counts = incremental.manifest["counts"]
+        print(
+            f"rebuild with {args.changed:.0%} of the tables changed: {inc_s:.1f} s wall, {full_s / inc_s:.1f}x faster "
+            f"than the full build; embedded {counts['embedded_assets']}, reused {counts['reused_assets']}; "
+            f"dense shards rebuilt {counts['rebuilt_shards']}, reused {counts['reused_shards']}; {_load()}"
+        )
+        print(f"  parts {incremental.manifest['build_seconds']}")
+        one = sorted(incremental.ranges)[0]
+        del incremental
+        gc.collect()
 
-    _in_child(_edit_lake, workdir, 0.0, 9, one)
-    t0 = time.perf_counter()
-    local = IndexSet.build(lake, settings)
-    local_s = time.perf_counter() - t0
-    counts = local.manifest["counts"]
-    print(
-        f"rebuild with 10% of one business's tables changed: {local_s:.1f} s wall, {full_s / local_s:.1f}x faster "
-        f"than the full build; embedded {counts['embedded_assets']}; dense shards rebuilt {counts['rebuilt_shards']}, "
-        f"reused {counts['reused_shards']}; parts {local.manifest['build_seconds']}; {_load()}"
-    )
-    del local
-    gc.collect()
+        _in_child(_edit_lake, workdir, 0.0, 9, one)
+        t0 = time.perf_counter()
+        local = IndexSet.build(lake, settings)
+        local_s = time.perf_counter() - t0
+        counts = local.manifest["counts"]
+        print(
+            f"rebuild with 10% of one business's tables changed: {local_s:.1f} s wall, {full_s / local_s:.1f}x faster "
+            f"than the full build; embedded {counts['embedded_assets']}; dense shards rebuilt {counts['rebuilt_shards']}, "
+            f"reused {counts['reused_shards']}; parts {local.manifest['build_seconds']}; {_load()}"
+        )
+        del local
+        gc.collect()
 
     t0 = time.perf_counter()
     index = IndexSet.load_latest(settings.recall.index_root)
