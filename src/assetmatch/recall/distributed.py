@@ -74,7 +74,14 @@ def dask_client(recall: RecallConfig) -> Iterator[Any]:
         with worker_client() as client:  # secedes this task's thread while the chunks run
             yield client
     elif recall.dask_address:
-        with Client(recall.dask_address) as client:
+        try:
+            client = Client(recall.dask_address)  # waits distributed.comm.timeouts.connect (30 s)
+        except OSError as exc:  # distributed raises OSError("Timed out trying to connect ...")
+            raise ConnectionError(
+                f"recall.dask_address {recall.dask_address} is unreachable ({exc}): start the cluster "
+                "(infra/dask/) or empty the setting to embed on a LocalCluster"
+            ) from exc
+        with client:
             yield client
     else:
         with (

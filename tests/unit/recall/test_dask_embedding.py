@@ -59,3 +59,17 @@ def test_small_jobs_stay_in_process(encoder: Any) -> None:
     recall = RecallConfig(dask_address="tcp://127.0.0.1:1", dask_min_tables=100)  # unreachable: never used
     vectors = embed_texts(EncoderSpec(), ["daily active users"], recall)
     np.testing.assert_allclose(vectors, encode(encoder, ["daily active users"]), atol=1e-6)
+
+
+def test_an_unreachable_scheduler_is_a_clear_error() -> None:
+    import dask
+
+    from assetmatch.recall.distributed import dask_client
+
+    recall = RecallConfig(dask_address="tcp://127.0.0.1:9")  # discard port: nothing listens
+    with (
+        dask.config.set({"distributed.comm.timeouts.connect": "1s"}),
+        pytest.raises(ConnectionError, match=r"recall.dask_address tcp://127.0.0.1:9 is unreachable"),
+        dask_client(recall),
+    ):
+        pass
