@@ -64,6 +64,13 @@ def _in_dask_task() -> bool:
     return True
 
 
+def _can_reach_workers(recall: RecallConfig) -> bool:
+    """False only where a LocalCluster cannot start: a daemonic process may not have children."""
+    import multiprocessing
+
+    return bool(recall.dask_address) or _in_dask_task() or not multiprocessing.current_process().daemon
+
+
 @contextlib.contextmanager
 def dask_client(recall: RecallConfig) -> Iterator[Any]:
     """A Dask client for the embedding: the enclosing task's cluster, `recall.dask_address`, or a
@@ -106,10 +113,11 @@ def embed_texts(
 ) -> np.ndarray:
     """Vectors of `texts` (one row each, input order), embedded in process or on Dask.
 
-    use_dask: force a side (None: Dask from `recall.dask_min_tables` texts on). `advance(n)` is called
+    use_dask: force a side (None: Dask from `recall.dask_min_tables` texts on, except in a daemonic
+    process without `recall.dask_address`, which cannot start a LocalCluster). `advance(n)` is called
     as texts are done, for a progress bar."""
     if use_dask is None:
-        use_dask = len(texts) >= recall.dask_min_tables
+        use_dask = len(texts) >= recall.dask_min_tables and _can_reach_workers(recall)
     if not texts or not use_dask:
         model = load_encoder(spec)
         if not texts:
