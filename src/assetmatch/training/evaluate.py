@@ -350,6 +350,6 @@ def cross_fitted(
     answers: list[Ranked | None] = [None] * n
     for f in range(k):
         fitted = calibrate([j for j, g in zip(judged, fold_of) if g != f], ctx, familiar)
-        for i in np.flatnonzero(fold_of == f):
+        for i in np.flatnonzero(fold_of == f).tolist():
             answers[i] = fine_ranked(judged[i], fitted, ctx)
     return [a for a in answers if a is not None]
