@@ -36,7 +36,7 @@ from typing import Any
 
 from assetmatch.models import Column, TableAsset
 from assetmatch.ranking.config import RankerConfig
-from assetmatch.training.pairs import LabelledRequirement, build_pairs
+from assetmatch.training.pairs import LabelledRequirement, Pair, build_pairs
 
 log = logging.getLogger(__name__)
 
@@ -146,16 +146,16 @@ def pretrain(
     assets: list[TableAsset] = []
     requirements: list[LabelledRequirement] = []
     for folder in data:
-        a, r = read_dataset(Path(folder))
-        assets += a
-        requirements += r
+        tables, questions = read_dataset(Path(folder))
+        assets += tables
+        requirements += questions
     library = {a.asset_id: a for a in assets}
     candidates = Bm25Candidates(assets)
     by_business: dict[str, list[str]] = {}
     for a in assets:
         by_business.setdefault(a.business, []).append(a.asset_id)
     # random negatives from the question's own database (build_pairs draws from the library it is given)
-    pairs = []
+    pairs: list[Pair] = []
     for business, ids in sorted(by_business.items()):
         own = [r for r in requirements if r.business == business and all(g in library for g in r.gold)]
         pairs += build_pairs(
