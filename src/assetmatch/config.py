@@ -519,6 +519,13 @@ class TrainingConfig(_Strict):
         description="Train a shared adapter on every business's data first; each business's adapter "
         "starts from it, and the A/B gate chooses per business among coarse-only, shared and per-business.",
     )
+    starting_adapter: str = Field(
+        default="packaged",
+        description="What the first adapter (the shared one, else each business's) starts from: 'packaged' "
+        "(the adapter pre-trained on public text-to-SQL data shipped with assetmatch, when the ranker base is "
+        "the one it was trained on; see assetmatch.training.starting), 'none' (a fresh adapter) or an "
+        "adapter folder.",
+    )
 
     @field_validator("ranker")
     @classmethod

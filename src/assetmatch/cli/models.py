@@ -5,6 +5,7 @@ Everything heavy (torch, peft, mlflow) is imported inside the commands.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
@@ -152,6 +153,55 @@ def rollback(
     with friendly_errors(ValueError):
         target = manual_alias_change(cfg, business, None, "rollback", reason)
     console.print(f"{business}: champion is now version {target}")
+
+
+@models_app.command("pretrain")
+def pretrain(
+    data: list[Path] = typer.Option(
+        ...,
+        "--data",
+        help="Benchmark folder (assets.jsonl.gz + requirements.jsonl.gz) whose `train` split is learned "
+        "(repeatable); no other split is read.",
+    ),
+    out: Path = typer.Option(..., "--out", help="Folder the starting adapter is written to (replaced)."),
+    steps: int = typer.Option(
+        1200, "--steps", min=1, help="Optimizer steps (batches of --batch-size pairs)."
+    ),
+    max_length: int = typer.Option(
+        96, "--max-length", min=16, help="Token budget of one (question, table) pair."
+    ),
+    batch_size: int = typer.Option(16, "--batch-size", min=1, help="Pairs per step."),
+    seed: int = typer.Option(13, "--seed", help="Seed of sampling, initialisation and data order."),
+) -> None:
+    """Pre-train a starting adapter on public text-to-SQL data (how the packaged one was made).
+
+    Every business's first adapter starts from it (`training.starting_adapter`): the general skill
+    "does this table answer this request" is learned here once, not from each warehouse's few
+    hundred labelled requirements. The ranker base is `ranker.base` of the config."""
+    import shutil
+
+    from assetmatch.ranking.config import RankerConfig
+    from assetmatch.training.starting import pretrain as run_pretrain
+
+    cfg = settings()
+    with friendly_errors(ValueError, FileNotFoundError):
+        config = RankerConfig(
+            base=cfg.ranker.base,
+            device=cfg.ranker.device,
+            max_length=max_length,
+            batch_size=batch_size,
+            max_steps=steps,
+            eval_every=0,
+            seed=seed,
+        )
+        if out.exists():
+            shutil.rmtree(out)
+        with _progress() as progress:
+            provenance = run_pretrain(data, out, config, progress=progress)
+    console.print(
+        f"starting adapter -> {out}: {provenance['steps']} steps over {provenance['pairs']} pairs of "
+        f"{provenance['requirements']} requirements ({provenance['databases']} databases) in {provenance['seconds']:.0f} s"
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -159,6 +159,7 @@ def fit_matching(
                 labels,
                 [c.asset_id for c in cands],
                 len(gold),
+                req.text,
             )
         )
     t0 = time.perf_counter()

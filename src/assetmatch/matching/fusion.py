@@ -284,11 +284,12 @@ class TrainingGroup:
     """One labelled requirement's candidates: the feature rows and which rows are gold tables."""
 
     requirement_id: str
-    group: str  # cross-validation group (the requirement's database/business)
+    group: str  # cross-validation group (the requirement's database/business; see `cv_groups_of`)
     features: np.ndarray
     labels: np.ndarray  # 1 = gold table
     asset_ids: list[str]
     n_gold: int  # gold tables of the requirement, recalled or not
+    text: str = ""  # the requirement (its paraphrases share a cross-validation group when grouped by text)
 
 
 def _model_grid(seed: int) -> dict[str, Any]:
@@ -485,19 +486,30 @@ def fit_learned_fusion(
     if labels_all.min() == labels_all.max():
         raise ValueError("training candidates are all gold or all non-gold: cannot fit the coarse model")
     models = dict(grid) if grid is not None else _model_grid(seed)
-    n_groups = len({g.group for g in usable})
-    n_splits = max(2, min(folds, n_groups))
     group_idx = np.arange(len(usable))
-    cv_groups = [g.group for g in usable]
-    splitter = GroupKFold(n_splits=n_splits) if n_groups >= 2 else None
-    splits = (
-        list(splitter.split(group_idx, groups=cv_groups))
-        if splitter is not None
-        else [(group_idx[: len(usable) // 2], group_idx[len(usable) // 2 :])]
-    )
+    cv_groups = cv_groups_of(usable)
+    n_groups = len(set(cv_groups))
+    if n_groups >= 2:
+        splits = list(GroupKFold(n_splits=min(folds, n_groups)).split(group_idx, groups=cv_groups))
+    else:  # a single requirement: nothing to hold out
+        splits = [(group_idx[: len(usable) // 2], group_idx[len(usable) // 2 :])]
 
     with _threads_for(sum(len(g.labels) for g in usable)):
         return _cross_validate(usable, groups, feature_names, models, splits, labels_all)
+
+
+def cv_groups_of(groups: Sequence[TrainingGroup]) -> list[str]:
+    """Cross-validation groups: the requirements' databases when there are at least two, else the
+    requirements themselves (paraphrases of one text together).
+
+    With one database (a single-warehouse business, or businesses whose databases share one name)
+    there is no database to hold out; every requirement must still be scored by a model that never
+    saw it, because those out-of-fold lists are what the fine rankers train and are judged on.
+    """
+    databases = [g.group for g in groups]
+    if len(set(databases)) >= 2:
+        return databases
+    return [" ".join(g.text.lower().split()) or g.requirement_id for g in groups]
 
 
 @contextmanager

@@ -2,7 +2,9 @@
 
 Both models rank the SAME held-out requirements; for every requirement we take the paired
 difference (challenger - champion) of set F1 and of all-gold@k, and a seeded paired bootstrap
-(numpy) gives a confidence interval of the mean difference. Rules, in order:
+(numpy) gives a confidence interval of the mean difference. An adapter's calibration (fusion,
+selection, cascade) was fitted on those held-out requirements, so the gate answers each one with
+the calibration refitted on the other folds (`training.evaluate.cross_fitted`). Rules, in order:
 
 1. latency: the challenger's p95 fine-rank latency must stay under the budget, else refuse;
 2. worse: any metric whose CI lies wholly below -margin -> refuse;
@@ -369,13 +371,18 @@ def evaluate_and_promote(
     )
 
     def arm(name: str) -> ev.EvalReport:
-        """One arm answering the held-out requirements as the Matcher would (cascade, fusion, selection)."""
+        """One arm answering the held-out requirements as the Matcher would (cascade, fusion, selection).
+
+        An adapter's calibration was fitted on these same held-out requirements, so each one is
+        answered with the calibration refitted on the other folds (`cross_fitted`): the gate
+        judges how the adapter does on requirements its calibration never saw."""
         if name == "coarse_only":
             judged = judge(lambda _t, _a: [], library, held_out, candidates, config.candidate_k)
             return ev.report(name, [ev.coarse_ranked(j) for j in judged])
         score = lambda text, tables: ranker.logits(name, text, tables)  # noqa: E731
         judged = judge(score, library, held_out, candidates, config.candidate_k)
-        return ev.report(name, [ev.fine_ranked(j, ranker.calibration(name), ctx) for j in judged])
+        familiar = ranker.calibration(name).familiar
+        return ev.report(name, ev.cross_fitted(judged, ctx, familiar, seed=gate.seed))
 
     base_report = arm("champion" if champion is not None else "coarse_only")
     chall_report = arm("challenger")

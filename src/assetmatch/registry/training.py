@@ -18,6 +18,7 @@ from assetmatch.ranking.candidates import production_candidates
 from assetmatch.ranking.config import RankerConfig
 from assetmatch.registry.mlflow import Registry
 from assetmatch.training.pairs import TrainingData, fingerprint, labelled_from_lake
+from assetmatch.training.starting import resolve_starting_adapter
 from assetmatch.training.train import (
     CoarseSource,
     TrainResult,
@@ -74,6 +75,7 @@ def run_shared_training(
         config,
         out_dir,
         progress=progress,
+        init_from=resolve_starting_adapter(settings.training.starting_adapter, config.base),
         quantize=settings.ranker.quantize,
     )
     registry = Registry.from_settings(settings)
@@ -119,6 +121,11 @@ def run_training(
         shared_dir = (
             registry.download_adapter(SHARED, str(shared.version), Path(tmp) / "shared") if shared else None
         )
+        starting = (
+            resolve_starting_adapter(settings.training.starting_adapter, config.base)
+            if shared_dir is None
+            else None
+        )
         started = _now_ms()
         result = train_business(
             business,
@@ -129,7 +136,7 @@ def run_training(
             out_dir,
             champion_dir,
             progress,
-            init_from=shared_dir,
+            init_from=shared_dir or starting,
             quantize=settings.ranker.quantize,
         )
         if shared is not None and shared_dir is not None:
@@ -154,9 +161,14 @@ def run_training(
     # 8. log params, metrics, report, plots and adapter to MLflow; register as `challenger`
     run_id = registry.log_training(business, result, data, index_manifest=index_manifest, started_ms=started)
     version = registry.register(business, run_id, alias="challenger")
-    registry.tag_version(
-        business, version, {KIND_TAG: "business" if shared_dir is None else "business-from-shared"}
+    kind = (
+        "business-from-shared"
+        if shared_dir is not None
+        else "business-from-starting"
+        if starting
+        else "business"
     )
+    registry.tag_version(business, version, {KIND_TAG: kind})
     return result, version
 
 

@@ -322,3 +322,34 @@ def calibrate(
         ((q, cost, c) for q, cost, c in tried if q >= best - tolerance), key=lambda t: (t[1], -t[0])
     )
     return FineCalibration(threshold, fusion, params, cascade, familiar)
+
+
+def cross_fitted(
+    judged: Sequence[Judged],
+    ctx: Context,
+    familiar: frozenset[str] | None,
+    folds: int = 5,
+    seed: int = 0,
+) -> list[Ranked]:
+    """Every requirement answered with a calibration fitted on the *other* folds (cross-fitting).
+
+    `calibrate` fits fusion, selection and cascade on validation requirements; answering those same
+    requirements with it measures the fit, not the model (an adapter judged on what it was
+    calibrated on looks better than it will serve). The A/B gate calls this instead: the estimate is
+    of a calibration fitted on requirements like these, applied to requirements it never saw —
+    which is what the calibration fitted on all of them will meet in serving. Folds are a seeded
+    shuffle; with fewer than 2 × `folds` requirements, one fold per requirement (leave-one-out).
+    """
+    n = len(judged)
+    if n < 2:
+        return [fine_ranked(j, calibrate(judged, ctx, familiar), ctx) for j in judged]
+    order = np.random.default_rng(seed).permutation(n)
+    k = folds if n >= 2 * folds else n
+    fold_of = np.empty(n, dtype=int)
+    fold_of[order] = np.arange(n) % k
+    answers: list[Ranked | None] = [None] * n
+    for f in range(k):
+        fitted = calibrate([j for j, g in zip(judged, fold_of) if g != f], ctx, familiar)
+        for i in np.flatnonzero(fold_of == f).tolist():
+            answers[i] = fine_ranked(judged[i], fitted, ctx)
+    return [a for a in answers if a is not None]

@@ -85,3 +85,41 @@ def test_coarse_candidates_serve_out_of_fold_lists_for_fitted_requirements_and_l
     live = candidates.coarse("g", "something never fitted", 3)
     assert live.ids == [users, payments, items] and candidates.oof_hits == 1
     assert candidates("g", "paying users", 2) == [items, payments]
+
+
+class Witness(ClassifierMixin, BaseEstimator):
+    """Scores 0.25 every row of a requirement it was not fitted on, 1 the rows it was fitted on: a
+    list scored 0 was never scored at all."""
+
+    def fit(self, x: np.ndarray, y: np.ndarray) -> Witness:
+        self.seen_ = set(x[:, 0].tolist())
+        self.classes_ = np.array([0, 1])
+        return self
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        p = np.array([1.0 if v in self.seen_ else 0.25 for v in x[:, 0]])
+        return np.column_stack([1 - p, p])
+
+
+def test_one_database_still_gives_every_requirement_an_out_of_fold_list() -> None:
+    # every requirement from one database (e.g. games whose warehouses are all named "dw"): there is
+    # no database to hold out, yet every list must come from a model that was fitted, just not on it
+    data = [
+        TrainingGroup(g.requirement_id, "dw", g.features, g.labels, g.asset_ids, g.n_gold, f"text {i}")
+        for i, g in enumerate(groups())
+    ]
+    _, oof = fit_learned_fusion(data, ["req", "x"], grid={"witness": Witness()})
+    assert all(np.all(scores == 0.25) for scores in oof)
+
+
+def test_paraphrases_of_one_text_share_a_fold_when_grouped_by_text() -> None:
+    base = groups(8)
+    data = [
+        TrainingGroup(
+            f"r{i}", "dw", base[i % 4].features, base[i].labels, base[i].asset_ids, 1, f"Text {i % 4}"
+        )
+        for i in range(8)
+    ]
+    # r0 and r4 are the same text (same feature 0): a model fitted on r4 would score r0 as seen
+    _, oof = fit_learned_fusion(data, ["req", "x"], grid={"witness": Witness()})
+    assert all(np.all(scores == 0.25) for scores in oof)

@@ -50,3 +50,42 @@ def test_an_adapter_that_does_not_help_is_never_asked() -> None:
     answers = [ev.fine_ranked(j, calibration, CTX) for j in lists]
     assert all(r.fine_depth == 0 for r in answers)
     assert ev.quality(answers) == ev.quality([ev.coarse_ranked(j) for j in lists])
+
+
+def test_cross_fitted_answers_never_use_a_calibration_fitted_on_the_same_requirement(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    lists = judged(adapter_right=True, n=23)
+    fitted_on: dict[int, set[str]] = {}
+    real_calibrate, real_fine_ranked = ev.calibrate, ev.fine_ranked
+
+    def recording_calibrate(js, ctx, familiar):  # type: ignore[no-untyped-def]
+        calibration = real_calibrate(js, ctx, familiar)
+        fitted_on[id(calibration)] = {j.requirement.id for j in js}
+        return calibration
+
+    answered: list[str] = []
+
+    def checking_fine_ranked(j, calibration, ctx, cap=None):  # type: ignore[no-untyped-def]
+        if id(calibration) in fitted_on:  # an answer (calibrate also calls it while it searches)
+            assert j.requirement.id not in fitted_on[id(calibration)]
+            answered.append(j.requirement.id)
+        return real_fine_ranked(j, calibration, ctx, cap)
+
+    monkeypatch.setattr(ev, "calibrate", recording_calibrate)
+    monkeypatch.setattr(ev, "fine_ranked", checking_fine_ranked)
+    answers = ev.cross_fitted(lists, CTX, familiar=None, folds=5)
+    assert [a.requirement.id for a in answers] == [j.requirement.id for j in lists]  # each once, in order
+    assert sorted(answered) == sorted(j.requirement.id for j in lists)
+    assert len(fitted_on) == 5  # 23 requirements: five folds, each calibration fitted on the other four
+    assert all(18 <= len(ids) <= 19 for ids in fitted_on.values())
+
+
+def test_cross_fitting_still_sees_a_helpful_adapter_and_not_a_useless_one() -> None:
+    helpful = judged(adapter_right=True)
+    useless = judged(adapter_right=False)
+    coarse = ev.quality([ev.coarse_ranked(j) for j in helpful])
+    assert ev.quality(ev.cross_fitted(helpful, CTX, familiar=None)) > coarse + 0.3
+    # noise logits: refitted per fold the calibration may ask it now and then, but never to gain
+    assert (
+        ev.quality(ev.cross_fitted(useless, CTX, familiar=None))
+        <= ev.quality([ev.coarse_ranked(j) for j in useless]) + 0.02
+    )
