@@ -11,8 +11,10 @@ FAISS IndexFlatIP computes), a larger one through HNSW (IndexHNSWFlat, inner pro
 to some businesses therefore reads only their shards: no other business's table can come back, and
 its latency does not depend on the other businesses' sizes.
 
-Serving loads a shard lazily, on the first query that needs it, memory-mapped (`np.load(mmap_mode="r")`,
-`faiss.IO_FLAG_MMAP_IFC`): loading a 100k-table index reads the manifest, not the vectors.
+Serving reads a shard lazily: loading the index memory-maps every shard's vectors (`np.load(mmap_mode=
+"r")` reads only the header), their pages come in on the first query of that business, and an HNSW
+shard's index is read on its first query (`faiss.IO_FLAG_MMAP_IFC`: its vectors stay mapped). Loading
+a 100k-table index therefore reads no vectors.
 
 A build reuses a shard of the previous published index when its digest (model, document keys in row
 order, index type and parameters) is unchanged: the files are hard-linked (copied across devices)
@@ -22,6 +24,7 @@ instead of rebuilt, so a change in one business rebuilds one shard (`link_shard`
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import shutil
@@ -39,6 +42,8 @@ HNSW_EF_CONSTRUCTION = 80
 HNSW_EF_SEARCH = 128
 VECTORS_FILE = "vectors.npy"
 HNSW_FILE = "hnsw.faiss"
+
+logger = logging.getLogger(__name__)
 
 
 class ShardLoadError(LookupError):
@@ -122,9 +127,11 @@ def link_shard(source: Path, target: Path) -> bool:
 
 
 class _Shard:
-    """A loaded shard: memory-mapped vectors and, for HNSW, the memory-mapped FAISS index."""
+    """One business's shard: its vectors memory-mapped when the index loads (only the .npy header is
+    read; pages come in on the first query), its HNSW index read on the first query that needs it."""
 
     def __init__(self, folder: Path, info: ShardInfo, start: int) -> None:
+        self.folder = folder
         self.info = info
         self.start = start
         try:
@@ -135,16 +142,36 @@ class _Shard:
             raise ShardLoadError(
                 f"dense shard {folder} holds {len(self.vectors)} rows, manifest says {info.rows}"
             )
-        self.index: Any = None
-        if info.kind == "hnsw":
-            import faiss
+        self._index: Any = None
+        self._missing = False  # the HNSW file could not be read: search the vectors exactly
+        self._lock = threading.Lock()
 
-            path = str(folder / HNSW_FILE)
-            try:
-                self.index = faiss.read_index(path, faiss.IO_FLAG_MMAP_IFC)
-            except RuntimeError:  # an index type without zero-copy mmap support: read it
-                self.index = faiss.read_index(path)
-            self.index.hnsw.efSearch = HNSW_EF_SEARCH
+    def index(self) -> Any:
+        """The HNSW index (memory-mapped where FAISS supports it), or None for an exact shard. If its
+        file is gone (an old index folder pruned under a server still holding it), the mapped vectors
+        still answer, exactly."""
+        if self.info.kind != "hnsw" or self._index is not None or self._missing:
+            return self._index
+        with self._lock:
+            if self._index is None and not self._missing:
+                import faiss
+
+                path = str(self.folder / HNSW_FILE)
+                index: Any = None
+                try:
+                    try:
+                        index = faiss.read_index(path, faiss.IO_FLAG_MMAP_IFC)
+                    except RuntimeError:  # an index type without zero-copy mmap support: read it
+                        index = faiss.read_index(path)
+                except RuntimeError:
+                    logger.warning(
+                        "dense shard %s: %s unreadable, searching it exactly", self.folder, HNSW_FILE
+                    )
+                    self._missing = True
+                else:
+                    index.hnsw.efSearch = HNSW_EF_SEARCH
+                self._index = index
+        return self._index
 
     def search(self, queries: np.ndarray, k: int) -> dict[int, float]:
         """Best rows (global row -> max cosine over the queries), at most k per query."""
@@ -152,12 +179,16 @@ class _Shard:
         if k <= 0:
             return {}
         best: dict[int, float] = {}
-        if self.index is None:
+        index = self.index()
+        if index is None:  # exact: a small shard, or an HNSW file that is gone
             sims = np.asarray(self.vectors @ queries.T).max(axis=1)
             top = np.argpartition(-sims, k - 1)[:k] if len(sims) > k else np.arange(len(sims))
             return {self.start + int(r): float(sims[r]) for r in top}
-        self.index.hnsw.efSearch = max(HNSW_EF_SEARCH, k)
-        sims_all, ids_all = self.index.search(queries, k)
+        import faiss
+
+        params = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]  # not in faiss's stubs
+        params.efSearch = max(HNSW_EF_SEARCH, k)
+        sims_all, ids_all = index.search(queries, k, params=params)
         for ids, sims in zip(ids_all, sims_all):
             for row, sim in zip(ids, sims):
                 if row >= 0 and sim > best.get(self.start + int(row), -np.inf):
@@ -166,7 +197,7 @@ class _Shard:
 
 
 class DenseIndex:
-    """The dense shards of one published index; shards load on first use, thread-safely."""
+    """The dense shards of one published index: mapped at load, paged in and (HNSW) read on first use."""
 
     def __init__(
         self,
@@ -183,8 +214,13 @@ class DenseIndex:
                 raise ShardLoadError(
                     f"dense shard of {business!r} has {info.rows} rows, the assets list {end - start}"
                 )
-        self._loaded: dict[str, _Shard] = {}
-        self._lock = threading.Lock()
+        # mapping reads only each .npy header; holding the maps keeps the files readable even if the
+        # folder is pruned while this index still serves (unlinked files stay mapped)
+        self._shards = {
+            b: _Shard(folder / "shards" / info.folder, info, self.ranges[b][0])
+            for b, info in self.shards.items()
+        }
+        self._used: set[str] = set()
         order = sorted((start, b) for b, (start, _) in self.ranges.items() if b in self.shards)
         self._starts = [s for s, _ in order]
         self._order = [b for _, b in order]
@@ -199,19 +235,12 @@ class DenseIndex:
 
     @property
     def loaded(self) -> list[str]:
-        """Businesses whose shard has been loaded so far."""
-        return sorted(self._loaded)
+        """Businesses whose shard has been read so far (searched, or a row of it asked for)."""
+        return sorted(self._used)
 
     def shard(self, business: str) -> _Shard:
-        found = self._loaded.get(business)
-        if found is None:
-            with self._lock:
-                found = self._loaded.get(business)
-                if found is None:
-                    info = self.shards[business]
-                    found = _Shard(self.folder / "shards" / info.folder, info, self.ranges[business][0])
-                    self._loaded[business] = found
-        return found
+        self._used.add(business)
+        return self._shards[business]
 
     def row(self, row: int) -> np.ndarray:
         """The vector of one global row (loads its shard)."""

@@ -3,7 +3,8 @@
 Build (`IndexSet.build`) reads the `assets` table at a pinned version plus the current `glossary`,
 `query_log` and `requirements` (train split only), records all those versions in the manifest, writes
 everything into a new folder under `settings.recall.index_root` and publishes it atomically (see
-`assetmatch.recall.publish`). Load (`IndexSet.load_latest`) reads the published one into memory.
+`assetmatch.recall.publish`). Load (`IndexSet.load_latest`) reads the published one into memory, except
+the per-business dense shards, memory-mapped on the first query of their business (`recall.dense`).
 
 Query (`recall`, `expand`) runs the recall paths, each returning scored `Hit`s with a reason (`recall`
 iterates the query paths registered in `assetmatch.recall.paths`, names in `assetmatch.types`):
@@ -378,7 +379,8 @@ class IndexSet:
     # ---- load --------------------------------------------------------------------------------------
     @classmethod
     def load(cls, path: str | Path, settings: Settings | None = None) -> IndexSet:
-        """Read a published index folder into memory (nothing is read from disk at query time).
+        """Read a published index folder into memory; a business's dense shard is memory-mapped on the
+        first query that needs it (the folder must therefore stay in place while the index is used).
 
         settings: only `recall.paths` and the encoder's device and token budget are taken from it
         (default: the paths recorded in the manifest). The encoder is always the one recorded in the

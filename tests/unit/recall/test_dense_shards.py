@@ -130,3 +130,22 @@ def test_an_index_of_the_previous_format_asks_for_a_rebuild(lake_and_settings: t
     manifest_path.write_text(json.dumps(manifest))
     with pytest.raises(IndexLoadError, match="rebuild it with `assetmatch index build`"):
         IndexSet.load(built.folder)
+
+
+def test_a_loaded_index_still_answers_after_its_folder_is_pruned(
+    lake_and_settings: tuple[Lake, Settings], caplog: pytest.LogCaptureFixture
+) -> None:
+    import shutil
+
+    lake, settings = lake_and_settings
+    IndexSet.build(lake, settings)
+    index = IndexSet.load_latest(settings.recall.index_root, settings)
+    assert index.dense is not None
+    queries, _ = index.query_vectors("concert tours by year")
+    shutil.rmtree(index.folder)  # what `publish.prune` does to an old folder a server may still hold
+    with caplog.at_level("WARNING", logger="assetmatch.recall.dense"):
+        found = index.dense.search(queries, ["music"], 3)
+    # the mapped vectors answer exactly; the HNSW file that could not be read is named
+    rows = range(*index.ranges["music"])
+    assert len(found) == 3 and all(row in rows for row, _ in found)
+    assert "hnsw.faiss unreadable, searching it exactly" in caplog.text
