@@ -19,7 +19,11 @@ from assetmatch.ranking.candidates import CoarseCandidates
 
 class Recorder(ClassifierMixin, BaseEstimator):
     """Scores 1 the rows of requirements it was fitted on (feature 0 is the requirement's number),
-    0 the others: a coarse model that memorised its training requirements, made visible."""
+    `unseen` the others: a coarse model that memorised its training requirements, made visible.
+    With `unseen` > 0, a list scored 0 was never scored by any model at all."""
+
+    def __init__(self, unseen: float = 0.0) -> None:
+        self.unseen = unseen
 
     def fit(self, x: np.ndarray, y: np.ndarray) -> Recorder:
         self.seen_ = set(x[:, 0].tolist())
@@ -27,7 +31,7 @@ class Recorder(ClassifierMixin, BaseEstimator):
         return self
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        p = np.array([1.0 if v in self.seen_ else 0.0 for v in x[:, 0]])
+        p = np.array([1.0 if v in self.seen_ else self.unseen for v in x[:, 0]])
         return np.column_stack([1 - p, p])
 
 
@@ -87,20 +91,6 @@ def test_coarse_candidates_serve_out_of_fold_lists_for_fitted_requirements_and_l
     assert candidates("g", "paying users", 2) == [items, payments]
 
 
-class Witness(ClassifierMixin, BaseEstimator):
-    """Scores 0.25 every row of a requirement it was not fitted on, 1 the rows it was fitted on: a
-    list scored 0 was never scored at all."""
-
-    def fit(self, x: np.ndarray, y: np.ndarray) -> Witness:
-        self.seen_ = set(x[:, 0].tolist())
-        self.classes_ = np.array([0, 1])
-        return self
-
-    def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        p = np.array([1.0 if v in self.seen_ else 0.25 for v in x[:, 0]])
-        return np.column_stack([1 - p, p])
-
-
 def test_one_database_still_gives_every_requirement_an_out_of_fold_list() -> None:
     # every requirement from one database (e.g. games whose warehouses are all named "dw"): there is
     # no database to hold out, yet every list must come from a model that was fitted, just not on it
@@ -108,7 +98,7 @@ def test_one_database_still_gives_every_requirement_an_out_of_fold_list() -> Non
         TrainingGroup(g.requirement_id, "dw", g.features, g.labels, g.asset_ids, g.n_gold, f"text {i}")
         for i, g in enumerate(groups())
     ]
-    _, oof = fit_learned_fusion(data, ["req", "x"], grid={"witness": Witness()})
+    _, oof = fit_learned_fusion(data, ["req", "x"], grid={"witness": Recorder(unseen=0.25)})
     assert all(np.all(scores == 0.25) for scores in oof)
 
 
@@ -121,5 +111,5 @@ def test_paraphrases_of_one_text_share_a_fold_when_grouped_by_text() -> None:
         for i in range(8)
     ]
     # r0 and r4 are the same text (same feature 0): a model fitted on r4 would score r0 as seen
-    _, oof = fit_learned_fusion(data, ["req", "x"], grid={"witness": Witness()})
+    _, oof = fit_learned_fusion(data, ["req", "x"], grid={"witness": Recorder(unseen=0.25)})
     assert all(np.all(scores == 0.25) for scores in oof)
