@@ -88,6 +88,12 @@ class RankerConfig:
     device: str = field(
         default="auto", metadata={"help": "auto | cpu | cuda (auto: cuda with bf16 when present)."}
     )
+    threads: int = field(
+        default=0,
+        metadata={
+            "help": "CPU threads of torch while an adapter trains (0: one per core); serving is not affected."
+        },
+    )
 
     def __post_init__(self) -> None:
         positive_ints = ("lora_r", "lora_alpha", "batch_size", "epochs", "candidate_k")
@@ -102,6 +108,7 @@ class RankerConfig:
             "hard_negatives",
             "random_negatives",
             "synthetic_per_table",
+            "threads",
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"RankerConfig.{name} must be >= 0, got {getattr(self, name)}")

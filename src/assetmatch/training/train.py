@@ -42,7 +42,7 @@ from assetmatch.matching.selection import SetSelector
 from assetmatch.models import TableAsset
 from assetmatch.ranking.config import RankerConfig
 from assetmatch.ranking.finerank import LoraFineRanker
-from assetmatch.ranking.model import load_base, new_adapter, save_adapter, seed_everything
+from assetmatch.ranking.model import load_base, new_adapter, save_adapter, seed_everything, torch_threads
 from assetmatch.ranking.prompt import table_prompt, tokenizer_counter
 from assetmatch.training import augment
 from assetmatch.training import evaluate as ev
@@ -163,7 +163,22 @@ def fit_adapter(
 
     With a `validator` and `config.eval_every`, the model is scored on the validation requirements
     every `eval_every` steps (the validation curve); training stops once `config.patience` checks in
-    a row did not improve all-gold@3 + set F1, and the best checkpoint's weights are restored."""
+    a row did not improve all-gold@3 + set F1, and the best checkpoint's weights are restored.
+    On CPU, torch runs on `config.threads` threads meanwhile (`ranking.model.torch_threads`)."""
+    with torch_threads(config.threads if device == "cpu" else 0):
+        return _fit(peft_model, tokenizer, pairs, documents, config, device, progress, validator)
+
+
+def _fit(
+    peft_model: Any,
+    tokenizer: Any,
+    pairs: list[Pair],
+    documents: dict[tuple[str, str], str],
+    config: RankerConfig,
+    device: str,
+    progress: Any,
+    validator: Validator | None,
+) -> FitStats:
     import torch
     from transformers import get_linear_schedule_with_warmup
 
