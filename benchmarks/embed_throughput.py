@@ -7,7 +7,7 @@ threads <= cores); the in-process run uses `--threads-per-worker` x 2 torch thre
 machine. Cluster start and the one encoder load per worker are timed apart from the steady-state
 throughput (the chunks themselves), since a real build pays the start once per build.
 
-    HF_HUB_OFFLINE=1 flock /tmp/bench.lock nice -n 5 .venv/bin/python benchmarks/embed_throughput.py --tables 2000
+    HF_HUB_OFFLINE=1 nice -n 5 .venv/bin/python benchmarks/embed_throughput.py --tables 2000
 """
 
 from __future__ import annotations

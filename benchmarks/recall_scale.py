@@ -4,7 +4,7 @@ Prints: full index build time (and its parts), rebuild time with 1% of the table
 rows were embedded), query latency p50/p95 of `IndexSet.recall` (lexical + dense + glossary + usage) and
 of `expand` (graph), for one business and for the whole library, and the process's peak memory.
 
-    HF_HUB_OFFLINE=1 flock /tmp/bench.lock nice -n 5 .venv/bin/python benchmarks/recall_scale.py --tables 100000
+    HF_HUB_OFFLINE=1 nice -n 5 .venv/bin/python benchmarks/recall_scale.py --tables 100000
     HF_HUB_OFFLINE=1 nice .venv/bin/python benchmarks/recall_scale.py --tables 5000 --businesses 10 --queries 100
 
 The lake is written (and the 1% edit made) in child processes, so the peak RSS printed is the driver's
