@@ -51,7 +51,7 @@ from assetmatch.matching.selection import (
     SetSelector,
     top_k_selection,
 )
-from assetmatch.models import Requirement
+from assetmatch.models import Requirement, TableAsset
 from assetmatch.recall.index import IndexSet, LakeSnapshot
 from assetmatch.sources import registry
 
@@ -125,30 +125,27 @@ def _read_requirements(path: Path) -> list[Requirement]:
     return requirements
 
 
-def load_benchmark(dataset: Path, setting: Setting, settings: Settings) -> list[Requirement]:
-    """Ingest the dataset's assets into `settings.lake` and return its requirements (all splits).
+BENCHMARK_SOURCE = "benchmark-assets"
 
-    Assets go through the `catalog_file` source and the lake's merge, as any catalog would; in the union
-    setting the source's `business` option puts every table in `UNION_BUSINESS`. Requirements are read
-    by the `requirements` source but deliberately *not* written to the lake: the index turns the lake's
-    train requirements into the usage path and co-usage graph edges, and a training requirement would
-    then find itself (its own gold tables) while the coarse model is fitted — a leak dev/test never see.
-    In the union setting their business is rewritten to `UNION_BUSINESS`.
-    """
+
+def read_benchmark(dataset: Path, setting: Setting) -> tuple[list[TableAsset], list[Requirement]]:
+    """The dataset's tables and requirements (every split), nothing written anywhere.
+
+    Assets are read by the `catalog_file` source, as any catalog would be; in the union setting the
+    source's `business` option puts every table in `UNION_BUSINESS`, and the requirements' business is
+    rewritten to it. Requirements are read by the `requirements` source; a gold table missing from
+    the assets is an error naming the requirement."""
     _check_dataset(dataset)
     options: dict[str, Any] = {"path": str(dataset / ASSETS_FILE)}
     if setting == "union":
         options["business"] = UNION_BUSINESS
-    spec = SourceSpec(name="benchmark-assets", type="catalog_file", options=options)
-    source = registry.create(spec)
+    source = registry.create(SourceSpec(name=BENCHMARK_SOURCE, type="catalog_file", options=options))
     try:
         assets = list(source.iter_assets())
     finally:
         source.close()
     if source.report.failures or not assets:
         raise ValueError(f"could not read assets from {dataset}: {source.report.as_dict()}")
-    lake = Lake.from_settings(settings)
-    lake.merge_assets(assets, run_id="benchmark-load", snapshot_of=spec.name)
     requirements = _read_requirements(dataset)
     if setting == "union":
         requirements = [r.model_copy(update={"business": UNION_BUSINESS}) for r in requirements]
@@ -157,6 +154,19 @@ def load_benchmark(dataset: Path, setting: Setting, settings: Settings) -> list[
         missing = [g for g in req.gold_assets if g not in known]
         if missing:
             raise ValueError(f"requirement {req.id} names gold tables missing from the assets: {missing}")
+    return assets, requirements
+
+
+def load_benchmark(dataset: Path, setting: Setting, settings: Settings) -> list[Requirement]:
+    """Ingest the dataset's assets into `settings.lake` (the lake's merge, as any catalog) and return
+    its requirements (all splits; `read_benchmark`).
+
+    Requirements are deliberately *not* written to the lake: the index turns the lake's train
+    requirements into the usage path and co-usage graph edges, and a training requirement would then
+    find itself (its own gold tables) while the coarse model is fitted — a leak dev/test never see.
+    """
+    assets, requirements = read_benchmark(dataset, setting)
+    Lake.from_settings(settings).merge_assets(assets, run_id="benchmark-load", snapshot_of=BENCHMARK_SOURCE)
     return requirements
 
 

@@ -23,7 +23,7 @@ from assetmatch.matching.fine import (
 )
 from assetmatch.models import TableAsset
 from assetmatch.ranking.model import MultiAdapterScorer, ScoreRow
-from assetmatch.ranking.prompt import table_prompt, tokenizer_counter
+from assetmatch.ranking.prompt import document_budget, table_prompt, tokenizer_counter
 
 __all__ = [
     "CALIBRATION_FILE",
@@ -92,7 +92,7 @@ class LoraFineRanker:
     # ---- scoring ---------------------------------------------------------------------------
     def documents(self, requirement: str, assets: Sequence[TableAsset]) -> list[str]:
         """Compressed table documents that fit next to this requirement in the token budget."""
-        budget = max(8, self.scorer.max_length - self._count(requirement) - 3)
+        budget = document_budget(requirement, self.scorer.max_length, self._count)
         return [table_prompt(requirement, a, budget, self._count) for a in assets]
 
     def rows(self, business: str, requirement: str, assets: Sequence[TableAsset]) -> list[ScoreRow]:

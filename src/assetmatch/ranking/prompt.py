@@ -116,6 +116,12 @@ def column_relevance(requirement_terms: set[str], column: Column) -> float:
     return overlap + (0.1 if column.primary_key else 0.0)
 
 
+def document_budget(requirement: str, max_length: int, count_tokens: TokenCounter = approx_tokens) -> int:
+    """Tokens left for the table's document next to `requirement` in a pair of `max_length` tokens:
+    the pair is [CLS] requirement [SEP] document [SEP] (3 special tokens); at least 8."""
+    return max(8, max_length - count_tokens(requirement) - 3)
+
+
 def table_prompt(
     requirement: str,
     asset: TableAsset,

@@ -25,7 +25,6 @@ adapter folder.
 
 from __future__ import annotations
 
-import gzip
 import json
 import logging
 import random
@@ -34,7 +33,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from assetmatch.models import Column, TableAsset
+from assetmatch.models import TableAsset
 from assetmatch.ranking.config import RankerConfig
 from assetmatch.training.pairs import LabelledRequirement, Pair, build_pairs
 
@@ -82,49 +81,23 @@ def resolve_starting_adapter(choice: str, base: str) -> Path | None:
 
 
 def read_dataset(data: Path) -> tuple[list[TableAsset], list[LabelledRequirement]]:
-    """Tables and `train` requirements of a benchmark folder (assets.jsonl.gz + requirements.jsonl.gz).
+    """Tables and `train` requirements of a benchmark folder (`evaluation.harness.read_benchmark`,
+    one business per database).
 
     Only the databases that `train` requirements ask about are kept: the other splits' questions
-    and databases are never read."""
-    for name in ("assets.jsonl.gz", "requirements.jsonl.gz"):
-        if not (data / name).exists():
-            raise ValueError(f"{data} is not a benchmark folder: {name} is missing")
-    with gzip.open(data / "requirements.jsonl.gz", "rt", encoding="utf-8") as f:
-        rows = [json.loads(line) for line in f]
+    and databases are never used."""
+    from assetmatch.evaluation.harness import read_benchmark
+
+    assets, rows = read_benchmark(data, "business")
     requirements = [
-        LabelledRequirement(str(r["id"]), str(r["business"]), str(r["text"]), tuple(r["gold_assets"]))
+        LabelledRequirement(r.id, r.business, r.text, tuple(r.gold_assets))
         for r in rows
-        if r.get("split") == TRAIN_SPLIT and r.get("gold_assets")
+        if r.split == TRAIN_SPLIT and r.gold_assets
     ]
     if not requirements:
         raise ValueError(f"{data}: no {TRAIN_SPLIT!r} requirements with gold tables")
     databases = {r.business for r in requirements}
-    assets: list[TableAsset] = []
-    with gzip.open(data / "assets.jsonl.gz", "rt", encoding="utf-8") as f:
-        for line in f:
-            row = json.loads(line)
-            if row["business"] in databases:
-                assets.append(_asset(row))
-    return assets, requirements
-
-
-def _asset(row: dict[str, Any]) -> TableAsset:
-    return TableAsset(
-        asset_id=row["asset_id"],
-        business=row["business"],
-        database=row["database"],
-        name=row["table"],
-        comment=row.get("table_comment") or "",
-        columns=[
-            Column(
-                name=c["name"],
-                type=c.get("type") or "",
-                comment=c.get("comment") or "",
-                primary_key=c.get("primary_key", False),
-            )
-            for c in row["columns"]
-        ],
-    )
+    return [a for a in assets if a.business in databases], requirements
 
 
 def pretrain(
@@ -138,7 +111,7 @@ def pretrain(
     question's BM25 neighbours inside its own database (`ranking.candidates.Bm25Candidates`)."""
     from assetmatch.ranking.candidates import Bm25Candidates
     from assetmatch.ranking.model import load_base, new_adapter, save_adapter, seed_everything
-    from assetmatch.ranking.prompt import table_prompt, tokenizer_counter
+    from assetmatch.ranking.prompt import document_budget, table_prompt, tokenizer_counter
     from assetmatch.training.train import fit_adapter
 
     if config.max_steps <= 0:
@@ -173,12 +146,12 @@ def pretrain(
     tokenizer, base_model, device = load_base(config.base, config.device)
     peft_model = new_adapter(base_model, config)
     count = tokenizer_counter(tokenizer)
-    documents: dict[tuple[str, str], str] = {}
-    for p in pairs:
-        key = (p.text, p.asset_id)
-        if key not in documents:
-            budget = max(8, config.max_length - count(p.text) - 3)
-            documents[key] = table_prompt(p.text, library[p.asset_id], budget, count)
+    documents = {
+        (p.text, p.asset_id): table_prompt(
+            p.text, library[p.asset_id], document_budget(p.text, config.max_length, count), count
+        )
+        for p in pairs
+    }
     started = time.perf_counter()
     fit = fit_adapter(peft_model, tokenizer, pairs, documents, config, device, progress, validator=None)
     save_adapter(peft_model, out, config)

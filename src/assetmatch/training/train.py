@@ -43,7 +43,7 @@ from assetmatch.models import TableAsset
 from assetmatch.ranking.config import RankerConfig
 from assetmatch.ranking.finerank import LoraFineRanker
 from assetmatch.ranking.model import load_base, new_adapter, save_adapter, seed_everything, torch_threads
-from assetmatch.ranking.prompt import table_prompt, tokenizer_counter
+from assetmatch.ranking.prompt import document_budget, table_prompt, tokenizer_counter
 from assetmatch.training import augment
 from assetmatch.training import evaluate as ev
 from assetmatch.training.pairs import (
@@ -389,7 +389,7 @@ def train_business(
     def document(text: str, asset_id: str) -> str:
         key = (text, asset_id)
         if key not in documents:
-            budget = max(8, config.max_length - count(text) - 3)
+            budget = document_budget(text, config.max_length, count)
             documents[key] = table_prompt(text, library[asset_id], budget, count)
         return documents[key]
 

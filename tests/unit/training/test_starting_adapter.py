@@ -66,7 +66,7 @@ def test_read_dataset_takes_the_train_split_and_only_its_databases(tmp_path: Pat
 
 def test_read_dataset_refuses_a_folder_that_is_not_a_benchmark(tmp_path: Path) -> None:
     (tmp_path / "assets.jsonl.gz").write_bytes(gzip.compress(b""))
-    with pytest.raises(ValueError, match=r"requirements\.jsonl\.gz is missing"):
+    with pytest.raises(FileNotFoundError, match=r"requirements\.jsonl\.gz is missing"):
         starting.read_dataset(tmp_path)
 
 
