@@ -165,97 +165,86 @@ def fit_adapter(
     every `eval_every` steps (the validation curve); training stops once `config.patience` checks in
     a row did not improve all-gold@3 + set F1, and the best checkpoint's weights are restored.
     On CPU, torch runs on `config.threads` threads meanwhile (`ranking.model.torch_threads`)."""
-    with torch_threads(config.threads if device == "cpu" else 0):
-        return _fit(peft_model, tokenizer, pairs, documents, config, device, progress, validator)
-
-
-def _fit(
-    peft_model: Any,
-    tokenizer: Any,
-    pairs: list[Pair],
-    documents: dict[tuple[str, str], str],
-    config: RankerConfig,
-    device: str,
-    progress: Any,
-    validator: Validator | None,
-) -> FitStats:
     import torch
     from transformers import get_linear_schedule_with_warmup
 
-    steps_per_epoch = sum(1 for _ in _batches(pairs, config, torch.Generator().manual_seed(0)))
-    total = config.max_steps or steps_per_epoch * config.epochs  # max_steps overrides epochs (as in HF)
-    params = [p for p in peft_model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(total * config.warmup_ratio), max(1, total))
-    generator = torch.Generator().manual_seed(config.seed)
-    losses: list[float] = []
-    curve: list[dict[str, float]] = []
-    best: tuple[float, int, dict[str, Any]] | None = None
-    stale, stopped = 0, False
-    step, start = 0, time.perf_counter()
-    task = progress.add_task("training", total=total) if progress is not None else None
+    with torch_threads(config.threads if device == "cpu" else 0):
+        steps_per_epoch = sum(1 for _ in _batches(pairs, config, torch.Generator().manual_seed(0)))
+        total = config.max_steps or steps_per_epoch * config.epochs  # max_steps overrides epochs (as in HF)
+        params = [p for p in peft_model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+        scheduler = get_linear_schedule_with_warmup(
+            optimizer, int(total * config.warmup_ratio), max(1, total)
+        )
+        generator = torch.Generator().manual_seed(config.seed)
+        losses: list[float] = []
+        curve: list[dict[str, float]] = []
+        best: tuple[float, int, dict[str, Any]] | None = None
+        stale, stopped = 0, False
+        step, start = 0, time.perf_counter()
+        task = progress.add_task("training", total=total) if progress is not None else None
 
-    def check() -> bool:
-        """Validation point; True when training should stop (plateau)."""
-        nonlocal best, stale
-        metrics = validator(peft_model) if validator is not None else {}
+        def check() -> bool:
+            """Validation point; True when training should stop (plateau)."""
+            nonlocal best, stale
+            metrics = validator(peft_model) if validator is not None else {}
+            peft_model.train()
+            curve.append({"step": float(step), **metrics})
+            if step == 0:  # the starting point is the curve's baseline, never the checkpoint kept
+                return False
+            value = metrics.get("all_gold_at_3", 0.0) + metrics.get("set_f1", 0.0)
+            if best is None or value > best[0] + 1e-9:
+                trained = {n: p.detach().clone() for n, p in peft_model.named_parameters() if p.requires_grad}
+                best, stale = (value, step, trained), 0
+                return False
+            stale += 1
+            return stale >= config.patience
+
+        validating = validator is not None and config.eval_every > 0
+        if validating:
+            check()  # step 0: where training starts (the shared adapter, or an untrained head)
         peft_model.train()
-        curve.append({"step": float(step), **metrics})
-        if step == 0:  # the starting point is the curve's baseline, never the checkpoint kept
-            return False
-        value = metrics.get("all_gold_at_3", 0.0) + metrics.get("set_f1", 0.0)
-        if best is None or value > best[0] + 1e-9:
-            trained = {n: p.detach().clone() for n, p in peft_model.named_parameters() if p.requires_grad}
-            best, stale = (value, step, trained), 0
-            return False
-        stale += 1
-        return stale >= config.patience
-
-    validating = validator is not None and config.eval_every > 0
-    if validating:
-        check()  # step 0: where training starts (the shared adapter, or an untrained head)
-    peft_model.train()
-    while step < total and not stopped:
-        for batch in _batches(pairs, config, generator):
-            if step >= total:
-                break
-            enc = tokenizer(
-                [p.text for p in batch],
-                [documents[(p.text, p.asset_id)] for p in batch],
-                truncation="only_second",
-                max_length=config.max_length,
-                padding=True,
-                return_tensors="pt",
-            ).to(device)
-            with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device == "cuda"):
-                logits = peft_model(**enc).logits.view(-1)
-            loss = pair_loss(logits.float(), batch, config.loss)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            losses.append(float(loss.detach()))
-            step += 1
-            if task is not None:
-                progress.update(task, advance=1, description=f"training loss {losses[-1]:.3f}")
-            if validating and (step % config.eval_every == 0 or step == total) and check():
-                stopped = True
-                break
-    best_step = 0
-    if validating and best is not None:
-        if curve[-1]["step"] != float(step):
-            check()  # the last step, when it was not a validation point
-        best_step = best[1]
-        with torch.no_grad():  # back to the best checkpoint
-            for name, param in peft_model.named_parameters():
-                if name in best[2]:
-                    param.copy_(best[2][name])
-    peft_model.eval()
-    kinds: Counter[str] = Counter(p.kind for p in pairs)
-    return FitStats(
-        step, time.perf_counter() - start, losses, len(pairs), dict(kinds), curve, best_step, stopped
-    )
+        while step < total and not stopped:
+            for batch in _batches(pairs, config, generator):
+                if step >= total:
+                    break
+                enc = tokenizer(
+                    [p.text for p in batch],
+                    [documents[(p.text, p.asset_id)] for p in batch],
+                    truncation="only_second",
+                    max_length=config.max_length,
+                    padding=True,
+                    return_tensors="pt",
+                ).to(device)
+                with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device == "cuda"):
+                    logits = peft_model(**enc).logits.view(-1)
+                loss = pair_loss(logits.float(), batch, config.loss)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                losses.append(float(loss.detach()))
+                step += 1
+                if task is not None:
+                    progress.update(task, advance=1, description=f"training loss {losses[-1]:.3f}")
+                if validating and (step % config.eval_every == 0 or step == total) and check():
+                    stopped = True
+                    break
+        best_step = 0
+        if validating and best is not None:
+            if curve[-1]["step"] != float(step):
+                check()  # the last step, when it was not a validation point
+            best_step = best[1]
+            with torch.no_grad():  # back to the best checkpoint
+                for name, param in peft_model.named_parameters():
+                    if name in best[2]:
+                        param.copy_(best[2][name])
+        peft_model.eval()
+        kinds: Counter[str] = Counter(p.kind for p in pairs)
+        return FitStats(
+            step, time.perf_counter() - start, losses, len(pairs), dict(kinds), curve, best_step, stopped
+        )
 
 
 def score_documents(
