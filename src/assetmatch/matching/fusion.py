@@ -491,7 +491,7 @@ def fit_learned_fusion(
     n_groups = len(set(cv_groups))
     if n_groups >= 2:
         splits = list(GroupKFold(n_splits=min(folds, n_groups)).split(group_idx, groups=cv_groups))
-    else:  # a single requirement: nothing to hold out
+    else:  # one requirement (or one text): nothing to group the folds by
         splits = [(group_idx[: len(usable) // 2], group_idx[len(usable) // 2 :])]
 
     with _threads_for(sum(len(g.labels) for g in usable)):

@@ -338,11 +338,10 @@ def cross_fitted(
     calibrated on looks better than it will serve). The A/B gate calls this instead: the estimate is
     of a calibration fitted on requirements like these, applied to requirements it never saw —
     which is what the calibration fitted on all of them will meet in serving. Folds are a seeded
-    shuffle; with fewer than 2 × `folds` requirements, one fold per requirement (leave-one-out).
+    shuffle; with fewer than 2 × `folds` requirements, one fold per requirement (leave-one-out; a
+    lone requirement gets the calibration of no data, never its own).
     """
     n = len(judged)
-    if n < 2:
-        return [fine_ranked(j, calibrate(judged, ctx, familiar), ctx) for j in judged]
     order = np.random.default_rng(seed).permutation(n)
     k = folds if n >= 2 * folds else n
     fold_of = np.empty(n, dtype=int)
