@@ -277,7 +277,12 @@ class Lake:
             data = data.filter(pc.invert(pc.fill_null(data["deleted"], False)))
         if businesses is not None and data.num_rows:
             data = data.filter(pc.is_in(data["business"], pa.array(list(businesses), pa.string())))
-        return [row_to_asset(r) for r in data.to_pylist()]
+        # converted a batch of rows at a time: the whole table as Python dicts at once was the peak of
+        # an index build's read (~15% of the driver's memory at 3x10^4 tables, benchmarks/recall_scale.py)
+        assets: list[TableAsset] = []
+        for batch in data.to_batches(max_chunksize=2048):
+            assets.extend(row_to_asset(r) for r in batch.to_pylist())
+        return assets
 
     def read_query_log(self, version: int | None = None, business: str | None = None) -> list[QueryLogEntry]:
         rows = self.read_arrow(T.QUERY_LOG, version).to_pylist()

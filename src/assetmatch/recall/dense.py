@@ -30,7 +30,7 @@ import re
 import shutil
 import threading
 from bisect import bisect_right
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -69,6 +69,12 @@ def shard_digest(model_id: str, kind: str, keys: Sequence[str]) -> str:
         digest.update(key.encode("utf-8"))
         digest.update(b"\n")
     return digest.hexdigest()
+
+
+def dense_kind(shards: Iterable[ShardInfo]) -> str:
+    """The index type of a set of shards: "flat", "hnsw", "mixed" (some of each) or "none" (no shard)."""
+    kinds = {info.kind for info in shards}
+    return kinds.pop() if len(kinds) == 1 else ("mixed" if kinds else "none")
 
 
 @dataclass(frozen=True)
@@ -230,8 +236,7 @@ class DenseIndex:
     @property
     def kind(self) -> str:
         """ "flat", "hnsw", "mixed" (some of each) or "none" (no shard)."""
-        kinds = {info.kind for info in self.shards.values()}
-        return kinds.pop() if len(kinds) == 1 else ("mixed" if kinds else "none")
+        return dense_kind(self.shards.values())
 
     @property
     def loaded(self) -> list[str]:

@@ -40,6 +40,7 @@ from assetmatch.recall import publish
 from assetmatch.recall.dense import (
     DenseIndex,
     ShardInfo,
+    dense_kind,
     link_shard,
     shard_digest,
     shard_folder_name,
@@ -114,7 +115,7 @@ class LakeSnapshot:
         if assets_version is None:
             raise ValueError(f"the lake at {lake.uri} has no assets table yet: ingest assets first")
         versions[T.ASSETS] = assets_version
-        assets = sorted(_live_assets(lake, assets_version), key=lambda a: (a.business, a.asset_id))
+        assets = sorted(lake.read_assets(version=assets_version), key=lambda a: (a.business, a.asset_id))
         if not assets:
             raise ValueError(
                 f"the lake's assets table has no live asset at version {assets_version}: nothing to index"
@@ -312,8 +313,7 @@ class IndexSet:
                     folder / "dense", root, mid, full, stats, assets, asset_keys, vectors,
                     settings.recall.hnsw_threshold,
                 )  # fmt: skip
-                kinds = {info.kind for info in shards.values()}
-                kind = kinds.pop() if len(kinds) == 1 else "mixed"
+                kind = dense_kind(shards.values())
                 np.save(folder / "usage" / "vectors.npy", usage_vectors)
                 cache.compact(
                     dict(zip(asset_keys + past_keys, list(vectors) + list(usage_vectors))), index_id
@@ -544,24 +544,6 @@ class IndexSet:
 
 
 # ---- build helpers ---------------------------------------------------------------------------------
-def _live_assets(lake: Lake, version: int) -> list[TableAsset]:
-    """The not-deleted assets at `version`, as `Lake.read_assets` gives them, converted from Arrow one
-    batch of rows at a time: the whole table as Python dicts at once was the read's peak (~15% of the
-    driver's memory at 3x10^4 tables, benchmarks/recall_scale.py)."""
-    import pyarrow.compute as pc
-
-    from assetmatch.lake import tables as T
-    from assetmatch.lake.delta import row_to_asset
-
-    data = lake.read_arrow(T.ASSETS, version)
-    if data.num_rows:
-        data = data.filter(pc.invert(pc.fill_null(data["deleted"], False)))
-    assets: list[TableAsset] = []
-    for batch in data.to_batches(max_chunksize=2048):
-        assets.extend(row_to_asset(row) for row in batch.to_pylist())
-    return assets
-
-
 def _previous_tokens(root: Path) -> dict[str, list[str]]:
     """BM25 tokens of the current index's tables by content hash (same document version), or {}."""
     current = publish.current_id(root)
