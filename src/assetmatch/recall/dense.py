@@ -231,7 +231,7 @@ class DenseIndex:
         self._starts = [s for s, _ in order]
         self._order = [b for _, b in order]
         self.vectors = RowVectors(self)
-        self.index = _Totals(sum(info.rows for info in self.shards.values()))
+        self.rows = sum(info.rows for info in self.shards.values())
 
     @property
     def kind(self) -> str:
@@ -277,14 +277,7 @@ class RowVectors:
         self._dense = dense
 
     def __len__(self) -> int:
-        return int(self._dense.index.ntotal)
+        return self._dense.rows
 
     def __getitem__(self, row: int) -> np.ndarray:
         return self._dense.row(int(row))
-
-
-@dataclass(frozen=True)
-class _Totals:
-    """What readers of `DenseIndex.index` ask of it: how many vectors it holds (all shards)."""
-
-    ntotal: int

@@ -91,7 +91,7 @@ def test_shards_load_lazily_and_a_query_reads_only_its_businesses(
     assert hits and {index.assets[h.asset_id].business for h in hits} == {"music"}
     assert index.dense.loaded == ["music"]
     assert isinstance(index.dense.shard("music").vectors, np.memmap)  # memory-mapped, not read
-    assert len(index.dense.vectors) == len(index.asset_ids) == index.dense.index.ntotal
+    assert len(index.dense.vectors) == len(index.asset_ids) == index.dense.rows
 
 
 def _clustered(n: int, dim: int, rng: np.random.Generator) -> np.ndarray:
