@@ -29,6 +29,7 @@ from typing import Any, Literal
 from assetmatch.lake import tables as T
 from assetmatch.lake.delta import Lake
 from assetmatch.serving.metrics import ServingMetrics
+from assetmatch.serving.periodic import cancel
 
 log = logging.getLogger(__name__)
 
@@ -201,11 +202,8 @@ class FeedbackWriter:
 
     async def stop(self) -> None:
         """Final flush; what still cannot be written goes to the spool file."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel(self._task)
+        self._task = None
         await self.flush()
         with self._lock:
             rows, self._buffer = self._buffer, []
