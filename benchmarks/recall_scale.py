@@ -213,6 +213,30 @@ def _in_child(target: Any, *args: Any) -> None:
         raise SystemExit(f"{target.__name__} failed in its child process (exit {child.exitcode})")
 
 
+def _timed_rebuild(
+    lake: Lake, settings: Settings, full_s: float, label: str, workdir: Path, *edit: Any
+) -> str:
+    """Edit the lake in a child process (`_edit_lake(workdir, *edit)`), rebuild, print the figures;
+    returns the first business of the rebuilt index."""
+    from assetmatch.recall.index import IndexSet
+
+    _in_child(_edit_lake, workdir, *edit)
+    t0 = time.perf_counter()
+    rebuilt = IndexSet.build(lake, settings)
+    seconds = time.perf_counter() - t0
+    counts = rebuilt.manifest["counts"]
+    print(
+        f"rebuild with {label} changed: {seconds:.1f} s wall, {full_s / seconds:.1f}x faster than the full "
+        f"build; embedded {counts['embedded_assets']}, reused {counts['reused_assets']}; dense shards rebuilt "
+        f"{counts['rebuilt_shards']}, reused {counts['reused_shards']}; {_load()}"
+    )
+    print(f"  parts {rebuilt.manifest['build_seconds']}")
+    first = sorted(rebuilt.ranges)[0]
+    del rebuilt
+    gc.collect()
+    return first
+
+
 def _load() -> str:
     return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg()) + f" on {os.cpu_count()} cores"
 
@@ -284,33 +308,10 @@ def main() -> None:
         del full
         gc.collect()
 
-        _in_child(_edit_lake, workdir, args.changed, 8)
-        t0 = time.perf_counter()
-        incremental = IndexSet.build(lake, settings)
-        inc_s = time.perf_counter() - t0
-        counts = incremental.manifest["counts"]
-        print(
-            f"rebuild with {args.changed:.0%} of the tables changed: {inc_s:.1f} s wall, {full_s / inc_s:.1f}x faster "
-            f"than the full build; embedded {counts['embedded_assets']}, reused {counts['reused_assets']}; "
-            f"dense shards rebuilt {counts['rebuilt_shards']}, reused {counts['reused_shards']}; {_load()}"
+        one = _timed_rebuild(
+            lake, settings, full_s, f"{args.changed:.0%} of the tables", workdir, args.changed, 8
         )
-        print(f"  parts {incremental.manifest['build_seconds']}")
-        one = sorted(incremental.ranges)[0]
-        del incremental
-        gc.collect()
-
-        _in_child(_edit_lake, workdir, 0.0, 9, one)
-        t0 = time.perf_counter()
-        local = IndexSet.build(lake, settings)
-        local_s = time.perf_counter() - t0
-        counts = local.manifest["counts"]
-        print(
-            f"rebuild with 10% of one business's tables changed: {local_s:.1f} s wall, {full_s / local_s:.1f}x faster "
-            f"than the full build; embedded {counts['embedded_assets']}; dense shards rebuilt {counts['rebuilt_shards']}, "
-            f"reused {counts['reused_shards']}; parts {local.manifest['build_seconds']}; {_load()}"
-        )
-        del local
-        gc.collect()
+        _timed_rebuild(lake, settings, full_s, "10% of one business's tables", workdir, 0.0, 9, one)
 
     t0 = time.perf_counter()
     index = IndexSet.load_latest(settings.recall.index_root)
