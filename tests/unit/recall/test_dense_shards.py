@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -15,7 +14,7 @@ from assetmatch.config import Settings
 from assetmatch.lake import Lake
 from assetmatch.models import Column, TableAsset
 from assetmatch.recall.dense import HNSW_FILE, VECTORS_FILE, DenseIndex, ShardInfo, shard_kind, write_shard
-from assetmatch.recall.index import IndexLoadError, IndexSet
+from assetmatch.recall.index import IndexSet
 
 
 @pytest.fixture
@@ -119,17 +118,6 @@ def test_hnsw_shard_keeps_recall_at_10_within_a_hundredth_of_flat(tmp_path: Path
     assert abs(recall_at_10["hnsw"] - recall_at_10["flat"]) <= 0.01
     overlap = np.mean([len(a & b) / 10 for a, b in zip(top["flat"], top["hnsw"])])
     assert overlap >= 0.95  # and HNSW finds (nearly) the same ten rows as the exact search
-
-
-def test_an_index_of_the_previous_format_asks_for_a_rebuild(lake_and_settings: tuple[Lake, Settings]) -> None:
-    lake, settings = lake_and_settings
-    built = IndexSet.build(lake, settings)
-    manifest_path = built.folder / "manifest.json"
-    manifest = json.loads(manifest_path.read_text())
-    manifest["format_version"] = 1
-    manifest_path.write_text(json.dumps(manifest))
-    with pytest.raises(IndexLoadError, match="rebuild it with `assetmatch index build`"):
-        IndexSet.load(built.folder)
 
 
 def test_a_loaded_index_still_answers_after_its_folder_is_pruned(

@@ -174,10 +174,11 @@ def test_an_index_of_another_format_is_refused(setup: tuple[Lake, Settings]) -> 
     built = IndexSet.build(lake, settings)
     manifest = built.folder / "manifest.json"
     data = json.loads(manifest.read_text())
-    data["format_version"] = 999
-    manifest.write_text(json.dumps(data))
-    with pytest.raises(IndexLoadError, match="rebuild"):
-        IndexSet.load(built.folder)
+    for version in (1, 999):  # the previous format (one dense index, no shards) and a future one
+        data["format_version"] = version
+        manifest.write_text(json.dumps(data))
+        with pytest.raises(IndexLoadError, match="rebuild it with `assetmatch index build`"):
+            IndexSet.load(built.folder)
 
 
 def test_without_vector_paths_nothing_is_embedded(
