@@ -12,8 +12,6 @@ from assetmatch.config import RecallConfig
 from assetmatch.recall.distributed import embed_texts, encoder_loads
 from assetmatch.recall.encoder import EncoderSpec, encode
 
-pytest.importorskip("distributed")
-
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Any]:
