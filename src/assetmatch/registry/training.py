@@ -161,13 +161,12 @@ def run_training(
     # 8. log params, metrics, report, plots and adapter to MLflow; register as `challenger`
     run_id = registry.log_training(business, result, data, index_manifest=index_manifest, started_ms=started)
     version = registry.register(business, run_id, alias="challenger")
-    kind = (
-        "business-from-shared"
-        if shared_dir is not None
-        else "business-from-starting"
-        if starting
-        else "business"
-    )
+    if shared_dir is not None:
+        kind = "business-from-shared"
+    elif starting is not None:
+        kind = "business-from-starting"
+    else:
+        kind = "business"
     registry.tag_version(business, version, {KIND_TAG: kind})
     return result, version
 
