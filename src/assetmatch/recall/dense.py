@@ -18,16 +18,13 @@ a 100k-table index therefore reads no vectors.
 
 A build reuses a shard of the previous published index when its digest (model, document keys in row
 order, index type and parameters) is unchanged: the files are hard-linked (copied across devices)
-instead of rebuilt, so a change in one business rebuilds one shard (`link_shard`).
+instead of rebuilt, so a change in one business rebuilds one shard (`assetmatch.recall.shards`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import re
-import shutil
 import threading
 from bisect import bisect_right
 from collections.abc import Iterable, Mapping, Sequence
@@ -53,12 +50,6 @@ class ShardLoadError(LookupError):
 def shard_kind(rows: int, hnsw_threshold: int) -> str:
     """ "flat" (exact) up to `hnsw_threshold` rows, "hnsw" above."""
     return "hnsw" if rows > hnsw_threshold else "flat"
-
-
-def shard_folder_name(business: str) -> str:
-    """A file-system-safe, unique folder name for a business."""
-    readable = re.sub(r"[^A-Za-z0-9._-]+", "_", business)[:40]
-    return f"{readable}-{hashlib.sha256(business.encode('utf-8')).hexdigest()[:8]}"
 
 
 def shard_digest(model_id: str, kind: str, keys: Sequence[str]) -> str:
@@ -116,20 +107,6 @@ def write_shard(folder: Path, vectors: np.ndarray, kind: str) -> None:
     if kind == "hnsw":
         index, _ = build_faiss(vectors, hnsw_threshold=0)
         faiss.write_index(index, str(folder / HNSW_FILE))
-
-
-def link_shard(source: Path, target: Path) -> bool:
-    """Reuse a previous build's shard: hard-link its files (copy when links are impossible).
-    False when the source is incomplete (the caller rebuilds the shard)."""
-    if not (source / VECTORS_FILE).exists():
-        return False
-    target.mkdir(parents=True, exist_ok=True)
-    for path in source.iterdir():
-        try:
-            os.link(path, target / path.name)
-        except OSError:  # another file system, or links not supported
-            shutil.copy2(path, target / path.name)
-    return True
 
 
 class _Shard:

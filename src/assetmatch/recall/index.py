@@ -9,8 +9,9 @@ the per-business dense shards, memory-mapped on the first query of their busines
 Query (`recall`, `expand`) runs the recall paths, each returning scored `Hit`s with a reason (`recall`
 iterates the query paths registered in `assetmatch.recall.paths`, names in `assetmatch.types`):
 
-- lexical: BM25 over table tokens (identifiers split, English stemmed, Chinese cut with jieba); a
-  Chinese requirement also queries with its CC-CEDICT glosses, each Chinese word weighing 1;
+- lexical: BM25 over table tokens (identifiers split, English stemmed, Chinese cut with jieba), one
+  shard per business scored with library-wide statistics (`assetmatch.recall.lexical`); a Chinese
+  requirement also queries with its CC-CEDICT glosses, each Chinese word weighing 1;
 - dense: cosine of the requirement's MiniLM vector with each table document (FAISS); a Chinese
   requirement is also encoded as its gloss sentence;
 - glossary: business terms / synonyms / aliases found in the requirement point to their tables;
@@ -38,12 +39,11 @@ from assetmatch.config import RecallConfig, Settings
 from assetmatch.models import GlossaryTerm, QueryLogEntry, Requirement, TableAsset
 from assetmatch.recall import publish
 from assetmatch.recall.dense import (
+    VECTORS_FILE,
     DenseIndex,
     ShardInfo,
     dense_kind,
-    link_shard,
     shard_digest,
-    shard_folder_name,
     shard_kind,
     write_shard,
 )
@@ -57,8 +57,21 @@ from assetmatch.recall.encoder import (
     model_id,
 )
 from assetmatch.recall.graph import JoinGraph
-from assetmatch.recall.lexical import Bm25Index, count_weights
+from assetmatch.recall.lexical import (
+    STATS_FILE,
+    VOCAB_FILE,
+    Bm25Index,
+    CorpusStats,
+    LexicalIndex,
+    LexicalShardInfo,
+    count_weights,
+    lexical_digest,
+    shard_counts,
+    shard_tokens,
+    write_lexical_shard,
+)
 from assetmatch.recall.paths import QUERY_PATHS, Query, top_rows
+from assetmatch.recall.shards import link_shard, shard_folder_name
 from assetmatch.recall.tokenize import gloss_sentence, has_cjk, tokenize, weighted_gloss_tokens
 from assetmatch.recall.vector_cache import VectorCache, text_key
 from assetmatch.text import normalize_text
@@ -67,8 +80,8 @@ from assetmatch.types import Hit
 if TYPE_CHECKING:  # the lake (deltalake, pyarrow) is read by `build` only: loading an index never needs it
     from assetmatch.lake import Lake
 
-FORMAT_VERSION = 2  # 2: dense vectors in per-business shards (dense/shards/<business>/)
-TOKENS_FILE = "doc_tokens.json"  # content hash -> BM25 tokens, reused by the next build
+# 2: dense vectors in per-business shards (dense/shards/<business>/); 3: BM25 too (lexical/shards/)
+FORMAT_VERSION = 3
 
 
 class IndexLoadError(LookupError):
@@ -140,6 +153,8 @@ class BuildStats:
     reused_texts: int = 0
     rebuilt_shards: list[str] = field(default_factory=list)  # businesses whose dense shard was written
     reused_shards: list[str] = field(default_factory=list)  # ... linked from the previous index
+    rebuilt_lexical_shards: list[str] = field(default_factory=list)  # ... whose BM25 shard was written
+    reused_lexical_shards: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -189,7 +204,7 @@ class IndexSet:
         folder: Path,
         manifest: dict[str, Any],
         asset_list: list[TableAsset],
-        lexical: Bm25Index,
+        lexical: LexicalIndex,
         dense: DenseIndex | None,
         glossary: dict[str, list[GlossaryEntry]],
         past: list[PastRequirement],
@@ -257,25 +272,14 @@ class IndexSet:
         root = Path(settings.recall.index_root)
         index_id = publish.new_index_id()
         with _Progress(progress) as bar, publish.staging(root, index_id) as folder:
-            # 1. lexical
+            # 1. lexical: one BM25 shard per business, unchanged ones linked from the current index
             t0 = time.perf_counter()
             hashes = [a.content_hash() for a in assets]
-            known = {} if full else _previous_tokens(root)
             task = bar.task("tokenize tables", len(assets))
-            docs = []
-            for asset, digest in zip(assets, hashes):
-                cached_tokens = known.get(digest)
-                docs.append(cached_tokens if cached_tokens is not None else lexical_tokens(asset))
-                bar.advance(task)
-            stats.retokenized_assets = sum(1 for d in hashes if d not in known)
-            lexical = Bm25Index.build(docs)
-            lexical.save(folder / "lexical")
-            with open(folder / "lexical" / TOKENS_FILE, "w", encoding="utf-8") as out:
-                json.dump(
-                    {"document_version": DOCUMENT_VERSION, "tokens": dict(zip(hashes, docs))},
-                    out,
-                    ensure_ascii=False,
-                )
+            lexical_shards, corpus = _write_lexical_shards(
+                folder / "lexical", root, full, stats, assets, hashes, lambda n: bar.advance(task, n)
+            )
+            corpus.save(folder / "lexical" / STATS_FILE)
             stats.seconds["lexical"] = time.perf_counter() - t0
 
             # 2. past requirements for the usage path, and the join graph
@@ -343,6 +347,7 @@ class IndexSet:
                 "document_version": DOCUMENT_VERSION,
                 "dense_index": kind,
                 "dense_shards": {b: info.to_json() for b, info in shards.items()},
+                "lexical_shards": {b: info.to_json() for b, info in lexical_shards.items()},
                 "library_has_cjk": any(has_cjk(table_document(a)) for a in assets),
                 "counts": {
                     "assets": len(assets),
@@ -357,6 +362,9 @@ class IndexSet:
                     "reused_texts": stats.reused_texts,
                     "rebuilt_shards": len(stats.rebuilt_shards),
                     "reused_shards": len(stats.reused_shards),
+                    "rebuilt_lexical_shards": len(stats.rebuilt_lexical_shards),
+                    "reused_lexical_shards": len(stats.reused_lexical_shards),
+                    "lexical_vocabulary": len(corpus.df),
                 },
                 "build_seconds": {k: round(v, 3) for k, v in stats.seconds.items()},
                 "full": full,
@@ -367,8 +375,10 @@ class IndexSet:
                 json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8"
             )
             published = publish.publish(root, folder, index_id, keep=keep)
+        ranges = _ranges([a.business for a in assets])
         if shards:  # read from the published folder, lazily, like a loaded index
-            dense = DenseIndex(published / "dense", shards, _ranges([a.business for a in assets]))
+            dense = DenseIndex(published / "dense", shards, ranges)
+        lexical = LexicalIndex(published / "lexical", lexical_shards, ranges, corpus)
         built = cls(
             published, manifest, assets, lexical, dense, glossary, past, usage_lexical, usage_vectors,
             graph, encoder, settings.recall.paths,
@@ -419,11 +429,16 @@ class IndexSet:
         else:
             encoder = EncoderSpec(recorded, max_length=int(manifest["config"].get("encoder_max_length", 128)))
         paths = settings.recall.paths if settings is not None else manifest["config"]["paths"]
+        lexical_shards = {b: LexicalShardInfo(**info) for b, info in manifest["lexical_shards"].items()}
+        try:
+            corpus = CorpusStats.load(folder / "lexical" / STATS_FILE)
+        except (OSError, ValueError, KeyError) as exc:
+            raise IndexLoadError(f"{folder}: the lexical statistics are unreadable: {exc}") from exc
         return cls(
             folder,
             manifest,
             assets,
-            Bm25Index.load(folder / "lexical", len(assets)),
+            LexicalIndex(folder / "lexical", lexical_shards, ranges, corpus),
             dense,
             dict(glossary),
             past,
@@ -544,19 +559,75 @@ class IndexSet:
 
 
 # ---- build helpers ---------------------------------------------------------------------------------
-def _previous_tokens(root: Path) -> dict[str, list[str]]:
-    """BM25 tokens of the current index's tables by content hash (same document version), or {}."""
+def _previous_index(root: Path) -> tuple[dict[str, Any], Path] | None:
+    """The current index's manifest and folder when it is of this format, else None (then every
+    shard is rebuilt)."""
     current = publish.current_id(root)
-    path = root / current / "lexical" / TOKENS_FILE if current else None
-    if path is None or not path.exists():
-        return {}
+    if current is None:
+        return None
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        manifest = json.loads((root / current / publish.MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return {}  # unreadable: tokenize everything again
-    if data.get("document_version") != DOCUMENT_VERSION:
-        return {}
-    return dict(data.get("tokens", {}))
+        return None  # unreadable: rebuild every shard
+    if not isinstance(manifest, dict) or manifest.get("format_version") != FORMAT_VERSION:
+        return None
+    return manifest, root / current
+
+
+def _write_lexical_shards(
+    folder: Path,
+    root: Path,
+    full: bool,
+    stats: BuildStats,
+    assets: Sequence[TableAsset],
+    hashes: Sequence[str],
+    advance: Callable[[int], None],
+) -> tuple[dict[str, LexicalShardInfo], CorpusStats]:
+    """One BM25 shard per business: linked from the current index when its digest (its tables'
+    content in row order) is unchanged, unless `full`; written otherwise, with the tokens of its
+    unchanged tables taken from the previous shard. Returns the shards and the library's statistics
+    (summed from every shard's counts)."""
+    previous: dict[str, LexicalShardInfo] = {}
+    previous_folder: Path | None = None
+    found = None if full else _previous_index(root)
+    if found is not None:
+        try:
+            previous = {b: LexicalShardInfo(**i) for b, i in found[0].get("lexical_shards", {}).items()}
+            previous_folder = found[1] / "lexical" / "shards"
+        except TypeError:
+            previous = {}
+    corpus = CorpusStats()
+    shards: dict[str, LexicalShardInfo] = {}
+    for business, (start, end) in _ranges([a.business for a in assets]).items():
+        keys = [f"asset:{h}:doc{DOCUMENT_VERSION}" for h in hashes[start:end]]
+        info = LexicalShardInfo(shard_folder_name(business), end - start, lexical_digest(keys))
+        old = previous.get(business)
+        target = folder / "shards" / info.folder
+        if (
+            previous_folder is not None
+            and old is not None
+            and old.digest == info.digest
+            and link_shard(previous_folder / old.folder, target, VOCAB_FILE)
+        ):
+            counts = shard_counts(target)
+            stats.reused_lexical_shards.append(business)
+        else:
+            known = (
+                {} if old is None or previous_folder is None else shard_tokens(previous_folder / old.folder)
+            )
+            docs = []
+            for asset, digest in zip(assets[start:end], hashes[start:end]):
+                tokens = known.get(digest)
+                if tokens is None:
+                    tokens = lexical_tokens(asset)
+                    stats.retokenized_assets += 1
+                docs.append(tokens)
+            counts = write_lexical_shard(target, docs, dict(zip(hashes[start:end], docs)))
+            stats.rebuilt_lexical_shards.append(business)
+        corpus.add(counts.vocab, counts.df, counts.docs, counts.length)
+        shards[business] = info
+        advance(end - start)
+    return shards, corpus
 
 
 def _write_shards(
@@ -585,7 +656,7 @@ def _write_shards(
             previous_folder is not None
             and old is not None
             and old.digest == info.digest
-            and link_shard(previous_folder / "shards" / old.folder, target)
+            and link_shard(previous_folder / "shards" / old.folder, target, VECTORS_FILE)
         ):
             stats.reused_shards.append(business)
         else:
@@ -597,17 +668,17 @@ def _write_shards(
 
 def _previous_shards(root: Path, mid: str) -> tuple[dict[str, ShardInfo], Path | None]:
     """The current index's dense shards (same format and encoder), or none."""
-    current = publish.current_id(root)
-    if current is None:
+    found = _previous_index(root)
+    if found is None:
         return {}, None
+    manifest, current = found
     try:
-        manifest = json.loads((root / current / publish.MANIFEST).read_text(encoding="utf-8"))
-        if manifest.get("format_version") != FORMAT_VERSION or manifest["model"]["id"] != mid:
+        if manifest["model"]["id"] != mid:
             return {}, None
         shards = {b: ShardInfo(**info) for b, info in manifest.get("dense_shards", {}).items()}
-    except (OSError, ValueError, KeyError, TypeError):
+    except (KeyError, TypeError):
         return {}, None  # unreadable: rebuild every shard
-    return shards, root / current / "dense"
+    return shards, current / "dense"
 
 
 def _fk_pairs(assets: Sequence[TableAsset], row_of: Mapping[str, int]) -> list[tuple[int, int]]:

@@ -76,18 +76,18 @@ def top_rows(scores: np.ndarray, spans: list[tuple[int, int]], k: int) -> list[t
 
 
 class LexicalPath:
-    """BM25 over table tokens; the matched tokens are the reason."""
+    """BM25 over table tokens, in the shards of the query's businesses only; the matched tokens are
+    the reason."""
 
     name: RecallPathName = "lexical"
     uses_vectors = False
 
     def search(self, index: IndexSet, query: Query, k: int) -> list[Hit]:
-        total, parts = index.lexical.scores(query.weights)
-        hits = []
-        for rank, (row, score) in enumerate(top_rows(total, query.spans, k), start=1):
-            matched = sorted((t for t, v in parts.items() if v[row] > 0), key=lambda t: -parts[t][row])
-            hits.append(Hit(index.asset_ids[row], score, rank, "lexical", matched))
-        return hits
+        found = index.lexical.search(query.weights, query.businesses, k)
+        return [
+            Hit(index.asset_ids[row], score, rank, "lexical", matched)
+            for rank, (row, score, matched) in enumerate(found, start=1)
+        ]
 
 
 class DensePath:

@@ -174,7 +174,7 @@ def test_an_index_of_another_format_is_refused(setup: tuple[Lake, Settings]) -> 
     built = IndexSet.build(lake, settings)
     manifest = built.folder / "manifest.json"
     data = json.loads(manifest.read_text())
-    for version in (1, 999):  # the previous format (one dense index, no shards) and a future one
+    for version in (1, 2, 999):  # earlier formats (one dense index; one BM25 index) and a future one
         data["format_version"] = version
         manifest.write_text(json.dumps(data))
         with pytest.raises(IndexLoadError, match="rebuild it with `assetmatch index build`"):
