@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -272,17 +272,48 @@ class Lake:
         businesses: Iterable[str] | None = None,
         include_deleted: bool = False,
     ) -> list[TableAsset]:
-        data = self.read_arrow(T.ASSETS, version)
-        if not include_deleted and data.num_rows:
-            data = data.filter(pc.invert(pc.fill_null(data["deleted"], False)))
-        if businesses is not None and data.num_rows:
-            data = data.filter(pc.is_in(data["business"], pa.array(list(businesses), pa.string())))
-        # converted a batch of rows at a time: the whole table as Python dicts at once was the peak of
-        # an index build's read (~15% of the driver's memory at 3x10^4 tables, benchmarks/recall_scale.py)
-        assets: list[TableAsset] = []
-        for batch in data.to_batches(max_chunksize=2048):
-            assets.extend(row_to_asset(r) for r in batch.to_pylist())
-        return assets
+        return [a for batch in self.iter_assets(version, businesses, include_deleted) for a in batch]
+
+    def iter_assets(
+        self,
+        version: int | None = None,
+        businesses: Iterable[str] | None = None,
+        include_deleted: bool = False,
+        batch_rows: int = 2048,
+    ) -> Iterator[list[TableAsset]]:
+        """The assets at `version` (latest if None), at most `batch_rows` at a time, in the order of
+        the table's files (`asset_batches`, each batch converted on its own)."""
+        for batch in self.asset_batches(version, businesses, include_deleted, batch_rows):
+            yield [row_to_asset(r) for r in batch.to_pylist()]
+
+    def asset_batches(
+        self,
+        version: int | None = None,
+        businesses: Iterable[str] | None = None,
+        include_deleted: bool = False,
+        batch_rows: int = 2048,
+    ) -> Iterator[pa.RecordBatch]:
+        """The `assets` rows at `version` (latest if None) as Arrow record batches of at most
+        `batch_rows` rows, in the order of the table's files; `row_to_asset` makes a row an asset.
+
+        The Delta files are scanned as a stream, so a caller that does not keep the rows holds one
+        batch, never the table: an index build of 10^5 tables would otherwise hold them all (~15 KB
+        each as Python objects).
+        """
+        dt = self.table(T.ASSETS, version)
+        if dt is None:
+            if version is not None:
+                raise ValueError(f"lake table {T.ASSETS!r} does not exist, so it has no version {version}")
+            return
+        wanted = None if businesses is None else list(businesses)
+        for batch in dt.to_pyarrow_dataset().to_batches(batch_size=batch_rows):
+            if not include_deleted and batch.num_rows:
+                batch = batch.filter(pc.invert(pc.fill_null(batch["deleted"], False)))
+            if wanted is not None and batch.num_rows:
+                column = batch["business"]
+                batch = batch.filter(pc.fill_null(pc.is_in(column, pa.array(wanted, column.type)), False))
+            if batch.num_rows:
+                yield batch
 
     def read_query_log(self, version: int | None = None, business: str | None = None) -> list[QueryLogEntry]:
         rows = self.read_arrow(T.QUERY_LOG, version).to_pylist()

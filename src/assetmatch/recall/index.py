@@ -25,19 +25,22 @@ comes back.
 from __future__ import annotations
 
 import json
+import shutil
 import time
+from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 
 from assetmatch.config import RecallConfig, Settings
 from assetmatch.models import GlossaryTerm, QueryLogEntry, Requirement, TableAsset
 from assetmatch.recall import publish
+from assetmatch.recall.assets import BusinessAssets, asset_line, read_spill, spill_by_business
 from assetmatch.recall.dense import (
     VECTORS_FILE,
     DenseIndex,
@@ -51,8 +54,6 @@ from assetmatch.recall.distributed import embed_texts
 from assetmatch.recall.documents import DOCUMENT_VERSION, lexical_tokens, table_document
 from assetmatch.recall.encoder import (
     EncoderSpec,
-    embedding_dim,
-    load_encoder,
     load_query_encoder,
     model_id,
 )
@@ -64,6 +65,7 @@ from assetmatch.recall.lexical import (
     CorpusStats,
     LexicalIndex,
     LexicalShardInfo,
+    ShardCounts,
     count_weights,
     lexical_digest,
     shard_counts,
@@ -82,6 +84,7 @@ if TYPE_CHECKING:  # the lake (deltalake, pyarrow) is read by `build` only: load
 
 # 2: dense vectors in per-business shards (dense/shards/<business>/); 3: BM25 too (lexical/shards/)
 FORMAT_VERSION = 3
+ASSETS_FILE = "assets.jsonl"  # the tables in row order, one JSON line each
 
 
 class IndexLoadError(LookupError):
@@ -107,19 +110,22 @@ class PastRequirement:
 
 @dataclass
 class LakeSnapshot:
-    """What an index build reads from the lake, at pinned versions (`read_snapshot`). The coarse fit
-    of the same build reuses it instead of reading the lake again."""
+    """What an index build reads from the lake, at pinned versions (`LakeSnapshot.read`). The coarse
+    fit of the same build reuses it instead of reading the lake again. The assets are not in it: the
+    build streams them at `versions["assets"]`, a batch at a time (`assetmatch.recall.assets`)."""
 
     versions: dict[str, int | None]
-    assets: list[TableAsset]  # live, sorted by (business, asset_id)
     glossary: list[GlossaryTerm]
     query_log: list[QueryLogEntry]
     train: list[Requirement]  # split "train"
 
     @classmethod
     def read(cls, lake: Lake, assets_version: int | None = None) -> LakeSnapshot:
-        """The lake's current glossary, query log and train requirements, and its assets at
-        `assets_version` (default: current). Raises ValueError when there is no live asset."""
+        """The lake's current glossary, query log and train requirements, and the version of its
+        assets to build from, `assets_version` (default: current). Raises ValueError when the assets
+        table has no live asset at that version (read from its `deleted` flags alone)."""
+        import pyarrow.compute as pc
+
         from assetmatch.lake import tables as T
 
         versions = {name: lake.version(name) for name in (T.ASSETS, T.GLOSSARY, T.QUERY_LOG, T.REQUIREMENTS)}
@@ -128,14 +134,13 @@ class LakeSnapshot:
         if assets_version is None:
             raise ValueError(f"the lake at {lake.uri} has no assets table yet: ingest assets first")
         versions[T.ASSETS] = assets_version
-        assets = sorted(lake.read_assets(version=assets_version), key=lambda a: (a.business, a.asset_id))
-        if not assets:
+        deleted = lake.read_arrow(T.ASSETS, version=assets_version, columns=["deleted"])["deleted"]
+        if not pc.sum(pc.invert(pc.fill_null(deleted, False))).as_py():
             raise ValueError(
                 f"the lake's assets table has no live asset at version {assets_version}: nothing to index"
             )
         return cls(
             versions,
-            assets,
             lake.read_glossary(version=versions[T.GLOSSARY]),
             lake.read_query_log(version=versions[T.QUERY_LOG]),
             lake.read_requirements(version=versions[T.REQUIREMENTS], split="train"),
@@ -155,7 +160,22 @@ class BuildStats:
     reused_shards: list[str] = field(default_factory=list)  # ... linked from the previous index
     rebuilt_lexical_shards: list[str] = field(default_factory=list)  # ... whose BM25 shard was written
     reused_lexical_shards: list[str] = field(default_factory=list)
-    seconds: dict[str, float] = field(default_factory=dict)
+    largest_business: int = 0  # tables of the largest business: what the build held at once
+    seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+
+
+@dataclass
+class _Library:
+    """What a build keeps of every table while it goes through the businesses one at a time: a few
+    strings per table, never the tables themselves."""
+
+    ids: list[str] = field(default_factory=list)  # row order: (business, asset id)
+    keys: list[str] = field(default_factory=list)  # content key of each row's document
+    ranges: dict[str, tuple[int, int]] = field(default_factory=dict)  # business -> [start, end) rows
+    spans: dict[str, tuple[int, int]] = field(default_factory=dict)  # business -> bytes in assets.jsonl
+    links: list[tuple[str, str]] = field(default_factory=list)  # (asset id, the asset it references)
+    texts: dict[str, str] = field(default_factory=dict)  # content key -> document, for the uncached ones
+    has_cjk: bool = False
 
 
 def _ranges(businesses: Sequence[str]) -> dict[str, tuple[int, int]]:
@@ -203,7 +223,9 @@ class IndexSet:
         self,
         folder: Path,
         manifest: dict[str, Any],
-        asset_list: list[TableAsset],
+        asset_ids: list[str],
+        ranges: dict[str, tuple[int, int]],
+        assets: Mapping[str, TableAsset],
         lexical: LexicalIndex,
         dense: DenseIndex | None,
         glossary: dict[str, list[GlossaryEntry]],
@@ -213,13 +235,20 @@ class IndexSet:
         graph: JoinGraph,
         encoder: EncoderSpec,
         paths: Sequence[str],
+        row_of: dict[str, int] | None = None,
     ) -> None:
+        """asset_ids: the tables in row order, sorted by business; ranges: business -> [start, end)
+        rows; assets: asset id -> table (all in memory, or read a business at a time); row_of: asset
+        id -> row, when the caller has it already."""
         self.folder = folder
         self.manifest = manifest
-        self.asset_ids = [a.asset_id for a in asset_list]
-        self.assets: dict[str, TableAsset] = {a.asset_id: a for a in asset_list}
-        self.row_of = {asset_id: i for i, asset_id in enumerate(self.asset_ids)}
-        self.ranges = _ranges([a.business for a in asset_list])
+        self.asset_ids = asset_ids
+        self.assets = assets
+        self.row_of = row_of if row_of is not None else {a: i for i, a in enumerate(asset_ids)}
+        self.ranges = ranges
+        order = sorted((start, business) for business, (start, _) in ranges.items())
+        self._starts = [start for start, _ in order]
+        self._owners = [business for _, business in order]
         self.lexical = lexical
         self.dense = dense
         self.glossary = glossary
@@ -240,6 +269,10 @@ class IndexSet:
     def __repr__(self) -> str:
         return f"IndexSet(id={self.id!r}, assets={len(self.asset_ids)}, paths={list(self.paths)})"
 
+    def business_of(self, row: int) -> str:
+        """The business a row's table belongs to (from the row ranges: reads no table)."""
+        return self._owners[bisect_right(self._starts, row) - 1]
+
     # ---- build -------------------------------------------------------------------------------------
     @classmethod
     def build(
@@ -259,37 +292,57 @@ class IndexSet:
         keep: how many published index folders to keep. snapshot: what to build from, already read
         (`LakeSnapshot.read`; `assets_version` is then ignored). Raises ValueError (nothing published)
         when the lake has no live asset at that version.
+
+        The tables are streamed from the lake and handled a business at a time (`recall.assets`):
+        the build holds one business's tables, not the library's, and so does the index it returns
+        (its `assets` reads a business's tables from the published folder on first use).
         """
+        from assetmatch.lake import tables as T
+
         started = time.perf_counter()
         stats = BuildStats()
         snapshot = snapshot or LakeSnapshot.read(lake, assets_version)
-        versions, assets = snapshot.versions, snapshot.assets
+        versions = snapshot.versions
         glossary_terms, logged, train = snapshot.glossary, snapshot.query_log, snapshot.train
-        row_of = {a.asset_id: i for i, a in enumerate(assets)}
-        businesses = sorted({a.business for a in assets})
-        stats.seconds["read"] = time.perf_counter() - started
-
         root = Path(settings.recall.index_root)
         index_id = publish.new_index_id()
-        with _Progress(progress) as bar, publish.staging(root, index_id) as folder:
-            # 1. lexical: one BM25 shard per business, unchanged ones linked from the current index
-            t0 = time.perf_counter()
-            hashes = [a.content_hash() for a in assets]
-            task = bar.task("tokenize tables", len(assets))
-            lexical_shards, corpus = _write_lexical_shards(
-                folder / "lexical", root, full, stats, assets, hashes, lambda n: bar.advance(task, n)
-            )
-            corpus.save(folder / "lexical" / STATS_FILE)
-            stats.seconds["lexical"] = time.perf_counter() - t0
+        encoder = EncoderSpec.from_recall(settings.recall)
+        mid = model_id(encoder.name)
+        uses_vectors = any(p in QUERY_PATHS and QUERY_PATHS[p].uses_vectors for p in settings.recall.paths)
+        cache = VectorCache(root, mid) if uses_vectors else None
+        cached = cache.keys() if cache is not None and not full else set()
+        stats.seconds["read"] += time.perf_counter() - started
 
-            # 2. past requirements for the usage path, and the join graph
+        with _Progress(progress) as bar, publish.staging(root, index_id) as folder:
+            # 1. the tables: streamed into one spill file per business, then read back a business at
+            # a time for its BM25 shard, its documents to embed and its lines of assets.jsonl
             t0 = time.perf_counter()
-            past = _past_requirements(logged, train, row_of, assets)
+            spill = spill_by_business(lake.asset_batches(version=versions[T.ASSETS]), folder / ".spill")
+            if not spill:
+                raise ValueError(f"the lake's assets table has no live asset at version {versions[T.ASSETS]}")
+            stats.seconds["read"] += time.perf_counter() - t0
+            task = bar.task("tokenize tables", sum(rows for _, rows in spill.values()))
+            library, lexical_shards, corpus = _tables(
+                folder,
+                root,
+                spill,
+                full,
+                stats,
+                cached if uses_vectors else None,
+                lambda n: bar.advance(task, n),
+            )
+            shutil.rmtree(folder / ".spill")
+            corpus.save(folder / "lexical" / STATS_FILE)
+            row_of = {asset_id: row for row, asset_id in enumerate(library.ids)}
+
+            # 2. past requirements for the usage path, the join graph and the glossary
+            t0 = time.perf_counter()
+            past = _past_requirements(logged, train, row_of, library.ranges)
             usage_lexical = Bm25Index.build([tokenize(p.text) for p in past])
             usage_lexical.save(folder / "usage" / "lexical")
             graph = JoinGraph.build(
-                len(assets),
-                _fk_pairs(assets, row_of),
+                len(library.ids),
+                [(row_of[a], row_of[b]) for a, b in library.links if b in row_of],
                 [[row_of[t] for t in q.tables if t in row_of] for q in logged]
                 + [[row_of[t] for t in r.gold_assets if t in row_of] for r in train],
             )
@@ -299,36 +352,28 @@ class IndexSet:
 
             # 3. dense: reuse cached vectors, embed the rest (skipped when no path uses vectors)
             t0 = time.perf_counter()
-            encoder = EncoderSpec.from_recall(settings.recall)
-            mid = model_id(encoder.name)
             dense: DenseIndex | None = None
             usage_vectors: np.ndarray | None = None
             kind, dim = "none", 0
             shards: dict[str, ShardInfo] = {}
-            if any(p in QUERY_PATHS and QUERY_PATHS[p].uses_vectors for p in settings.recall.paths):
-                cache = VectorCache(root, mid)
-                asset_keys = [f"asset:{digest}:doc{DOCUMENT_VERSION}" for digest in hashes]
+            if cache is not None:
                 past_keys = [text_key(p.text) for p in past]
-                vectors, usage_vectors = _embed(
-                    encoder, settings.recall, cache, index_id, full, bar, stats,
-                    asset_keys, lambda row: table_document(assets[row]), past_keys, [p.text for p in past],
+                fresh = _embed(
+                    encoder, settings.recall, cache, index_id, bar, stats, library, cached, past_keys,
+                    [p.text for p in past],
                 )  # fmt: skip
-                shards = _write_shards(
-                    folder / "dense", root, mid, full, stats, assets, asset_keys, vectors,
+                shards, usage_vectors, dim = _write_shards(
+                    folder / "dense", root, mid, full, stats, library, cache, fresh, past_keys,
                     settings.recall.hnsw_threshold,
                 )  # fmt: skip
                 kind = dense_kind(shards.values())
                 np.save(folder / "usage" / "vectors.npy", usage_vectors)
-                cache.compact(
-                    dict(zip(asset_keys + past_keys, list(vectors) + list(usage_vectors))), index_id
-                )
-                dim = int(vectors.shape[1])
+                cache.compact(library.keys + past_keys, index_id)
+                del fresh
             stats.seconds["dense"] = time.perf_counter() - t0
 
-            # 4. the rows themselves, then the manifest last (publish refuses a folder without one)
-            with open(folder / "assets.jsonl", "w", encoding="utf-8") as out:
-                for asset in assets:
-                    out.write(json.dumps(asset.model_dump(mode="json"), ensure_ascii=False) + "\n")
+            # 4. the past requirements and glossary rows, then the manifest last (publish refuses a
+            # folder without one)
             with open(folder / "usage" / "past.jsonl", "w", encoding="utf-8") as out:
                 for p in past:
                     out.write(json.dumps(p.__dict__, ensure_ascii=False) + "\n")
@@ -337,6 +382,7 @@ class IndexSet:
                     for e in entries:
                         out.write(json.dumps(e.__dict__, ensure_ascii=False) + "\n")
             stats.seconds["total"] = time.perf_counter() - started
+            businesses = sorted(library.ranges)
             manifest = {
                 "id": index_id,
                 "version": index_id,  # alias of id, for readers that call it the index version
@@ -348,10 +394,11 @@ class IndexSet:
                 "dense_index": kind,
                 "dense_shards": {b: info.to_json() for b, info in shards.items()},
                 "lexical_shards": {b: info.to_json() for b, info in lexical_shards.items()},
-                "library_has_cjk": any(has_cjk(table_document(a)) for a in assets),
+                "library_has_cjk": library.has_cjk,
                 "counts": {
-                    "assets": len(assets),
+                    "assets": len(library.ids),
                     "businesses": len(businesses),
+                    "largest_business": stats.largest_business,
                     "glossary_terms": sum(len(v) for v in glossary.values()),
                     "past_requirements": len(past),
                     "graph_edges": graph.num_edges,
@@ -375,13 +422,14 @@ class IndexSet:
                 json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8"
             )
             published = publish.publish(root, folder, index_id, keep=keep)
-        ranges = _ranges([a.business for a in assets])
-        if shards:  # read from the published folder, lazily, like a loaded index
-            dense = DenseIndex(published / "dense", shards, ranges)
-        lexical = LexicalIndex(published / "lexical", lexical_shards, ranges, corpus)
+        # read from the published folder, lazily, like a loaded index
+        if shards:
+            dense = DenseIndex(published / "dense", shards, library.ranges)
+        assets = BusinessAssets(published / ASSETS_FILE, row_of, library.ranges, library.spans)
         built = cls(
-            published, manifest, assets, lexical, dense, glossary, past, usage_lexical, usage_vectors,
-            graph, encoder, settings.recall.paths,
+            published, manifest, library.ids, library.ranges, assets,
+            LexicalIndex(published / "lexical", lexical_shards, library.ranges, corpus), dense, glossary,
+            past, usage_lexical, usage_vectors, graph, encoder, settings.recall.paths, row_of=row_of,
         )  # fmt: skip
         built.build_stats = stats
         return built
@@ -389,8 +437,10 @@ class IndexSet:
     # ---- load --------------------------------------------------------------------------------------
     @classmethod
     def load(cls, path: str | Path, settings: Settings | None = None) -> IndexSet:
-        """Read a published index folder into memory; a business's dense shard is memory-mapped on the
-        first query that needs it (the folder must therefore stay in place while the index is used).
+        """Read a published index folder into memory, its tables included (serving answers any
+        business at once, and its consistency check reads every table); a business's dense and lexical
+        shards are memory-mapped on the first query that needs them (the folder must therefore stay
+        in place while the index is used).
 
         settings: only `recall.paths` and the encoder's device and token budget are taken from it
         (default: the paths recorded in the manifest). The encoder is always the one recorded in the
@@ -406,7 +456,7 @@ class IndexSet:
                 f"{folder} has index format {manifest.get('format_version')}, this version reads "
                 f"{FORMAT_VERSION}: rebuild it with `assetmatch index build`"
             )
-        with open(folder / "assets.jsonl", encoding="utf-8") as lines:
+        with open(folder / ASSETS_FILE, encoding="utf-8") as lines:
             assets = [TableAsset.model_validate_json(line) for line in lines if line.strip()]
         with open(folder / "usage" / "past.jsonl", encoding="utf-8") as lines:
             past = [PastRequirement(**json.loads(line)) for line in lines if line.strip()]
@@ -437,7 +487,9 @@ class IndexSet:
         return cls(
             folder,
             manifest,
-            assets,
+            [a.asset_id for a in assets],
+            ranges,
+            {a.asset_id: a for a in assets},
             LexicalIndex(folder / "lexical", lexical_shards, ranges, corpus),
             dense,
             dict(glossary),
@@ -525,7 +577,7 @@ class IndexSet:
         rows = {
             self.row_of[a]: float(s)
             for a, s in seeds.items()
-            if a in self.row_of and self.assets[a].business in allowed and s > 0
+            if a in self.row_of and s > 0 and self.business_of(self.row_of[a]) in allowed
         }
         if not rows:
             return []
@@ -559,6 +611,18 @@ class IndexSet:
 
 
 # ---- build helpers ---------------------------------------------------------------------------------
+def _asset_key(content_hash: str) -> str:
+    """A table document's content key, in the vector cache and the shard digests."""
+    return f"asset:{content_hash}:doc{DOCUMENT_VERSION}"
+
+
+def _owner(ranges: Mapping[str, tuple[int, int]]) -> Callable[[int], str]:
+    """row -> its business, from the businesses' row ranges."""
+    order = sorted((start, business) for business, (start, _) in ranges.items())
+    starts, names = [s for s, _ in order], [b for _, b in order]
+    return lambda row: names[bisect_right(starts, row) - 1]
+
+
 def _previous_index(root: Path) -> tuple[dict[str, Any], Path] | None:
     """The current index's manifest and folder when it is of this format, else None (then every
     shard is rebuilt)."""
@@ -574,60 +638,150 @@ def _previous_index(root: Path) -> tuple[dict[str, Any], Path] | None:
     return manifest, root / current
 
 
-def _write_lexical_shards(
+def _previous_lexical(root: Path) -> tuple[dict[str, LexicalShardInfo], Path | None]:
+    """The current index's lexical shards (same format), or none."""
+    found = _previous_index(root)
+    if found is None:
+        return {}, None
+    try:
+        shards = {b: LexicalShardInfo(**info) for b, info in found[0].get("lexical_shards", {}).items()}
+    except TypeError:
+        return {}, None
+    return shards, found[1] / "lexical" / "shards"
+
+
+def _tables(
     folder: Path,
     root: Path,
+    spill: Mapping[str, tuple[list[str], int]],
     full: bool,
     stats: BuildStats,
-    assets: Sequence[TableAsset],
-    hashes: Sequence[str],
+    cached: set[str] | None,
     advance: Callable[[int], None],
-) -> tuple[dict[str, LexicalShardInfo], CorpusStats]:
-    """One BM25 shard per business: linked from the current index when its digest (its tables'
-    content in row order) is unchanged, unless `full`; written otherwise, with the tokens of its
-    unchanged tables taken from the previous shard. Returns the shards and the library's statistics
-    (summed from every shard's counts)."""
-    previous: dict[str, LexicalShardInfo] = {}
-    previous_folder: Path | None = None
-    found = None if full else _previous_index(root)
-    if found is not None:
-        try:
-            previous = {b: LexicalShardInfo(**i) for b, i in found[0].get("lexical_shards", {}).items()}
-            previous_folder = found[1] / "lexical" / "shards"
-        except TypeError:
-            previous = {}
+) -> tuple[_Library, dict[str, LexicalShardInfo], CorpusStats]:
+    """Each business's tables, read back from its spill file sorted by id, one business at a time:
+    its lines of assets.jsonl, its rows' ids and content keys, its foreign keys, the documents of its
+    tables whose key is not in `cached` (None: no path uses vectors, no document is rendered), and
+    its BM25 shard. Returns what the build keeps of the library, the lexical shards and the
+    library-wide BM25 statistics summed from them."""
+    previous, previous_folder = ({}, None) if full else _previous_lexical(root)
+    library = _Library()
     corpus = CorpusStats()
     shards: dict[str, LexicalShardInfo] = {}
-    for business, (start, end) in _ranges([a.business for a in assets]).items():
-        keys = [f"asset:{h}:doc{DOCUMENT_VERSION}" for h in hashes[start:end]]
-        info = LexicalShardInfo(shard_folder_name(business), end - start, lexical_digest(keys))
-        old = previous.get(business)
-        target = folder / "shards" / info.folder
-        if (
-            previous_folder is not None
-            and old is not None
-            and old.digest == info.digest
-            and link_shard(previous_folder / old.folder, target, VOCAB_FILE)
-        ):
-            counts = shard_counts(target)
-            stats.reused_lexical_shards.append(business)
-        else:
-            known = (
-                {} if old is None or previous_folder is None else shard_tokens(previous_folder / old.folder)
+    with open(folder / ASSETS_FILE, "wb") as out:
+        for business in sorted(spill):
+            t0 = time.perf_counter()
+            assets = read_spill(spill[business][0], business)
+            hashes = _add_tables(out, business, assets, library, cached)
+            stats.largest_business = max(stats.largest_business, len(assets))
+            stats.seconds["read"] += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            shards[business], counts = _lexical_shard(
+                folder / "lexical" / "shards", business, assets, hashes, previous, previous_folder, stats
             )
-            docs = []
-            for asset, digest in zip(assets[start:end], hashes[start:end]):
-                tokens = known.get(digest)
-                if tokens is None:
-                    tokens = lexical_tokens(asset)
-                    stats.retokenized_assets += 1
-                docs.append(tokens)
-            counts = write_lexical_shard(target, docs, dict(zip(hashes[start:end], docs)))
-            stats.rebuilt_lexical_shards.append(business)
-        corpus.add(counts.vocab, counts.df, counts.docs, counts.length)
-        shards[business] = info
-        advance(end - start)
-    return shards, corpus
+            corpus.add(counts.vocab, counts.df, counts.docs, counts.length)
+            stats.seconds["lexical"] += time.perf_counter() - t0
+            advance(len(assets))
+            del assets  # before the next business's are read
+    return library, shards, corpus
+
+
+def _add_tables(
+    out: BinaryIO, business: str, assets: Sequence[TableAsset], library: _Library, cached: set[str] | None
+) -> list[str]:
+    """Append one business's tables (sorted by id) to assets.jsonl and to what the build keeps of the
+    library; render the documents of those not in `cached` (None: none). Returns their content hashes."""
+    start, offset = len(library.ids), out.tell()
+    for asset in assets:
+        out.write(asset_line(asset))
+    library.ranges[business] = (start, start + len(assets))
+    library.spans[business] = (offset, out.tell())
+    hashes = [a.content_hash() for a in assets]
+    keys = [_asset_key(h) for h in hashes]
+    library.ids.extend(a.asset_id for a in assets)
+    library.keys.extend(keys)
+    library.links.extend((a.asset_id, fk.ref_asset_id) for a in assets for fk in a.foreign_keys)
+    library.has_cjk = library.has_cjk or any(has_cjk(table_document(a)) for a in assets)
+    if cached is not None:
+        for asset, key in zip(assets, keys):
+            if key not in cached and key not in library.texts:
+                library.texts[key] = table_document(asset)
+    return hashes
+
+
+def _lexical_shard(
+    folder: Path,
+    business: str,
+    assets: Sequence[TableAsset],
+    hashes: Sequence[str],
+    previous: Mapping[str, LexicalShardInfo],
+    previous_folder: Path | None,
+    stats: BuildStats,
+) -> tuple[LexicalShardInfo, ShardCounts]:
+    """A business's BM25 shard: linked from the current index when its digest (its tables' content
+    in row order) is unchanged, written otherwise, with the tokens of its unchanged tables taken from
+    the previous shard. Returns it with its counts for the library-wide statistics."""
+    info = LexicalShardInfo(
+        shard_folder_name(business), len(assets), lexical_digest([_asset_key(h) for h in hashes])
+    )
+    old = previous.get(business)
+    target = folder / info.folder
+    if (
+        previous_folder is not None
+        and old is not None
+        and old.digest == info.digest
+        and link_shard(previous_folder / old.folder, target, VOCAB_FILE)
+    ):
+        stats.reused_lexical_shards.append(business)
+        return info, shard_counts(target)
+    known = {} if old is None or previous_folder is None else shard_tokens(previous_folder / old.folder)
+    docs = []
+    for asset, digest in zip(assets, hashes):
+        tokens = known.get(digest)
+        if tokens is None:
+            tokens = lexical_tokens(asset)
+            stats.retokenized_assets += 1
+        docs.append(tokens)
+    stats.rebuilt_lexical_shards.append(business)
+    return info, write_lexical_shard(target, docs, dict(zip(hashes, docs)))
+
+
+def _embed(
+    encoder: EncoderSpec,
+    recall: RecallConfig,
+    cache: VectorCache,
+    index_id: str,
+    bar: _Progress,
+    stats: BuildStats,
+    library: _Library,
+    cached: set[str],
+    past_keys: list[str],
+    past_texts: list[str],
+) -> dict[str, np.ndarray]:
+    """Embed the table documents and past requirement texts the cache lacks (`library.texts` holds
+    the documents, rendered only for those tables), in process or, from `recall.dask_min_tables`
+    texts on, on Dask workers (`assetmatch.recall.distributed`); write them to the cache at once (a
+    later failure of this build keeps the work). Returns the fresh vectors by key."""
+    texts = library.texts
+    for key, text in zip(past_keys, past_texts):
+        if key not in cached:
+            texts.setdefault(key, text)
+    missing = list(texts)
+    fresh: dict[str, np.ndarray] = {}
+    if missing:
+        task = bar.task("embed", len(missing))
+        matrix = embed_texts(
+            encoder, [texts[key] for key in missing], recall, advance=lambda n: bar.advance(task, n)
+        )
+        fresh = dict(zip(missing, matrix))
+        cache.add(index_id, fresh)
+    library.texts = {}  # the documents are the largest thing a full build holds: not past this point
+    asset_keys, past = set(library.keys), set(past_keys)
+    stats.embedded_assets = len(asset_keys & fresh.keys())
+    stats.reused_assets = len(asset_keys) - stats.embedded_assets
+    stats.embedded_texts = len(past & fresh.keys())
+    stats.reused_texts = len(past) - stats.embedded_texts
+    return fresh
 
 
 def _write_shards(
@@ -636,34 +790,72 @@ def _write_shards(
     mid: str,
     full: bool,
     stats: BuildStats,
-    assets: Sequence[TableAsset],
-    keys: Sequence[str],
-    vectors: np.ndarray,
+    library: _Library,
+    cache: VectorCache,
+    fresh: Mapping[str, np.ndarray],
+    past_keys: Sequence[str],
     hnsw_threshold: int,
-) -> dict[str, ShardInfo]:
+) -> tuple[dict[str, ShardInfo], np.ndarray, int]:
     """One dense shard per business: linked from the current index when its digest is unchanged
-    (unless `full`), written otherwise. Records which were rebuilt and which reused in `stats`."""
+    (unless `full`), written otherwise, from the fresh vectors and the cache. Also returns the past
+    requirements' vectors (the usage path) and the vectors' dimension. Only the shards written and
+    the past requirements have their vectors read."""
     previous, previous_folder = ({}, None) if full else _previous_shards(root, mid)
     shards: dict[str, ShardInfo] = {}
-    for business, (start, end) in _ranges([a.business for a in assets]).items():
+    todo: list[tuple[str, ShardInfo, int, int]] = []
+    for business, (start, end) in library.ranges.items():
         kind = shard_kind(end - start, hnsw_threshold)
         info = ShardInfo(
-            shard_folder_name(business), kind, end - start, shard_digest(mid, kind, keys[start:end])
+            shard_folder_name(business), kind, end - start, shard_digest(mid, kind, library.keys[start:end])
         )
         old = previous.get(business)
-        target = folder / "shards" / info.folder
         if (
             previous_folder is not None
             and old is not None
             and old.digest == info.digest
-            and link_shard(previous_folder / "shards" / old.folder, target, VECTORS_FILE)
+            and link_shard(
+                previous_folder / "shards" / old.folder, folder / "shards" / info.folder, VECTORS_FILE
+            )
         ):
             stats.reused_shards.append(business)
         else:
-            write_shard(target, vectors[start:end], kind)
-            stats.rebuilt_shards.append(business)
+            todo.append((business, info, start, end))
         shards[business] = info
-    return shards
+    vectors = _vectors(cache, fresh, [k for _, _, s, e in todo for k in library.keys[s:e]] + list(past_keys))
+    if vectors:
+        dim = int(next(iter(vectors.values())).shape[0])
+    else:  # every shard linked and no past requirement: the linked files say
+        any_shard = folder / "shards" / shards[stats.reused_shards[0]].folder / VECTORS_FILE
+        dim = int(np.load(any_shard, mmap_mode="r").shape[1])
+
+    def stack(keys: Sequence[str]) -> np.ndarray:
+        if not keys:
+            return np.zeros((0, dim), dtype=np.float32)
+        return np.ascontiguousarray(np.vstack([vectors[k] for k in keys]), dtype=np.float32)
+
+    for business, info, start, end in todo:
+        write_shard(folder / "shards" / info.folder, stack(library.keys[start:end]), info.kind)
+        stats.rebuilt_shards.append(business)
+    return shards, stack(past_keys), dim
+
+
+def _vectors(
+    cache: VectorCache, fresh: Mapping[str, np.ndarray], keys: Sequence[str]
+) -> dict[str, np.ndarray]:
+    """The vectors of `keys`: the fresh ones, the rest from the cache (which held them when the build
+    listed it)."""
+    out = {k: fresh[k] for k in keys if k in fresh}
+    rest = [k for k in dict.fromkeys(keys) if k not in out]
+    if rest:
+        found = cache.lookup(rest)
+        lost = len(rest) - len(found)
+        if lost:
+            raise RuntimeError(
+                f"{lost} vectors that the cache at {cache.folder} held when this build started are gone "
+                "(another build compacted it meanwhile): run the build again"
+            )
+        out.update(found)
+    return out
 
 
 def _previous_shards(root: Path, mid: str) -> tuple[dict[str, ShardInfo], Path | None]:
@@ -681,32 +873,30 @@ def _previous_shards(root: Path, mid: str) -> tuple[dict[str, ShardInfo], Path |
     return shards, current / "dense"
 
 
-def _fk_pairs(assets: Sequence[TableAsset], row_of: Mapping[str, int]) -> list[tuple[int, int]]:
-    pairs = []
-    for asset in assets:
-        for fk in asset.foreign_keys:
-            target = row_of.get(fk.ref_asset_id)
-            if target is not None:
-                pairs.append((row_of[asset.asset_id], target))
-    return pairs
-
-
 def _past_requirements(
-    logged: Sequence[Any], train: Sequence[Any], row_of: Mapping[str, int], assets: Sequence[TableAsset]
+    logged: Sequence[Any],
+    train: Sequence[Any],
+    row_of: Mapping[str, int],
+    ranges: Mapping[str, tuple[int, int]],
 ) -> list[PastRequirement]:
     """Past requests with text and tables: logged queries that carry a requirement, and train-split
     requirements (never dev/test). Only live tables of the request's own business are kept."""
-    business_of = {a.asset_id: a.business for a in assets}
+    owner = _owner(ranges)
+
+    def business_of(asset_id: str) -> str | None:
+        row = row_of.get(asset_id)
+        return None if row is None else owner(row)
+
     out = []
     for q in logged:
         if q.requirement and q.requirement.strip():
-            rows = [row_of[t] for t in dict.fromkeys(q.tables) if business_of.get(t) == q.business]
+            rows = [row_of[t] for t in dict.fromkeys(q.tables) if business_of(t) == q.business]
             if rows:
                 out.append(PastRequirement(q.business, normalize_text(q.requirement), rows, "query_log"))
     for r in train:
         if r.split != "train":  # read with split="train" already; kept as a guard against leakage
             continue
-        rows = [row_of[t] for t in dict.fromkeys(r.gold_assets) if business_of.get(t) == r.business]
+        rows = [row_of[t] for t in dict.fromkeys(r.gold_assets) if business_of(t) == r.business]
         if rows and r.text.strip():
             out.append(PastRequirement(r.business, normalize_text(r.text), rows, "requirements"))
     out.sort(key=lambda p: p.business)
@@ -726,56 +916,3 @@ def _glossary_entries(terms: Sequence[Any], row_of: Mapping[str, int]) -> dict[s
             GlossaryEntry(term.business, term.term, aliases, [tokenize(a) for a in aliases], rows)
         )
     return dict(out)
-
-
-def _embed(
-    encoder: EncoderSpec,
-    recall: RecallConfig,
-    cache: VectorCache,
-    index_id: str,
-    full: bool,
-    bar: _Progress,
-    stats: BuildStats,
-    asset_keys: list[str],
-    asset_text: Callable[[int], str],
-    past_keys: list[str],
-    past_texts: list[str],
-) -> tuple[np.ndarray, np.ndarray]:
-    """Vectors for table documents and past requirement texts: cached ones reused unless `full`; the
-    missing ones embedded in process or, from `recall.dask_min_tables` texts on, on Dask workers
-    (`assetmatch.recall.distributed`). Table documents are rendered (`asset_text(row)`) only for the
-    tables to embed: at 10^5 tables the whole library's documents would be the build's largest list."""
-    keys = asset_keys + past_keys
-    cached = {} if full else cache.lookup(keys)
-    missing = list(dict.fromkeys(key for key in keys if key not in cached))
-    text_of: dict[str, str] = {}
-    for row, key in enumerate(asset_keys):
-        if key not in cached and key not in text_of:
-            text_of[key] = asset_text(row)
-    for key, text in zip(past_keys, past_texts):
-        text_of.setdefault(key, text)
-    fresh: dict[str, np.ndarray] = {}
-    dim = 0
-    if missing:
-        task = bar.task("embed", len(missing))
-        matrix = embed_texts(
-            encoder, [text_of[key] for key in missing], recall, advance=lambda n: bar.advance(task, n)
-        )
-        dim = int(matrix.shape[1])
-        fresh = dict(zip(missing, matrix))
-        cache.add(index_id, fresh)  # written now: a later failure of this build keeps the work
-    lookup = {**cached, **fresh}
-    stats.embedded_assets = len({k for k in asset_keys if k in fresh})
-    stats.reused_assets = len(set(asset_keys)) - stats.embedded_assets
-    stats.embedded_texts = len({k for k in past_keys if k in fresh})
-    stats.reused_texts = len(set(past_keys)) - stats.embedded_texts
-
-    if not dim:
-        dim = int(next(iter(cached.values())).shape[0]) if cached else embedding_dim(load_encoder(encoder))
-
-    def stack(selected: list[str]) -> np.ndarray:
-        if not selected:
-            return np.zeros((0, dim), dtype=np.float32)
-        return np.ascontiguousarray(np.vstack([lookup[k] for k in selected]), dtype=np.float32)
-
-    return stack(asset_keys), stack(past_keys)

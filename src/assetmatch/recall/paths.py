@@ -169,7 +169,7 @@ class UsagePath:
         for i, weight in sorted(neighbour.items(), key=lambda item: -item[1]):
             past = index.past[i]
             for row in past.rows:
-                if index.assets[index.asset_ids[row]].business in allowed:
+                if index.business_of(row) in allowed:
                     scores[row] += weight
                     reason = f"used by a similar past request: {past.text[:80]}"
                     if len(reasons[row]) < 3 and reason not in reasons[row]:  # the same text logged twice

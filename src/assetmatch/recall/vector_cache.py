@@ -38,6 +38,18 @@ class VectorCache:
     def _chunks(self) -> list[Path]:
         return sorted(self.folder.glob("*.npz")) if self.folder.exists() else []
 
+    def keys(self) -> set[str]:
+        """Every cached key, without reading a vector: a build first decides what to embed from the
+        keys alone, and reads vectors only for the shards it rewrites."""
+        found: set[str] = set()
+        for chunk in self._chunks():
+            try:
+                with np.load(chunk, allow_pickle=False) as data:
+                    found.update(data["keys"].tolist())
+            except (OSError, ValueError, KeyError):
+                continue  # a torn or foreign file is a cache miss, never an error
+        return found
+
     def lookup(self, keys: Iterable[str]) -> dict[str, np.ndarray]:
         """Cached vectors for those of `keys` that are present."""
         wanted = set(keys)
@@ -68,12 +80,12 @@ class VectorCache:
         np.savez(tmp, keys=keys, vectors=matrix)
         os.replace(tmp, self.folder / f"{name}.npz")
 
-    def compact(self, live: Mapping[str, np.ndarray], name: str) -> None:
-        """When there are too many chunks, keep only `live` vectors in one chunk."""
+    def compact(self, live: Iterable[str], name: str) -> None:
+        """When there are too many chunks, keep only the vectors of the `live` keys, in one chunk."""
         chunks = self._chunks()
         if len(chunks) <= MAX_CHUNKS:
             return
-        self.add(f"{name}-compact", live)
+        self.add(f"{name}-compact", self.lookup(live))
         for chunk in chunks:
             if chunk.name != f"{name}-compact.npz":
                 chunk.unlink(missing_ok=True)

@@ -1,0 +1,117 @@
+"""The build streams the lake's tables and holds one business's at a time; the index it returns reads
+a business's tables on first use."""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from assetmatch.config import Settings
+from assetmatch.lake import Lake
+from assetmatch.models import Column, TableAsset
+from assetmatch.recall import index as index_module
+from assetmatch.recall.assets import BusinessAssets
+from assetmatch.recall.index import IndexSet
+
+
+def _alive_tables() -> int:
+    gc.collect()
+    return sum(1 for o in gc.get_objects() if type(o) is TableAsset)
+
+
+def _library(businesses: int, per_business: int) -> list[TableAsset]:
+    return [
+        TableAsset(
+            business=f"b{b}",
+            source="s",
+            name=f"t{i}_orders",
+            comment="orders per user",
+            columns=[Column(name="user_id"), Column(name=f"amount_{i}")],
+        )
+        for b in range(businesses)
+        for i in range(per_business)
+    ]
+
+
+@pytest.fixture
+def lexical_settings(tmp_path: Path) -> Settings:
+    return Settings(
+        lake={"uri": str(tmp_path / "lake")},
+        recall={"index_root": str(tmp_path / "indexes"), "paths": ["lexical", "glossary", "graph"]},
+    )
+
+
+def test_iter_assets_streams_batches_of_the_live_tables(lexical_settings: Settings) -> None:
+    lake = Lake.from_settings(lexical_settings)
+    lake.merge_assets(_library(3, 5), run_id="r")
+    gone = [a for a in _library(3, 5) if a.name == "t0_orders"]
+    lake.merge_assets([a for a in _library(3, 5) if a not in gone], run_id="r2", snapshot_of="s")
+    batches = list(lake.iter_assets(batch_rows=4))
+    assert all(len(batch) <= 4 for batch in batches) and len(batches) >= 3
+    streamed = sorted(a.asset_id for batch in batches for a in batch)
+    assert streamed == sorted(a.asset_id for a in lake.read_assets()) and len(streamed) == 12
+    assert all(a.name != "t0_orders" for batch in batches for a in batch)  # soft-deleted: left out
+    with_deleted = [a for batch in lake.iter_assets(include_deleted=True) for a in batch]
+    assert len(with_deleted) == 15
+    only = [a.business for batch in lake.iter_assets(businesses=["b1"]) for a in batch]
+    assert only == ["b1"] * 4
+    assert [a for batch in lake.iter_assets(version=0) for a in batch] and lake.version("assets") == 1
+
+
+def test_the_build_holds_one_business_at_a_time(
+    lexical_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lake = Lake.from_settings(lexical_settings)
+    lake.merge_assets(_library(6, 20), run_id="r")
+    real_iter = Lake.asset_batches
+
+    def small_batches(self: Lake, *args: Any, **kwargs: Any) -> Iterator[Any]:
+        return real_iter(self, *args, **{**kwargs, "batch_rows": 7})
+
+    monkeypatch.setattr(Lake, "asset_batches", small_batches)
+    before = _alive_tables()
+    seen: list[int] = []
+    real_read = index_module.read_spill
+
+    def counting_read(paths: list[str], business: str) -> list[TableAsset]:
+        seen.append(_alive_tables() - before)  # tables alive when the next business is read
+        return real_read(paths, business)
+
+    monkeypatch.setattr(index_module, "read_spill", counting_read)
+    built = IndexSet.build(lake, lexical_settings)
+    assert len(seen) == 6 and max(seen) == 0  # the previous business's tables are gone by then
+    assert built.manifest["counts"]["largest_business"] == 20
+    assert _alive_tables() - before == 0  # nor does the built index hold any table...
+
+    assert isinstance(built.assets, BusinessAssets) and built.assets.loaded == []
+    table = built.assets["b3.t5_orders"]  # ...until one is asked for: then its business only
+    assert table.business == "b3" and built.assets.loaded == ["b3"]
+    assert _alive_tables() - before == 20
+
+
+def test_the_built_index_answers_like_the_loaded_one(
+    tmp_path: Path,
+    encoder: Any,
+    make_settings: Callable[[Path], Settings],
+    lake_filler: Callable[[Lake], None],
+) -> None:
+    settings = make_settings(tmp_path)
+    lake = Lake.from_settings(settings)
+    lake_filler(lake)
+    built = IndexSet.build(lake, settings)
+    loaded = IndexSet.load(built.folder)
+    assert built.asset_ids == loaded.asset_ids == sorted(loaded.asset_ids, key=lambda a: (a.split(".")[0], a))
+    assert built.ranges == loaded.ranges and built.row_of == loaded.row_of
+    assert dict(built.assets.items()) == dict(loaded.assets.items())
+    assert [built.business_of(row) for row in range(len(built.asset_ids))] == [
+        loaded.assets[a].business for a in loaded.asset_ids
+    ]
+    for text, businesses in (("付费金额", ["game"]), ("singer age", ["music"]), ("user", ["game", "music"])):
+        assert built.recall(text, businesses) == loaded.recall(text, businesses)
+    assert built.assets.get("game.nope") is None and "game.dim_user" in built.assets
+    with pytest.raises(KeyError):
+        built.assets["game.nope"]
