@@ -256,6 +256,7 @@ def main() -> None:
         "--changed", type=float, default=0.01, help="share of tables changed before the rebuild"
     )
     parser.add_argument("--hnsw-threshold", type=int, default=50_000, help="per business shard")
+    parser.add_argument("--ivfpq-threshold", type=int, default=500_000, help="per business shard")
     parser.add_argument(
         "--paths", default="lexical,dense,glossary,usage,graph", help="recall paths to build and query"
     )
@@ -282,6 +283,7 @@ def main() -> None:
         workdir,
         {
             "hnsw_threshold": args.hnsw_threshold,
+            "ivfpq_threshold": args.ivfpq_threshold,
             "paths": args.paths.split(","),
             "dask_workers": args.dask_workers,
             "dask_address": args.dask_address,

@@ -334,6 +334,12 @@ class RecallConfig(_Strict):
         description="A business's dense shard above this many tables gets an HNSW index; at or below it, "
         "exact inner products (what a flat FAISS index computes).",
     )
+    ivfpq_threshold: int = Field(
+        default=500_000,
+        gt=0,
+        description="A business's dense shard above this many tables gets an IVF-PQ index (FAISS IndexIVFPQ, "
+        "trained on the shard's vectors; compressed codes, candidates re-ranked exactly) instead of HNSW.",
+    )
     dask_address: str | None = Field(
         default=None,
         description="Dask scheduler that embeds the tables (e.g. tcp://dask-scheduler:8786); empty: a "

@@ -30,7 +30,7 @@ import time
 from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -364,7 +364,7 @@ class IndexSet:
                 )  # fmt: skip
                 shards, usage_vectors, dim = _write_shards(
                     folder / "dense", root, mid, full, stats, library, cache, fresh, past_keys,
-                    settings.recall.hnsw_threshold,
+                    settings.recall,
                 )  # fmt: skip
                 kind = dense_kind(shards.values())
                 np.save(folder / "usage" / "vectors.npy", usage_vectors)
@@ -794,7 +794,7 @@ def _write_shards(
     cache: VectorCache,
     fresh: Mapping[str, np.ndarray],
     past_keys: Sequence[str],
-    hnsw_threshold: int,
+    recall: RecallConfig,
 ) -> tuple[dict[str, ShardInfo], np.ndarray, int]:
     """One dense shard per business: linked from the current index when its digest is unchanged
     (unless `full`), written otherwise, from the fresh vectors and the cache. Also returns the past
@@ -804,7 +804,7 @@ def _write_shards(
     shards: dict[str, ShardInfo] = {}
     todo: list[tuple[str, ShardInfo, int, int]] = []
     for business, (start, end) in library.ranges.items():
-        kind = shard_kind(end - start, hnsw_threshold)
+        kind = shard_kind(end - start, recall.hnsw_threshold, recall.ivfpq_threshold)
         info = ShardInfo(
             shard_folder_name(business), kind, end - start, shard_digest(mid, kind, library.keys[start:end])
         )
@@ -817,6 +817,7 @@ def _write_shards(
                 previous_folder / "shards" / old.folder, folder / "shards" / info.folder, VECTORS_FILE
             )
         ):
+            info = replace(info, params=old.params)  # same digest: the same index and parameters
             stats.reused_shards.append(business)
         else:
             todo.append((business, info, start, end))
@@ -834,7 +835,8 @@ def _write_shards(
         return np.ascontiguousarray(np.vstack([vectors[k] for k in keys]), dtype=np.float32)
 
     for business, info, start, end in todo:
-        write_shard(folder / "shards" / info.folder, stack(library.keys[start:end]), info.kind)
+        params = write_shard(folder / "shards" / info.folder, stack(library.keys[start:end]), info.kind)
+        shards[business] = replace(info, params=params)
         stats.rebuilt_shards.append(business)
     return shards, stack(past_keys), dim
 
