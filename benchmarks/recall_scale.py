@@ -1,8 +1,10 @@
 """Recall at scale: synthetic warehouse of N tables (default 100,000) in a temporary lake.
 
 Prints: full index build time (and its parts), rebuild time with 1% of the tables changed (and how many
-rows were embedded), query latency p50/p95 of `IndexSet.recall` (lexical + dense + glossary + usage) and
-of `expand` (graph), for one business and for the whole library, and the process's peak memory.
+rows were embedded, how many dense and lexical shards rewritten), query latency p50/p95 of
+`IndexSet.recall` (lexical + dense + glossary + usage) and of `expand` (graph), for one business and for
+the whole library, and the process's peak memory; with --index-types, flat vs HNSW vs IVF-PQ over all
+the table vectors.
 
     HF_HUB_OFFLINE=1 nice -n 5 .venv/bin/python benchmarks/recall_scale.py --tables 100000
     HF_HUB_OFFLINE=1 nice .venv/bin/python benchmarks/recall_scale.py --tables 5000 --businesses 10 --queries 100
@@ -228,7 +230,8 @@ def _timed_rebuild(
     print(
         f"rebuild with {label} changed: {seconds:.1f} s wall, {full_s / seconds:.1f}x faster than the full "
         f"build; embedded {counts['embedded_assets']}, reused {counts['reused_assets']}; dense shards rebuilt "
-        f"{counts['rebuilt_shards']}, reused {counts['reused_shards']}; {_load()}"
+        f"{counts['rebuilt_shards']}, reused {counts['reused_shards']}; lexical shards rebuilt "
+        f"{counts['rebuilt_lexical_shards']}, reused {counts['reused_lexical_shards']}; {_load()}"
     )
     print(f"  parts {rebuilt.manifest['build_seconds']}")
     first = sorted(rebuilt.ranges)[0]
@@ -267,6 +270,11 @@ def main() -> None:
     )
     parser.add_argument("--threads-per-worker", type=int, default=1, help="torch threads per Dask worker")
     parser.add_argument("--workdir", type=Path, default=None, help="default: a temporary folder")
+    parser.add_argument(
+        "--index-types",
+        action="store_true",
+        help="also compare flat, HNSW and IVF-PQ over all the table vectors as one shard",
+    )
     parser.add_argument(
         "--queries-only",
         action="store_true",
@@ -367,7 +375,49 @@ def main() -> None:
     loaded = len(index.dense.loaded) if index.dense is not None else 0
     print(f"dense shards loaded after the queries: {loaded} of {len(businesses)}")
     print(f"peak memory (max RSS of the driver, builds + queries): {_peak_mb():.0f} MB; {_load()}")
+    if args.index_types and index.dense is not None and index.usage_vectors is not None:
+        compare_index_types(index, workdir / "index-types")
     print(f"workdir: {workdir}")
+
+
+def compare_index_types(index: Any, folder: Path) -> None:
+    """Every table vector of the library as one shard, indexed flat, HNSW and IVF-PQ (the kinds a
+    business's shard gets by its size), searched with the past requirements' vectors: each kind's
+    build time, file size, recall@10 against the exact top 10, and latency (k=50)."""
+    import faiss
+    import numpy as np
+
+    from assetmatch.recall.dense import VECTORS_FILE, DenseIndex, ShardInfo, write_shard
+
+    faiss.omp_set_num_threads(1)  # OpenMP threads spin on a shared machine; one per process here
+    vectors = np.vstack([np.asarray(index.dense.row(r)) for r in range(len(index.asset_ids))])
+    queries = np.asarray(index.usage_vectors, dtype=np.float32)
+    n = len(vectors)
+    exact: list[set[int]] = []
+    print(
+        f"index types over all {n} table vectors as one shard, {len(queries)} past requirements as queries:"
+    )
+    for kind in ("flat", "hnsw", "ivfpq"):
+        t0 = time.perf_counter()
+        params = write_shard(folder / kind / "shards" / "all", vectors, kind)
+        built_s = time.perf_counter() - t0
+        dense = DenseIndex(folder / kind, {"all": ShardInfo("all", kind, n, kind, params)}, {"all": (0, n)})
+        dense.search(queries[0], ["all"], 50)  # reads the FAISS file
+        top, ms = [], []
+        for q in queries:
+            start = time.perf_counter()
+            found = dense.search(q, ["all"], 50)
+            ms.append((time.perf_counter() - start) * 1000)
+            top.append({row for row, _ in found[:10]})
+        exact = exact or top
+        recall = float(np.mean([len(a & b) / 10 for a, b in zip(exact, top)]))
+        files = folder / kind / "shards" / "all"
+        size = sum(p.stat().st_size for p in files.iterdir() if p.name != VECTORS_FILE)
+        print(
+            f"  {kind}: build {built_s:.1f} s, index file {size / 2**20:.1f} MB (vectors "
+            f"{(files / VECTORS_FILE).stat().st_size / 2**20:.1f} MB), recall@10 vs exact {recall:.3f}, "
+            f"search {percentiles(ms)}; {params}; {_load()}"
+        )
 
 
 if __name__ == "__main__":
