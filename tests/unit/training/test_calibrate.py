@@ -3,6 +3,8 @@ the coarse answer is unsure; one that does not is never asked (the coarse answer
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from assetmatch.matching.fine import Cascade, CoarseAnswer
@@ -85,8 +87,8 @@ def test_cross_fitted_answers_never_use_a_calibration_fitted_on_the_same_require
     answered.clear()
     kept.clear()
     others = [
-        ev.Judged(LabelledRequirement(f"x{i}", "other", j.requirement.text, j.requirement.gold), *rest)
-        for i, (j, rest) in enumerate((j, (j.coarse, j.logits, j.latency_ms)) for j in judged(True, n=7, seed=1))
+        replace(j, requirement=replace(j.requirement, id=f"x{i}", business="other"))
+        for i, j in enumerate(judged(adapter_right=True, n=7, seed=1))
     ]
     answers = ev.cross_fitted(lists, CTX, familiar=None, folds=5, extra=others)
     assert [a.requirement.id for a in answers] == [j.requirement.id for j in lists]
