@@ -454,6 +454,12 @@ class ServingConfig(_Strict):
         ge=0,
         description="Intra-op threads of the model (0: torch's default). 1 is often fastest on a busy, shared CPU.",
     )
+    math_threads: int = Field(
+        default=1,
+        ge=0,
+        description="OpenMP/BLAS threads of each request's coarse-ranking math (0: the libraries' default, one "
+        "per core in every request thread, which oversubscribes the cores once requests run concurrently).",
+    )
     fine_wait_budget_ms: float = Field(
         default=1_000.0,
         ge=0,

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from assetmatch.cli import common
+from assetmatch.serving.threads import THREAD_VARIABLES
 
 
 def demo(
@@ -63,9 +64,6 @@ def demo(
     common.console.print(timing_table(results))
     if ctx.paths is not None:
         common.console.print(f"config: [cyan]{ctx.paths.config}[/cyan]")
-
-
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
 def default_threads() -> int:

@@ -42,6 +42,7 @@ from assetmatch.serving.reload import (
 )
 from assetmatch.serving.routes import router
 from assetmatch.serving.state import StateHolder
+from assetmatch.serving.threads import limit_math_threads
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,7 @@ def create_app(
     """
     settings = settings or load_settings()
     cfg = settings.serving
+    limit_math_threads(cfg.math_threads)  # before the models load (serving.threads says why)
     metrics = ServingMetrics()
     keys = KeyStore(configured_keys(settings), required=cfg.require_api_key)
     batcher = MicroBatcher(cfg.max_batch_size, cfg.max_wait_ms, cfg.batch_mode, metrics)

@@ -29,6 +29,7 @@ from assetmatch.serving.schemas import (
     MatchResponse,
     TableOut,
 )
+from assetmatch.serving.threads import run_limited
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorOut, "description": "Missing or unknown API key."},
@@ -122,7 +123,14 @@ async def match(
                 )
             else:
                 result = await run_in_threadpool(
-                    run_within, budget, state.engines[arm].match, body.business, body.requirement, body.k
+                    run_limited,
+                    limits.math_threads,
+                    run_within,
+                    budget,
+                    state.engines[arm].match,
+                    body.business,
+                    body.requirement,
+                    body.k,
                 )
                 visible = {body.business} | ctx.shared_businesses()
                 tables = _tables(result, visible, body.explain)

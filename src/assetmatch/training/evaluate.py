@@ -330,6 +330,7 @@ def cross_fitted(
     familiar: frozenset[str] | None,
     folds: int = 5,
     seed: int = 0,
+    extra: Sequence[Judged] = (),
 ) -> list[Ranked]:
     """Every requirement answered with a calibration fitted on the *other* folds (cross-fitting).
 
@@ -339,7 +340,9 @@ def cross_fitted(
     of a calibration fitted on requirements like these, applied to requirements it never saw —
     which is what the calibration fitted on all of them will meet in serving. Folds are a seeded
     shuffle; with fewer than 2 × `folds` requirements, one fold per requirement (leave-one-out; a
-    lone requirement gets the calibration of no data, never its own).
+    lone requirement gets the calibration of no data, never its own). `extra`: more lists every
+    fold's calibration is fitted on and that are never answered (another business's validation
+    lists of the same adapter, say).
     """
     n = len(judged)
     order = np.random.default_rng(seed).permutation(n)
@@ -348,7 +351,7 @@ def cross_fitted(
     fold_of[order] = np.arange(n) % k
     answers: list[Ranked | None] = [None] * n
     for f in range(k):
-        fitted = calibrate([j for j, g in zip(judged, fold_of) if g != f], ctx, familiar)
+        fitted = calibrate([*(j for j, g in zip(judged, fold_of) if g != f), *extra], ctx, familiar)
         for i in np.flatnonzero(fold_of == f).tolist():
             answers[i] = fine_ranked(judged[i], fitted, ctx)
     return [a for a in answers if a is not None]

@@ -3,6 +3,8 @@ the coarse answer is unsure; one that does not is never asked (the coarse answer
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from assetmatch.matching.fine import Cascade, CoarseAnswer
@@ -55,11 +57,13 @@ def test_an_adapter_that_does_not_help_is_never_asked() -> None:
 def test_cross_fitted_answers_never_use_a_calibration_fitted_on_the_same_requirement(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     lists = judged(adapter_right=True, n=23)
     fitted_on: dict[int, set[str]] = {}
+    kept: list[object] = []  # alive, so that no temporary object gets a recorded id
     real_calibrate, real_fine_ranked = ev.calibrate, ev.fine_ranked
 
     def recording_calibrate(js, ctx, familiar):  # type: ignore[no-untyped-def]
         calibration = real_calibrate(js, ctx, familiar)
         fitted_on[id(calibration)] = {j.requirement.id for j in js}
+        kept.append(calibration)
         return calibration
 
     answered: list[str] = []
@@ -77,6 +81,20 @@ def test_cross_fitted_answers_never_use_a_calibration_fitted_on_the_same_require
     assert sorted(answered) == sorted(j.requirement.id for j in lists)
     assert len(fitted_on) == 5  # 23 requirements: five folds, each calibration fitted on the other four
     assert all(18 <= len(ids) <= 19 for ids in fitted_on.values())
+
+    # another business's lists (`extra`) join every fold's calibration and are never answered
+    fitted_on.clear()
+    answered.clear()
+    kept.clear()
+    others = [
+        replace(j, requirement=replace(j.requirement, id=f"x{i}", business="other"))
+        for i, j in enumerate(judged(adapter_right=True, n=7, seed=1))
+    ]
+    answers = ev.cross_fitted(lists, CTX, familiar=None, folds=5, extra=others)
+    assert [a.requirement.id for a in answers] == [j.requirement.id for j in lists]
+    assert sorted(answered) == sorted(j.requirement.id for j in lists)
+    assert len(fitted_on) == 5
+    assert all({f"x{i}" for i in range(7)} <= ids and 25 <= len(ids) <= 26 for ids in fitted_on.values())
 
 
 def test_cross_fitting_still_sees_a_helpful_adapter_and_not_a_useless_one() -> None:

@@ -1,0 +1,58 @@
+"""Request threads run the coarse math with capped thread pools (`serving.threads`): OpenMP's team
+size is per calling thread, so a cap set once at start-up would not reach the server's workers."""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+import sklearn.ensemble  # noqa: F401  (loads the OpenMP runtime the coarse model's predict uses)
+from threadpoolctl import threadpool_info, threadpool_limits
+
+from assetmatch.config import ServingConfig
+from assetmatch.serving.threads import THREAD_VARIABLES, limit_math_threads, run_limited
+
+
+def openmp_threads() -> set[int]:
+    return {i["num_threads"] for i in threadpool_info() if i["user_api"] == "openmp"}
+
+
+def in_new_thread(fn: Any) -> Any:
+    """`fn()` in a fresh thread, as a request runs in the server's pool; returns its result."""
+    out: list[Any] = []
+    worker = threading.Thread(target=lambda: out.append(fn()))
+    worker.start()
+    worker.join()
+    return out[0]
+
+
+def test_a_request_thread_runs_with_the_openmp_cap_and_gets_its_own_setting_back() -> None:
+    def request() -> tuple[set[int], set[int], set[int]]:
+        with threadpool_limits(limits=4, user_api="openmp"):  # what this thread had before: 4
+            before = openmp_threads()
+            during = run_limited(1, openmp_threads)
+            after = openmp_threads()
+        return before, during, after
+
+    before, during, after = in_new_thread(request)
+    assert before == {4} and during == {1} and after == {4}
+    assert in_new_thread(lambda: run_limited(0, openmp_threads)) == in_new_thread(
+        openmp_threads
+    )  # 0: untouched
+
+
+def test_start_up_caps_the_process_wide_blas_pools(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    for name in THREAD_VARIABLES:  # restored after the test, whatever start-up sets
+        monkeypatch.delenv(name, raising=False)
+    controller = threadpool_limits(limits=2, user_api="blas")  # restored below: other tests keep theirs
+    try:
+        limit_math_threads(1)
+        assert all(os.environ[name] == "1" for name in THREAD_VARIABLES)  # for libraries loaded later
+        assert {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"} == {1}
+    finally:
+        controller.restore_original_limits()
+
+
+def test_serving_caps_math_threads_at_one_by_default() -> None:
+    assert ServingConfig().math_threads == 1
