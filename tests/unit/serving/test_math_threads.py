@@ -11,6 +11,7 @@ import sklearn.ensemble  # noqa: F401  (loads the OpenMP runtime the coarse mode
 from threadpoolctl import threadpool_info, threadpool_limits
 
 from assetmatch.config import ServingConfig
+from assetmatch.serving import threads
 from assetmatch.serving.threads import THREAD_VARIABLES, limit_math_threads, run_limited
 
 
@@ -28,6 +29,8 @@ def in_new_thread(fn: Any) -> Any:
 
 
 def test_a_request_thread_runs_with_the_openmp_cap_and_gets_its_own_setting_back() -> None:
+    threads._openmp.cache_clear()  # every OpenMP runtime this test process has loaded by now
+
     def request() -> tuple[set[int], set[int], set[int]]:
         with threadpool_limits(limits=4, user_api="openmp"):  # what this thread had before: 4
             before = openmp_threads()
