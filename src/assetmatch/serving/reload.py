@@ -284,10 +284,13 @@ def check_index(index: Any) -> list[str]:
 
 
 def _bm25_docs(lexical: Any) -> int | None:
+    """Documents a BM25 index holds: a bm25s index's own count, else (the per-business lexical
+    shards, `recall.lexical.LexicalIndex`) the rows its shards were written with."""
     scores = getattr(getattr(lexical, "retriever", None), "scores", None)
     if isinstance(scores, dict) and "num_docs" in scores:
         return int(scores["num_docs"])
-    return None
+    docs = getattr(lexical, "num_docs", None)
+    return None if docs is None else int(docs)
 
 
 def probe_text(index: Any, business: str) -> str | None:
