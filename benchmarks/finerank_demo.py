@@ -137,6 +137,14 @@ def main() -> None:
             )
 
     gate = settings.promotion
+
+    def same_weights(other: str, name: str) -> str | None:
+        """`name`'s adapter in business `other`: the shared adapter (every business's
+        `challenger-shared` copy) or a --adapter; a business's own adapter has no other lists."""
+        if name in extra:
+            return name
+        return f"{other}/challenger-shared" if name.endswith("/challenger-shared") else None
+
     head = (
         f"{'business':<9} {'arm':<34} {'n':>3} {'AUC':>6} {'in-list':>7} "
         f"{'F1 in-sample':>12} {'F1 cross-fit':>12} {'F1 pooled':>9} {'exact':>5}  gate (cross-fitted vs coarse)"
@@ -161,8 +169,16 @@ def main() -> None:
             in_sample_cal = ev.calibrate(arm, ctx, familiar)
             in_sample = ev.report(name, [ev.fine_ranked(j, in_sample_cal, ctx) for j in arm])
             crossed = ev.report(name, ev.cross_fitted(arm, ctx, familiar, seed=gate.seed))
-            others = [j for b in businesses if b != business for j in judged[b].get(name, [])]
-            pooled = ev.report(name, ev.cross_fitted(arm, ctx, familiar, seed=gate.seed, extra=others))
+            others: list[ev.Judged] = []
+            for b in businesses:
+                twin = same_weights(b, name)
+                if b != business and twin is not None and twin in judged[b]:
+                    others += judged[b][twin]
+            pooled = (
+                ev.report(name, ev.cross_fitted(arm, ctx, familiar, seed=gate.seed, extra=others))
+                if others
+                else None
+            )
             decision = decide(
                 ArmResult.from_report(coarse, gate.k), ArmResult.from_report(crossed, gate.k), gate, True
             )
@@ -172,7 +188,7 @@ def main() -> None:
             print(
                 f"{'':<9} {folders[name][1]:<34} {len(arm):>3} {pooled_auc:>6.3f} {within_auc:>7.3f} "
                 f"{in_sample.means()['set_f1']:>12.3f} {crossed.means()['set_f1']:>12.3f} "
-                f"{pooled.means()['set_f1']:>9.3f} {crossed.means()['set_exact']:>5.2f}  "
+                f"{pooled.means()['set_f1'] if pooled else float('nan'):>9.3f} {crossed.means()['set_exact']:>5.2f}  "
                 f"{decision.verdict}: {intervals}"
             )
     print(
