@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -178,6 +179,51 @@ def _requirement(rid: str, business: str, text: str, gold: list[str], split: str
 def lake_filler() -> Callable[[Lake], None]:
     """`fill_lake` as a fixture, for tests that build their own lake."""
     return fill_lake
+
+
+def edit_one_table(lake: Lake) -> None:
+    """Change one table of business `music` in place (its comment and columns)."""
+    changed = TableAsset(
+        business="music",
+        name="concert",
+        comment="concerts and their tours",
+        columns=[Column(name="concert_ID"), Column(name="concert_Name"), Column(name="Year")],
+    )
+    lake.merge_assets([changed], run_id="edit")
+
+
+@pytest.fixture
+def table_editor() -> Callable[[Lake], None]:
+    """`edit_one_table` as a fixture: the shard tests' one change confined to one business."""
+    return edit_one_table
+
+
+def shard_files(index: Any, path: str, business: str) -> dict[str, os.stat_result]:
+    """The files of `business`'s shard of `path` (dense | lexical) with their inodes: a reused shard
+    is hard-linked, so its files keep the inode of the previous build's."""
+    folder = index.folder / path / "shards" / index.manifest[f"{path}_shards"][business]["folder"]
+    return {p.name: p.stat() for p in folder.iterdir()}
+
+
+@pytest.fixture
+def shard_stats() -> Callable[[Any, str, str], dict[str, os.stat_result]]:
+    return shard_files
+
+
+def filled(root: Path, **recall: Any) -> tuple[Lake, Settings]:
+    """A lake under `root` filled with the fixture library, and settings with `recall` overrides."""
+    settings = Settings(
+        lake={"uri": str(root / "lake")}, recall={"index_root": str(root / "indexes"), **recall}
+    )
+    lake = Lake.from_settings(settings)
+    fill_lake(lake)
+    return lake, settings
+
+
+@pytest.fixture
+def filled_lake() -> Callable[..., tuple[Lake, Settings]]:
+    """`filled` as a fixture, for tests that build their own lake."""
+    return filled
 
 
 @pytest.fixture

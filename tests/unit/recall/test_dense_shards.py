@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,25 +25,14 @@ from assetmatch.recall.index import IndexSet
 
 
 @pytest.fixture
-def lake_and_settings(
-    tmp_path: Path, encoder: Any, lake_filler: Callable[[Lake], None]
-) -> tuple[Lake, Settings]:
+def lake_and_settings(tmp_path: Path, encoder: Any, filled_lake: Any) -> tuple[Lake, Settings]:
     # threshold 2: both fixture businesses (5 and 3 tables) get HNSW shards, so each has a FAISS file
-    settings = Settings(
-        lake={"uri": str(tmp_path / "lake")},
-        recall={"index_root": str(tmp_path / "indexes"), "hnsw_threshold": 2},
-    )
-    lake = Lake.from_settings(settings)
-    lake_filler(lake)
-    return lake, settings
+    return filled_lake(tmp_path, hnsw_threshold=2)  # type: ignore[no-any-return]
 
 
-def _shard_files(index: IndexSet, business: str) -> dict[str, os.stat_result]:
-    folder = index.folder / "dense" / "shards" / index.manifest["dense_shards"][business]["folder"]
-    return {p.name: p.stat() for p in folder.iterdir()}
-
-
-def test_a_change_in_one_business_rebuilds_only_its_shard(lake_and_settings: tuple[Lake, Settings]) -> None:
+def test_a_change_in_one_business_rebuilds_only_its_shard(
+    lake_and_settings: tuple[Lake, Settings], table_editor: Any, shard_stats: Any
+) -> None:
     lake, settings = lake_and_settings
     first = IndexSet.build(lake, settings)
     assert first.build_stats is not None and sorted(first.build_stats.rebuilt_shards) == ["game", "music"]
@@ -55,13 +42,7 @@ def test_a_change_in_one_business_rebuilds_only_its_shard(lake_and_settings: tup
     }
     assert first.manifest["dense_index"] == "hnsw"
 
-    changed = TableAsset(
-        business="music",
-        name="concert",
-        comment="concerts and their tours",
-        columns=[Column(name="concert_ID"), Column(name="concert_Name"), Column(name="Year")],
-    )
-    lake.merge_assets([changed], run_id="edit")
+    table_editor(lake)
     second = IndexSet.build(lake, settings)
     stats = second.build_stats
     assert stats is not None
@@ -72,10 +53,10 @@ def test_a_change_in_one_business_rebuilds_only_its_shard(lake_and_settings: tup
     )
 
     # the unchanged business's files are the previous index's files (hard links), the changed one's new
-    before, after = _shard_files(first, "game"), _shard_files(second, "game")
+    before, after = shard_stats(first, "dense", "game"), shard_stats(second, "dense", "game")
     assert set(after) == {VECTORS_FILE, HNSW_FILE}
     assert all(after[name].st_ino == before[name].st_ino for name in after)
-    music_before, music_after = _shard_files(first, "music"), _shard_files(second, "music")
+    music_before, music_after = shard_stats(first, "dense", "music"), shard_stats(second, "dense", "music")
     assert all(music_after[name].st_ino != music_before[name].st_ino for name in music_after)
     assert second.manifest["dense_shards"]["game"] == first.manifest["dense_shards"]["game"]
     assert (
@@ -183,7 +164,10 @@ def test_ivfpq_and_hnsw_shards_keep_recall_at_10_within_a_hundredth_of_flat(
 
 
 def test_a_shard_above_the_ivfpq_threshold_records_its_kind_and_parameters(
-    lake_and_settings: tuple[Lake, Settings], monkeypatch: pytest.MonkeyPatch, one_faiss_thread: Any
+    lake_and_settings: tuple[Lake, Settings],
+    monkeypatch: pytest.MonkeyPatch,
+    one_faiss_thread: Any,
+    shard_stats: Any,
 ) -> None:
     lake, settings = lake_and_settings
     settings = settings.model_copy(deep=True)
@@ -195,7 +179,7 @@ def test_a_shard_above_the_ivfpq_threshold_records_its_kind_and_parameters(
     assert first.manifest["dense_index"] == "mixed"
     assert set(shards["game"]["params"]) == {"nlist", "m", "nbits", "nprobe", "refine", "train_rows"}
     assert shards["music"]["params"]["M"] == 32
-    assert set(_shard_files(first, "game")) == {VECTORS_FILE, IVFPQ_FILE}
+    assert set(shard_stats(first, "dense", "game")) == {VECTORS_FILE, IVFPQ_FILE}
 
     loaded = IndexSet.load_latest(settings.recall.index_root, settings)
     hits = loaded.recall("user payment orders", ["game"], paths=["dense"])["dense"]

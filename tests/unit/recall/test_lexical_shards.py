@@ -3,8 +3,7 @@ bm25s index (library-wide statistics), so hits of several businesses stay compar
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,7 @@ import pytest
 
 from assetmatch.config import Settings
 from assetmatch.lake import Lake
-from assetmatch.models import Column, TableAsset
+from assetmatch.models import TableAsset
 from assetmatch.recall.documents import lexical_tokens
 from assetmatch.recall.index import IndexSet
 from assetmatch.recall.lexical import Bm25Index, CorpusStats, write_lexical_shard
@@ -29,16 +28,8 @@ QUERIES = [
 
 
 @pytest.fixture
-def lake_and_settings(
-    tmp_path: Path, encoder: Any, lake_filler: Callable[[Lake], None]
-) -> tuple[Lake, Settings]:
-    settings = Settings(
-        lake={"uri": str(tmp_path / "lake")},
-        recall={"index_root": str(tmp_path / "indexes"), "paths": ["lexical", "glossary", "graph"]},
-    )
-    lake = Lake.from_settings(settings)
-    lake_filler(lake)
-    return lake, settings
+def lake_and_settings(tmp_path: Path, encoder: Any, filled_lake: Any) -> tuple[Lake, Settings]:
+    return filled_lake(tmp_path, paths=["lexical", "glossary", "graph"])  # type: ignore[no-any-return]
 
 
 def _library_wide(index: IndexSet, text: str, businesses: Sequence[str], k: int = 50) -> list[Any]:
@@ -62,13 +53,8 @@ def _sharded(index: IndexSet, text: str, businesses: Sequence[str], k: int = 50)
     ]
 
 
-def _shard_files(index: IndexSet, business: str) -> dict[str, os.stat_result]:
-    folder = index.folder / "lexical" / "shards" / index.manifest["lexical_shards"][business]["folder"]
-    return {p.name: p.stat() for p in folder.iterdir()}
-
-
 def test_a_change_in_one_business_rewrites_only_its_lexical_shard(
-    lake_and_settings: tuple[Lake, Settings],
+    lake_and_settings: tuple[Lake, Settings], table_editor: Any, shard_stats: Any
 ) -> None:
     lake, settings = lake_and_settings
     first = IndexSet.build(lake, settings)
@@ -76,21 +62,18 @@ def test_a_change_in_one_business_rewrites_only_its_lexical_shard(
     assert sorted(first.build_stats.rebuilt_lexical_shards) == ["game", "music"]
     assert first.manifest["counts"]["retokenized_assets"] == 8
 
-    changed = TableAsset(
-        business="music",
-        name="concert",
-        comment="concerts and their tours",
-        columns=[Column(name="concert_ID"), Column(name="concert_Name"), Column(name="Year")],
-    )
-    lake.merge_assets([changed], run_id="edit")
+    table_editor(lake)
     second = IndexSet.build(lake, settings)
     stats = second.build_stats
     assert stats is not None
     assert (stats.rebuilt_lexical_shards, stats.reused_lexical_shards) == (["music"], ["game"])
     assert second.manifest["counts"]["retokenized_assets"] == 1  # the music shard's other tables reuse tokens
-    before, after = _shard_files(first, "game"), _shard_files(second, "game")
+    before, after = shard_stats(first, "lexical", "game"), shard_stats(second, "lexical", "game")
     assert after and all(after[name].st_ino == before[name].st_ino for name in after)  # hard links
-    music_before, music_after = _shard_files(first, "music"), _shard_files(second, "music")
+    music_before, music_after = (
+        shard_stats(first, "lexical", "music"),
+        shard_stats(second, "lexical", "music"),
+    )
     assert all(music_after[name].st_ino != music_before[name].st_ino for name in music_after)
     hits = second.recall("tours", ["music"], paths=["lexical"])["lexical"]
     assert [(h.asset_id, h.matched) for h in hits] == [("music.concert", ["tour"])]  # the new comment
