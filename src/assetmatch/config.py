@@ -505,7 +505,9 @@ def check_ranker_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
             ok = isinstance(value, str) or (
                 isinstance(value, list) and all(isinstance(v, str) for v in value)
             )
-        else:
+        elif kind == "bool":
+            ok = isinstance(value, bool)
+        else:  # a YAML true is not a number
             ok = allowed is not None and isinstance(value, allowed) and not isinstance(value, bool)
         if not ok:
             raise ValueError(f"training.ranker.{key}: expected {kind}, got {value!r}")

@@ -60,6 +60,13 @@ class RankerConfig:
             "(logged to MLflow) and early stopping (0: neither, train to the end)."
         },
     )
+    eval_at_start: bool = field(
+        default=True,
+        metadata={
+            "help": "Score the validation requirements before the first step too: the curve's baseline "
+            "(where training starts). One validation pass; early stopping never keeps it."
+        },
+    )
     patience: int = field(
         default=3,
         metadata={"help": "Stop after this many validation checks without improvement; keep the best."},

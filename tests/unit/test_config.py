@@ -62,10 +62,15 @@ def test_ranker_overrides_are_checked_when_the_config_loads(tmp_path: Path) -> N
     path = write(tmp_path, "training: {ranker: {lora_r: eight}}\n")
     with pytest.raises(ConfigError, match=r"training\.ranker\.lora_r: expected int"):
         load_settings(path)
+    path = write(tmp_path, "training: {ranker: {eval_at_start: 0}}\n")
+    with pytest.raises(ConfigError, match=r"training\.ranker\.eval_at_start: expected bool"):
+        load_settings(path)
     path = write(
-        tmp_path, "training: {ranker: {learning_rate: 0.0005, target_modules: [query], max_steps: 3}}\n"
+        tmp_path,
+        "training: {ranker: {learning_rate: 0.0005, target_modules: [query], max_steps: 3, eval_at_start: false}}\n",
     )
     assert load_settings(path).training.ranker["target_modules"] == ["query"]
+    assert load_settings(path).training.ranker["eval_at_start"] is False
 
 
 def test_source_referring_to_unknown_business(tmp_path: Path) -> None:

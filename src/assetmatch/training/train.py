@@ -201,7 +201,7 @@ def fit_adapter(
             return stale >= config.patience
 
         validating = validator is not None and config.eval_every > 0
-        if validating:
+        if validating and config.eval_at_start:
             check()  # step 0: where training starts (the shared adapter, or an untrained head)
         peft_model.train()
         while step < total and not stopped:

@@ -88,5 +88,15 @@ def test_per_business_adapter_starts_from_the_shared_one(shared: Path, tmp_path:
     assert [p["step"] for p in own.fit.curve] == [0.0, 1.0, 2.0]
     assert own.fit.best_step in (1, 2) and {"all_gold_at_3", "set_f1", "mrr"} <= set(own.fit.curve[0])
     assert (own.adapter_dir / "validation_curve.png").exists()
+    no_baseline = train_business(
+        "g",
+        data(),
+        ASSETS,
+        Bm25Candidates(ASSETS),
+        config(max_steps=2, learning_rate=1e-9, eval_every=1, eval_at_start=False),
+        tmp_path / "no-baseline",
+        init_from=shared,
+    )
+    assert [p["step"] for p in no_baseline.fit.curve] == [1.0, 2.0]  # no pass before the first step
     assert scores(own.adapter_dir) == pytest.approx(scores(shared), abs=1e-3)
     assert scores(fresh.adapter_dir) != pytest.approx(scores(shared), abs=1e-3)
