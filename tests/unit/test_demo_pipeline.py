@@ -10,9 +10,10 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from assetmatch.cli import app
-from assetmatch.cli.demo import THREAD_VARIABLES, default_threads, limit_threads
+from assetmatch.cli.demo import default_threads
 from assetmatch.demo import pipeline
 from assetmatch.demo.pipeline import DemoContext, run_steps, select_steps, step, step_names, timing_table
+from assetmatch.serving.threads import THREAD_VARIABLES, limit_threads_before_load
 
 
 def test_steps_are_ordered_and_generate_comes_first() -> None:
@@ -54,7 +55,7 @@ def test_thread_caps_respect_the_environment(monkeypatch: pytest.MonkeyPatch) ->
     for name in THREAD_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("OMP_NUM_THREADS", "2")  # the user's own choice wins
-    limit_threads(3)
+    limit_threads_before_load(3)
     assert os.environ["OMP_NUM_THREADS"] == "2" and os.environ["MKL_NUM_THREADS"] == "3"
     assert 1 <= default_threads() <= 4
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from assetmatch.cli import common
-from assetmatch.serving.threads import THREAD_VARIABLES
+from assetmatch.serving.threads import limit_threads_before_load
 
 
 def demo(
@@ -43,7 +43,7 @@ def demo(
     Everything lands in --dir, the demo's own assetmatch.yaml included; point any other command at it
     with `assetmatch --config DIR/assetmatch.yaml ...`.
     """
-    limit_threads(threads or default_threads())
+    limit_threads_before_load(threads or default_threads())  # before the steps import the math libraries
     from assetmatch.demo.pipeline import STEPS, DemoContext, run_steps, timing_table
     from assetmatch.demo.warehouse import DEFAULT_SEED
 
@@ -71,12 +71,6 @@ def default_threads() -> int:
     gradient-boosting predict over ~50 candidates) is many times slower when OpenMP spins one
     thread per core on a machine whose cores are busy with other work."""
     return max(1, min(4, (os.cpu_count() or 2) // 2))
-
-
-def limit_threads(n: int) -> None:
-    """Cap the math libraries' thread pools before they load (they are imported inside the steps)."""
-    for name in THREAD_VARIABLES:
-        os.environ.setdefault(name, str(n))
 
 
 def register(app: typer.Typer) -> None:

@@ -15,7 +15,7 @@ import typer
 from rich.table import Table
 
 from assetmatch.cli.common import console, err_console, friendly_errors, settings
-from assetmatch.cli.demo import limit_threads
+from assetmatch.serving.threads import limit_threads_before_load
 from assetmatch.types import PATHS
 
 if TYPE_CHECKING:
@@ -101,7 +101,7 @@ def match(
     """Rank the tables for a requirement and show the selected set."""
     # One requirement is small math: one thread per library, so that a busy machine's other work
     # does not make OpenMP/BLAS wait for cores (an explicit OMP_NUM_THREADS etc. still wins).
-    limit_threads(1)
+    limit_threads_before_load(1)
     from assetmatch.cli.match_cache import LazyChampion, online_features
     from assetmatch.matching.matcher import Matcher, UnknownBusinessError, describe
     from assetmatch.recall.index import IndexLoadError

@@ -23,15 +23,21 @@ T = TypeVar("T")
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
+def limit_threads_before_load(n: int) -> None:
+    """Cap the thread pools of math libraries not loaded yet, through their environment variables
+    (an explicit value there wins)."""
+    for name in THREAD_VARIABLES:
+        os.environ.setdefault(name, str(n))
+
+
 def limit_math_threads(n: int) -> None:
     """Cap the math libraries at `n` threads (0: leave them alone): those already loaded now,
-    those loaded later through their environment variables (an explicit value there wins)."""
+    those loaded later through their environment variables."""
     if n <= 0:
         return
     from threadpoolctl import threadpool_limits
 
-    for name in THREAD_VARIABLES:
-        os.environ.setdefault(name, str(n))
+    limit_threads_before_load(n)
     threadpool_limits(limits=n)  # applies at once and stays: the returned object is not restored
 
 
