@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import os
 import threading
+from pathlib import Path
 from typing import Any
 
+import pytest
 import sklearn.ensemble  # noqa: F401  (loads the OpenMP runtime the coarse model's predict uses)
 from threadpoolctl import threadpool_info, threadpool_limits
 
@@ -59,3 +61,47 @@ def test_start_up_caps_the_process_wide_blas_pools(monkeypatch) -> None:  # type
 
 def test_serving_caps_math_threads_at_one_by_default() -> None:
     assert ServingConfig().math_threads == 1
+
+
+@pytest.mark.parametrize("cap", [1, 3])
+def test_a_match_request_through_the_api_runs_at_the_configured_cap(cap: int, tmp_path: Path) -> None:
+    """The whole path: /v1/match in the server's pool thread sees `serving.math_threads` OpenMP
+    threads while the engine matches (a spy around the real engine records it)."""
+    from fastapi.testclient import TestClient
+
+    from assetmatch.serving.app import create_app
+    from assetmatch.serving.auth import hash_key
+    from assetmatch.serving.synthetic import synthetic_deployment
+
+    settings = synthetic_deployment(
+        tmp_path / "deploy", ("ga",), tables=12, adapters=False, paths=("lexical",)
+    )
+    serving = settings.serving.model_copy(
+        update={
+            "api_keys": {hash_key("k"): ["*"]},
+            "reload_interval_s": 0,
+            "cache_size": 0,
+            "math_threads": cap,
+        }
+    )
+    app = create_app(
+        settings.model_copy(update={"serving": serving}), model_source=None, spool_dir=str(tmp_path / "spool")
+    )
+    seen: list[set[int]] = []
+    with TestClient(app, raise_server_exceptions=False) as client:
+        engine = app.state.ctx.holder.current.engines["champion"]
+        match = engine.match
+
+        def spy(*args: Any) -> Any:
+            seen.append(openmp_threads())
+            return match(*args)
+
+        engine.match = spy
+        response = client.post(
+            "/v1/match",
+            json={"business": "ga", "requirement": "daily revenue of user per channel", "k": 5},
+            headers={"X-API-Key": "k"},
+        )
+    assert response.status_code == 200, response.text
+    assert response.json()["tables"]
+    assert seen == [{cap}]
