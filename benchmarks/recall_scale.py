@@ -244,6 +244,13 @@ def _load() -> str:
     return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg()) + f" on {os.cpu_count()} cores"
 
 
+def _rss_mb() -> float:
+    """Resident memory of this process now."""
+    import psutil
+
+    return float(psutil.Process().memory_info().rss) / 2**20
+
+
 def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -274,6 +281,11 @@ def main() -> None:
         "--index-types",
         action="store_true",
         help="also compare flat, HNSW and IVF-PQ over all the table vectors as one shard",
+    )
+    parser.add_argument(
+        "--read-tables",
+        action="store_true",
+        help="after the queries, read every business's tables (as serving's start-up probes do) and print the time and memory",
     )
     parser.add_argument(
         "--queries-only",
@@ -323,12 +335,16 @@ def main() -> None:
         )
         _timed_rebuild(lake, settings, full_s, "10% of one business's tables", workdir, 0.0, 9, one)
 
+    gc.collect()
+    rss_before = _rss_mb()
     t0 = time.perf_counter()
     index = IndexSet.load_latest(settings.recall.index_root)
     loaded_s = time.perf_counter() - t0
+    rss_loaded = _rss_mb()
     index.warmup()
     print(
-        f"load: {loaded_s:.1f} s (dense shards load on first query); load + warm-up {time.perf_counter() - t0:.1f} s"
+        f"load: {loaded_s:.1f} s, RSS +{rss_loaded - rss_before:.0f} MB (tables and shards are read on "
+        f"first use); load + warm-up {time.perf_counter() - t0:.1f} s"
     )
     businesses = sorted(index.ranges)
     texts = [
@@ -374,6 +390,15 @@ def main() -> None:
             )
     loaded = len(index.dense.loaded) if index.dense is not None else 0
     print(f"dense shards loaded after the queries: {loaded} of {len(businesses)}")
+    if args.read_tables:  # what serving's start-up probes do: one table of every business asked for
+        rss = _rss_mb()
+        t0 = time.perf_counter()
+        for business in businesses:
+            index.assets[index.asset_ids[index.ranges[business][0]]]
+        print(
+            f"every business's tables read: {time.perf_counter() - t0:.1f} s, RSS +{_rss_mb() - rss:.0f} MB "
+            f"({len(index.asset_ids)} tables); {_load()}"
+        )
     print(f"peak memory (max RSS of the driver, builds + queries): {_peak_mb():.0f} MB; {_load()}")
     if args.index_types and index.dense is not None and index.usage_vectors is not None:
         compare_index_types(index, workdir / "index-types")

@@ -93,7 +93,9 @@ class BusinessAssets(Mapping[str, TableAsset]):
     access to one of that business's tables, and kept from then on.
 
     The file stays open, so the tables stay readable even if the index folder is pruned while this
-    object lives (as the dense shards stay mapped)."""
+    object lives (as the dense shards stay mapped). A business's lines are checked against the rows
+    the index gives it when they are read: a file changed after the build raises `ValueError` there,
+    and `problems()` finds a file cut short or grown without reading it."""
 
     def __init__(
         self,
@@ -104,8 +106,10 @@ class BusinessAssets(Mapping[str, TableAsset]):
     ) -> None:
         """row_of: asset id -> row, in row order (the index's own, shared); ranges: business ->
         [start, end) rows; spans: business -> [start, end) bytes of its lines in the file."""
+        self.path = path
         self._file = open(path, "rb")  # noqa: SIM115  # held for the object's life, see the class doc
         self._row_of = row_of
+        self._ranges = dict(ranges)
         self._spans = dict(spans)
         order = sorted((start, business) for business, (start, _) in ranges.items())
         self._starts = [start for start, _ in order]
@@ -123,6 +127,14 @@ class BusinessAssets(Mapping[str, TableAsset]):
         """Businesses whose tables have been read so far."""
         return sorted(self._loaded)
 
+    def problems(self) -> list[str]:
+        """What is wrong with the file as a whole, found from its size alone ([] when nothing)."""
+        size = os.fstat(self._file.fileno()).st_size
+        end = max((stop for _, stop in self._spans.values()), default=0)
+        if size != end:
+            return [f"{self.path.name} holds {size} bytes but its tables' lines end at byte {end}"]
+        return []
+
     def _business(self, business: str) -> dict[str, TableAsset]:
         found = self._loaded.get(business)
         if found is None:
@@ -135,8 +147,23 @@ class BusinessAssets(Mapping[str, TableAsset]):
                         TableAsset.model_validate_json(line) for line in data.splitlines() if line.strip()
                     ]
                     found = {a.asset_id: a for a in assets}
+                    self._check(business, found)
                     self._loaded[business] = found
         return found
+
+    def _check(self, business: str, found: Mapping[str, TableAsset]) -> None:
+        first, stop = self._ranges[business]
+        wrong = [
+            a
+            for a, t in found.items()
+            if t.business != business or not first <= self._row_of.get(a, -1) < stop
+        ]
+        if wrong or len(found) != stop - first:
+            raise ValueError(
+                f"{self.path}: the lines of business {business!r} do not hold its rows {first}..{stop} "
+                f"({len(found)} tables read, {len(wrong)} of them not its own, e.g. {wrong[:3]}): "
+                "the file was changed after the index was built"
+            )
 
     def __getitem__(self, asset_id: str) -> TableAsset:
         row = self._row_of[asset_id]  # KeyError for a table the index does not hold

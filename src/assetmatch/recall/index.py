@@ -82,9 +82,11 @@ from assetmatch.types import Hit
 if TYPE_CHECKING:  # the lake (deltalake, pyarrow) is read by `build` only: loading an index never needs it
     from assetmatch.lake import Lake
 
-# 2: dense vectors in per-business shards (dense/shards/<business>/); 3: BM25 too (lexical/shards/)
-FORMAT_VERSION = 3
+# 2: dense vectors in per-business shards (dense/shards/<business>/); 3: BM25 too (lexical/shards/);
+# 4: asset_rows.json, so a load reads a business's tables on its first use
+FORMAT_VERSION = 4
 ASSETS_FILE = "assets.jsonl"  # the tables in row order, one JSON line each
+ASSET_ROWS_FILE = "asset_rows.json"  # ids in row order; each business's rows and bytes of assets.jsonl
 
 
 class IndexLoadError(LookupError):
@@ -176,6 +178,11 @@ class _Library:
     links: list[tuple[str, str]] = field(default_factory=list)  # (asset id, the asset it references)
     texts: dict[str, str] = field(default_factory=dict)  # content key -> document, for the uncached ones
     has_cjk: bool = False
+
+    def write_rows(self, path: Path) -> None:
+        """`ASSET_ROWS_FILE`: what a load needs to find any table without reading the others."""
+        rows = {"ids": self.ids, "ranges": self.ranges, "spans": self.spans}
+        path.write_text(json.dumps(rows, ensure_ascii=False), encoding="utf-8")
 
 
 def _ranges(businesses: Sequence[str]) -> dict[str, tuple[int, int]]:
@@ -377,6 +384,7 @@ class IndexSet:
             with open(folder / "usage" / "past.jsonl", "w", encoding="utf-8") as out:
                 for p in past:
                     out.write(json.dumps(p.__dict__, ensure_ascii=False) + "\n")
+            library.write_rows(folder / ASSET_ROWS_FILE)
             with open(folder / "glossary.jsonl", "w", encoding="utf-8") as out:
                 for entries in glossary.values():
                     for e in entries:
@@ -437,10 +445,10 @@ class IndexSet:
     # ---- load --------------------------------------------------------------------------------------
     @classmethod
     def load(cls, path: str | Path, settings: Settings | None = None) -> IndexSet:
-        """Read a published index folder into memory, its tables included (serving answers any
-        business at once, and its consistency check reads every table); a business's dense and lexical
-        shards are memory-mapped on the first query that needs them (the folder must therefore stay
-        in place while the index is used).
+        """Open a published index folder: its tables are read a business at a time, on the first use
+        of one of them (`recall.assets.BusinessAssets`), and a business's dense and lexical shards are
+        memory-mapped on the first query that needs them (the folder must therefore stay in place
+        while the index is used).
 
         settings: only `recall.paths` and the encoder's device and token budget are taken from it
         (default: the paths recorded in the manifest). The encoder is always the one recorded in the
@@ -456,8 +464,15 @@ class IndexSet:
                 f"{folder} has index format {manifest.get('format_version')}, this version reads "
                 f"{FORMAT_VERSION}: rebuild it with `assetmatch index build`"
             )
-        with open(folder / ASSETS_FILE, encoding="utf-8") as lines:
-            assets = [TableAsset.model_validate_json(line) for line in lines if line.strip()]
+        try:
+            rows = json.loads((folder / ASSET_ROWS_FILE).read_text(encoding="utf-8"))
+            asset_ids = [str(a) for a in rows["ids"]]
+            ranges = {b: (int(s), int(e)) for b, (s, e) in rows["ranges"].items()}
+            spans = {b: (int(s), int(e)) for b, (s, e) in rows["spans"].items()}
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise IndexLoadError(f"{folder}: {ASSET_ROWS_FILE} is missing or unreadable: {exc}") from exc
+        row_of = {asset_id: row for row, asset_id in enumerate(asset_ids)}
+        assets = BusinessAssets(folder / ASSETS_FILE, row_of, ranges, spans)
         with open(folder / "usage" / "past.jsonl", encoding="utf-8") as lines:
             past = [PastRequirement(**json.loads(line)) for line in lines if line.strip()]
         glossary: dict[str, list[GlossaryEntry]] = defaultdict(list)
@@ -466,7 +481,6 @@ class IndexSet:
                 if line.strip():
                     entry = GlossaryEntry(**json.loads(line))
                     glossary[entry.business].append(entry)
-        ranges = _ranges([a.business for a in assets])
         dense = None
         usage_vectors = None
         if manifest.get("dense_index", "none") != "none":  # built without vectors when no path needed them
@@ -487,9 +501,9 @@ class IndexSet:
         return cls(
             folder,
             manifest,
-            [a.asset_id for a in assets],
+            asset_ids,
             ranges,
-            {a.asset_id: a for a in assets},
+            assets,
             LexicalIndex(folder / "lexical", lexical_shards, ranges, corpus),
             dense,
             dict(glossary),
@@ -499,6 +513,7 @@ class IndexSet:
             JoinGraph.load(folder / "graph"),
             encoder,
             paths,
+            row_of=row_of,
         )
 
     @classmethod

@@ -56,9 +56,10 @@ def publish_inconsistent_index(index_root: str | Path, keep_share: float = 0.5) 
     with publish.staging(root, broken_id) as staged:
         shutil.copytree(root / previous, staged, dirs_exist_ok=True)
         assets = staged / "assets.jsonl"
-        lines = assets.read_text(encoding="utf-8").splitlines(keepends=True)
+        lines = assets.read_bytes().splitlines(keepends=True)
         kept = max(1, int(len(lines) * keep_share))
-        assets.write_text("".join(lines[:kept]), encoding="utf-8")
+        assets.write_bytes(b"".join(lines[:kept]))
+        _cut_rows(staged / "asset_rows.json", lines[:kept])
         manifest_path = staged / publish.MANIFEST
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
         manifest["id"] = manifest["version"] = broken_id
@@ -74,6 +75,23 @@ def publish_inconsistent_index(index_root: str | Path, keep_share: float = 0.5) 
         f"index {broken_id}: {kept} of {len(lines)} assets listed (was {previous})",
         undo,
     )
+
+
+def _cut_rows(path: Path, lines: list[bytes]) -> None:
+    """Rewrite an index's row file (`recall.index.ASSET_ROWS_FILE`) for the first `lines` of its
+    assets.jsonl, so the list is cut consistently and only the other files disagree with it."""
+    ids: list[str] = []
+    ranges: dict[str, list[int]] = {}
+    spans: dict[str, list[int]] = {}
+    offset = 0
+    for line in lines:
+        table = json.loads(line)
+        business = table["business"]
+        ranges.setdefault(business, [len(ids), len(ids)])[1] = len(ids) + 1
+        spans.setdefault(business, [offset, offset])[1] = offset + len(line)
+        ids.append(table["asset_id"])
+        offset += len(line)
+    path.write_text(json.dumps({"ids": ids, "ranges": ranges, "spans": spans}), encoding="utf-8")
 
 
 def move_alias_to_corrupt_version(

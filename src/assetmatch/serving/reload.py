@@ -276,6 +276,12 @@ def check_index(index: Any) -> list[str]:
         problems.append(
             f"business row ranges cover {covered} of {rows} rows (assets not grouped by business)"
         )
+    whole_file = getattr(assets, "problems", None)
+    if whole_file is not None:
+        # tables read a business at a time (`recall.assets.BusinessAssets`): the file's size here,
+        # each business's rows when its tables are first read (the probes below read them all)
+        problems += whole_file()
+        return problems
     ids = getattr(index, "asset_ids", [])
     for business, (start, end) in sorted(ranges.items()):
         if any(assets[a].business != business for a in ids[start:end] if a in assets):

@@ -115,3 +115,39 @@ def test_the_built_index_answers_like_the_loaded_one(
     assert built.assets.get("game.nope") is None and "game.dim_user" in built.assets
     with pytest.raises(KeyError):
         built.assets["game.nope"]
+
+
+def test_a_loaded_index_reads_a_business_s_tables_on_first_use(lexical_settings: Settings) -> None:
+    lake = Lake.from_settings(lexical_settings)
+    lake.merge_assets(_library(4, 10), run_id="r")
+    folder = IndexSet.build(lake, lexical_settings).folder
+    gc.collect()
+    before = _alive_tables()
+    loaded = IndexSet.load(folder)
+    assert isinstance(loaded.assets, BusinessAssets) and loaded.assets.loaded == []
+    assert _alive_tables() - before == 0 and len(loaded.assets) == 40 and "b2.t3_orders" in loaded.assets
+    assert loaded.recall("orders per user", ["b2"])["lexical"]  # a query reads no table...
+    assert loaded.assets["b2.t3_orders"].business == "b2"  # ...a table asked for reads its business
+    assert loaded.assets.loaded == ["b2"] and _alive_tables() - before == 10
+    assert loaded.assets.problems() == []
+
+
+def test_a_tables_file_changed_after_the_build_is_named_not_served(lexical_settings: Settings) -> None:
+    lake = Lake.from_settings(lexical_settings)
+    lake.merge_assets(_library(3, 4), run_id="r")
+    folder = IndexSet.build(lake, lexical_settings).folder
+    tables = folder / index_module.ASSETS_FILE
+    lines = tables.read_bytes().splitlines(keepends=True)
+    # b1's first line swapped for b0's first: same length, another business's table
+    swapped = lines[:4] + [lines[0]] + lines[5:]
+    tables.write_bytes(b"".join(swapped))
+    loaded = IndexSet.load(folder)
+    assert loaded.assets.problems() == []  # the size is right...
+    assert loaded.assets["b0.t0_orders"].name == "t0_orders"
+    with pytest.raises(ValueError, match=r"business 'b1' do not hold its rows 4\.\.8"):
+        loaded.assets["b1.t2_orders"]  # ...but b1's lines are not b1's tables
+    tables.write_bytes(b"".join(lines[:-2]))  # cut short
+    assert "holds" in IndexSet.load(folder).assets.problems()[0]
+    (folder / index_module.ASSET_ROWS_FILE).unlink()
+    with pytest.raises(index_module.IndexLoadError, match="asset_rows.json is missing"):
+        IndexSet.load(folder)
