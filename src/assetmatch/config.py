@@ -340,6 +340,13 @@ class RecallConfig(_Strict):
         description="A business's dense shard above this many tables gets an IVF-PQ index (FAISS IndexIVFPQ, "
         "trained on the shard's vectors; compressed codes, candidates re-ranked exactly) instead of HNSW.",
     )
+    tables_in_memory: int = Field(
+        default=50_000,
+        gt=0,
+        description="Tables a loaded index keeps parsed (~12 KB each), whole businesses, the least "
+        "recently used dropped first; a dropped business's tables are read again from the index "
+        "when next asked for (~15 ms for 500 tables).",
+    )
     dask_address: str | None = Field(
         default=None,
         description="Dask scheduler that embeds the tables (e.g. tcp://dask-scheduler:8786); empty: a "

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import threading
 from bisect import bisect_right
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from itertools import chain, pairwise
 from pathlib import Path
@@ -90,7 +91,8 @@ def asset_line(asset: TableAsset) -> bytes:
 
 class BusinessAssets(Mapping[str, TableAsset]):
     """An index's tables by id, read from its `assets.jsonl` a business at a time, on the first
-    access to one of that business's tables, and kept from then on.
+    access to one of that business's tables, and kept while they are among the `max_tables` most
+    recently used (whole businesses; the one just read is always kept).
 
     The file stays open, so the tables stay readable even if the index folder is pruned while this
     object lives (as the dense shards stay mapped). A business's lines are checked against the rows
@@ -103,9 +105,11 @@ class BusinessAssets(Mapping[str, TableAsset]):
         row_of: Mapping[str, int],
         ranges: Mapping[str, tuple[int, int]],
         spans: Mapping[str, tuple[int, int]],
+        max_tables: int | None = None,
     ) -> None:
         """row_of: asset id -> row, in row order (the index's own, shared); ranges: business ->
-        [start, end) rows; spans: business -> [start, end) bytes of its lines in the file."""
+        [start, end) rows; spans: business -> [start, end) bytes of its lines in the file;
+        max_tables: how many tables to keep parsed (None: all)."""
         self.path = path
         self._file = open(path, "rb")  # noqa: SIM115  # held for the object's life, see the class doc
         self._row_of = row_of
@@ -114,7 +118,9 @@ class BusinessAssets(Mapping[str, TableAsset]):
         order = sorted((start, business) for business, (start, _) in ranges.items())
         self._starts = [start for start, _ in order]
         self._businesses = [business for _, business in order]
-        self._loaded: dict[str, dict[str, TableAsset]] = {}
+        self._max_tables = max_tables
+        self._loaded: OrderedDict[str, dict[str, TableAsset]] = OrderedDict()  # least recent first
+        self._held = 0  # tables in _loaded
         self._lock = threading.Lock()
 
     def __del__(self) -> None:
@@ -124,7 +130,7 @@ class BusinessAssets(Mapping[str, TableAsset]):
 
     @property
     def loaded(self) -> list[str]:
-        """Businesses whose tables have been read so far."""
+        """Businesses whose tables are held now."""
         return sorted(self._loaded)
 
     def problems(self) -> list[str]:
@@ -136,20 +142,22 @@ class BusinessAssets(Mapping[str, TableAsset]):
         return []
 
     def _business(self, business: str) -> dict[str, TableAsset]:
-        found = self._loaded.get(business)
-        if found is None:
-            with self._lock:
-                found = self._loaded.get(business)
-                if found is None:
-                    start, end = self._spans[business]
-                    data = os.pread(self._file.fileno(), end - start, start)
-                    assets = [
-                        TableAsset.model_validate_json(line) for line in data.splitlines() if line.strip()
-                    ]
-                    found = {a.asset_id: a for a in assets}
-                    self._check(business, found)
-                    self._loaded[business] = found
-        return found
+        with self._lock:  # one reader at a time: a business is parsed once, not by every thread
+            found = self._loaded.get(business)
+            if found is not None:
+                self._loaded.move_to_end(business)
+                return found
+            start, end = self._spans[business]
+            data = os.pread(self._file.fileno(), end - start, start)
+            assets = [TableAsset.model_validate_json(line) for line in data.splitlines() if line.strip()]
+            found = {a.asset_id: a for a in assets}
+            self._check(business, found)
+            self._loaded[business] = found
+            self._held += len(found)
+            while self._max_tables is not None and self._held > self._max_tables and len(self._loaded) > 1:
+                _, dropped = self._loaded.popitem(last=False)
+                self._held -= len(dropped)
+            return found
 
     def _check(self, business: str, found: Mapping[str, TableAsset]) -> None:
         first, stop = self._ranges[business]

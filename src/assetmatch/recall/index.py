@@ -433,7 +433,9 @@ class IndexSet:
         # read from the published folder, lazily, like a loaded index
         if shards:
             dense = DenseIndex(published / "dense", shards, library.ranges)
-        assets = BusinessAssets(published / ASSETS_FILE, row_of, library.ranges, library.spans)
+        assets = BusinessAssets(
+            published / ASSETS_FILE, row_of, library.ranges, library.spans, settings.recall.tables_in_memory
+        )
         built = cls(
             published, manifest, library.ids, library.ranges, assets,
             LexicalIndex(published / "lexical", lexical_shards, library.ranges, corpus), dense, glossary,
@@ -446,13 +448,14 @@ class IndexSet:
     @classmethod
     def load(cls, path: str | Path, settings: Settings | None = None) -> IndexSet:
         """Open a published index folder: its tables are read a business at a time, on the first use
-        of one of them (`recall.assets.BusinessAssets`), and a business's dense and lexical shards are
-        memory-mapped on the first query that needs them (the folder must therefore stay in place
-        while the index is used).
+        of one of them, and at most `recall.tables_in_memory` are kept (`recall.assets.BusinessAssets`);
+        a business's dense and lexical shards are memory-mapped on the first query that needs them
+        (the folder must therefore stay in place while the index is used).
 
-        settings: only `recall.paths` and the encoder's device and token budget are taken from it
-        (default: the paths recorded in the manifest). The encoder is always the one recorded in the
-        manifest: query vectors must come from the model that embedded the tables.
+        settings: only `recall.paths`, `recall.tables_in_memory` and the encoder's device and token
+        budget are taken from it (default: the paths recorded in the manifest). The encoder is always
+        the one recorded in the manifest: query vectors must come from the model that embedded the
+        tables.
         """
         folder = Path(path)
         manifest_path = folder / publish.MANIFEST
@@ -472,7 +475,8 @@ class IndexSet:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise IndexLoadError(f"{folder}: {ASSET_ROWS_FILE} is missing or unreadable: {exc}") from exc
         row_of = {asset_id: row for row, asset_id in enumerate(asset_ids)}
-        assets = BusinessAssets(folder / ASSETS_FILE, row_of, ranges, spans)
+        held = (settings.recall if settings is not None else RecallConfig()).tables_in_memory
+        assets = BusinessAssets(folder / ASSETS_FILE, row_of, ranges, spans, held)
         with open(folder / "usage" / "past.jsonl", encoding="utf-8") as lines:
             past = [PastRequirement(**json.loads(line)) for line in lines if line.strip()]
         glossary: dict[str, list[GlossaryEntry]] = defaultdict(list)

@@ -139,7 +139,7 @@ def test_a_tables_file_changed_after_the_build_is_named_not_served(lexical_setti
     tables = folder / index_module.ASSETS_FILE
     lines = tables.read_bytes().splitlines(keepends=True)
     # b1's first line swapped for b0's first: same length, another business's table
-    swapped = lines[:4] + [lines[0]] + lines[5:]
+    swapped = [*lines[:4], lines[0], *lines[5:]]
     tables.write_bytes(b"".join(swapped))
     loaded = IndexSet.load(folder)
     assert loaded.assets.problems() == []  # the size is right...
@@ -149,5 +149,22 @@ def test_a_tables_file_changed_after_the_build_is_named_not_served(lexical_setti
     tables.write_bytes(b"".join(lines[:-2]))  # cut short
     assert "holds" in IndexSet.load(folder).assets.problems()[0]
     (folder / index_module.ASSET_ROWS_FILE).unlink()
-    with pytest.raises(index_module.IndexLoadError, match="asset_rows.json is missing"):
+    with pytest.raises(index_module.IndexLoadError, match=r"asset_rows\.json is missing"):
         IndexSet.load(folder)
+
+
+def test_a_loaded_index_keeps_at_most_tables_in_memory(lexical_settings: Settings) -> None:
+    lake = Lake.from_settings(lexical_settings)
+    lake.merge_assets(_library(4, 10), run_id="r")
+    folder = IndexSet.build(lake, lexical_settings).folder
+    capped = lexical_settings.model_copy(
+        update={"recall": lexical_settings.recall.model_copy(update={"tables_in_memory": 25})}
+    )
+    before = _alive_tables()
+    loaded = IndexSet.load(folder, capped)
+    for business in ("b0", "b1", "b0", "b2"):  # b0 used again: b1 is the least recently used
+        assert loaded.assets[f"{business}.t1_orders"].business == business
+    assert loaded.assets.loaded == ["b0", "b2"]
+    assert loaded.assets["b1.t9_orders"].name == "t9_orders"  # read again when asked for
+    assert loaded.assets.loaded == ["b1", "b2"]
+    assert _alive_tables() - before == 20  # what the index holds, never the 40 of the library
