@@ -102,13 +102,16 @@ def test_int8_scores_rank_like_float32(adapters: dict[str, Path]) -> None:
     for scorer in (fp32, int8):
         scorer.load_adapter("g", adapters["trained"])
     ref, got = fp32.score_rows(_rows("g")), int8.score_rows(_rows("g"))
-    for want, have in zip(_lists(ref), _lists(got)):
-        assert int(np.argmax(want)) == int(np.argmax(have))  # same top-1 in every list
-        assert _spearman(want, have) >= 0.9  # at most one neighbour swap in a list of 6
-    assert _spearman(np.asarray(ref), np.asarray(got)) >= 0.95  # all 30 pairs
     spread = float(np.std(ref))
     assert spread > 0.5  # the trained adapter really separates tables...
     assert float(np.max(np.abs(np.asarray(ref) - np.asarray(got)))) < 0.2 * spread  # ...int8 barely moves
+    for want, have in zip(_lists(ref), _lists(got)):
+        # int8's top table is float32's, or a near-tie of it: how far int8 moves a score depends on
+        # the CPU's int8 kernels (up to 12% of the spread on an AVX2-only CPU, which swapped a pair
+        # 6.5% of the spread apart), never a table float32 ranks clearly lower
+        assert float(want.max() - want[int(np.argmax(have))]) < 0.2 * spread
+        assert _spearman(want, have) >= 0.9  # at most one neighbour swap in a list of 6
+    assert _spearman(np.asarray(ref), np.asarray(got)) >= 0.95  # all 30 pairs
 
 
 def test_quantized_base_keeps_lora_and_head_in_float32(adapters: dict[str, Path]) -> None:
