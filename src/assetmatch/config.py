@@ -345,7 +345,7 @@ class RecallConfig(_Strict):
         gt=0,
         description="Tables a loaded index keeps parsed (~12 KB each), whole businesses, the least "
         "recently used dropped first; a dropped business's tables are read again from the index "
-        "when next asked for (~15 ms for 500 tables).",
+        "when next asked for (15–60 ms for 500 tables, by CPU).",
     )
     dask_address: str | None = Field(
         default=None,

@@ -16,6 +16,7 @@ use (`BusinessAssets`), so the build's own result does not hold the library eith
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from bisect import bisect_right
@@ -142,10 +143,15 @@ class BusinessAssets(Mapping[str, TableAsset]):
         return []
 
     def _business(self, business: str) -> dict[str, TableAsset]:
+        found = self._loaded.get(business)
+        if found is not None:  # the hot path (every candidate of every query) takes no lock
+            if self._max_tables is not None:
+                with contextlib.suppress(KeyError):  # dropped meanwhile by another thread's read
+                    self._loaded.move_to_end(business)
+            return found
         with self._lock:  # one reader at a time: a business is parsed once, not by every thread
             found = self._loaded.get(business)
             if found is not None:
-                self._loaded.move_to_end(business)
                 return found
             start, end = self._spans[business]
             data = os.pread(self._file.fileno(), end - start, start)

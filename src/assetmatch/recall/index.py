@@ -179,13 +179,20 @@ class _Library:
     texts: dict[str, str] = field(default_factory=dict)  # content key -> document, for the uncached ones
     has_cjk: bool = False
 
-    def write_rows(self, path: Path) -> None:
-        """`ASSET_ROWS_FILE`: what a load needs to find any table without reading the others."""
-        rows = {"ids": self.ids, "ranges": self.ranges, "spans": self.spans}
-        path.write_text(json.dumps(rows, ensure_ascii=False), encoding="utf-8")
+
+def write_asset_rows(
+    path: Path,
+    ids: Sequence[str],
+    ranges: Mapping[str, Sequence[int]],
+    spans: Mapping[str, Sequence[int]],
+) -> None:
+    """`ASSET_ROWS_FILE`: what a load needs to find any table without reading the others (ids in row
+    order; business -> [start, end) rows and [start, end) bytes of `ASSETS_FILE`)."""
+    rows = {"ids": list(ids), "ranges": dict(ranges), "spans": dict(spans)}
+    path.write_text(json.dumps(rows, ensure_ascii=False), encoding="utf-8")
 
 
-def _ranges(businesses: Sequence[str]) -> dict[str, tuple[int, int]]:
+def business_ranges(businesses: Sequence[str]) -> dict[str, tuple[int, int]]:
     """business -> [start, end) for a list sorted by business."""
     out: dict[str, tuple[int, int]] = {}
     for i, business in enumerate(businesses):
@@ -260,7 +267,7 @@ class IndexSet:
         self.dense = dense
         self.glossary = glossary
         self.past = past
-        self.past_ranges = _ranges([p.business for p in past])
+        self.past_ranges = business_ranges([p.business for p in past])
         self.usage_lexical = usage_lexical
         self.usage_vectors = usage_vectors
         self.graph = graph
@@ -384,7 +391,7 @@ class IndexSet:
             with open(folder / "usage" / "past.jsonl", "w", encoding="utf-8") as out:
                 for p in past:
                     out.write(json.dumps(p.__dict__, ensure_ascii=False) + "\n")
-            library.write_rows(folder / ASSET_ROWS_FILE)
+            write_asset_rows(folder / ASSET_ROWS_FILE, library.ids, library.ranges, library.spans)
             with open(folder / "glossary.jsonl", "w", encoding="utf-8") as out:
                 for entries in glossary.values():
                     for e in entries:

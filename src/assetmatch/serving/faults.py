@@ -24,10 +24,12 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import accumulate
 from pathlib import Path
 
 from assetmatch.config import Settings
 from assetmatch.recall import publish
+from assetmatch.recall.index import ASSET_ROWS_FILE, ASSETS_FILE, business_ranges, write_asset_rows
 
 
 @dataclass
@@ -55,11 +57,11 @@ def publish_inconsistent_index(index_root: str | Path, keep_share: float = 0.5) 
     broken_id = publish.new_index_id()
     with publish.staging(root, broken_id) as staged:
         shutil.copytree(root / previous, staged, dirs_exist_ok=True)
-        assets = staged / "assets.jsonl"
+        assets = staged / ASSETS_FILE
         lines = assets.read_bytes().splitlines(keepends=True)
         kept = max(1, int(len(lines) * keep_share))
         assets.write_bytes(b"".join(lines[:kept]))
-        _cut_rows(staged / "asset_rows.json", lines[:kept])
+        _cut_rows(staged / ASSET_ROWS_FILE, lines[:kept])
         manifest_path = staged / publish.MANIFEST
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
         manifest["id"] = manifest["version"] = broken_id
@@ -78,20 +80,13 @@ def publish_inconsistent_index(index_root: str | Path, keep_share: float = 0.5) 
 
 
 def _cut_rows(path: Path, lines: list[bytes]) -> None:
-    """Rewrite an index's row file (`recall.index.ASSET_ROWS_FILE`) for the first `lines` of its
-    assets.jsonl, so the list is cut consistently and only the other files disagree with it."""
-    ids: list[str] = []
-    ranges: dict[str, list[int]] = {}
-    spans: dict[str, list[int]] = {}
-    offset = 0
-    for line in lines:
-        table = json.loads(line)
-        business = table["business"]
-        ranges.setdefault(business, [len(ids), len(ids)])[1] = len(ids) + 1
-        spans.setdefault(business, [offset, offset])[1] = offset + len(line)
-        ids.append(table["asset_id"])
-        offset += len(line)
-    path.write_text(json.dumps({"ids": ids, "ranges": ranges, "spans": spans}), encoding="utf-8")
+    """Rewrite an index's row file for the first `lines` of its tables file, so the list is cut
+    consistently and only the other files disagree with it."""
+    tables = [json.loads(line) for line in lines]
+    ranges = business_ranges([t["business"] for t in tables])
+    ends = list(accumulate(len(line) for line in lines))
+    spans = {b: ((ends[start - 1] if start else 0), ends[end - 1]) for b, (start, end) in ranges.items()}
+    write_asset_rows(path, [t["asset_id"] for t in tables], ranges, spans)
 
 
 def move_alias_to_corrupt_version(
