@@ -22,6 +22,13 @@ def normalize_text(value: str | None) -> str:
     return _SPACE.sub(" ", value).strip()
 
 
+def same_request_key(value: str | None) -> str:
+    """What makes two requirement texts the same request: normalized, case and spacing ignored.
+    Paraphrases of one text share a key, so they stay on one side of a holdout split, and a
+    labelled requirement's own entries in the usage history can be left out when it is judged."""
+    return " ".join((value or "").lower().split())
+
+
 def has_broken_encoding(value: str | None) -> bool:
     """True for text that went through a wrong decode: U+FFFD, or classic UTF-8-as-Latin-1 mojibake."""
     if not value:

@@ -143,7 +143,8 @@ def fit_matching(
         iterator = progress(iterator, len(train), "fit: recall on train")
     recalled = []
     for req in iterator:
-        hits = recall_matcher.recall(req.business, req.text)
+        # its own entries in the usage history would vote for its gold tables: a new request has none
+        hits = recall_matcher.recall(req.business, req.text, leave_own_out=True)
         recalled.append((req, list(collect_candidates(hits).values())))
     stored = point_in_time_features(builder.feature_provider, recalled)
     for (req, cands), features in zip(recalled, stored):

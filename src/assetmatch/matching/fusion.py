@@ -32,6 +32,7 @@ import numpy as np
 from assetmatch.matching.types import PATHS, FeatureProvider, Hit
 from assetmatch.models import TableAsset
 from assetmatch.recall.tokenize import has_cjk, tokenize, weighted_gloss_tokens
+from assetmatch.text import same_request_key
 
 log = logging.getLogger(__name__)
 
@@ -509,7 +510,7 @@ def cv_groups_of(groups: Sequence[TrainingGroup]) -> list[str]:
     databases = [g.group for g in groups]
     if len(set(databases)) >= 2:
         return databases
-    return [" ".join(g.text.lower().split()) or g.requirement_id for g in groups]
+    return [same_request_key(g.text) or g.requirement_id for g in groups]
 
 
 @contextmanager

@@ -165,10 +165,18 @@ class Matcher:
         return cls(index, settings, coarse, selector, feature_provider, fine_ranker)
 
     # ---- stages --------------------------------------------------------------------------------
-    def recall(self, business: str, text: str) -> dict[str, list[Hit]]:
-        """All recall paths (graph included) for one requirement, restricted to visible businesses."""
+    def recall(self, business: str, text: str, leave_own_out: bool = False) -> dict[str, list[Hit]]:
+        """All recall paths (graph included) for one requirement, restricted to visible businesses.
+        `leave_own_out`: the requirement is labelled history being fitted on or judged
+        (`IndexSet.recall`): its own past entries do not vote, as for a new request."""
         businesses = visible_businesses(self.settings, business)
-        hits = self.index.recall(text, businesses, k=self.settings.matching.recall_k, paths=self.recall_paths)
+        hits = self.index.recall(
+            text,
+            businesses,
+            k=self.settings.matching.recall_k,
+            paths=self.recall_paths,
+            leave_own_out=leave_own_out,
+        )
         if self.use_graph:
             seeds = self._graph_seeds(hits)
             if seeds:

@@ -4,7 +4,8 @@
   model over the business's visible library, exactly what the fine ranker sees when it serves.
   Requirements the coarse model was fitted on get their **out-of-fold** lists (saved by the fit,
   `matching.matcher.OOF_FILE`): ranked by a coarse model that never saw them, so training and
-  validation lists are as hard as serving's, not easier.
+  validation lists are as hard as serving's, not easier. Others are ranked live, with their own
+  entries left out of the usage vote (`leave_own_out`), as the fit does.
 - `Bm25Candidates`: a small per-business BM25, for benchmarks and tests that run without
   published indexes. Tokens are `ranking.prompt.terms` (words, 5-letter prefixes, Chinese
   bigrams) of the table name, comment and columns.
@@ -118,7 +119,7 @@ class CoarseCandidates:
             self.oof_hits += 1
             ids, scores = list(folded[0]), [float(s) for s in folded[1]]
         else:
-            hits = self.matcher.recall(business, text)
+            hits = self.matcher.recall(business, text, leave_own_out=True)  # labelled history
             result = self.matcher.rank(business, text, hits, k=k)
             ids = [t.asset_id for t in result.ranked]
             scores = [t.coarse_score for t in result.ranked]

@@ -32,6 +32,7 @@ from collections import defaultdict
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -76,7 +77,7 @@ from assetmatch.recall.paths import QUERY_PATHS, Query, top_rows
 from assetmatch.recall.shards import link_shard, shard_folder_name
 from assetmatch.recall.tokenize import gloss_sentence, has_cjk, tokenize, weighted_gloss_tokens
 from assetmatch.recall.vector_cache import VectorCache, text_key
-from assetmatch.text import normalize_text
+from assetmatch.text import normalize_text, same_request_key
 from assetmatch.types import Hit
 
 if TYPE_CHECKING:  # the lake (deltalake, pyarrow) is read by `build` only: loading an index never needs it
@@ -282,6 +283,17 @@ class IndexSet:
 
     def __repr__(self) -> str:
         return f"IndexSet(id={self.id!r}, assets={len(self.asset_ids)}, paths={list(self.paths)})"
+
+    @cached_property
+    def _past_by_text(self) -> dict[str, list[int]]:
+        out: dict[str, list[int]] = defaultdict(list)
+        for i, past in enumerate(self.past):
+            out[same_request_key(past.text)].append(i)
+        return dict(out)
+
+    def past_rows_with_text(self, text: str) -> list[int]:
+        """The past requests (rows of `past`) whose text is `text`, as `text.same_request_key` compares."""
+        return self._past_by_text.get(same_request_key(normalize_text(text)), [])
 
     def business_of(self, row: int) -> str:
         """The business a row's table belongs to (from the row ranges: reads no table)."""
@@ -562,12 +574,19 @@ class IndexSet:
         return model.encode(texts), gloss
 
     def recall(
-        self, text: str, businesses: Collection[str], k: int = 50, paths: Sequence[str] | None = None
+        self,
+        text: str,
+        businesses: Collection[str],
+        k: int = 50,
+        paths: Sequence[str] | None = None,
+        leave_own_out: bool = False,
     ) -> dict[str, list[Hit]]:
         """Candidates per recall path (lexical, dense, glossary, usage), only tables of `businesses`.
 
         paths: which paths to run (default: the configured ones); "graph" is answered by `expand`, which
         needs seed scores (e.g. the fused output of these paths). Paths that find nothing give [].
+        leave_own_out: `text` is a labelled requirement being fitted on or judged: the past requests
+        with the same text (`past_rows_with_text`) do not vote in the usage path.
         """
         text = normalize_text(text)
         wanted = [p for p in (paths if paths is not None else self.paths) if p in QUERY_PATHS]
@@ -578,7 +597,7 @@ class IndexSet:
         weights = self.lexical_weights(text, tokens)
         if any(QUERY_PATHS[p].uses_vectors for p in wanted) and self.dense is not None and text and spans:
             vectors = self.query_vectors(text)
-        query = Query(text, tokens, weights, businesses, spans, vectors)
+        query = Query(text, tokens, weights, businesses, spans, vectors, leave_own_out)
         for name in wanted:
             out[name] = QUERY_PATHS[name].search(self, query, k) if text and spans else []
         return out

@@ -35,6 +35,10 @@ class Query:
     businesses: Collection[str]
     spans: list[tuple[int, int]]  # the businesses' rows in the asset arrays
     vectors: tuple[np.ndarray, str] | None  # query embeddings and gloss, when a path uses them
+    # The requirement is itself labelled history (fitting the coarse model, training and judging fine
+    # rankers): its own entries among the past requests do not vote. A new request has none, so a
+    # model fitted or judged with them would learn and report an answer that serving never sees.
+    leave_own_out: bool = False
 
 
 @runtime_checkable
@@ -150,13 +154,16 @@ class UsagePath:
         spans = index._spans(index.past_ranges, query.businesses)
         if not spans:
             return []
+        own = index.past_rows_with_text(query.text) if query.leave_own_out else []
         lexical, _ = index.usage_lexical.scores(query.weights)
+        lexical[own] = 0.0  # a fresh array per call
         by_lexical = top_rows(lexical, spans, USAGE_NEIGHBOURS)
         by_dense: list[tuple[int, float]] = []
         vector = None if query.vectors is None else query.vectors[0][0]
         if vector is not None and index.usage_vectors is not None and len(index.usage_vectors):
             sims = index.usage_vectors @ vector
             sims[sims < USAGE_MIN_COSINE] = 0.0  # unrelated texts do not vote
+            sims[own] = 0.0
             by_dense = top_rows(sims, spans, USAGE_NEIGHBOURS)
         # neighbours fused by reciprocal rank: BM25 and cosine scores are on different scales
         neighbour: dict[int, float] = defaultdict(float)

@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from assetmatch.lake import tables as T
 from assetmatch.models import TableAsset
+from assetmatch.text import same_request_key
 
 Candidates = Callable[[str, str, int], list[str]]
 """candidates(business, requirement_text, k) -> asset ids, best first (a recall / coarse path)."""
@@ -81,7 +82,7 @@ def split_holdout(
     train: list[LabelledRequirement] = []
     validation: list[LabelledRequirement] = []
     for item in items:
-        key = " ".join(item.text.lower().split())
+        key = same_request_key(item.text)
         (validation if in_holdout(key, fraction) else train).append(item)
     return train, validation
 
@@ -124,7 +125,7 @@ def dedupe(items: Iterable[LabelledRequirement]) -> list[LabelledRequirement]:
     seen: set[str] = set()
     out = []
     for item in items:
-        key = " ".join(item.text.lower().split())
+        key = same_request_key(item.text)
         if not item.gold or not key or key in seen:
             continue
         seen.add(key)

@@ -35,7 +35,12 @@ class LeakyIndex:
         self.asked: list[Collection[str]] = []
 
     def recall(
-        self, text: str, businesses: Collection[str], k: int = 50, paths: Sequence[str] | None = None
+        self,
+        text: str,
+        businesses: Collection[str],
+        k: int = 50,
+        paths: Sequence[str] | None = None,
+        leave_own_out: bool = False,
     ) -> dict[str, list[Hit]]:
         self.asked.append(list(businesses))
         ids = list(self.assets)

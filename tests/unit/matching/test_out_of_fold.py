@@ -64,10 +64,17 @@ class Index:
     def __init__(self) -> None:
         self.assets = {a.asset_id: a for a in ASSETS}
         self.manifest = {"id": "test"}
+        self.left_own_out: list[bool] = []  # each recall's leave_own_out
 
     def recall(
-        self, text: str, businesses: Collection[str], k: int = 50, paths: Sequence[str] | None = None
+        self,
+        text: str,
+        businesses: Collection[str],
+        k: int = 50,
+        paths: Sequence[str] | None = None,
+        leave_own_out: bool = False,
     ) -> dict[str, list[Hit]]:
+        self.left_own_out.append(leave_own_out)
         return {"lexical": [Hit(a, 3.0 - i, i + 1, "lexical") for i, a in enumerate(self.assets)]}
 
     def expand(self, seeds: Mapping[str, float], businesses: Collection[str], k: int = 20) -> list[Hit]:
@@ -78,7 +85,8 @@ class Index:
 
 
 def test_coarse_candidates_serve_out_of_fold_lists_for_fitted_requirements_and_live_ones_otherwise() -> None:
-    matcher = Matcher(Index(), Settings(), selector=SetSelector(SelectionParams(min_score=0.5)))  # type: ignore[arg-type]
+    index = Index()
+    matcher = Matcher(index, Settings(), selector=SetSelector(SelectionParams(min_score=0.5)))  # type: ignore[arg-type]
     items, payments, users = (a.asset_id for a in reversed(ASSETS))
     folded = {oof_key("g", "Paying  USERS"): ([items, payments, users], [0.9, 0.6, 0.1])}
     candidates = CoarseCandidates(matcher, folded)
@@ -88,6 +96,7 @@ def test_coarse_candidates_serve_out_of_fold_lists_for_fitted_requirements_and_l
     assert candidates.oof_hits == 1
     live = candidates.coarse("g", "something never fitted", 3)
     assert live.ids == [users, payments, items] and candidates.oof_hits == 1
+    assert index.left_own_out == [True]  # a labelled requirement: its own usage entries do not vote
     assert candidates("g", "paying users", 2) == [items, payments]
 
 
@@ -113,3 +122,20 @@ def test_paraphrases_of_one_text_share_a_fold_when_grouped_by_text() -> None:
     # r0 and r4 are the same text (same feature 0): a model fitted on r4 would score r0 as seen
     _, oof = fit_learned_fusion(data, ["req", "x"], grid={"witness": Recorder(unseen=0.25)})
     assert all(np.all(scores == 0.25) for scores in oof)
+
+
+def test_the_coarse_fit_recalls_every_requirement_without_its_own_usage_entries() -> None:
+    # a fitted requirement is in the usage history; a new request never is: fitting with its own vote
+    # would teach the coarse model to trust a usage signal serving never sees, and make its
+    # out-of-fold lists easier than serving's
+    from assetmatch.matching.fit import fit_matching
+    from assetmatch.models import Requirement
+
+    index = Index()
+    ids = list(index.assets)
+    train = [
+        Requirement(id=f"r{i}", business="g", text=f"request {i}", gold_assets=[ids[i % 3]], split="train")
+        for i in range(12)
+    ]
+    fit = fit_matching(index, Settings(), train)  # type: ignore[arg-type]
+    assert fit.report["trained"] and index.left_own_out == [True] * len(train)

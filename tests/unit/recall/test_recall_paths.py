@@ -78,6 +78,19 @@ def test_usage_votes_for_tables_of_similar_past_requests(built: IndexSet) -> Non
     assert ids(hits)[0] == "game.dwd_pay_order_di"
 
 
+def test_a_labelled_requirement_being_judged_does_not_vote_for_itself(built: IndexSet) -> None:
+    text = "whales by total recharge"  # a train requirement, so in the usage history
+    own = built.past_rows_with_text(text)
+    assert own and built.past_rows_with_text("  Whales by TOTAL   recharge ") == own  # case, spacing
+    voted = built.recall(text, ["game"], paths=["usage"])["usage"]
+    assert any(text in m for h in voted for m in h.matched)  # a live request may find its twin
+    left = built.recall(text, ["game"], paths=["usage"], leave_own_out=True)["usage"]
+    assert all(text not in m for h in left for m in h.matched)
+    # only the same request is left out: a paraphrase's vote is what serving sees too
+    paraphrase = built.recall("whales ranked by recharge", ["game"], paths=["usage"], leave_own_out=True)
+    assert ids(paraphrase["usage"])[0] == "game.dwd_pay_order_di"
+
+
 def test_usage_never_reads_dev_or_test_requirements(built: IndexSet) -> None:
     assert {p.origin for p in built.past} == {"query_log", "requirements"}
     assert all("secret" not in p.text for p in built.past)
