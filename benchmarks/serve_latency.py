@@ -100,6 +100,13 @@ def main() -> None:
     parser.add_argument(
         "--arm", default="champion", help="comma-separated A/B arms to serve: champion, challenger"
     )
+    parser.add_argument(
+        "--fine-wait-budget-ms",
+        type=float,
+        default=None,
+        help="serving.fine_wait_budget_ms (0: never shed fine ranking under load, so requests/s is "
+        "measured with fine ranking really on; default: the config's)",
+    )
     parser.add_argument("--k", type=int, default=10, help="ranked tables asked per request")
     parser.add_argument("--workdir", type=Path, default=None, help="reuse/keep the deployment here")
     args = parser.parse_args()
@@ -158,6 +165,8 @@ def synthetic(
             "reload_interval_s": 0,
             "torch_threads": args.torch_threads or 0,
         }
+        if args.fine_wait_budget_ms is not None:
+            serving["fine_wait_budget_ms"] = args.fine_wait_budget_ms
         if challenger:
             serving["ab_split"] = dict.fromkeys(businesses, 1.0)
         return write_config(settings, root / f"assetmatch-{quantize or 'default'}.yaml", serving)
@@ -201,7 +210,11 @@ def real_deployment(
         }
         if challenger:
             serving["ab_split"] = dict.fromkeys(sorted(served), 1.0)
-        for key, value in (("batch_mode", args.batch_mode), ("torch_threads", args.torch_threads)):
+        for key, value in (
+            ("batch_mode", args.batch_mode),
+            ("torch_threads", args.torch_threads),
+            ("fine_wait_budget_ms", args.fine_wait_budget_ms),
+        ):
             if value is not None:
                 serving[key] = value
         ranker = dict(data.get("ranker") or {})

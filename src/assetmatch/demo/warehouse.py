@@ -63,7 +63,11 @@ ZH_SHARE = 0.7
 # to tell a real gain from noise; its rules are the defaults. The validation curve starts at the first
 # check, not before the first step: that baseline pass was an eighth of the demo's training time.
 DEMO_RANKER = {"max_steps": 50, "candidate_k": 10, "validation_fraction": 0.25, "eval_at_start": False}
-DEMO_MAX_LENGTH = 96
+# 64 tokens per (requirement, table) pair: the requirement, the table's name and comment and its most
+# relevant columns (`ranking.prompt`). At 96 the demo took 676 s on a slower 2-core CPU and the fine
+# stage's p95 (210 ms) broke the gate's 200 ms budget; at 64: 446 s, and the adapters' held-out set F1
+# was within noise of 96's (docs/fine-ranking.md).
+DEMO_MAX_LENGTH = 64
 CST = timezone(timedelta(hours=8), "CST")  # the analysts work in Beijing time
 
 ANALYST_POOL = (
