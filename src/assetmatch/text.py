@@ -23,9 +23,9 @@ def normalize_text(value: str | None) -> str:
 
 
 def same_request_key(value: str | None) -> str:
-    """What makes two requirement texts the same request: normalized, case and spacing ignored.
-    Paraphrases of one text share a key, so they stay on one side of a holdout split, and a
-    labelled requirement's own entries in the usage history can be left out when it is judged."""
+    """The key under which two requirement texts are the same request: they differ at most in case and
+    spacing. Copies of one request stay on one side of a holdout split, are deduplicated, and are left
+    out of the usage vote when that request is fitted on or judged (a paraphrase is another request)."""
     return " ".join((value or "").lower().split())
 
 
