@@ -72,10 +72,14 @@ def main() -> None:
         split: [r for r in lake.read_requirements(split=split) if r.gold_assets]
         for split in ("train", "test")
     }
-    candidates = {  # train requirements are in the usage history: their own entries do not vote
-        r.id: list(collect_candidates(matcher.recall(r.business, r.text, leave_own_out=True)).values())
-        for split in reqs.values()
-        for r in split
+    # train requirements (fitted on) are in the usage history: their own entries do not vote, as in
+    # `fit_matching`; test requirements are recalled as serving recalls a request
+    candidates = {
+        r.id: list(
+            collect_candidates(matcher.recall(r.business, r.text, leave_own_out=split == "train")).values()
+        )
+        for split, split_reqs in reqs.items()
+        for r in split_reqs
     }
 
     # 4. point-in-time features, one batched historical call
