@@ -107,6 +107,12 @@ def main() -> None:
         help="serving.fine_wait_budget_ms (0: never shed fine ranking under load, so requests/s is "
         "measured with fine ranking really on; default: the config's)",
     )
+    parser.add_argument(
+        "--max-concurrent-matches",
+        type=int,
+        default=None,
+        help="serving.max_concurrent_matches (requests computed at once; 0: two per core; default: the config's)",
+    )
     parser.add_argument("--k", type=int, default=10, help="ranked tables asked per request")
     parser.add_argument("--workdir", type=Path, default=None, help="reuse/keep the deployment here")
     args = parser.parse_args()
@@ -165,8 +171,9 @@ def synthetic(
             "reload_interval_s": 0,
             "torch_threads": args.torch_threads or 0,
         }
-        if args.fine_wait_budget_ms is not None:
-            serving["fine_wait_budget_ms"] = args.fine_wait_budget_ms
+        for key in ("fine_wait_budget_ms", "max_concurrent_matches"):
+            if getattr(args, key) is not None:
+                serving[key] = getattr(args, key)
         if challenger:
             serving["ab_split"] = dict.fromkeys(businesses, 1.0)
         return write_config(settings, root / f"assetmatch-{quantize or 'default'}.yaml", serving)
@@ -214,6 +221,7 @@ def real_deployment(
             ("batch_mode", args.batch_mode),
             ("torch_threads", args.torch_threads),
             ("fine_wait_budget_ms", args.fine_wait_budget_ms),
+            ("max_concurrent_matches", args.max_concurrent_matches),
         ):
             if value is not None:
                 serving[key] = value
@@ -280,6 +288,7 @@ def serve_and_measure(
             stats["throughput_rps"] = len(ok) / args.seconds
             stats["fine_share"] = sum(s.fine_depth > 0 for s in ok) / max(len(ok), 1)
             stats["fine_pairs_mean"] = sum(s.fine_depth for s in ok) / max(len(ok), 1)
+            stats["shed_share"] = sum(s.degraded for s in ok) / max(len(ok), 1)  # fine skipped for load
             stats["loadavg_before"] = before
             stats["loadavg_after"] = _load()
             results[f"concurrency_{level}"] = stats
@@ -326,6 +335,7 @@ def server_metrics(url: str) -> dict[str, float]:
             "assetmatch_batch_rows_sum",
             "assetmatch_batch_rows_count",
             "assetmatch_batch_requests_sum",
+            "assetmatch_batch_seconds_sum",
         ):
             if line.startswith(name + "{"):
                 values[name] = float(line.rsplit(" ", 1)[1])
@@ -333,6 +343,7 @@ def server_metrics(url: str) -> dict[str, float]:
     return {
         "rows_per_batch": values.get("assetmatch_batch_rows_sum", 0) / count,
         "requests_per_batch": values.get("assetmatch_batch_requests_sum", 0) / count,
+        "batch_ms_mean": 1000 * values.get("assetmatch_batch_seconds_sum", 0) / count,
         "batches": values.get("assetmatch_batch_rows_count", 0),
     }
 

@@ -467,6 +467,13 @@ class ServingConfig(_Strict):
         description="OpenMP/BLAS threads of each request's coarse-ranking math (0: the libraries' default, one "
         "per core in every request thread, which oversubscribes the cores once requests run concurrently).",
     )
+    max_concurrent_matches: int = Field(
+        default=0,
+        ge=0,
+        description="Match requests computed at once; the others wait their turn without using the CPU (0: two "
+        "per core). More than the cores can run only time-slices them, and starves the fine ranker's model "
+        "thread of the CPU its batches need.",
+    )
     fine_wait_budget_ms: float = Field(
         default=1_000.0,
         ge=0,

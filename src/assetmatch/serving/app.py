@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
 from fastapi import FastAPI
 
 from assetmatch.config import Settings, load_settings
@@ -42,7 +43,7 @@ from assetmatch.serving.reload import (
 )
 from assetmatch.serving.routes import router
 from assetmatch.serving.state import StateHolder
-from assetmatch.serving.threads import limit_math_threads
+from assetmatch.serving.threads import limit_math_threads, match_concurrency
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +129,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        ctx.match_limiter = anyio.CapacityLimiter(match_concurrency(cfg.max_concurrent_matches))
         await batcher.start()
         models = model_source
         if models is _NOT_GIVEN:

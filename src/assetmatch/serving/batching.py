@@ -326,6 +326,7 @@ class MicroBatcher:
         self.batches += 1
         if self.metrics:
             self.metrics.batch_rows.labels(self.mode).observe(len(rows))
+            self.metrics.batch_seconds.labels(self.mode).observe(took)
             self.metrics.batch_requests.labels(self.mode).observe(len(jobs))
             self.metrics.batch_adapters.labels(self.mode).observe(len({r[0] for r in rows}))
         start = 0

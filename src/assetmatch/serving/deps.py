@@ -34,6 +34,7 @@ class ServingContext:
     feedback: FeedbackWriter
     lake: Lake
     scorer: Any = None
+    match_limiter: Any = None  # anyio.CapacityLimiter of serving.max_concurrent_matches (set at start)
     started: bool = False
     stopping: bool = False
 

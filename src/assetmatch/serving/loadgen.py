@@ -110,6 +110,7 @@ class Sample:
     model_version: str
     business: str
     fine_depth: int = 0  # tables the fine ranker scored for this answer (0: coarse answered)
+    degraded: bool = False  # the fine ranker was shed for load: the coarse ranking answered instead
 
 
 async def drive(
@@ -152,9 +153,12 @@ async def drive(
                 status = response.status_code
                 answer = response.json() if status == 200 else {}
                 version, depth = answer.get("model_version", ""), int(answer.get("fine_depth", 0))
+                degraded = bool(answer.get("degraded", False))
             except httpx.HTTPError:
-                status, version, depth = 0, "", 0
-            samples.append(Sample(t0 - begin, time.perf_counter() - t0, status, version, business, depth))
+                status, version, depth, degraded = 0, "", 0, False
+            samples.append(
+                Sample(t0 - begin, time.perf_counter() - t0, status, version, business, depth, degraded)
+            )
             if on_tick is not None:
                 on_tick(time.perf_counter() - begin)
 

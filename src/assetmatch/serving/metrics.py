@@ -40,6 +40,13 @@ class ServingMetrics:
             buckets=BATCH_BUCKETS,
             registry=r,
         )
+        self.batch_seconds = Histogram(
+            "assetmatch_batch_seconds",
+            "Service time of one model micro-batch (what the overload rule's wait estimate reads).",
+            ["mode"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.batch_requests = Histogram(
             "assetmatch_batch_requests",
             "Requests per model micro-batch.",

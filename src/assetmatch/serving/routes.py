@@ -5,10 +5,11 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
+import anyio.to_thread
 from fastapi import APIRouter, Depends, HTTPException, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -122,15 +123,18 @@ async def match(
                     {**cached, "request_id": request_id, "cached": True, "requirement": body.requirement}
                 )
             else:
-                result = await run_in_threadpool(
-                    run_limited,
-                    limits.math_threads,
-                    run_within,
-                    budget,
-                    state.engines[arm].match,
-                    body.business,
-                    body.requirement,
-                    body.k,
+                result = await anyio.to_thread.run_sync(
+                    partial(
+                        run_limited,
+                        limits.math_threads,
+                        run_within,
+                        budget,
+                        state.engines[arm].match,
+                        body.business,
+                        body.requirement,
+                        body.k,
+                    ),
+                    limiter=ctx.match_limiter,
                 )
                 visible = {body.business} | ctx.shared_businesses()
                 tables = _tables(result, visible, body.explain)

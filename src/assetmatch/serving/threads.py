@@ -10,6 +10,12 @@ below that of one request at a time (`benchmarks/serve_latency.py`: 40 requests/
 BLAS pools are process-wide, so `limit_math_threads` caps them once at start-up; OpenMP's team size
 belongs to the calling thread, so `run_limited` sets it in the request's own worker thread.
 threadpoolctl does both (it is what scikit-learn uses for the same job).
+
+How many requests compute at once is the other half (`match_concurrency`): past a couple per core
+they only time-slice the CPU, and the fine ranker's model thread, one among them, gets a sliver of
+it — its batches took ten times longer at concurrency 16, so the overload rule shed the fine stage
+from most answers. The route takes a slot of an anyio `CapacityLimiter` of that size; the others
+wait for one without using the CPU.
 """
 
 from __future__ import annotations
@@ -39,6 +45,14 @@ def limit_math_threads(n: int) -> None:
 
     limit_threads_before_load(n)
     threadpool_limits(limits=n)  # applies at once and stays: the returned object is not restored
+
+
+def match_concurrency(configured: int, cores: int | None = None) -> int:
+    """Match requests computed at once: `configured`, or two per core when it is 0 (one computes
+    while the other waits for its fine-ranking batch)."""
+    if configured > 0:
+        return configured
+    return 2 * max(cores if cores is not None else (os.cpu_count() or 1), 1)
 
 
 @cache

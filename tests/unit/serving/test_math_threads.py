@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from threadpoolctl import threadpool_info, threadpool_limits
 
 from assetmatch.config import ServingConfig
 from assetmatch.serving import threads
-from assetmatch.serving.threads import THREAD_VARIABLES, limit_math_threads, run_limited
+from assetmatch.serving.threads import THREAD_VARIABLES, limit_math_threads, match_concurrency, run_limited
 
 
 def openmp_threads() -> set[int]:
@@ -105,3 +106,66 @@ def test_a_match_request_through_the_api_runs_at_the_configured_cap(cap: int, tm
     assert response.status_code == 200, response.text
     assert response.json()["tables"]
     assert seen == [{cap}]
+
+
+def test_match_concurrency_defaults_to_two_per_core() -> None:
+    assert ServingConfig().max_concurrent_matches == 0
+    assert match_concurrency(0, cores=2) == 4 and match_concurrency(0, cores=16) == 32
+    assert match_concurrency(3, cores=16) == 3  # a configured value wins
+
+
+@pytest.mark.parametrize("limit", [2, 8])
+def test_no_more_matches_compute_at_once_than_the_limit(limit: int, tmp_path: Path) -> None:
+    """Eight concurrent /v1/match calls: at most `serving.max_concurrent_matches` of them are inside
+    the engine at once (a spy around the real engine holds each one for a while and counts); the
+    others wait for a slot and are answered too."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from fastapi.testclient import TestClient
+
+    from assetmatch.serving.app import create_app
+    from assetmatch.serving.auth import hash_key
+    from assetmatch.serving.synthetic import synthetic_deployment
+
+    settings = synthetic_deployment(
+        tmp_path / "deploy", ("ga",), tables=12, adapters=False, paths=("lexical",)
+    )
+    serving = settings.serving.model_copy(
+        update={
+            "api_keys": {hash_key("k"): ["*"]},
+            "reload_interval_s": 0,
+            "cache_size": 0,
+            "max_concurrent_matches": limit,
+        }
+    )
+    app = create_app(
+        settings.model_copy(update={"serving": serving}), model_source=None, spool_dir=str(tmp_path / "spool")
+    )
+    inside, most = 0, 0
+    lock = threading.Lock()
+    with TestClient(app, raise_server_exceptions=False) as client:
+        engine = app.state.ctx.holder.current.engines["champion"]
+        match = engine.match
+
+        def spy(*args: Any) -> Any:
+            nonlocal inside, most
+            with lock:
+                inside += 1
+                most = max(most, inside)
+            try:
+                time.sleep(0.2)
+                return match(*args)
+            finally:
+                with lock:
+                    inside -= 1
+
+        engine.match = spy
+
+        def ask(i: int) -> int:
+            body = {"business": "ga", "requirement": f"daily revenue per channel {i}", "k": 5}
+            return client.post("/v1/match", json=body, headers={"X-API-Key": "k"}).status_code
+
+        with ThreadPoolExecutor(8) as pool:
+            statuses = list(pool.map(ask, range(8)))
+    assert statuses == [200] * 8
+    assert most == limit if limit < 8 else most > 2  # the cap holds; without it more run at once
