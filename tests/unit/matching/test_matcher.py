@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 
 import pytest
+from index_fakes import ListIndex
 
 from assetmatch.config import BusinessConfig, Settings
 from assetmatch.matching.fine import Cascade, FineCalibration, Fusion
@@ -26,25 +27,14 @@ ASSETS = [
 ]
 
 
-class LeakyIndex:
+class LeakyIndex(ListIndex):
     """An index whose recall ignores `businesses` (a buggy path): the Matcher must still isolate."""
 
     def __init__(self) -> None:
-        self.assets = {a.asset_id: a for a in ASSETS}
-        self.manifest = {"version": "test"}
-        self.asked: list[Collection[str]] = []
+        super().__init__(ASSETS)
 
-    def recall(
-        self,
-        text: str,
-        businesses: Collection[str],
-        k: int = 50,
-        paths: Sequence[str] | None = None,
-        leave_own_out: bool = False,
-    ) -> dict[str, list[Hit]]:
-        self.asked.append(list(businesses))
-        ids = list(self.assets)
-        return {"lexical": [Hit(a, 10.0 - i, i + 1, "lexical", ["payments"]) for i, a in enumerate(ids)]}
+    def hits(self) -> list[Hit]:
+        return [Hit(a, 10.0 - i, i + 1, "lexical", ["payments"]) for i, a in enumerate(self.assets)]
 
     def expand(self, seeds: Mapping[str, float], businesses: Collection[str], k: int = 20) -> list[Hit]:
         return [Hit(a, 1.0, i + 1, "graph") for i, a in enumerate(seeds)]

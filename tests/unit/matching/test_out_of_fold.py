@@ -3,16 +3,14 @@ fitted on that requirement, and the production candidate source serves those lis
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
-
 import numpy as np
+from index_fakes import ListIndex
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from assetmatch.config import Settings
 from assetmatch.matching.fusion import TrainingGroup, fit_learned_fusion
 from assetmatch.matching.matcher import Matcher, oof_key
 from assetmatch.matching.selection import SelectionParams, SetSelector
-from assetmatch.matching.types import Hit
 from assetmatch.models import Column, TableAsset
 from assetmatch.ranking.candidates import CoarseCandidates
 
@@ -60,28 +58,9 @@ ASSETS = [
 ]
 
 
-class Index:
+class Index(ListIndex):
     def __init__(self) -> None:
-        self.assets = {a.asset_id: a for a in ASSETS}
-        self.manifest = {"id": "test"}
-        self.left_own_out: list[bool] = []  # each recall's leave_own_out
-
-    def recall(
-        self,
-        text: str,
-        businesses: Collection[str],
-        k: int = 50,
-        paths: Sequence[str] | None = None,
-        leave_own_out: bool = False,
-    ) -> dict[str, list[Hit]]:
-        self.left_own_out.append(leave_own_out)
-        return {"lexical": [Hit(a, 3.0 - i, i + 1, "lexical") for i, a in enumerate(self.assets)]}
-
-    def expand(self, seeds: Mapping[str, float], businesses: Collection[str], k: int = 20) -> list[Hit]:
-        return []
-
-    def neighbors(self, asset_id: str) -> set[str]:
-        return set()
+        super().__init__(ASSETS)
 
 
 def test_coarse_candidates_serve_out_of_fold_lists_for_fitted_requirements_and_live_ones_otherwise() -> None:

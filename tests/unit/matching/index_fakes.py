@@ -1,0 +1,42 @@
+"""A stand-in recall index for Matcher tests: a fixed list of tables, every one a lexical hit, and a
+record of what each recall asked (the businesses, and whether the requirement's own past entries
+were left out of the vote). Subclasses change the hits or the join graph."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+
+from assetmatch.matching.types import Hit
+from assetmatch.models import TableAsset
+
+
+class ListIndex:
+    """Answers `recall` with every table of `assets` (best first, in list order), whatever the
+    businesses asked: a path that ignored them would look like this, so a Matcher must isolate."""
+
+    def __init__(self, assets: Sequence[TableAsset], version: str = "test") -> None:
+        self.assets = {a.asset_id: a for a in assets}
+        self.manifest = {"version": version, "id": version}
+        self.asked: list[list[str]] = []  # each recall's businesses
+        self.left_own_out: list[bool] = []  # each recall's leave_own_out
+
+    def hits(self) -> list[Hit]:
+        return [Hit(a, float(len(self.assets) - i), i + 1, "lexical") for i, a in enumerate(self.assets)]
+
+    def recall(
+        self,
+        text: str,
+        businesses: Collection[str],
+        k: int = 50,
+        paths: Sequence[str] | None = None,
+        leave_own_out: bool = False,
+    ) -> dict[str, list[Hit]]:
+        self.asked.append(list(businesses))
+        self.left_own_out.append(leave_own_out)
+        return {"lexical": self.hits()}
+
+    def expand(self, seeds: Mapping[str, float], businesses: Collection[str], k: int = 20) -> list[Hit]:
+        return []
+
+    def neighbors(self, asset_id: str) -> set[str]:
+        return set()
