@@ -31,6 +31,7 @@ from typing import Any
 
 from assetmatch.modelpath import resolve_model, same_model
 from assetmatch.ranking.config import AUTO_TARGETS, DEFAULT_BASE, RankerConfig
+from assetmatch.ranking.spelling import SpelledTokenizer
 
 ADAPTER_CONFIG = "adapter_config.json"
 QUANTIZE_MODES = ("none", "int8")
@@ -92,7 +93,7 @@ def load_base(base: str, device: str = "auto") -> tuple[Any, Any, str]:
 
     path = resolve_base(base)
     dev, dtype = pick_device(device)
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer = SpelledTokenizer(AutoTokenizer.from_pretrained(path))  # Chinese it cannot read: pinyin
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # "classifier weights newly initialised" is expected here
     try:
