@@ -7,8 +7,9 @@ evaluation, the A/B gate, the Matcher and the serving layer, turn those logits i
 1. **Cascade** (`Cascade.depth`): fine-rank only when the coarse answer is uncertain — the
    gap between the last table the coarse selection keeps and the first it drops is below a
    fitted margin — and only the coarse top `depth` tables. The adapter is never asked about a
-   requirement whose coarse top table it was not trained on (`familiar`): on tables it never saw
-   its scores are noise, and the coarse ranking answers instead.
+   requirement whose coarse answer holds a table it was not trained on (`familiar`: the top table
+   and every table the coarse selection keeps): on tables it never saw its scores are noise, and
+   the coarse ranking answers instead.
 2. **Fusion** (`Fusion.probs`): a logistic regression over the logit, its margin to the best
    logit of the list, the coarse rank, the coarse score and its margin to the best coarse score.
    A confident adapter takes over; an unsure one falls back towards the coarse order.
@@ -102,7 +103,10 @@ class Cascade:
 
     max_margin: fine-rank only when `coarse_margin` is below it (None: always).
     depth: fine-rank the coarse top `depth` tables (0: the Matcher's `fine_top_n`).
-    familiar_only: skip the adapter when the coarse top table was never a training table of it.
+    familiar_only: skip the adapter when the coarse top table, or any table the coarse selection
+        keeps, was never a training table of it. (On Spider dev, databases no adapter saw, asking
+        only about the top table let the adapter change 11 % of the answers and cost 0.006 set F1;
+        asking about the whole selected set: 9 %, no loss. Spider test gave up 0.009 of its +0.029.)
     """
 
     max_margin: float | None = None
@@ -118,16 +122,21 @@ class Cascade:
         self,
         ids: Sequence[str],
         coarse: Sequence[float],
-        n_selected: int,
+        selected: Sequence[str],
         familiar: Collection[str] | None,
         cap: int,
     ) -> int:
-        """How many of the coarse-ordered `ids` to fine-rank (0: answer with the coarse ranking)."""
+        """How many of the coarse-ordered `ids` to fine-rank (0: answer with the coarse ranking).
+        `selected`: the set the coarse selection keeps."""
         if not ids:
             return 0
-        if self.familiar_only and familiar is not None and ids[0] not in familiar:
+        if (
+            self.familiar_only
+            and familiar is not None
+            and (ids[0] not in familiar or any(a not in familiar for a in selected))
+        ):
             return 0
-        if self.max_margin is not None and coarse_margin(coarse, n_selected) >= self.max_margin:
+        if self.max_margin is not None and coarse_margin(coarse, len(selected)) >= self.max_margin:
             return 0
         return min(len(ids), cap, self.depth or cap)
 
@@ -135,7 +144,7 @@ class Cascade:
         """What a match result says when this cascade kept the coarse answer."""
         if self == Cascade.never():
             return "cascade: this adapter did not beat the coarse ranking on validation"
-        return "cascade: the coarse answer is certain, or its top table is not one the adapter learned"
+        return "cascade: the coarse answer is certain, or holds a table the adapter did not learn"
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> Cascade:

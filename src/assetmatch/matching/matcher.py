@@ -281,11 +281,11 @@ class Matcher:
     def _fine_depth(self, calibration: FineCalibration, ranked: Sequence[Candidate]) -> int:
         """The cascade's decision: how many coarse tables to fine-rank (0: keep the coarse answer)."""
         window = [ScoredTable(c.asset_id, c.score, self.builder.group_of(c.asset_id)) for c in ranked]
-        n_selected = len(self.selector.select(window, self.index.neighbors).asset_ids)
+        selected = self.selector.select(window, self.index.neighbors).asset_ids
         return calibration.cascade.depth_for(
             [c.asset_id for c in ranked],
             [c.score for c in ranked],
-            n_selected,
+            selected,
             calibration.familiar,
             self.settings.matching.fine_top_n,
         )

@@ -207,7 +207,7 @@ def fine_ranked(j: Judged, calibration: FineCalibration, ctx: Context, cap: int 
     """The Matcher's answer with this calibration: coarse when the cascade skips, else fused."""
     ids, scores = j.coarse.ids, j.coarse.scores
     depth = calibration.cascade.depth_for(
-        ids, scores, len(j.coarse.selected), calibration.familiar, min(cap or len(j.logits), len(j.logits))
+        ids, scores, j.coarse.selected, calibration.familiar, min(cap or len(j.logits), len(j.logits))
     )
     if depth == 0:
         return coarse_ranked(j)

@@ -44,28 +44,31 @@ def test_older_three_weight_fusion_is_padded_and_means_the_same() -> None:
 
 
 @pytest.mark.parametrize(
-    ("cascade", "ids", "coarse", "n_selected", "familiar", "expected"),
+    ("cascade", "ids", "coarse", "selected", "familiar", "expected"),
     [
-        (Cascade(), ["a", "b", "c"], [0.9, 0.5, 0.1], 1, None, 3),  # always, up to the cap
-        (Cascade(depth=2), ["a", "b", "c"], [0.9, 0.5, 0.1], 1, None, 2),  # only as deep as fitted
-        (Cascade(max_margin=0.3), ["a", "b", "c"], [0.9, 0.5, 0.1], 1, None, 0),  # gap 0.4: certain
-        (Cascade(max_margin=0.5), ["a", "b", "c"], [0.9, 0.5, 0.1], 1, None, 3),  # gap 0.4: uncertain
-        (Cascade(max_margin=0.5), ["a", "b", "c"], [0.9, 0.8, 0.1], 2, None, 0),  # 0.8 -> 0.1: certain
-        (Cascade(max_margin=0.1), ["a"], [0.9], 1, None, 0),  # nothing left out: nothing to decide
-        (Cascade(), ["x", "a"], [0.9, 0.5], 1, {"a"}, 0),  # top table never trained on: defer
-        (Cascade(familiar_only=False), ["x", "a"], [0.9, 0.5], 1, {"a"}, 2),
-        (Cascade(), [], [], 0, None, 0),
+        (Cascade(), ["a", "b", "c"], [0.9, 0.5, 0.1], ["a"], None, 3),  # always, up to the cap
+        (Cascade(depth=2), ["a", "b", "c"], [0.9, 0.5, 0.1], ["a"], None, 2),  # only as deep as fitted
+        (Cascade(max_margin=0.3), ["a", "b", "c"], [0.9, 0.5, 0.1], ["a"], None, 0),  # gap 0.4: certain
+        (Cascade(max_margin=0.5), ["a", "b", "c"], [0.9, 0.5, 0.1], ["a"], None, 3),  # gap 0.4: uncertain
+        (Cascade(max_margin=0.5), ["a", "b", "c"], [0.9, 0.8, 0.1], ["a", "b"], None, 0),  # 0.8 -> 0.1
+        (Cascade(max_margin=0.1), ["a"], [0.9], ["a"], None, 0),  # nothing left out: nothing to decide
+        (Cascade(), ["x", "a"], [0.9, 0.5], ["x"], {"a"}, 0),  # top table never trained on: defer
+        (Cascade(familiar_only=False), ["x", "a"], [0.9, 0.5], ["x"], {"a"}, 2),
+        # a table the coarse answer keeps was never trained on (a database no adapter saw): defer
+        (Cascade(), ["a", "b", "x"], [0.9, 0.8, 0.7], ["a", "x"], {"a", "b"}, 0),
+        (Cascade(), ["a", "b", "x"], [0.9, 0.8, 0.7], ["a", "b"], {"a", "b"}, 3),  # x only a candidate
+        (Cascade(), [], [], [], None, 0),
     ],
 )
 def test_cascade_decision_on_constructed_score_lists(
     cascade: Cascade,
     ids: list[str],
     coarse: list[float],
-    n_selected: int,
+    selected: list[str],
     familiar: set[str] | None,
     expected: int,
 ) -> None:
-    assert cascade.depth_for(ids, coarse, n_selected, familiar, cap=20) == expected
+    assert cascade.depth_for(ids, coarse, selected, familiar, cap=20) == expected
 
 
 def test_coarse_margin() -> None:
