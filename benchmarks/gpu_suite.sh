@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Every GPU-bound figure of the fine ranker in one run, on a machine with one CUDA GPU:
+#   1. fine-ranker throughput in bf16 against a bare-GEMM roofline (finerank_throughput.py);
+#   2. multi-LoRA serving, mixed-adapter batches vs one pass per adapter (multi_lora.py);
+#   3. training time to the validation plateau per business, with the gate's three-way choice
+#      (finerank_spider.py --setting split, on cuda; needs ../shared/benchmarks/spider).
+# Each step's output goes to $OUT (default: gpu-results/) and to the terminal; a step that fails
+# is reported and the next one still runs; the exit code is the number of failed steps.
+#
+#   PY=.venv/bin/python OUT=gpu-results bash benchmarks/gpu_suite.sh
+#
+# Budget: about 8 minutes on one H200 (step 3 is most of it); STEPS="1 2" runs a subset.
+set -uo pipefail
+
+PY=${PY:-.venv/bin/python}
+OUT=${OUT:-gpu-results}
+STEPS=${STEPS:-"1 2 3"}
+mkdir -p "$OUT"
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
+export MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=1
+
+if ! "$PY" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)'; then
+    echo "no CUDA device visible to $PY: these figures need one" >&2
+    exit 2
+fi
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
+
+failed=0
+step() {  # step NUMBER NAME COMMAND...
+    local number=$1 name=$2
+    shift 2
+    [[ " $STEPS " == *" $number "* ]] || return 0
+    echo "== $number. $name: $*" | tee -a "$OUT/suite.log"
+    local started=$SECONDS
+    if "$@" 2>&1 | tee "$OUT/$name.txt"; then
+        echo "== $number. $name: done in $((SECONDS - started)) s" | tee -a "$OUT/suite.log"
+    else
+        echo "== $number. $name: FAILED after $((SECONDS - started)) s" | tee -a "$OUT/suite.log"
+        failed=$((failed + 1))
+    fi
+}
+
+step 1 throughput "$PY" benchmarks/finerank_throughput.py --device cuda --max-lengths 128,64 \
+    --batches 32,64,256 --rows 2048 --seconds 4
+step 2 multi_lora "$PY" benchmarks/multi_lora.py --device cuda --seconds 10
+step 3 split_training "$PY" benchmarks/finerank_spider.py --setting split --device cuda \
+    --fit-limit 1200 --max-steps 1000 --business-steps 500 --eval-every 50 --patience 3 \
+    --max-validation 100 --eval-per-business 100 --json "$OUT/split.json"
+
+echo "failed steps: $failed" | tee -a "$OUT/suite.log"
+exit "$failed"
