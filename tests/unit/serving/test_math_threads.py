@@ -60,6 +60,24 @@ def test_start_up_caps_the_process_wide_blas_pools(monkeypatch) -> None:  # type
         controller.restore_original_limits()
 
 
+def lexical_app(tmp_path: Path, **serving: Any) -> Any:
+    """The API over a tiny synthetic deployment (one business, lexical recall, no adapters, no cache),
+    with these `serving` settings; key "k" may query everything."""
+    from assetmatch.serving.app import create_app
+    from assetmatch.serving.auth import hash_key
+    from assetmatch.serving.synthetic import synthetic_deployment
+
+    settings = synthetic_deployment(
+        tmp_path / "deploy", ("ga",), tables=12, adapters=False, paths=("lexical",)
+    )
+    updates = {"api_keys": {hash_key("k"): ["*"]}, "reload_interval_s": 0, "cache_size": 0, **serving}
+    return create_app(
+        settings.model_copy(update={"serving": settings.serving.model_copy(update=updates)}),
+        model_source=None,
+        spool_dir=str(tmp_path / "spool"),
+    )
+
+
 def test_serving_caps_math_threads_at_one_by_default() -> None:
     assert ServingConfig().math_threads == 1
 
@@ -70,24 +88,7 @@ def test_a_match_request_through_the_api_runs_at_the_configured_cap(cap: int, tm
     threads while the engine matches (a spy around the real engine records it)."""
     from fastapi.testclient import TestClient
 
-    from assetmatch.serving.app import create_app
-    from assetmatch.serving.auth import hash_key
-    from assetmatch.serving.synthetic import synthetic_deployment
-
-    settings = synthetic_deployment(
-        tmp_path / "deploy", ("ga",), tables=12, adapters=False, paths=("lexical",)
-    )
-    serving = settings.serving.model_copy(
-        update={
-            "api_keys": {hash_key("k"): ["*"]},
-            "reload_interval_s": 0,
-            "cache_size": 0,
-            "math_threads": cap,
-        }
-    )
-    app = create_app(
-        settings.model_copy(update={"serving": serving}), model_source=None, spool_dir=str(tmp_path / "spool")
-    )
+    app = lexical_app(tmp_path, math_threads=cap)
     seen: list[set[int]] = []
     with TestClient(app, raise_server_exceptions=False) as client:
         engine = app.state.ctx.holder.current.engines["champion"]
@@ -123,24 +124,7 @@ def test_no_more_matches_compute_at_once_than_the_limit(limit: int, tmp_path: Pa
 
     from fastapi.testclient import TestClient
 
-    from assetmatch.serving.app import create_app
-    from assetmatch.serving.auth import hash_key
-    from assetmatch.serving.synthetic import synthetic_deployment
-
-    settings = synthetic_deployment(
-        tmp_path / "deploy", ("ga",), tables=12, adapters=False, paths=("lexical",)
-    )
-    serving = settings.serving.model_copy(
-        update={
-            "api_keys": {hash_key("k"): ["*"]},
-            "reload_interval_s": 0,
-            "cache_size": 0,
-            "max_concurrent_matches": limit,
-        }
-    )
-    app = create_app(
-        settings.model_copy(update={"serving": serving}), model_source=None, spool_dir=str(tmp_path / "spool")
-    )
+    app = lexical_app(tmp_path, max_concurrent_matches=limit)
     inside, most = 0, 0
     lock = threading.Lock()
     with TestClient(app, raise_server_exceptions=False) as client:
