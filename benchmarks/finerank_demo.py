@@ -29,6 +29,7 @@ import os
 import tempfile
 import time
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -129,12 +130,10 @@ def main() -> None:
         contexts[business] = selection_context(candidates)
         judged[business] = {}
         for name in arms_of[business]:
-            score = lambda text, tables, n=name: ranker.logits(n, text, tables)  # noqa: E731
+            score = partial(ranker.logits, name)
             judged[business][name] = judge(score, library, held_out, candidates, config.candidate_k)
         if not arms_of[business]:
-            judged[business]["coarse"] = judge(
-                lambda _t, _a: [], library, held_out, candidates, config.candidate_k
-            )
+            judged[business]["coarse"] = judge(None, library, held_out, candidates, config.candidate_k)
 
     gate = settings.promotion
 

@@ -31,6 +31,7 @@ import random
 import tempfile
 import time
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -132,9 +133,9 @@ def evaluate(
     library = candidates.assets
     ctx = selection_context(candidates)
     if ranker is None or calibration is None:
-        judged = judge(lambda _t, _a: [], library, requirements, candidates, k)
+        judged = judge(None, library, requirements, candidates, k)
         return {"coarse_only": ev.report(f"{name}/coarse_only", [ev.coarse_ranked(j) for j in judged])}
-    judged = judge(lambda t, a: ranker.logits(adapter, t, a), library, requirements, candidates, k)
+    judged = judge(partial(ranker.logits, adapter), library, requirements, candidates, k)
     always = dataclasses.replace(
         calibration, cascade=dataclasses.replace(calibration.cascade, max_margin=None, familiar_only=False)
     )
@@ -339,7 +340,7 @@ def run_split(args: argparse.Namespace, root: Path, results: dict[str, Any], tab
                 [
                     ev.coarse_ranked(j)
                     for j in judge(
-                        lambda _t, _a: [],
+                        None,
                         candidates.assets,
                         data[b].validation,
                         candidates,
@@ -371,7 +372,7 @@ def shared_b_report(
     candidates: CoarseCandidates,
     k: int,
 ) -> ev.EvalReport:
-    judged = judge(lambda t, a: ranker.logits(adapter, t, a), candidates.assets, requirements, candidates, k)
+    judged = judge(partial(ranker.logits, adapter), candidates.assets, requirements, candidates, k)
     calibration = read_calibration(folder)
     return ev.report(adapter, [ev.fine_ranked(j, calibration, selection_context(candidates)) for j in judged])
 

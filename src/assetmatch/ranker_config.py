@@ -39,6 +39,14 @@ class RankerConfig:
         },
     )
     max_length: int = field(default=128, metadata={"help": "Token budget of one (requirement, table) pair."})
+    past_requests: bool = field(
+        default=True,
+        metadata={
+            "help": "Show the ranker, in each table's document, the most similar past request that used the "
+            "table (found by the usage recall path; a labelled requirement's own entries left out), so it "
+            "can compare a request with the history the coarse ranking only counts votes from."
+        },
+    )
     batch_size: int = field(default=16, metadata={"help": "Pairs per training step."})
     learning_rate: float = field(default=1e-3, metadata={"help": "AdamW learning rate of the adapter."})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})

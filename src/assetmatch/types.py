@@ -24,6 +24,7 @@ class Hit:
     rank: int  # 1-based within its path
     path: str
     matched: list[str] = field(default_factory=list)  # matched terms / the reason, for explanations
+    example: str = ""  # usage path: the most similar past request that used this table
 
 
 @runtime_checkable

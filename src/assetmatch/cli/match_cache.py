@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -205,14 +205,20 @@ class LazyChampion:
     def loaded(self) -> bool:
         return self._ranker is not None
 
-    def logits(self, business: str, requirement: str, assets: Sequence[TableAsset]) -> list[float]:
+    def logits(
+        self,
+        business: str,
+        requirement: str,
+        assets: Sequence[TableAsset],
+        examples: Mapping[str, str] | None = None,
+    ) -> list[float]:
         if self._ranker is None:
             # what registry.mlflow.load_fine_ranker builds, for the adapter folder already resolved
             from assetmatch.ranking.finerank import LoraFineRanker
 
             self._ranker = LoraFineRanker.from_settings(self.settings)
             self._ranker.add(self.business, self.folder, self.model_version)
-        return list(self._ranker.logits(business, requirement, assets))
+        return list(self._ranker.logits(business, requirement, assets, examples))
 
 
 def champion_ranker(settings: Settings, business: str) -> tuple[FineRanker | None, str]:

@@ -221,6 +221,7 @@ class CoarseAnswer:
     ids: list[str]
     scores: list[float]
     selected: list[str]
+    examples: dict[str, str] = field(default_factory=dict)  # asset id -> nearest past request using it
 
 
 @dataclass

@@ -50,6 +50,7 @@ class Candidate:
     matched: dict[str, list[str]] = field(default_factory=dict)  # path -> matched terms
     rrf: float = 0.0
     score: float = 0.0  # coarse score set by a CoarseRanker (a probability for LearnedFusion)
+    example: str = ""  # the most similar past request that used it (usage path), for the fine ranker
 
 
 def collect_candidates(hits_by_path: Mapping[str, Sequence[Hit]], rrf_k: int = RRF_K) -> dict[str, Candidate]:
@@ -64,6 +65,7 @@ def collect_candidates(hits_by_path: Mapping[str, Sequence[Hit]], rrf_k: int = R
             cand.path_scores[path] = float(hit.score)
             cand.path_ranks[path] = int(hit.rank)
             cand.matched[path] = list(hit.matched)
+            cand.example = hit.example or cand.example
     for cand in candidates.values():
         cand.rrf = sum(1.0 / (rrf_k + r) for r in cand.path_ranks.values())
     return candidates

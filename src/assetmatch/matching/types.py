@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -61,9 +61,16 @@ class FineRanker(Protocol):
     the coarse scores, set selection: `assetmatch.matching.fine`) itself, so every caller of the
     fine stage — training evaluation, the A/B gate, the CLI, serving — answers the same way."""
 
-    def logits(self, business: str, requirement: str, assets: Sequence[TableAsset]) -> list[float]:
-        """One raw relevance logit per asset, higher is better (`assets` in coarse order); may raise
-        `FineRankerBusy` to have the coarse ranking answer."""
+    def logits(
+        self,
+        business: str,
+        requirement: str,
+        assets: Sequence[TableAsset],
+        examples: Mapping[str, str] | None = None,
+    ) -> list[float]:
+        """One raw relevance logit per asset, higher is better (`assets` in coarse order); `examples`:
+        asset id -> the most similar past request that used it (shown to adapters trained with
+        them). May raise `FineRankerBusy` to have the coarse ranking answer."""
         ...
 
     def version(self, business: str) -> str:

@@ -24,6 +24,7 @@ from typing import Any
 
 from assetmatch.config import Settings
 from assetmatch.matching.fine import CoarseAnswer, scored_tables
+from assetmatch.matching.fusion import collect_candidates
 from assetmatch.matching.matcher import COARSE_FILE, Matcher, models_dir, oof_key, read_oof
 from assetmatch.models import TableAsset
 from assetmatch.ranking.prompt import column_text, header_text, terms
@@ -114,19 +115,24 @@ class CoarseCandidates:
         cached = self._cache.get((key, k))
         if cached is not None:
             return cached
+        hits = self.matcher.recall(business, text, leave_own_out=True)  # labelled history
         folded = self.oof.get(key)
         if folded is not None:
             self.oof_hits += 1
             ids, scores = list(folded[0]), [float(s) for s in folded[1]]
         else:
-            hits = self.matcher.recall(business, text, leave_own_out=True)  # labelled history
             result = self.matcher.rank(business, text, hits, k=k)
             ids = [t.asset_id for t in result.ranked]
             scores = [t.coarse_score for t in result.ranked]
         selected = self.matcher.selector.select(
             scored_tables(ids, scores, self.group_of), self.neighbors
         ).asset_ids
-        answer = CoarseAnswer(ids[:k], scores[:k], selected)
+        # what the Matcher hands the fine ranker beside each table: the nearest past request that
+        # used it, found by the usage path with this requirement's own entries left out
+        examples = {c.asset_id: c.example for c in collect_candidates(hits).values() if c.example}
+        answer = CoarseAnswer(
+            ids[:k], scores[:k], selected, {a: examples[a] for a in ids[:k] if a in examples}
+        )
         self._cache[(key, k)] = answer
         return answer
 

@@ -22,6 +22,7 @@ from assetmatch.matching.fine import (
     write_calibration,
 )
 from assetmatch.models import TableAsset
+from assetmatch.ranking.config import CONFIG_FILE, RankerConfig
 from assetmatch.ranking.model import MultiAdapterScorer, ScoreRow
 from assetmatch.ranking.prompt import document_budget, table_prompt, tokenizer_counter
 
@@ -35,6 +36,15 @@ __all__ = [
 ]
 
 
+def reads_past_requests(adapter_dir: str | Path) -> bool:
+    """Whether the adapter in `adapter_dir` was trained with past requests in its documents
+    (`RankerConfig.past_requests`): it is served the same way. Folders without a ranker config
+    (older adapters) were not."""
+    if not (Path(adapter_dir) / CONFIG_FILE).exists():
+        return False
+    return RankerConfig.load(adapter_dir).past_requests
+
+
 class LoraFineRanker:
     """FineRanker (assetmatch.matching.types) backed by per-business LoRA adapters on a shared base."""
 
@@ -43,6 +53,7 @@ class LoraFineRanker:
         self._versions: dict[str, str] = {}
         self._thresholds: dict[str, float] = {}
         self._calibrations: dict[str, FineCalibration] = {}
+        self._past: dict[str, bool] = {}
         self._count = tokenizer_counter(scorer.tokenizer)
 
     @classmethod
@@ -68,6 +79,7 @@ class LoraFineRanker:
         self.scorer.load_adapter(business, path)
         self._versions[business] = version
         self._calibrations[business] = calibration
+        self._past[business] = reads_past_requests(path)
         chosen = threshold if threshold is not None else calibration.threshold
         if chosen is not None:
             self._thresholds[business] = float(chosen)
@@ -77,6 +89,7 @@ class LoraFineRanker:
         self._versions.pop(business, None)
         self._thresholds.pop(business, None)
         self._calibrations.pop(business, None)
+        self._past.pop(business, None)
 
     def businesses(self) -> list[str]:
         return sorted(self._versions)
@@ -90,18 +103,37 @@ class LoraFineRanker:
         return self._thresholds.get(business)
 
     # ---- scoring ---------------------------------------------------------------------------
-    def documents(self, requirement: str, assets: Sequence[TableAsset]) -> list[str]:
-        """Compressed table documents that fit next to this requirement in the token budget."""
+    def documents(
+        self, requirement: str, assets: Sequence[TableAsset], examples: Mapping[str, str] | None = None
+    ) -> list[str]:
+        """Compressed table documents that fit next to this requirement in the token budget, each
+        with its past request from `examples` (asset id -> text) when given."""
         budget = document_budget(requirement, self.scorer.max_length, self._count)
-        return [table_prompt(requirement, a, budget, self._count) for a in assets]
+        examples = examples or {}
+        return [
+            table_prompt(requirement, a, budget, self._count, examples.get(a.asset_id, "")) for a in assets
+        ]
 
-    def rows(self, business: str, requirement: str, assets: Sequence[TableAsset]) -> list[ScoreRow]:
+    def rows(
+        self,
+        business: str,
+        requirement: str,
+        assets: Sequence[TableAsset],
+        examples: Mapping[str, str] | None = None,
+    ) -> list[ScoreRow]:
         if business not in self._versions:
             raise KeyError(f"no fine-ranking adapter for business {business!r} (loaded: {self.businesses()})")
-        return [ScoreRow(business, requirement, d) for d in self.documents(requirement, assets)]
+        shown = examples if self._past.get(business) else None  # as the adapter was trained
+        return [ScoreRow(business, requirement, d) for d in self.documents(requirement, assets, shown)]
 
-    def logits(self, business: str, requirement: str, assets: Sequence[TableAsset]) -> list[float]:
-        return self.scorer.score_rows(self.rows(business, requirement, assets))
+    def logits(
+        self,
+        business: str,
+        requirement: str,
+        assets: Sequence[TableAsset],
+        examples: Mapping[str, str] | None = None,
+    ) -> list[float]:
+        return self.scorer.score_rows(self.rows(business, requirement, assets, examples))
 
     def calibration(self, business: str) -> FineCalibration:
         """The business's cascade, fusion and selection (defaults when it has none)."""
@@ -116,10 +148,11 @@ class LoraFineRanker:
         requirement: str,
         assets: Sequence[TableAsset],
         coarse: Sequence[float] | None = None,
+        examples: Mapping[str, str] | None = None,
     ) -> list[float]:
         """One fused probability per asset (higher = more relevant); `assets` in coarse order, best
         first, with their coarse scores when known."""
-        return self.fusion(business).probs(self.logits(business, requirement, assets), coarse)
+        return self.fusion(business).probs(self.logits(business, requirement, assets, examples), coarse)
 
     # ---- construction ----------------------------------------------------------------------
     @classmethod

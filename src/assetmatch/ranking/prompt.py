@@ -122,18 +122,48 @@ def document_budget(requirement: str, max_length: int, count_tokens: TokenCounte
     return max(8, max_length - count_tokens(requirement) - 3)
 
 
+EXAMPLE_SHARE = 0.5
+"""At most this share of a document's budget goes to the past request shown beside the table."""
+
+
+def clip_text(text: str, budget_tokens: int, count_tokens: TokenCounter = approx_tokens) -> str:
+    """The longest prefix of `text` (cut at a character) within `budget_tokens` ('' when none fits)."""
+    if count_tokens(text) <= budget_tokens:
+        return text
+    low, high = 0, len(text)  # binary search: the counter is monotone in the prefix length
+    while low < high:
+        mid = (low + high + 1) // 2
+        if count_tokens(text[:mid]) <= budget_tokens:
+            low = mid
+        else:
+            high = mid - 1
+    return text[:low].rstrip()
+
+
 def table_prompt(
     requirement: str,
     asset: TableAsset,
     budget_tokens: int,
     count_tokens: TokenCounter = approx_tokens,
+    example: str = "",
 ) -> str:
     """The table's document for this requirement, at most `budget_tokens` (as `count_tokens` counts).
 
-    Columns are chosen by relevance to the requirement (ties keep table order) and then written in
-    table order; the number of columns left out is stated so the model can tell a wide table.
+    `example`, when given, is the most similar past request that used the table (the usage
+    history): it follows the name and comment, clipped to `EXAMPLE_SHARE` of the budget, so the
+    ranker can compare the request with what the table answered before. Columns are chosen by
+    relevance to the requirement (ties keep table order) and then written in table order; the
+    number of columns left out is stated so the model can tell a wide table.
     """
     header = header_text(asset)
+    example = normalize_text(example)
+    if example:  # after the name, before the comment: what a tight budget cuts is the comment's tail
+        name = f"table {normalize_text(asset.name)}"
+        room = min(int(budget_tokens * EXAMPLE_SHARE), budget_tokens - count_tokens(name)) - 4
+        clipped = clip_text(example, room, count_tokens)
+        if clipped:
+            comment = header[len(name) + 2 :]  # header is "table NAME" or "table NAME: COMMENT"
+            header = f"{name} | asked before: {clipped}" + (f" | {comment}" if comment else "")
     pieces = [column_text(c) for c in asset.columns]
     full = header + " | columns: " + ", ".join(pieces)
     if count_tokens(full) <= budget_tokens:

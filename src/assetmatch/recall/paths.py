@@ -173,17 +173,19 @@ class UsagePath:
         allowed = set(query.businesses)
         scores: dict[int, float] = defaultdict(float)
         reasons: dict[int, list[str]] = defaultdict(list)
+        example: dict[int, str] = {}  # row -> the nearest past request that used it (neighbours best first)
         for i, weight in sorted(neighbour.items(), key=lambda item: -item[1]):
             past = index.past[i]
             for row in past.rows:
                 if index.business_of(row) in allowed:
                     scores[row] += weight
+                    example.setdefault(row, past.text)
                     reason = f"used by a similar past request: {past.text[:80]}"
                     if len(reasons[row]) < 3 and reason not in reasons[row]:  # the same text logged twice
                         reasons[row].append(reason)
         ranked = sorted(scores.items(), key=lambda item: (-item[1], item[0]))[:k]
         return [
-            Hit(index.asset_ids[row], score, rank, "usage", reasons[row])
+            Hit(index.asset_ids[row], score, rank, "usage", reasons[row], example[row])
             for rank, (row, score) in enumerate(ranked, start=1)
         ]
 

@@ -25,6 +25,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, Literal
 
 import numpy as np
@@ -377,10 +378,9 @@ def evaluate_and_promote(
         answered with the calibration refitted on the other folds (`cross_fitted`): the gate
         judges how the adapter does on requirements its calibration never saw."""
         if name == "coarse_only":
-            judged = judge(lambda _t, _a: [], library, held_out, candidates, config.candidate_k)
+            judged = judge(None, library, held_out, candidates, config.candidate_k)
             return ev.report(name, [ev.coarse_ranked(j) for j in judged])
-        score = lambda text, tables: ranker.logits(name, text, tables)  # noqa: E731
-        judged = judge(score, library, held_out, candidates, config.candidate_k)
+        judged = judge(partial(ranker.logits, name), library, held_out, candidates, config.candidate_k)
         familiar = ranker.calibration(name).familiar
         return ev.report(name, ev.cross_fitted(judged, ctx, familiar, seed=gate.seed))
 

@@ -36,7 +36,7 @@ from typing import Any, Literal, Protocol, TypeVar
 from assetmatch.matching.fine import FineCalibration, read_calibration
 from assetmatch.matching.types import FineRankerBusy
 from assetmatch.models import TableAsset
-from assetmatch.ranking.finerank import LoraFineRanker
+from assetmatch.ranking.finerank import LoraFineRanker, reads_past_requests
 from assetmatch.ranking.model import ScoreRow
 from assetmatch.serving.metrics import ServingMetrics
 from assetmatch.serving.state import ModelRef
@@ -367,6 +367,10 @@ class BatchedFineRanker:
             business: read_calibration(ref.path) if ref.path else FineCalibration()
             for business, ref in self.models.items()
         }
+        self._past = {
+            business: bool(ref.path) and reads_past_requests(ref.path)
+            for business, ref in self.models.items()
+        }
 
     def version(self, business: str) -> str:
         ref = self.models.get(business)
@@ -376,16 +380,29 @@ class BatchedFineRanker:
         """The business's `matching.fine.FineCalibration` (cascade, fusion, selection)."""
         return self._calibrations[business]
 
-    def rows(self, business: str, requirement: str, assets: Sequence[TableAsset]) -> list[Row]:
+    def rows(
+        self,
+        business: str,
+        requirement: str,
+        assets: Sequence[TableAsset],
+        examples: Mapping[str, str] | None = None,
+    ) -> list[Row]:
         ref = self.models.get(business)
         if ref is None:
             raise KeyError(f"no ranker adapter is loaded for business {business!r}")
         documents = getattr(self._local, "documents", None)
         if documents is None:
             documents = self._local.documents = self._make_documents()
-        return [(ref.adapter_name, requirement, doc) for doc in documents(requirement, assets)]
+        shown = examples if self._past[business] else None  # as the adapter was trained
+        return [(ref.adapter_name, requirement, doc) for doc in documents(requirement, assets, shown)]
 
-    def logits(self, business: str, requirement: str, assets: Sequence[TableAsset]) -> list[float]:
+    def logits(
+        self,
+        business: str,
+        requirement: str,
+        assets: Sequence[TableAsset],
+        examples: Mapping[str, str] | None = None,
+    ) -> list[float]:
         """Raw logits for `assets` (coarse order); the Matcher applies the business's calibration.
 
         Under a `FineBudget` (see `run_within`), raises `FineRankerBusy` instead of queueing when the
@@ -393,11 +410,13 @@ class BatchedFineRanker:
         do not come back by the deadline."""
         budget = _budget.get()
         if budget is None:
-            return self.batcher.score_threadsafe(self.scorer, self.rows(business, requirement, assets))
+            return self.batcher.score_threadsafe(
+                self.scorer, self.rows(business, requirement, assets, examples)
+            )
         reason = budget.refusal(self.batcher.expected_wait_s(), self.batcher.batch_seconds or 0.0)
         if reason is not None:  # refused before its documents are rendered: overload costs nothing
             raise FineRankerBusy(reason)
-        rows = self.rows(business, requirement, assets)
+        rows = self.rows(business, requirement, assets, examples)
         try:
             return self.batcher.score_threadsafe(self.scorer, rows, timeout=budget.timeout(60.0))
         except BatcherOverloaded:

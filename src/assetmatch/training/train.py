@@ -30,6 +30,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -292,20 +293,26 @@ def selection_context(candidates: CoarseSource, coarse_selector: SetSelector | N
     return ev.Context(candidates.neighbors, candidates.group_of, selector)
 
 
+Scorer = Callable[[str, list[TableAsset], Mapping[str, str]], list[float]]
+"""(requirement, tables, past requests by table id) -> one logit per table: an adapter's `logits`
+(`functools.partial(ranker.logits, name)`)."""
+
+
 def judge(
-    score: Callable[[str, list[TableAsset]], list[float]],
+    score: Scorer | None,
     library: Mapping[str, TableAsset],
     validation: list[LabelledRequirement],
     candidates: CoarseSource,
     k: int,
 ) -> list[ev.Judged]:
-    """Each validation requirement's coarse answer and the logits `score(text, assets)` gives its top k."""
+    """Each validation requirement's coarse answer and the logits `score(text, assets, examples)`
+    gives its top k (none when `score` is None: the coarse-only arm)."""
     out = []
     for req in validation:
         coarse = candidates.coarse(req.business, req.text, k)
         top = [a for a in coarse.ids[:k] if a in library]
         start = time.perf_counter()
-        logits = score(req.text, [library[a] for a in top]) if top else []
+        logits = score(req.text, [library[a] for a in top], coarse.examples) if top and score else []
         out.append(ev.Judged(req, coarse, logits, (time.perf_counter() - start) * 1000))
     return out
 
@@ -325,9 +332,7 @@ def judge_folder(
     ranker = LoraFineRanker.from_folders(
         {"_eval": (adapter_dir, "eval")}, config.base, config.device, config.max_length, quantize=quantize
     )
-    return judge(
-        lambda text, assets: ranker.logits("_eval", text, assets), library, validation, candidates, k
-    )
+    return judge(partial(ranker.logits, "_eval"), library, validation, candidates, k)
 
 
 def familiar_tables(requirements: list[LabelledRequirement]) -> frozenset[str]:
@@ -375,11 +380,18 @@ def train_business(
         peft_model = new_adapter(base_model, config)
     count = tokenizer_counter(tokenizer)
 
-    def document(text: str, asset_id: str) -> str:
+    def document(req_business: str, text: str, asset_id: str) -> str:
         key = (text, asset_id)
         if key not in documents:
             budget = document_budget(text, config.max_length, count)
-            documents[key] = table_prompt(text, library[asset_id], budget, count)
+            # the past request serving would show beside this table (the coarse list's usage vote,
+            # this requirement's own entries left out); none for tables outside the coarse list
+            example = (
+                candidates.coarse(req_business, text, config.candidate_k).examples.get(asset_id, "")
+                if config.past_requests
+                else ""
+            )
+            documents[key] = table_prompt(text, library[asset_id], budget, count, example)
         return documents[key]
 
     # 2. data + 3. hard negatives: gold pairs, coarse-list twins that are not gold, a few random tables
@@ -394,8 +406,9 @@ def train_business(
         config.seed,
     )
     documents: dict[tuple[str, str], str] = {}
+    business_of = {r.id: r.business for r in train_reqs}
     for p in pairs:
-        document(p.text, p.asset_id)
+        document(business_of.get(p.requirement_id, business), p.text, p.asset_id)
     familiar = familiar if familiar is not None else familiar_tables(data.train)
     if init_from is not None:
         familiar = familiar | (read_calibration(init_from).familiar or frozenset())
@@ -407,7 +420,7 @@ def train_business(
     ctx = selection_context(candidates)
     k = config.candidate_k
     reports: dict[str, ev.EvalReport] = {}
-    coarse_lists = judge(lambda _t, _a: [], library, validation, candidates, k)
+    coarse_lists = judge(None, library, validation, candidates, k)
     reports["coarse_only"] = ev.report("coarse_only", [ev.coarse_ranked(j) for j in coarse_lists])
     if champion_dir is not None:
         champion = read_calibration(champion_dir)
@@ -421,7 +434,7 @@ def train_business(
             ids = [a for a in j.coarse.ids[:k] if a in library]
             spans.append(len(ids))
             texts += [j.requirement.text] * len(ids)
-            docs += [document(j.requirement.text, a) for a in ids]
+            docs += [document(j.requirement.business, j.requirement.text, a) for a in ids]
         flat = score_documents(model, tokenizer, texts, docs, config.max_length, device)
         judged, at = [], 0
         for j, n in zip(coarse_lists, spans):

@@ -84,10 +84,18 @@ class ReverseFine:
 
     def __init__(self, calibration: FineCalibration | None = None) -> None:
         self.seen: list[str] = []
+        self.examples: dict[str, str] = {}
         self._calibration = calibration or FineCalibration()
 
-    def logits(self, business: str, requirement: str, assets: Sequence[TableAsset]) -> list[float]:
+    def logits(
+        self,
+        business: str,
+        requirement: str,
+        assets: Sequence[TableAsset],
+        examples: Mapping[str, str] | None = None,
+    ) -> list[float]:
         self.seen = [a.asset_id for a in assets]
+        self.examples = dict(examples or {})
         return [-20.0 + 40.0 * i for i in range(len(assets))]
 
     def version(self, business: str) -> str:
@@ -110,6 +118,27 @@ def test_fine_ranker_reranks_top_n_and_uses_business_threshold() -> None:
     # fine scores 1.0 and 0.0 against the business threshold 0.5: one table selected
     assert result.selected == [fine.seen[1]]
     assert "fine" in result.timings_ms
+
+
+class HistoryIndex(LeakyIndex):
+    """LeakyIndex whose usage path found a past request that used `payments` (game_a)."""
+
+    def recall(self, *args: object, **kwargs: object) -> dict[str, list[Hit]]:
+        hits = super().recall(*args, **kwargs)  # type: ignore[arg-type]
+        past = "payments by country last week"
+        usage = Hit(
+            "game_a.game_a.payments", 0.5, 1, "usage", [f"used by a similar past request: {past}"], past
+        )
+        return {**hits, "usage": [usage]}
+
+
+def test_the_fine_ranker_is_shown_the_past_request_the_usage_path_found() -> None:
+    cfg = settings(shared=False)
+    cfg.matching.fine_top_n = 2
+    fine = ReverseFine()
+    Matcher(HistoryIndex(), cfg, fine_ranker=fine).match("game_a", "payments", k=5)  # type: ignore[arg-type]
+    assert "game_a.game_a.payments" in fine.seen
+    assert fine.examples == {"game_a.game_a.payments": "payments by country last week"}
 
 
 def test_selection_uses_the_fine_scores_and_the_adapters_rules_when_an_adapter_is_active() -> None:

@@ -3,6 +3,8 @@ fitted on that requirement, and the production candidate source serves those lis
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from index_fakes import ListIndex
 from sklearn.base import BaseEstimator, ClassifierMixin
@@ -11,6 +13,7 @@ from assetmatch.config import Settings
 from assetmatch.matching.fusion import TrainingGroup, fit_learned_fusion
 from assetmatch.matching.matcher import Matcher, oof_key
 from assetmatch.matching.selection import SelectionParams, SetSelector
+from assetmatch.matching.types import Hit
 from assetmatch.models import Column, TableAsset
 from assetmatch.ranking.candidates import CoarseCandidates
 
@@ -59,8 +62,14 @@ ASSETS = [
 
 
 class Index(ListIndex):
+    """Every table a lexical hit; the usage path found a past request that used `payments`."""
+
     def __init__(self) -> None:
         super().__init__(ASSETS)
+
+    def recall(self, *args: Any, **kwargs: Any) -> dict[str, list[Hit]]:
+        usage = Hit(ASSETS[1].asset_id, 0.5, 1, "usage", [], "paid users by day")
+        return {**super().recall(*args, **kwargs), "usage": [usage]}
 
 
 def test_coarse_candidates_serve_out_of_fold_lists_for_fitted_requirements_and_live_ones_otherwise() -> None:
@@ -74,8 +83,10 @@ def test_coarse_candidates_serve_out_of_fold_lists_for_fitted_requirements_and_l
     assert answer.selected == [items, payments]  # the coarse selection's rules on the folded scores
     assert candidates.oof_hits == 1
     live = candidates.coarse("g", "something never fitted", 3)
-    assert live.ids == [users, payments, items] and candidates.oof_hits == 1
-    assert index.left_own_out == [True]  # a labelled requirement: its own usage entries do not vote
+    assert live.ids == [payments, users, items] and candidates.oof_hits == 1  # two paths found payments
+    # a labelled requirement: its own usage entries neither vote nor are shown to the fine ranker
+    assert index.left_own_out == [True, True]
+    assert answer.examples == live.examples == {payments: "paid users by day"}
     assert candidates("g", "paying users", 2) == [items, payments]
 
 

@@ -15,7 +15,12 @@ import pytest
 from assetmatch.matching.types import FineRanker
 from assetmatch.models import Column, TableAsset
 from assetmatch.ranking.config import RankerConfig
-from assetmatch.ranking.finerank import FineCalibration, LoraFineRanker, write_calibration
+from assetmatch.ranking.finerank import (
+    FineCalibration,
+    LoraFineRanker,
+    reads_past_requests,
+    write_calibration,
+)
 from assetmatch.ranking.model import (
     MultiAdapterScorer,
     ScoreRow,
@@ -147,3 +152,30 @@ def test_lora_fine_ranker_applies_the_calibrated_fusion(trained: dict[str, Any],
     a, b = plain.score("g", "daily active users", assets), fused.score("g", "daily active users", assets)
     assert a[0] > a[1] and b[0] < b[1]
     assert b == pytest.approx([1 - p for p in a], abs=1e-6)
+
+
+def test_past_requests_reach_only_adapters_trained_with_them(trained: dict[str, Any], tmp_path: Path) -> None:
+    """An adapter is served the documents it was trained on: with the past request beside each table
+    when its config says `past_requests`, without when it does not (or has no config: older ones)."""
+    import dataclasses
+    import shutil
+
+    with_past = tmp_path / "with"
+    without = tmp_path / "without"
+    for folder, flag in ((with_past, True), (without, False)):
+        shutil.copytree(trained["root"] / "trained", folder)
+        dataclasses.replace(RankerConfig.load(folder), past_requests=flag).save(folder)
+    ranker = LoraFineRanker.from_folders({"a": (with_past, "1"), "b": (without, "1")}, CONFIG.base, "cpu", 64)
+    table = TableAsset(business="g", name="dws_active_users", comment="active users per day")
+    examples = {table.asset_id: "daily actives last week"}
+    assert (
+        "asked before: daily actives last week"
+        in ranker.rows("a", "active users", [table], examples)[0].document
+    )
+    assert "asked before" not in ranker.rows("b", "active users", [table], examples)[0].document
+    assert (
+        ranker.rows("a", "active users", [table])[0].document
+        == ranker.rows("b", "active users", [table])[0].document
+    )
+    assert reads_past_requests(with_past) and not reads_past_requests(without)
+    assert not reads_past_requests(tmp_path)  # not an adapter folder

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from assetmatch.models import Column, TableAsset
-from assetmatch.ranking.prompt import approx_tokens, table_prompt, tokenizer_counter
+from assetmatch.ranking.prompt import EXAMPLE_SHARE, approx_tokens, clip_text, table_prompt, tokenizer_counter
 
 
 def wide_table() -> TableAsset:
@@ -53,3 +53,26 @@ def test_chinese_requirement_matches_chinese_comment() -> None:
     cols.append(Column(name="pay_amt", comment="充值金额"))
     table = TableAsset(business="game", name="dws_pay", comment="充值汇总", columns=cols)
     assert "pay_amt" in table_prompt("昨天的充值金额是多少", table, 50)
+
+
+def test_past_request_follows_the_name_and_stays_within_its_share(count: object) -> None:
+    table = wide_table()
+    example = "which customers got the largest refunds last month, and for which orders " * 3
+    text = table_prompt("refund amount per customer", table, 60, count, example)  # type: ignore[arg-type]
+    assert text.startswith("table order_facts | asked before: which customers got the largest refunds")
+    assert " | one row per order | columns: " in text  # the comment and the columns still follow
+    shown = text.split(" | asked before: ")[1].split(" | one row per order")[0]
+    assert count(shown) <= 60 * EXAMPLE_SHARE  # type: ignore[operator]
+    assert example.startswith(shown)
+    # no past request: the document is what it always was
+    assert table_prompt("refund amount", table, 60, count) == table_prompt(
+        "refund amount", table, 60, count, ""
+    )  # type: ignore[arg-type]
+
+
+def test_clip_text_keeps_the_longest_prefix_that_fits() -> None:
+    assert clip_text("one two three four", 100) == "one two three four"
+    clipped = clip_text("one two three four five six", 5)
+    assert approx_tokens(clipped) <= 5 and approx_tokens(clipped + " x") > 5
+    assert "one two three four five six".startswith(clipped)
+    assert clip_text("one two", 0) == ""

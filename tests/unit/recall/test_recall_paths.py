@@ -73,6 +73,8 @@ def test_usage_votes_for_tables_of_similar_past_requests(built: IndexSet) -> Non
     hits = built.recall("best spenders on virtual goods", ["game"], paths=["usage"])["usage"]
     assert set(ids(hits)[:2]) == {"game.dwd_item_purchase_di", "game.dim_item"}
     assert "similar past request" in hits[0].matched[0]
+    # each table carries the nearest past request that used it, for the fine ranker to read
+    assert all(h.example and h.example in h.matched[0] for h in hits)
     # train requirements vote too
     hits = built.recall("whales ranked by recharge", ["game"], paths=["usage"])["usage"]
     assert ids(hits)[0] == "game.dwd_pay_order_di"
@@ -86,6 +88,9 @@ def test_a_labelled_requirement_being_judged_does_not_vote_for_itself(built: Ind
     assert any(text in m for h in voted for m in h.matched)  # a live request may find its twin
     left = built.recall(text, ["game"], paths=["usage"], leave_own_out=True)["usage"]
     assert all(text not in m for h in left for m in h.matched)
+    # nor is it the past request the fine ranker is shown beside a table
+    assert any(h.example.lower() == text for h in voted)
+    assert all(h.example and h.example.lower() != text for h in left)
     # only the same request is left out: a paraphrase's vote is what serving sees too
     paraphrase = built.recall("whales ranked by recharge", ["game"], paths=["usage"], leave_own_out=True)
     assert ids(paraphrase["usage"])[0] == "game.dwd_pay_order_di"
