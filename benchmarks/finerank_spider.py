@@ -37,6 +37,7 @@ from typing import Any
 
 from assetmatch.config import LakeConfig, RecallConfig, Settings
 from assetmatch.evaluation.harness import fit_matching
+from assetmatch.lake import tables as T
 from assetmatch.lake.delta import Lake
 from assetmatch.matching.fine import FineCalibration
 from assetmatch.matching.matcher import Matcher
@@ -89,15 +90,27 @@ def sample(items: Sequence[Any], n: int, seed: int) -> list[Any]:
 
 
 def build_production_path(
-    assets: list[TableAsset], train: list[Requirement], workdir: Path, seed: int
+    assets: list[TableAsset],
+    train: list[Requirement],
+    workdir: Path,
+    seed: int,
+    history: Sequence[Requirement] = (),
 ) -> tuple[CoarseCandidates, dict[str, Any]]:
-    """Lake -> indexes -> coarse model + selection fitted on `train` -> the production candidates."""
+    """Lake -> indexes -> coarse model + selection fitted on `train` -> the production candidates.
+
+    `history`: labelled `train` requirements written to the lake first, as a deployment's are: the
+    usage path votes with them (and shows the fine ranker the nearest one beside each table); a
+    requirement being fitted on or judged never votes for itself (`leave_own_out`)."""
     settings = Settings(
         lake=LakeConfig(uri=str(workdir / "lake")),
         recall=RecallConfig(index_root=str(workdir / "indexes")),
     )
     lake = Lake.from_settings(settings)
     lake.merge_assets(assets, run_id="benchmark", snapshot_of="spider")
+    if any(r.split != "train" for r in history):
+        raise ValueError("only train requirements may be the usage history (dev/test are judged)")
+    if history:
+        lake.upsert(T.REQUIREMENTS, [{**r.model_dump(), "run_id": "benchmark"} for r in history], "benchmark")
     started = time.perf_counter()
     index = IndexSet.build(lake, settings)
     index.warmup()
@@ -193,7 +206,8 @@ def run_union(args: argparse.Namespace, root: Path, results: dict[str, Any], tab
         if r["gold_assets"]
     ]
     train = sample([r for r in reqs if r.split == "train"], args.fit_limit, 0)
-    candidates, info = build_production_path(assets, train, root / "union", args.seed)
+    history = [r for r in reqs if r.split == "train"] if args.history == "train" else []
+    candidates, info = build_production_path(assets, train, root / "union", args.seed, history)
     print(f"union: coarse path built {info}", flush=True)
     config = config_from(args)
     train_l, validation = split_holdout([labelled(r) for r in train], config.validation_fraction)
@@ -261,7 +275,8 @@ def run_split(args: argparse.Namespace, root: Path, results: dict[str, Any], tab
         if r["business"] in business_of and r["gold_assets"]
     ]
     train = sample([r for r in reqs if r.split == "train"], args.fit_limit, 0)
-    candidates, info = build_production_path(assets, train, root / "split", args.seed)
+    history = [r for r in reqs if r.split == "train"] if args.history == "train" else []
+    candidates, info = build_production_path(assets, train, root / "split", args.seed, history)
     print(f"split: coarse path built {info}", flush=True)
     config = config_from(args)
     data: dict[str, TrainingData] = {}
@@ -407,6 +422,14 @@ def main() -> None:
     parser.add_argument("--eval-per-business", type=int, default=100)
     parser.add_argument(
         "--init-from", default="none", help="union: adapter to start from: none | packaged | a folder"
+    )
+    parser.add_argument(
+        "--history",
+        choices=["train", "none"],
+        default="none",
+        help="usage history in the lake: none (metadata paths only; the default, the README's figures) "
+        "or every labelled train requirement, as a deployment has (docs/fine-ranking.md: it lifts "
+        "test and collapses dev, whose databases have no history)",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")

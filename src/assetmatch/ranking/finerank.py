@@ -10,6 +10,7 @@ logits with the coarse scores, and the set-selection rules, all applied in
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -38,11 +39,13 @@ __all__ = [
 
 def reads_past_requests(adapter_dir: str | Path) -> bool:
     """Whether the adapter in `adapter_dir` was trained with past requests in its documents
-    (`RankerConfig.past_requests`): it is served the same way. Folders without a ranker config
-    (older adapters) were not."""
-    if not (Path(adapter_dir) / CONFIG_FILE).exists():
+    (`RankerConfig.past_requests`): it is served the same way. Adapters saved before the setting
+    existed (no such field in their ranker config, or no config) were not."""
+    path = Path(adapter_dir) / CONFIG_FILE
+    if not path.exists():
         return False
-    return RankerConfig.load(adapter_dir).past_requests
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    return bool(saved.get("past_requests", False)) and RankerConfig.from_dict(saved).past_requests
 
 
 class LoraFineRanker:

@@ -7,6 +7,7 @@ per module and shared by the tests.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ import pytest
 
 from assetmatch.matching.types import FineRanker
 from assetmatch.models import Column, TableAsset
-from assetmatch.ranking.config import RankerConfig
+from assetmatch.ranking.config import CONFIG_FILE, RankerConfig
 from assetmatch.ranking.finerank import (
     FineCalibration,
     LoraFineRanker,
@@ -179,3 +180,7 @@ def test_past_requests_reach_only_adapters_trained_with_them(trained: dict[str, 
     )
     assert reads_past_requests(with_past) and not reads_past_requests(without)
     assert not reads_past_requests(tmp_path)  # not an adapter folder
+    saved = json.loads((with_past / CONFIG_FILE).read_text())
+    del saved["past_requests"]  # saved before the setting existed
+    (with_past / CONFIG_FILE).write_text(json.dumps(saved))
+    assert not reads_past_requests(with_past)
