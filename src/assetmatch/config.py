@@ -396,6 +396,14 @@ class MatchingConfig(_Strict):
     synthetic_per_table: int = Field(
         default=2, ge=0, description="Single-table synthetic requirements written per table."
     )
+    cold_history_share: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="Share of the training requirements whose tables past requests used that the coarse "
+        "model is also fitted on as if those tables had no usage history (a new database's requests), so "
+        "it does not follow the usage path where the history does not cover the tables asked for.",
+    )
 
 
 class ServingConfig(_Strict):

@@ -7,7 +7,8 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,11 +35,12 @@ from assetmatch.matching.selection import (
 from assetmatch.matching.synthetic import SynthesisOptions, is_synthetic, synthesize_requirements
 from assetmatch.models import GlossaryTerm, QueryLogEntry, Requirement
 from assetmatch.recall.index import IndexSet
-from assetmatch.types import FeatureProvider
+from assetmatch.types import FeatureProvider, Hit
 
 log = logging.getLogger(__name__)
 
 CALIBRATION_MAX = 2000  # requirements used for the selection grid search (a sample keeps it under a minute)
+COLD_SUFFIX = "#cold"  # a training requirement fitted again as if its tables had no usage history
 
 
 @dataclass
@@ -108,6 +110,34 @@ def blend(
     return [*labelled, *kept], "blended" if kept else "labelled"
 
 
+def history_voted_for_gold(hits: Mapping[str, Sequence[Hit]], req: Requirement) -> bool:
+    """Whether past requests (the usage path) recalled any of the requirement's gold tables."""
+    gold = set(req.gold_assets)
+    return any(hit.asset_id in gold for hit in hits.get("usage", ()))
+
+
+def training_group(
+    builder: FeatureBuilder,
+    req: Requirement,
+    cands: Sequence[Candidate],
+    features: dict[str, dict[str, float]] | None,
+    suffix: str = "",
+) -> TrainingGroup:
+    """One requirement's candidates as the fusion fits on them, in its database's CV group."""
+    gold = set(req.gold_assets)
+    labels = np.array([int(c.asset_id in gold) for c in cands], dtype=int)
+    group = builder.group_of(req.gold_assets[0]) if req.gold_assets else req.business
+    return TrainingGroup(
+        req.id + suffix,
+        group,
+        builder.matrix(req.text, cands, features),
+        labels,
+        [c.asset_id for c in cands],
+        len(gold),
+        req.text,
+    )
+
+
 def fit_matching(
     index: IndexSet,
     settings: Settings,
@@ -123,6 +153,13 @@ def fit_matching(
     With a `feature_provider` the model also learns from stored features (usage, freshness ...),
     read point-in-time as of each requirement (`point_in_time_features`).
 
+    A share (`matching.cold_history_share`) of the requirements whose gold tables past requests voted
+    for is fitted twice: as recalled, and as if their database had never been used (the past requests
+    that used any of its tables left out of the usage vote): the lists a new database's requests get. Fitted only on the first,
+    the model learns that the usage path is nearly always right, and on a database without history it
+    follows the usage path's votes for the nearest past requests' tables, which are other databases'.
+    The copies count in the fit and the selection calibration, not in the out-of-fold lists.
+
     With nothing to fit on: RRF and top-1 selection with FK closure (the untrained defaults).
     """
     n_labelled = len(train)
@@ -136,33 +173,31 @@ def fit_matching(
         )
     recall_matcher = Matcher(index, settings, feature_provider=feature_provider)
     builder: FeatureBuilder = recall_matcher.builder
-    groups: list[TrainingGroup] = []
-    n_gold_recalled = 0
     iterator: Iterator[Requirement] = iter(train)
     if progress is not None:
         iterator = progress(iterator, len(train), "fit: recall on train")
-    recalled = []
+    recalled: list[tuple[Requirement, list[Candidate]]] = []
+    cold: list[tuple[Requirement, list[Candidate]]] = []
+    pick = random.Random(seed)
+    share = settings.matching.cold_history_share
+    used_by_group: dict[str, list[str]] = defaultdict(list)  # the tables past requests used, by database
+    for asset_id in index.used_tables() if share else ():
+        used_by_group[builder.group_of(asset_id)].append(asset_id)
     for req in iterator:
         # its own entries in the usage history would vote for its gold tables: a new request has none
         hits = recall_matcher.recall(req.business, req.text, leave_own_out=True)
         recalled.append((req, list(collect_candidates(hits).values())))
-    stored = point_in_time_features(builder.feature_provider, recalled)
-    for (req, cands), features in zip(recalled, stored):
-        gold = set(req.gold_assets)
-        labels = np.array([int(c.asset_id in gold) for c in cands], dtype=int)
-        n_gold_recalled += int(labels.sum())
-        group = builder.group_of(req.gold_assets[0]) if req.gold_assets else req.business
-        groups.append(
-            TrainingGroup(
-                req.id,
-                group,
-                builder.matrix(req.text, cands, features),
-                labels,
-                [c.asset_id for c in cands],
-                len(gold),
-                req.text,
-            )
-        )
+        if history_voted_for_gold(hits, req) and pick.random() < share:
+            databases = {builder.group_of(a) for a in req.gold_assets}
+            unused = [a for g in sorted(databases) for a in used_by_group[g]]
+            hits = recall_matcher.recall(req.business, req.text, leave_own_out=True, unused_tables=unused)
+            cold.append((req, list(collect_candidates(hits).values())))
+    stored = point_in_time_features(builder.feature_provider, [*recalled, *cold])
+    groups = [
+        training_group(builder, req, cands, features, suffix="" if i < len(recalled) else COLD_SUFFIX)
+        for i, ((req, cands), features) in enumerate(zip([*recalled, *cold], stored))
+    ]
+    n_gold_recalled = sum(int(g.labels.sum()) for g in groups[: len(recalled)])
     t0 = time.perf_counter()
     model, oof = fit_learned_fusion(groups, builder.feature_names, seed=seed)
     fit_s = time.perf_counter() - t0
@@ -172,14 +207,14 @@ def fit_matching(
     examples = []
     oof_lists: dict[str, tuple[list[str], list[float]]] = {}
     depth = settings.recall.candidates
-    for grp, scores, req in zip(groups, oof, train):
+    for i, (grp, scores, (req, _)) in enumerate(zip(groups, oof, [*recalled, *cold])):
         order = np.argsort(-scores, kind="stable")
         ranked = [
             ScoredTable(grp.asset_ids[j], float(scores[j]), builder.group_of(grp.asset_ids[j])) for j in order
         ]
         examples.append(CalibrationExample(ranked, set(req.gold_assets)))
-        if is_synthetic(req):
-            continue  # fine rankers train on labelled requirements only
+        if is_synthetic(req) or i >= len(recalled):
+            continue  # fine rankers train on labelled requirements only, as serving recalls them
         oof_lists[oof_key(req.business, req.text)] = (
             [t.asset_id for t in ranked[:depth]],
             [t.score for t in ranked[:depth]],
@@ -195,7 +230,8 @@ def fit_matching(
         "trained_on": trained_on,
         **counts,
         "n_train_requirements": len(train),
-        "train_gold_recall": n_gold_recalled / max(sum(g.n_gold for g in groups), 1),
+        "n_cold_history": len(cold),
+        "train_gold_recall": n_gold_recalled / max(sum(g.n_gold for g in groups[: len(recalled)]), 1),
         "cv_scores_all_gold_at_5": model.cv.scores,
         "cv_chosen": model.cv.chosen,
         "cv_folds": model.cv.folds,

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -165,10 +165,13 @@ class Matcher:
         return cls(index, settings, coarse, selector, feature_provider, fine_ranker)
 
     # ---- stages --------------------------------------------------------------------------------
-    def recall(self, business: str, text: str, leave_own_out: bool = False) -> dict[str, list[Hit]]:
+    def recall(
+        self, business: str, text: str, leave_own_out: bool = False, unused_tables: Collection[str] = ()
+    ) -> dict[str, list[Hit]]:
         """All recall paths (graph included) for one requirement, restricted to visible businesses.
         `leave_own_out`: the requirement is labelled history being fitted on or judged
-        (`IndexSet.recall`): its own past entries do not vote, as for a new request."""
+        (`IndexSet.recall`): its own past entries do not vote, as for a new request; `unused_tables`:
+        the past requests that used these do not vote either."""
         businesses = visible_businesses(self.settings, business)
         hits = self.index.recall(
             text,
@@ -176,6 +179,7 @@ class Matcher:
             k=self.settings.matching.recall_k,
             paths=self.recall_paths,
             leave_own_out=leave_own_out,
+            unused_tables=unused_tables,
         )
         if self.use_graph:
             seeds = self._graph_seeds(hits)

@@ -295,6 +295,22 @@ class IndexSet:
         """The past requests (rows of `past`) whose text is `text`, as `text.same_request_key` compares."""
         return self._past_by_text.get(same_request_key(normalize_text(text)), [])
 
+    @cached_property
+    def _past_by_row(self) -> dict[int, list[int]]:
+        out: dict[int, list[int]] = defaultdict(list)
+        for i, past in enumerate(self.past):
+            for row in past.rows:
+                out[row].append(i)
+        return dict(out)
+
+    def past_rows_using(self, rows: Collection[int]) -> list[int]:
+        """The past requests (rows of `past`) that used any of the tables at asset `rows`."""
+        return sorted({i for row in rows for i in self._past_by_row.get(row, ())})
+
+    def used_tables(self) -> list[str]:
+        """The tables some past request used (asset ids, in row order)."""
+        return [self.asset_ids[row] for row in sorted(self._past_by_row)]
+
     def business_of(self, row: int) -> str:
         """The business a row's table belongs to (from the row ranges: reads no table)."""
         return self._owners[bisect_right(self._starts, row) - 1]
@@ -580,6 +596,7 @@ class IndexSet:
         k: int = 50,
         paths: Sequence[str] | None = None,
         leave_own_out: bool = False,
+        unused_tables: Collection[str] = (),
     ) -> dict[str, list[Hit]]:
         """Candidates per recall path (lexical, dense, glossary, usage), only tables of `businesses`.
 
@@ -587,6 +604,8 @@ class IndexSet:
         needs seed scores (e.g. the fused output of these paths). Paths that find nothing give [].
         leave_own_out: `text` is a labelled requirement being fitted on or judged: the past requests
         with the same text (`past_rows_with_text`) do not vote in the usage path.
+        unused_tables: tables taken as never used before: the past requests that used any of them do not
+        vote in the usage path (`matching.fit` sees requirements as a new database's would).
         """
         text = normalize_text(text)
         wanted = [p for p in (paths if paths is not None else self.paths) if p in QUERY_PATHS]
@@ -597,7 +616,8 @@ class IndexSet:
         weights = self.lexical_weights(text, tokens)
         if any(QUERY_PATHS[p].uses_vectors for p in wanted) and self.dense is not None and text and spans:
             vectors = self.query_vectors(text)
-        query = Query(text, tokens, weights, businesses, spans, vectors, leave_own_out)
+        unused_rows = [self.row_of[a] for a in unused_tables if a in self.row_of]
+        query = Query(text, tokens, weights, businesses, spans, vectors, leave_own_out, unused_rows)
         for name in wanted:
             out[name] = QUERY_PATHS[name].search(self, query, k) if text and spans else []
         return out

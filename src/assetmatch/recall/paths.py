@@ -39,6 +39,10 @@ class Query:
     # rankers): its own entries among the past requests do not vote. A new request has none, so a
     # model fitted or judged with them would learn and report an answer that serving never sees.
     leave_own_out: bool = False
+    # Rows of tables taken as never used before: the past requests that used any of them do not vote.
+    # Fitting the coarse model also sees its requirements as a new database's requests would (no
+    # history for the tables they need), or it learns to trust the usage path where it is misleading.
+    unused_rows: Collection[int] = ()
 
 
 @runtime_checkable
@@ -155,6 +159,8 @@ class UsagePath:
         if not spans:
             return []
         own = index.past_rows_with_text(query.text) if query.leave_own_out else []
+        if query.unused_rows:
+            own = sorted({*own, *index.past_rows_using(query.unused_rows)})
         lexical, _ = index.usage_lexical.scores(query.weights)
         lexical[own] = 0.0  # a fresh array per call
         by_lexical = top_rows(lexical, spans, USAGE_NEIGHBOURS)

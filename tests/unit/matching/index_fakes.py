@@ -1,6 +1,6 @@
 """A stand-in recall index for Matcher tests: a fixed list of tables, every one a lexical hit, and a
-record of what each recall asked (the businesses, and whether the requirement's own past entries
-were left out of the vote). Subclasses change the hits or the join graph."""
+record of what each recall asked (the businesses, whether the requirement's own past entries were
+left out of the vote, and which tables were taken as never used). Subclasses change the hits or the join graph."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ class ListIndex:
         self.manifest = {"version": version, "id": version}
         self.asked: list[list[str]] = []  # each recall's businesses
         self.left_own_out: list[bool] = []  # each recall's leave_own_out
+        self.unused: list[list[str]] = []  # each recall's unused_tables
 
     def hits(self) -> list[Hit]:
         return [Hit(a, float(len(self.assets) - i), i + 1, "lexical") for i, a in enumerate(self.assets)]
@@ -30,10 +31,15 @@ class ListIndex:
         k: int = 50,
         paths: Sequence[str] | None = None,
         leave_own_out: bool = False,
+        unused_tables: Collection[str] = (),
     ) -> dict[str, list[Hit]]:
         self.asked.append(list(businesses))
         self.left_own_out.append(leave_own_out)
+        self.unused.append(list(unused_tables))
         return {"lexical": self.hits()}
+
+    def used_tables(self) -> list[str]:
+        return []  # no past request used any table
 
     def expand(self, seeds: Mapping[str, float], businesses: Collection[str], k: int = 20) -> list[Hit]:
         return []

@@ -71,6 +71,9 @@ class Index(ListIndex):
         usage = Hit(ASSETS[1].asset_id, 0.5, 1, "usage", [], "paid users by day")
         return {**super().recall(*args, **kwargs), "usage": [usage]}
 
+    def used_tables(self) -> list[str]:
+        return [ASSETS[1].asset_id]
+
 
 def test_coarse_candidates_serve_out_of_fold_lists_for_fitted_requirements_and_live_ones_otherwise() -> None:
     index = Index()
@@ -128,4 +131,31 @@ def test_the_coarse_fit_recalls_every_requirement_without_its_own_usage_entries(
         for i in range(12)
     ]
     fit = fit_matching(index, Settings(), train)  # type: ignore[arg-type]
-    assert fit.report["trained"] and index.left_own_out == [True] * len(train)
+    assert fit.report["trained"] and len(index.left_own_out) >= len(train) and all(index.left_own_out)
+
+
+def test_the_coarse_fit_also_sees_requirements_as_if_their_tables_had_no_usage_history() -> None:
+    # fitted only on lists where past requests voted for the gold tables, the model follows the usage
+    # path on a new database too, whose nearest past requests used other databases' tables
+    from assetmatch.matching.fit import COLD_SUFFIX, fit_matching
+    from assetmatch.models import Requirement
+
+    index = Index()  # the usage path votes for payments
+    ids = list(index.assets)
+    train = [
+        Requirement(id=f"r{i}", business="g", text=f"request {i}", gold_assets=[ids[i % 3]], split="train")
+        for i in range(12)
+    ]
+    voted_for = [r for r in train if r.gold_assets == [ids[1]]]
+    settings = Settings.model_validate({"matching": {"cold_history_share": 1.0}})
+    fit = fit_matching(index, settings, train)  # type: ignore[arg-type]
+    # each requirement the history voted for is recalled again with its database's history left out
+    assert [u for u in index.unused if u] == [[ids[1]]] * len(voted_for)
+    assert index.left_own_out == [True] * (len(train) + len(voted_for))
+    assert fit.report["n_cold_history"] == len(voted_for)
+    # the fine rankers' lists are the requirements as recalled, one each
+    assert len(fit.oof) == len(train) and COLD_SUFFIX not in "".join(fit.oof)
+
+    index = Index()
+    fit = fit_matching(index, Settings.model_validate({"matching": {"cold_history_share": 0.0}}), train)  # type: ignore[arg-type]
+    assert fit.report["n_cold_history"] == 0 and not any(index.unused)

@@ -96,6 +96,16 @@ def test_a_labelled_requirement_being_judged_does_not_vote_for_itself(built: Ind
     assert ids(paraphrase["usage"])[0] == "game.dwd_pay_order_di"
 
 
+def test_tables_taken_as_never_used_get_no_vote_from_past_requests(built: IndexSet) -> None:
+    text = "whales ranked by recharge"
+    assert ids(built.recall(text, ["game"], paths=["usage"])["usage"])[0] == "game.dwd_pay_order_di"
+    cold = built.recall(text, ["game"], paths=["usage"], unused_tables=["game.dwd_pay_order_di"])["usage"]
+    assert "game.dwd_pay_order_di" not in ids(cold)
+    # nor does any past request that used it vote for the other tables it used
+    used_it = built.past_rows_using([built.row_of["game.dwd_pay_order_di"]])
+    assert used_it and all(built.past[i].text[:80] not in m for i in used_it for h in cold for m in h.matched)
+
+
 def test_usage_never_reads_dev_or_test_requirements(built: IndexSet) -> None:
     assert {p.origin for p in built.past} == {"query_log", "requirements"}
     assert all("secret" not in p.text for p in built.past)

@@ -1,0 +1,106 @@
+"""Coarse ranking on the Spider union with a usage history, fitted with and without cold-history copies.
+
+Every labelled Spider `train` question is written to the lake as a deployment's usage history, the
+indexes are built once, and the coarse model + set selection are fitted on 1,000 sampled `train`
+requirements once per `--shares` value of `matching.cold_history_share` (0: fitted on the lists as
+recalled; 0.5: the default, half of the requirements the history voted for fitted again as a new
+database's request, its database's past requests left out of the vote). Each fit then answers the
+same seeded `test` (known databases, new questions) and `dev` (databases without a history)
+questions as the Matcher does, coarse only. Printed per fit and split: all-gold@5, set F1, and how
+many questions' top table belongs to another database — and of those, how many have the very name
+of a gold table (a namesake in a database that has a history).
+
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/coarse_history.py --shares 0,0.5
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from assetmatch.config import Settings
+from assetmatch.lake import tables as T
+from assetmatch.lake.delta import Lake
+from assetmatch.matching.fit import fit_matching
+from assetmatch.matching.matcher import Matcher
+from assetmatch.matching.selection import SetSelector
+from assetmatch.models import Requirement
+from assetmatch.recall.index import IndexSet
+from finerank_spider import DEFAULT_DATA, load_spider, sample, to_asset
+
+
+def database(asset_id: str) -> str:
+    return asset_id.split(".", 1)[0]
+
+
+def judge(matcher: Matcher, questions: list[Requirement]) -> dict[str, float]:
+    all_gold = f1 = foreign = namesake = 0.0
+    for r in questions:
+        result = matcher.match(r.business, r.text, k=10)
+        ranked = [t.asset_id for t in result.ranked]
+        gold, selected = set(r.gold_assets), set(result.selected)
+        all_gold += gold <= set(ranked[:5])
+        f1 += 2 * len(selected & gold) / (len(selected) + len(gold))
+        if ranked and database(ranked[0]) != database(r.gold_assets[0]):
+            foreign += 1
+            namesake += ranked[0].split(".", 1)[1] in {g.split(".", 1)[1] for g in gold}
+    n = len(questions)
+    return {"all_gold@5": all_gold / n, "set_f1": f1 / n, "foreign_top": foreign, "namesake_top": namesake}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument(
+        "--shares", default="0,0.5", help="comma-separated matching.cold_history_share values"
+    )
+    parser.add_argument("--fit-limit", type=int, default=1000)
+    parser.add_argument("--eval-limit", type=int, default=300)
+    args = parser.parse_args()
+    print(f"load average at start: {os.getloadavg()}", flush=True)
+    started = time.perf_counter()
+    raw_assets, raw_reqs = load_spider(args.data)
+    assets = [to_asset(a, "library") for a in raw_assets]
+    reqs = [
+        Requirement(
+            id=r["id"], business="library", text=r["text"], gold_assets=r["gold_assets"], split=r["split"]
+        )
+        for r in raw_reqs
+        if r["gold_assets"]
+    ]
+    history = [r for r in reqs if r.split == "train"]
+    train = sample(history, args.fit_limit, 0)
+    root = Path(tempfile.mkdtemp(prefix="coarse-history-"))
+    base = {"lake": {"uri": str(root / "lake")}, "recall": {"index_root": str(root / "indexes")}}
+    lake = Lake.from_settings(Settings.model_validate(base))
+    lake.merge_assets(assets, run_id="benchmark", snapshot_of="spider")
+    lake.upsert(T.REQUIREMENTS, [{**r.model_dump(), "run_id": "benchmark"} for r in history], "benchmark")
+    index = IndexSet.build(lake, Settings.model_validate(base))
+    index.warmup()
+    splits = {s: sample([r for r in reqs if r.split == s], args.eval_limit, 1) for s in ("test", "dev")}
+    print(
+        "| cold_history_share | copies | split | all-gold@5 | set F1 | top table another database's "
+        "| … of which a namesake of a gold table |\n|---|---|---|---|---|---|---|",
+        flush=True,
+    )
+    for share in (float(s) for s in args.shares.split(",")):
+        settings = Settings.model_validate({**base, "matching": {"cold_history_share": share}})
+        fit = fit_matching(index, settings, train, seed=0)
+        matcher = Matcher(index, settings, coarse=fit.coarse, selector=SetSelector(fit.selection))
+        for split, questions in splits.items():
+            m = judge(matcher, questions)
+            print(
+                f"| {share} | {fit.report['n_cold_history']} | {split} (n={len(questions)}) "
+                f"| {m['all_gold@5']:.3f} | {m['set_f1']:.3f} | {m['foreign_top']:.0f} | {m['namesake_top']:.0f} |",
+                flush=True,
+            )
+    print(f"\ntotal {time.perf_counter() - started:.0f} s, load average at the end {os.getloadavg()}")
+
+
+if __name__ == "__main__":  # the index build's local Dask cluster starts worker processes
+    main()
