@@ -103,6 +103,7 @@ def test_tables_taken_as_never_used_get_no_vote_from_past_requests(built: IndexS
     assert "game.dwd_pay_order_di" not in ids(cold)
     # nor does any past request that used it vote for the other tables it used
     used_it = built.past_rows_using([built.row_of["game.dwd_pay_order_di"]])
+    assert "game.dwd_pay_order_di" in built.used_tables()
     assert used_it and all(built.past[i].text[:80] not in m for i in used_it for h in cold for m in h.matched)
 
 
