@@ -8,7 +8,9 @@ Two rankers with one interface (`CoarseRanker.rank`):
   each path's score, normalised score, 1/rank and presence; the RRF score; cheap table features
   (column count, name-token overlap with the query, foreign-key degree); *group* features — how strong
   the candidate's database is among all candidates, and how strong its FK neighbours are — because the
-  tables a requirement needs sit in one database and join each other; plus any `FeatureProvider`
+  tables a requirement needs sit in one database and join each other; the same database ranking from
+  the metadata paths alone (without the history's usage and co-usage votes), so the model can tell a
+  vote for a namesake elsewhere from the tables' own evidence; plus any `FeatureProvider`
   features (Feast). The model family and its regularisation are chosen by grouped cross-validation on
   the training requirements only (`fit_learned_fusion`), and saved with joblib together with its
   feature list so a loaded model always sees the columns it was trained on; a numpy copy of its
@@ -69,6 +71,14 @@ def collect_candidates(hits_by_path: Mapping[str, Sequence[Hit]], rrf_k: int = R
     for cand in candidates.values():
         cand.rrf = sum(1.0 / (rrf_k + r) for r in cand.path_ranks.values())
     return candidates
+
+
+HISTORY_PATHS = frozenset({"usage", "graph"})  # paths whose votes come from past requests (co-usage)
+
+
+def metadata_rrf(cand: Candidate, rrf_k: int = RRF_K) -> float:
+    """The candidate's RRF over the paths that read only the library's metadata (not the history)."""
+    return sum(1.0 / (rrf_k + r) for p, r in cand.path_ranks.items() if p not in HISTORY_PATHS)
 
 
 def sort_candidates(candidates: Sequence[Candidate]) -> list[Candidate]:
@@ -167,6 +177,9 @@ class FeatureBuilder:
             "rank_in_group",
             "neighbor_max_rrf_norm",
             "neighbor_n_candidates",
+            "metadata_rrf_norm",
+            "metadata_group_rank",
+            "metadata_group_is_top",
         ]
         if self.feature_provider is not None:
             names += [f"{STORED_FEATURE_PREFIX}{n}" for n in self.feature_provider.feature_names]
@@ -229,12 +242,24 @@ class FeatureBuilder:
             group_n[info.group] += 1
             members[info.group].append(cand.rrf)
         group_order = {g: i + 1 for i, g in enumerate(sorted(group_max, key=lambda g: (-group_max[g], g)))}
+        # the same ranking of groups from the metadata paths alone: where it disagrees with the one
+        # above, past requests pull towards another database than the tables' own words do (a new
+        # database whose namesakes elsewhere have a history) — the model learns whom to believe
+        # from the cold-history copies it is fitted on (`matching.fit`)
+        metadata = [metadata_rrf(c) for c in candidates]
+        metadata_max = max(metadata) or 1.0
+        metadata_group: dict[str, float] = defaultdict(float)
+        for value, info in zip(metadata, statics):
+            metadata_group[info.group] = max(metadata_group[info.group], value)
+        metadata_order = {
+            g: i + 1 for i, g in enumerate(sorted(metadata_group, key=lambda g: (-metadata_group[g], g)))
+        }
         rrf_by_id = {c.asset_id: c.rrf for c in candidates}
         fp_values: Mapping[str, Mapping[str, float]] = stored or {}
         if self.feature_provider is not None and stored is None:
             fp_values = self.feature_provider.online([c.asset_id for c in candidates])
 
-        for i, (cand, info) in enumerate(zip(candidates, statics)):
+        for i, (cand, info, meta) in enumerate(zip(candidates, statics, metadata)):
             row: list[float] = []
             for p in self.paths:
                 present = p in cand.path_ranks
@@ -271,6 +296,9 @@ class FeatureBuilder:
                 float(in_group.index(cand.rrf) + 1),
                 (max(neigh) / rrf_max) if neigh else 0.0,
                 float(len(neigh)),
+                meta / metadata_max,
+                float(metadata_order[info.group]),
+                float(metadata_order[info.group] == 1),
             ]
             if self.feature_provider is not None:
                 values = fp_values.get(cand.asset_id, {})

@@ -97,6 +97,26 @@ def test_feature_rows_hand_checked() -> None:
     assert orders["group_is_top"] == 0.0 and orders["group_rank"] == 2.0 and orders["name_overlap"] == 0.0
 
 
+def test_metadata_group_features_ignore_the_history_vote() -> None:
+    # past requests (usage) vote for the shop's orders table; the tables' own words favour school
+    voted = {
+        **hits(),
+        "usage": [Hit("shop.orders", 0.9, 1, "usage"), Hit("shop.orders", 0.9, 1, "usage")],
+        "graph": [Hit("shop.orders", 0.5, 1, "graph")],
+    }
+    builder = FeatureBuilder(
+        ASSETS, lambda a: EDGES.get(a, set()), paths=["lexical", "dense", "usage", "graph"]
+    )
+    cands = list(collect_candidates(voted).values())
+    x = builder.matrix("name of students with pets", cands)
+    row = {c.asset_id: dict(zip(builder.feature_names, r)) for c, r in zip(cands, x)}
+    orders, student = row["shop.orders"], row["school.student"]
+    assert orders["group_is_top"] == 1.0 and student["group_rank"] == 2.0  # with the vote: shop first
+    assert student["metadata_group_is_top"] == 1.0 and orders["metadata_group_rank"] == 2.0
+    assert student["metadata_rrf_norm"] == 1.0
+    assert orders["metadata_rrf_norm"] == pytest.approx((1 / 62 + 1 / 63) / (1 / 61 + 1 / 62))
+
+
 def _synthetic_groups(n: int, seed: int) -> list[TrainingGroup]:
     """Requirements where the gold tables have the higher first feature; noise elsewhere."""
     rng = np.random.default_rng(seed)
