@@ -21,15 +21,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from assetmatch.config import Settings
-from assetmatch.lake import tables as T
-from assetmatch.lake.delta import Lake
+from assetmatch.evaluation.metrics import ranking_metrics, set_metrics
 from assetmatch.matching.fit import fit_matching
 from assetmatch.matching.matcher import Matcher
 from assetmatch.matching.selection import SetSelector
 from assetmatch.models import Requirement
-from assetmatch.recall.index import IndexSet
-from finerank_spider import DEFAULT_DATA, load_spider, sample, to_asset
+from finerank_spider import DEFAULT_DATA, build_index, sample, union_library
 
 
 def database(asset_id: str) -> str:
@@ -37,18 +34,25 @@ def database(asset_id: str) -> str:
 
 
 def judge(matcher: Matcher, questions: list[Requirement]) -> dict[str, float]:
-    all_gold = f1 = foreign = namesake = 0.0
+    """Coarse-only metrics of `questions`, and how many top tables belong to another database (and
+    of those, how many carry the name of a gold table)."""
+    rankings, selections, golds = [], [], []
+    foreign = namesake = 0
     for r in questions:
         result = matcher.match(r.business, r.text, k=10)
         ranked = [t.asset_id for t in result.ranked]
-        gold, selected = set(r.gold_assets), set(result.selected)
-        all_gold += gold <= set(ranked[:5])
-        f1 += 2 * len(selected & gold) / (len(selected) + len(gold))
+        rankings.append(ranked)
+        selections.append(result.selected)
+        golds.append(r.gold_assets)
         if ranked and database(ranked[0]) != database(r.gold_assets[0]):
             foreign += 1
-            namesake += ranked[0].split(".", 1)[1] in {g.split(".", 1)[1] for g in gold}
-    n = len(questions)
-    return {"all_gold@5": all_gold / n, "set_f1": f1 / n, "foreign_top": foreign, "namesake_top": namesake}
+            namesake += ranked[0].split(".", 1)[1] in {g.split(".", 1)[1] for g in r.gold_assets}
+    return {
+        **ranking_metrics(rankings, golds, ks=(5,)),
+        **set_metrics(selections, golds),
+        "foreign_top": foreign,
+        "namesake_top": namesake,
+    }
 
 
 def main() -> None:
@@ -64,24 +68,10 @@ def main() -> None:
     args = parser.parse_args()
     print(f"load average at start: {os.getloadavg()}", flush=True)
     started = time.perf_counter()
-    raw_assets, raw_reqs = load_spider(args.data)
-    assets = [to_asset(a, "library") for a in raw_assets]
-    reqs = [
-        Requirement(
-            id=r["id"], business="library", text=r["text"], gold_assets=r["gold_assets"], split=r["split"]
-        )
-        for r in raw_reqs
-        if r["gold_assets"]
-    ]
+    assets, reqs = union_library(args.data)
     history = [r for r in reqs if r.split == "train"]
     train = sample(history, args.fit_limit, 0)
-    root = Path(tempfile.mkdtemp(prefix="coarse-history-"))
-    base = {"lake": {"uri": str(root / "lake")}, "recall": {"index_root": str(root / "indexes")}}
-    lake = Lake.from_settings(Settings.model_validate(base))
-    lake.merge_assets(assets, run_id="benchmark", snapshot_of="spider")
-    lake.upsert(T.REQUIREMENTS, [{**r.model_dump(), "run_id": "benchmark"} for r in history], "benchmark")
-    index = IndexSet.build(lake, Settings.model_validate(base))
-    index.warmup()
+    index, base = build_index(assets, Path(tempfile.mkdtemp(prefix="coarse-history-")), history)
     splits = {s: sample([r for r in reqs if r.split == s], args.eval_limit, 1) for s in ("test", "dev")}
     print(
         "| cold_history_share | copies | split | all-gold@5 | set F1 | top table another database's "
@@ -89,14 +79,15 @@ def main() -> None:
         flush=True,
     )
     for share in (float(s) for s in args.shares.split(",")):
-        settings = Settings.model_validate({**base, "matching": {"cold_history_share": share}})
+        matching = base.matching.model_copy(update={"cold_history_share": share})
+        settings = base.model_copy(update={"matching": matching})
         fit = fit_matching(index, settings, train, seed=0)
         matcher = Matcher(index, settings, coarse=fit.coarse, selector=SetSelector(fit.selection))
         for split, questions in splits.items():
             m = judge(matcher, questions)
             print(
                 f"| {share} | {fit.report['n_cold_history']} | {split} (n={len(questions)}) "
-                f"| {m['all_gold@5']:.3f} | {m['set_f1']:.3f} | {m['foreign_top']:.0f} | {m['namesake_top']:.0f} |",
+                f"| {m['all_gold_at_5']:.3f} | {m['set_f1']:.3f} | {m['foreign_top']:.0f} | {m['namesake_top']:.0f} |",
                 flush=True,
             )
     print(f"\ntotal {time.perf_counter() - started:.0f} s, load average at the end {os.getloadavg()}")

@@ -89,6 +89,40 @@ def sample(items: Sequence[Any], n: int, seed: int) -> list[Any]:
     )
 
 
+def union_library(data: Path) -> tuple[list[TableAsset], list[Requirement]]:
+    """Spider's tables and labelled requirements as one business ("library", the union setting)."""
+    raw_assets, raw_reqs = load_spider(data)
+    assets = [to_asset(a, "library") for a in raw_assets]
+    reqs = [
+        Requirement(
+            id=r["id"], business="library", text=r["text"], gold_assets=r["gold_assets"], split=r["split"]
+        )
+        for r in raw_reqs
+        if r["gold_assets"]
+    ]
+    return assets, reqs
+
+
+def build_index(
+    assets: list[TableAsset], workdir: Path, history: Sequence[Requirement] = ()
+) -> tuple[IndexSet, Settings]:
+    """A lake under `workdir` holding `assets` (and `history` as labelled requirements), its recall
+    indexes built and warm, and the settings that point at both."""
+    settings = Settings(
+        lake=LakeConfig(uri=str(workdir / "lake")),
+        recall=RecallConfig(index_root=str(workdir / "indexes")),
+    )
+    lake = Lake.from_settings(settings)
+    lake.merge_assets(assets, run_id="benchmark", snapshot_of="spider")
+    if any(r.split != "train" for r in history):
+        raise ValueError("only train requirements may be the usage history (dev/test are judged)")
+    if history:
+        lake.upsert(T.REQUIREMENTS, [{**r.model_dump(), "run_id": "benchmark"} for r in history], "benchmark")
+    index = IndexSet.build(lake, settings)
+    index.warmup()
+    return index, settings
+
+
 def build_production_path(
     assets: list[TableAsset],
     train: list[Requirement],
@@ -101,19 +135,8 @@ def build_production_path(
     `history`: labelled `train` requirements written to the lake first, as a deployment's are: the
     usage path votes with them (and shows the fine ranker the nearest one beside each table); a
     requirement being fitted on or judged never votes for itself (`leave_own_out`)."""
-    settings = Settings(
-        lake=LakeConfig(uri=str(workdir / "lake")),
-        recall=RecallConfig(index_root=str(workdir / "indexes")),
-    )
-    lake = Lake.from_settings(settings)
-    lake.merge_assets(assets, run_id="benchmark", snapshot_of="spider")
-    if any(r.split != "train" for r in history):
-        raise ValueError("only train requirements may be the usage history (dev/test are judged)")
-    if history:
-        lake.upsert(T.REQUIREMENTS, [{**r.model_dump(), "run_id": "benchmark"} for r in history], "benchmark")
     started = time.perf_counter()
-    index = IndexSet.build(lake, settings)
-    index.warmup()
+    index, settings = build_index(assets, workdir, history)
     fit = fit_matching(index, settings, train, seed)
     matcher = Matcher(index, settings, coarse=fit.coarse, selector=SetSelector(fit.selection))
     info = {"coarse_fit_s": round(time.perf_counter() - started, 1), "cv_chosen": fit.report.get("cv_chosen")}
@@ -196,15 +219,7 @@ def config_from(args: argparse.Namespace) -> RankerConfig:
 
 
 def run_union(args: argparse.Namespace, root: Path, results: dict[str, Any], table: list[str]) -> None:
-    raw_assets, raw_reqs = load_spider(args.data)
-    assets = [to_asset(a, "library") for a in raw_assets]
-    reqs = [
-        Requirement(
-            id=r["id"], business="library", text=r["text"], gold_assets=r["gold_assets"], split=r["split"]
-        )
-        for r in raw_reqs
-        if r["gold_assets"]
-    ]
+    assets, reqs = union_library(args.data)
     train = sample([r for r in reqs if r.split == "train"], args.fit_limit, 0)
     history = [r for r in reqs if r.split == "train"] if args.history == "train" else []
     candidates, info = build_production_path(assets, train, root / "union", args.seed, history)

@@ -155,8 +155,8 @@ def fit_matching(
 
     A share (`matching.cold_history_share`) of the requirements whose gold tables past requests voted
     for is fitted twice: as recalled, and as if their database had never been used (the past requests
-    that used any of its tables left out of the usage vote): the lists a new database's requests get. Fitted only on the first,
-    the model learns that the usage path is nearly always right, and on a database without history it
+    that used any of its tables left out of the usage vote): the lists a new database's requests get.
+    Fitted only on the first, the model learns that the usage path is nearly always right, and on a database without history it
     follows the usage path's votes for the nearest past requests' tables, which are other databases'.
     The copies count in the fit and the selection calibration, not in the out-of-fold lists.
 
@@ -192,10 +192,11 @@ def fit_matching(
             unused = [a for g in sorted(databases) for a in used_by_group[g]]
             hits = recall_matcher.recall(req.business, req.text, leave_own_out=True, unused_tables=unused)
             cold.append((req, list(collect_candidates(hits).values())))
-    stored = point_in_time_features(builder.feature_provider, [*recalled, *cold])
+    lists = [*recalled, *cold]  # the cold copies last: the first len(recalled) are as serving recalls
+    stored = point_in_time_features(builder.feature_provider, lists)
     groups = [
         training_group(builder, req, cands, features, suffix="" if i < len(recalled) else COLD_SUFFIX)
-        for i, ((req, cands), features) in enumerate(zip([*recalled, *cold], stored))
+        for i, ((req, cands), features) in enumerate(zip(lists, stored))
     ]
     n_gold_recalled = sum(int(g.labels.sum()) for g in groups[: len(recalled)])
     t0 = time.perf_counter()
@@ -207,7 +208,7 @@ def fit_matching(
     examples = []
     oof_lists: dict[str, tuple[list[str], list[float]]] = {}
     depth = settings.recall.candidates
-    for i, (grp, scores, (req, _)) in enumerate(zip(groups, oof, [*recalled, *cold])):
+    for i, (grp, scores, (req, _)) in enumerate(zip(groups, oof, lists)):
         order = np.argsort(-scores, kind="stable")
         ranked = [
             ScoredTable(grp.asset_ids[j], float(scores[j]), builder.group_of(grp.asset_ids[j])) for j in order
