@@ -220,12 +220,37 @@ def fine_ranked(j: Judged, calibration: FineCalibration, ctx: Context, cap: int 
     return Ranked(j.requirement, answer.ids, answer.scores, latency, selected=selected, fine_depth=depth)
 
 
-def quality(ranked: Sequence[Ranked], k: int = 3) -> float:
-    """What calibration maximises: mean all-gold@k + mean set F1 (the gate's two metrics)."""
+def quality_per_requirement(ranked: Sequence[Ranked], k: int = 3) -> np.ndarray:
+    """all-gold@k + set F1 of each requirement (the gate's two metrics), in the order given."""
     if not ranked:
-        return 0.0
+        return np.zeros(0)
     rep = report("q", ranked)
-    return float(np.mean(rep.all_gold[k]) + np.mean(rep.f1))
+    return np.asarray(rep.all_gold[k]) + np.asarray(rep.f1)
+
+
+def quality(ranked: Sequence[Ranked], k: int = 3) -> float:
+    """What calibration maximises: mean all-gold@k + mean set F1."""
+    q = quality_per_requirement(ranked, k)
+    return float(q.mean()) if q.size else 0.0
+
+
+def cheapest_within_one_se(
+    tried: Sequence[tuple[np.ndarray, float]], tolerance: float = 0.005
+) -> int:
+    """Index of the cheapest of the `tried` (per-requirement quality, cost) whose mean quality is
+    within one standard error of the best one's — the "one-standard-error rule" of model selection
+    (Breiman et al., CART): on a few dozen validation requirements, a rule that looks better by less
+    than its own noise is not evidence for paying its cost. The standard error is that of the paired
+    per-requirement differences to the best; never below `tolerance`. Ties: the better quality."""
+    means = [float(q.mean()) if q.size else 0.0 for q, _ in tried]
+    best = int(np.argmax(means))
+    eligible = []
+    for i, (q, cost) in enumerate(tried):
+        diff = tried[best][0] - q
+        se = float(diff.std(ddof=1) / np.sqrt(diff.size)) if diff.size > 1 else 0.0
+        if means[best] - means[i] <= max(tolerance, se):
+            eligible.append((cost, -means[i], i))
+    return min(eligible)[2]
 
 
 def curve_point(judged: Sequence[Judged], ctx: Context) -> dict[str, float]:
@@ -277,9 +302,10 @@ def calibrate(
 ) -> FineCalibration:
     """Fit, on validation requirements: the fusion of logits with coarse scores, the selection rules
     on fused probabilities, then the cascade. The cascade is the cheapest rule (fewest pairs scored)
-    whose quality (all-gold@3 + set F1) is within `tolerance` of the best rule — and "never" (the
-    coarse answer) is one of the rules: an adapter that does not beat the coarse ranking on
-    validation is never asked."""
+    whose quality (all-gold@3 + set F1) is within one standard error of the best rule's
+    (`cheapest_within_one_se`; never less than `tolerance`) — and "never" (the coarse answer) is one
+    of the rules: an adapter that does not clearly beat the coarse ranking on validation is never
+    asked, and one that does is asked no more often, nor about more tables, than its gain needs."""
     fusion = Fusion.fit([(j.logits, j.coarse.scores[: len(j.logits)], j.gold_flags()) for j in judged])
     examples = []
     for j in judged:
@@ -316,11 +342,8 @@ def calibrate(
         ranked = [
             fine_ranked(j, FineCalibration(threshold, fusion, params, cascade, familiar), ctx) for j in judged
         ]
-        tried.append((quality(ranked), float(np.mean([r.fine_depth for r in ranked])), cascade))
-    best = max(q for q, _, _ in tried)
-    _, _, cascade = min(
-        ((q, cost, c) for q, cost, c in tried if q >= best - tolerance), key=lambda t: (t[1], -t[0])
-    )
+        tried.append((quality_per_requirement(ranked), float(np.mean([r.fine_depth for r in ranked]))))
+    cascade = rules[cheapest_within_one_se(tried, tolerance)]
     return FineCalibration(threshold, fusion, params, cascade, familiar)
 
 

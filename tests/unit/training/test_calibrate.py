@@ -107,3 +107,29 @@ def test_cross_fitting_still_sees_a_helpful_adapter_and_not_a_useless_one() -> N
         ev.quality(ev.cross_fitted(useless, CTX, familiar=None))
         <= ev.quality([ev.coarse_ranked(j) for j in useless]) + 0.02
     )
+
+
+def test_the_cheapest_rule_within_one_standard_error_of_the_best_is_chosen() -> None:
+    n = 40
+    coarse = np.ones(n)  # "never": costs nothing
+    # gains 1.0 on 2 of 40 requirements: mean +0.05, standard error of the paired difference ~0.035
+    noisy_gain = coarse.copy()
+    noisy_gain[:2] += 1.0
+    # gains 1.0 on 10 of 40: mean +0.25, standard error ~0.07 -- clearly better
+    clear_gain = coarse.copy()
+    clear_gain[:10] += 1.0
+    assert ev.cheapest_within_one_se([(coarse, 0.0), (noisy_gain, 4.0)]) == 1  # 0.05 > one SE
+    one = coarse.copy()
+    one[:2] += 1.0
+    one[2] -= 1.0  # mean +0.025, standard error ~0.044: within one SE, the cost is not worth it
+    assert ev.cheapest_within_one_se([(coarse, 0.0), (one, 4.0)]) == 0
+    # the deeper rule is only a little better than a shallow one: the shallow one is enough
+    shallow = clear_gain.copy()
+    shallow[-1] -= 0.5
+    shallow[-2] += 0.25
+    assert ev.cheapest_within_one_se([(coarse, 0.0), (clear_gain, 10.0), (shallow, 3.0)]) == 2
+    # equal cost: the better quality
+    assert ev.cheapest_within_one_se([(shallow, 3.0), (clear_gain, 3.0)]) == 1
+    # identical rules (no spread in the difference): the tolerance decides
+    assert ev.cheapest_within_one_se([(coarse - 0.004, 0.0), (coarse, 5.0)], tolerance=0.005) == 0
+    assert ev.cheapest_within_one_se([(coarse - 0.006, 0.0), (coarse, 5.0)], tolerance=0.005) == 1
