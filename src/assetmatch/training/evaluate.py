@@ -234,9 +234,7 @@ def quality(ranked: Sequence[Ranked], k: int = 3) -> float:
     return float(q.mean()) if q.size else 0.0
 
 
-def cheapest_within_one_se(
-    tried: Sequence[tuple[np.ndarray, float]], tolerance: float = 0.005
-) -> int:
+def cheapest_within_one_se(tried: Sequence[tuple[np.ndarray, float]], tolerance: float = 0.005) -> int:
     """Index of the cheapest of the `tried` (per-requirement quality, cost) whose mean quality is
     within one standard error of the best one's — the "one-standard-error rule" of model selection
     (Breiman et al., CART): on a few dozen validation requirements, a rule that looks better by less
