@@ -184,7 +184,7 @@ class Matcher:
         if self.use_graph:
             seeds = self._graph_seeds(hits)
             if seeds:
-                hits["graph"] = self.index.expand(seeds, businesses, k=20)
+                hits["graph"] = self.index.expand(seeds, businesses, k=20, unused_tables=unused_tables)
         return self._isolate(hits, set(businesses))
 
     def _graph_seeds(self, hits: Mapping[str, Sequence[Hit]]) -> dict[str, float]:

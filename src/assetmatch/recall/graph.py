@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -86,6 +86,28 @@ class JoinGraph:
         names = ("fk", "co-usage", "fk+co-usage")
         kinds = {(int(a), int(b)): names[int(c)] for (a, b), c in zip(data["pairs"], data["codes"])}
         return cls(adjacency, kinds)
+
+    def without_co_usage(self, rows: Collection[int]) -> JoinGraph:
+        """This graph as it would be had the tables at `rows` never been used: the co-usage edges that
+        touch them are dropped, a foreign key among them stays at its own weight (what a database new
+        to the history has; `matching.fit` recalls cold-history copies over it)."""
+        touched = set(rows)
+        if not touched:
+            return self
+        coo = self.adjacency.tocoo()
+        values = coo.data.copy()
+        kinds = dict(self.kinds)
+        for i in np.flatnonzero(np.isin(coo.row, list(touched)) | np.isin(coo.col, list(touched))):
+            key = (min(int(coo.row[i]), int(coo.col[i])), max(int(coo.row[i]), int(coo.col[i])))
+            kind = self.kinds.get(key, "")
+            values[i] = FK_WEIGHT if kind.startswith("fk") else 0.0
+            if kind == "fk+co-usage":
+                kinds[key] = "fk"
+            elif kind == "co-usage":
+                kinds.pop(key, None)
+        adjacency = sparse.csr_matrix((values, (coo.row, coo.col)), shape=self.adjacency.shape)
+        adjacency.eliminate_zeros()
+        return JoinGraph(adjacency, kinds)
 
     def neighbors(self, row: int) -> np.ndarray:
         start, end = self.adjacency.indptr[row], self.adjacency.indptr[row + 1]

@@ -80,6 +80,8 @@ from assetmatch.recall.vector_cache import VectorCache, text_key
 from assetmatch.text import normalize_text, same_request_key
 from assetmatch.types import Hit
 
+COLD_GRAPHS_CACHED = 64  # join graphs without one database's co-usage kept by `_graph_without`
+
 if TYPE_CHECKING:  # the lake (deltalake, pyarrow) is read by `build` only: loading an index never needs it
     from assetmatch.lake import Lake
 
@@ -272,6 +274,7 @@ class IndexSet:
         self.usage_lexical = usage_lexical
         self.usage_vectors = usage_vectors
         self.graph = graph
+        self._cold_graphs: dict[frozenset[int], JoinGraph] = {}  # see `_graph_without`
         self.encoder = encoder
         self.paths = tuple(paths)
         self.library_has_cjk = bool(manifest.get("library_has_cjk", False))
@@ -629,12 +632,20 @@ class IndexSet:
             weights[token] = weights.get(token, 0.0) + weight
         return weights
 
-    def expand(self, seeds: Mapping[str, float], businesses: Collection[str], k: int = 20) -> list[Hit]:
+    def expand(
+        self,
+        seeds: Mapping[str, float],
+        businesses: Collection[str],
+        k: int = 20,
+        unused_tables: Collection[str] = (),
+    ) -> list[Hit]:
         """The "graph" path: personalized PageRank from the seed tables over FK and co-usage edges.
 
         seeds: asset id -> non-negative score (e.g. fused recall scores). Returns the best-scored tables
         of `businesses`, seeds included (a seed linked to other seeds rises), with the edge that links
         each table to its strongest seed as the reason. [] if "graph" is turned off.
+        unused_tables: tables taken as never used before (as in `recall`): the walk does not follow
+        their co-usage edges, only their foreign keys.
         """
         if "graph" not in self.paths:
             return []
@@ -648,11 +659,24 @@ class IndexSet:
             return []
         spans = self._spans(self.ranges, allowed)
         selected = np.concatenate([np.arange(s, e) for s, e in spans])
-        scores = self.graph.personalized_pagerank(rows, selected)
+        graph = self._graph_without(unused_tables)
+        scores = graph.personalized_pagerank(rows, selected)
         hits = []
         for rank, (row, score) in enumerate(top_rows(scores, spans, k), start=1):
             hits.append(Hit(self.asset_ids[row], score, rank, "graph", self._graph_reason(row, rows)))
         return hits
+
+    def _graph_without(self, unused_tables: Collection[str]) -> JoinGraph:
+        """The join graph without the co-usage edges of `unused_tables` (cached: a fit asks for the
+        same database's tables once per requirement of it)."""
+        rows = frozenset(self.row_of[a] for a in unused_tables if a in self.row_of)
+        if not rows:
+            return self.graph
+        if rows not in self._cold_graphs:
+            if len(self._cold_graphs) >= COLD_GRAPHS_CACHED:
+                self._cold_graphs.clear()
+            self._cold_graphs[rows] = self.graph.without_co_usage(rows)
+        return self._cold_graphs[rows]
 
     def _graph_reason(self, row: int, seeds: Mapping[int, float]) -> list[str]:
         if row in seeds:

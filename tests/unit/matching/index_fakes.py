@@ -41,7 +41,13 @@ class ListIndex:
     def used_tables(self) -> list[str]:
         return []  # no past request used any table
 
-    def expand(self, seeds: Mapping[str, float], businesses: Collection[str], k: int = 20) -> list[Hit]:
+    def expand(
+        self,
+        seeds: Mapping[str, float],
+        businesses: Collection[str],
+        k: int = 20,
+        unused_tables: Collection[str] = (),
+    ) -> list[Hit]:
         return []
 
     def neighbors(self, asset_id: str) -> set[str]:

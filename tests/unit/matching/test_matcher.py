@@ -36,7 +36,13 @@ class LeakyIndex(ListIndex):
     def hits(self) -> list[Hit]:
         return [Hit(a, 10.0 - i, i + 1, "lexical", ["payments"]) for i, a in enumerate(self.assets)]
 
-    def expand(self, seeds: Mapping[str, float], businesses: Collection[str], k: int = 20) -> list[Hit]:
+    def expand(
+        self,
+        seeds: Mapping[str, float],
+        businesses: Collection[str],
+        k: int = 20,
+        unused_tables: Collection[str] = (),
+    ) -> list[Hit]:
         return [Hit(a, 1.0, i + 1, "graph") for i, a in enumerate(seeds)]
 
     def neighbors(self, asset_id: str) -> set[str]:

@@ -130,6 +130,38 @@ def test_graph_uses_query_log_co_usage(built: IndexSet) -> None:
     assert built.neighbors("no.such.table") == set()
 
 
+def test_graph_of_tables_never_used_keeps_foreign_keys_and_drops_co_usage(built: IndexSet) -> None:
+    # game.dim_item is linked to game.dwd_item_purchase_di by query-log co-usage only
+    warm = ids(built.expand({"game.dim_item": 1.0}, ["game"]))
+    assert "game.dwd_item_purchase_di" in warm
+    cold = built.expand({"game.dim_item": 1.0}, ["game"], unused_tables=["game.dim_item"])
+    assert ids(cold) == ["game.dim_item"]  # nothing else links to it without the history
+    # foreign keys stay: music has no history here, and its walk is the same either way
+    seeds = {"music.singer": 1.0, "music.concert": 0.8}
+    music = built.expand(seeds, ["music"])
+    assert [(h.asset_id, h.score) for h in music] == [
+        (h.asset_id, h.score)
+        for h in built.expand(seeds, ["music"], unused_tables=["music.singer", "music.concert"])
+    ]
+    assert built.neighbors("game.dim_item") == {"game.dwd_item_purchase_di"}  # the index is unchanged
+
+
+def test_join_graph_without_co_usage() -> None:
+    from assetmatch.recall.graph import FK_WEIGHT, JoinGraph
+
+    # 0-1 foreign key and co-used, 1-2 co-used, 2-3 foreign key, 3-4 co-used
+    graph = JoinGraph.build(5, [(0, 1), (2, 3)], [[0, 1], [1, 2], [3, 4], [3, 4]])
+    cold = graph.without_co_usage([1])
+    assert cold.edge_kind(0, 1) == "fk" and cold.adjacency[0, 1] == FK_WEIGHT
+    assert cold.edge_kind(1, 2) is None and cold.adjacency[1, 2] == 0
+    assert set(cold.neighbors(1).tolist()) == {0}
+    # edges that do not touch row 1 are as they were
+    assert cold.edge_kind(3, 4) == "co-usage" and cold.adjacency[3, 4] == graph.adjacency[3, 4]
+    assert cold.adjacency[2, 3] == FK_WEIGHT and (cold.adjacency != cold.adjacency.T).nnz == 0
+    assert graph.edge_kind(0, 1) == "fk+co-usage" and graph.adjacency[1, 2] > 0  # the original untouched
+    assert graph.without_co_usage([]) is graph
+
+
 @pytest.mark.parametrize(
     "text",
     [
