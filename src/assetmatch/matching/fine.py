@@ -143,7 +143,9 @@ class Cascade:
     def why_skipped(self) -> str:
         """What a match result says when this cascade kept the coarse answer."""
         if self == Cascade.never():
-            return "cascade: this adapter did not beat the coarse ranking on validation"
+            return (
+                "cascade: this adapter did not beat the coarse ranking on validation by more than its noise"
+            )
         return "cascade: the coarse answer is certain, or holds a table the adapter did not learn"
 
     @classmethod
