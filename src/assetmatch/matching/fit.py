@@ -155,9 +155,10 @@ def fit_matching(
 
     A share (`matching.cold_history_share`) of the requirements whose gold tables past requests voted
     for is fitted twice: as recalled, and as if their database had never been used (the past requests
-    that used any of its tables left out of the usage vote): the lists a new database's requests get.
-    Fitted only on the first, the model learns that the usage path is nearly always right, and on a database without history it
-    follows the usage path's votes for the nearest past requests' tables, which are other databases'.
+    that used any of its tables left out of the usage vote, and its co-usage edges out of the graph
+    walk): the lists a new database's requests get. Fitted only on the first, the model learns that
+    the usage path is nearly always right, and on a database without history it follows the usage
+    path's votes for the nearest past requests' tables, which are other databases'.
     The copies count in the fit and the selection calibration, not in the out-of-fold lists.
 
     With nothing to fit on: RRF and top-1 selection with FK closure (the untrained defaults).

@@ -81,6 +81,14 @@ def metadata_rrf(cand: Candidate, rrf_k: int = RRF_K) -> float:
     return sum(1.0 / (rrf_k + r) for p, r in cand.path_ranks.items() if p not in HISTORY_PATHS)
 
 
+def rank_groups(values: Sequence[float], groups: Sequence[str]) -> dict[str, int]:
+    """Each group's rank (1 = best) by its best member's value; ties by group name."""
+    best: dict[str, float] = {}
+    for value, group in zip(values, groups):
+        best[group] = max(best.get(group, value), value)
+    return {g: i + 1 for i, g in enumerate(sorted(best, key=lambda g: (-best[g], g)))}
+
+
 def sort_candidates(candidates: Sequence[Candidate]) -> list[Candidate]:
     """Best first by score, then RRF, then asset id (deterministic ties)."""
     return sorted(candidates, key=lambda c: (-c.score, -c.rrf, c.asset_id))
@@ -241,19 +249,15 @@ class FeatureBuilder:
             group_sum[info.group] += cand.rrf
             group_n[info.group] += 1
             members[info.group].append(cand.rrf)
-        group_order = {g: i + 1 for i, g in enumerate(sorted(group_max, key=lambda g: (-group_max[g], g)))}
+        groups = [info.group for info in statics]
+        group_order = rank_groups([c.rrf for c in candidates], groups)
         # the same ranking of groups from the metadata paths alone: where it disagrees with the one
         # above, past requests pull towards another database than the tables' own words do (a new
         # database whose namesakes elsewhere have a history) — the model learns whom to believe
         # from the cold-history copies it is fitted on (`matching.fit`)
         metadata = [metadata_rrf(c) for c in candidates]
         metadata_max = max(metadata) or 1.0
-        metadata_group: dict[str, float] = defaultdict(float)
-        for value, info in zip(metadata, statics):
-            metadata_group[info.group] = max(metadata_group[info.group], value)
-        metadata_order = {
-            g: i + 1 for i, g in enumerate(sorted(metadata_group, key=lambda g: (-metadata_group[g], g)))
-        }
+        metadata_order = rank_groups(metadata, groups)
         rrf_by_id = {c.asset_id: c.rrf for c in candidates}
         fp_values: Mapping[str, Mapping[str, float]] = stored or {}
         if self.feature_provider is not None and stored is None:

@@ -101,7 +101,7 @@ def test_metadata_group_features_ignore_the_history_vote() -> None:
     # past requests (usage) vote for the shop's orders table; the tables' own words favour school
     voted = {
         **hits(),
-        "usage": [Hit("shop.orders", 0.9, 1, "usage"), Hit("shop.orders", 0.9, 1, "usage")],
+        "usage": [Hit("shop.orders", 0.9, 1, "usage")],
         "graph": [Hit("shop.orders", 0.5, 1, "graph")],
     }
     builder = FeatureBuilder(
