@@ -38,6 +38,7 @@ from pydantic import (
     PrivateAttr,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -512,7 +513,7 @@ class LlmConfig(_Strict):
 _RANKER_TYPES: dict[str, tuple[type, ...]] = {"int": (int,), "float": (int, float), "str": (str,)}
 
 
-def check_ranker_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
+def check_ranker_overrides(overrides: dict[str, Any], where: str = "training.ranker") -> dict[str, Any]:
     """`training.ranker` against `RankerConfig`: every key a field, every value of its type and within
     its rules (checked with the other fields at their defaults). Errors name the key."""
     known = {f.name: f for f in dataclasses.fields(RankerConfig)}
@@ -520,7 +521,7 @@ def check_ranker_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
         if key not in known:
             near = difflib.get_close_matches(key, list(known), n=1)
             hint = f"did you mean {near[0]!r}?" if near else f"fields: {', '.join(sorted(known))}"
-            raise ValueError(f"training.ranker.{key}: unknown field of RankerConfig ({hint})")
+            raise ValueError(f"{where}.{key}: unknown field of RankerConfig ({hint})")
         kind = str(known[key].type)
         allowed = _RANKER_TYPES.get(kind)
         if kind == "str | list[str]":
@@ -532,11 +533,11 @@ def check_ranker_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
         else:  # a YAML true is not a number
             ok = allowed is not None and isinstance(value, allowed) and not isinstance(value, bool)
         if not ok:
-            raise ValueError(f"training.ranker.{key}: expected {kind}, got {value!r}")
+            raise ValueError(f"{where}.{key}: expected {kind}, got {value!r}")
     try:
         RankerConfig(**overrides)
     except ValueError as exc:
-        raise ValueError(str(exc).replace("RankerConfig.", "training.ranker.")) from None
+        raise ValueError(str(exc).replace("RankerConfig.", f"{where}.")) from None
     return overrides
 
 
@@ -544,6 +545,12 @@ class TrainingConfig(_Strict):
     ranker: dict[str, Any] = Field(
         default_factory=dict,
         description="Overrides of RankerConfig fields (assetmatch.ranking.config), checked when the config loads.",
+    )
+    shared_ranker: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Overrides of `ranker` for the shared adapter only (it trains on every business's "
+        "data, so a step budget that is one pass over one business's data is a fraction of a pass over "
+        "all of them; e.g. {max_steps: 50} while the per-business adapters train a full epoch).",
     )
     llm: LlmConfig = Field(default_factory=LlmConfig, description="Optional LLM augmentation.")
     adapters_dir: str = Field(
@@ -563,10 +570,10 @@ class TrainingConfig(_Strict):
         "adapter folder.",
     )
 
-    @field_validator("ranker")
+    @field_validator("ranker", "shared_ranker")
     @classmethod
-    def _ranker_overrides(cls, value: dict[str, Any]) -> dict[str, Any]:
-        return check_ranker_overrides(value)
+    def _ranker_overrides(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        return check_ranker_overrides(value, f"training.{info.field_name}")
 
 
 class PromotionConfig(_Strict):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -40,7 +41,7 @@ REQUIREMENTS = [
 ]
 
 
-def make_settings(tmp_path: Path, businesses: list[str]) -> Settings:
+def make_settings(tmp_path: Path, businesses: list[str], **training: Any) -> Settings:
     cfg = load_settings(
         None,
         lake={"uri": str(tmp_path / "lake")},
@@ -61,6 +62,7 @@ def make_settings(tmp_path: Path, businesses: list[str]) -> Settings:
                 "validation_fraction": 0.4,
                 "synthetic_per_table": 1,
             },
+            **training,
         },
         promotion={"bootstrap_samples": 200, "latency_budget_ms": 600_000},
     )
@@ -166,17 +168,20 @@ def test_train_gate_record_and_roll_back(settings: Settings) -> None:
 def test_shared_adapter_then_per_business_and_the_three_way_gate(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Two businesses: the train stage trains the shared adapter first, each business's adapter
-    starts from it and the shared one is registered for it too; the gate judges both arms."""
+    """Two businesses: the train stage trains the shared adapter first (with its own step budget,
+    `training.shared_ranker`), each business's adapter starts from it and the shared one is
+    registered for it too; the gate judges both arms."""
     from assetmatch import pipeline
     from assetmatch.registry.mlflow import Registry
     from assetmatch.registry.promotion import evaluate_and_promote
 
     monkeypatch.chdir(tmp_path)
-    settings = make_settings(tmp_path, ["game", "shop"])
+    settings = make_settings(tmp_path, ["game", "shop"], shared_ranker={"max_steps": 1})
     stage = pipeline.train_stage(settings)
     assert stage.status == "ran", stage.failures
-    assert set(stage.details["outcomes"]) == {"shared adapter", "game", "shop"}
+    outcomes = stage.details["outcomes"]
+    assert set(outcomes) == {"shared adapter", "game", "shop"}
+    assert outcomes["shared adapter"]["steps"] == 1 and outcomes["game"]["steps"] == 2
     registry = Registry.from_settings(settings)
     assert registry.version_by_alias("_shared", "current") is not None
     assert registry.businesses() == ["game", "shop"]  # the shared adapter is not a business

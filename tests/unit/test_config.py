@@ -73,6 +73,15 @@ def test_ranker_overrides_are_checked_when_the_config_loads(tmp_path: Path) -> N
     assert load_settings(path).training.ranker["eval_at_start"] is False
 
 
+def test_shared_ranker_overrides_are_checked_like_the_ranker_ones(tmp_path: Path) -> None:
+    path = write(tmp_path, "training: {shared_ranker: {max_stpes: 50}}\n")
+    with pytest.raises(ConfigError, match=r"training\.shared_ranker\.max_stpes: unknown field.*'max_steps'"):
+        load_settings(path)
+    path = write(tmp_path, "training: {ranker: {epochs: 1}, shared_ranker: {max_steps: 50}}\n")
+    training = load_settings(path).training
+    assert training.ranker == {"epochs": 1} and training.shared_ranker == {"max_steps": 50}
+
+
 def test_source_referring_to_unknown_business(tmp_path: Path) -> None:
     path = write(tmp_path, "businesses: [{name: moba}]\nsources: [{name: s, type: sql, business: nope}]\n")
     with pytest.raises(ConfigError, match=r"sources\.0\.business: unknown business 'nope'"):

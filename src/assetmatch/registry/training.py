@@ -51,9 +51,10 @@ def run_shared_training(
 ) -> tuple[TrainResult, str]:
     """Train the shared adapter on every listed business's data (each requirement ranked in its own
     business's coarse lists) and register it as `<prefix>_shared@current`: the general skill the
-    per-business adapters start from. Returns (result, version)."""
+    per-business adapters start from. Trained with `training.ranker` overridden by
+    `training.shared_ranker` unless `config` is given. Returns (result, version)."""
     lake = Lake.from_settings(settings)
-    config = config or ranker_config(settings)
+    config = config or ranker_config(settings, **settings.training.shared_ranker)
     parts = [business_inputs(lake, settings, b, config) for b in businesses]
     library = {a.asset_id: a for _, visible in parts for a in visible}
     pooled = TrainingData(
