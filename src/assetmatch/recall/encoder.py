@@ -13,7 +13,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from assetmatch.config import RecallConfig
-from assetmatch.modelpath import PACKAGED_MODEL, model_fingerprint, resolve_model
+from assetmatch.modelpath import PACKAGED_MODEL, model_fingerprint, quiet_loading, resolve_model
 
 __all__ = [
     "PACKAGED_MODEL",
@@ -65,7 +65,8 @@ def _load(path: str, device: str, max_length: int) -> Any:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     from sentence_transformers import SentenceTransformer
 
-    model = SentenceTransformer(path, device=device, local_files_only=True)
+    with quiet_loading():
+        model = SentenceTransformer(path, device=device, local_files_only=True)
     model.max_seq_length = min(max_length, model.max_seq_length or max_length)
     return model
 

@@ -12,6 +12,7 @@ moves `champion` (and keeps `previous` for rollback).
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import tempfile
@@ -57,6 +58,10 @@ class Registry:
     def __init__(self, tracking_uri: str, artifact_location: str, prefix: str = "assetmatch-ranker-") -> None:
         from mlflow.tracking import MlflowClient
 
+        # MLflow draws a progress bar for every artifact download: each adapter fetched by training,
+        # the gate and serving printed one into the CLI's output and the service's log. Off unless
+        # the environment turns it on.
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         self.tracking_uri = tracking_uri
         self.artifact_location = artifact_location
         self.prefix = prefix
