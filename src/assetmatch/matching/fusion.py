@@ -334,7 +334,8 @@ def _model_grid(seed: int) -> dict[str, Any]:
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    # a small grid on purpose: every entry costs one fit per fold on ~100 rows per requirement
+    # a small grid on purpose: every entry costs one fit per fold on ~100 rows per requirement.
+    # Simplest first: a near-tie goes to the earlier entry (`simplest_of_the_best`).
     grid: dict[str, Any] = {
         "logreg_C1.0": make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=2000))
     }
@@ -355,6 +356,20 @@ def group_ranking_score(groups: Sequence[TrainingGroup], scores: Sequence[np.nda
         first = next((pos for pos, j in enumerate(order, start=1) if grp.labels[j] == 1), None)
         total += all_gold + 0.01 * (1.0 / first if first else 0.0)
     return total / max(len(groups), 1)
+
+
+def simplest_of_the_best(scores: Mapping[str, float], n_requirements: int) -> str:
+    """The first model, in grid order (simplest first), whose CV score is within half a requirement
+    of the best (0.5 / n): a smaller difference can only be the MRR tie-break term or one
+    requirement's first gold table moving one rank, and the choice would follow whichever way tiny
+    upstream differences fall. (Two demo builds of the same data chose different models this way,
+    0.9616568 against 0.9616539, and answered one game's held-out requirements with set F1 0.83 and
+    0.86.)"""
+    if not scores:
+        raise ValueError("no model was cross-validated")
+    best = max(scores.values())
+    tolerance = 0.5 / max(n_requirements, 1)
+    return next(name for name, score in scores.items() if score >= best - tolerance)
 
 
 @dataclass
@@ -587,7 +602,7 @@ def _cross_validate(
         preds = [p if len(p) == len(g.labels) else np.zeros(len(g.labels)) for p, g in zip(preds, usable)]
         scores[name] = group_ranking_score(usable, preds)
         oof[name] = preds
-    chosen = max(scores, key=lambda n: (scores[n], n))
+    chosen = simplest_of_the_best(scores, len(usable))
     x_all = np.vstack([g.features for g in usable])
     final = clone(models[chosen]).fit(x_all, labels_all)
     report = CVReport(scores, chosen, len(usable), int(x_all.shape[0]), len(splits))
