@@ -235,7 +235,8 @@ def train(ctx: DemoContext) -> str:
     shared = pipeline.shared_plan(settings, plan)
     if shared:
         result, version = run_shared_training(settings, shared, progress=ctx.progress)
-        lines.append(f"shared adapter: v{version}, {result.fit.steps} steps (best {result.fit.best_step})")
+        best = f" (best {result.fit.best_step})" if result.fit.best_step else ""
+        lines.append(f"shared adapter: v{version}, {result.fit.steps} steps{best}")
     for business in plan.todo:
         result, version = run_training(settings, business, progress=ctx.progress)
         challenger = result.reports["challenger"].means()
@@ -319,21 +320,34 @@ def samples(ctx: DemoContext) -> str:
     table.add_column("requirement")
     table.add_column("selected tables")
     table.add_column("next candidates", style="dim")
-    table.add_column("model", style="dim")
-    shown = 0
+    table.add_column("answered by", style="dim")
+    shown = fine = 0
     for business in settings.business_names():
         for text in SAMPLE_REQUIREMENTS.get(business, ()):
-            selected, others, model = _sample_match(ctx, url, business, text)
-            table.add_row(business, text, "\n".join(selected) or "(none)", "\n".join(others[:3]), model)
+            selected, others, answered_by, depth = _sample_match(ctx, url, business, text)
+            table.add_row(
+                business, text, "\n".join(selected) or "(none)", "\n".join(others[:3]), answered_by
+            )
             shown += 1
+            fine += depth > 0
     ctx.console.print(table)
-    return f"{shown} new requests matched" + (" through the API" if url else "")
+    return f"{shown} new requests matched" + (" through the API" if url else "") + f", {fine} fine-ranked"
+
+
+def answered_by(model_version: str, fine_depth: int, fine_skipped: str) -> str:
+    """Who answered a match: the business's adapter (how many tables it scored), or the coarse
+    ranking and why the adapter did not run."""
+    if fine_depth:
+        return f"adapter {model_version}: {fine_depth} tables fine-ranked"
+    if fine_skipped:
+        return f"coarse ranking ({fine_skipped.removeprefix('cascade: ')})"
+    return "coarse ranking (no adapter promoted)"
 
 
 def _sample_match(
     ctx: DemoContext, url: str | None, business: str, text: str
-) -> tuple[list[str], list[str], str]:
-    """(selected table names, other ranked names, model version) for one request."""
+) -> tuple[list[str], list[str], str, int]:
+    """(selected table names, other ranked names, who answered, tables fine-ranked) for one request."""
     if url:
         import httpx
 
@@ -343,10 +357,12 @@ def _sample_match(
         response.raise_for_status()
         body = response.json()
         tables = body["tables"]
+        depth = int(body.get("fine_depth") or 0)
         return (
             [t["name"] for t in tables if t["selected"]],
             [t["name"] for t in tables if not t["selected"]],
-            body.get("model_version", ""),
+            answered_by(body.get("model_version", ""), depth, body.get("fine_skipped") or ""),
+            depth,
         )
 
     matcher = ctx.results.get("_matcher") or Matcher.from_settings(ctx.settings)
@@ -355,7 +371,8 @@ def _sample_match(
     return (
         [t.name for t in result.ranked if t.selected],
         [t.name for t in result.ranked if not t.selected],
-        result.model_version,
+        answered_by(result.model_version, result.fine_depth, result.fine_skipped),
+        result.fine_depth,
     )
 
 

@@ -56,13 +56,28 @@ ANALYSTS_PER_GAME = 20
 QUERIES_PER_WORKDAY = 16
 LOG_REQUIREMENT_SHARE = 0.35
 ZH_SHARE = 0.7
-# The demo's rankers are sized for a 2-core CPU inside a 10-minute budget, not tuned models:
-# few optimizer steps (from the packaged starting adapter), a shorter token budget and 10 reranked
-# candidates (training, gate and serving). A quarter of each game's labelled requirements is held out
-# (~47 instead of ~30 at the default 15%): the A/B gate's paired comparison needs that much evidence
-# to tell a real gain from noise; its rules are the defaults. The validation curve starts at the first
-# check, not before the first step: that baseline pass was an eighth of the demo's training time.
-DEMO_RANKER = {"max_steps": 50, "candidate_k": 10, "validation_fraction": 0.25, "eval_at_start": False}
+# The demo's rankers are sized for a 2-core CPU inside a 10-minute budget, not tuned models. The
+# shared adapter trains 50 steps on all three games (14 % of a pass over their pairs; no validation
+# check during training: its one check would come at its last step and keep the same weights), then
+# each game's adapter starts from it and trains one pass over its own pairs (gold and the coarse
+# lists' hard negatives, no random ones: ~110 steps of 16), checked every 55 steps. The other games'
+# data first, then a full pass over the game's own, is what got adapters past the coarse ranking; at
+# 50 + 50 steps (40 % of a pass) the gate refused every game (docs/fine-ranking.md). A shorter token
+# budget and 10 reranked candidates (training, gate and serving). A quarter of each game's labelled
+# requirements is held out (~47 instead of ~30 at the default 15%): the A/B gate's paired comparison
+# needs that much evidence to tell a real gain from noise; its rules are the defaults. The validation
+# curve starts at the first check, not before the first step: that baseline pass was an eighth of the
+# demo's training time.
+DEMO_RANKER = {
+    "epochs": 1,
+    "eval_every": 55,
+    "patience": 2,
+    "random_negatives": 0,
+    "candidate_k": 10,
+    "validation_fraction": 0.25,
+    "eval_at_start": False,
+}
+DEMO_SHARED_RANKER = {"max_steps": 50, "eval_every": 0}
 # 64 tokens per (requirement, table) pair: the requirement, the table's name and comment and its most
 # relevant columns (`ranking.prompt`). At 96 the demo took 676 s on a slower 2-core CPU and the fine
 # stage's p95 (210 ms) broke the gate's 200 ms budget; at 64: 446 s, and the adapters' held-out set F1
@@ -465,7 +480,11 @@ def demo_settings(paths: DemoPaths) -> dict[str, Any]:
         "recall": {"index_root": str(paths.index_root)},
         "ranker": {"max_length": DEMO_MAX_LENGTH},
         "matching": {"fine_top_n": DEMO_RANKER["candidate_k"]},
-        "training": {"adapters_dir": str(paths.adapters), "ranker": dict(DEMO_RANKER)},
+        "training": {
+            "adapters_dir": str(paths.adapters),
+            "ranker": dict(DEMO_RANKER),
+            "shared_ranker": dict(DEMO_SHARED_RANKER),
+        },
         # the demo serves on loopback only; a real deployment lists sha256 digests in serving.api_keys
         "serving": {"host": "127.0.0.1", "require_api_key": False, "reload_interval_s": 0},
     }
