@@ -324,10 +324,8 @@ def samples(ctx: DemoContext) -> str:
     shown = fine = 0
     for business in settings.business_names():
         for text in SAMPLE_REQUIREMENTS.get(business, ()):
-            selected, others, answered_by, depth = _sample_match(ctx, url, business, text)
-            table.add_row(
-                business, text, "\n".join(selected) or "(none)", "\n".join(others[:3]), answered_by
-            )
+            selected, others, who, depth = _sample_match(ctx, url, business, text)
+            table.add_row(business, text, "\n".join(selected) or "(none)", "\n".join(others[:3]), who)
             shown += 1
             fine += depth > 0
     ctx.console.print(table)
