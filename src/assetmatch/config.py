@@ -514,8 +514,9 @@ _RANKER_TYPES: dict[str, tuple[type, ...]] = {"int": (int,), "float": (int, floa
 
 
 def check_ranker_overrides(overrides: dict[str, Any], where: str = "training.ranker") -> dict[str, Any]:
-    """`training.ranker` against `RankerConfig`: every key a field, every value of its type and within
-    its rules (checked with the other fields at their defaults). Errors name the key."""
+    """Ranker overrides (`training.ranker`, `training.shared_ranker`: `where`) against `RankerConfig`:
+    every key a field, every value of its type and within its rules (checked with the other fields at
+    their defaults). Errors name the setting and the key."""
     known = {f.name: f for f in dataclasses.fields(RankerConfig)}
     for key, value in overrides.items():
         if key not in known:

@@ -239,16 +239,13 @@ class FeatureBuilder:
         }
         rrf_max = max(c.rrf for c in candidates) or 1.0
         statics = [self._static_of(c.asset_id) for c in candidates]
-        # group (database) aggregates over the candidates
-        group_max: dict[str, float] = defaultdict(float)
-        group_sum: dict[str, float] = defaultdict(float)
-        group_n: dict[str, int] = defaultdict(int)
+        # group (database) aggregates over the candidates: each group's RRF values, best first
         members: dict[str, list[float]] = defaultdict(list)
         for cand, info in zip(candidates, statics):
-            group_max[info.group] = max(group_max[info.group], cand.rrf)
-            group_sum[info.group] += cand.rrf
-            group_n[info.group] += 1
             members[info.group].append(cand.rrf)
+        totals = {g: sum(rrfs) for g, rrfs in members.items()}  # summed in candidate order
+        for rrfs in members.values():
+            rrfs.sort(reverse=True)
         groups = [info.group for info in statics]
         group_order = rank_groups([c.rrf for c in candidates], groups)
         # the same ranking of groups from the metadata paths alone: where it disagrees with the one
@@ -281,7 +278,7 @@ class FeatureBuilder:
             coverage = (
                 len(q_tokens & (info.name_tokens | info.column_tokens)) / len(q_tokens) if q_tokens else 0.0
             )
-            in_group = sorted(members[info.group], reverse=True)
+            in_group = members[info.group]
             neigh = [rrf_by_id[a] for a in self.neighbors(cand.asset_id) if a in rrf_by_id]
             row += [
                 cand.rrf,
@@ -294,9 +291,9 @@ class FeatureBuilder:
                 float(self._degree_of(cand.asset_id)),
                 float(group_order[info.group]),
                 float(group_order[info.group] == 1),
-                group_max[info.group] / rrf_max,
-                group_sum[info.group] / rrf_max,
-                float(group_n[info.group]),
+                in_group[0] / rrf_max,
+                totals[info.group] / rrf_max,
+                float(len(in_group)),
                 float(in_group.index(cand.rrf) + 1),
                 (max(neigh) / rrf_max) if neigh else 0.0,
                 float(len(neigh)),
