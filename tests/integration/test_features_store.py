@@ -90,11 +90,14 @@ def test_historical_features_are_point_in_time(sqlite_store: tuple[Settings, Any
         (data.ORDERS, data.R - 12 * data.H),  # sees R-1d: q1 (R-23h) had not happened yet
         (data.USERS, data.R + 2 * data.H),
         (data.ORDERS, data.R - 400 * data.D),  # before any snapshot: defaults
+        (data.ORDERS, data.R + 2 * data.H),  # asked again (a requirement fitted twice): the same values
+        (data.USERS, (data.R + 2 * data.H).replace(tzinfo=None)),  # naive means UTC: the same row again
     ]
     values = provider.historical(rows)
-    assert [v["queries_7d"] for v in values] == [2.0, 1.0, 1.0, 0.0]
+    assert [v["queries_7d"] for v in values] == [2.0, 1.0, 1.0, 0.0, 2.0, 1.0]
     assert values[0]["queries_30d"] == 3.0 and values[1]["queries_30d"] == 2.0
     assert values[3]["days_since_last_use"] == 365.0
+    assert values[4] == values[0] and values[5] == values[2] and values[4] is not values[0]
 
 
 def test_incremental_run_appends_and_updates_online(tmp_path: Path) -> None:

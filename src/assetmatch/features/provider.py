@@ -294,12 +294,17 @@ class FeastFeatureProvider:
         """
         if not rows:
             return []
+        # Feast answers one entity row per (key, timestamp): of a row asked twice (a requirement fitted
+        # twice, as the cold-history copies are) one place got the values and the other the defaults,
+        # and which one depended on the offline table's file layout. Each distinct row is asked once.
+        wanted = [(a, _aware(t)) for a, t in rows]
+        unique = list(dict.fromkeys(wanted))
         store, service = self._service(self.service_name)
         entity_df = pd.DataFrame(
             {
-                ASSET_KEY: [a for a, _ in rows],
-                "event_timestamp": pd.to_datetime([_aware(t) for _, t in rows], utc=True),
-                "_row": range(len(rows)),
+                ASSET_KEY: [a for a, _ in unique],
+                "event_timestamp": pd.to_datetime([t for _, t in unique], utc=True),
+                "_row": range(len(unique)),
             }
         )
         refs, every = self._stored_refs(store, service)
@@ -317,10 +322,12 @@ class FeastFeatureProvider:
             log.info(
                 "no snapshot at or before the requested time for %d of %d rows: defaults used",
                 missing,
-                len(rows),
+                len(unique),
             )
         records = frame[self.feature_names].to_dict("records")
-        return [{n: _value(r[n], n) for n in self.feature_names} for r in records]
+        values = [{n: _value(r[n], n) for n in self.feature_names} for r in records]
+        place = {row: i for i, row in enumerate(unique)}
+        return [dict(values[place[row]]) for row in wanted]
 
     def _stored_refs(self, store: Any, service: Any) -> tuple[list[str], bool]:
         """`view:feature` references of the service whose offline table holds rows, and whether that is
