@@ -296,7 +296,7 @@ class FeastFeatureProvider:
             return []
         # Feast answers one entity row per (key, timestamp): of a row asked twice (a requirement fitted
         # twice, as the cold-history copies are) one place got the values and the other the defaults,
-        # and which one depended on the offline table's file layout. Each distinct row is asked once.
+        # and which one changed from build to build of identical tables. Each distinct row is asked once.
         wanted = [(a, _aware(t)) for a, t in rows]
         unique = list(dict.fromkeys(wanted))
         store, service = self._service(self.service_name)
