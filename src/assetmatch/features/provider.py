@@ -320,7 +320,7 @@ class FeastFeatureProvider:
         if missing:
             FEATURE_DEFAULTS.labels(reason="missing").inc(missing)
             log.info(
-                "no snapshot at or before the requested time for %d of %d rows: defaults used",
+                "no snapshot at or before the requested time for %d of %d distinct (table, time) rows: defaults used",
                 missing,
                 len(unique),
             )
