@@ -72,7 +72,6 @@ ZH_SHARE = 0.7
 DEMO_RANKER = {
     "max_steps": 60,
     "eval_every": 55,
-    "patience": 2,
     "random_negatives": 0,
     "candidate_k": 10,
     "validation_fraction": 0.25,

@@ -298,7 +298,8 @@ class FeastFeatureProvider:
         # twice, as the cold-history copies are) one place got the values and the other the defaults,
         # and which one changed from build to build of identical tables. Each distinct row is asked once.
         wanted = [(a, _aware(t)) for a, t in rows]
-        unique = list(dict.fromkeys(wanted))
+        place = {row: i for i, row in enumerate(dict.fromkeys(wanted))}  # distinct rows, first-asked order
+        unique = list(place)
         store, service = self._service(self.service_name)
         entity_df = pd.DataFrame(
             {
@@ -326,8 +327,7 @@ class FeastFeatureProvider:
             )
         records = frame[self.feature_names].to_dict("records")
         values = [{n: _value(r[n], n) for n in self.feature_names} for r in records]
-        place = {row: i for i, row in enumerate(unique)}
-        return [dict(values[place[row]]) for row in wanted]
+        return [dict(values[place[row]]) for row in wanted]  # a dict per place: callers may edit one
 
     def _stored_refs(self, store: Any, service: Any) -> tuple[list[str], bool]:
         """`view:feature` references of the service whose offline table holds rows, and whether that is
