@@ -113,7 +113,7 @@ def main() -> None:
             folders.setdefault(name, (path, name))
             arms_of[business].append(name)
     if not folders:
-        raise SystemExit("no adapter to judge: train one (`assetmatch models train`) or pass --adapter")
+        raise SystemExit("no adapter to judge: train one (`assetmatch train`) or pass --adapter")
     config = RankerConfig.load(next(iter(folders.values()))[0])
     ranker = LoraFineRanker.from_folders(
         folders, config.base, settings.ranker.device, config.max_length, quantize=settings.ranker.quantize

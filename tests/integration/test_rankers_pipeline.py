@@ -196,3 +196,43 @@ def test_shared_adapter_then_per_business_and_the_three_way_gate(
     for version in registry.versions("game"):  # both arms judged: neither waits for the gate again
         assert "gate.verdict" in version.tags
     assert pipeline.plan_promotion(settings, ["game"]).todo == []
+
+
+def test_cli_train_trains_the_shared_adapter_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`assetmatch train` takes the nightly train stage's decisions: the shared adapter first
+    (two businesses with labelled requirements), then each business's adapter from it; `--no-shared`
+    keeps the registered shared adapter; unchanged data is skipped unless `--force`."""
+    import yaml
+
+    from assetmatch.cli import app
+    from assetmatch.registry.mlflow import Registry
+
+    monkeypatch.chdir(tmp_path)
+    settings = make_settings(tmp_path, ["game", "shop"], shared_ranker={"max_steps": 1})
+    cfg_file = tmp_path / "assetmatch.yaml"
+    cfg_file.write_text(yaml.safe_dump(settings.model_dump(mode="json", exclude_defaults=True)))
+    registry = Registry.from_settings(settings)
+
+    first = CliRunner().invoke(app, ["-c", str(cfg_file), "train"], env={"COLUMNS": "200"})
+    assert first.exit_code == 0, first.output
+    assert "shared adapter" in first.output and "game, shop" in first.output
+    shared = registry.version_by_alias("_shared", "current")
+    assert shared is not None and str(shared.version) == "1"
+    for business in ("game", "shop"):
+        own = registry.version_by_alias(business, "challenger")
+        assert own is not None and own.tags["ranker.kind"] == "business-from-shared"
+    game_before = int(registry.version_by_alias("game", "challenger").version)  # type: ignore[union-attr]
+
+    again = CliRunner().invoke(app, ["-c", str(cfg_file), "train"], env={"COLUMNS": "200"})
+    assert again.exit_code == 0, again.output
+    assert "game: skipped, data unchanged" in again.output and "--force to train" in again.output
+    assert str(registry.version_by_alias("_shared", "current").version) == "1"  # type: ignore[union-attr]
+
+    forced = CliRunner().invoke(
+        app, ["-c", str(cfg_file), "train", "--force", "--no-shared", "-b", "game"]
+    )
+    assert forced.exit_code == 0, forced.output
+    assert str(registry.version_by_alias("_shared", "current").version) == "1"  # type: ignore[union-attr]
+    game = registry.version_by_alias("game", "challenger")
+    assert game is not None and int(game.version) > game_before
+    assert game.tags["ranker.kind"] == "business-from-shared"  # from the registered shared adapter

@@ -39,28 +39,50 @@ def train(
     ),
     force: bool = typer.Option(False, "--force", help="Train even when the business's data did not change."),
     max_steps: int | None = typer.Option(
-        None, "--max-steps", help="Cap on optimizer steps (overrides config)."
+        None,
+        "--max-steps",
+        help="Cap on optimizer steps of each business's adapter (overrides config; the shared adapter "
+        "keeps `training.shared_ranker`).",
+    ),
+    shared: bool = typer.Option(
+        True,
+        "--shared/--no-shared",
+        help="Train the shared adapter first when two or more of the businesses have labelled "
+        "requirements (`training.shared_adapter`); --no-shared keeps the registered one.",
     ),
 ) -> None:
-    """Train the LoRA fine ranker of each business whose training data changed; register it as `challenger`."""
-    from assetmatch.registry.training import plan_training, run_training
+    """Train the LoRA fine rankers of the businesses whose training data changed; register each as
+    `challenger`.
+
+    As the nightly train stage does: the shared adapter (all listed businesses' data) is trained
+    first, each business's adapter starts from it, and the shared one calibrated for the business is
+    registered beside it (`challenger-shared`). `assetmatch promote` then runs the A/B gate."""
+    from assetmatch import pipeline
+    from assetmatch.registry.training import SHARED, SHARED_ALIAS, run_shared_training, run_training
     from assetmatch.training.train import ranker_config
 
     cfg = settings()
     with friendly_errors(ValueError, FileNotFoundError, KeyError):
-        plans = plan_training(cfg, business or None)
-        if not plans:
+        plan = pipeline.plan_train(cfg, business or None, force)
+        if not plan.todo and not plan.kept:
             raise ValueError("no business to train: configure `businesses` or ingest assets first")
-        for plan in plans:
-            if not plan.changed and not force:
-                console.print(
-                    f"[dim]{plan.business}: data unchanged since the last run, skipped (--force to train)[/dim]"
-                )
-                continue
-            console.print(f"[bold]{plan.business}[/bold]: {plan.labelled} labelled requirements")
+        for name, why in sorted(plan.kept.items()):
+            hint = " (--force to train)" if why.startswith("data unchanged") else ""
+            console.print(f"[dim]{name}: skipped, {why}{hint}[/dim]")
+        together = pipeline.shared_plan(cfg, plan) if shared else []
+        if together:
+            console.print(f"[bold]shared adapter[/bold]: {', '.join(together)}")
+            with _progress() as progress:
+                result, version = run_shared_training(cfg, together, progress=progress)
+            console.print(
+                f"  registered version {version} as {SHARED}@{SHARED_ALIAS}: "
+                f"{result.fit.steps} steps in {result.fit.seconds:.0f} s"
+            )
+        for name in plan.todo:
+            console.print(f"[bold]{name}[/bold]")
             with _progress() as progress:
                 result, version = run_training(
-                    cfg, plan.business, config=ranker_config(cfg, max_steps=max_steps), progress=progress
+                    cfg, name, config=ranker_config(cfg, max_steps=max_steps), progress=progress
                 )
             m = result.reports["challenger"].means()
             base = result.reports["coarse_only"].means()

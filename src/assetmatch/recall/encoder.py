@@ -22,6 +22,7 @@ __all__ = [
     "load_encoder",
     "load_query_encoder",
     "model_id",
+    "query_vectors",
     "model_path",
 ]
 
@@ -140,3 +141,20 @@ def load_query_encoder(spec: EncoderSpec) -> QueryEncoder:
     BERT with mean pooling (`assetmatch.recall.query_encoder`: no torch import, same vectors), else the
     SentenceTransformer of `load_encoder`."""
     return _load_queries(str(model_path(spec.name)), spec.max_length, spec.device)
+
+
+QUERY_VECTOR_CACHE = 8192
+"""Query-vector sets kept per process (~1.5 KB per text with the default 384-dim encoder)."""
+
+
+@lru_cache(maxsize=QUERY_VECTOR_CACHE)
+def query_vectors(spec: EncoderSpec, texts: tuple[str, ...]) -> np.ndarray:
+    """`load_query_encoder(spec).encode(texts)`, remembered per process (read-only rows).
+
+    One build asks for the same requirement's vectors many times: the coarse fit (the requirement and
+    its cold-history copy), every adapter's training pairs, validation lists and calibration, and the
+    A/B gate, each through its own candidate source. Encoding is deterministic, so the first answer
+    is every later one's; on the demo the repeats were ~120 s of a ~520 s build."""
+    vectors = load_query_encoder(spec).encode(list(texts))
+    vectors.setflags(write=False)
+    return vectors

@@ -57,6 +57,7 @@ from assetmatch.recall.encoder import (
     EncoderSpec,
     load_query_encoder,
     model_id,
+    query_vectors,
 )
 from assetmatch.recall.graph import JoinGraph
 from assetmatch.recall.lexical import (
@@ -585,12 +586,11 @@ class IndexSet:
 
     def query_vectors(self, text: str) -> tuple[np.ndarray, str]:
         """The requirement's query vectors for the dense paths, and the gloss sentence used ('' if none)."""
-        model = load_query_encoder(self.encoder)
         gloss = gloss_sentence(text) if has_cjk(text) else ""
         if not gloss:
-            return model.encode([text]), ""
-        texts = [gloss, text] if self.library_has_cjk else [gloss]
-        return model.encode(texts), gloss
+            return query_vectors(self.encoder, (text,)), ""
+        texts = (gloss, text) if self.library_has_cjk else (gloss,)
+        return query_vectors(self.encoder, texts), gloss
 
     def recall(
         self,

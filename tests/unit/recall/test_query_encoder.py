@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from assetmatch.recall.encoder import EncoderSpec, encode, load_query_encoder, model_path
+from assetmatch.recall.encoder import EncoderSpec, encode, load_query_encoder, model_path, query_vectors
 from assetmatch.recall.query_encoder import NumpyBertEncoder, numpy_support
 
 TEXTS = [
@@ -75,3 +75,17 @@ def test_an_unrecognised_model_is_left_to_sentence_transformers(tmp_path: Path) 
 @pytest.mark.parametrize("empty", [[], ()])
 def test_no_text_no_rows(empty: list[str]) -> None:
     assert load_query_encoder(EncoderSpec()).encode(empty).shape == (0, 384)
+
+
+def test_query_vectors_are_encoded_once_per_process() -> None:
+    spec = EncoderSpec()
+    texts = ("上周A渠道的付费用户数 (cache test)", "paying users by channel (cache test)")
+    before = query_vectors.cache_info()
+    first = query_vectors(spec, texts)
+    again = query_vectors(spec, texts)
+    after = query_vectors.cache_info()
+    assert again is first  # the second ask is answered from memory
+    assert (after.misses - before.misses, after.hits - before.hits) == (1, 1)
+    assert np.array_equal(first, load_query_encoder(spec).encode(list(texts)))
+    with pytest.raises(ValueError, match="read-only"):
+        first[0, 0] = 0.0  # shared by every caller: nobody may change it
