@@ -14,8 +14,9 @@ Two deployments:
   the benchmark's serving options is written to the work folder. A business without a champion is
   answered coarse-only, and the run says so.
 
-The response cache is off in both. `--quantize none,int8` serves the same deployment once per value
-of `ranker.quantize`, one after the other. `--arm challenger` sends every request to the challenger
+The response cache is off in both, and so is the per-process cache of query vectors (the same texts
+are replayed). `--quantize none,int8` serves the same deployment once per value of
+`ranker.quantize`, one after the other. `--arm challenger` sends every request to the challenger
 adapters (A/B share 1.0 and a user id on each request): the trained adapters that the gate has not
 promoted yet, without touching the registry; `--arm champion,challenger` measures both. An arm
 without adapters is coarse-only, so it is measured once, whatever `--quantize` says. Run with `nice`:
@@ -233,9 +234,14 @@ def real_deployment(
         path = (
             root / f"assetmatch-{'challenger' if challenger else 'champion'}-{quantize or 'configured'}.yaml"
         )
+        # the same few hundred texts are replayed: keep no query vectors between requests, as the
+        # response cache is off, so each request costs what a new one would
+        recall = {**(data.get("recall") or {}), "cache_query_vectors": False}
         path.write_text(
             yaml.safe_dump(
-                {**data, "ranker": ranker, "serving": serving}, sort_keys=False, allow_unicode=True
+                {**data, "recall": recall, "ranker": ranker, "serving": serving},
+                sort_keys=False,
+                allow_unicode=True,
             ),
             encoding="utf-8",
         )

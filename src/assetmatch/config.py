@@ -341,6 +341,12 @@ class RecallConfig(_Strict):
         description="A business's dense shard above this many tables gets an IVF-PQ index (FAISS IndexIVFPQ, "
         "trained on the shard's vectors; compressed codes, candidates re-ranked exactly) instead of HNSW.",
     )
+    cache_query_vectors: bool = Field(
+        default=True,
+        description="Keep each requirement's query vectors in memory (the last 8,192 texts): a build, "
+        "its training and the A/B gate ask for the same requirement's many times. Off: every query "
+        "is encoded (what a latency benchmark of new requests measures).",
+    )
     tables_in_memory: int = Field(
         default=50_000,
         gt=0,

@@ -228,9 +228,7 @@ def test_cli_train_trains_the_shared_adapter_first(tmp_path: Path, monkeypatch: 
     assert "game: skipped, data unchanged" in again.output and "--force to train" in again.output
     assert str(registry.version_by_alias("_shared", "current").version) == "1"  # type: ignore[union-attr]
 
-    forced = CliRunner().invoke(
-        app, ["-c", str(cfg_file), "train", "--force", "--no-shared", "-b", "game"]
-    )
+    forced = CliRunner().invoke(app, ["-c", str(cfg_file), "train", "--force", "--no-shared", "-b", "game"])
     assert forced.exit_code == 0, forced.output
     assert str(registry.version_by_alias("_shared", "current").version) == "1"  # type: ignore[union-attr]
     game = registry.version_by_alias("game", "challenger")

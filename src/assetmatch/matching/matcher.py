@@ -144,6 +144,7 @@ class Matcher:
         Feast is imported only then."""
 
         index = IndexSet.load_latest(settings.recall.index_root)
+        index.cache_query_vectors = settings.recall.cache_query_vectors
         folder = models_dir(settings)
         coarse: CoarseRanker | None = None
         selector: SetSelector | None = None

@@ -22,8 +22,8 @@ __all__ = [
     "load_encoder",
     "load_query_encoder",
     "model_id",
-    "query_vectors",
     "model_path",
+    "query_vectors",
 ]
 
 

@@ -260,6 +260,7 @@ class IndexSet:
         id -> row, when the caller has it already."""
         self.folder = folder
         self.manifest = manifest
+        self.cache_query_vectors = True  # recall.cache_query_vectors (set by `load`)
         self.asset_ids = asset_ids
         self.assets = assets
         self.row_of = row_of if row_of is not None else {a: i for i, a in enumerate(asset_ids)}
@@ -491,7 +492,7 @@ class IndexSet:
         a business's dense and lexical shards are memory-mapped on the first query that needs them
         (the folder must therefore stay in place while the index is used).
 
-        settings: only `recall.paths`, `recall.tables_in_memory` and the encoder's device and token
+        settings: only `recall.paths`, `recall.tables_in_memory`, `recall.cache_query_vectors` and the encoder's device and token
         budget are taken from it (default: the paths recorded in the manifest). The encoder is always
         the one recorded in the manifest: query vectors must come from the model that embedded the
         tables.
@@ -541,7 +542,7 @@ class IndexSet:
             corpus = CorpusStats.load(folder / "lexical" / STATS_FILE)
         except (OSError, ValueError, KeyError) as exc:
             raise IndexLoadError(f"{folder}: the lexical statistics are unreadable: {exc}") from exc
-        return cls(
+        index = cls(
             folder,
             manifest,
             asset_ids,
@@ -558,6 +559,9 @@ class IndexSet:
             paths,
             row_of=row_of,
         )
+        if settings is not None:
+            index.cache_query_vectors = settings.recall.cache_query_vectors
+        return index
 
     @classmethod
     def load_latest(cls, index_root: str | Path, settings: Settings | None = None) -> IndexSet:
@@ -587,10 +591,10 @@ class IndexSet:
     def query_vectors(self, text: str) -> tuple[np.ndarray, str]:
         """The requirement's query vectors for the dense paths, and the gloss sentence used ('' if none)."""
         gloss = gloss_sentence(text) if has_cjk(text) else ""
-        if not gloss:
-            return query_vectors(self.encoder, (text,)), ""
-        texts = (gloss, text) if self.library_has_cjk else (gloss,)
-        return query_vectors(self.encoder, texts), gloss
+        texts = (text,) if not gloss else (gloss, text) if self.library_has_cjk else (gloss,)
+        if self.cache_query_vectors:
+            return query_vectors(self.encoder, texts), gloss
+        return load_query_encoder(self.encoder).encode(list(texts)), gloss
 
     def recall(
         self,

@@ -33,10 +33,16 @@ def free_port() -> int:
 
 
 def write_config(settings: Settings, path: Path, serving: dict[str, Any]) -> Path:
-    """A YAML config holding the deployment's locations plus the given serving options."""
+    """A YAML config holding the deployment's locations plus the given serving options. Query vectors
+    are not kept between requests (`recall.cache_query_vectors`): a load test replays a few hundred
+    texts, which a real deployment would mostly see once."""
     data = {
         "lake": {"uri": settings.lake.uri},
-        "recall": {"index_root": settings.recall.index_root, "paths": list(settings.recall.paths)},
+        "recall": {
+            "index_root": settings.recall.index_root,
+            "paths": list(settings.recall.paths),
+            "cache_query_vectors": False,
+        },
         "mlflow": {
             "tracking_uri": settings.mlflow.tracking_uri,
             "artifact_location": settings.mlflow.artifact_location,

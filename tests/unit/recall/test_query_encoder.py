@@ -89,3 +89,26 @@ def test_query_vectors_are_encoded_once_per_process() -> None:
     assert np.array_equal(first, load_query_encoder(spec).encode(list(texts)))
     with pytest.raises(ValueError, match="read-only"):
         first[0, 0] = 0.0  # shared by every caller: nobody may change it
+
+
+def test_recall_encodes_every_query_when_the_cache_is_off(built: Any) -> None:
+    """`recall.cache_query_vectors: false` (what the latency benchmarks set): nothing from memory."""
+    from assetmatch.config import Settings
+    from assetmatch.matching.matcher import Matcher
+
+    settings = Settings(
+        lake={"uri": str(built.folder.parent.parent / "lake")},
+        recall={"index_root": str(built.folder.parent), "cache_query_vectors": False},
+    )
+    index = Matcher.from_settings(settings).index
+    assert index.cache_query_vectors is False
+    text = "singers and their concerts (no cache)"
+    before = query_vectors.cache_info()
+    for _ in range(2):
+        index.recall(text, ["music"])
+    assert query_vectors.cache_info() == before
+    index.cache_query_vectors = True  # the default
+    for _ in range(2):
+        index.recall(text, ["music"])
+    after = query_vectors.cache_info()
+    assert (after.misses - before.misses, after.hits - before.hits) == (1, 1)
