@@ -344,7 +344,7 @@ class RecallConfig(_Strict):
     cache_query_vectors: bool = Field(
         default=True,
         description="Keep each requirement's query vectors in memory (the last 8,192 texts): a build, "
-        "its training and the A/B gate ask for the same requirement's many times. Off: every query "
+        "its training and the A/B gate ask for the same requirement's vectors many times. Off: every query "
         "is encoded (what a latency benchmark of new requests measures).",
     )
     tables_in_memory: int = Field(

@@ -492,10 +492,10 @@ class IndexSet:
         a business's dense and lexical shards are memory-mapped on the first query that needs them
         (the folder must therefore stay in place while the index is used).
 
-        settings: only `recall.paths`, `recall.tables_in_memory`, `recall.cache_query_vectors` and the encoder's device and token
-        budget are taken from it (default: the paths recorded in the manifest). The encoder is always
-        the one recorded in the manifest: query vectors must come from the model that embedded the
-        tables.
+        settings: only `recall.paths`, `recall.tables_in_memory`, `recall.cache_query_vectors` and the
+        encoder's device and token budget are taken from it (default: the paths recorded in the
+        manifest). The encoder is always the one recorded in the manifest: query vectors must come
+        from the model that embedded the tables.
         """
         folder = Path(path)
         manifest_path = folder / publish.MANIFEST
