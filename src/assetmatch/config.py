@@ -569,6 +569,14 @@ class TrainingConfig(_Strict):
         description="Train a shared adapter on every business's data first; each business's adapter "
         "starts from it, and the A/B gate chooses per business among coarse-only, shared and per-business.",
     )
+    retrain_on_coarse_refit: bool = Field(
+        default=False,
+        description="Retrain a business's adapter when the published coarse model changed since its "
+        "training, even if its labelled data did not: the adapter's calibration (fusion with the coarse "
+        "scores, selection, cascade) was fitted on the old coarse lists. Off: the train stage keeps it "
+        "and says its calibration is stale (a refit after every query-log load would otherwise retrain "
+        "every business every night).",
+    )
     starting_adapter: str = Field(
         default="packaged",
         description="What the first adapter (the shared one, else each business's) starts from: 'packaged' "

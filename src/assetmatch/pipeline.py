@@ -557,8 +557,14 @@ def plan_train(settings: Settings, businesses: Sequence[str] | None = None, forc
     for plan in plan_training(settings, list(businesses) if businesses else None):
         if plan.labelled == 0:
             kept[plan.business] = "no labelled requirements"
-        elif plan.changed or force:
+        elif plan.changed or force or (plan.coarse_refitted and settings.training.retrain_on_coarse_refit):
             todo.append(plan.business)
+        elif plan.coarse_refitted:
+            kept[plan.business] = (
+                f"data unchanged (fingerprint {plan.fingerprint[:12]}), but the coarse model was refitted "
+                "since its training: its calibration is stale (training.retrain_on_coarse_refit: true "
+                "retrains it)"
+            )
         else:
             kept[plan.business] = f"data unchanged (fingerprint {plan.fingerprint[:12]})"
     return TrainPlan(todo, kept)

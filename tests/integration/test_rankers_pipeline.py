@@ -234,3 +234,29 @@ def test_cli_train_trains_the_shared_adapter_first(tmp_path: Path, monkeypatch: 
     game = registry.version_by_alias("game", "challenger")
     assert game is not None and int(game.version) > game_before
     assert game.tags["ranker.kind"] == "business-from-shared"  # from the registered shared adapter
+
+
+def test_a_coarse_refit_after_training_marks_the_calibration_stale(settings: Settings) -> None:
+    """The adapter's calibration was fitted on the coarse lists of the fit its training read: once
+    another coarse fit is published, the train stage says so (data unchanged, calibration stale), and
+    with `training.retrain_on_coarse_refit` it retrains."""
+    from assetmatch import pipeline
+    from assetmatch.matching.matcher import COARSE_FILE, SELECTION_FILE, coarse_fit_digest, models_dir
+    from assetmatch.registry.mlflow import COARSE_TAG, Registry
+    from assetmatch.registry.training import run_training
+
+    run_training(settings, "game")  # no coarse fit published: BM25 candidates
+    assert Registry.from_settings(settings).last_training_tags("game")[COARSE_TAG] == "none"
+    assert pipeline.plan_train(settings).kept["game"].startswith("data unchanged (fingerprint")
+
+    folder = models_dir(settings)
+    folder.mkdir(parents=True)  # a coarse fit published after the training (the plan reads only its bytes)
+    (folder / COARSE_FILE).write_bytes(b"coarse model fitted after the adapter was trained")
+    (folder / SELECTION_FILE).write_text("{}", encoding="utf-8")
+    assert coarse_fit_digest(settings) != ""
+    plan = pipeline.plan_train(settings)
+    assert plan.todo == [] and "calibration is stale" in plan.kept["game"]
+    retrain = settings.model_copy(
+        update={"training": settings.training.model_copy(update={"retrain_on_coarse_refit": True})}
+    )
+    assert pipeline.plan_train(retrain).todo == ["game"]

@@ -487,6 +487,9 @@ def demo_settings(paths: DemoPaths) -> dict[str, Any]:
             "adapters_dir": str(paths.adapters),
             "ranker": dict(DEMO_RANKER),
             "shared_ranker": dict(DEMO_SHARED_RANKER),
+            # a rerun that refits the coarse model (new code, new data) retrains the adapters too: their
+            # calibration is fitted on the coarse lists
+            "retrain_on_coarse_refit": True,
         },
         # the demo serves on loopback only; a real deployment lists sha256 digests in serving.api_keys
         "serving": {"host": "127.0.0.1", "require_api_key": False, "reload_interval_s": 0},

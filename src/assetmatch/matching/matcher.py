@@ -17,6 +17,7 @@ business's table.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -61,6 +62,21 @@ class UnknownBusinessError(ValueError):
 def models_dir(settings: Settings) -> Path:
     """Where the fitted coarse model and selection parameters are published (beside the indexes)."""
     return Path(settings.recall.index_root) / "matching"
+
+
+def coarse_fit_digest(settings: Settings) -> str:
+    """sha256 of the published coarse model and selection ('' when none is published: fine rankers
+    then train on BM25 candidates). A refit that learned the same model gives the same digest."""
+    folder = models_dir(settings)
+    files = [folder / COARSE_FILE, folder / SELECTION_FILE]
+    if not files[0].exists():
+        return ""
+    h = hashlib.sha256()
+    for path in files:
+        if path.exists():
+            h.update(path.name.encode())
+            h.update(path.read_bytes())
+    return h.hexdigest()
 
 
 def oof_key(business: str, text: str) -> str:

@@ -30,6 +30,8 @@ from assetmatch.training.train import TrainResult
 ADAPTER_ARTIFACT = "adapter"
 FINGERPRINT_TAG = "assetmatch.data_fingerprint"
 KIND_TAG = "assetmatch.kind"
+COARSE_TAG = "assetmatch.coarse_fit"
+"""Digest of the published coarse fit a training run's candidates came from (`coarse_fit_digest`)."""
 
 
 def _as_uri(location: str) -> str:
@@ -99,8 +101,11 @@ class Registry:
         data: TrainingData,
         index_manifest: str = "",
         started_ms: int | None = None,
+        coarse_fit: str = "",
     ) -> str:
         """Log one training run (params, metrics, report, plot, adapter). Returns the run id.
+
+        `coarse_fit`: digest of the coarse fit the candidates came from (tagged; '' for BM25 ones).
 
         `started_ms`: when the training began (epoch ms): the run starts then and ends once logged, so
         MLflow shows the training's real duration (default: now). Inside a Prefect run the run is
@@ -123,6 +128,7 @@ class Registry:
         tags = {
             KIND_TAG: "train",
             FINGERPRINT_TAG: data.fingerprint,
+            COARSE_TAG: coarse_fit or "none",
             "business": business,
             **prefect_run_tags(),
         }
@@ -163,18 +169,22 @@ class Registry:
         self.client.set_terminated(run_id, "FINISHED")
         return run_id
 
-    def last_fingerprint(self, business: str) -> str | None:
-        """Data fingerprint of the latest finished training run (None: never trained)."""
+    def last_training_tags(self, business: str) -> dict[str, str]:
+        """Tags of the latest finished training run ({}: never trained)."""
         exp = self.client.get_experiment_by_name(self.experiment_name(business))
         if exp is None:
-            return None
+            return {}
         runs = self.client.search_runs(
             [exp.experiment_id],
             filter_string=f"tags.`{KIND_TAG}` = 'train' and attributes.status = 'FINISHED'",
             order_by=["attributes.start_time DESC"],
             max_results=1,
         )
-        return runs[0].data.tags.get(FINGERPRINT_TAG) if runs else None
+        return dict(runs[0].data.tags) if runs else {}
+
+    def last_fingerprint(self, business: str) -> str | None:
+        """Data fingerprint of the latest finished training run (None: never trained)."""
+        return self.last_training_tags(business).get(FINGERPRINT_TAG)
 
     # ---- registry --------------------------------------------------------------------------
     def register(self, business: str, run_id: str, alias: str | None = "challenger") -> str:

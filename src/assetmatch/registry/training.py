@@ -14,9 +14,10 @@ from typing import Any
 
 from assetmatch.config import Settings
 from assetmatch.lake.delta import Lake
+from assetmatch.matching.matcher import coarse_fit_digest
 from assetmatch.ranking.candidates import production_candidates
 from assetmatch.ranking.config import RankerConfig
-from assetmatch.registry.mlflow import Registry
+from assetmatch.registry.mlflow import COARSE_TAG, FINGERPRINT_TAG, Registry
 from assetmatch.training.pairs import TrainingData, fingerprint, labelled_from_lake
 from assetmatch.training.starting import resolve_starting_adapter
 from assetmatch.training.train import (
@@ -65,6 +66,7 @@ def run_shared_training(
         parts[0][0].lake_versions if parts else {},
         hashlib.sha256("".join(data.fingerprint for data, _ in parts).encode()).hexdigest(),
     )
+    coarse_fit = coarse_fit_digest(settings)  # before the candidates that read it
     candidates = production_candidates(settings, list(library.values()))
     out_dir = Path(settings.training.adapters_dir) / SHARED / time.strftime("%Y%m%dT%H%M%S")
     started = _now_ms()
@@ -80,7 +82,9 @@ def run_shared_training(
         quantize=settings.ranker.quantize,
     )
     registry = Registry.from_settings(settings)
-    run_id = registry.log_training(SHARED, result, pooled, index_manifest=index_manifest, started_ms=started)
+    run_id = registry.log_training(
+        SHARED, result, pooled, index_manifest=index_manifest, started_ms=started, coarse_fit=coarse_fit
+    )
     version = registry.register(SHARED, run_id, alias=SHARED_ALIAS)
     registry.tag_version(SHARED, version, {KIND_TAG: "shared", "businesses": ",".join(businesses)})
     return result, version
@@ -106,6 +110,7 @@ def run_training(
     lake = Lake.from_settings(settings)
     config = config or ranker_config(settings)
     data, visible = business_inputs(lake, settings, business, config)
+    coarse_fit = coarse_fit_digest(settings) if candidates is None else ""
     candidates = candidates or production_candidates(settings, visible)
 
     registry = Registry.from_settings(settings)
@@ -152,7 +157,12 @@ def run_training(
                 settings.ranker.quantize,
             )
             run_id = registry.log_training(
-                business, shared_result, data, index_manifest=index_manifest, started_ms=shared_started
+                business,
+                shared_result,
+                data,
+                index_manifest=index_manifest,
+                started_ms=shared_started,
+                coarse_fit=coarse_fit,
             )
             version = registry.register(business, run_id, alias=CHALLENGER_SHARED)
             registry.tag_version(
@@ -160,7 +170,9 @@ def run_training(
             )
 
     # 8. log params, metrics, report, plots and adapter to MLflow; register as `challenger`
-    run_id = registry.log_training(business, result, data, index_manifest=index_manifest, started_ms=started)
+    run_id = registry.log_training(
+        business, result, data, index_manifest=index_manifest, started_ms=started, coarse_fit=coarse_fit
+    )
     version = registry.register(business, run_id, alias="challenger")
     if shared_dir is not None:
         kind = "business-from-shared"
@@ -174,30 +186,47 @@ def run_training(
 
 @dataclass
 class TrainingPlan:
-    """Whether a business needs a new adapter: its data fingerprint against the last run's."""
+    """Whether a business needs a new adapter: its data fingerprint against the last run's, and
+    whether the coarse model its candidates come from was refitted since (`coarse_refitted`)."""
 
     business: str
     fingerprint: str
     last_fingerprint: str | None
     labelled: int
+    coarse_fit: str = "none"
+    last_coarse_fit: str | None = None  # None: never trained, or trained before runs were tagged with it
 
     @property
     def changed(self) -> bool:
         return self.fingerprint != self.last_fingerprint
 
+    @property
+    def coarse_refitted(self) -> bool:
+        """The published coarse fit is not the one the last training's candidates came from: the
+        adapter's calibration (fusion with coarse scores, selection, cascade) is stale."""
+        return self.last_coarse_fit is not None and self.coarse_fit != self.last_coarse_fit
+
 
 def plan_training(settings: Settings, businesses: list[str] | None = None) -> list[TrainingPlan]:
-    """One plan per business: fingerprint of (labelled requirements, library) vs the last MLflow run."""
+    """One plan per business: fingerprint of (labelled requirements, library) vs the last MLflow run,
+    and the published coarse fit vs the one that run trained on."""
     lake = Lake.from_settings(settings)
     registry = Registry.from_settings(settings)
     names = businesses or settings.business_names() or sorted({a.business for a in lake.read_assets()})
+    coarse_fit = coarse_fit_digest(settings) or "none"
     plans = []
     for business in names:
         assets = lake.read_assets(businesses=[business])
         labelled = labelled_from_lake(lake, business, {a.asset_id for a in assets})
+        last = registry.last_training_tags(business)
         plans.append(
             TrainingPlan(
-                business, fingerprint(labelled, assets), registry.last_fingerprint(business), len(labelled)
+                business,
+                fingerprint(labelled, assets),
+                last.get(FINGERPRINT_TAG),
+                len(labelled),
+                coarse_fit,
+                last.get(COARSE_TAG),
             )
         )
     return plans
