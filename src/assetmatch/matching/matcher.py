@@ -65,12 +65,12 @@ def models_dir(settings: Settings) -> Path:
 
 
 def coarse_fit_digest(settings: Settings) -> str:
-    """sha256 of the published coarse model and selection ('' when none is published: fine rankers
-    then train on BM25 candidates). A refit that learned the same model gives the same digest."""
+    """sha256 of the published coarse model and selection ('none' when none is published: fine
+    rankers then train on BM25 candidates). A refit that learned the same model gives the same digest."""
     folder = models_dir(settings)
     files = [folder / COARSE_FILE, folder / SELECTION_FILE]
     if not files[0].exists():
-        return ""
+        return "none"
     h = hashlib.sha256()
     for path in files:
         if path.exists():

@@ -101,11 +101,12 @@ class Registry:
         data: TrainingData,
         index_manifest: str = "",
         started_ms: int | None = None,
-        coarse_fit: str = "",
+        coarse_fit: str = "none",
     ) -> str:
         """Log one training run (params, metrics, report, plot, adapter). Returns the run id.
 
-        `coarse_fit`: digest of the coarse fit the candidates came from (tagged; '' for BM25 ones).
+        `coarse_fit`: digest of the coarse fit the candidates came from (tagged; 'none': not a
+        published fit's).
 
         `started_ms`: when the training began (epoch ms): the run starts then and ends once logged, so
         MLflow shows the training's real duration (default: now). Inside a Prefect run the run is
@@ -128,7 +129,7 @@ class Registry:
         tags = {
             KIND_TAG: "train",
             FINGERPRINT_TAG: data.fingerprint,
-            COARSE_TAG: coarse_fit or "none",
+            COARSE_TAG: coarse_fit,
             "business": business,
             **prefect_run_tags(),
         }

@@ -110,7 +110,7 @@ def run_training(
     lake = Lake.from_settings(settings)
     config = config or ranker_config(settings)
     data, visible = business_inputs(lake, settings, business, config)
-    coarse_fit = coarse_fit_digest(settings) if candidates is None else ""
+    coarse_fit = coarse_fit_digest(settings) if candidates is None else "none"
     candidates = candidates or production_candidates(settings, visible)
 
     registry = Registry.from_settings(settings)
@@ -213,7 +213,7 @@ def plan_training(settings: Settings, businesses: list[str] | None = None) -> li
     lake = Lake.from_settings(settings)
     registry = Registry.from_settings(settings)
     names = businesses or settings.business_names() or sorted({a.business for a in lake.read_assets()})
-    coarse_fit = coarse_fit_digest(settings) or "none"
+    coarse_fit = coarse_fit_digest(settings)
     plans = []
     for business in names:
         assets = lake.read_assets(businesses=[business])
