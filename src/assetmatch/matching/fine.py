@@ -23,7 +23,7 @@ Everything here is numpy and the standard library: no model is loaded.
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -224,6 +224,7 @@ class CoarseAnswer:
     scores: list[float]
     selected: list[str]
     examples: dict[str, str] = field(default_factory=dict)  # asset id -> nearest past request using it
+    terms: dict[str, frozenset[str]] = field(default_factory=dict)  # asset id -> request terms it contains
 
 
 @dataclass
@@ -251,5 +252,12 @@ def rerank(ids: Sequence[str], coarse: Sequence[float], logits: Sequence[float],
     )
 
 
-def scored_tables(ids: Sequence[str], scores: Sequence[float], group_of: Any) -> list[ScoredTable]:
-    return [ScoredTable(a, float(s), group_of(a)) for a, s in zip(ids, scores)]
+def scored_tables(
+    ids: Sequence[str],
+    scores: Sequence[float],
+    group_of: Any,
+    terms: Mapping[str, frozenset[str]] | None = None,
+) -> list[ScoredTable]:
+    """What selection reads: each table's score, group and the request terms it contains."""
+    terms = terms or {}
+    return [ScoredTable(a, float(s), group_of(a), terms.get(a, frozenset())) for a, s in zip(ids, scores)]

@@ -211,8 +211,10 @@ def fit_matching(
     depth = settings.recall.candidates
     for i, (grp, scores, (req, _)) in enumerate(zip(groups, oof, lists)):
         order = np.argsort(-scores, kind="stable")
+        terms = builder.request_terms(req.text, grp.asset_ids)
         ranked = [
-            ScoredTable(grp.asset_ids[j], float(scores[j]), builder.group_of(grp.asset_ids[j])) for j in order
+            ScoredTable(a, float(scores[j]), builder.group_of(a), terms[a])
+            for a, j in ((grp.asset_ids[j], j) for j in order)
         ]
         examples.append(CalibrationExample(ranked, set(req.gold_assets)))
         if is_synthetic(req) or i >= len(recalled):

@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -211,6 +211,16 @@ class FeatureBuilder:
     def group_of(self, asset_id: str) -> str:
         """The candidate's group (database, else business), as the group features use it."""
         return self._static_of(asset_id).group
+
+    def request_terms(self, query: str, asset_ids: Iterable[str]) -> dict[str, frozenset[str]]:
+        """The terms of `query` each table's name, comment or columns contain (the same tokens the
+        overlap features count); what set selection's coverage rule reads (`SelectionParams`)."""
+        q_tokens = word_tokens(query)
+        out = {}
+        for asset_id in asset_ids:
+            info = self._static_of(asset_id)
+            out[asset_id] = frozenset(q_tokens & (info.name_tokens | info.column_tokens))
+        return out
 
     def _degree_of(self, asset_id: str) -> int:
         if asset_id not in self._degree:

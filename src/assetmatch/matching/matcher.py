@@ -241,6 +241,7 @@ class Matcher:
         t0 = time.perf_counter()
         ranked = self.coarse.rank(text, list(collect_candidates(hits).values()))
         ranked = ranked[: self.settings.recall.candidates]
+        terms = self.builder.request_terms(text, [c.asset_id for c in ranked])
         timings["coarse"] = (time.perf_counter() - t0) * 1000
 
         fine: dict[str, float] = {}
@@ -251,7 +252,7 @@ class Matcher:
         if self.fine_ranker is not None and self.fine_ranker.version(business) and ranked:
             t1 = time.perf_counter()
             calibration = self.fine_ranker.calibration(business)
-            depth = self._fine_depth(calibration, ranked)
+            depth = self._fine_depth(calibration, ranked, terms)
             skipped = "" if depth else calibration.cascade.why_skipped()
             if depth:
                 try:
@@ -268,7 +269,8 @@ class Matcher:
 
         t2 = time.perf_counter()
         scored = [
-            ScoredTable(c.asset_id, s, self.builder.group_of(c.asset_id)) for c, s in zip(ranked, scores)
+            ScoredTable(c.asset_id, s, self.builder.group_of(c.asset_id), terms[c.asset_id])
+            for c, s in zip(ranked, scores)
         ]
         selection = selector.select(scored, self.index.neighbors)
         timings["select"] = (time.perf_counter() - t2) * 1000
@@ -299,9 +301,17 @@ class Matcher:
         """What the coarse ranking was fitted on (`MatchResult.coarse_model`)."""
         return self.coarse.trained_on if isinstance(self.coarse, LearnedFusion) else "fusion"
 
-    def _fine_depth(self, calibration: FineCalibration, ranked: Sequence[Candidate]) -> int:
+    def _fine_depth(
+        self,
+        calibration: FineCalibration,
+        ranked: Sequence[Candidate],
+        terms: Mapping[str, frozenset[str]],
+    ) -> int:
         """The cascade's decision: how many coarse tables to fine-rank (0: keep the coarse answer)."""
-        window = [ScoredTable(c.asset_id, c.score, self.builder.group_of(c.asset_id)) for c in ranked]
+        window = [
+            ScoredTable(c.asset_id, c.score, self.builder.group_of(c.asset_id), terms[c.asset_id])
+            for c in ranked
+        ]
         selected = self.selector.select(window, self.index.neighbors).asset_ids
         return calibration.cascade.depth_for(
             [c.asset_id for c in ranked],

@@ -12,7 +12,12 @@ tie-break; `calibrate`):
 3. `same_group`: only tables of the top table's database (a requirement's tables live together);
 4. `connected_only`: a further table must join (FK / co-usage neighbour) some already selected table;
 5. `fk_closure`: if two selected tables do not join directly but a candidate bridge table joins both,
-   the bridge is selected too (a many-to-many link table the query cannot do without).
+   the bridge is selected too (a many-to-many link table the query cannot do without);
+6. `min_new_terms`: a further table must contain (in its name, comment or columns) at least this many
+   of the request's terms that no table selected before it contains. Scores say how likely each table
+   is to be needed on its own; two tables of one database that both match the request score alike
+   even when the first already holds every column the request names, and the second would only be
+   joined for nothing. (Bridges are exempt: a link table names nothing the request says.)
 
 `top_k_selection` is the "always top-k" baseline the calibrated rules must beat.
 """
@@ -70,6 +75,11 @@ class SelectionParams(BaseModel):
     same_group: bool = Field(default=True, description="Only tables of the top table's database/group.")
     connected_only: bool = Field(default=False, description="A further table must join a selected one.")
     fk_closure: bool = Field(default=True, description="Add a bridge table joining two selected tables.")
+    min_new_terms: int = Field(
+        default=0,
+        ge=0,
+        description="A further table must contain this many request terms no selected table contains (0: off).",
+    )
 
 
 @dataclass(frozen=True)
@@ -79,6 +89,7 @@ class ScoredTable:
     asset_id: str
     score: float
     group: str = ""
+    terms: frozenset[str] = frozenset()  # the request's terms its name, comment or columns contain
 
 
 @dataclass
@@ -112,6 +123,7 @@ class SetSelector:
         top = window[0]
         chosen = [top.asset_id]
         reasons = {top.asset_id: f"top-ranked (score {top.score:.3f})"}
+        covered = set(top.terms)
         previous = top.score
         for table in window[1:]:
             if len(chosen) >= p.max_tables:
@@ -125,10 +137,16 @@ class SetSelector:
                 continue
             if p.connected_only and not any(c in neigh(table.asset_id) for c in chosen):
                 continue
+            new_terms = table.terms - covered
+            if len(new_terms) < p.min_new_terms:
+                continue
             chosen.append(table.asset_id)
+            covered |= table.terms
             reasons[table.asset_id] = (
                 f"score {table.score:.3f} >= threshold {max(min_score, p.rel_ratio * top.score):.3f}"
             )
+            if p.min_new_terms:
+                reasons[table.asset_id] += f"; adds {', '.join(sorted(new_terms))}"
         if p.fk_closure and len(chosen) > 1:
             for bridge, (a, b) in fk_bridges(chosen, window, neigh):
                 chosen.append(bridge)
@@ -204,6 +222,7 @@ def default_grid() -> dict[str, Sequence[object]]:
         "same_group": [True, False],
         "connected_only": [False, True],
         "fk_closure": [True, False],
+        "min_new_terms": [0, 1],
     }
 
 

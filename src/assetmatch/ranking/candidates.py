@@ -24,7 +24,7 @@ from typing import Any
 
 from assetmatch.config import Settings
 from assetmatch.matching.fine import CoarseAnswer, scored_tables
-from assetmatch.matching.fusion import collect_candidates
+from assetmatch.matching.fusion import FeatureBuilder, collect_candidates
 from assetmatch.matching.matcher import COARSE_FILE, Matcher, models_dir, oof_key, read_oof
 from assetmatch.models import TableAsset
 from assetmatch.ranking.prompt import column_text, header_text, terms
@@ -46,6 +46,7 @@ class Bm25Candidates:
         self._ids: dict[str, list[str]] = {}
         self._index: dict[str, Any] = {}
         self.assets = {a.asset_id: a for a in assets}
+        self._builder = FeatureBuilder(self.assets)  # the request terms each table contains
         by_business: dict[str, list[TableAsset]] = {}
         for a in sorted(assets, key=lambda a: a.asset_id):
             by_business.setdefault(a.business, []).append(a)
@@ -79,7 +80,8 @@ class Bm25Candidates:
         scored = self.scored(business, text, k)
         top = max((s for _, s in scored), default=0.0) or 1.0
         ids = [a for a, _ in scored]
-        return CoarseAnswer(ids, [s / top for _, s in scored], ids[:1])
+        terms = self._builder.request_terms(text, ids)
+        return CoarseAnswer(ids, [s / top for _, s in scored], ids[:1], terms=terms)
 
     def __call__(self, business: str, text: str, k: int) -> list[str]:
         return [a for a, _ in self.scored(business, text, k)]
@@ -124,14 +126,19 @@ class CoarseCandidates:
             result = self.matcher.rank(business, text, hits, k=k)
             ids = [t.asset_id for t in result.ranked]
             scores = [t.coarse_score for t in result.ranked]
+        terms = self.matcher.builder.request_terms(text, ids)
         selected = self.matcher.selector.select(
-            scored_tables(ids, scores, self.group_of), self.neighbors
+            scored_tables(ids, scores, self.group_of, terms), self.neighbors
         ).asset_ids
         # what the Matcher hands the fine ranker beside each table: the nearest past request that
         # used it, found by the usage path with this requirement's own entries left out
         examples = {c.asset_id: c.example for c in collect_candidates(hits).values() if c.example}
         answer = CoarseAnswer(
-            ids[:k], scores[:k], selected, {a: examples[a] for a in ids[:k] if a in examples}
+            ids[:k],
+            scores[:k],
+            selected,
+            {a: examples[a] for a in ids[:k] if a in examples},
+            {a: terms[a] for a in ids[:k]},
         )
         self._cache[(key, k)] = answer
         return answer

@@ -214,7 +214,7 @@ def fine_ranked(j: Judged, calibration: FineCalibration, ctx: Context, cap: int 
     answer = rerank(ids, scores, j.logits[:depth], calibration.fusion)
     selector = calibration.selector(ctx.coarse_selector)
     selected = selector.select(
-        scored_tables(answer.ids, answer.scores, ctx.group_of), ctx.neighbors
+        scored_tables(answer.ids, answer.scores, ctx.group_of, j.coarse.terms), ctx.neighbors
     ).asset_ids
     latency = j.latency_ms * depth / max(len(j.logits), 1)
     return Ranked(j.requirement, answer.ids, answer.scores, latency, selected=selected, fine_depth=depth)
@@ -289,6 +289,7 @@ def selection_grid() -> dict[str, Sequence[object]]:
         "max_tables": [3, 4],
         "same_group": [True, False],
         "fk_closure": [True, False],
+        "min_new_terms": [0, 1],
     }
 
 
@@ -310,7 +311,8 @@ def calibrate(
         answer = rerank(j.coarse.ids, j.coarse.scores, j.logits, fusion)
         examples.append(
             CalibrationExample(
-                scored_tables(answer.ids, answer.scores, ctx.group_of), set(j.requirement.gold)
+                scored_tables(answer.ids, answer.scores, ctx.group_of, j.coarse.terms),
+                set(j.requirement.gold),
             )
         )
     params = calibrate_selection(examples, ctx.neighbors, selection_grid())[0] if examples else None

@@ -98,6 +98,16 @@ def test_feature_rows_hand_checked() -> None:
     assert orders["group_is_top"] == 0.0 and orders["group_rank"] == 2.0 and orders["name_overlap"] == 0.0
 
 
+def test_request_terms_are_the_query_tokens_a_table_contains() -> None:
+    builder = FeatureBuilder(ASSETS)
+    terms = builder.request_terms(
+        "name of students with pets", ["school.student", "school.pets", "shop.orders"]
+    )
+    assert {"name", "student"} <= terms["school.student"] and "pet" not in terms["school.student"]
+    assert "pet" in terms["school.pets"] and "name" not in terms["school.pets"]
+    assert terms["shop.orders"] == frozenset()
+
+
 def test_metadata_group_features_ignore_the_history_vote() -> None:
     # past requests (usage) vote for the shop's orders table; the tables' own words favour school
     voted = {

@@ -124,3 +124,47 @@ def test_calibration_beats_top2_and_round_trips(tmp_path: Path) -> None:
     assert report.n_configs == 3
     path = save_selection(params, report, tmp_path / "selection.json")
     assert load_selection(path) == params
+
+
+def with_terms(*rows: tuple[str, float, set[str]]) -> list[ScoredTable]:
+    return [ScoredTable(a, s, "school", frozenset(t)) for a, s, t in rows]
+
+
+def test_a_further_table_must_add_a_request_term() -> None:
+    # "names of students with pets": student holds "name" and "student", pets adds "pet";
+    # course matches only "name", which student already holds: joining it would add nothing
+    lst = with_terms(
+        ("student", 0.9, {"name", "student"}),
+        ("course", 0.8, {"name"}),
+        ("pets", 0.7, {"name", "pet"}),
+    )
+    params = SelectionParams(min_score=0.5, fk_closure=False, min_new_terms=1)
+    sel = SetSelector(params).select(lst, neighbors)
+    assert sel.asset_ids == ["student", "pets"]
+    assert "adds pet" in sel.reasons["pets"]
+    # off (the default) the scores alone decide
+    off = params.model_copy(update={"min_new_terms": 0})
+    assert SetSelector(off).select(lst, neighbors).asset_ids == ["student", "course", "pets"]
+    # what a table adds is counted against the tables selected before it, not the top one alone
+    twice = with_terms(("student", 0.9, {"student"}), ("pets", 0.8, {"pet"}), ("has_pet", 0.7, {"pet"}))
+    assert SetSelector(params).select(twice, neighbors).asset_ids == ["student", "pets"]
+
+
+def test_a_bridge_needs_no_request_term() -> None:
+    lst = with_terms(
+        ("student", 0.9, {"student"}), ("pets", 0.8, {"pet"}), ("course", 0.2, set()), ("has_pet", 0.1, set())
+    )
+    params = SelectionParams(min_score=0.5, fk_closure=True, min_new_terms=1)
+    assert SetSelector(params).select(lst, neighbors).asset_ids == ["student", "pets", "has_pet"]
+
+
+def test_calibration_turns_the_coverage_rule_on_where_it_pays() -> None:
+    # the second table scores high in both kinds of requirement; only its terms tell them apart
+    extra = with_terms(("student", 0.9, {"name", "student"}), ("course", 0.8, {"name"}))
+    needed = with_terms(("student", 0.9, {"student"}), ("course", 0.8, {"course"}))
+    examples = [CalibrationExample(extra, {"student"}) for _ in range(5)]
+    examples += [CalibrationExample(needed, {"student", "course"}) for _ in range(5)]
+    grid = {"min_score": [0.5], "fk_closure": [False], "min_new_terms": [0, 1]}
+    params, report = calibrate(examples, neighbors, grid)
+    assert params.min_new_terms == 1
+    assert report.set_exact_match == 1.0
