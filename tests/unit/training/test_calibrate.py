@@ -133,3 +133,23 @@ def test_the_cheapest_rule_within_one_standard_error_of_the_best_is_chosen() -> 
     # identical rules (no spread in the difference): the tolerance decides
     assert ev.cheapest_within_one_se([(coarse - 0.004, 0.0), (coarse, 5.0)], tolerance=0.005) == 0
     assert ev.cheapest_within_one_se([(coarse - 0.006, 0.0), (coarse, 5.0)], tolerance=0.005) == 1
+
+
+def test_fine_selection_reads_which_request_terms_each_table_adds() -> None:
+    """The adapter scores t0 and t1 alike in every list; only the request terms tell a requirement
+    that needs both (t1 adds a term) from one that needs t0 alone (t1 repeats t0's)."""
+    lists = []
+    for i in range(40):
+        both = i % 2 == 0
+        terms = {"t0": frozenset({"player"}), "t1": frozenset({"channel"} if both else {"player"})}
+        gold = ("t0", "t1") if both else ("t0",)
+        coarse = CoarseAnswer(list(IDS), [0.6, 0.55, 0.2, 0.1, 0.05, 0.01], ["t0", "t1"], terms=terms)
+        logits = [4.0, 3.9, -4.0, -4.0, -4.0, -4.0]
+        lists.append(
+            ev.Judged(LabelledRequirement(f"r{i}", "b", f"question {i}", gold), coarse, logits, 10.0)
+        )
+    calibration = ev.calibrate(lists, CTX, familiar=None)
+    assert calibration.selection is not None and calibration.selection.min_new_terms == 1
+    answers = [ev.fine_ranked(j, calibration, CTX) for j in lists]
+    assert all(set(r.selected or ()) == set(j.requirement.gold) for r, j in zip(answers, lists))
+    assert ev.quality(answers) > ev.quality([ev.coarse_ranked(j) for j in lists])
