@@ -139,7 +139,11 @@ def build_production_path(
     index, settings = build_index(assets, workdir, history)
     fit = fit_matching(index, settings, train, seed)
     matcher = Matcher(index, settings, coarse=fit.coarse, selector=SetSelector(fit.selection))
-    info = {"coarse_fit_s": round(time.perf_counter() - started, 1), "cv_chosen": fit.report.get("cv_chosen")}
+    info = {
+        "coarse_fit_s": round(time.perf_counter() - started, 1),
+        "cv_chosen": fit.report.get("cv_chosen"),
+        "selection": fit.selection.model_dump(),
+    }
     return CoarseCandidates(matcher, fit.oof), info
 
 
