@@ -212,10 +212,12 @@ def fit_matching(
     for i, (grp, scores, (req, _)) in enumerate(zip(groups, oof, lists)):
         order = np.argsort(-scores, kind="stable")
         terms = builder.request_terms(req.text, grp.asset_ids)
-        ranked = [
-            ScoredTable(a, float(scores[j]), builder.group_of(a), terms[a])
-            for a, j in ((grp.asset_ids[j], j) for j in order)
-        ]
+        ranked = []
+        for j in order:
+            asset_id = grp.asset_ids[j]
+            ranked.append(
+                ScoredTable(asset_id, float(scores[j]), builder.group_of(asset_id), terms[asset_id])
+            )
         examples.append(CalibrationExample(ranked, set(req.gold_assets)))
         if is_synthetic(req) or i >= len(recalled):
             continue  # fine rankers train on labelled requirements only, as serving recalls them
