@@ -182,7 +182,7 @@ def test_calibration_asks_each_table_for_its_neighbours_once() -> None:
             ranked(("student", 0.9), ("pets", 0.8), ("has_pet", 0.3)), {"student", "pets", "has_pet"}
         )
     ] * 5
-    _params, report = calibrate(examples, counting)
+    params, report = calibrate(examples, counting)
     assert report.n_configs == 2048 and asked  # every rule tried, the neighbours asked ...
     assert sorted(asked) == sorted(set(asked))  # ... once per table
     assert report.set_exact_match == 1.0
