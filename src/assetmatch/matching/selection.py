@@ -24,7 +24,6 @@ tie-break; `calibrate`):
 
 from __future__ import annotations
 
-import functools
 import itertools
 import json
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -239,9 +238,6 @@ def calibrate(
             "no training requirements with candidates and gold tables: cannot calibrate selection"
         )
     grid = grid or default_grid()
-    # every configuration asks for the same tables' neighbours again (the index builds a fresh set per
-    # call): ask once per table
-    cached: Neighbors = functools.cache(lambda asset_id: frozenset(neighbors(asset_id)))
     keys = list(grid)
     best: tuple[float, float] | None = None
     best_params = SelectionParams()
@@ -249,7 +245,7 @@ def calibrate(
     for values in itertools.product(*(grid[k] for k in keys)):
         params = SelectionParams.model_validate(dict(zip(keys, values)))
         n_configs += 1
-        score = _evaluate(params, examples, cached)
+        score = _evaluate(params, examples, neighbors)
         if best is None or score > best:
             best, best_params = score, params
     assert best is not None
