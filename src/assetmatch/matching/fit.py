@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from assetmatch.config import Settings
+from assetmatch.matching.fine import scored_tables
 from assetmatch.matching.fusion import (
     Candidate,
     FeatureBuilder,
@@ -27,7 +28,6 @@ from assetmatch.matching.fusion import (
 from assetmatch.matching.matcher import COARSE_FILE, OOF_FILE, SELECTION_FILE, Matcher, oof_key, write_oof
 from assetmatch.matching.selection import (
     CalibrationExample,
-    ScoredTable,
     SelectionParams,
     calibrate,
     save_selection,
@@ -211,13 +211,10 @@ def fit_matching(
     depth = settings.recall.candidates
     for i, (grp, scores, (req, _)) in enumerate(zip(groups, oof, lists)):
         order = np.argsort(-scores, kind="stable")
-        terms = builder.request_terms(req.text, grp.asset_ids)
-        ranked = []
-        for j in order:
-            asset_id = grp.asset_ids[j]
-            ranked.append(
-                ScoredTable(asset_id, float(scores[j]), builder.group_of(asset_id), terms[asset_id])
-            )
+        ids = [grp.asset_ids[j] for j in order]
+        ranked = scored_tables(
+            ids, scores[order].tolist(), builder.group_of, builder.request_terms(req.text, ids)
+        )
         examples.append(CalibrationExample(ranked, set(req.gold_assets)))
         if is_synthetic(req) or i >= len(recalled):
             continue  # fine rankers train on labelled requirements only, as serving recalls them

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from assetmatch.config import Settings
-from assetmatch.matching.fine import FineCalibration, rerank
+from assetmatch.matching.fine import FineCalibration, rerank, scored_tables
 from assetmatch.matching.fusion import (
     STORED_FEATURE_PREFIX,
     Candidate,
@@ -35,7 +35,7 @@ from assetmatch.matching.fusion import (
     RRFRanker,
     collect_candidates,
 )
-from assetmatch.matching.selection import ScoredTable, SetSelector, load_selection
+from assetmatch.matching.selection import SetSelector, load_selection
 from assetmatch.matching.types import (
     FeatureProvider,
     FineRanker,
@@ -268,10 +268,7 @@ class Matcher:
             timings["fine"] = (time.perf_counter() - t1) * 1000
 
         t2 = time.perf_counter()
-        scored = [
-            ScoredTable(c.asset_id, s, self.builder.group_of(c.asset_id), terms[c.asset_id])
-            for c, s in zip(ranked, scores)
-        ]
+        scored = scored_tables([c.asset_id for c in ranked], scores, self.builder.group_of, terms)
         selection = selector.select(scored, self.index.neighbors)
         timings["select"] = (time.perf_counter() - t2) * 1000
 
@@ -308,10 +305,9 @@ class Matcher:
         terms: Mapping[str, frozenset[str]],
     ) -> int:
         """The cascade's decision: how many coarse tables to fine-rank (0: keep the coarse answer)."""
-        window = [
-            ScoredTable(c.asset_id, c.score, self.builder.group_of(c.asset_id), terms[c.asset_id])
-            for c in ranked
-        ]
+        window = scored_tables(
+            [c.asset_id for c in ranked], [c.score for c in ranked], self.builder.group_of, terms
+        )
         selected = self.selector.select(window, self.index.neighbors).asset_ids
         return calibration.cascade.depth_for(
             [c.asset_id for c in ranked],
