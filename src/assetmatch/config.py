@@ -411,6 +411,12 @@ class MatchingConfig(_Strict):
         "model is also fitted on as if those tables had no usage history (a new database's requests), so "
         "it does not follow the usage path where the history does not cover the tables asked for.",
     )
+    selection_objective: Literal["f1", "f1_exact"] = Field(
+        default="f1_exact",
+        description="What set-selection calibration maximises, for the coarse selection and every adapter's "
+        "selection on fused scores: f1_exact = mean set F1 + mean set exact-match (a Text2SQL step needs the "
+        "exact set); f1 = set F1 alone (exact breaks ties).",
+    )
 
 
 class ServingConfig(_Strict):

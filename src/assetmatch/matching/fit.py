@@ -224,7 +224,9 @@ def fit_matching(
         )
     examples = random.Random(seed).sample(examples, min(len(examples), CALIBRATION_MAX))
     t1 = time.perf_counter()
-    params, calibration = calibrate(examples, index.neighbors)
+    params, calibration = calibrate(
+        examples, index.neighbors, objective=settings.matching.selection_objective
+    )
     calibrate_s = time.perf_counter() - t1
     assert model.cv is not None
     model.trained_on = trained_on

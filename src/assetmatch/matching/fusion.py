@@ -10,7 +10,9 @@ Two rankers with one interface (`CoarseRanker.rank`):
   the candidate's database is among all candidates, and how strong its FK neighbours are — because the
   tables a requirement needs sit in one database and join each other; the same database ranking from
   the metadata paths alone (without the history's usage and co-usage votes), so the model can tell a
-  vote for a namesake elsewhere from the tables' own evidence; plus any `FeatureProvider`
+  vote for a namesake elsewhere from the tables' own evidence; how much of the request the
+  candidate's whole database covers (every table's name, comment and columns, recalled or not: a
+  question about singers and concerts belongs to the database that has both); plus any `FeatureProvider`
   features (Feast). The model family and its regularisation are chosen by grouped cross-validation on
   the training requirements only (`fit_learned_fusion`), and saved with joblib together with its
   feature list so a loaded model always sees the columns it was trained on; a numpy copy of its
@@ -167,6 +169,7 @@ class FeatureBuilder:
         self.feature_provider = feature_provider
         self._static: dict[str, _AssetStatic] = {}
         self._degree: dict[str, int] = {}
+        self._group_tokens: dict[str, frozenset[str]] | None = None
 
     @property
     def feature_names(self) -> list[str]:
@@ -193,6 +196,9 @@ class FeatureBuilder:
             "metadata_rrf_norm",
             "metadata_group_rank",
             "metadata_group_is_top",
+            "group_coverage",
+            "group_coverage_gap",
+            "group_coverage_is_top",
         ]
         if self.feature_provider is not None:
             names += [f"{STORED_FEATURE_PREFIX}{n}" for n in self.feature_provider.feature_names]
@@ -226,6 +232,21 @@ class FeatureBuilder:
             info = self._static_of(asset_id)
             out[asset_id] = q_tokens & (info.name_tokens | info.column_tokens)
         return out
+
+    def group_tokens(self, group: str) -> frozenset[str]:
+        """Every name, comment and column token of every table of `group` (the whole database, not
+        only the tables recalled): what the database as a whole can answer."""
+        if self._group_tokens is None:
+            merged: dict[str, set[str]] = defaultdict(set)
+            for asset_id in self.assets:
+                info = self._static_of(asset_id)
+                merged[info.group] |= info.name_tokens | info.column_tokens
+            self._group_tokens = {g: frozenset(t) for g, t in merged.items()}
+        return self._group_tokens.get(group, frozenset())
+
+    def _coverage(self, q_tokens: frozenset[str], group: str) -> float:
+        """Share of the request's tokens that some table of the group contains."""
+        return len(q_tokens & self.group_tokens(group)) / len(q_tokens) if q_tokens else 0.0
 
     def _degree_of(self, asset_id: str) -> int:
         if asset_id not in self._degree:
@@ -270,6 +291,12 @@ class FeatureBuilder:
         metadata = [metadata_rrf(c) for c in candidates]
         metadata_max = max(metadata) or 1.0
         metadata_order = rank_groups(metadata, groups)
+        # how much of the request the candidate's whole database covers: a question about singers
+        # *and* concerts belongs to the database that has both, though its `singer` table alone
+        # reads like every other database's `singer` (most wrong top tables on a union of
+        # databases are another database's, many of them namesakes)
+        group_cover = {g: self._coverage(q_tokens, g) for g in members}
+        best_cover = max(group_cover.values())
         rrf_by_id = {c.asset_id: c.rrf for c in candidates}
         fp_values: Mapping[str, Mapping[str, float]] = stored or {}
         if self.feature_provider is not None and stored is None:
@@ -315,6 +342,9 @@ class FeatureBuilder:
                 meta / metadata_max,
                 float(metadata_order[info.group]),
                 float(metadata_order[info.group] == 1),
+                group_cover[info.group],
+                group_cover[info.group] - best_cover,
+                float(group_cover[info.group] >= best_cover),
             ]
             if self.feature_provider is not None:
                 values = fp_values.get(cand.asset_id, {})

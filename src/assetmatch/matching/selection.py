@@ -2,8 +2,8 @@
 
 A Text2SQL model given one table too few invents columns; given one too many it may join it. So the
 matcher returns a *selected set* next to the ranked list, chosen by a few transparent rules whose
-parameters are calibrated on training requirements (grid search maximising set F1, exact match as the
-tie-break; `calibrate`):
+parameters are calibrated on training requirements (grid search; `calibrate` maximises set F1 +
+set exact-match by default, see `Objective`):
 
 1. the top table is always selected (every requirement needs at least one table);
 2. a further table is selected while its score is at least `min_score`, at least `rel_ratio` times the
@@ -29,10 +29,19 @@ import json
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 Neighbors = Callable[[str], Collection[str]]
+
+Objective = Literal["f1", "f1_exact"]
+"""What selection calibration maximises. `f1_exact` (default): mean set F1 + mean set exact-match
+(ties: set F1); `f1`: set F1 (ties: exact). A Text2SQL step needs the exact set, and F1 alone
+prefers a rule that keeps a doubtful second table (half credit when it is wrong, full when it is
+needed) over one that gets more sets exactly right: on out-of-fold lists of 1,992 Spider `train`
+requirements (5 folds, calibrated on the other four) `f1_exact` answered with set F1 0.681 / exact
+0.554 against 0.685 / 0.530."""
 
 
 @dataclass(frozen=True)
@@ -230,8 +239,11 @@ def calibrate(
     examples: Sequence[CalibrationExample],
     neighbors: Neighbors,
     grid: Mapping[str, Sequence[object]] | None = None,
+    objective: Objective = "f1_exact",
 ) -> tuple[SelectionParams, CalibrationReport]:
-    """Grid search over `SelectionParams` on training requirements: maximise set F1, then exact match."""
+    """Grid search over `SelectionParams` on training requirements, maximising `objective`."""
+    if objective not in ("f1", "f1_exact"):
+        raise ValueError(f"unknown selection objective {objective!r} (f1 or f1_exact)")
     examples = [ex for ex in examples if ex.ranked and ex.gold]
     if not examples:
         raise ValueError(
@@ -239,15 +251,17 @@ def calibrate(
         )
     grid = grid or default_grid()
     keys = list(grid)
-    best: tuple[float, float] | None = None
+    best: tuple[float, float] | None = None  # (set F1, exact) of the best rule
+    best_key: tuple[float, float] | None = None
     best_params = SelectionParams()
     n_configs = 0
     for values in itertools.product(*(grid[k] for k in keys)):
         params = SelectionParams.model_validate(dict(zip(keys, values)))
         n_configs += 1
-        score = _evaluate(params, examples, neighbors)
-        if best is None or score > best:
-            best, best_params = score, params
+        f1, exact = _evaluate(params, examples, neighbors)
+        key = (f1 + exact, f1) if objective == "f1_exact" else (f1, exact)
+        if best_key is None or key > best_key:
+            best_key, best, best_params = key, (f1, exact), params
     assert best is not None
     top2 = [set_scores(top_k_selection(ex.ranked, 2), ex.gold) for ex in examples]
     report = CalibrationReport(

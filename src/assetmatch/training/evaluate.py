@@ -30,7 +30,7 @@ from assetmatch.matching.fine import (
     rerank,
     scored_tables,
 )
-from assetmatch.matching.selection import CalibrationExample, SetSelector
+from assetmatch.matching.selection import CalibrationExample, Objective, SetSelector
 from assetmatch.matching.selection import calibrate as calibrate_selection
 from assetmatch.training.pairs import LabelledRequirement
 
@@ -197,6 +197,7 @@ class Context:
     neighbors: Callable[[str], Any]
     group_of: Callable[[str], str]
     coarse_selector: SetSelector
+    objective: Objective = "f1_exact"  # what the selection on fused scores maximises (as the coarse one)
 
 
 def coarse_ranked(j: Judged) -> Ranked:
@@ -315,7 +316,9 @@ def calibrate(
                 set(j.requirement.gold),
             )
         )
-    params = calibrate_selection(examples, ctx.neighbors, selection_grid())[0] if examples else None
+    params = (
+        calibrate_selection(examples, ctx.neighbors, selection_grid(), ctx.objective)[0] if examples else None
+    )
     threshold = params.min_score if params else None
     if not judged:
         return FineCalibration(threshold, fusion, params, Cascade(None, 0, False), familiar)

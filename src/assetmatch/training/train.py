@@ -290,7 +290,10 @@ class CoarseSource(Protocol):
 def selection_context(candidates: CoarseSource, coarse_selector: SetSelector | None = None) -> ev.Context:
     matcher = getattr(candidates, "matcher", None)
     selector = coarse_selector or (matcher.selector if matcher is not None else SetSelector())
-    return ev.Context(candidates.neighbors, candidates.group_of, selector)
+    if matcher is None:
+        return ev.Context(candidates.neighbors, candidates.group_of, selector)
+    objective = matcher.settings.matching.selection_objective
+    return ev.Context(candidates.neighbors, candidates.group_of, selector, objective)
 
 
 Scorer = Callable[[str, list[TableAsset], Mapping[str, str]], list[float]]

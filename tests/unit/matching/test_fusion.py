@@ -227,3 +227,28 @@ def test_a_near_tie_in_cross_validation_goes_to_the_simpler_model() -> None:
     assert simplest_of_the_best({"simple": 0.90, "deep": 0.90 + 0.4 / 1685}, 1685) == "simple"
     with pytest.raises(ValueError, match="no model"):
         simplest_of_the_best({}, 10)
+
+
+def test_group_coverage_reads_the_whole_database_not_only_the_recalled_table() -> None:
+    # two databases with a `student` table; only school also has pets, so "students with pets"
+    # is school's question even though shop's namesake is the only one recalled from shop
+    assets = {**ASSETS, "shop.student": _asset("shop", "student", ["student_id", "name"])}
+    builder = FeatureBuilder(assets, paths=["lexical"])
+    cands = list(
+        collect_candidates(
+            {
+                "lexical": [
+                    Hit("shop.student", 9.0, 1, "lexical", ["student"]),
+                    Hit("school.student", 8.0, 2, "lexical", ["student"]),
+                ]
+            }
+        ).values()
+    )
+    x = builder.matrix("name of students with pets", cands)
+    row = {c.asset_id: dict(zip(builder.feature_names, r)) for c, r in zip(cands, x)}
+    school, shop = row["school.student"], row["shop.student"]
+    # request tokens: name, students/student, pets/pet ... school covers all, shop not the pets
+    assert school["group_coverage"] == 1.0 and school["group_coverage_is_top"] == 1.0
+    assert school["group_coverage_gap"] == 0.0
+    assert 0.0 < shop["group_coverage"] < 1.0 and shop["group_coverage_is_top"] == 0.0
+    assert shop["group_coverage_gap"] == pytest.approx(shop["group_coverage"] - 1.0)

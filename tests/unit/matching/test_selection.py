@@ -168,3 +168,23 @@ def test_calibration_turns_the_coverage_rule_on_where_it_pays() -> None:
     params, report = calibrate(examples, neighbors, grid)
     assert params.min_new_terms == 1
     assert report.set_exact_match == 1.0
+
+
+def test_the_objective_decides_between_half_credit_and_exact_sets() -> None:
+    # a low threshold keeps a doubtful second table: half credit on the 3-table requirements
+    # (2 of 3 right either way), an extra table on the 1-table one; a high threshold keeps the top
+    # table only: exact on the 1-table requirement, less F1 on the others
+    one = CalibrationExample(ranked(("student", 0.9), ("course", 0.5)), {"student"})
+    three = CalibrationExample(
+        ranked(("student", 0.9), ("pets", 0.5), ("course", 0.5), ("has_pet", 0.1)),
+        {"student", "pets", "has_pet"},
+    )
+    examples = [one, three, three, three]
+    grid = {"min_score": [0.3, 0.6], "fk_closure": [False]}
+    # F1: low 2/3 on every requirement (0.667); high (1 + 3 x 0.5) / 4 = 0.625, exact 0.25
+    by_f1, f1_report = calibrate(examples, neighbors, grid, objective="f1")
+    assert by_f1.min_score == 0.3 and f1_report.set_exact_match == 0.0
+    by_sum, sum_report = calibrate(examples, neighbors, grid, objective="f1_exact")
+    assert by_sum.min_score == 0.6
+    assert (sum_report.set_f1, sum_report.set_exact_match) == (0.625, 0.25)
+    assert calibrate(examples, neighbors, grid)[0] == by_sum  # f1_exact is the default
