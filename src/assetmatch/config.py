@@ -51,7 +51,7 @@ from pydantic_settings import (
 )
 
 from assetmatch.ranker_config import RankerConfig
-from assetmatch.types import PATHS, RecallPathName
+from assetmatch.types import PATHS, SELECTION_OBJECTIVES, RecallPathName, SelectionObjective
 
 DEFAULT_CONFIG_FILE = "assetmatch.yaml"
 CONFIG_ENV_VAR = "ASSETMATCH_CONFIG"
@@ -411,8 +411,8 @@ class MatchingConfig(_Strict):
         "model is also fitted on as if those tables had no usage history (a new database's requests), so "
         "it does not follow the usage path where the history does not cover the tables asked for.",
     )
-    selection_objective: Literal["f1", "f1_exact"] = Field(
-        default="f1_exact",
+    selection_objective: SelectionObjective = Field(
+        default=SELECTION_OBJECTIVES[0],
         description="What set-selection calibration maximises, for the coarse selection and every adapter's "
         "selection on fused scores: f1_exact = mean set F1 + mean set exact-match (a Text2SQL step needs the "
         "exact set); f1 = set F1 alone (exact breaks ties).",

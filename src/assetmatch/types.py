@@ -14,6 +14,11 @@ under them (`assetmatch.recall.paths`), "graph" expands the others' seeds, and t
 block of features per name, in this order."""
 PATHS: tuple[RecallPathName, ...] = get_args(RecallPathName)
 
+SelectionObjective = Literal["f1_exact", "f1"]
+"""What set-selection calibration maximises (`matching.selection`; the config's
+`matching.selection_objective`). The first is the default."""
+SELECTION_OBJECTIVES: tuple[SelectionObjective, ...] = get_args(SelectionObjective)
+
 
 @dataclass
 class Hit:

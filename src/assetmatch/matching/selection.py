@@ -29,13 +29,14 @@ import json
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from assetmatch.types import SELECTION_OBJECTIVES, SelectionObjective
+
 Neighbors = Callable[[str], Collection[str]]
 
-Objective = Literal["f1", "f1_exact"]
+Objective = SelectionObjective
 """What selection calibration maximises. `f1_exact` (default): mean set F1 + mean set exact-match
 (ties: set F1); `f1`: set F1 (ties: exact). A Text2SQL step needs the exact set, and F1 alone
 prefers a rule that keeps a doubtful second table (half credit when it is wrong, full when it is
@@ -239,11 +240,13 @@ def calibrate(
     examples: Sequence[CalibrationExample],
     neighbors: Neighbors,
     grid: Mapping[str, Sequence[object]] | None = None,
-    objective: Objective = "f1_exact",
+    objective: Objective = SELECTION_OBJECTIVES[0],
 ) -> tuple[SelectionParams, CalibrationReport]:
     """Grid search over `SelectionParams` on training requirements, maximising `objective`."""
-    if objective not in ("f1", "f1_exact"):
-        raise ValueError(f"unknown selection objective {objective!r} (f1 or f1_exact)")
+    if objective not in SELECTION_OBJECTIVES:
+        raise ValueError(
+            f"unknown selection objective {objective!r} (one of {', '.join(SELECTION_OBJECTIVES)})"
+        )
     examples = [ex for ex in examples if ex.ranked and ex.gold]
     if not examples:
         raise ValueError(

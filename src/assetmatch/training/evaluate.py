@@ -33,6 +33,7 @@ from assetmatch.matching.fine import (
 from assetmatch.matching.selection import CalibrationExample, Objective, SetSelector
 from assetmatch.matching.selection import calibrate as calibrate_selection
 from assetmatch.training.pairs import LabelledRequirement
+from assetmatch.types import SELECTION_OBJECTIVES
 
 KS = (1, 3, 5)
 
@@ -197,7 +198,8 @@ class Context:
     neighbors: Callable[[str], Any]
     group_of: Callable[[str], str]
     coarse_selector: SetSelector
-    objective: Objective = "f1_exact"  # what the selection on fused scores maximises (as the coarse one)
+    # what selection on fused scores maximises: the coarse selection's objective
+    objective: Objective = SELECTION_OBJECTIVES[0]
 
 
 def coarse_ranked(j: Judged) -> Ranked:

@@ -39,7 +39,7 @@ from assetmatch.lake import tables as T
 from assetmatch.lake.delta import Lake
 from assetmatch.matching.fine import CoarseAnswer, FineCalibration, read_calibration, write_calibration
 from assetmatch.matching.matcher import visible_businesses
-from assetmatch.matching.selection import SetSelector
+from assetmatch.matching.selection import Objective, SetSelector
 from assetmatch.models import TableAsset
 from assetmatch.ranking.config import RankerConfig
 from assetmatch.ranking.finerank import LoraFineRanker
@@ -56,6 +56,7 @@ from assetmatch.training.pairs import (
     labelled_from_lake,
     split_holdout,
 )
+from assetmatch.types import SELECTION_OBJECTIVES
 
 
 @dataclass
@@ -290,9 +291,9 @@ class CoarseSource(Protocol):
 def selection_context(candidates: CoarseSource, coarse_selector: SetSelector | None = None) -> ev.Context:
     matcher = getattr(candidates, "matcher", None)
     selector = coarse_selector or (matcher.selector if matcher is not None else SetSelector())
-    if matcher is None:
-        return ev.Context(candidates.neighbors, candidates.group_of, selector)
-    objective = matcher.settings.matching.selection_objective
+    objective: Objective = (
+        matcher.settings.matching.selection_objective if matcher is not None else SELECTION_OBJECTIVES[0]
+    )
     return ev.Context(candidates.neighbors, candidates.group_of, selector, objective)
 
 
