@@ -105,6 +105,7 @@ class LatestIndexSource:
 
         matcher = Matcher.from_settings(self.settings)
         matcher.index.warmup()  # encoder and tokenizers now, not on the first request
+        matcher.builder.warmup()  # the library's tokens per database (coarse features), likewise
         return matcher
 
 
