@@ -47,6 +47,14 @@ class RankerConfig:
             "can compare a request with the history the coarse ranking only counts votes from."
         },
     )
+    database_context: bool = field(
+        default=True,
+        metadata={
+            "help": "Show the ranker, in each table's document, the table's database and its other tables "
+            "(those the request names first), so it can tell two databases' namesake tables apart and "
+            "see whether the rest of the request fits the table's database."
+        },
+    )
     batch_size: int = field(default=16, metadata={"help": "Pairs per training step."})
     learning_rate: float = field(default=1e-3, metadata={"help": "AdamW learning rate of the adapter."})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})

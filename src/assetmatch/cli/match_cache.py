@@ -211,6 +211,7 @@ class LazyChampion:
         requirement: str,
         assets: Sequence[TableAsset],
         examples: Mapping[str, str] | None = None,
+        siblings: Mapping[str, Sequence[str]] | None = None,
     ) -> list[float]:
         if self._ranker is None:
             # what registry.mlflow.load_fine_ranker builds, for the adapter folder already resolved
@@ -218,7 +219,7 @@ class LazyChampion:
 
             self._ranker = LoraFineRanker.from_settings(self.settings)
             self._ranker.add(self.business, self.folder, self.model_version)
-        return list(self._ranker.logits(business, requirement, assets, examples))
+        return list(self._ranker.logits(business, requirement, assets, examples, siblings))
 
 
 def champion_ranker(settings: Settings, business: str) -> tuple[FineRanker | None, str]:

@@ -325,7 +325,8 @@ class Matcher:
         assert self.fine_ranker is not None
         assets = [self.index.assets[c.asset_id] for c in ranked[:depth]]
         examples = {c.asset_id: c.example for c in ranked[:depth] if c.example}
-        logits = self.fine_ranker.logits(business, text, assets, examples)
+        siblings = {a.asset_id: self.builder.siblings(a.asset_id) for a in assets}
+        logits = self.fine_ranker.logits(business, text, assets, examples, siblings)
         answer = rerank([c.asset_id for c in ranked], [c.score for c in ranked], logits, calibration.fusion)
         by_id = {c.asset_id: c for c in ranked}
         return answer.fine, [by_id[a] for a in answer.ids], answer.scores

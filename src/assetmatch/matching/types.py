@@ -67,10 +67,12 @@ class FineRanker(Protocol):
         requirement: str,
         assets: Sequence[TableAsset],
         examples: Mapping[str, str] | None = None,
+        siblings: Mapping[str, Sequence[str]] | None = None,
     ) -> list[float]:
         """One raw relevance logit per asset, higher is better (`assets` in coarse order); `examples`:
-        asset id -> the most similar past request that used it (shown to adapters trained with
-        them). May raise `FineRankerBusy` to have the coarse ranking answer."""
+        asset id -> the most similar past request that used it; `siblings`: asset id -> the names of
+        the other tables of its database (each shown to adapters trained with them). May raise
+        `FineRankerBusy` to have the coarse ranking answer."""
         ...
 
     def version(self, business: str) -> str:

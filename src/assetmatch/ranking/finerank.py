@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from assetmatch.config import Settings
@@ -37,15 +38,37 @@ __all__ = [
 ]
 
 
-def reads_past_requests(adapter_dir: str | Path) -> bool:
-    """Whether the adapter in `adapter_dir` was trained with past requests in its documents
-    (`RankerConfig.past_requests`): it is served the same way. Adapters saved before the setting
-    existed (no such field in their ranker config, or no config) were not."""
+@dataclass(frozen=True)
+class DocumentShows:
+    """What an adapter was trained to read in a table's document besides the table itself: it is
+    served the same way (`RankerConfig.past_requests`, `RankerConfig.database_context`)."""
+
+    past_requests: bool = False
+    database: bool = False
+
+    def shown(
+        self, examples: Mapping[str, str] | None, siblings: Mapping[str, Sequence[str]] | None
+    ) -> tuple[Mapping[str, str] | None, Mapping[str, Sequence[str]] | None]:
+        """The (examples, siblings) to render documents with: only what the adapter was trained on.
+        An adapter trained with its database but asked without siblings still reads the name."""
+        return (
+            examples if self.past_requests else None,
+            (siblings or {}) if self.database else None,
+        )
+
+
+def document_shows(adapter_dir: str | Path) -> DocumentShows:
+    """What the adapter in `adapter_dir` reads beside a table. Adapters saved before a setting
+    existed (no such field in their ranker config, or no config) were trained without it."""
     path = Path(adapter_dir) / CONFIG_FILE
     if not path.exists():
-        return False
+        return DocumentShows()
     saved = json.loads(path.read_text(encoding="utf-8"))
-    return bool(saved.get("past_requests", False)) and RankerConfig.from_dict(saved).past_requests
+    config = RankerConfig.from_dict(saved)
+    return DocumentShows(
+        past_requests=bool(saved.get("past_requests", False)) and config.past_requests,
+        database=bool(saved.get("database_context", False)) and config.database_context,
+    )
 
 
 class LoraFineRanker:
@@ -56,7 +79,7 @@ class LoraFineRanker:
         self._versions: dict[str, str] = {}
         self._thresholds: dict[str, float] = {}
         self._calibrations: dict[str, FineCalibration] = {}
-        self._past: dict[str, bool] = {}
+        self._shows: dict[str, DocumentShows] = {}
         self._count = tokenizer_counter(scorer.tokenizer)
 
     @classmethod
@@ -82,7 +105,7 @@ class LoraFineRanker:
         self.scorer.load_adapter(business, path)
         self._versions[business] = version
         self._calibrations[business] = calibration
-        self._past[business] = reads_past_requests(path)
+        self._shows[business] = document_shows(path)
         chosen = threshold if threshold is not None else calibration.threshold
         if chosen is not None:
             self._thresholds[business] = float(chosen)
@@ -92,7 +115,7 @@ class LoraFineRanker:
         self._versions.pop(business, None)
         self._thresholds.pop(business, None)
         self._calibrations.pop(business, None)
-        self._past.pop(business, None)
+        self._shows.pop(business, None)
 
     def businesses(self) -> list[str]:
         return sorted(self._versions)
@@ -107,14 +130,27 @@ class LoraFineRanker:
 
     # ---- scoring ---------------------------------------------------------------------------
     def documents(
-        self, requirement: str, assets: Sequence[TableAsset], examples: Mapping[str, str] | None = None
+        self,
+        requirement: str,
+        assets: Sequence[TableAsset],
+        examples: Mapping[str, str] | None = None,
+        siblings: Mapping[str, Sequence[str]] | None = None,
     ) -> list[str]:
         """Compressed table documents that fit next to this requirement in the token budget, each
-        with its past request from `examples` (asset id -> text) when given."""
+        with its past request from `examples` (asset id -> text) when given, and its database
+        context when `siblings` (asset id -> the other tables of its database) is given."""
         budget = document_budget(requirement, self.scorer.max_length, self._count)
         examples = examples or {}
         return [
-            table_prompt(requirement, a, budget, self._count, examples.get(a.asset_id, "")) for a in assets
+            table_prompt(
+                requirement,
+                a,
+                budget,
+                self._count,
+                examples.get(a.asset_id, ""),
+                None if siblings is None else siblings.get(a.asset_id, ()),
+            )
+            for a in assets
         ]
 
     def rows(
@@ -123,11 +159,12 @@ class LoraFineRanker:
         requirement: str,
         assets: Sequence[TableAsset],
         examples: Mapping[str, str] | None = None,
+        siblings: Mapping[str, Sequence[str]] | None = None,
     ) -> list[ScoreRow]:
         if business not in self._versions:
             raise KeyError(f"no fine-ranking adapter for business {business!r} (loaded: {self.businesses()})")
-        shown = examples if self._past.get(business) else None  # as the adapter was trained
-        return [ScoreRow(business, requirement, d) for d in self.documents(requirement, assets, shown)]
+        docs = self.documents(requirement, assets, *self._shows[business].shown(examples, siblings))
+        return [ScoreRow(business, requirement, d) for d in docs]
 
     def logits(
         self,
@@ -135,8 +172,9 @@ class LoraFineRanker:
         requirement: str,
         assets: Sequence[TableAsset],
         examples: Mapping[str, str] | None = None,
+        siblings: Mapping[str, Sequence[str]] | None = None,
     ) -> list[float]:
-        return self.scorer.score_rows(self.rows(business, requirement, assets, examples))
+        return self.scorer.score_rows(self.rows(business, requirement, assets, examples, siblings))
 
     def calibration(self, business: str) -> FineCalibration:
         """The business's cascade, fusion and selection (defaults when it has none)."""
@@ -152,10 +190,13 @@ class LoraFineRanker:
         assets: Sequence[TableAsset],
         coarse: Sequence[float] | None = None,
         examples: Mapping[str, str] | None = None,
+        siblings: Mapping[str, Sequence[str]] | None = None,
     ) -> list[float]:
         """One fused probability per asset (higher = more relevant); `assets` in coarse order, best
         first, with their coarse scores when known."""
-        return self.fusion(business).probs(self.logits(business, requirement, assets, examples), coarse)
+        return self.fusion(business).probs(
+            self.logits(business, requirement, assets, examples, siblings), coarse
+        )
 
     # ---- construction ----------------------------------------------------------------------
     @classmethod

@@ -10,7 +10,7 @@ until the budget is used. Nothing here loads a model: the token counter is passe
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 
 from assetmatch.models import Column, TableAsset
@@ -125,6 +125,43 @@ def document_budget(requirement: str, max_length: int, count_tokens: TokenCounte
 EXAMPLE_SHARE = 0.5
 """At most this share of a document's budget goes to the past request shown beside the table."""
 
+DATABASE_SHARE = 0.3
+"""At most this share of a document's budget goes to the table's database and its other tables."""
+
+
+def database_context(
+    requirement: str,
+    asset: TableAsset,
+    siblings: Sequence[str],
+    budget_tokens: int,
+    count_tokens: TokenCounter = approx_tokens,
+) -> str:
+    """ "in DATABASE with: t1, t2, ..." — where the table lives, within `budget_tokens`.
+
+    A cross-encoder that reads a table alone cannot tell two databases' `student` tables apart, and
+    on Spider's union of 876 tables 93 % of the coarse ranking's wrong top tables were another
+    database's (136 of 346 a namesake). Its database's name and other tables say whether the rest
+    of the request fits there. Siblings the request names come first (ties keep library order), as
+    many as the budget holds; '' when the table has neither a database name nor siblings."""
+    database = normalize_text(asset.database)
+    head = f"in {database}" if database else "in"
+    if not siblings:
+        return head if database else ""
+    req_terms = terms(requirement)
+    names = [normalize_text(n) for n in siblings]
+    order = sorted(range(len(names)), key=lambda i: (-len(req_terms & terms(names[i])), i))
+    text = f"{head} with:"
+    room = budget_tokens - (count_tokens(", +999 more") if len(names) > 1 else 0)
+    kept = 0
+    for i in order:
+        candidate = f"{text} {names[i]}" if not kept else f"{text}, {names[i]}"
+        if count_tokens(candidate) > room:
+            break
+        text, kept = candidate, kept + 1
+    if not kept:
+        return head if database and count_tokens(head) <= budget_tokens else ""
+    return text + (f", +{len(names) - kept} more" if kept < len(names) else "")
+
 
 def clip_text(text: str, budget_tokens: int, count_tokens: TokenCounter = approx_tokens) -> str:
     """The longest prefix of `text` (cut at a character) within `budget_tokens` ('' when none fits)."""
@@ -146,8 +183,12 @@ def table_prompt(
     budget_tokens: int,
     count_tokens: TokenCounter = approx_tokens,
     example: str = "",
+    siblings: Sequence[str] | None = None,
 ) -> str:
     """The table's document for this requirement, at most `budget_tokens` (as `count_tokens` counts).
+
+    `siblings`, when given (the names of the other tables of its database; `()` for none), puts
+    `database_context` right after the table name, within `DATABASE_SHARE` of the budget.
 
     `example`, when given, is the most similar past request that used the table (the usage
     history): it follows the name and comment, clipped to `EXAMPLE_SHARE` of the budget, so the
@@ -155,15 +196,21 @@ def table_prompt(
     relevance to the requirement (ties keep table order) and then written in table order; the
     number of columns left out is stated so the model can tell a wide table.
     """
-    header = header_text(asset)
+    name = f"table {normalize_text(asset.name)}"
+    comment = header_text(asset)[len(name) + 2 :]  # header_text is "table NAME" or "table NAME: COMMENT"
+    header = name
+    if siblings is not None:
+        room = min(int(budget_tokens * DATABASE_SHARE), budget_tokens - count_tokens(name)) - 2
+        context = database_context(requirement, asset, siblings, room, count_tokens)
+        header += f" ({context})" if context else ""
     example = normalize_text(example)
     if example:  # after the name, before the comment: what a tight budget cuts is the comment's tail
-        name = f"table {normalize_text(asset.name)}"
-        room = min(int(budget_tokens * EXAMPLE_SHARE), budget_tokens - count_tokens(name)) - 4
+        room = min(int(budget_tokens * EXAMPLE_SHARE), budget_tokens - count_tokens(header)) - 4
         clipped = clip_text(example, room, count_tokens)
         if clipped:
-            comment = header[len(name) + 2 :]  # header is "table NAME" or "table NAME: COMMENT"
-            header = f"{name} | asked before: {clipped}" + (f" | {comment}" if comment else "")
+            header += f" | asked before: {clipped}" + (f" | {comment}" if comment else "")
+            comment = ""
+    header += f": {comment}" if comment else ""
     pieces = [column_text(c) for c in asset.columns]
     full = header + " | columns: " + ", ".join(pieces)
     if count_tokens(full) <= budget_tokens:

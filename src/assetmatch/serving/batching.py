@@ -36,7 +36,7 @@ from typing import Any, Literal, Protocol, TypeVar
 from assetmatch.matching.fine import FineCalibration, read_calibration
 from assetmatch.matching.types import FineRankerBusy
 from assetmatch.models import TableAsset
-from assetmatch.ranking.finerank import LoraFineRanker, reads_past_requests
+from assetmatch.ranking.finerank import DocumentShows, LoraFineRanker, document_shows
 from assetmatch.ranking.model import ScoreRow
 from assetmatch.serving.metrics import ServingMetrics
 from assetmatch.serving.state import ModelRef
@@ -367,8 +367,8 @@ class BatchedFineRanker:
             business: read_calibration(ref.path) if ref.path else FineCalibration()
             for business, ref in self.models.items()
         }
-        self._past = {
-            business: bool(ref.path) and reads_past_requests(ref.path)
+        self._shows = {
+            business: document_shows(ref.path) if ref.path else DocumentShows()
             for business, ref in self.models.items()
         }
 
@@ -386,6 +386,7 @@ class BatchedFineRanker:
         requirement: str,
         assets: Sequence[TableAsset],
         examples: Mapping[str, str] | None = None,
+        siblings: Mapping[str, Sequence[str]] | None = None,
     ) -> list[Row]:
         ref = self.models.get(business)
         if ref is None:
@@ -393,8 +394,8 @@ class BatchedFineRanker:
         documents = getattr(self._local, "documents", None)
         if documents is None:
             documents = self._local.documents = self._make_documents()
-        shown = examples if self._past[business] else None  # as the adapter was trained
-        return [(ref.adapter_name, requirement, doc) for doc in documents(requirement, assets, shown)]
+        shown = self._shows[business].shown(examples, siblings)  # as the adapter was trained
+        return [(ref.adapter_name, requirement, doc) for doc in documents(requirement, assets, *shown)]
 
     def logits(
         self,
@@ -402,6 +403,7 @@ class BatchedFineRanker:
         requirement: str,
         assets: Sequence[TableAsset],
         examples: Mapping[str, str] | None = None,
+        siblings: Mapping[str, Sequence[str]] | None = None,
     ) -> list[float]:
         """Raw logits for `assets` (coarse order); the Matcher applies the business's calibration.
 
@@ -411,12 +413,12 @@ class BatchedFineRanker:
         budget = _budget.get()
         if budget is None:
             return self.batcher.score_threadsafe(
-                self.scorer, self.rows(business, requirement, assets, examples)
+                self.scorer, self.rows(business, requirement, assets, examples, siblings)
             )
         reason = budget.refusal(self.batcher.expected_wait_s(), self.batcher.batch_seconds or 0.0)
         if reason is not None:  # refused before its documents are rendered: overload costs nothing
             raise FineRankerBusy(reason)
-        rows = self.rows(business, requirement, assets, examples)
+        rows = self.rows(business, requirement, assets, examples, siblings)
         try:
             return self.batcher.score_threadsafe(self.scorer, rows, timeout=budget.timeout(60.0))
         except BatcherOverloaded:

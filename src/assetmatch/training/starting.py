@@ -25,23 +25,28 @@ adapter folder.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from assetmatch.models import TableAsset
 from assetmatch.ranking.config import RankerConfig
-from assetmatch.training.pairs import LabelledRequirement, Pair, build_pairs
+from assetmatch.training.pairs import Candidates, LabelledRequirement, Pair, build_pairs
+
+if TYPE_CHECKING:
+    from assetmatch.ranking.candidates import Bm25Candidates
 
 log = logging.getLogger(__name__)
 
 PACKAGED_DIR = Path(__file__).resolve().parents[1] / "ranking" / "starting_adapter"
 PROVENANCE_FILE = "provenance.json"
 TRAIN_SPLIT = "train"
+_UNION = "_union"  # one business holding every database's tables: cross-database hard negatives
 
 
 def packaged_adapter() -> Path | None:
@@ -100,6 +105,27 @@ def read_dataset(data: Path) -> tuple[list[TableAsset], list[LabelledRequirement
     return [a for a in assets if a.business in databases], requirements
 
 
+def hard_negative_source(
+    own: Bm25Candidates, library: Mapping[str, TableAsset], other_databases: bool
+) -> Candidates:
+    """Where a question's hard negatives come from: BM25 inside its own database (`own`), and with
+    `other_databases` alternately BM25 over every other database's tables (one business a database,
+    as `read_dataset` gives them)."""
+    if not other_databases:
+        return own
+    from assetmatch.ranking.candidates import Bm25Candidates
+
+    union = Bm25Candidates([a.model_copy(update={"business": _UNION}) for a in library.values()])
+
+    def own_and_other_databases(business: str, text: str, k: int) -> list[str]:
+        inside = own(business, text, k)
+        outside = [a for a in union(_UNION, text, k) if library[a].business != business]
+        mixed = [a for pair in itertools.zip_longest(inside, outside) for a in pair if a is not None]
+        return mixed[:k]
+
+    return own_and_other_databases
+
+
 def pretrain(
     data: Sequence[Path],
     out: Path,
@@ -108,7 +134,9 @@ def pretrain(
 ) -> dict[str, Any]:
     """Train a fresh LoRA adapter on the `train` requirements of `data` for `config.max_steps`
     steps and save it (adapter, RankerConfig, provenance) in `out`. Hard negatives are each
-    question's BM25 neighbours inside its own database (`ranking.candidates.Bm25Candidates`)."""
+    question's BM25 neighbours (`ranking.candidates.Bm25Candidates`) inside its own database and,
+    with `config.database_context`, alternately those of every other database: the namesakes a
+    union of databases puts next to the answer, which only the database context tells apart."""
     from assetmatch.ranking.candidates import Bm25Candidates
     from assetmatch.ranking.model import load_base, new_adapter, save_adapter, seed_everything
     from assetmatch.ranking.prompt import document_budget, table_prompt, tokenizer_counter
@@ -124,6 +152,7 @@ def pretrain(
         requirements += questions
     library = {a.asset_id: a for a in assets}
     candidates = Bm25Candidates(assets)
+    hard = hard_negative_source(candidates, library, config.database_context)
     by_business: dict[str, list[str]] = {}
     for a in assets:
         by_business.setdefault(a.business, []).append(a.asset_id)
@@ -134,7 +163,7 @@ def pretrain(
         pairs += build_pairs(
             own,
             ids,
-            candidates,
+            hard,
             config.hard_negatives,
             config.random_negatives,
             config.candidate_k,
@@ -148,7 +177,11 @@ def pretrain(
     count = tokenizer_counter(tokenizer)
     documents = {
         (p.text, p.asset_id): table_prompt(
-            p.text, library[p.asset_id], document_budget(p.text, config.max_length, count), count
+            p.text,
+            library[p.asset_id],
+            document_budget(p.text, config.max_length, count),
+            count,
+            siblings=candidates.siblings(p.asset_id) if config.database_context else None,
         )
         for p in pairs
     }
@@ -168,6 +201,7 @@ def pretrain(
         "steps": fit.steps,
         "final_loss_mean_last_50": sum(fit.losses[-50:]) / max(1, len(fit.losses[-50:])),
         "seconds": round(time.perf_counter() - started, 1),
+        "database_context": config.database_context,
         "command": "assetmatch models pretrain --data <spider> --steps "
         f"{config.max_steps} --max-length {config.max_length} --seed {config.seed}",
     }

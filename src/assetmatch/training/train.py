@@ -28,7 +28,7 @@ import shutil
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -287,6 +287,8 @@ class CoarseSource(Protocol):
 
     def group_of(self, asset_id: str) -> str: ...
 
+    def siblings(self, asset_id: str) -> tuple[str, ...]: ...
+
 
 def selection_context(candidates: CoarseSource, coarse_selector: SetSelector | None = None) -> ev.Context:
     matcher = getattr(candidates, "matcher", None)
@@ -297,9 +299,9 @@ def selection_context(candidates: CoarseSource, coarse_selector: SetSelector | N
     return ev.Context(candidates.neighbors, candidates.group_of, selector, objective)
 
 
-Scorer = Callable[[str, list[TableAsset], Mapping[str, str]], list[float]]
-"""(requirement, tables, past requests by table id) -> one logit per table: an adapter's `logits`
-(`functools.partial(ranker.logits, name)`)."""
+Scorer = Callable[[str, list[TableAsset], Mapping[str, str], Mapping[str, Sequence[str]]], list[float]]
+"""(requirement, tables, past requests by table id, other tables of each one's database) -> one
+logit per table: an adapter's `logits` (`functools.partial(ranker.logits, name)`)."""
 
 
 def judge(
@@ -309,14 +311,17 @@ def judge(
     candidates: CoarseSource,
     k: int,
 ) -> list[ev.Judged]:
-    """Each validation requirement's coarse answer and the logits `score(text, assets, examples)`
-    gives its top k (none when `score` is None: the coarse-only arm)."""
+    """Each validation requirement's coarse answer and the logits `score(text, assets, examples,
+    siblings)` gives its top k (none when `score` is None: the coarse-only arm)."""
     out = []
     for req in validation:
         coarse = candidates.coarse(req.business, req.text, k)
         top = [a for a in coarse.ids[:k] if a in library]
         start = time.perf_counter()
-        logits = score(req.text, [library[a] for a in top], coarse.examples) if top and score else []
+        siblings = {a: candidates.siblings(a) for a in top}
+        logits = (
+            score(req.text, [library[a] for a in top], coarse.examples, siblings) if top and score else []
+        )
         out.append(ev.Judged(req, coarse, logits, (time.perf_counter() - start) * 1000))
     return out
 
@@ -395,7 +400,8 @@ def train_business(
                 if config.past_requests
                 else ""
             )
-            documents[key] = table_prompt(text, library[asset_id], budget, count, example)
+            siblings = candidates.siblings(asset_id) if config.database_context else None
+            documents[key] = table_prompt(text, library[asset_id], budget, count, example, siblings)
         return documents[key]
 
     # 2. data + 3. hard negatives: gold pairs, coarse-list twins that are not gold, a few random tables

@@ -252,3 +252,17 @@ def test_group_coverage_reads_the_whole_database_not_only_the_recalled_table() -
     assert school["group_coverage_gap"] == 0.0
     assert 0.0 < shop["group_coverage"] < 1.0 and shop["group_coverage_is_top"] == 0.0
     assert shop["group_coverage_gap"] == pytest.approx(shop["group_coverage"] - 1.0)
+
+
+def test_siblings_are_the_other_tables_of_the_same_business_and_database() -> None:
+    other_business = TableAsset(asset_id="x.school.rooms", business="x", database="school", name="rooms")
+    assets = {
+        **ASSETS,
+        "shop.student": _asset("shop", "student", ["student_id"]),
+        "x.school.rooms": other_business,
+    }
+    builder = FeatureBuilder(assets)
+    assert builder.siblings("school.student") == ("has_pet", "pets")  # library order, not itself
+    assert builder.siblings("shop.student") == ("orders",)  # the namesake's database, not school's
+    assert builder.siblings("x.school.rooms") == ()  # another business's "school" is another database
+    assert builder.siblings("gone.table") == ()

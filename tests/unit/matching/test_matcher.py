@@ -91,6 +91,7 @@ class ReverseFine:
     def __init__(self, calibration: FineCalibration | None = None) -> None:
         self.seen: list[str] = []
         self.examples: dict[str, str] = {}
+        self.siblings: dict[str, tuple[str, ...]] = {}
         self._calibration = calibration or FineCalibration()
 
     def logits(
@@ -99,9 +100,11 @@ class ReverseFine:
         requirement: str,
         assets: Sequence[TableAsset],
         examples: Mapping[str, str] | None = None,
+        siblings: Mapping[str, Sequence[str]] | None = None,
     ) -> list[float]:
         self.seen = [a.asset_id for a in assets]
         self.examples = dict(examples or {})
+        self.siblings = {a: tuple(names) for a, names in (siblings or {}).items()}
         return [-20.0 + 40.0 * i for i in range(len(assets))]
 
     def version(self, business: str) -> str:
@@ -145,6 +148,23 @@ def test_the_fine_ranker_is_shown_the_past_request_the_usage_path_found() -> Non
     Matcher(HistoryIndex(), cfg, fine_ranker=fine).match("game_a", "payments", k=5)  # type: ignore[arg-type]
     assert "game_a.game_a.payments" in fine.seen
     assert fine.examples == {"game_a.game_a.payments": "payments by country last week"}
+
+
+def test_the_fine_ranker_is_shown_the_other_tables_of_each_tables_database() -> None:
+    cfg = settings(shared=False)
+    cfg.matching.fine_top_n = 2
+    fine = ReverseFine()
+    index = LeakyIndex()
+    Matcher(index, cfg, fine_ranker=fine).match("game_a", "payments", k=5)  # type: ignore[arg-type]
+    assert set(fine.siblings) == set(fine.seen)
+    for asset_id, names in fine.siblings.items():
+        asset = index.assets[asset_id]
+        expected = {
+            a.name
+            for a in index.assets.values()
+            if (a.business, a.database) == (asset.business, asset.database) and a.asset_id != asset_id
+        }
+        assert set(names) == expected and expected  # every one of them, and only its own database's
 
 
 def test_selection_uses_the_fine_scores_and_the_adapters_rules_when_an_adapter_is_active() -> None:

@@ -17,9 +17,10 @@ from assetmatch.matching.types import FineRanker
 from assetmatch.models import Column, TableAsset
 from assetmatch.ranking.config import CONFIG_FILE, RankerConfig
 from assetmatch.ranking.finerank import (
+    DocumentShows,
     FineCalibration,
     LoraFineRanker,
-    reads_past_requests,
+    document_shows,
     write_calibration,
 )
 from assetmatch.ranking.model import (
@@ -155,32 +156,34 @@ def test_lora_fine_ranker_applies_the_calibrated_fusion(trained: dict[str, Any],
     assert b == pytest.approx([1 - p for p in a], abs=1e-6)
 
 
-def test_past_requests_reach_only_adapters_trained_with_them(trained: dict[str, Any], tmp_path: Path) -> None:
+def test_documents_show_only_what_the_adapter_was_trained_with(
+    trained: dict[str, Any], tmp_path: Path
+) -> None:
     """An adapter is served the documents it was trained on: with the past request beside each table
-    when its config says `past_requests`, without when it does not (or has no config: older ones)."""
+    when its config says `past_requests`, with its database and sibling tables when it says
+    `database_context`, without either when it does not (or has no config: older ones)."""
     import dataclasses
     import shutil
 
-    with_past = tmp_path / "with"
+    with_both = tmp_path / "with"
     without = tmp_path / "without"
-    for folder, flag in ((with_past, True), (without, False)):
+    for folder, flag in ((with_both, True), (without, False)):
         shutil.copytree(trained["root"] / "trained", folder)
-        dataclasses.replace(RankerConfig.load(folder), past_requests=flag).save(folder)
-    ranker = LoraFineRanker.from_folders({"a": (with_past, "1"), "b": (without, "1")}, CONFIG.base, "cpu", 64)
-    table = TableAsset(business="g", name="dws_active_users", comment="active users per day")
+        config = RankerConfig.load(folder)
+        dataclasses.replace(config, past_requests=flag, database_context=flag).save(folder)
+    ranker = LoraFineRanker.from_folders({"a": (with_both, "1"), "b": (without, "1")}, CONFIG.base, "cpu", 64)
+    table = TableAsset(business="g", database="dw", name="dws_active_users", comment="active users per day")
     examples = {table.asset_id: "daily actives last week"}
-    assert (
-        "asked before: daily actives last week"
-        in ranker.rows("a", "active users", [table], examples)[0].document
-    )
-    assert "asked before" not in ranker.rows("b", "active users", [table], examples)[0].document
-    assert (
-        ranker.rows("a", "active users", [table])[0].document
-        == ranker.rows("b", "active users", [table])[0].document
-    )
-    assert reads_past_requests(with_past) and not reads_past_requests(without)
-    assert not reads_past_requests(tmp_path)  # not an adapter folder
-    saved = json.loads((with_past / CONFIG_FILE).read_text())
-    del saved["past_requests"]  # saved before the setting existed
-    (with_past / CONFIG_FILE).write_text(json.dumps(saved))
-    assert not reads_past_requests(with_past)
+    siblings = {table.asset_id: ("dim_user",)}
+    shown = ranker.rows("a", "active users", [table], examples, siblings)[0].document
+    assert shown.startswith("table dws_active_users (in dw with: dim_user) | asked before: daily actives")
+    plain = ranker.rows("b", "active users", [table], examples, siblings)[0].document
+    assert plain == "table dws_active_users: active users per day | columns: "
+    # asked without siblings, an adapter trained with its database still reads the database's name
+    assert ranker.rows("a", "active users", [table])[0].document.startswith("table dws_active_users (in dw)")
+    assert document_shows(with_both) == DocumentShows(past_requests=True, database=True)
+    assert document_shows(without) == DocumentShows() == document_shows(tmp_path)  # tmp_path: no adapter
+    saved = json.loads((with_both / CONFIG_FILE).read_text())
+    del saved["past_requests"], saved["database_context"]  # saved before the settings existed
+    (with_both / CONFIG_FILE).write_text(json.dumps(saved))
+    assert document_shows(with_both) == DocumentShows()

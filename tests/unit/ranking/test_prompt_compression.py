@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from assetmatch.models import Column, TableAsset
-from assetmatch.ranking.prompt import EXAMPLE_SHARE, approx_tokens, clip_text, table_prompt, tokenizer_counter
+from assetmatch.ranking.prompt import (
+    DATABASE_SHARE,
+    EXAMPLE_SHARE,
+    approx_tokens,
+    clip_text,
+    table_prompt,
+    tokenizer_counter,
+)
 
 
 def wide_table() -> TableAsset:
@@ -76,3 +83,42 @@ def test_clip_text_keeps_the_longest_prefix_that_fits() -> None:
     assert approx_tokens(clipped) <= 5 and approx_tokens(clipped + " x") > 5
     assert "one two three four five six".startswith(clipped)
     assert clip_text("one two", 0) == ""
+
+
+def test_database_context_follows_the_name_with_the_siblings_the_request_names_first(count: object) -> None:
+    """Two databases' `singer` tables read alike; the database and its other tables tell them apart,
+    and a crowded database shows first the tables the request names, within its share."""
+    singer = TableAsset(
+        business="spider", database="concert_singer", name="singer", columns=[Column(name="name")]
+    )
+    siblings = [f"filler_{i:02d}" for i in range(40)] + ["stadium", "concert"]
+    request = "names of singers who sang in a concert at the biggest stadium"
+    text = table_prompt(request, singer, 80, count, siblings=siblings)  # type: ignore[arg-type]
+    assert text.startswith("table singer (in concert_singer with: stadium, concert, filler_00")
+    assert (
+        "more) | columns: name" in text and ", +" in text
+    )  # the left-out siblings are counted, the columns follow
+    context = text.split(" (", 1)[1].split(") | columns")[0]
+    assert count(context) <= 80 * DATABASE_SHARE  # type: ignore[operator]
+    # no other table: the database's name alone; not asked (None): the document it always was
+    assert table_prompt(request, singer, 80, count, siblings=()).startswith(
+        "table singer (in concert_singer) |"
+    )  # type: ignore[arg-type]
+    assert table_prompt(request, singer, 80, count) == "table singer | columns: name"  # type: ignore[arg-type]
+
+
+def test_database_context_and_past_request_share_the_header(count: object) -> None:
+    table = wide_table().model_copy(update={"database": "shop_dw"})
+    text = table_prompt(
+        "refund amount per customer",
+        table,
+        80,
+        count,
+        "largest refunds last month",
+        ["customers"],  # type: ignore[arg-type]
+    )
+    assert text.startswith(
+        "table order_facts (in shop_dw with: customers) | asked before: largest refunds last month"
+        " | one row per order | columns: "
+    )
+    assert "refund_amount" in text and count(text) <= 80  # type: ignore[operator]

@@ -64,6 +64,20 @@ def test_read_dataset_takes_the_train_split_and_only_its_databases(tmp_path: Pat
     assert {a.business for a in assets} == {"shop", "school"}  # the dev-only database is never read
 
 
+def test_hard_negatives_alternate_the_own_database_with_the_others(tmp_path: Path) -> None:
+    from assetmatch.ranking.candidates import Bm25Candidates
+
+    assets, _ = starting.read_dataset(write_dataset(tmp_path / "bench"))
+    library = {a.asset_id: a for a in assets}
+    own = Bm25Candidates(assets)
+    assert starting.hard_negative_source(own, library, other_databases=False) is own
+    mixed = starting.hard_negative_source(own, library, other_databases=True)
+    ids = mixed("shop", "How old is the oldest student?", 4)
+    # own database first, then the best table of the others, alternately; never a duplicate
+    assert ids[0].startswith("shop.") and ids[1] == "school.students"
+    assert {i.split(".")[0] for i in ids} == {"shop", "school"} and len(set(ids)) == len(ids) == 4
+
+
 def test_read_dataset_refuses_a_folder_that_is_not_a_benchmark(tmp_path: Path) -> None:
     (tmp_path / "assets.jsonl.gz").write_bytes(gzip.compress(b""))
     with pytest.raises(FileNotFoundError, match=r"requirements\.jsonl\.gz is missing"):
