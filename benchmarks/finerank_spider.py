@@ -315,7 +315,9 @@ def run_split(args: argparse.Namespace, root: Path, results: dict[str, Any], tab
         [r for b in businesses for r in data[b].synthetic],
     )
     started = time.perf_counter()  # requirements keep their business: each sees its own coarse lists
-    shared = train_business("shared", pooled, assets, candidates, config, root / "shared")
+    shared = train_business(
+        "shared", pooled, assets, candidates, config, root / "shared", init_from=starting_from(args, config)
+    )
     results["split_shared_train"] = fit_summary(shared, started)
     print(f"split: shared adapter {shared.fit.steps} steps (best {shared.fit.best_step})", flush=True)
     gate = GateConfig(latency_budget_ms=1e9)  # latency is reported here, not gated (shared CPU)
@@ -440,7 +442,9 @@ def main() -> None:
     )
     parser.add_argument("--eval-per-business", type=int, default=100)
     parser.add_argument(
-        "--init-from", default="none", help="union: adapter to start from: none | packaged | a folder"
+        "--init-from",
+        default="none",
+        help="what the first adapter (union: the adapter; split: the shared one) starts from: none | packaged | a folder",
     )
     parser.add_argument(
         "--history",

@@ -136,7 +136,7 @@ def database_context(
     budget_tokens: int,
     count_tokens: TokenCounter = approx_tokens,
 ) -> str:
-    """ "in DATABASE with: t1, t2, ..." — where the table lives, within `budget_tokens`.
+    """Where the table lives, as `in DATABASE with: t1, t2, ...`, within `budget_tokens`.
 
     A cross-encoder that reads a table alone cannot tell two databases' `student` tables apart, and
     on Spider's union of 876 tables 93 % of the coarse ranking's wrong top tables were another
@@ -144,13 +144,13 @@ def database_context(
     of the request fits there. Siblings the request names come first (ties keep library order), as
     many as the budget holds; '' when the table has neither a database name nor siblings."""
     database = normalize_text(asset.database)
-    head = f"in {database}" if database else "in"
+    head = f"in {database}" if database else ""
     if not siblings:
-        return head if database else ""
+        return head
     req_terms = terms(requirement)
     names = [normalize_text(n) for n in siblings]
     order = sorted(range(len(names)), key=lambda i: (-len(req_terms & terms(names[i])), i))
-    text = f"{head} with:"
+    text = f"{head} with:".lstrip()
     room = budget_tokens - (count_tokens(", +999 more") if len(names) > 1 else 0)
     kept = 0
     for i in order:
@@ -159,7 +159,7 @@ def database_context(
             break
         text, kept = candidate, kept + 1
     if not kept:
-        return head if database and count_tokens(head) <= budget_tokens else ""
+        return head if count_tokens(head) <= budget_tokens else ""
     return text + (f", +{len(names) - kept} more" if kept < len(names) else "")
 
 

@@ -105,6 +105,12 @@ def test_database_context_follows_the_name_with_the_siblings_the_request_names_f
         "table singer (in concert_singer) |"
     )  # type: ignore[arg-type]
     assert table_prompt(request, singer, 80, count) == "table singer | columns: name"  # type: ignore[arg-type]
+    # a catalog without database names: the other tables alone
+    nameless = singer.model_copy(update={"database": ""})
+    assert table_prompt(request, nameless, 80, count, siblings=["concert"]).startswith(  # type: ignore[arg-type]
+        "table singer (with: concert) |"
+    )
+    assert table_prompt(request, nameless, 80, count, siblings=()) == "table singer | columns: name"  # type: ignore[arg-type]
 
 
 def test_database_context_and_past_request_share_the_header(count: object) -> None:
