@@ -170,7 +170,7 @@ class FeatureBuilder:
         self._static: dict[str, _AssetStatic] = {}
         self._degree: dict[str, int] = {}
         self._group_tokens: dict[str, frozenset[str]] | None = None
-        self._databases: dict[tuple[str, str], tuple[str, ...]] | None = None
+        self._databases: dict[tuple[str, str], tuple[tuple[str, str], ...]] | None = None
 
     @property
     def feature_names(self) -> list[str]:
@@ -243,22 +243,26 @@ class FeatureBuilder:
                 info = self._static_of(asset_id)
                 merged[info.group] |= info.name_tokens | info.column_tokens
             self._group_tokens = {g: frozenset(t) for g, t in merged.items()}
-            self.siblings("")  # and each database's tables
+            self._database_tables()  # and each database's tables (the fine ranker's siblings)
         return self._group_tokens
+
+    def _database_tables(self) -> dict[tuple[str, str], tuple[tuple[str, str], ...]]:
+        """(business, database) -> its tables' (asset id, name), in library order; built once."""
+        if self._databases is None:
+            members: dict[tuple[str, str], list[tuple[str, str]]] = defaultdict(list)
+            for a in self.assets.values():
+                members[(a.business, a.database)].append((a.asset_id, a.name))
+            self._databases = {key: tuple(tables) for key, tables in members.items()}
+        return self._databases
 
     def siblings(self, asset_id: str) -> tuple[str, ...]:
         """The names of the other tables of the table's database (same business and database, in
         library order): what a fine ranker trained with `database_context` reads beside it."""
-        if self._databases is None:
-            members: dict[tuple[str, str], list[str]] = defaultdict(list)
-            for a in self.assets.values():
-                members[(a.business, a.database)].append(a.asset_id)
-            self._databases = {key: tuple(ids) for key, ids in members.items()}
         asset = self.assets.get(asset_id)
         if asset is None:
             return ()
-        members_of = self._databases.get((asset.business, asset.database), ())
-        return tuple(self.assets[o].name for o in members_of if o != asset_id)
+        tables = self._database_tables().get((asset.business, asset.database), ())
+        return tuple(name for other, name in tables if other != asset_id)
 
     def group_tokens(self, group: str) -> frozenset[str]:
         """Every name, comment and column token of every table of `group` (the whole database, not

@@ -129,6 +129,13 @@ DATABASE_SHARE = 0.3
 """At most this share of a document's budget goes to the table's database and its other tables."""
 
 
+@lru_cache(maxsize=65_536)
+def _name_and_terms(name: str) -> tuple[str, frozenset[str]]:
+    """A sibling table's shown name and its terms: the same names come back on every request."""
+    shown = normalize_text(name)
+    return shown, frozenset(terms(shown))
+
+
 def database_context(
     requirement: str,
     asset: TableAsset,
@@ -148,8 +155,9 @@ def database_context(
     if not siblings:
         return head
     req_terms = terms(requirement)
-    names = [normalize_text(n) for n in siblings]
-    order = sorted(range(len(names)), key=lambda i: (-len(req_terms & terms(names[i])), i))
+    named = [_name_and_terms(n) for n in siblings]
+    names = [name for name, _ in named]
+    order = sorted(range(len(names)), key=lambda i: (-len(req_terms & named[i][1]), i))
     text = f"{head} with:".lstrip()
     room = budget_tokens - (count_tokens(", +999 more") if len(names) > 1 else 0)
     kept = 0

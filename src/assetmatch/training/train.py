@@ -318,10 +318,10 @@ def judge(
         coarse = candidates.coarse(req.business, req.text, k)
         top = [a for a in coarse.ids[:k] if a in library]
         start = time.perf_counter()
-        siblings = {a: candidates.siblings(a) for a in top}
-        logits = (
-            score(req.text, [library[a] for a in top], coarse.examples, siblings) if top and score else []
-        )
+        logits: list[float] = []
+        if top and score:  # the coarse-only arm reads no documents
+            siblings = {a: candidates.siblings(a) for a in top}
+            logits = score(req.text, [library[a] for a in top], coarse.examples, siblings)
         out.append(ev.Judged(req, coarse, logits, (time.perf_counter() - start) * 1000))
     return out
 
