@@ -3,7 +3,7 @@ layer can use them. Dependency-free on purpose; `assetmatch.matching.types` re-e
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, Protocol, get_args, runtime_checkable
@@ -18,6 +18,11 @@ SelectionObjective = Literal["f1_exact", "f1"]
 """What set-selection calibration maximises (`matching.selection`; the config's
 `matching.selection_objective`). The first is the default."""
 SELECTION_OBJECTIVES: tuple[SelectionObjective, ...] = get_args(SelectionObjective)
+
+Siblings = Mapping[str, Sequence[str] | None]
+"""asset id -> the names of the other tables of its database, what a fine ranker trained with the
+database context reads beside the table; None: its business holds one database, no context shown
+(`matching.fusion.FeatureBuilder.siblings`)."""
 
 
 @dataclass

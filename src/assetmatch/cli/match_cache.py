@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from assetmatch.matching.types import FeatureProvider, FineRanker
     from assetmatch.models import TableAsset
     from assetmatch.recall.index import IndexSet
+    from assetmatch.types import Siblings
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +212,7 @@ class LazyChampion:
         requirement: str,
         assets: Sequence[TableAsset],
         examples: Mapping[str, str] | None = None,
-        siblings: Mapping[str, Sequence[str]] | None = None,
+        siblings: Siblings | None = None,
     ) -> list[float]:
         if self._ranker is None:
             # what registry.mlflow.load_fine_ranker builds, for the adapter folder already resolved

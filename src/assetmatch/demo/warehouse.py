@@ -71,9 +71,8 @@ ZH_SHARE = 0.7
 # defaults. (On one machine's builds: at 25 % it refused all three, at 40 % it promoted moba's adapter,
 # set F1 +0.030 [+0.0004, +0.067]; docs/fine-ranking.md lists every trial.) The validation curve
 # starts at the first check, not before the first step: that baseline pass was an eighth of the
-# demo's training time. Each game's tables live in one database (`dw`), so the database context
-# (`RankerConfig.database_context`: the database and its other tables) would tell no candidate from
-# another and only take columns out of the 64-token budget: off.
+# demo's training time. Each game's tables live in one database (`dw`), so its adapters read no
+# database context (`FeatureBuilder.siblings` shows it only where a business holds several).
 DEMO_RANKER = {
     "max_steps": 60,
     "eval_every": 55,
@@ -81,7 +80,6 @@ DEMO_RANKER = {
     "candidate_k": 10,
     "validation_fraction": 0.4,
     "eval_at_start": False,
-    "database_context": False,
 }
 DEMO_SHARED_RANKER = {"max_steps": 50, "eval_every": 0}
 # 64 tokens per (requirement, table) pair: the requirement, the table's name and comment and its most

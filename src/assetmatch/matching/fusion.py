@@ -25,7 +25,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -171,6 +171,7 @@ class FeatureBuilder:
         self._degree: dict[str, int] = {}
         self._group_tokens: dict[str, frozenset[str]] | None = None
         self._databases: dict[tuple[str, str], tuple[tuple[str, str], ...]] | None = None
+        self._databases_per_business: Counter[str] | None = None
 
     @property
     def feature_names(self) -> list[str]:
@@ -255,14 +256,30 @@ class FeatureBuilder:
             self._databases = {key: tuple(tables) for key, tables in members.items()}
         return self._databases
 
-    def siblings(self, asset_id: str) -> tuple[str, ...]:
+    def siblings(self, asset_id: str) -> tuple[str, ...] | None:
         """The names of the other tables of the table's database (same business and database, in
-        library order): what a fine ranker trained with `database_context` reads beside it."""
+        library order): what a fine ranker trained with `database_context` reads beside it.
+
+        None when the table's business holds a single database: every candidate it is ranked
+        against would read the same context, which tells none apart and only takes columns out of
+        the token budget (a warehouse whose businesses are one database each, like the demo's
+        games). Training, the gate and serving all ask here, so an adapter reads what it was
+        trained on."""
         asset = self.assets.get(asset_id)
         if asset is None:
             return ()
-        tables = self._database_tables().get((asset.business, asset.database), ())
-        return tuple(name for other, name in tables if other != asset_id)
+        tables = self._database_tables()
+        if self._database_count()[asset.business] < 2:
+            return None
+        return tuple(
+            name for other, name in tables.get((asset.business, asset.database), ()) if other != asset_id
+        )
+
+    def _database_count(self) -> Counter[str]:
+        """business -> how many databases its tables live in."""
+        if self._databases_per_business is None:
+            self._databases_per_business = Counter(business for business, _ in self._database_tables())
+        return self._databases_per_business
 
     def group_tokens(self, group: str) -> frozenset[str]:
         """Every name, comment and column token of every table of `group` (the whole database, not

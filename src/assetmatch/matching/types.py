@@ -9,7 +9,7 @@ from typing import Protocol, runtime_checkable
 
 from assetmatch.matching.fine import FineCalibration
 from assetmatch.models import TableAsset
-from assetmatch.types import PATHS, FeatureProvider, Hit
+from assetmatch.types import PATHS, FeatureProvider, Hit, Siblings
 
 
 @dataclass
@@ -67,7 +67,7 @@ class FineRanker(Protocol):
         requirement: str,
         assets: Sequence[TableAsset],
         examples: Mapping[str, str] | None = None,
-        siblings: Mapping[str, Sequence[str]] | None = None,
+        siblings: Siblings | None = None,
     ) -> list[float]:
         """One raw relevance logit per asset, higher is better (`assets` in coarse order); `examples`:
         asset id -> the most similar past request that used it; `siblings`: asset id -> the names of

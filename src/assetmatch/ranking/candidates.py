@@ -63,7 +63,7 @@ class Bm25Candidates:
         asset = self.assets.get(asset_id)
         return (asset.database or asset.business) if asset is not None else ""
 
-    def siblings(self, asset_id: str) -> tuple[str, ...]:
+    def siblings(self, asset_id: str) -> tuple[str, ...] | None:
         return self._builder.siblings(asset_id)
 
     def scored(self, business: str, text: str, k: int) -> list[tuple[str, float]]:
@@ -115,7 +115,7 @@ class CoarseCandidates:
     def group_of(self, asset_id: str) -> str:
         return self.matcher.builder.group_of(asset_id)
 
-    def siblings(self, asset_id: str) -> tuple[str, ...]:
+    def siblings(self, asset_id: str) -> tuple[str, ...] | None:
         return self.matcher.builder.siblings(asset_id)
 
     def coarse(self, business: str, text: str, k: int) -> CoarseAnswer:

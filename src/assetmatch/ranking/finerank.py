@@ -27,6 +27,7 @@ from assetmatch.models import TableAsset
 from assetmatch.ranking.config import CONFIG_FILE, RankerConfig
 from assetmatch.ranking.model import MultiAdapterScorer, ScoreRow
 from assetmatch.ranking.prompt import document_budget, table_prompt, tokenizer_counter
+from assetmatch.types import Siblings
 
 __all__ = [
     "CALIBRATION_FILE",
@@ -47,8 +48,8 @@ class DocumentShows:
     database: bool = False
 
     def shown(
-        self, examples: Mapping[str, str] | None, siblings: Mapping[str, Sequence[str]] | None
-    ) -> tuple[Mapping[str, str] | None, Mapping[str, Sequence[str]] | None]:
+        self, examples: Mapping[str, str] | None, siblings: Siblings | None
+    ) -> tuple[Mapping[str, str] | None, Siblings | None]:
         """The (examples, siblings) to render documents with: only what the adapter was trained on.
         An adapter trained with its database but asked without siblings still reads the name."""
         return (
@@ -134,7 +135,7 @@ class LoraFineRanker:
         requirement: str,
         assets: Sequence[TableAsset],
         examples: Mapping[str, str] | None = None,
-        siblings: Mapping[str, Sequence[str]] | None = None,
+        siblings: Siblings | None = None,
     ) -> list[str]:
         """Compressed table documents that fit next to this requirement in the token budget, each
         with its past request from `examples` (asset id -> text) when given, and its database
@@ -159,7 +160,7 @@ class LoraFineRanker:
         requirement: str,
         assets: Sequence[TableAsset],
         examples: Mapping[str, str] | None = None,
-        siblings: Mapping[str, Sequence[str]] | None = None,
+        siblings: Siblings | None = None,
     ) -> list[ScoreRow]:
         if business not in self._versions:
             raise KeyError(f"no fine-ranking adapter for business {business!r} (loaded: {self.businesses()})")
@@ -172,7 +173,7 @@ class LoraFineRanker:
         requirement: str,
         assets: Sequence[TableAsset],
         examples: Mapping[str, str] | None = None,
-        siblings: Mapping[str, Sequence[str]] | None = None,
+        siblings: Siblings | None = None,
     ) -> list[float]:
         return self.scorer.score_rows(self.rows(business, requirement, assets, examples, siblings))
 
@@ -190,7 +191,7 @@ class LoraFineRanker:
         assets: Sequence[TableAsset],
         coarse: Sequence[float] | None = None,
         examples: Mapping[str, str] | None = None,
-        siblings: Mapping[str, Sequence[str]] | None = None,
+        siblings: Siblings | None = None,
     ) -> list[float]:
         """One fused probability per asset (higher = more relevant); `assets` in coarse order, best
         first, with their coarse scores when known."""

@@ -40,6 +40,7 @@ from assetmatch.ranking.finerank import DocumentShows, LoraFineRanker, document_
 from assetmatch.ranking.model import ScoreRow
 from assetmatch.serving.metrics import ServingMetrics
 from assetmatch.serving.state import ModelRef
+from assetmatch.types import Siblings
 
 log = logging.getLogger(__name__)
 
@@ -386,7 +387,7 @@ class BatchedFineRanker:
         requirement: str,
         assets: Sequence[TableAsset],
         examples: Mapping[str, str] | None = None,
-        siblings: Mapping[str, Sequence[str]] | None = None,
+        siblings: Siblings | None = None,
     ) -> list[Row]:
         ref = self.models.get(business)
         if ref is None:
@@ -403,7 +404,7 @@ class BatchedFineRanker:
         requirement: str,
         assets: Sequence[TableAsset],
         examples: Mapping[str, str] | None = None,
-        siblings: Mapping[str, Sequence[str]] | None = None,
+        siblings: Siblings | None = None,
     ) -> list[float]:
         """Raw logits for `assets` (coarse order); the Matcher applies the business's calibration.
 

@@ -28,7 +28,7 @@ import shutil
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -56,7 +56,7 @@ from assetmatch.training.pairs import (
     labelled_from_lake,
     split_holdout,
 )
-from assetmatch.types import SELECTION_OBJECTIVES
+from assetmatch.types import SELECTION_OBJECTIVES, Siblings
 
 
 @dataclass
@@ -287,7 +287,7 @@ class CoarseSource(Protocol):
 
     def group_of(self, asset_id: str) -> str: ...
 
-    def siblings(self, asset_id: str) -> tuple[str, ...]: ...
+    def siblings(self, asset_id: str) -> tuple[str, ...] | None: ...
 
 
 def selection_context(candidates: CoarseSource, coarse_selector: SetSelector | None = None) -> ev.Context:
@@ -299,7 +299,7 @@ def selection_context(candidates: CoarseSource, coarse_selector: SetSelector | N
     return ev.Context(candidates.neighbors, candidates.group_of, selector, objective)
 
 
-Scorer = Callable[[str, list[TableAsset], Mapping[str, str], Mapping[str, Sequence[str]]], list[float]]
+Scorer = Callable[[str, list[TableAsset], Mapping[str, str], Siblings], list[float]]
 """(requirement, tables, past requests by table id, other tables of each one's database) -> one
 logit per table: an adapter's `logits` (`functools.partial(ranker.logits, name)`)."""
 

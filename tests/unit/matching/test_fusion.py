@@ -264,5 +264,10 @@ def test_siblings_are_the_other_tables_of_the_same_business_and_database() -> No
     builder = FeatureBuilder(assets)
     assert builder.siblings("school.student") == ("has_pet", "pets")  # library order, not itself
     assert builder.siblings("shop.student") == ("orders",)  # the namesake's database, not school's
-    assert builder.siblings("x.school.rooms") == ()  # another business's "school" is another database
     assert builder.siblings("gone.table") == ()
+    # business x's tables live in one database: its context would tell no candidate from another
+    assert builder.siblings("x.school.rooms") is None
+    x_two = TableAsset(asset_id="x.shop.till", business="x", database="shop", name="till")
+    builder = FeatureBuilder({**assets, x_two.asset_id: x_two})
+    assert builder.siblings("x.school.rooms") == ()  # another business's "school" is another database
+    assert builder.siblings("x.shop.till") == ()

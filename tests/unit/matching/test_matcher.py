@@ -13,6 +13,7 @@ from assetmatch.matching.matcher import Matcher, UnknownBusinessError, visible_b
 from assetmatch.matching.selection import SelectionParams, SetSelector
 from assetmatch.matching.types import Hit
 from assetmatch.models import Column, TableAsset
+from assetmatch.types import Siblings
 
 
 def _asset(business: str, name: str, cols: list[str]) -> TableAsset:
@@ -100,11 +101,11 @@ class ReverseFine:
         requirement: str,
         assets: Sequence[TableAsset],
         examples: Mapping[str, str] | None = None,
-        siblings: Mapping[str, Sequence[str]] | None = None,
+        siblings: Siblings | None = None,
     ) -> list[float]:
         self.seen = [a.asset_id for a in assets]
         self.examples = dict(examples or {})
-        self.siblings = {a: tuple(names) for a, names in (siblings or {}).items()}
+        self.siblings = {a: None if names is None else tuple(names) for a, names in (siblings or {}).items()}
         return [-20.0 + 40.0 * i for i in range(len(assets))]
 
     def version(self, business: str) -> str:
@@ -150,14 +151,26 @@ def test_the_fine_ranker_is_shown_the_past_request_the_usage_path_found() -> Non
     assert fine.examples == {"game_a.game_a.payments": "payments by country last week"}
 
 
+class TwoDatabaseIndex(LeakyIndex):
+    """game_a's tables live in two databases (game_a and an archive)."""
+
+    def __init__(self) -> None:
+        archive = TableAsset(business="game_a", database="archive", name="old_payments", columns=[])
+        ListIndex.__init__(self, [*ASSETS, archive])
+
+
 def test_the_fine_ranker_is_shown_the_other_tables_of_each_tables_database() -> None:
     cfg = settings(shared=False)
     cfg.matching.fine_top_n = 2
     fine = ReverseFine()
-    index = LeakyIndex()
+    Matcher(LeakyIndex(), cfg, fine_ranker=fine).match("game_a", "payments", k=5)  # type: ignore[arg-type]
+    # one database per business: nothing to tell the candidates apart, no context shown
+    assert set(fine.siblings) == set(fine.seen) and set(fine.siblings.values()) == {None}
+    index = TwoDatabaseIndex()
     Matcher(index, cfg, fine_ranker=fine).match("game_a", "payments", k=5)  # type: ignore[arg-type]
     assert set(fine.siblings) == set(fine.seen)
     for asset_id, names in fine.siblings.items():
+        assert names is not None
         asset = index.assets[asset_id]
         expected = {
             a.name
