@@ -30,6 +30,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from assetmatch.types import SELECTION_OBJECTIVES, SelectionObjective
@@ -213,6 +214,7 @@ class CalibrationReport:
 def _evaluate(
     params: SelectionParams, examples: Sequence[CalibrationExample], neighbors: Neighbors
 ) -> tuple[float, float]:
+    """Mean set F1 and exact match of one rule: the reference `grid_scores` must agree with."""
     selector = SetSelector(params)
     f1 = exact = 0.0
     for ex in examples:
@@ -221,6 +223,101 @@ def _evaluate(
         exact += scores.exact
     n = max(len(examples), 1)
     return f1 / n, exact / n
+
+
+THRESHOLD_KEYS = ("min_score", "rel_ratio")
+
+
+def _prefix_states(window: Sequence[ScoredTable], p: SelectionParams, neigh: Neighbors) -> list[list[str]]:
+    """`SetSelector.select` for every place the score threshold could stop it, in one walk.
+
+    The threshold is the only rule that depends on `min_score` / `rel_ratio`, and it stops the walk
+    at the first table scoring below `max(min_score, rel_ratio * top)`; every other rule is decided
+    the same whatever the threshold. Entry `s - 1` is the selection (before bridges) when the
+    threshold stops the walk at position `s` (`len(window)`: it never does)."""
+    top = window[0]
+    chosen = [top.asset_id]
+    covered = set(top.terms)
+    previous = top.score
+    states = [list(chosen)]
+    for table in window[1:]:
+        if len(chosen) >= p.max_tables or (p.max_gap is not None and previous - table.score > p.max_gap):
+            break  # the same stop as the threshold's, wherever that is
+        previous = table.score
+        new_terms = table.terms - covered
+        if not (
+            (p.same_group and table.group != top.group)
+            or (p.connected_only and not any(c in neigh(table.asset_id) for c in chosen))
+            or len(new_terms) < p.min_new_terms
+        ):
+            chosen.append(table.asset_id)
+            covered |= table.terms
+        states.append(list(chosen))
+    return states + [states[-1]] * (len(window) - len(states))
+
+
+def grid_scores(
+    examples: Sequence[CalibrationExample], neighbors: Neighbors, grid: Mapping[str, Sequence[object]]
+) -> dict[tuple[object, ...], tuple[float, float]]:
+    """Mean set F1 and exact match of every rule of `grid` (keyed by its values in `grid`'s key
+    order): what `_evaluate` gives each, computed without running `select` once per rule.
+
+    The thresholds (`THRESHOLD_KEYS`) only decide where the walk over the ranked tables stops, so
+    each example is walked once per combination of the other rules (`_prefix_states`) and every
+    threshold reads its stop off that walk. The coarse grid is 2,048 rules over ~1,700 requirements
+    on the demo: 3.4 M `select` calls and a minute of the index build, now 64 walks each."""
+    keys = list(grid)
+    rule_keys = [k for k in keys if k not in THRESHOLD_KEYS]
+    threshold_keys = [k for k in keys if k in THRESHOLD_KEYS]
+    thresholds = list(itertools.product(*(grid[k] for k in threshold_keys)))
+    cut = [SelectionParams.model_validate(dict(zip(threshold_keys, v))) for v in thresholds]
+    n = len(examples)
+    widest = max(int(w) for w in grid.get("window", [SelectionParams().window]))  # type: ignore[call-overload]
+    # where each threshold stops each example's walk over its widest window (the top table never)
+    stops = np.empty((n, len(thresholds)), dtype=np.int64)
+    for e, ex in enumerate(examples):
+        scores = [t.score for t in ex.ranked[:widest]]
+        for c, params in enumerate(cut):
+            limit = max(params.min_score, params.rel_ratio * scores[0])
+            stops[e, c] = next((i for i in range(1, len(scores)) if scores[i] < limit), len(scores))
+    cached: list[dict[str, Collection[str]]] = [{} for _ in examples]
+
+    def neighbors_of(e: int) -> Neighbors:
+        def neigh(asset_id: str) -> Collection[str]:
+            if asset_id not in cached[e]:
+                cached[e][asset_id] = set(neighbors(asset_id))
+            return cached[e][asset_id]
+
+        return neigh
+
+    local = [neighbors_of(e) for e in range(n)]
+    out: dict[tuple[object, ...], tuple[float, float]] = {}
+    for values in itertools.product(*(grid[k] for k in rule_keys)):
+        p = SelectionParams.model_validate(dict(zip(rule_keys, values)))
+        f1 = np.zeros((n, widest + 1))
+        exact = np.zeros((n, widest + 1))
+        size = np.empty(n, dtype=np.int64)
+        for e, ex in enumerate(examples):
+            window = list(ex.ranked[: p.window])
+            size[e] = len(window)
+            seen: dict[tuple[str, ...], SetScores] = {}
+            for s, chosen in enumerate(_prefix_states(window, p, local[e]), start=1):
+                key = tuple(chosen)
+                if key not in seen:
+                    final = list(chosen)
+                    if p.fk_closure and len(final) > 1:
+                        final += [bridge for bridge, _ in fk_bridges(final, window, local[e])]
+                    seen[key] = set_scores(final, ex.gold)
+                f1[e, s], exact[e, s] = seen[key].f1, seen[key].exact
+        at = np.minimum(stops, size[:, None])
+        # summed in example order, as `_evaluate` sums: equal rules tie exactly, and ties go the same way
+        f1_sums = [sum(column) for column in np.take_along_axis(f1, at, axis=1).T.tolist()]
+        exact_sums = [sum(column) for column in np.take_along_axis(exact, at, axis=1).T.tolist()]
+        rule = dict(zip(rule_keys, values))
+        for c, threshold in enumerate(thresholds):
+            combined = {**rule, **dict(zip(threshold_keys, threshold))}
+            out[tuple(combined[k] for k in keys)] = (f1_sums[c] / max(n, 1), exact_sums[c] / max(n, 1))
+    return out
 
 
 def default_grid() -> dict[str, Sequence[object]]:
@@ -258,10 +355,11 @@ def calibrate(
     best_key: tuple[float, float] | None = None
     best_params = SelectionParams()
     n_configs = 0
-    for values in itertools.product(*(grid[k] for k in keys)):
+    scored = grid_scores(examples, neighbors, grid)
+    for values in itertools.product(*(grid[k] for k in keys)):  # grid order: ties go to the first
         params = SelectionParams.model_validate(dict(zip(keys, values)))
         n_configs += 1
-        f1, exact = _evaluate(params, examples, neighbors)
+        f1, exact = scored[values]
         key = (f1 + exact, f1) if objective == "f1_exact" else (f1, exact)
         if best_key is None or key > best_key:
             best_key, best, best_params = key, (f1, exact), params

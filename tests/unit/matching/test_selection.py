@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
+import itertools
+import math
+import random
+from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 from assetmatch.matching.selection import (
     CalibrationExample,
     ScoredTable,
     SelectionParams,
     SetSelector,
+    _evaluate,
     calibrate,
+    default_grid,
     fk_bridges,
+    grid_scores,
     load_selection,
     save_selection,
     top_k_selection,
 )
+from assetmatch.training.evaluate import selection_grid
 
 # student -- has_pet -- pets   (has_pet is the bridge); course is unrelated
 EDGES = {
@@ -188,3 +198,46 @@ def test_the_objective_decides_between_half_credit_and_exact_sets() -> None:
     assert by_sum.min_score == 0.6
     assert (sum_report.set_f1, sum_report.set_exact_match) == (0.625, 0.25)
     assert calibrate(examples, neighbors, grid)[0] == by_sum  # f1_exact is the default
+
+
+def random_examples(seed: int, n: int = 60) -> tuple[list[CalibrationExample], Callable[[str], set[str]]]:
+    """Lists of up to 12 tables over 3 databases with random scores (ties, steep and flat drops),
+    request terms, a random join graph and 1-4 gold tables: every rule of the grid has work to do."""
+    rng = random.Random(seed)
+    tables = [f"t{i}" for i in range(20)]
+    group = {t: f"db{i % 3}" for i, t in enumerate(tables)}
+    edges: dict[str, set[str]] = {t: set() for t in tables}
+    for _ in range(30):
+        a, b = rng.sample(tables, 2)
+        edges[a].add(b)
+        edges[b].add(a)
+    examples = []
+    for _ in range(n):
+        ids = rng.sample(tables, rng.randint(1, 12))
+        scores = sorted(
+            (round(rng.choice([rng.random(), rng.random() ** 4, 0.5]), 2) for _ in ids), reverse=True
+        )
+        terms = ["name", "pet", "course", "age"]
+        ranked_tables = [
+            ScoredTable(a, s, group[a], frozenset(rng.sample(terms, rng.randint(0, 2))))
+            for a, s in zip(ids, scores)
+        ]
+        gold = set(rng.sample(ids, min(len(ids), rng.randint(1, 4))))
+        examples.append(CalibrationExample(ranked_tables, gold))
+    return examples, lambda a: edges.get(a, set())
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("grid_name", ["coarse", "fine"])
+def test_grid_scores_equal_running_every_rule(seed: int, grid_name: str) -> None:
+    """The one-walk-per-rule evaluation gives every rule exactly what selecting with it gives."""
+    examples, graph = random_examples(seed)
+    grid = dict(default_grid()) if grid_name == "coarse" else selection_grid()
+    if grid_name == "coarse":
+        grid["window"] = [3, 10]  # a rule whose window cuts the list before the threshold does
+    scored = grid_scores(examples, graph, grid)
+    keys = list(grid)
+    assert len(scored) == math.prod(len(v) for v in grid.values())
+    for values in itertools.product(*(grid[k] for k in keys)):
+        params = SelectionParams.model_validate(dict(zip(keys, values)))
+        assert scored[values] == _evaluate(params, examples, graph), params
