@@ -150,6 +150,18 @@ def new_adapter(base_model: Any, config: RankerConfig, adapter_name: str = "defa
     return get_peft_model(base_model, lora, adapter_name=adapter_name)
 
 
+def continue_adapter(base_model: Any, folder: str | Path, config: RankerConfig) -> Any:
+    """The adapter saved in `folder`, trainable over `base_model`: its rank, targets and weights as
+    saved, the dropout of this training (`config.lora_dropout`). PEFT would take the dropout the
+    adapter was first trained with from its saved config, and the setting would silently do
+    nothing for every adapter that starts from another (all of them, with a starting adapter)."""
+    from peft import LoraConfig, PeftModel
+
+    lora = LoraConfig.from_pretrained(str(folder))
+    lora.lora_dropout = config.lora_dropout
+    return PeftModel.from_pretrained(base_model, str(folder), is_trainable=True, config=lora)
+
+
 @lru_cache(maxsize=1)
 def _int8_linear_class() -> Any:
     """The int8 Linear class (built on first use: torch is not imported with this module)."""

@@ -43,7 +43,14 @@ from assetmatch.matching.selection import Objective, SetSelector
 from assetmatch.models import TableAsset
 from assetmatch.ranking.config import RankerConfig
 from assetmatch.ranking.finerank import LoraFineRanker
-from assetmatch.ranking.model import load_base, new_adapter, save_adapter, seed_everything, torch_threads
+from assetmatch.ranking.model import (
+    continue_adapter,
+    load_base,
+    new_adapter,
+    save_adapter,
+    seed_everything,
+    torch_threads,
+)
 from assetmatch.ranking.prompt import document_budget, table_prompt, tokenizer_counter
 from assetmatch.training import augment
 from assetmatch.training import evaluate as ev
@@ -381,9 +388,7 @@ def train_business(
     seed_everything(config.seed)
     tokenizer, base_model, device = load_base(config.base, config.device)
     if init_from is not None:
-        from peft import PeftModel
-
-        peft_model = PeftModel.from_pretrained(base_model, str(init_from), is_trainable=True)
+        peft_model = continue_adapter(base_model, init_from, config)
         peft_model.to(device)
     else:
         peft_model = new_adapter(base_model, config)

@@ -26,6 +26,7 @@ from assetmatch.ranking.finerank import (
 from assetmatch.ranking.model import (
     MultiAdapterScorer,
     ScoreRow,
+    continue_adapter,
     load_base,
     new_adapter,
     save_adapter,
@@ -191,3 +192,22 @@ def test_documents_show_only_what_the_adapter_was_trained_with(
     del saved["past_requests"], saved["database_context"]  # saved before the settings existed
     (with_both / CONFIG_FILE).write_text(json.dumps(saved))
     assert document_shows(with_both) == DocumentShows()
+
+
+def test_continued_training_takes_its_own_dropout(trained: dict[str, Any]) -> None:
+    """An adapter trained on from another keeps the other's weights and rank, and drops out what
+    this training asks for, not what the other was trained with (PEFT's saved config)."""
+    import dataclasses
+
+    from torch import nn
+
+    folder = trained["root"] / "trained"
+    assert json.loads((folder / "adapter_config.json").read_text())["lora_dropout"] == CONFIG.lora_dropout > 0
+    _, base, _ = load_base(CONFIG.base, "cpu")
+    model = continue_adapter(base, folder, dataclasses.replace(CONFIG, lora_dropout=0.0))
+    dropouts = [m.lora_dropout["default"] for m in model.modules() if hasattr(m, "lora_dropout")]
+    assert dropouts and all(isinstance(d, nn.Identity) for d in dropouts)
+    assert any(p.requires_grad for p in model.parameters())  # trainable
+    model.eval()
+    tokenizer, _, _ = load_base(CONFIG.base, "cpu")
+    assert _logits(model, tokenizer, [POS, NEG]) == pytest.approx(trained["after"], abs=1e-5)
