@@ -29,7 +29,12 @@ class RankerConfig:
     )
     lora_r: int = field(default=8, metadata={"help": "LoRA rank of the update matrices."})
     lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling numerator (scale = alpha / r)."})
-    lora_dropout: float = field(default=0.1, metadata={"help": "Dropout on the LoRA input, in [0, 1)."})
+    lora_dropout: float = field(
+        default=0.1,
+        metadata={
+            "help": "Dropout on the LoRA input, in [0, 1); also when training continues from another adapter."
+        },
+    )
     target_modules: str | list[str] = field(
         default=AUTO_TARGETS,
         metadata={

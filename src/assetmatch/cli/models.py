@@ -194,6 +194,18 @@ def pretrain(
     ),
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Pairs per step."),
     seed: int = typer.Option(13, "--seed", help="Seed of sampling, initialisation and data order."),
+    hold_out: float = typer.Option(
+        0.0,
+        "--hold-out",
+        min=0.0,
+        max=0.9,
+        help="Leave out the requirements a training with this validation fraction holds out (by text, "
+        "the same every run): an adapter for benchmarking, whose validation questions it never saw "
+        "(the benchmarks calibrate and gate on that share of `train`; default 0.15).",
+    ),
+    lora_dropout: float = typer.Option(
+        0.1, "--lora-dropout", min=0.0, max=0.9, help="Dropout on the LoRA input."
+    ),
 ) -> None:
     """Pre-train a starting adapter on public text-to-SQL data (how the packaged one was made).
 
@@ -215,11 +227,12 @@ def pretrain(
             max_steps=steps,
             eval_every=0,
             seed=seed,
+            lora_dropout=lora_dropout,
         )
         if out.exists():
             shutil.rmtree(out)
         with _progress() as progress:
-            provenance = run_pretrain(data, out, config, progress=progress)
+            provenance = run_pretrain(data, out, config, progress=progress, hold_out=hold_out)
     console.print(
         f"starting adapter -> {out}: {provenance['steps']} steps over {provenance['pairs']} pairs of "
         f"{provenance['requirements']} requirements ({provenance['databases']} databases) in {provenance['seconds']:.0f} s"

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from assetmatch.models import TableAsset
 from assetmatch.ranking.config import RankerConfig
-from assetmatch.training.pairs import Candidates, LabelledRequirement, Pair, build_pairs
+from assetmatch.training.pairs import Candidates, LabelledRequirement, Pair, build_pairs, split_holdout
 
 if TYPE_CHECKING:
     from assetmatch.ranking.candidates import Bm25Candidates
@@ -131,9 +131,16 @@ def pretrain(
     out: Path,
     config: RankerConfig,
     progress: Any = None,
+    hold_out: float = 0.0,
 ) -> dict[str, Any]:
     """Train a fresh LoRA adapter on the `train` requirements of `data` for `config.max_steps`
-    steps and save it (adapter, RankerConfig, provenance) in `out`. Hard negatives are each
+    steps and save it (adapter, RankerConfig, provenance) in `out`.
+
+    `hold_out`: the requirements a training with `validation_fraction` = `hold_out` would hold out
+    (`training.pairs.split_holdout`: by text, the same in every run) are not learned. An adapter
+    trained on a benchmark's `train` questions and then calibrated, checked and gated on the
+    held-out share of those same questions has seen its validation set: its calibration trusts it
+    more than unseen requests deserve. Hard negatives are each
     question's BM25 neighbours (`ranking.candidates.Bm25Candidates`) inside its own database and,
     with `config.database_context`, alternately those of every other database: the namesakes a
     union of databases puts next to the answer, which only the database context tells apart."""
@@ -149,7 +156,7 @@ def pretrain(
     for folder in data:
         tables, questions = read_dataset(Path(folder))
         assets += tables
-        requirements += questions
+        requirements += split_holdout(questions, hold_out)[0]
     library = {a.asset_id: a for a in assets}
     candidates = Bm25Candidates(assets)
     hard = hard_negative_source(candidates, library, config.database_context)
@@ -202,8 +209,16 @@ def pretrain(
         "final_loss_mean_last_50": sum(fit.losses[-50:]) / max(1, len(fit.losses[-50:])),
         "seconds": round(time.perf_counter() - started, 1),
         "database_context": config.database_context,
+        "held_out": hold_out,
+        "lora_dropout": config.lora_dropout,
         "command": "assetmatch models pretrain --data <spider> --steps "
-        f"{config.max_steps} --max-length {config.max_length} --seed {config.seed}",
+        f"{config.max_steps} --max-length {config.max_length} --seed {config.seed}"
+        + (f" --hold-out {hold_out}" if hold_out else "")
+        + (
+            f" --lora-dropout {config.lora_dropout}"
+            if config.lora_dropout != RankerConfig().lora_dropout
+            else ""
+        ),
     }
     (out / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=1), encoding="utf-8")
     return provenance

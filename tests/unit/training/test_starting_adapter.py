@@ -139,3 +139,20 @@ def test_pretrained_adapter_is_saved_with_provenance_and_a_business_starts_from_
     a = ranker.logits("start", "orders placed", assets)
     b = ranker.logits("business", "orders placed", assets)
     assert a == pytest.approx(b, abs=1e-4)
+
+
+def test_pretraining_leaves_out_what_a_benchmark_holds_out_for_validation(tmp_path: Path) -> None:
+    """`hold_out`: the questions a training with that validation fraction would calibrate on are not
+    learned (by text, as `split_holdout` decides), so an adapter started from it has not seen them."""
+    from assetmatch.training.pairs import split_holdout
+
+    _, questions = starting.read_dataset(write_dataset(tmp_path / "bench"))
+    kept, held = split_holdout(questions, 0.5)
+    assert kept and held  # the fixture puts questions on both sides
+    config = RankerConfig(
+        max_length=32, batch_size=8, max_steps=1, eval_every=0, device="cpu", candidate_k=2,
+        hard_negatives=1, random_negatives=0, target_modules=["query"], seed=3, lora_dropout=0.0,
+    )  # fmt: skip
+    provenance = starting.pretrain([tmp_path / "bench"], tmp_path / "out", config, hold_out=0.5)
+    assert provenance["requirements"] == len(kept) and provenance["held_out"] == 0.5
+    assert "--hold-out 0.5" in provenance["command"] and "--lora-dropout 0.0" in provenance["command"]
