@@ -171,7 +171,7 @@ class FeatureBuilder:
         self._degree: dict[str, int] = {}
         self._group_tokens: dict[str, frozenset[str]] | None = None
         self._databases: dict[tuple[str, str], tuple[tuple[str, str], ...]] | None = None
-        self._databases_per_business: Counter[str] | None = None
+        self._databases_per_business: Counter[str] = Counter()  # built with _databases
 
     @property
     def feature_names(self) -> list[str]:
@@ -248,12 +248,14 @@ class FeatureBuilder:
         return self._group_tokens
 
     def _database_tables(self) -> dict[tuple[str, str], tuple[tuple[str, str], ...]]:
-        """(business, database) -> its tables' (asset id, name), in library order; built once."""
+        """(business, database) -> its tables' (asset id, name), in library order, and how many
+        databases each business holds (`_databases_per_business`); built once."""
         if self._databases is None:
             members: dict[tuple[str, str], list[tuple[str, str]]] = defaultdict(list)
             for a in self.assets.values():
                 members[(a.business, a.database)].append((a.asset_id, a.name))
             self._databases = {key: tuple(tables) for key, tables in members.items()}
+            self._databases_per_business = Counter(business for business, _ in self._databases)
         return self._databases
 
     def siblings(self, asset_id: str) -> tuple[str, ...] | None:
@@ -269,17 +271,11 @@ class FeatureBuilder:
         if asset is None:
             return ()
         tables = self._database_tables()
-        if self._database_count()[asset.business] < 2:
+        if self._databases_per_business[asset.business] < 2:
             return None
         return tuple(
             name for other, name in tables.get((asset.business, asset.database), ()) if other != asset_id
         )
-
-    def _database_count(self) -> Counter[str]:
-        """business -> how many databases its tables live in."""
-        if self._databases_per_business is None:
-            self._databases_per_business = Counter(business for business, _ in self._database_tables())
-        return self._databases_per_business
 
     def group_tokens(self, group: str) -> frozenset[str]:
         """Every name, comment and column token of every table of `group` (the whole database, not

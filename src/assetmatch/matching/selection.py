@@ -24,6 +24,7 @@ set exact-match by default, see `Objective`):
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -137,19 +138,13 @@ class SetSelector:
         covered = set(top.terms)
         previous = top.score
         for table in window[1:]:
-            if len(chosen) >= p.max_tables:
-                break
-            if p.max_gap is not None and previous - table.score > p.max_gap:
+            if _stops(p, chosen, previous, table):
                 break
             previous = table.score
             if table.score < min_score or table.score < p.rel_ratio * top.score:
                 break  # scores are sorted: nothing further can pass
-            if p.same_group and table.group != top.group:
-                continue
-            if p.connected_only and not any(c in neigh(table.asset_id) for c in chosen):
-                continue
             new_terms = table.terms - covered
-            if len(new_terms) < p.min_new_terms:
+            if not _admits(p, table, top, chosen, new_terms, neigh):
                 continue
             chosen.append(table.asset_id)
             covered |= table.terms
@@ -163,6 +158,28 @@ class SetSelector:
                 chosen.append(bridge)
                 reasons[bridge] = f"bridge joining {a} and {b}"
         return Selection(chosen, reasons)
+
+
+def _stops(p: SelectionParams, chosen: Sequence[str], previous: float, table: ScoredTable) -> bool:
+    """The rules that end the walk at `table` whatever the threshold: enough tables, or a score gap."""
+    return len(chosen) >= p.max_tables or (p.max_gap is not None and previous - table.score > p.max_gap)
+
+
+def _admits(
+    p: SelectionParams,
+    table: ScoredTable,
+    top: ScoredTable,
+    chosen: Sequence[str],
+    new_terms: frozenset[str],
+    neigh: Neighbors,
+) -> bool:
+    """The rules that pass over `table` without ending the walk: another database, no join to the
+    selected tables, too few request terms of its own (`new_terms`: those no selected table has)."""
+    if p.same_group and table.group != top.group:
+        return False
+    if p.connected_only and not any(c in neigh(table.asset_id) for c in chosen):
+        return False
+    return len(new_terms) >= p.min_new_terms
 
 
 def fk_bridges(
@@ -241,15 +258,10 @@ def _prefix_states(window: Sequence[ScoredTable], p: SelectionParams, neigh: Nei
     previous = top.score
     states = [list(chosen)]
     for table in window[1:]:
-        if len(chosen) >= p.max_tables or (p.max_gap is not None and previous - table.score > p.max_gap):
+        if _stops(p, chosen, previous, table):
             break  # the same stop as the threshold's, wherever that is
         previous = table.score
-        new_terms = table.terms - covered
-        if not (
-            (p.same_group and table.group != top.group)
-            or (p.connected_only and not any(c in neigh(table.asset_id) for c in chosen))
-            or len(new_terms) < p.min_new_terms
-        ):
+        if _admits(p, table, top, chosen, table.terms - covered, neigh):
             chosen.append(table.asset_id)
             covered |= table.terms
         states.append(list(chosen))
@@ -280,17 +292,8 @@ def grid_scores(
         for c, params in enumerate(cut):
             limit = max(params.min_score, params.rel_ratio * scores[0])
             stops[e, c] = next((i for i in range(1, len(scores)) if scores[i] < limit), len(scores))
-    cached: list[dict[str, Collection[str]]] = [{} for _ in examples]
-
-    def neighbors_of(e: int) -> Neighbors:
-        def neigh(asset_id: str) -> Collection[str]:
-            if asset_id not in cached[e]:
-                cached[e][asset_id] = set(neighbors(asset_id))
-            return cached[e][asset_id]
-
-        return neigh
-
-    local = [neighbors_of(e) for e in range(n)]
+    # every rule asks for the same tables' joins again: each is read once
+    neigh = functools.cache(lambda asset_id: set(neighbors(asset_id)))
     out: dict[tuple[object, ...], tuple[float, float]] = {}
     for values in itertools.product(*(grid[k] for k in rule_keys)):
         p = SelectionParams.model_validate(dict(zip(rule_keys, values)))
@@ -301,12 +304,12 @@ def grid_scores(
             window = list(ex.ranked[: p.window])
             size[e] = len(window)
             seen: dict[tuple[str, ...], SetScores] = {}
-            for s, chosen in enumerate(_prefix_states(window, p, local[e]), start=1):
+            for s, chosen in enumerate(_prefix_states(window, p, neigh), start=1):
                 key = tuple(chosen)
                 if key not in seen:
                     final = list(chosen)
                     if p.fk_closure and len(final) > 1:
-                        final += [bridge for bridge, _ in fk_bridges(final, window, local[e])]
+                        final += [bridge for bridge, _ in fk_bridges(final, window, neigh)]
                     seen[key] = set_scores(final, ex.gold)
                 f1[e, s], exact[e, s] = seen[key].f1, seen[key].exact
         at = np.minimum(stops, size[:, None])

@@ -203,11 +203,10 @@ def test_continued_training_takes_its_own_dropout(trained: dict[str, Any]) -> No
 
     folder = trained["root"] / "trained"
     assert json.loads((folder / "adapter_config.json").read_text())["lora_dropout"] == CONFIG.lora_dropout > 0
-    _, base, _ = load_base(CONFIG.base, "cpu")
+    tokenizer, base, _ = load_base(CONFIG.base, "cpu")
     model = continue_adapter(base, folder, dataclasses.replace(CONFIG, lora_dropout=0.0))
     dropouts = [m.lora_dropout["default"] for m in model.modules() if hasattr(m, "lora_dropout")]
     assert dropouts and all(isinstance(d, nn.Identity) for d in dropouts)
     assert any(p.requires_grad for p in model.parameters())  # trainable
     model.eval()
-    tokenizer, _, _ = load_base(CONFIG.base, "cpu")
     assert _logits(model, tokenizer, [POS, NEG]) == pytest.approx(trained["after"], abs=1e-5)
