@@ -7,9 +7,9 @@ evaluation, the A/B gate, the Matcher and the serving layer, turn those logits i
 1. **Cascade** (`Cascade.depth`): fine-rank only when the coarse answer is uncertain — the
    gap between the last table the coarse selection keeps and the first it drops is below a
    fitted margin — and only the coarse top `depth` tables. The adapter is never asked about a
-   requirement whose coarse answer holds a table it was not trained on (`familiar`: the top table
-   and every table the coarse selection keeps): on tables it never saw its scores are noise, and
-   the coarse ranking answers instead.
+   requirement whose coarse answer holds a table of a database it did not learn (`familiar`: the
+   top table and every table the coarse selection keeps): there its scores are noise, and the
+   coarse ranking answers instead.
 2. **Fusion** (`Fusion.probs`): a logistic regression over the logit, its margin to the best
    logit of the list, the coarse rank, the coarse score and its margin to the best coarse score.
    A confident adapter takes over; an unsure one falls back towards the coarse order.
@@ -104,7 +104,7 @@ class Cascade:
     max_margin: fine-rank only when `coarse_margin` is below it (None: always).
     depth: fine-rank the coarse top `depth` tables (0: the Matcher's `fine_top_n`).
     familiar_only: skip the adapter when the coarse top table, or any table the coarse selection
-        keeps, was never a training table of it. (On Spider dev, databases no adapter saw, asking
+        keeps, is not `familiar` (a table of a database it learned: `training.train.familiar_tables`). (On Spider dev, databases no adapter saw, asking
         only about the top table let the adapter change 11 % of the answers and cost 0.006 set F1;
         asking about the whole selected set: 9 %, no loss. Spider test gave up 0.009 of its +0.029.)
     """
@@ -161,7 +161,7 @@ class FineCalibration:
     fusion: Fusion = field(default_factory=Fusion)
     selection: SelectionParams | None = None
     cascade: Cascade = field(default_factory=Cascade)
-    familiar: frozenset[str] | None = None  # tables the adapter was trained on (None: unknown)
+    familiar: frozenset[str] | None = None  # tables of the databases it learned (None: unknown)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def selector(self, fallback: SetSelector) -> SetSelector:

@@ -97,6 +97,36 @@ def test_cross_fitted_answers_never_use_a_calibration_fitted_on_the_same_require
     assert all({f"x{i}" for i in range(7)} <= ids and 25 <= len(ids) <= 26 for ids in fitted_on.values())
 
 
+def test_the_cascade_is_chosen_on_answers_fitted_without_the_requirement(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """While `calibrate` tries its cascade rules, no requirement is answered by a fusion and
+    selection fitted on it: each rule is judged as the gate judges, cross-fitted."""
+    lists = judged(adapter_right=True, n=23)
+    fitted_on: dict[int, set[str]] = {}
+    real_fit, real_fine_ranked = ev._fit_scores, ev.fine_ranked
+
+    def recording_fit(js, ctx):  # type: ignore[no-untyped-def]
+        fusion, params = real_fit(js, ctx)
+        fitted_on[id(fusion)] = {j.requirement.id for j in js}
+        return fusion, params
+
+    answered: list[str] = []
+
+    def checking_fine_ranked(j, calibration, ctx, cap=None):  # type: ignore[no-untyped-def]
+        assert j.requirement.id not in fitted_on[id(calibration.fusion)]
+        answered.append(j.requirement.id)
+        return real_fine_ranked(j, calibration, ctx, cap)
+
+    monkeypatch.setattr(ev, "_fit_scores", recording_fit)
+    monkeypatch.setattr(ev, "fine_ranked", checking_fine_ranked)
+    calibration = ev.calibrate(lists, CTX, familiar=None, folds=5)
+    # one fit on all 23 (what is stored) and one per fold on the other four folds
+    assert sorted(len(ids) for ids in fitted_on.values()) == [18, 18, 18, 19, 19, 23]
+    assert fitted_on[id(calibration.fusion)] == {j.requirement.id for j in lists}
+    rules = len(ev.cascade_rules(lists))
+    assert sorted(answered) == sorted(j.requirement.id for j in lists for _ in range(rules))
+    assert calibration.cascade != Cascade.never()  # the helpful adapter still earns its cascade
+
+
 def test_cross_fitting_still_sees_a_helpful_adapter_and_not_a_useless_one() -> None:
     helpful = judged(adapter_right=True)
     useless = judged(adapter_right=False)
@@ -153,3 +183,26 @@ def test_fine_selection_reads_which_request_terms_each_table_adds() -> None:
     answers = [ev.fine_ranked(j, calibration, CTX) for j in lists]
     assert all(set(r.selected or ()) == set(j.requirement.gold) for r, j in zip(answers, lists))
     assert ev.quality(answers) > ev.quality([ev.coarse_ranked(j) for j in lists])
+
+
+def test_the_familiar_tables_are_those_of_the_databases_the_adapter_learned() -> None:
+    """A table never gold in training but in a learned database is familiar (the adapter read it as
+    a neighbour and a hard negative); a database with no real training requirement is not, and
+    synthetic requirements teach no database."""
+    from assetmatch.models import TableAsset
+    from assetmatch.training.train import familiar_tables
+
+    library = {
+        a.asset_id: a
+        for a in (
+            TableAsset(business="b", database=db, name=name)
+            for db, name in [("shop", "orders"), ("shop", "customers"), ("hr", "staff"), ("crm", "leads")]
+        )
+    }
+    ids = {a.name: a.asset_id for a in library.values()}
+    learned = [LabelledRequirement("r1", "b", "orders last week", (ids["orders"],))]
+    synthetic = [LabelledRequirement("s1", "b", "staff list", (ids["staff"],), origin="synthetic")]
+    assert familiar_tables(learned + synthetic, library) == {ids["orders"], ids["customers"]}
+    assert familiar_tables(synthetic, library) == frozenset()
+    # a gold table the library no longer holds teaches nothing about the tables it holds
+    assert familiar_tables([LabelledRequirement("r2", "b", "gone", ("b.old.t",))], library) == frozenset()
