@@ -52,11 +52,15 @@ def test_older_three_weight_fusion_is_padded_and_means_the_same() -> None:
         (Cascade(max_margin=0.5), ["a", "b", "c"], [0.9, 0.5, 0.1], ["a"], None, 3),  # gap 0.4: uncertain
         (Cascade(max_margin=0.5), ["a", "b", "c"], [0.9, 0.8, 0.1], ["a", "b"], None, 0),  # 0.8 -> 0.1
         (Cascade(max_margin=0.1), ["a"], [0.9], ["a"], None, 0),  # nothing left out: nothing to decide
-        (Cascade(), ["x", "a"], [0.9, 0.5], ["x"], {"a"}, 0),  # top table never trained on: defer
+        (Cascade(), ["x", "a"], [0.9, 0.5], ["x"], {"a"}, 0),  # top table of an unlearned database
         (Cascade(familiar_only=False), ["x", "a"], [0.9, 0.5], ["x"], {"a"}, 2),
-        # a table the coarse answer keeps was never trained on (a database no adapter saw): defer
+        # a table the coarse answer keeps is of a database no adapter saw: defer
         (Cascade(), ["a", "b", "x"], [0.9, 0.8, 0.7], ["a", "x"], {"a", "b"}, 0),
-        (Cascade(), ["a", "b", "x"], [0.9, 0.8, 0.7], ["a", "b"], {"a", "b"}, 3),  # x only a candidate
+        # x would be ranked beside a and b: its noise score could take the top; defer
+        (Cascade(), ["a", "b", "x"], [0.9, 0.8, 0.7], ["a", "b"], {"a", "b"}, 0),
+        (Cascade(depth=2), ["a", "b", "x"], [0.9, 0.8, 0.7], ["a", "b"], {"a", "b"}, 2),  # x not ranked
+        # x kept by the coarse selection beyond the fitted depth: still defer
+        (Cascade(depth=1), ["a", "b", "x"], [0.9, 0.8, 0.7], ["a", "x"], {"a", "b"}, 0),
         (Cascade(), [], [], [], None, 0),
     ],
 )
