@@ -16,7 +16,7 @@ needs: the production coarse answer and the adapter's logits of its top candidat
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -399,6 +399,7 @@ def cross_fitted(
     folds: int = 5,
     seed: int = 0,
     extra: Sequence[Judged] = (),
+    cascade: Cascade | None = None,
 ) -> list[Ranked]:
     """Every requirement answered with a calibration fitted on the *other* folds (cross-fitting).
 
@@ -410,13 +411,16 @@ def cross_fitted(
     shuffle; with fewer than 2 × `folds` requirements, one fold per requirement (leave-one-out; a
     lone requirement gets the calibration of no data, never its own). `extra`: more lists every
     fold's calibration is fitted on and that are never answered (another business's validation
-    lists of the same adapter, say).
+    lists of the same adapter, say). `cascade`: answer with this cascade instead of the fitted one
+    (`Cascade(None, 0, False)`: fine-rank every requirement).
     """
     n = len(judged)
     fold_of = fold_assignment(n, folds, seed)
     answers: list[Ranked | None] = [None] * n
     for f in sorted(set(fold_of.tolist())):
         fitted = calibrate([*(j for j, g in zip(judged, fold_of) if g != f), *extra], ctx, familiar)
+        if cascade is not None:
+            fitted = replace(fitted, cascade=cascade)
         for i in np.flatnonzero(fold_of == f).tolist():
             answers[i] = fine_ranked(judged[i], fitted, ctx)
     return [a for a in answers if a is not None]

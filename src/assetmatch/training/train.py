@@ -11,7 +11,8 @@
               every `eval_every` steps the validation curve (all-gold@3, set F1), early stopping
               at the plateau, the best checkpoint kept
  6. evaluate  score the validation candidates and fit the business's `FineCalibration`: fusion of
-              logits with coarse scores, selection on fused probabilities, the cascade
+              logits with coarse scores, selection on fused probabilities, the cascade; the
+              reported figures are cross-fitted, as the A/B gate judges
  7. save      adapter + RankerConfig + calibration + eval report + plots in one folder
 
 `assetmatch.registry.training.run_training` adds step 0 (read the lake) and step 8 (log to MLflow,
@@ -37,7 +38,13 @@ from typing import Any, Protocol
 from assetmatch.config import Settings
 from assetmatch.lake import tables as T
 from assetmatch.lake.delta import Lake
-from assetmatch.matching.fine import CoarseAnswer, FineCalibration, read_calibration, write_calibration
+from assetmatch.matching.fine import (
+    Cascade,
+    CoarseAnswer,
+    FineCalibration,
+    read_calibration,
+    write_calibration,
+)
 from assetmatch.matching.matcher import visible_businesses
 from assetmatch.matching.selection import Objective, SetSelector
 from assetmatch.models import TableAsset
@@ -479,12 +486,13 @@ def train_business(
         save_adapter(peft_model, tmp, config)
         judged = judge_folder(Path(tmp), library, validation, candidates, k, quantize)
     calibration = ev.calibrate(judged, ctx, familiar)
-    always = FineCalibration(
-        calibration.threshold, calibration.fusion, calibration.selection, familiar=familiar
+    # What training reports is what the gate will judge: each validation requirement answered with
+    # the calibration fitted on the other folds. Answered with the calibration fitted on it, the
+    # adapter read ~0.1 set F1 better than it served on Spider (and the demo's +0.03..0.05 was ~0).
+    reports["challenger"] = ev.report("challenger", ev.cross_fitted(judged, ctx, familiar))
+    reports["always_fine"] = ev.report(
+        "always_fine", ev.cross_fitted(judged, ctx, familiar, cascade=Cascade(None, 0, False))
     )
-    always.cascade.familiar_only = False
-    reports["challenger"] = ev.report("challenger", [ev.fine_ranked(j, calibration, ctx) for j in judged])
-    reports["always_fine"] = ev.report("always_fine", [ev.fine_ranked(j, always, ctx) for j in judged])
     calibration.extra = {"validation_requirements": len(validation), "best_step": fit.best_step}
 
     # 7. save: adapter, config, calibration, report and plots together
@@ -581,7 +589,7 @@ def calibrate_adapter(
     write_calibration(out, calibration)
     reports = {
         "coarse_only": ev.report("coarse_only", [ev.coarse_ranked(j) for j in judged]),
-        "challenger": ev.report("challenger", [ev.fine_ranked(j, calibration, ctx) for j in judged]),
+        "challenger": ev.report("challenger", ev.cross_fitted(judged, ctx, familiar)),
     }
     (out / "eval_report.json").write_text(
         json.dumps({k: r.to_dict() for k, r in reports.items()}, indent=1), encoding="utf-8"

@@ -100,3 +100,30 @@ def test_per_business_adapter_starts_from_the_shared_one(shared: Path, tmp_path:
     assert [p["step"] for p in no_baseline.fit.curve] == [1.0, 2.0]  # no pass before the first step
     assert scores(own.adapter_dir) == pytest.approx(scores(shared), abs=1e-3)
     assert scores(fresh.adapter_dir) != pytest.approx(scores(shared), abs=1e-3)
+
+
+def test_what_training_reports_is_what_the_gate_judges(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The challenger's validation figures (and always-fine's) are cross-fitted — each requirement
+    answered with the calibration fitted on the other folds, the A/B gate's view — not answered
+    with the calibration fitted on the same requirements."""
+    from assetmatch.matching.fine import Cascade
+    from assetmatch.training import evaluate as ev
+
+    answered: list[tuple[Cascade | None, list[ev.Ranked]]] = []
+    real = ev.cross_fitted
+
+    def recording(judged, ctx, familiar, **kwargs):  # type: ignore[no-untyped-def]
+        answers = real(judged, ctx, familiar, **kwargs)
+        answered.append((kwargs.get("cascade"), answers))
+        return answers
+
+    monkeypatch.setattr(ev, "cross_fitted", recording)
+    result = train_business(
+        "g", data(), ASSETS, Bm25Candidates(ASSETS), config(max_steps=1, eval_every=0), tmp_path / "a"
+    )
+    assert [cascade for cascade, _ in answered] == [None, Cascade(None, 0, False)]
+    for name, (_, answers) in zip(("challenger", "always_fine"), answered):
+        assert result.reports[name].f1 == ev.report(name, answers).f1
+        assert result.reports[name].rr == ev.report(name, answers).rr
