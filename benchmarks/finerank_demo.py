@@ -8,7 +8,7 @@ script prints, side by side:
 - ranking signal on the coarse top-k lists: ROC AUC of the coarse scores and of each adapter's
   logits (pooled over lists, and the mean within one list: how well it orders one list);
 - set F1 / exact of the calibrated answer (cascade, fusion, selection) three ways: calibrated on
-  the same requirements (in-sample: what training reports), cross-fitted (what the gate judges:
+  the same requirements (in-sample), cross-fitted (what the gate judges and training reports:
   `training.evaluate.cross_fitted`) and cross-fitted with the other businesses' held-out lists of
   the same adapter added to every fold's calibration (`pooled`: more calibration data; honest,
   no requirement is answered by a calibration fitted on it);
