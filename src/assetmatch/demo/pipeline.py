@@ -242,7 +242,8 @@ def train(ctx: DemoContext) -> str:
         challenger = result.reports["challenger"].means()
         coarse = result.reports["coarse_only"].means()
         lines.append(
-            f"{business}: v{version}, validation (cross-fitted) all-gold@3 {challenger['all_gold_at_3']:.2f} / set F1 "
+            f"{business}: v{version}, validation (cross-fitted) "
+            f"all-gold@3 {challenger['all_gold_at_3']:.2f} / set F1 "
             f"{challenger['set_f1']:.2f} (coarse-only {coarse['all_gold_at_3']:.2f} / {coarse['set_f1']:.2f}), "
             f"{result.fit.steps} steps"
         )
