@@ -208,6 +208,7 @@ def pretrain(
         "steps": fit.steps,
         "final_loss_mean_last_50": sum(fit.losses[-50:]) / max(1, len(fit.losses[-50:])),
         "seconds": round(time.perf_counter() - started, 1),
+        "base": config.base,
         "database_context": config.database_context,
         "held_out": hold_out,
         "lora_dropout": config.lora_dropout,

@@ -109,6 +109,7 @@ def test_pretrained_adapter_is_saved_with_provenance_and_a_business_starts_from_
     out = tmp_path / "starting"
     provenance = starting.pretrain([write_dataset(tmp_path / "bench")], out, config)
     assert provenance["steps"] == 3 and provenance["requirements"] == 5 and provenance["databases"] == 2
+    assert provenance["base"] == config.base  # which base the adapter fits, beside its command
     assert json.loads((out / starting.PROVENANCE_FILE).read_text())["data"][0]["licence"] == "CC BY-SA 4.0"
     assert RankerConfig.load(out).max_length == 32
 
