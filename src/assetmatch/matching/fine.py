@@ -107,11 +107,15 @@ class Cascade:
         keeps, is not `familiar` (a table of a database it learned: `training.train.familiar_tables`):
         its scores are compared across the list, and one noise score among them can take the top.
         Calibration always sets it (`training.evaluate.cascade_rules`); False answers every list.
+    familiar_ranked: check every table it would rank (True), or only the top one and the kept ones
+        (False: how calibrations saved before the change were fitted and gated, with `familiar`
+        their gold tables; `from_dict` reads a calibration without the key that way).
     """
 
     max_margin: float | None = None
     depth: int = 0
     familiar_only: bool = True
+    familiar_ranked: bool = True
 
     @classmethod
     def never(cls) -> Cascade:
@@ -133,11 +137,8 @@ class Cascade:
         if self.max_margin is not None and coarse_margin(coarse, len(selected)) >= self.max_margin:
             return 0
         depth = min(len(ids), cap, self.depth or cap)
-        if (
-            self.familiar_only
-            and familiar is not None
-            and any(a not in familiar for a in [*ids[:depth], *selected])
-        ):
+        checked = [*ids[:depth], *selected] if self.familiar_ranked else [ids[0], *selected]
+        if self.familiar_only and familiar is not None and any(a not in familiar for a in checked):
             return 0
         return depth
 
@@ -154,7 +155,7 @@ class Cascade:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> Cascade:
-        return cls(**data) if data else cls()
+        return cls(**{"familiar_ranked": False, **data}) if data else cls()
 
 
 @dataclass

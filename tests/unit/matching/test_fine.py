@@ -61,6 +61,8 @@ def test_older_three_weight_fusion_is_padded_and_means_the_same() -> None:
         (Cascade(depth=2), ["a", "b", "x"], [0.9, 0.8, 0.7], ["a", "b"], {"a", "b"}, 2),  # x not ranked
         # x kept by the coarse selection beyond the fitted depth: still defer
         (Cascade(depth=1), ["a", "b", "x"], [0.9, 0.8, 0.7], ["a", "x"], {"a", "b"}, 0),
+        # a calibration saved before every ranked table was checked is served as it was gated
+        (Cascade(familiar_ranked=False), ["a", "b", "x"], [0.9, 0.8, 0.7], ["a", "b"], {"a", "b"}, 3),
         (Cascade(), [], [], [], None, 0),
     ],
 )
@@ -102,3 +104,11 @@ def test_calibration_round_trip_and_clear_errors(tmp_path: Path) -> None:
     (tmp_path / "calibration.json").write_text(json.dumps({"fusion": {"weights": "x"}}), encoding="utf-8")
     with pytest.raises(ValueError, match="not a valid calibration file"):
         read_calibration(tmp_path)
+
+
+def test_a_calibration_saved_before_the_ranked_tables_were_checked_reads_as_it_was_gated() -> None:
+    old = FineCalibration.from_dict({"cascade": {"max_margin": None, "depth": 3, "familiar_only": True}})
+    assert old.cascade.familiar_ranked is False
+    new = FineCalibration(cascade=Cascade(depth=3))
+    assert FineCalibration.from_dict(new.to_dict()).cascade == new.cascade
+    assert new.cascade.familiar_ranked is True
