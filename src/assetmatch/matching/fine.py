@@ -108,8 +108,8 @@ class Cascade:
         its scores are compared across the list, and one noise score among them can take the top.
         Calibration always sets it (`training.evaluate.cascade_rules`); False answers every list.
     familiar_ranked: check every table it would rank (True), or only the top one and the kept ones
-        (False: how calibrations saved before the change were fitted and gated, with `familiar`
-        their gold tables; `from_dict` reads a calibration without the key that way).
+        (False: the rule of calibrations saved without this key, whose `familiar` lists gold tables
+        only; `from_dict` reads them with it, so an adapter is served as it was gated).
     """
 
     max_margin: float | None = None
