@@ -284,7 +284,7 @@ def holdout_starting_adapter(args: argparse.Namespace, config: RankerConfig) -> 
     the gate (`config.validation_fraction`, by text: `training.pairs.split_holdout`) and without
     LoRA dropout: the honest start for a benchmark (~12 min on 2 cores). Built once in
     `--cache`, reused while its provenance says it was built that way for this base."""
-    from assetmatch.training.starting import PROVENANCE_FILE, pretrain
+    from assetmatch.training.starting import PACKAGED_DIR, PROVENANCE_FILE, pretrain
 
     folder = args.cache / f"starting-holdout-{config.validation_fraction}"
     provenance = folder / PROVENANCE_FILE
@@ -293,14 +293,14 @@ def holdout_starting_adapter(args: argparse.Namespace, config: RankerConfig) -> 
         if built.get("held_out") == config.validation_fraction and built.get("base") == config.base:
             print(f"starting adapter: {folder} (held out {config.validation_fraction})", flush=True)
             return folder
-    pre = RankerConfig(
+    # the packaged adapter's own settings and step count: pre-trained as it was, less the held-out
+    packaged = json.loads((PACKAGED_DIR / PROVENANCE_FILE).read_text(encoding="utf-8"))
+    pre = dataclasses.replace(
+        RankerConfig.load(PACKAGED_DIR),
         base=config.base,
         device=args.device,
-        max_length=96,
-        batch_size=16,
-        max_steps=1200,
+        max_steps=packaged["steps"],
         eval_every=0,
-        seed=13,
         lora_dropout=0.0,
     )
     print(f"starting adapter: pre-training {folder} (held out {config.validation_fraction})", flush=True)

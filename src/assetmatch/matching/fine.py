@@ -122,6 +122,11 @@ class Cascade:
         """Never fine-rank: every margin is >= 0 (coarse scores are sorted), so none is below 0."""
         return cls(max_margin=0.0)
 
+    @classmethod
+    def always(cls) -> Cascade:
+        """Fine-rank every requirement, familiar or not, as deep as the caller allows."""
+        return cls(None, 0, False)
+
     def depth_for(
         self,
         ids: Sequence[str],

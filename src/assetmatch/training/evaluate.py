@@ -16,8 +16,8 @@ needs: the production coarse answer and the adapter's logits of its top candidat
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from dataclasses import asdict, dataclass, field
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -36,6 +36,7 @@ from assetmatch.training.pairs import LabelledRequirement
 from assetmatch.types import SELECTION_OBJECTIVES
 
 KS = (1, 3, 5)
+T = TypeVar("T")
 
 
 def set_f1(selected: Iterable[str], gold: Iterable[str]) -> float:
@@ -305,6 +306,15 @@ def fold_assignment(n: int, folds: int, seed: int) -> np.ndarray:
     return fold_of
 
 
+def _fit_per_fold(judged: Sequence[Judged], fold_of: np.ndarray, fit: Callable[[list[Judged]], T]) -> list[T]:
+    """For each requirement, what `fit` gives on the requirements of the *other* folds (one fit per
+    fold, shared by its requirements)."""
+    fitted = {
+        f: fit([j for j, g in zip(judged, fold_of.tolist()) if g != f]) for f in sorted(set(fold_of.tolist()))
+    }
+    return [fitted[f] for f in fold_of.tolist()]
+
+
 def _fit_scores(judged: Sequence[Judged], ctx: Context) -> tuple[Fusion, SelectionParams | None]:
     """The fusion of logits with coarse scores, and the selection rules on the fused probabilities."""
     fusion = Fusion.fit([(j.logits, j.coarse.scores[: len(j.logits)], j.gold_flags()) for j in judged])
@@ -369,27 +379,43 @@ def calibrate(
     fusion, params = _fit_scores(judged, ctx)
     threshold = params.min_score if params else None
     if not judged:
-        return FineCalibration(threshold, fusion, params, Cascade(None, 0, False), familiar)
-    fold_of = fold_assignment(len(judged), folds, seed)
-    fitted = {
-        f: _fit_scores([j for j, g in zip(judged, fold_of) if g != f], ctx)
-        for f in sorted(set(fold_of.tolist()))
-    }
+        return FineCalibration(threshold, fusion, params, Cascade.always(), familiar)
+    # one (fusion, selection) per fold, each requirement answered with its fold's
+    fitted = _fit_per_fold(judged, fold_assignment(len(judged), folds, seed), lambda js: _fit_scores(js, ctx))
     rules = cascade_rules(judged)
     tried = []
     for cascade in rules:
-        ranked = []
-        for j, f in zip(judged, fold_of.tolist()):
-            fold_fusion, fold_params = fitted[f]
-            fold_threshold = fold_params.min_score if fold_params else None
-            ranked.append(
-                fine_ranked(
-                    j, FineCalibration(fold_threshold, fold_fusion, fold_params, cascade, familiar), ctx
-                )
-            )
+        ranked = [
+            fine_ranked(j, FineCalibration(p.min_score if p else None, fu, p, cascade, familiar), ctx)
+            for j, (fu, p) in zip(judged, fitted)
+        ]
         tried.append((quality_per_requirement(ranked), float(np.mean([r.fine_depth for r in ranked]))))
     cascade = rules[cheapest_within_one_se(tried, tolerance)]
     return FineCalibration(threshold, fusion, params, cascade, familiar)
+
+
+def cross_fitted_calibrations(
+    judged: Sequence[Judged],
+    ctx: Context,
+    familiar: frozenset[str] | None,
+    folds: int = 5,
+    seed: int = 0,
+    extra: Sequence[Judged] = (),
+) -> list[FineCalibration]:
+    """For each requirement, the calibration fitted on the *other* folds (cross-fitting).
+
+    `calibrate` fits fusion, selection and cascade on validation requirements; answering those same
+    requirements with it measures the fit, not the model (an adapter judged on what it was
+    calibrated on looks better than it will serve). The A/B gate answers with these instead: the
+    estimate is of a calibration fitted on requirements like these, applied to requirements it never
+    saw — which is what the calibration fitted on all of them will meet in serving. Folds are a
+    seeded shuffle; with fewer than 2 × `folds` requirements, one fold per requirement
+    (leave-one-out; a lone requirement gets the calibration of no data, never its own). `extra`:
+    more lists every fold's calibration is fitted on and that are never answered (another
+    business's validation lists of the same adapter, say).
+    """
+    fold_of = fold_assignment(len(judged), folds, seed)
+    return _fit_per_fold(judged, fold_of, lambda js: calibrate([*js, *extra], ctx, familiar))
 
 
 def cross_fitted(
@@ -399,28 +425,8 @@ def cross_fitted(
     folds: int = 5,
     seed: int = 0,
     extra: Sequence[Judged] = (),
-    cascade: Cascade | None = None,
 ) -> list[Ranked]:
-    """Every requirement answered with a calibration fitted on the *other* folds (cross-fitting).
-
-    `calibrate` fits fusion, selection and cascade on validation requirements; answering those same
-    requirements with it measures the fit, not the model (an adapter judged on what it was
-    calibrated on looks better than it will serve). The A/B gate calls this instead: the estimate is
-    of a calibration fitted on requirements like these, applied to requirements it never saw —
-    which is what the calibration fitted on all of them will meet in serving. Folds are a seeded
-    shuffle; with fewer than 2 × `folds` requirements, one fold per requirement (leave-one-out; a
-    lone requirement gets the calibration of no data, never its own). `extra`: more lists every
-    fold's calibration is fitted on and that are never answered (another business's validation
-    lists of the same adapter, say). `cascade`: answer with this cascade instead of the fitted one
-    (`Cascade(None, 0, False)`: fine-rank every requirement).
-    """
-    n = len(judged)
-    fold_of = fold_assignment(n, folds, seed)
-    answers: list[Ranked | None] = [None] * n
-    for f in sorted(set(fold_of.tolist())):
-        fitted = calibrate([*(j for j, g in zip(judged, fold_of) if g != f), *extra], ctx, familiar)
-        if cascade is not None:
-            fitted = replace(fitted, cascade=cascade)
-        for i in np.flatnonzero(fold_of == f).tolist():
-            answers[i] = fine_ranked(judged[i], fitted, ctx)
-    return [a for a in answers if a is not None]
+    """Every requirement answered with the calibration fitted on the other folds
+    (`cross_fitted_calibrations`): what the A/B gate judges."""
+    calibrations = cross_fitted_calibrations(judged, ctx, familiar, folds, seed, extra)
+    return [fine_ranked(j, c, ctx) for j, c in zip(judged, calibrations)]

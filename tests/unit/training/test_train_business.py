@@ -108,22 +108,28 @@ def test_what_training_reports_is_what_the_gate_judges(
     """The challenger's validation figures (and always-fine's) are cross-fitted — each requirement
     answered with the calibration fitted on the other folds, the A/B gate's view — not answered
     with the calibration fitted on the same requirements."""
+    from dataclasses import replace
+
     from assetmatch.matching.fine import Cascade
     from assetmatch.training import evaluate as ev
 
-    answered: list[tuple[Cascade | None, list[ev.Ranked]]] = []
-    real = ev.cross_fitted
+    fitted: list[tuple[list[ev.Judged], ev.Context, list[object]]] = []
+    real = ev.cross_fitted_calibrations
 
-    def recording(judged, ctx, familiar, **kwargs):  # type: ignore[no-untyped-def]
-        answers = real(judged, ctx, familiar, **kwargs)
-        answered.append((kwargs.get("cascade"), answers))
-        return answers
+    def recording(judged, ctx, familiar, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calibrations = real(judged, ctx, familiar, *args, **kwargs)
+        fitted.append((list(judged), ctx, calibrations))
+        return calibrations
 
-    monkeypatch.setattr(ev, "cross_fitted", recording)
+    monkeypatch.setattr(ev, "cross_fitted_calibrations", recording)
     result = train_business(
         "g", data(), ASSETS, Bm25Candidates(ASSETS), config(max_steps=1, eval_every=0), tmp_path / "a"
     )
-    assert [cascade for cascade, _ in answered] == [None, Cascade(None, 0, False)]
-    for name, (_, answers) in zip(("challenger", "always_fine"), answered):
-        assert result.reports[name].f1 == ev.report(name, answers).f1
-        assert result.reports[name].rr == ev.report(name, answers).rr
+    assert len(fitted) == 1  # one set of fold calibrations answers both reports
+    judged, ctx, calibrations = fitted[0]
+    challenger = ev.report("c", [ev.fine_ranked(j, c, ctx) for j, c in zip(judged, calibrations)])
+    always = [replace(c, cascade=Cascade.always()) for c in calibrations]
+    always_fine = ev.report("a", [ev.fine_ranked(j, c, ctx) for j, c in zip(judged, always)])
+    for name, expected in (("challenger", challenger), ("always_fine", always_fine)):
+        assert result.reports[name].f1 == expected.f1
+        assert result.reports[name].rr == expected.rr
