@@ -7,7 +7,8 @@ how far that is from a bare matrix-multiply roofline measured in the same run.
   (--batches) x precision; plus, at the first budget and batch, int8 without length sorting and
   int8 on one thread;
 - roofline: every Linear shape of the base, run as one bare GEMM each (M = batch x mean tokens),
-  fp32 and int8 (the scorer's own int8 Linear): the FLOP/s a perfect fine stage could reach here;
+  fp32 and int8 (the scorer's own int8 Linear), bf16 on CUDA: the FLOP/s a perfect fine stage could
+  reach here;
 - fine stage = X x of roofline, X = model FLOP/s achieved / roofline FLOP/s, where model FLOPs per
   pair = 2 x non-embedding parameters x real tokens + attention (4 x layers x tokens^2 x hidden).
 
@@ -54,22 +55,28 @@ def model_shapes(model: Any) -> tuple[list[tuple[int, int]], int, int, int]:
     return shapes, params, model.config.num_hidden_layers, model.config.hidden_size
 
 
-def roofline(shapes: list[tuple[int, int]], rows: int, seconds: float, int8: bool) -> float:
-    """FLOP/s of one pass of bare GEMMs over the model's Linear shapes, `rows` token rows each."""
+def roofline(
+    shapes: list[tuple[int, int]], rows: int, seconds: float, int8: bool, device: str = "cpu"
+) -> float:
+    """FLOP/s of one pass of bare GEMMs over the model's Linear shapes, `rows` token rows each: fp32
+    (or the scorer's int8 Linear) on the CPU, bf16 on CUDA (what the scorer runs there)."""
     import torch
     from torch import nn
 
     from assetmatch.ranking.model import _int8_linear_class
 
-    layers = [nn.Linear(i, o) for i, o in shapes]
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    layers = [nn.Linear(i, o).to(device=device, dtype=dtype) for i, o in shapes]
     if int8:
         layers = [_int8_linear_class()(layer) for layer in layers]
-    inputs = {i: torch.randn(rows, i) for i in {i for i, _ in shapes}}
+    inputs = {i: torch.randn(rows, i, device=device, dtype=dtype) for i in {i for i, _ in shapes}}
 
     def run() -> None:
         with torch.inference_mode():
             for layer in layers:
                 layer(inputs[layer.in_features])
+        if device == "cuda":  # kernels are queued asynchronously: time them, not their launch
+            torch.cuda.synchronize()
 
     flops = sum(2 * rows * i * o for i, o in shapes)
     return flops / timed(run, seconds)
@@ -132,7 +139,9 @@ def main() -> None:
                 s = scorers[(max_length, precision)]
                 s.batch_size = batch
                 rate = len(rows) / timed(lambda s=s, r=rows: s.score_rows(r), args.seconds)
-                roof = roofline(shapes, int(batch * tokens), args.seconds, int8=precision == "int8")
+                roof = roofline(
+                    shapes, int(batch * tokens), args.seconds, precision == "int8", "cuda" if cuda else "cpu"
+                )
                 entry[precision] = {
                     "pairs_per_s": round(rate, 1),
                     "model_gflop_per_s": round(rate * pair_flops / 1e9, 1),

@@ -9,12 +9,18 @@
 #
 #   PY=.venv/bin/python OUT=gpu-results bash benchmarks/gpu_suite.sh
 #
+# Step 3 reads the Spider data from $DATA (default ../shared/benchmarks/spider) and starts the shared
+# adapter from $INIT_FROM (default holdout: the starting adapter that never saw the questions held
+# out for calibration and the gate, pre-trained once into .assetmatch/cache/finerank-spider/).
+#
 # Budget: about 8 minutes on one H200 (step 3 is most of it); STEPS="1 2" runs a subset.
 set -uo pipefail
 
 PY=${PY:-.venv/bin/python}
 OUT=${OUT:-gpu-results}
 STEPS=${STEPS:-"1 2 3"}
+DATA=${DATA:-../shared/benchmarks/spider}
+INIT_FROM=${INIT_FROM:-holdout}
 mkdir -p "$OUT"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
 export MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=1
@@ -44,8 +50,8 @@ step 1 throughput "$PY" benchmarks/finerank_throughput.py --device cuda --max-le
     --batches 32,64,256 --rows 2048 --seconds 4
 step 2 multi_lora "$PY" benchmarks/multi_lora.py --device cuda --seconds 10
 step 3 split_training "$PY" benchmarks/finerank_spider.py --setting split --device cuda \
-    --fit-limit 1200 --max-steps 1000 --business-steps 500 --eval-every 50 --patience 3 \
-    --max-validation 100 --eval-per-business 100 --json "$OUT/split.json"
+    --data "$DATA" --init-from "$INIT_FROM" --fit-limit 1200 --max-steps 1000 --business-steps 500 \
+    --eval-every 50 --patience 3 --max-validation 100 --eval-per-business 100 --json "$OUT/split.json"
 
 echo "failed steps: $failed" | tee -a "$OUT/suite.log"
 exit "$failed"
