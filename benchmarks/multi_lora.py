@@ -49,6 +49,9 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--torch-threads", type=int, default=0)
+    parser.add_argument(
+        "--quantize", choices=["none", "int8"], default="none", help="int8: the CPU serving default"
+    )
     args = parser.parse_args()
 
     import torch
@@ -61,7 +64,9 @@ def main() -> None:
         torch.set_num_threads(args.torch_threads)
     root = Path(tempfile.mkdtemp(prefix="multi-lora-"))
     names = [f"b{i}" for i in range(args.adapters)]
-    scorer = MultiAdapterScorer(device=args.device, max_length=args.max_length, batch_size=args.batch_rows)
+    scorer = MultiAdapterScorer(
+        device=args.device, max_length=args.max_length, batch_size=args.batch_rows, quantize=args.quantize
+    )
     for i, name in enumerate(names):
         scorer.load_adapter(name, untrained_adapter(root / name, seed=100 + i))
     documents = LoraFineRanker(scorer).documents
@@ -89,6 +94,8 @@ def main() -> None:
         "batch_rows": args.batch_rows,
         "adapters": args.adapters,
         "device": scorer.device,
+        "quantize": scorer.quantize,
+        "loadavg": [round(x, 2) for x in os.getloadavg()],
         "torch_threads": torch.get_num_threads(),
     }
     print(json.dumps(summary, indent=2))
