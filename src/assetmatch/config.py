@@ -456,9 +456,10 @@ class ServingConfig(_Strict):
     )
     max_body_bytes: int = Field(default=65_536, gt=0, description="Largest request body accepted (413).")
     batch_mode: Literal["mixed", "serial"] = Field(
-        default="mixed",
-        description="mixed: one forward pass per micro-batch across businesses' adapters; "
-        "serial: one pass per adapter (the baseline).",
+        default="serial",
+        description="serial: one forward pass per adapter present in a micro-batch; mixed: one pass "
+        "across businesses' adapters (PEFT adapter_names). Serial is the default: PEFT's per-row "
+        "routing cost more than it saved on every machine measured (README, 'On a GPU').",
     )
     reload_interval_s: float = Field(
         default=30.0, ge=0, description="How often the watcher looks for a new champion or index (0: never)."

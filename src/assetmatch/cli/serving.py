@@ -28,7 +28,9 @@ def serve(
         1, "--workers", min=1, help="Processes; each holds its own base model and adapters (RAM x workers)."
     ),
     batch_mode: str | None = typer.Option(
-        None, "--batch-mode", help="mixed (one pass across businesses) or serial (one pass per adapter)."
+        None,
+        "--batch-mode",
+        help="serial (one pass per adapter; the default) or mixed (one pass across businesses).",
     ),
     reload_interval: float | None = typer.Option(
         None, "--reload-interval", help="Seconds between checks for a new champion or index (0: never)."

@@ -84,9 +84,10 @@ class LoraFineRanker:
         self._count = tokenizer_counter(scorer.tokenizer)
 
     @classmethod
-    def from_settings(cls, settings: Settings, mixed: bool = True) -> LoraFineRanker:
+    def from_settings(cls, settings: Settings, mixed: bool = False) -> LoraFineRanker:
         """An empty ranker on the base, device, token budget and quantization of `settings.ranker`,
-        batching up to `serving.max_batch_size` pairs (`mixed`: one pass across adapters)."""
+        batching up to `serving.max_batch_size` pairs (`mixed`: one pass across adapters, not one
+        per adapter)."""
         ranker = settings.ranker
         return cls(
             MultiAdapterScorer(
@@ -208,7 +209,7 @@ class LoraFineRanker:
         device: str = "auto",
         max_length: int = 128,
         batch_size: int = 64,
-        mixed: bool = True,
+        mixed: bool = False,
         quantize: str = "none",
     ) -> LoraFineRanker:
         """business -> (adapter folder, version label)."""

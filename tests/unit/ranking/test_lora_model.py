@@ -99,7 +99,7 @@ def test_saved_adapter_is_portable_and_reloads_to_identical_scores(trained: dict
 
 
 def test_mixed_adapter_batch_equals_serial_scoring(trained: dict[str, Any]) -> None:
-    scorer = MultiAdapterScorer(CONFIG.base, "cpu", max_length=32, batch_size=8)
+    scorer = MultiAdapterScorer(CONFIG.base, "cpu", max_length=32, batch_size=8, mixed=True)
     scorer.load_adapter("a", trained["root"] / "trained")  # 'a' is a substring of 'lora_': must still work
     scorer.load_adapter("game.cn", trained["root"] / "fresh")
     rows = [ScoreRow(b, *pair) for b in ("a", "game.cn") for pair in (POS, NEG)]

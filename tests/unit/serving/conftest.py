@@ -38,7 +38,8 @@ def scorer(adapter_folders: dict[str, Path]) -> Any:
     from assetmatch.ranking.model import MultiAdapterScorer
 
     with one_torch_thread():
-        model = MultiAdapterScorer(device="cpu", max_length=64, batch_size=64)
+        # mixed: the batcher's "mixed" mode calls score_rows, which must really mix adapters
+        model = MultiAdapterScorer(device="cpu", max_length=64, batch_size=64, mixed=True)
         for name, folder in adapter_folders.items():
             model.load_adapter(name, folder)
     return model
