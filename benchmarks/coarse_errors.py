@@ -1,0 +1,127 @@
+"""Where the coarse answer's set F1 is lost on the Spider union: error kinds by gold-set size.
+
+The production coarse path of `finerank_spider.py --setting union` (indexes over the 876 tables,
+coarse model and selection fitted on sampled `train` requirements, usage history as there), then
+each evaluated requirement's selected set against its gold set:
+
+- exact / superset (extra tables) / subset (missing tables) / mixed / disjoint (no gold table);
+- missing gold tables inside vs outside the coarse top 10 (what a fine ranker could still reach);
+- for one-table questions answered with a wrong table: same database, another database's table of
+  the same name, or another database's other table; and whether the question's words match the
+  gold table's name and column names more, less or as much as the chosen table's (a tie means
+  the metadata alone cannot tell the two apart: the question is ambiguous across databases).
+
+    HF_HUB_OFFLINE=1 nice .venv/bin/python benchmarks/coarse_errors.py --history train
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import re
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from finerank_spider import DEFAULT_DATA, build_production_path, load_spider, sample, union_library
+
+
+def words(text: str) -> set[str]:
+    return {w.lower() for w in re.findall(r"[A-Za-z]+", text)}
+
+
+def metadata_words(asset: dict[str, Any]) -> set[str]:
+    """The words of a table's name and its columns' names (the raw benchmark row)."""
+    found = words(asset["table"])
+    for column in asset["columns"]:
+        found |= words(column["name"] if isinstance(column, dict) else str(column))
+    return found
+
+
+def kind(gold: set[str], selected: set[str]) -> str:
+    if gold == selected:
+        return "exact"
+    if not gold & selected:
+        return "disjoint"
+    if selected > gold:
+        return "superset"
+    return "subset" if selected < gold else "mixed"
+
+
+def database(asset_id: str) -> str:
+    return asset_id.rsplit(".", 1)[0]
+
+
+def table(asset_id: str) -> str:
+    return asset_id.rsplit(".", 1)[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument(
+        "--fit-limit", type=int, default=1000, help="train requirements the coarse path fits on"
+    )
+    parser.add_argument("--eval-limit", type=int, default=300, help="requirements per split")
+    parser.add_argument("--history", choices=["train", "none"], default="train")
+    parser.add_argument("--splits", default="test,dev")
+    args = parser.parse_args()
+
+    started = time.perf_counter()
+    print(f"load average at start: {os.getloadavg()}", flush=True)
+    assets, reqs = union_library(args.data)
+    raw = {a["asset_id"]: a for a in load_spider(args.data)[0]}
+    train = sample([r for r in reqs if r.split == "train"], args.fit_limit, 0)
+    history = [r for r in reqs if r.split == "train"] if args.history == "train" else []
+    candidates, info = build_production_path(assets, train, Path(tempfile.mkdtemp()), 0, history)
+    print(f"coarse path built {info}", flush=True)
+
+    for split in args.splits.split(","):
+        evaluated = sample([r for r in reqs if r.split == split], args.eval_limit, 1)
+        by_kind: collections.Counter[tuple[int, str]] = collections.Counter()
+        counts: collections.Counter[str] = collections.Counter()
+        f1_lost: collections.Counter[str] = collections.Counter()
+        for r in evaluated:
+            answer = candidates.coarse(r.business, r.text, 10)
+            gold, selected = set(r.gold_assets), set(answer.selected)
+            hit = len(gold & selected)
+            f1 = 2 * hit / (len(gold) + len(selected)) if selected else 0.0
+            what = kind(gold, selected)
+            by_kind[(len(gold), what)] += 1
+            f1_lost[what] += 1 - f1
+            counts["extra tables"] += len(selected - gold)
+            counts["missing, in the top 10"] += sum(1 for a in gold - selected if a in answer.ids)
+            counts["missing, not in the top 10"] += sum(1 for a in gold - selected if a not in answer.ids)
+            if len(gold) == 1 and what == "disjoint" and answer.selected:
+                want, got = r.gold_assets[0], answer.selected[0]
+                where = (
+                    "same database"
+                    if database(want) == database(got)
+                    else "another database, same table name"
+                    if table(want).lower() == table(got).lower()
+                    else "another database, other table"
+                )
+                counts[f"one-table, wrong table: {where}"] += 1
+                q = words(r.text)
+                ours, theirs = len(q & metadata_words(raw[want])), len(q & metadata_words(raw[got]))
+                side = "gold" if ours > theirs else "chosen" if theirs > ours else "neither (tie)"
+                counts[f"one-table, wrong table: question's words favour {side}"] += 1
+        n = len(evaluated)
+        print(f"\n{split} (n={n}): set F1 {1 - sum(f1_lost.values()) / n:.3f}")
+        print("| gold tables | exact | superset | subset | mixed | disjoint |")
+        print("|---|---|---|---|---|---|")
+        for size in sorted({s for s, _ in by_kind}):
+            cells = [str(by_kind[(size, k)]) for k in ("exact", "superset", "subset", "mixed", "disjoint")]
+            print(f"| {size} | " + " | ".join(cells) + " |")
+        print("set F1 lost, by kind: " + ", ".join(f"{k} {v / n:.3f}" for k, v in f1_lost.most_common()))
+        for name, value in sorted(counts.items()):
+            print(f"- {name}: {value}")
+    print(f"\ntotal {time.perf_counter() - started:.0f} s, load average at the end {os.getloadavg()}")
+
+
+if __name__ == "__main__":
+    main()
