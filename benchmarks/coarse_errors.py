@@ -1,17 +1,21 @@
-"""Where the coarse answer's set F1 is lost on the Spider union: error kinds by gold-set size.
+"""Where the coarse answer's set F1 and all-gold@3 are lost on Spider: error kinds by gold-set size.
 
-The production coarse path of `finerank_spider.py --setting union` (indexes over the 876 tables,
-coarse model and selection fitted on sampled `train` requirements, usage history as there), then
-each evaluated requirement's selected set against its gold set:
+The production coarse path of `finerank_spider.py` (`--setting union`: indexes over the 876
+tables; `split`: the 4 businesses of 35 databases each; coarse model and selection fitted on
+sampled `train` requirements, usage history as there), then each evaluated requirement's selected
+set against its gold set:
 
 - exact / superset (extra tables) / subset (missing tables) / mixed / disjoint (no gold table);
 - missing gold tables inside vs outside the coarse top 10 (what a fine ranker could still reach);
 - for one-table questions answered with a wrong table: same database, another database's table of
   the same name, or another database's other table; and whether the question's words match the
   gold table's name and column names more, less or as much as the chosen table's (a tie means
-  the metadata alone cannot tell the two apart: the question is ambiguous across databases).
+  the metadata alone cannot tell the two apart: the question is ambiguous across databases);
+- requirements whose gold tables are not all in the coarse top 3, by whether the top table is from
+  a gold table's database or another one.
 
     HF_HUB_OFFLINE=1 nice .venv/bin/python benchmarks/coarse_errors.py --history train
+    HF_HUB_OFFLINE=1 nice .venv/bin/python benchmarks/coarse_errors.py --setting split --history none
 """
 
 from __future__ import annotations
@@ -25,7 +29,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from finerank_spider import DEFAULT_DATA, build_production_path, load_spider, sample, union_library
+from finerank_spider import (
+    DEFAULT_DATA,
+    build_production_path,
+    load_spider,
+    sample,
+    split_library,
+    union_library,
+)
 
 
 def words(text: str) -> set[str]:
@@ -63,25 +74,48 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--setting", choices=["union", "split"], default="union")
     parser.add_argument(
-        "--fit-limit", type=int, default=1000, help="train requirements the coarse path fits on"
+        "--fit-limit", type=int, default=0, help="train requirements fitted on (0: union 1,000, split 1,200)"
     )
-    parser.add_argument("--eval-limit", type=int, default=300, help="requirements per split")
+    parser.add_argument(
+        "--eval-limit",
+        type=int,
+        default=0,
+        help="requirements per split (union; 0: 300) or business (split; 0: 100)",
+    )
     parser.add_argument("--history", choices=["train", "none"], default="train")
-    parser.add_argument("--splits", default="test,dev")
+    parser.add_argument("--splits", default="test,dev", help="the splits judged (union; split judges test)")
     args = parser.parse_args()
 
     started = time.perf_counter()
     print(f"load average at start: {os.getloadavg()}", flush=True)
-    assets, reqs = union_library(args.data)
+    union = args.setting == "union"
+    if union:
+        assets, reqs = union_library(args.data)
+        businesses: list[str] = []
+    else:
+        assets, reqs, businesses = split_library(args.data)
     raw = {a["asset_id"]: a for a in load_spider(args.data)[0]}
-    train = sample([r for r in reqs if r.split == "train"], args.fit_limit, 0)
+    train = sample([r for r in reqs if r.split == "train"], args.fit_limit or (1000 if union else 1200), 0)
     history = [r for r in reqs if r.split == "train"] if args.history == "train" else []
     candidates, info = build_production_path(assets, train, Path(tempfile.mkdtemp()), 0, history)
     print(f"coarse path built {info}", flush=True)
 
-    for split in args.splits.split(","):
-        evaluated = sample([r for r in reqs if r.split == split], args.eval_limit, 1)
+    limit = args.eval_limit or (300 if union else 100)
+    if union:
+        judged = {
+            split: sample([r for r in reqs if r.split == split], limit, 1) for split in args.splits.split(",")
+        }
+    else:  # as finerank_spider.py --setting split samples each business's test requirements
+        judged = {
+            "test": [
+                r
+                for b in businesses
+                for r in sample([r for r in reqs if r.business == b and r.split == "test"], limit, 1)
+            ]
+        }
+    for split, evaluated in judged.items():
         by_kind: collections.Counter[tuple[int, str]] = collections.Counter()
         counts: collections.Counter[str] = collections.Counter()
         f1_lost: collections.Counter[str] = collections.Counter()
@@ -91,6 +125,12 @@ def main() -> None:
             hit = len(gold & selected)
             f1 = 2 * hit / (len(gold) + len(selected)) if selected else 0.0
             what = kind(gold, selected)
+            if gold <= set(answer.ids[:3]):
+                counts["all gold in the top 3"] += 1
+            else:
+                top = answer.ids[0] if answer.ids else ""
+                where = "a gold table's" if database(top) in {database(a) for a in gold} else "another"
+                counts[f"not all gold in the top 3, top table from {where} database"] += 1
             by_kind[(len(gold), what)] += 1
             f1_lost[what] += 1 - f1
             counts["extra tables"] += len(selected - gold)

@@ -312,12 +312,13 @@ def holdout_starting_adapter(args: argparse.Namespace, config: RankerConfig) -> 
     return folder
 
 
-def run_split(args: argparse.Namespace, root: Path, results: dict[str, Any], table: list[str]) -> None:
-    raw_assets, raw_reqs = load_spider(args.data)
+def split_library(data: Path) -> tuple[list[TableAsset], list[Requirement], list[str]]:
+    """Spider's 140 training databases sorted by db_id and cut into 4 businesses (the split setting):
+    their tables, their labelled requirements (every split), the business names."""
+    raw_assets, raw_reqs = load_spider(data)
     train_dbs = sorted({r["business"] for r in raw_reqs if r["split"] == "train"})
     buckets = [train_dbs[i * len(train_dbs) // 4 : (i + 1) * len(train_dbs) // 4] for i in range(4)]
     business_of = {db: f"biz{i + 1}" for i, bucket in enumerate(buckets) for db in bucket}
-    businesses = sorted(set(business_of.values()))
     assets = [to_asset(a, business_of[a["database"]]) for a in raw_assets if a["database"] in business_of]
     reqs = [
         Requirement(
@@ -330,6 +331,11 @@ def run_split(args: argparse.Namespace, root: Path, results: dict[str, Any], tab
         for r in raw_reqs
         if r["business"] in business_of and r["gold_assets"]
     ]
+    return assets, reqs, sorted(set(business_of.values()))
+
+
+def run_split(args: argparse.Namespace, root: Path, results: dict[str, Any], table: list[str]) -> None:
+    assets, reqs, businesses = split_library(args.data)
     train = sample([r for r in reqs if r.split == "train"], args.fit_limit, 0)
     history = [r for r in reqs if r.split == "train"] if args.history == "train" else []
     candidates, info = build_production_path(assets, train, root / "split", args.seed, history)
