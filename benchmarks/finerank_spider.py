@@ -43,7 +43,7 @@ from assetmatch.lake.delta import Lake
 from assetmatch.matching.fine import FineCalibration
 from assetmatch.matching.matcher import Matcher
 from assetmatch.matching.selection import SetSelector
-from assetmatch.models import Column, Requirement, TableAsset
+from assetmatch.models import Column, ForeignKey, Requirement, TableAsset
 from assetmatch.ranking.candidates import CoarseCandidates
 from assetmatch.ranking.config import RankerConfig
 from assetmatch.ranking.finerank import LoraFineRanker, read_calibration
@@ -68,6 +68,9 @@ def load_spider(data: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]
 
 
 def to_asset(row: dict[str, Any], business: str) -> TableAsset:
+    """One benchmark table as the catalog source would ingest it, its foreign keys included: a
+    `[column, "table.column"]` pair points at that table of the same database (the graph recall
+    path, the FK closure of selection and the join context all read them)."""
     return TableAsset(
         asset_id=row["asset_id"],
         business=business,
@@ -78,7 +81,33 @@ def to_asset(row: dict[str, Any], business: str) -> TableAsset:
             Column(name=c["name"], type=c["type"], comment=c["comment"], primary_key=c["primary_key"])
             for c in row["columns"]
         ],
+        foreign_keys=[
+            ForeignKey(
+                columns=[column],
+                ref_asset_id=f"{row['database']}.{target.rsplit('.', 1)[0]}",
+                ref_columns=[target.rsplit(".", 1)[1]],
+            )
+            for column, target in row["foreign_keys"]
+        ],
     )
+
+
+def resolve_references(assets: list[TableAsset]) -> list[TableAsset]:
+    """Foreign keys pointed at their table's own asset id (Spider's references may differ in case
+    from the table's name: `college_1.course` is the asset `college_1.COURSE`)."""
+    ids = {a.asset_id.lower(): a.asset_id for a in assets}
+    return [
+        a.model_copy(
+            update={
+                "foreign_keys": [
+                    fk.model_copy(update={"ref_asset_id": ids[fk.ref_asset_id.lower()]})
+                    for fk in a.foreign_keys
+                    if fk.ref_asset_id.lower() in ids
+                ]
+            }
+        )
+        for a in assets
+    ]
 
 
 def sample(items: Sequence[Any], n: int, seed: int) -> list[Any]:
@@ -93,7 +122,7 @@ def sample(items: Sequence[Any], n: int, seed: int) -> list[Any]:
 def union_library(data: Path) -> tuple[list[TableAsset], list[Requirement]]:
     """Spider's tables and labelled requirements as one business ("library", the union setting)."""
     raw_assets, raw_reqs = load_spider(data)
-    assets = [to_asset(a, "library") for a in raw_assets]
+    assets = resolve_references([to_asset(a, "library") for a in raw_assets])
     reqs = [
         Requirement(
             id=r["id"], business="library", text=r["text"], gold_assets=r["gold_assets"], split=r["split"]
@@ -319,7 +348,9 @@ def split_library(data: Path) -> tuple[list[TableAsset], list[Requirement], list
     train_dbs = sorted({r["business"] for r in raw_reqs if r["split"] == "train"})
     buckets = [train_dbs[i * len(train_dbs) // 4 : (i + 1) * len(train_dbs) // 4] for i in range(4)]
     business_of = {db: f"biz{i + 1}" for i, bucket in enumerate(buckets) for db in bucket}
-    assets = [to_asset(a, business_of[a["database"]]) for a in raw_assets if a["database"] in business_of]
+    assets = resolve_references(
+        [to_asset(a, business_of[a["database"]]) for a in raw_assets if a["database"] in business_of]
+    )
     reqs = [
         Requirement(
             id=r["id"],
