@@ -27,12 +27,11 @@ import re
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
+from assetmatch.models import TableAsset
 from finerank_spider import (
     DEFAULT_DATA,
     build_production_path,
-    load_spider,
     sample,
     split_library,
     union_library,
@@ -43,11 +42,11 @@ def words(text: str) -> set[str]:
     return {w.lower() for w in re.findall(r"[A-Za-z]+", text)}
 
 
-def metadata_words(asset: dict[str, Any]) -> set[str]:
-    """The words of a table's name and its columns' names (the raw benchmark row)."""
-    found = words(asset["table"])
-    for column in asset["columns"]:
-        found |= words(column["name"] if isinstance(column, dict) else str(column))
+def metadata_words(asset: TableAsset) -> set[str]:
+    """The words of a table's name and its columns' names."""
+    found = words(asset.name)
+    for column in asset.columns:
+        found |= words(column.name)
     return found
 
 
@@ -96,7 +95,6 @@ def main() -> None:
         businesses: list[str] = []
     else:
         assets, reqs, businesses = split_library(args.data)
-    raw = {a["asset_id"]: a for a in load_spider(args.data)[0]}
     train = sample([r for r in reqs if r.split == "train"], args.fit_limit or (1000 if union else 1200), 0)
     history = [r for r in reqs if r.split == "train"] if args.history == "train" else []
     candidates, info = build_production_path(assets, train, Path(tempfile.mkdtemp()), 0, history)
@@ -147,7 +145,10 @@ def main() -> None:
                 )
                 counts[f"one-table, wrong table: {where}"] += 1
                 q = words(r.text)
-                ours, theirs = len(q & metadata_words(raw[want])), len(q & metadata_words(raw[got]))
+                ours, theirs = (
+                    len(q & metadata_words(candidates.assets[want])),
+                    len(q & metadata_words(candidates.assets[got])),
+                )
                 side = "gold" if ours > theirs else "chosen" if theirs > ours else "neither (tie)"
                 counts[f"one-table, wrong table: question's words favour {side}"] += 1
         n = len(evaluated)

@@ -37,13 +37,13 @@ from pathlib import Path
 from typing import Any
 
 from assetmatch.config import LakeConfig, RecallConfig, Settings
-from assetmatch.evaluation.harness import fit_matching
+from assetmatch.evaluation.harness import fit_matching, read_benchmark
 from assetmatch.lake import tables as T
 from assetmatch.lake.delta import Lake
 from assetmatch.matching.fine import FineCalibration
 from assetmatch.matching.matcher import Matcher
 from assetmatch.matching.selection import SetSelector
-from assetmatch.models import Column, ForeignKey, Requirement, TableAsset
+from assetmatch.models import Requirement, TableAsset
 from assetmatch.ranking.candidates import CoarseCandidates
 from assetmatch.ranking.config import RankerConfig
 from assetmatch.ranking.finerank import LoraFineRanker, read_calibration
@@ -67,49 +67,6 @@ def load_spider(data: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]
     return assets, reqs
 
 
-def to_asset(row: dict[str, Any], business: str) -> TableAsset:
-    """One benchmark table as the catalog source would ingest it, its foreign keys included: a
-    `[column, "table.column"]` pair points at that table of the same database (the graph recall
-    path, the FK closure of selection and the join context all read them)."""
-    return TableAsset(
-        asset_id=row["asset_id"],
-        business=business,
-        database=row["database"],
-        name=row["table"],
-        comment=row["table_comment"],
-        columns=[
-            Column(name=c["name"], type=c["type"], comment=c["comment"], primary_key=c["primary_key"])
-            for c in row["columns"]
-        ],
-        foreign_keys=[
-            ForeignKey(
-                columns=[column],
-                ref_asset_id=f"{row['database']}.{target.rsplit('.', 1)[0]}",
-                ref_columns=[target.rsplit(".", 1)[1]],
-            )
-            for column, target in row["foreign_keys"]
-        ],
-    )
-
-
-def resolve_references(assets: list[TableAsset]) -> list[TableAsset]:
-    """Foreign keys pointed at their table's own asset id (Spider's references may differ in case
-    from the table's name: `college_1.course` is the asset `college_1.COURSE`)."""
-    ids = {a.asset_id.lower(): a.asset_id for a in assets}
-    return [
-        a.model_copy(
-            update={
-                "foreign_keys": [
-                    fk.model_copy(update={"ref_asset_id": ids[fk.ref_asset_id.lower()]})
-                    for fk in a.foreign_keys
-                    if fk.ref_asset_id.lower() in ids
-                ]
-            }
-        )
-        for a in assets
-    ]
-
-
 def sample(items: Sequence[Any], n: int, seed: int) -> list[Any]:
     items = sorted(items, key=lambda r: r.id)
     return (
@@ -121,13 +78,12 @@ def sample(items: Sequence[Any], n: int, seed: int) -> list[Any]:
 
 def union_library(data: Path) -> tuple[list[TableAsset], list[Requirement]]:
     """Spider's tables and labelled requirements as one business ("library", the union setting)."""
-    raw_assets, raw_reqs = load_spider(data)
-    assets = resolve_references([to_asset(a, "library") for a in raw_assets])
+    assets, _ = read_benchmark(data, "union")  # the catalog source, as `assetmatch eval` reads them
     reqs = [
         Requirement(
             id=r["id"], business="library", text=r["text"], gold_assets=r["gold_assets"], split=r["split"]
         )
-        for r in raw_reqs
+        for r in load_spider(data)[1]
         if r["gold_assets"]
     ]
     return assets, reqs
@@ -344,13 +300,15 @@ def holdout_starting_adapter(args: argparse.Namespace, config: RankerConfig) -> 
 def split_library(data: Path) -> tuple[list[TableAsset], list[Requirement], list[str]]:
     """Spider's 140 training databases sorted by db_id and cut into 4 businesses (the split setting):
     their tables, their labelled requirements (every split), the business names."""
-    raw_assets, raw_reqs = load_spider(data)
+    raw_reqs = load_spider(data)[1]
     train_dbs = sorted({r["business"] for r in raw_reqs if r["split"] == "train"})
     buckets = [train_dbs[i * len(train_dbs) // 4 : (i + 1) * len(train_dbs) // 4] for i in range(4)]
     business_of = {db: f"biz{i + 1}" for i, bucket in enumerate(buckets) for db in bucket}
-    assets = resolve_references(
-        [to_asset(a, business_of[a["database"]]) for a in raw_assets if a["database"] in business_of]
-    )
+    assets = [
+        a.model_copy(update={"business": business_of[a.database]})
+        for a in read_benchmark(data, "union")[0]
+        if a.database in business_of
+    ]
     reqs = [
         Requirement(
             id=r["id"],

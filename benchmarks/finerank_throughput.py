@@ -2,7 +2,8 @@
 how far that is from a bare matrix-multiply roofline measured in the same run.
 
 - rows: synthetic requirements x synthetic tables, compressed to the token budget by the same
-  document builder serving uses, spread over 3 seeded adapters (mixed-adapter batches);
+  document builder serving uses, spread over 3 seeded adapters and scored as serving scores them
+  (one pass per adapter present in a batch, `serving.batch_mode: serial`);
 - throughput: `MultiAdapterScorer.score_rows` for each budget (--max-lengths) x micro-batch
   (--batches) x precision; plus, at the first budget and batch, int8 without length sorting and
   int8 on one thread;

@@ -64,8 +64,12 @@ def main() -> None:
         torch.set_num_threads(args.torch_threads)
     root = Path(tempfile.mkdtemp(prefix="multi-lora-"))
     names = [f"b{i}" for i in range(args.adapters)]
-    scorer = MultiAdapterScorer(
-        device=args.device, max_length=args.max_length, batch_size=args.batch_rows, quantize=args.quantize
+    scorer = MultiAdapterScorer(  # mixed: score_rows is the mixed pass (serving's default is serial)
+        device=args.device,
+        max_length=args.max_length,
+        batch_size=args.batch_rows,
+        mixed=True,
+        quantize=args.quantize,
     )
     for i, name in enumerate(names):
         scorer.load_adapter(name, untrained_adapter(root / name, seed=100 + i))

@@ -428,5 +428,9 @@ def cross_fitted(
 ) -> list[Ranked]:
     """Every requirement answered with the calibration fitted on the other folds
     (`cross_fitted_calibrations`): what the A/B gate judges."""
-    calibrations = cross_fitted_calibrations(judged, ctx, familiar, folds, seed, extra)
-    return [fine_ranked(j, c, ctx) for j, c in zip(judged, calibrations)]
+    return answered(judged, cross_fitted_calibrations(judged, ctx, familiar, folds, seed, extra), ctx)
+
+
+def answered(judged: Sequence[Judged], calibrations: Sequence[FineCalibration], ctx: Context) -> list[Ranked]:
+    """Each requirement answered with its own calibration (the one at the same position)."""
+    return [fine_ranked(j, c, ctx) for j, c in zip(judged, calibrations, strict=True)]

@@ -127,9 +127,9 @@ def test_what_training_reports_is_what_the_gate_judges(
     )
     assert len(fitted) == 1  # one set of fold calibrations answers both reports
     judged, ctx, calibrations = fitted[0]
-    challenger = ev.report("c", [ev.fine_ranked(j, c, ctx) for j, c in zip(judged, calibrations)])
+    challenger = ev.report("c", ev.answered(judged, calibrations, ctx))
     always = [replace(c, cascade=Cascade.always()) for c in calibrations]
-    always_fine = ev.report("a", [ev.fine_ranked(j, c, ctx) for j, c in zip(judged, always)])
+    always_fine = ev.report("a", ev.answered(judged, always, ctx))
     for name, expected in (("challenger", challenger), ("always_fine", always_fine)):
         assert result.reports[name].f1 == expected.f1
         assert result.reports[name].rr == expected.rr
