@@ -411,6 +411,12 @@ class MatchingConfig(_Strict):
         "model is also fitted on as if those tables had no usage history (a new database's requests), so "
         "it does not follow the usage path where the history does not cover the tables asked for.",
     )
+    second_stage: bool = Field(
+        default=True,
+        description="Also cross-validate a second coarse stage that reads the first stage's scores of the "
+        "candidate's database and foreign-key neighbours (`matching.fusion`); kept only when it ranks the "
+        "training requirements better.",
+    )
     selection_objective: SelectionObjective = Field(
         default=SELECTION_OBJECTIVES[0],
         description="What set-selection calibration maximises, for the coarse selection and every adapter's "

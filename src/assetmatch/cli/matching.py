@@ -49,6 +49,7 @@ def index_build(
 ) -> None:
     """Build every recall index from the lake and publish it as the current index."""
     from assetmatch.lake.delta import Lake
+    from assetmatch.matching.fit import coarse_model_name
     from assetmatch.matching.matcher import models_dir
     from assetmatch.pipeline import build_and_fit
     from assetmatch.recall.index import IndexSet
@@ -75,7 +76,7 @@ def index_build(
             )
         else:
             console.print(
-                f"coarse model {report.get('cv_chosen')} fitted on {report.get('n_labelled', 0)} labelled and "
+                f"coarse model {coarse_model_name(report)} fitted on {report.get('n_labelled', 0)} labelled and "
                 f"{report.get('n_synthetic', 0)} synthetic requirements ({report.get('trained_on')}) "
                 f"-> {models_dir(cfg)}"
             )

@@ -38,7 +38,7 @@ from assetmatch.evaluation import metrics as M
 from assetmatch.lake.delta import Lake
 from assetmatch.matching.fit import CALIBRATION_MAX as CALIBRATION_MAX  # re-exported for benchmarks
 from assetmatch.matching.fit import FitResult as FitResult
-from assetmatch.matching.fit import fit_matching, synthetic_requirements
+from assetmatch.matching.fit import coarse_model_name, fit_matching, synthetic_requirements
 from assetmatch.matching.fit import point_in_time_features as point_in_time_features
 from assetmatch.matching.fit import save_fit as save_fit
 from assetmatch.matching.fusion import (
@@ -265,7 +265,7 @@ def run_eval(options: EvalOptions, base_settings: Settings, progress: ProgressFn
             "fitted on %d train requirements in %.1fs: %s",
             len(train),
             timings["fit_s"],
-            fit.report.get("cv_chosen"),
+            coarse_model_name(fit.report),
         )
         matcher = Matcher(index, settings, coarse=fit.coarse, selector=SetSelector(fit.selection))
 

@@ -13,6 +13,7 @@ from rich.table import Table
 from assetmatch.config import Settings
 from assetmatch.evaluation.harness import EvalRun
 from assetmatch.evaluation.metrics import KS
+from assetmatch.matching.fit import coarse_model_name
 from assetmatch.tracking import prefect_run_tags
 
 EXPERIMENT = "assetmatch-eval"
@@ -87,7 +88,7 @@ def print_report(run: EvalRun, console: Console) -> None:
     console.print(lat)
     if run.fit.get("trained"):
         console.print(
-            f"coarse model: {run.fit['cv_chosen']} (CV all-gold@5 on train: "
+            f"coarse model: {coarse_model_name(run.fit)} (CV all-gold@5 on train: "
             + ", ".join(f"{k}={v:.3f}" for k, v in run.fit["cv_scores_all_gold_at_5"].items())
             + f"); fitted on {run.fit['n_train_requirements']} train requirements"
         )
@@ -162,7 +163,7 @@ def log_mlflow(run: EvalRun, settings: Settings, artifacts: dict[str, Path]) -> 
                 "limit": opts.limit,
                 "fit_on": opts.fit_on.name if opts.fit_on else "",
                 "fit_limit": opts.fit_limit,
-                "coarse_model": run.fit.get("cv_chosen", "rrf"),
+                "coarse_model": coarse_model_name(run.fit),
                 "n_requirements": run.n_requirements,
                 "index_version": run.index_manifest.get("version", ""),
             }

@@ -201,10 +201,17 @@ def fit_matching(
     ]
     n_gold_recalled = sum(int(g.labels.sum()) for g in groups[: len(recalled)])
     t0 = time.perf_counter()
-    model, oof = fit_learned_fusion(groups, builder.feature_names, seed=seed)
+    context = builder.context if settings.matching.second_stage else None
+    model, oof = fit_learned_fusion(groups, builder.feature_names, seed=seed, context=context)
     fit_s = time.perf_counter() - t0
     assert model.cv is not None
     log.info("coarse model chosen by CV: %s (%s) in %.1fs", model.cv.chosen, model.cv.scores, fit_s)
+    if model.cv.second_scores:
+        log.info(
+            "second stage: %s (%s)",
+            model.cv.second_chosen or "not kept (one stage ranks as well)",
+            model.cv.second_scores,
+        )
 
     examples = []
     oof_lists: dict[str, tuple[list[str], list[float]]] = {}
@@ -239,12 +246,22 @@ def fit_matching(
         "train_gold_recall": n_gold_recalled / max(sum(g.n_gold for g in groups[: len(recalled)]), 1),
         "cv_scores_all_gold_at_5": model.cv.scores,
         "cv_chosen": model.cv.chosen,
+        "cv_second_stage": model.cv.second_chosen,
+        "cv_second_stage_scores": model.cv.second_scores,
         "cv_folds": model.cv.folds,
         "fit_s": fit_s,
         "selection": calibration.__dict__,
         "calibrate_s": calibrate_s,
     }
     return FitResult(model, params, report, oof_lists)
+
+
+def coarse_model_name(report: Mapping[str, Any]) -> str:
+    """What a fit report says was fitted, in one phrase ("hgb_lr0.05_leaves31 + second stage logreg_C1.0";
+    "rrf" when nothing was)."""
+    name = str(report.get("cv_chosen") or "rrf")
+    second = report.get("cv_second_stage")
+    return f"{name} + second stage {second}" if second else name
 
 
 def save_fit(fit: FitResult, folder: Path) -> None:

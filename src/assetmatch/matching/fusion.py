@@ -18,10 +18,19 @@ Two rankers with one interface (`CoarseRanker.rank`):
   feature list so a loaded model always sees the columns it was trained on; a numpy copy of its
   predictor is saved beside it (`assetmatch.matching.predictor`) so that loading it to answer a
   requirement does not import scikit-learn.
+
+  An optional **second stage** reads the first stage's scores of the other candidates
+  (`FeatureBuilder.context`): is the candidate in the database of the best-scored table, a foreign-key
+  neighbour of the best two, a table that joins them, how strong its neighbours and its database are
+  by the first stage. The group features above count the recall paths' votes; these count the fitted
+  model's, so a table the request names no word of but that joins the two tables it does name rises
+  with them. It is fitted on the first stage's out-of-fold scores (stacking) and kept only when
+  grouped cross-validation ranks better with it (`fit_learned_fusion`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import math
@@ -118,6 +127,22 @@ class RRFRanker:
 
 # ---- features ------------------------------------------------------------------------------
 STORED_FEATURE_PREFIX = "fp_"  # columns that come from the FeatureProvider (Feast), not from recall
+
+# what the second stage reads beside the first stage's features (`FeatureBuilder.context`)
+CONTEXT_FEATURES = [
+    "first_score",
+    "first_score_norm",
+    "first_inv_rank",
+    "first_group_is_top",
+    "fk_to_first_top",
+    "fk_to_first_second",
+    "joins_first_top_two",
+    "fk_in_first_top3",
+    "neighbor_max_first_norm",
+    "neighbor_top2_first_norm",
+    "group_other_max_first_norm",
+    "group_first_share",
+]
 
 
 @functools.lru_cache(maxsize=4096)
@@ -291,6 +316,50 @@ class FeatureBuilder:
             self._degree[asset_id] = len(self.neighbors(asset_id))
         return self._degree[asset_id]
 
+    def context(self, asset_ids: Sequence[str], first: np.ndarray) -> np.ndarray:
+        """The second stage's extra columns (`CONTEXT_FEATURES`) for candidates whose first-stage scores
+        are `first` (same order): where each stands among the others by those scores, through its
+        database and its foreign keys. Shape (len(asset_ids), len(CONTEXT_FEATURES))."""
+        n = len(asset_ids)
+        out = np.zeros((n, len(CONTEXT_FEATURES)), dtype=np.float64)
+        if n == 0:
+            return out
+        first = np.asarray(first, dtype=np.float64)
+        best = max(float(first.max()), 1e-12)
+        total = float(first.sum()) or 1.0
+        order = np.argsort(-first, kind="stable")
+        rank = np.empty(n)
+        rank[order] = np.arange(1, n + 1)
+        position = {a: i for i, a in enumerate(asset_ids)}
+        groups = [self.group_of(a) for a in asset_ids]
+        in_group: dict[str, list[float]] = defaultdict(list)
+        for g, value in zip(groups, first):
+            in_group[g].append(float(value))
+        top = asset_ids[order[0]]
+        second = asset_ids[order[1]] if n > 1 else None
+        top3 = [asset_ids[j] for j in order[:3]]
+        near_top, near_second = set(self.neighbors(top)), set(self.neighbors(second)) if second else set()
+        for i, asset_id in enumerate(asset_ids):
+            neighbours = set(self.neighbors(asset_id))
+            linked = sorted((first[position[a]] for a in neighbours if a in position), reverse=True)
+            others = sorted(in_group[groups[i]], reverse=True)
+            others.remove(float(first[i]))  # the candidate itself
+            out[i] = [
+                first[i],
+                first[i] / best,
+                1.0 / rank[i],
+                float(groups[i] == groups[order[0]]),
+                float(asset_id in near_top),
+                float(asset_id in near_second),
+                float(asset_id not in (top, second) and asset_id in near_top and asset_id in near_second),
+                float(sum(1 for a in top3 if a != asset_id and a in neighbours)),
+                linked[0] / best if linked else 0.0,
+                sum(linked[:2]) / best,
+                (others[0] / best) if others else 0.0,
+                sum(in_group[groups[i]]) / total,
+            ]
+        return out
+
     def matrix(
         self,
         query: str,
@@ -461,6 +530,10 @@ class CVReport:
     n_requirements: int
     n_rows: int
     folds: int
+    second_scores: dict[str, float] = field(default_factory=dict)
+    """The second stage's candidates' scores (empty when none was cross-validated)."""
+    second_chosen: str | None = None
+    """The second stage kept, None when one stage ranked as well (or none was tried)."""
 
 
 class LearnedFusion:
@@ -475,10 +548,13 @@ class LearnedFusion:
         builder: FeatureBuilder | None = None,
         cv: CVReport | None = None,
         trained_on: str = "labelled",
+        second: Any | None = None,
     ) -> None:
         self.model = model
         """The fitted scikit-learn model, or its numpy predictor when loaded from one (both have
         `predict_proba`)."""
+        self.second = second
+        """The second stage (same kinds as `model`) over `feature_names` + `CONTEXT_FEATURES`, or None."""
         self.feature_names = feature_names
         self.builder = builder
         self.cv = cv
@@ -498,14 +574,27 @@ class LearnedFusion:
         return self
 
     def predict(self, features: np.ndarray) -> np.ndarray:
+        """The first stage's probabilities of `features` rows."""
         if features.shape[0] == 0:
             return np.zeros(0)
         return np.asarray(self.model.predict_proba(features)[:, 1], dtype=np.float64)
 
+    def scores(self, features: np.ndarray, asset_ids: Sequence[str]) -> np.ndarray:
+        """The coarse scores of one requirement's candidates (`features` rows, `asset_ids` same
+        order): the first stage's probabilities, then the second stage's when there is one."""
+        first = self.predict(features)
+        if self.second is None or features.shape[0] == 0:
+            return first
+        if self.builder is None:
+            raise RuntimeError("the second stage needs a FeatureBuilder: call bind(builder) first")
+        stacked = np.hstack([features, self.builder.context(asset_ids, first)])
+        return np.asarray(self.second.predict_proba(stacked)[:, 1], dtype=np.float64)
+
     def rank(self, query: str, candidates: Sequence[Candidate]) -> list[Candidate]:
         if self.builder is None:
             raise RuntimeError("LearnedFusion.rank needs a FeatureBuilder: call bind(builder) first")
-        probs = self.predict(self.builder.matrix(query, candidates))
+        features = self.builder.matrix(query, candidates)
+        probs = self.scores(features, [c.asset_id for c in candidates])
         for cand, prob in zip(candidates, probs):
             cand.score = float(prob)
         return sort_candidates(candidates)
@@ -523,6 +612,7 @@ class LearnedFusion:
             "feature_names": self.feature_names,
             "cv": self.cv,
             "trained_on": self.trained_on,
+            "second": self.second,
         }
         from assetmatch.matching.predictor import file_sha256
 
@@ -550,9 +640,11 @@ class LearnedFusion:
                 "n_requirements": self.cv.n_requirements,
                 "n_rows": self.cv.n_rows,
                 "folds": self.cv.folds,
+                "second_scores": self.cv.second_scores,
+                "second_chosen": self.cv.second_chosen,
             }
         meta = {"feature_names": self.feature_names, "cv": cv, "trained_on": self.trained_on}
-        return write_predictor(self.predictor_path(target), self.model, source_sha256, meta)
+        return write_predictor(self.predictor_path(target), self.model, source_sha256, meta, self.second)
 
     @classmethod
     def load(cls, path: str | Path) -> LearnedFusion:
@@ -564,13 +656,14 @@ class LearnedFusion:
         source = Path(path)
         found = read_predictor(cls.predictor_path(source), source)
         if found is not None:
-            predictor, header = found
+            predictor, second, header = found
             cv = header.get("cv")
             return cls(
                 predictor,
                 list(header["feature_names"]),
                 cv=CVReport(**cv) if cv is not None else None,
                 trained_on=str(header.get("trained_on", "labelled")),
+                second=second,
             )
         import io
 
@@ -585,6 +678,7 @@ class LearnedFusion:
             list(payload["feature_names"]),
             cv=payload.get("cv"),
             trained_on=payload.get("trained_on", "labelled"),
+            second=payload.get("second"),
         )
         try:
             fusion._write_predictor(source, bytes_sha256(raw))
@@ -599,13 +693,22 @@ def fit_learned_fusion(
     folds: int = 4,
     seed: int = 0,
     grid: Mapping[str, Any] | None = None,
+    context: Callable[[Sequence[str], np.ndarray], np.ndarray] | None = None,
 ) -> tuple[LearnedFusion, list[np.ndarray]]:
     """Choose a model by grouped k-fold CV on training requirements, refit it on all of them.
 
     Folds are grouped by the requirement's database, so the CV score measures what the benchmark's dev
     split asks for (databases never seen in training). The choice maximises mean all-gold@5.
-    Returns the fitted ranker and the chosen model's out-of-fold scores, one array per input group in
-    input order (empty for a requirement with no candidates), which set selection is calibrated on (in-sample probabilities would be over-confident).
+
+    With `context` (`FeatureBuilder.context`), a second stage is cross-validated on the same folds
+    over each requirement's features plus the context of the chosen first stage's out-of-fold scores
+    (stacking: the second stage learns from first-stage scores of requirements the first stage did
+    not see, as it meets them in serving), and kept when its CV score beats the first stage's by more
+    than half a requirement (`simplest_of_the_best`: one stage is the simpler model).
+
+    Returns the fitted ranker and the out-of-fold scores of what was kept, one array per input group
+    in input order (empty for a requirement with no candidates), which set selection is calibrated on
+    (in-sample probabilities would be over-confident).
     """
     from sklearn.model_selection import GroupKFold
 
@@ -625,7 +728,28 @@ def fit_learned_fusion(
         splits = [(group_idx[: len(usable) // 2], group_idx[len(usable) // 2 :])]
 
     with _threads_for(sum(len(g.labels) for g in usable)):
-        return _cross_validate(usable, groups, feature_names, models, splits, labels_all)
+        scores, oof = _cross_validate(usable, models, splits)
+        chosen = simplest_of_the_best(scores, len(usable))
+        final = _fit_all(models[chosen], usable, labels_all)
+        report = CVReport(scores, chosen, len(usable), int(labels_all.size), len(splits))
+        kept = oof[chosen]
+        second = None
+        if context is not None:
+            stacked = [
+                dataclasses.replace(g, features=np.hstack([g.features, context(g.asset_ids, p)]))
+                for g, p in zip(usable, kept)
+            ]
+            second_scores, second_oof = _cross_validate(stacked, models, splits)
+            report.second_scores = second_scores
+            candidates = {"one stage": scores[chosen], **second_scores}
+            pick = simplest_of_the_best(candidates, len(usable))
+            if pick != "one stage":
+                report.second_chosen = pick
+                second = _fit_all(models[pick], stacked, labels_all)
+                kept = second_oof[pick]
+    by_id = {g.requirement_id: p for g, p in zip(usable, kept)}
+    aligned = [by_id.get(g.requirement_id, np.zeros(len(g.labels))) for g in groups]
+    return LearnedFusion(final, feature_names, cv=report, second=second), aligned
 
 
 def cv_groups_of(groups: Sequence[TrainingGroup]) -> list[str]:
@@ -658,12 +782,10 @@ def _threads_for(n_rows: int) -> Iterator[None]:
 
 def _cross_validate(
     usable: Sequence[TrainingGroup],
-    groups: Sequence[TrainingGroup],
-    feature_names: list[str],
     models: Mapping[str, Any],
     splits: Sequence[tuple[np.ndarray, np.ndarray]],
-    labels_all: np.ndarray,
-) -> tuple[LearnedFusion, list[np.ndarray]]:
+) -> tuple[dict[str, float], dict[str, list[np.ndarray]]]:
+    """Each model's CV score (`group_ranking_score`) and out-of-fold scores, one array per group."""
     from sklearn.base import clone
 
     scores: dict[str, float] = {}
@@ -682,10 +804,10 @@ def _cross_validate(
         preds = [p if len(p) == len(g.labels) else np.zeros(len(g.labels)) for p, g in zip(preds, usable)]
         scores[name] = group_ranking_score(usable, preds)
         oof[name] = preds
-    chosen = simplest_of_the_best(scores, len(usable))
-    x_all = np.vstack([g.features for g in usable])
-    final = clone(models[chosen]).fit(x_all, labels_all)
-    report = CVReport(scores, chosen, len(usable), int(x_all.shape[0]), len(splits))
-    by_id = {g.requirement_id: p for g, p in zip(usable, oof[chosen])}
-    aligned = [by_id.get(g.requirement_id, np.zeros(len(g.labels))) for g in groups]
-    return LearnedFusion(final, feature_names, cv=report), aligned
+    return scores, oof
+
+
+def _fit_all(proto: Any, usable: Sequence[TrainingGroup], labels: np.ndarray) -> Any:
+    from sklearn.base import clone
+
+    return clone(proto).fit(np.vstack([g.features for g in usable]), labels)

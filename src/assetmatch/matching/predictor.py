@@ -12,9 +12,11 @@ the few arrays its `predict_proba` reads are written beside it (`coarse.npz`) an
 - `LogisticRegression`, alone or after a `StandardScaler` in a pipeline: (x - mean) / scale, then
   x @ coef.T + intercept and the sigmoid; non-finite input is refused as scikit-learn refuses it.
 
-Any other model is not exported (the joblib file is then the only one). The file is stamped with the
-joblib file's SHA-256: `read_predictor` returns None for a file that does not match (stale, from
-another model, or another format), and the caller unpickles the joblib model, the source of truth.
+A second stage (`fusion.LearnedFusion.second`) is written into the same file, its arrays' names
+prefixed. Any other model is not exported (the joblib file is then the only one). The file is
+stamped with the joblib file's SHA-256: `read_predictor` returns None for a file that does not
+match (stale, from another model, or another format), and the caller unpickles the joblib model,
+the source of truth.
 
 Hand-rolled on purpose: no maintained library evaluates these scikit-learn models without importing
 scikit-learn (ONNX runtimes would add a large dependency for a few dozen lines of numpy).
@@ -35,6 +37,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 FORMAT = "assetmatch-coarse-predictor/1"
+SECOND_PREFIX = "second."  # the second stage's arrays (`fusion.LearnedFusion.second`), beside the first's
 
 
 def file_sha256(path: Path) -> str:
@@ -202,45 +205,59 @@ def export_arrays(model: Any) -> tuple[str, dict[str, np.ndarray]] | None:
     return None
 
 
-def write_predictor(target: Path, model: Any, source_sha256: str, meta: dict[str, Any]) -> bool:
-    """Write the numpy predictor of `model` to `target`, stamped with the SHA-256 of the joblib bytes
-    `model` was saved as or read from (hashed by the caller from those very bytes, so a joblib file
-    replaced meanwhile never gets this stamp); remove `target` when the model cannot be exported.
-    Atomic; True if written."""
+def write_predictor(
+    target: Path, model: Any, source_sha256: str, meta: dict[str, Any], second: Any | None = None
+) -> bool:
+    """Write the numpy predictor of `model` (and of its second stage `second`, if any) to `target`,
+    stamped with the SHA-256 of the joblib bytes `model` was saved as or read from (hashed by the
+    caller from those very bytes, so a joblib file replaced meanwhile never gets this stamp); remove
+    `target` when a stage cannot be exported. Atomic; True if written."""
     exported = export_arrays(model)
-    if exported is None:
+    second_exported = export_arrays(second) if second is not None else None
+    if exported is None or (second is not None and second_exported is None):
         target.unlink(missing_ok=True)
         return False
     kind, arrays = exported
     header = {"format": FORMAT, "kind": kind, "source_sha256": source_sha256, **meta}
+    named: dict[str, Any] = dict(arrays)
+    if second_exported is not None:
+        header["second_kind"] = second_exported[0]
+        named.update({SECOND_PREFIX + name: value for name, value in second_exported[1].items()})
     tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
     try:
         with tmp.open("wb") as fh:
-            named: dict[str, Any] = {"header": np.array(json.dumps(header, ensure_ascii=False)), **arrays}
-            np.savez(fh, **named)
+            np.savez(fh, header=np.array(json.dumps(header, ensure_ascii=False)), **named)
         tmp.replace(target)
     finally:
         tmp.unlink(missing_ok=True)
     return True
 
 
-def read_predictor(
-    path: Path, source: Path
-) -> tuple[TreesPredictor | LinearPredictor, dict[str, Any]] | None:
-    """(predictor, header) from `path` if it exists and was written for `source` as it is now."""
+Predictor = TreesPredictor | LinearPredictor
+
+
+def read_predictor(path: Path, source: Path) -> tuple[Predictor, Predictor | None, dict[str, Any]] | None:
+    """(predictor, second-stage predictor or None, header) from `path` if it exists and was written
+    for `source` as it is now."""
     if not path.exists():
         return None
     try:
         with np.load(path, allow_pickle=False) as data:
             header = json.loads(str(data["header"]))
             arrays = {name: data[name] for name in data.files if name != "header"}
-        if header.get("format") != FORMAT or header.get("kind") not in PREDICTORS:
+        kinds = [header.get("kind"), header.get("second_kind", "trees")]
+        if header.get("format") != FORMAT or any(k not in PREDICTORS for k in kinds):
             log.info("%s has another format (%s): using %s", path, header.get("format"), source.name)
             return None
         if header.get("source_sha256") != file_sha256(source):
             log.info("%s was written for another %s: using the latter", path, source.name)
             return None
-        return PREDICTORS[header["kind"]](arrays), header
+        first = {n: v for n, v in arrays.items() if not n.startswith(SECOND_PREFIX)}
+        second = None
+        if "second_kind" in header:
+            stage = {n[len(SECOND_PREFIX) :]: v for n, v in arrays.items() if n.startswith(SECOND_PREFIX)}
+            second = PREDICTORS[header["second_kind"]](stage)
+        return PREDICTORS[header["kind"]](first), second, header
     except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as exc:
         log.info("%s unreadable (%s): using %s", path, exc, source.name)
         return None
