@@ -90,6 +90,12 @@ def print_report(run: EvalRun, console: Console) -> None:
         console.print(
             f"coarse model: {coarse_model_name(run.fit)} (CV all-gold@5 on train: "
             + ", ".join(f"{k}={v:.3f}" for k, v in run.fit["cv_scores_all_gold_at_5"].items())
+            + (
+                "; second stage: "
+                + ", ".join(f"{k}={v:.3f}" for k, v in run.fit["cv_second_stage_scores"].items())
+                if run.fit.get("cv_second_stage_scores")
+                else ""
+            )
             + f"); fitted on {run.fit['n_train_requirements']} train requirements"
         )
     else:

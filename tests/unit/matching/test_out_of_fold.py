@@ -55,6 +55,41 @@ def test_out_of_fold_scores_never_come_from_a_model_fitted_on_the_same_requireme
     assert np.all(model.predict(data[0].features) == 1.0)  # the final model did see them all
 
 
+def test_the_second_stage_is_cross_validated_out_of_fold_too() -> None:
+    """Its rows start with the first stage's (the requirement's number first), and when it is kept
+    the out-of-fold lists returned are its own, scored by second-stage models that never saw the
+    requirement either."""
+
+    class LastColumn(Recorder):
+        """Scores 1 the rows of requirements it was fitted on; unseen rows by their last column."""
+
+        def predict_proba(self, x: np.ndarray) -> np.ndarray:
+            seen = np.array([v in self.seen_ for v in x[:, 0]])
+            p = np.where(seen, 1.0, 0.5 + 0.05 * x[:, -1])
+            return np.column_stack([1 - p, p])
+
+    data = [  # eight candidates each, the gold one first (x = 0: one stage ranks it last)
+        TrainingGroup(
+            f"r{i}",
+            f"db{i % 4}",
+            np.column_stack([np.full(8, float(i)), np.arange(8.0)]),
+            np.array([1, 0, 0, 0, 0, 0, 0, 0]),
+            [f"t{j}" for j in range(8)],
+            1,
+        )
+        for i in range(12)
+    ]
+
+    def context(ids: Any, first: np.ndarray) -> np.ndarray:  # what puts the gold row first
+        return -np.arange(float(len(ids)))[:, None]
+
+    model, oof = fit_learned_fusion(data, ["req", "x"], grid={"last column": LastColumn()}, context=context)
+    assert model.cv is not None and model.cv.second_chosen == "last column" and model.second is not None
+    assert model.cv.scores["last column"] < 0.01 < 1.0 < model.cv.second_scores["last column"]
+    for scores in oof:  # the second stage's, never the 1.0 of a model that saw the requirement
+        np.testing.assert_allclose(scores, 0.5 - 0.05 * np.arange(8.0))
+
+
 ASSETS = [
     TableAsset(business="g", database="g", name=name, columns=[Column(name="id")])
     for name in ("users", "payments", "items")
