@@ -245,7 +245,7 @@ def read_predictor(path: Path, source: Path) -> tuple[Predictor, Predictor | Non
         with np.load(path, allow_pickle=False) as data:
             header = json.loads(str(data["header"]))
             arrays = {name: data[name] for name in data.files if name != "header"}
-        kinds = [header.get("kind"), header.get("second_kind", "trees")]
+        kinds = [header.get("kind"), *([header["second_kind"]] if "second_kind" in header else [])]
         if header.get("format") != FORMAT or any(k not in PREDICTORS for k in kinds):
             log.info("%s has another format (%s): using %s", path, header.get("format"), source.name)
             return None
