@@ -414,7 +414,7 @@ class MatchingConfig(_Strict):
     second_stage: bool = Field(
         default=True,
         description="Also cross-validate a second coarse stage that reads the first stage's scores of the "
-        "candidate's database and foreign-key neighbours (`matching.fusion`); kept only when it ranks the "
+        "candidate's database and join-graph neighbours (`matching.fusion`); kept only when it ranks the "
         "training requirements better.",
     )
     selection_objective: SelectionObjective = Field(

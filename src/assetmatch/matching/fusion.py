@@ -20,9 +20,9 @@ Two rankers with one interface (`CoarseRanker.rank`):
   requirement does not import scikit-learn.
 
   An optional **second stage** reads the first stage's scores of the other candidates
-  (`FeatureBuilder.context`): is the candidate in the database of the best-scored table, a foreign-key
-  neighbour of the best two, a table that joins them, how strong its neighbours and its database are
-  by the first stage. The group features above count the recall paths' votes; these count the fitted
+  (`FeatureBuilder.context`): is the candidate in the database of the best-scored table, a neighbour
+  of the best two in the join graph (foreign keys and co-usage), a table that joins them, how strong
+  its neighbours and its database are by the first stage. The group features above count the recall paths' votes; these count the fitted
   model's, so a table the request names no word of but that joins the two tables it does name rises
   with them. It is fitted on the first stage's out-of-fold scores (stacking) and kept only when
   grouped cross-validation ranks better with it (`fit_learned_fusion`).
@@ -134,10 +134,10 @@ CONTEXT_FEATURES = [
     "first_score_norm",
     "first_inv_rank",
     "first_group_is_top",
-    "fk_to_first_top",
-    "fk_to_first_second",
+    "linked_to_first_top",
+    "linked_to_first_second",
     "joins_first_top_two",
-    "fk_in_first_top3",
+    "linked_in_first_top3",
     "neighbor_max_first_norm",
     "neighbor_top2_first_norm",
     "group_other_max_first_norm",
@@ -193,7 +193,7 @@ class FeatureBuilder:
         self.paths = list(paths)
         self.feature_provider = feature_provider
         self._static: dict[str, _AssetStatic] = {}
-        self._degree: dict[str, int] = {}
+        self._linked: dict[str, frozenset[str]] = {}
         self._group_tokens: dict[str, frozenset[str]] | None = None
         self._databases: dict[tuple[str, str], tuple[tuple[str, str], ...]] | None = None
         self._databases_per_business: Counter[str] = Counter()  # built with _databases
@@ -311,15 +311,19 @@ class FeatureBuilder:
         """Share of the request's tokens that some table of the group contains."""
         return len(q_tokens & self.group_tokens(group)) / len(q_tokens) if q_tokens else 0.0
 
-    def _degree_of(self, asset_id: str) -> int:
-        if asset_id not in self._degree:
-            self._degree[asset_id] = len(self.neighbors(asset_id))
-        return self._degree[asset_id]
+    def linked(self, asset_id: str) -> frozenset[str]:
+        """The table's neighbours in the join graph (foreign keys and co-usage, `neighbors`), read
+        once per table: every request's feature rows ask for its candidates' neighbours twice."""
+        found = self._linked.get(asset_id)
+        if found is None:
+            found = self._linked[asset_id] = frozenset(self.neighbors(asset_id))
+        return found
 
     def context(self, asset_ids: Sequence[str], first: np.ndarray) -> np.ndarray:
         """The second stage's extra columns (`CONTEXT_FEATURES`) for candidates whose first-stage scores
         are `first` (same order): where each stands among the others by those scores, through its
-        database and its foreign keys. Shape (len(asset_ids), len(CONTEXT_FEATURES))."""
+        database and its neighbours in the join graph (`linked`: foreign keys and co-usage).
+        Shape (len(asset_ids), len(CONTEXT_FEATURES))."""
         n = len(asset_ids)
         out = np.zeros((n, len(CONTEXT_FEATURES)), dtype=np.float64)
         if n == 0:
@@ -330,20 +334,26 @@ class FeatureBuilder:
         order = np.argsort(-first, kind="stable")
         rank = np.empty(n)
         rank[order] = np.arange(1, n + 1)
-        position = {a: i for i, a in enumerate(asset_ids)}
+        score_of = dict(zip(asset_ids, first.tolist()))
         groups = [self.group_of(a) for a in asset_ids]
-        in_group: dict[str, list[float]] = defaultdict(list)
-        for g, value in zip(groups, first):
-            in_group[g].append(float(value))
+        members: dict[str, list[float]] = defaultdict(list)
+        for g, value in zip(groups, first.tolist()):
+            members[g].append(value)
+        top_two = {g: sorted(values, reverse=True)[:2] for g, values in members.items()}
+        group_sum = {g: sum(values) for g, values in members.items()}
         top = asset_ids[order[0]]
         second = asset_ids[order[1]] if n > 1 else None
         top3 = [asset_ids[j] for j in order[:3]]
-        near_top, near_second = set(self.neighbors(top)), set(self.neighbors(second)) if second else set()
+        near_top = self.linked(top)
+        near_second = self.linked(second) if second is not None else frozenset()
         for i, asset_id in enumerate(asset_ids):
-            neighbours = set(self.neighbors(asset_id))
-            linked = sorted((first[position[a]] for a in neighbours if a in position), reverse=True)
-            others = sorted(in_group[groups[i]], reverse=True)
-            others.remove(float(first[i]))  # the candidate itself
+            neighbours = self.linked(asset_id)
+            scored = sorted((score_of[a] for a in neighbours if a in score_of), reverse=True)
+            # the best other member of its database: the second best when it is the best itself
+            best_two = top_two[groups[i]]
+            other = best_two[1] if first[i] == best_two[0] and len(best_two) > 1 else best_two[0]
+            if len(members[groups[i]]) == 1:
+                other = 0.0
             out[i] = [
                 first[i],
                 first[i] / best,
@@ -353,10 +363,10 @@ class FeatureBuilder:
                 float(asset_id in near_second),
                 float(asset_id not in (top, second) and asset_id in near_top and asset_id in near_second),
                 float(sum(1 for a in top3 if a != asset_id and a in neighbours)),
-                linked[0] / best if linked else 0.0,
-                sum(linked[:2]) / best,
-                (others[0] / best) if others else 0.0,
-                sum(in_group[groups[i]]) / total,
+                scored[0] / best if scored else 0.0,
+                sum(scored[:2]) / best,
+                other / best,
+                group_sum[groups[i]] / total,
             ]
         return out
 
@@ -428,7 +438,7 @@ class FeatureBuilder:
                 len(q_tokens & (info.name_tokens | info.column_tokens)) / len(q_tokens) if q_tokens else 0.0
             )
             in_group = members[info.group]
-            neigh = [rrf_by_id[a] for a in self.neighbors(cand.asset_id) if a in rrf_by_id]
+            neigh = [rrf_by_id[a] for a in self.linked(cand.asset_id) if a in rrf_by_id]
             row += [
                 cand.rrf,
                 cand.rrf / rrf_max,
@@ -437,7 +447,7 @@ class FeatureBuilder:
                 overlap_name,
                 overlap_cols,
                 coverage,
-                float(self._degree_of(cand.asset_id)),
+                float(len(self.linked(cand.asset_id))),
                 float(group_order[info.group]),
                 float(group_order[info.group] == 1),
                 in_group[0] / rrf_max,

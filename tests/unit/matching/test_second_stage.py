@@ -42,8 +42,13 @@ def test_context_features_hand_checked() -> None:
     assert bridge["first_score_norm"] == pytest.approx(0.1 / 0.9)
     assert bridge["first_inv_rank"] == pytest.approx(1 / 4)
     assert bridge["first_group_is_top"] == 1.0
-    assert bridge["fk_to_first_top"] == bridge["fk_to_first_second"] == bridge["joins_first_top_two"] == 1.0
-    assert bridge["fk_in_first_top3"] == 2.0  # student and pets; orders (third) is not a neighbour
+    assert (
+        bridge["linked_to_first_top"]
+        == bridge["linked_to_first_second"]
+        == bridge["joins_first_top_two"]
+        == 1.0
+    )
+    assert bridge["linked_in_first_top3"] == 2.0  # student and pets; orders (third) is not a neighbour
     assert bridge["neighbor_max_first_norm"] == pytest.approx(1.0)
     assert bridge["neighbor_top2_first_norm"] == pytest.approx((0.9 + 0.6) / 0.9)
     assert bridge["group_other_max_first_norm"] == pytest.approx(1.0)
@@ -53,7 +58,7 @@ def test_context_features_hand_checked() -> None:
     assert top["group_other_max_first_norm"] == pytest.approx(0.6 / 0.9)
     orders = dict(zip(CONTEXT_FEATURES, rows[3]))
     assert orders["first_group_is_top"] == 0.0 and orders["group_other_max_first_norm"] == 0.0
-    assert orders["fk_to_first_top"] == orders["neighbor_max_first_norm"] == 0.0
+    assert orders["linked_to_first_top"] == orders["neighbor_max_first_norm"] == 0.0
     assert orders["group_first_share"] == pytest.approx(0.5 / 2.1)
     assert builder.context([], np.zeros(0)).shape == (0, len(CONTEXT_FEATURES))
 
