@@ -24,7 +24,6 @@ from pathlib import Path
 from assetmatch.evaluation.metrics import ranking_metrics, set_metrics
 from assetmatch.matching.fit import fit_matching
 from assetmatch.matching.matcher import Matcher
-from assetmatch.matching.selection import SetSelector
 from assetmatch.models import Requirement
 from finerank_spider import DEFAULT_DATA, build_index, sample, union_library
 
@@ -82,7 +81,7 @@ def main() -> None:
         matching = base.matching.model_copy(update={"cold_history_share": share})
         settings = base.model_copy(update={"matching": matching})
         fit = fit_matching(index, settings, train, seed=0)
-        matcher = Matcher(index, settings, coarse=fit.coarse, selector=SetSelector(fit.selection))
+        matcher = Matcher(index, settings, coarse=fit.coarse, selector=fit.selector())
         for split, questions in splits.items():
             m = judge(matcher, questions)
             print(

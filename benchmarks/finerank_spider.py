@@ -42,7 +42,6 @@ from assetmatch.lake import tables as T
 from assetmatch.lake.delta import Lake
 from assetmatch.matching.fine import FineCalibration
 from assetmatch.matching.matcher import Matcher
-from assetmatch.matching.selection import SetSelector
 from assetmatch.models import Requirement, TableAsset
 from assetmatch.ranking.candidates import CoarseCandidates
 from assetmatch.ranking.config import RankerConfig
@@ -124,11 +123,12 @@ def build_production_path(
     started = time.perf_counter()
     index, settings = build_index(assets, workdir, history)
     fit = fit_matching(index, settings, train, seed)
-    matcher = Matcher(index, settings, coarse=fit.coarse, selector=SetSelector(fit.selection))
+    matcher = Matcher(index, settings, coarse=fit.coarse, selector=fit.selector())
     info = {
         "coarse_fit_s": round(time.perf_counter() - started, 1),
         "cv_chosen": fit.report.get("cv_chosen"),
         "selection": fit.selection.model_dump(),
+        "set_model": fit.report.get("set_model"),
     }
     return CoarseCandidates(matcher, fit.oof), info
 

@@ -417,6 +417,12 @@ class MatchingConfig(_Strict):
         "candidate's database and join-graph neighbours (`matching.fusion`); kept only when it ranks the "
         "training requirements better.",
     )
+    set_model: bool = Field(
+        default=True,
+        description="Also fit a learned set selection that scores whole candidate sets of the top tables "
+        "(`matching.set_model`) over the calibrated rules; kept only when its database-grouped CV beats "
+        "the rules. Applies to the coarse answer (an adapter's answer uses its own calibrated rules).",
+    )
     selection_objective: SelectionObjective = Field(
         default=SELECTION_OBJECTIVES[0],
         description="What set-selection calibration maximises, for the coarse selection and every adapter's "

@@ -49,7 +49,7 @@ def index_build(
 ) -> None:
     """Build every recall index from the lake and publish it as the current index."""
     from assetmatch.lake.delta import Lake
-    from assetmatch.matching.fit import coarse_model_name
+    from assetmatch.matching.fit import coarse_model_name, selection_summary
     from assetmatch.matching.matcher import models_dir
     from assetmatch.pipeline import build_and_fit
     from assetmatch.recall.index import IndexSet
@@ -80,6 +80,7 @@ def index_build(
                 f"{report.get('n_synthetic', 0)} synthetic requirements ({report.get('trained_on')}) "
                 f"-> {models_dir(cfg)}"
             )
+            console.print(selection_summary(report))
 
 
 def match(

@@ -30,7 +30,7 @@ from assetmatch.demo.warehouse import DEFAULT_SEED, DemoPaths, build_demo, load_
 from assetmatch.evaluation import metrics as M
 from assetmatch.ingest import run_ingest
 from assetmatch.lake.delta import Lake
-from assetmatch.matching.fit import coarse_model_name
+from assetmatch.matching.fit import coarse_model_name, selection_summary
 from assetmatch.matching.matcher import Matcher
 from assetmatch.pipeline import build_and_fit  # what `assetmatch index build` and nightly run
 from assetmatch.registry.training import run_shared_training, run_training
@@ -177,7 +177,8 @@ def index(ctx: DemoContext) -> str:
     fit = manifest["fit"]
     return (
         f"index {manifest['id']} over {manifest['counts']['assets']} tables; coarse model "
-        f"{coarse_model_name(fit)} fitted on {fit.get('n_train_requirements', 0)} train requirements"
+        f"{coarse_model_name(fit)} fitted on {fit.get('n_train_requirements', 0)} train requirements; "
+        f"{selection_summary(fit)}"
     )
 
 

@@ -48,7 +48,6 @@ from assetmatch.matching.fusion import (
 from assetmatch.matching.matcher import Matcher
 from assetmatch.matching.selection import (
     ScoredTable,
-    SetSelector,
     top_k_selection,
 )
 from assetmatch.models import Requirement, TableAsset
@@ -267,7 +266,7 @@ def run_eval(options: EvalOptions, base_settings: Settings, progress: ProgressFn
             timings["fit_s"],
             coarse_model_name(fit.report),
         )
-        matcher = Matcher(index, settings, coarse=fit.coarse, selector=SetSelector(fit.selection))
+        matcher = Matcher(index, settings, coarse=fit.coarse, selector=fit.selector())
 
         t0 = time.perf_counter()
         rows, baseline_rows = _match_all(matcher, evaluated, progress)

@@ -13,7 +13,7 @@ from rich.table import Table
 from assetmatch.config import Settings
 from assetmatch.evaluation.harness import EvalRun
 from assetmatch.evaluation.metrics import KS
-from assetmatch.matching.fit import coarse_model_name
+from assetmatch.matching.fit import coarse_model_name, selection_summary
 from assetmatch.tracking import prefect_run_tags
 
 EXPERIMENT = "assetmatch-eval"
@@ -98,6 +98,7 @@ def print_report(run: EvalRun, console: Console) -> None:
             )
             + f"); fitted on {run.fit['n_train_requirements']} train requirements"
         )
+        console.print(selection_summary(run.fit))
     else:
         console.print("no train split: RRF fusion and untrained selection (top-1 + FK closure)")
 

@@ -29,9 +29,11 @@ from assetmatch.matching.matcher import COARSE_FILE, OOF_FILE, SELECTION_FILE, M
 from assetmatch.matching.selection import (
     CalibrationExample,
     SelectionParams,
+    SetSelector,
     calibrate,
     save_selection,
 )
+from assetmatch.matching.set_model import LearnedSetSelector, SetModel, fit_set_model
 from assetmatch.matching.synthetic import SynthesisOptions, is_synthetic, synthesize_requirements
 from assetmatch.models import GlossaryTerm, QueryLogEntry, Requirement
 from assetmatch.recall.index import IndexSet
@@ -51,6 +53,13 @@ class FitResult:
     oof: dict[str, tuple[list[str], list[float]]] = field(default_factory=dict)
     """Per training requirement (`ranking.candidates.text_key`), its coarse list ranked by the
     cross-validation model that did not see it: what fine rankers are trained and judged on."""
+    set_model: SetModel | None = None  # the learned set selection, when CV kept it
+
+    def selector(self) -> SetSelector:
+        """What selects the coarse answer's set: the set model over the rules, or the rules alone."""
+        if self.set_model is not None:
+            return LearnedSetSelector(self.selection, self.set_model)
+        return SetSelector(self.selection)
 
 
 def point_in_time_features(
@@ -235,6 +244,14 @@ def fit_matching(
         examples, index.neighbors, objective=settings.matching.selection_objective
     )
     calibrate_s = time.perf_counter() - t1
+    set_model, set_report = None, None
+    if settings.matching.set_model:
+        t2 = time.perf_counter()
+        set_model, set_report = fit_set_model(
+            examples, index.neighbors, params, builder.group_of, settings.matching.selection_objective
+        )
+        set_report["fit_s"] = round(time.perf_counter() - t2, 1)
+        log.info("set model %s: %s", "kept" if set_model else "not kept", set_report)
     assert model.cv is not None
     model.trained_on = trained_on
     report = {
@@ -252,8 +269,9 @@ def fit_matching(
         "fit_s": fit_s,
         "selection": calibration.__dict__,
         "calibrate_s": calibrate_s,
+        "set_model": set_report,
     }
-    return FitResult(model, params, report, oof_lists)
+    return FitResult(model, params, report, oof_lists, set_model)
 
 
 def coarse_model_name(report: Mapping[str, Any]) -> str:
@@ -264,10 +282,27 @@ def coarse_model_name(report: Mapping[str, Any]) -> str:
     return f"{name} + second stage {second}" if second else name
 
 
+def selection_summary(report: Mapping[str, Any]) -> str:
+    """What a fit report says selects the set, in one phrase (with the set model's CV against the rules)."""
+    got = report.get("set_model")
+    if not got:
+        return "set selection: calibrated rules"
+    if "cv_set_f1" not in got:
+        return f"set selection: calibrated rules (set model not fitted: {got.get('why')})"
+    scores = (
+        f"CV set F1 / exact {got['cv_set_f1']:.3f} / {got['cv_set_exact']:.3f}, "
+        f"rules {got['rules_set_f1']:.3f} / {got['rules_set_exact']:.3f}"
+    )
+    if got.get("kept"):
+        return f"set selection: learned set model ({scores})"
+    return f"set selection: calibrated rules (set model not kept: {scores})"
+
+
 def save_fit(fit: FitResult, folder: Path) -> None:
     """Publish the fitted coarse model and selection parameters where `Matcher.from_settings` finds them."""
     folder.mkdir(parents=True, exist_ok=True)
     if fit.coarse is not None:
         fit.coarse.save(folder / COARSE_FILE)
-    save_selection(fit.selection, None, folder / SELECTION_FILE)
+    set_model = fit.set_model.to_dict() if fit.set_model is not None else None
+    save_selection(fit.selection, None, folder / SELECTION_FILE, set_model)
     write_oof(fit.oof, folder / OOF_FILE)

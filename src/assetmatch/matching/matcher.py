@@ -35,7 +35,8 @@ from assetmatch.matching.fusion import (
     RRFRanker,
     collect_candidates,
 )
-from assetmatch.matching.selection import SetSelector, load_selection
+from assetmatch.matching.selection import SetSelector
+from assetmatch.matching.set_model import load_selector
 from assetmatch.matching.types import (
     FeatureProvider,
     FineRanker,
@@ -178,7 +179,7 @@ class Matcher:
         else:
             log.warning("no fitted coarse model in %s: using reciprocal-rank fusion", folder)
         if (folder / SELECTION_FILE).exists():
-            selector = SetSelector(load_selection(folder / SELECTION_FILE))
+            selector = load_selector(folder / SELECTION_FILE)
         return cls(index, settings, coarse, selector, feature_provider, fine_ranker)
 
     # ---- stages --------------------------------------------------------------------------------

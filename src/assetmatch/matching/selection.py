@@ -380,10 +380,20 @@ def calibrate(
     return best_params, report
 
 
-def save_selection(params: SelectionParams, report: CalibrationReport | None, path: str | Path) -> Path:
+def save_selection(
+    params: SelectionParams,
+    report: CalibrationReport | None,
+    path: str | Path,
+    set_model: Mapping[str, object] | None = None,
+) -> Path:
+    """Write the rules (and the learned set model's weights, `matching.set_model`, when one was kept)."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"params": params.model_dump(), "calibration": asdict(report) if report else None}
+    payload = {
+        "params": params.model_dump(),
+        "calibration": asdict(report) if report else None,
+        "set_model": dict(set_model) if set_model else None,
+    }
     tmp = target.with_suffix(target.suffix + ".tmp")
     tmp.write_text(json.dumps(payload, indent=2), encoding="utf-8")
     tmp.replace(target)

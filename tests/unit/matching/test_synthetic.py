@@ -12,7 +12,6 @@ from assetmatch.config import Settings
 from assetmatch.lake import Lake
 from assetmatch.matching.fit import blend, fit_matching, synthetic_requirements
 from assetmatch.matching.matcher import Matcher
-from assetmatch.matching.selection import SetSelector
 from assetmatch.matching.synthetic import SPLIT, SynthesisOptions, synthesize_requirements
 from assetmatch.models import Column, ForeignKey, GlossaryTerm, QueryLogEntry, Requirement, TableAsset
 
@@ -237,7 +236,7 @@ def test_with_no_labels_the_fit_is_synthetic_and_selection_returns_foreign_key_j
     fit = fit_matching(index, settings, [], synthetic=synthetic)  # type: ignore[arg-type]
     assert fit.report["trained_on"] == "synthetic" and fit.report["n_labelled"] == 0
     assert fit.oof == {}  # fine rankers never train on synthetic lists
-    matcher = Matcher(index, settings, coarse=fit.coarse, selector=SetSelector(fit.selection))  # type: ignore[arg-type]
+    matcher = Matcher(index, settings, coarse=fit.coarse, selector=fit.selector())  # type: ignore[arg-type]
     result = matcher.match("lib", "Show the full name of each customer and the quantity of their order")
     assert result.coarse_model == "synthetic"
     assert len(result.selected) >= 2

@@ -1,0 +1,168 @@
+"""The learned set selection: candidate sets, their features, the keep rule, and the published file."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from assetmatch.matching.selection import (
+    CalibrationExample,
+    ScoredTable,
+    SelectionParams,
+    SetSelector,
+    save_selection,
+    set_scores,
+)
+from assetmatch.matching.set_model import (
+    SET_FEATURES,
+    LearnedSetSelector,
+    SetModel,
+    candidate_sets,
+    fit_set_model,
+    load_selector,
+    set_features,
+)
+
+# db.a -- db.bridge -- db.b ; db.c alone
+EDGES = {"bridge": {"a", "b"}, "a": {"bridge"}, "b": {"bridge"}}
+
+
+def neighbors(asset_id: str) -> set[str]:
+    db, _, table = asset_id.partition(".")
+    return {f"{db}.{t}" for t in EDGES.get(table, set())}
+
+
+def group_of(asset_id: str) -> str:
+    return asset_id.partition(".")[0]
+
+
+def table(db: str, name: str, score: float, terms: set[str] | None = None) -> ScoredTable:
+    return ScoredTable(f"{db}.{name}", score, db, frozenset(terms or ()))
+
+
+def test_candidate_sets_stay_in_one_group() -> None:
+    top = [table("x", "a", 0.9), table("y", "b", 0.8), table("x", "c", 0.7)]
+    combos = candidate_sets(top, max_tables=4)
+    assert (0, 2) in combos and (0, 1) not in combos and (1, 2) not in combos
+    assert {len(c) for c in combos} == {1, 2}
+    assert candidate_sets(top, max_tables=1) == [(0,), (1,), (2,)]
+
+
+def test_set_features_by_hand() -> None:
+    top = [
+        table("d", "a", 0.9, {"name", "age"}),
+        table("d", "b", 0.6, {"pet"}),
+        table("d", "bridge", 0.5, {"age"}),
+        table("d", "c", 0.1),
+    ]
+    row = dict(zip(SET_FEATURES, set_features(top, (0, 1), {"d.a"}, neighbors)))
+    assert row["size"] == 2 and row["size_2"] and not row["size_1"]
+    assert row["has_top"] and row["is_prefix"] and row["worst_rank"] == 1
+    assert row["components"] == 2  # a and b join only through the bridge
+    assert row["terms_covered"] == 3 and row["terms_uncovered"] == 0 and row["term_coverage"] == 1
+    assert row["log_p_members"] == pytest.approx(np.log(0.9) + np.log(0.6))
+    assert row["max_p_other"] == pytest.approx(0.5) and row["p_margin"] == pytest.approx(0.1)
+    assert row["holds_rules_set"] and not row["is_rules_set"] and not row["within_rules_set"]
+    assert row["addable_others"] == 0  # the bridge joins a but adds no term a and b lack
+    bridged = dict(zip(SET_FEATURES, set_features(top, (0, 1, 2), {"d.a"}, neighbors)))
+    assert bridged["components"] == 1
+    assert bridged["members_without_own_terms"] == 1  # the bridge's "age" is a's too
+    assert bridged["bridges"] == 1 and bridged["no_new_terms_not_bridge"] == 0
+    assert bridged["no_new_terms"] == 1 and bridged["max_p_no_new_terms"] == pytest.approx(0.5)
+
+
+def top_is_a_decoy(n_databases: int = 12, per_database: int = 8, seed: int = 0) -> list[CalibrationExample]:
+    """Half the requests need the top table alone; in the other half the top table matches none of
+    the request's terms and the second one matches them all, and only the second is needed. Rules
+    always keep the top table; a set model that reads the terms can do better."""
+    rng = random.Random(seed)
+    examples = []
+    for d in range(n_databases):
+        db = f"db{d}"
+        for i in range(per_database):
+            s1, s2 = rng.uniform(0.55, 0.7), rng.uniform(0.4, 0.5)
+            if i % 2:
+                ranked = [table(db, "a", s1), table(db, "b", s2, {"pet"}), table(db, "c", 0.05)]
+                gold = {f"{db}.b"}
+            else:
+                ranked = [table(db, "a", s1, {"pet"}), table(db, "b", s2), table(db, "c", 0.05)]
+                gold = {f"{db}.a"}
+            examples.append(CalibrationExample(ranked, gold))
+    return examples
+
+
+def test_the_set_model_is_kept_when_it_beats_the_rules_and_round_trips(tmp_path: Path) -> None:
+    examples = top_is_a_decoy()
+    rules = SelectionParams(min_score=0.9, fk_closure=False)
+    model, report = fit_set_model(examples, neighbors, rules, group_of)
+    assert model is not None and report["kept"]
+    assert report["rules_set_exact"] == pytest.approx(0.5)
+    assert report["cv_set_exact"] > 0.9  # cross-validated by database: never judged on what it saw
+    selector = LearnedSetSelector(rules, model)
+    fresh = top_is_a_decoy(seed=1)
+    exact = np.mean(
+        [set_scores(selector.select(ex.ranked, neighbors).asset_ids, ex.gold).exact for ex in fresh]
+    )
+    assert exact > 0.9
+    answer = selector.select(fresh[1].ranked, neighbors)
+    assert answer.asset_ids == [f"{fresh[1].ranked[1].asset_id}"]
+    assert "set model" in answer.reasons[answer.asset_ids[0]]
+    # published beside the rules and read back by the Matcher's loader: the same answers
+    path = save_selection(rules, None, tmp_path / "selection.json", model.to_dict())
+    loaded = load_selector(path)
+    assert isinstance(loaded, LearnedSetSelector) and loaded.params == rules
+    for ex in fresh:
+        assert (
+            loaded.select(ex.ranked, neighbors).asset_ids == selector.select(ex.ranked, neighbors).asset_ids
+        )
+
+
+def test_the_rules_stay_when_the_set_model_adds_nothing(tmp_path: Path) -> None:
+    rng = random.Random(2)
+    examples = [
+        CalibrationExample(
+            [table(f"db{d}", "a", rng.uniform(0.6, 0.9)), table(f"db{d}", "b", rng.uniform(0.1, 0.3))],
+            {f"db{d}.a"},
+        )
+        for d in range(10)
+        for _ in range(4)
+    ]
+    rules = SelectionParams(min_score=0.5, fk_closure=False)
+    model, report = fit_set_model(examples, neighbors, rules, group_of)
+    assert model is None and not report["kept"] and "rules select as well" in report["why"]
+    path = save_selection(rules, None, tmp_path / "selection.json")
+    loaded = load_selector(path)
+    assert type(loaded) is SetSelector and loaded.params == rules
+
+
+def test_too_few_databases_to_cross_validate() -> None:
+    examples = top_is_a_decoy(n_databases=1)
+    model, report = fit_set_model(examples, neighbors, SelectionParams(), group_of)
+    assert model is None and "too few" in report["why"]
+
+
+def test_a_set_model_of_other_features_is_refused(tmp_path: Path) -> None:
+    model, _ = fit_set_model(top_is_a_decoy(), neighbors, SelectionParams(min_score=0.9), group_of)
+    assert model is not None
+    data = model.to_dict()
+    data["features"] = [*SET_FEATURES[:-1], "something_else"]
+    path = save_selection(SelectionParams(), None, tmp_path / "selection.json", data)
+    with pytest.raises(ValueError, match="refit the coarse model"):
+        load_selector(path)
+    data = json.loads(json.dumps(model.to_dict()))
+    data["w_f1"] = data["w_f1"][:-1]
+    data.pop("features")
+    with pytest.raises(ValueError, match="SET_FEATURES"):
+        SetModel.from_dict(data)
+
+
+def test_a_one_table_list_is_answered_by_the_rules() -> None:
+    model, _ = fit_set_model(top_is_a_decoy(), neighbors, SelectionParams(min_score=0.9), group_of)
+    assert model is not None
+    selector = LearnedSetSelector(SelectionParams(), model)
+    assert selector.select([table("d", "a", 0.2)], neighbors).asset_ids == ["d.a"]
+    assert selector.select([], neighbors).asset_ids == []
