@@ -12,7 +12,10 @@ set against its gold set:
   gold table's name and column names more, less or as much as the chosen table's (a tie means
   the metadata alone cannot tell the two apart: the question is ambiguous across databases);
 - requirements whose gold tables are not all in the coarse top 3, by whether the top table is from
-  a gold table's database or another one.
+  a gold table's database or another one;
+- the calibrated rules' sets beside the answer's (the learned set model's, when the fit kept one:
+  `matching.set_model`), on the same lists: set F1, exact, requirements each gets exactly right that
+  the other does not, and the time one selection takes.
 
     HF_HUB_OFFLINE=1 nice .venv/bin/python benchmarks/coarse_errors.py --history train
     HF_HUB_OFFLINE=1 nice .venv/bin/python benchmarks/coarse_errors.py --setting split --history none
@@ -24,11 +27,15 @@ import argparse
 import collections
 import os
 import re
+import statistics
 import tempfile
 import time
 from pathlib import Path
 
-from assetmatch.models import TableAsset
+from assetmatch.matching.fine import scored_tables
+from assetmatch.matching.selection import SetSelector, set_scores
+from assetmatch.models import Requirement, TableAsset
+from assetmatch.ranking.candidates import CoarseCandidates
 from finerank_spider import (
     DEFAULT_DATA,
     build_production_path,
@@ -66,6 +73,34 @@ def database(asset_id: str) -> str:
 
 def table(asset_id: str) -> str:
     return asset_id.rsplit(".", 1)[1]
+
+
+def compare_selection(
+    candidates: CoarseCandidates, evaluated: list[Requirement], selector: SetSelector, rules: SetSelector
+) -> str:
+    """The answer's selector against the calibrated rules alone, on the same coarse lists."""
+    scores: dict[str, list[tuple[float, float]]] = {"answer": [], "rules": []}
+    seconds: dict[str, list[float]] = {"answer": [], "rules": []}
+    for r in evaluated:
+        answer = candidates.coarse(r.business, r.text, 10)
+        ranked = scored_tables(answer.ids, answer.scores, candidates.group_of, answer.terms)
+        for name, sel in (("answer", selector), ("rules", rules)):
+            t0 = time.perf_counter()
+            chosen = sel.select(ranked, candidates.neighbors).asset_ids
+            seconds[name].append(time.perf_counter() - t0)
+            got = set_scores(chosen, r.gold_assets)
+            scores[name].append((got.f1, got.exact))
+    n = max(len(evaluated), 1)
+    gained = sum(a[1] > b[1] for a, b in zip(scores["answer"], scores["rules"]))
+    lost = sum(a[1] < b[1] for a, b in zip(scores["answer"], scores["rules"]))
+    return (
+        "\n".join(
+            f"- selection, {name}: set F1 {sum(f for f, _ in got) / n:.3f}, exact {sum(e for _, e in got) / n:.3f}, "
+            f"p50 {statistics.median(seconds[name]) * 1e6:.0f} us"
+            for name, got in scores.items()
+        )
+        + f"\n- exactly right by the answer's selector only: {gained}; by the rules only: {lost}"
+    )
 
 
 def main() -> None:
@@ -113,7 +148,11 @@ def main() -> None:
                 for r in sample([r for r in reqs if r.business == b and r.split == "test"], limit, 1)
             ]
         }
+    selector = candidates.matcher.selector
+    rules = SetSelector(selector.params)
+    print(f"set selection: {type(selector).__name__} ({info.get('set_model')})", flush=True)
     for split, evaluated in judged.items():
+        compared = compare_selection(candidates, evaluated, selector, rules)
         by_kind: collections.Counter[tuple[int, str]] = collections.Counter()
         counts: collections.Counter[str] = collections.Counter()
         f1_lost: collections.Counter[str] = collections.Counter()
@@ -161,6 +200,7 @@ def main() -> None:
         print("set F1 lost, by kind: " + ", ".join(f"{k} {v / n:.3f}" for k, v in f1_lost.most_common()))
         for name, value in sorted(counts.items()):
             print(f"- {name}: {value}")
+        print(compared)
     print(f"\ntotal {time.perf_counter() - started:.0f} s, load average at the end {os.getloadavg()}")
 
 

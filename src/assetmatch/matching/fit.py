@@ -223,6 +223,7 @@ def fit_matching(
         )
 
     examples = []
+    synthetic_flags = []
     oof_lists: dict[str, tuple[list[str], list[float]]] = {}
     depth = settings.recall.candidates
     for i, (grp, scores, (req, _)) in enumerate(zip(groups, oof, lists)):
@@ -232,13 +233,15 @@ def fit_matching(
             ids, scores[order].tolist(), builder.group_of, builder.request_terms(req.text, ids)
         )
         examples.append(CalibrationExample(ranked, set(req.gold_assets)))
+        synthetic_flags.append(is_synthetic(req))
         if is_synthetic(req) or i >= len(recalled):
             continue  # fine rankers train on labelled requirements only, as serving recalls them
         oof_lists[oof_key(req.business, req.text)] = (
             [t.asset_id for t in ranked[:depth]],
             [t.score for t in ranked[:depth]],
         )
-    examples = random.Random(seed).sample(examples, min(len(examples), CALIBRATION_MAX))
+    picked = random.Random(seed).sample(range(len(examples)), min(len(examples), CALIBRATION_MAX))
+    examples = [examples[i] for i in picked]
     t1 = time.perf_counter()
     params, calibration = calibrate(
         examples, index.neighbors, objective=settings.matching.selection_objective
@@ -247,8 +250,11 @@ def fit_matching(
     set_model, set_report = None, None
     if settings.matching.set_model:
         t2 = time.perf_counter()
+        # what real requests need together is what it learns: a synthetic requirement's set is
+        # whatever its template drew (one table, or a table and a neighbour)
+        labelled = [examples[j] for j, i in enumerate(picked) if not synthetic_flags[i]]
         set_model, set_report = fit_set_model(
-            examples, index.neighbors, params, builder.group_of, settings.matching.selection_objective
+            labelled, index.neighbors, params, builder.group_of, settings.matching.selection_objective
         )
         set_report["fit_s"] = round(time.perf_counter() - t2, 1)
         log.info("set model %s: %s", "kept" if set_model else "not kept", set_report)

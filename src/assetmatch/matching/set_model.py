@@ -17,9 +17,10 @@ decided one after the other, never as the pair they would be. The set model look
    P(exact) + expected F1 (the two terms of the `f1_exact` objective). Linear, so `assetmatch match`
    applies it with numpy alone: the weights are stored in `selection.json` beside the rules.
 
-`fit_set_model` fits both on the out-of-fold ranked lists the rules are calibrated on, and keeps the
-model only when its score, cross-validated with the folds grouped by database, beats the rules'
-*in-sample* score (which flatters the rules) by more than half a requirement. On 1,506 Spider `train`
+`fit_set_model` fits both on the out-of-fold ranked lists the rules are calibrated on (the labelled
+requirements' only: `matching.fit`), and keeps the model only when its score, cross-validated with
+the folds grouped by database, beats the rules' *in-sample* score (which flatters the rules) by more
+than half a requirement. On 1,506 Spider `train`
 lists (union of 876 tables, with usage history) it did: database-grouped CV set F1 / exact 0.729 / 0.615
 against the rules' 0.711 / 0.566 calibrated out of fold the same way (0.713 / 0.576 in sample).
 

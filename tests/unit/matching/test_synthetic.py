@@ -236,6 +236,8 @@ def test_with_no_labels_the_fit_is_synthetic_and_selection_returns_foreign_key_j
     fit = fit_matching(index, settings, [], synthetic=synthetic)  # type: ignore[arg-type]
     assert fit.report["trained_on"] == "synthetic" and fit.report["n_labelled"] == 0
     assert fit.oof == {}  # fine rankers never train on synthetic lists
+    # nor does the learned set selection: a synthetic requirement's set is what its template drew
+    assert fit.set_model is None and fit.report["set_model"]["n_requirements"] == 0
     matcher = Matcher(index, settings, coarse=fit.coarse, selector=fit.selector())  # type: ignore[arg-type]
     result = matcher.match("lib", "Show the full name of each customer and the quantity of their order")
     assert result.coarse_model == "synthetic"
