@@ -371,4 +371,10 @@ def load_selector(path: str | Path) -> SetSelector:
     """The published selection (`selection.json`): the rules, and the set model when one was kept."""
     params = load_selection(path)
     data = json.loads(Path(path).read_text(encoding="utf-8")).get("set_model")
-    return LearnedSetSelector(params, SetModel.from_dict(data)) if data else SetSelector(params)
+    if not data:
+        return SetSelector(params)
+    try:
+        model = SetModel.from_dict(data)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: the set model it holds cannot be read: {exc}") from exc
+    return LearnedSetSelector(params, model)

@@ -153,6 +153,10 @@ def test_a_set_model_of_other_features_is_refused(tmp_path: Path) -> None:
     path = save_selection(SelectionParams(), None, tmp_path / "selection.json", data)
     with pytest.raises(ValueError, match="refit the coarse model"):
         load_selector(path)
+    data = {**model.to_dict(), "unexpected": 1}
+    path = save_selection(SelectionParams(), None, tmp_path / "selection.json", data)
+    with pytest.raises(ValueError, match="selection.json: the set model it holds cannot be read"):
+        load_selector(path)
     data = json.loads(json.dumps(model.to_dict()))
     data["w_f1"] = data["w_f1"][:-1]
     data.pop("features")
