@@ -23,6 +23,7 @@ from assetmatch.matching.fusion import (
     LearnedFusion,
     TrainingGroup,
     collect_candidates,
+    cv_groups_of,
     fit_learned_fusion,
 )
 from assetmatch.matching.matcher import COARSE_FILE, OOF_FILE, SELECTION_FILE, Matcher, oof_key, write_oof
@@ -252,9 +253,13 @@ def fit_matching(
         t2 = time.perf_counter()
         # what real requests need together is what it learns: a synthetic requirement's set is
         # whatever its template drew (one table, or a table and a neighbour)
-        labelled = [examples[j] for j, i in enumerate(picked) if not synthetic_flags[i]]
+        labelled = [j for j, i in enumerate(picked) if not synthetic_flags[i]]
         set_model, set_report = fit_set_model(
-            labelled, index.neighbors, params, builder.group_of, settings.matching.selection_objective
+            [examples[j] for j in labelled],
+            index.neighbors,
+            params,
+            cv_groups_of([groups[picked[j]] for j in labelled]),
+            settings.matching.selection_objective,
         )
         set_report["fit_s"] = round(time.perf_counter() - t2, 1)
         log.info("set model %s: %s", "kept" if set_model else "not kept", set_report)

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -270,17 +270,22 @@ def fit_set_model(
     examples: Sequence[CalibrationExample],
     neighbors: Neighbors,
     params: SelectionParams,
-    group_of: Callable[[str], str],
+    cv_groups: Sequence[str],
     objective: SelectionObjective = SELECTION_OBJECTIVES[0],
     folds: int = 5,
 ) -> tuple[SetModel | None, dict[str, Any]]:
     """Fit the set model on `examples` (out-of-fold ranked lists with gold sets) and keep it when its
-    cross-validated score (folds grouped by the gold tables' database) beats the rules (`params`,
-    calibrated on all of `examples`) by more than half a requirement. Returns (model or None, report)."""
+    cross-validated score beats the rules (`params`, calibrated on all of `examples`) by more than
+    half a requirement. `cv_groups`: each example's cross-validation group, the coarse model's
+    (`fusion.cv_groups_of`: the database, or the request's text where all share one database).
+    Returns (model or None, report)."""
     from sklearn.linear_model import LogisticRegression, Ridge
     from sklearn.model_selection import GroupKFold
 
-    usable = [ex for ex in examples if len(ex.ranked) >= 2 and ex.gold]
+    if len(cv_groups) != len(examples):
+        raise ValueError(f"{len(examples)} examples but {len(cv_groups)} cross-validation groups")
+    kept = [i for i, ex in enumerate(examples) if len(ex.ranked) >= 2 and ex.gold]
+    usable = [examples[i] for i in kept]
     rules = SetSelector(params)
     neigh = _cached(neighbors)
     rows: list[list[float]] = []
@@ -302,10 +307,10 @@ def fit_set_model(
             owner.append(e)
     n = len(usable)
     report: dict[str, Any] = {"n_requirements": n, "kept": False}
-    databases = [group_of(min(ex.gold)) for ex in usable]
+    databases = [cv_groups[i] for i in kept]
     n_groups = len(set(databases))
     if n < 2 * folds or n_groups < 2:
-        report["why"] = f"too few requirements ({n}) or databases ({n_groups}) to cross-validate"
+        report["why"] = f"too few requirements ({n}) or groups of them ({n_groups}) to cross-validate"
         return None, report
     x = np.asarray(rows, dtype=float)
     f1 = np.asarray(f1s)

@@ -36,8 +36,9 @@ def neighbors(asset_id: str) -> set[str]:
     return {f"{db}.{t}" for t in EDGES.get(table, set())}
 
 
-def group_of(asset_id: str) -> str:
-    return asset_id.partition(".")[0]
+def databases(examples: list[CalibrationExample]) -> list[str]:
+    """Each example's cross-validation group: its gold tables' database."""
+    return [min(ex.gold).partition(".")[0] for ex in examples]
 
 
 def table(db: str, name: str, score: float, terms: set[str] | None = None) -> ScoredTable:
@@ -98,7 +99,7 @@ def top_is_a_decoy(n_databases: int = 12, per_database: int = 8, seed: int = 0) 
 def test_the_set_model_is_kept_when_it_beats_the_rules_and_round_trips(tmp_path: Path) -> None:
     examples = top_is_a_decoy()
     rules = SelectionParams(min_score=0.9, fk_closure=False)
-    model, report = fit_set_model(examples, neighbors, rules, group_of)
+    model, report = fit_set_model(examples, neighbors, rules, databases(examples))
     assert model is not None and report["kept"]
     assert report["rules_set_exact"] == pytest.approx(0.5)
     assert report["cv_set_exact"] > 0.9  # cross-validated by database: never judged on what it saw
@@ -132,7 +133,7 @@ def test_the_rules_stay_when_the_set_model_adds_nothing(tmp_path: Path) -> None:
         for _ in range(4)
     ]
     rules = SelectionParams(min_score=0.5, fk_closure=False)
-    model, report = fit_set_model(examples, neighbors, rules, group_of)
+    model, report = fit_set_model(examples, neighbors, rules, databases(examples))
     assert model is None and not report["kept"] and "rules select as well" in report["why"]
     path = save_selection(rules, None, tmp_path / "selection.json")
     loaded = load_selector(path)
@@ -141,12 +142,24 @@ def test_the_rules_stay_when_the_set_model_adds_nothing(tmp_path: Path) -> None:
 
 def test_too_few_databases_to_cross_validate() -> None:
     examples = top_is_a_decoy(n_databases=1)
-    model, report = fit_set_model(examples, neighbors, SelectionParams(), group_of)
+    model, report = fit_set_model(examples, neighbors, SelectionParams(), databases(examples))
     assert model is None and "too few" in report["why"]
 
 
+def test_one_database_is_cross_validated_by_request() -> None:
+    # what `fusion.cv_groups_of` gives when every requirement lives in one database: its text
+    examples = top_is_a_decoy(n_databases=1, per_database=96)
+    by_request = [f"request {i // 2}" for i in range(len(examples))]  # two copies of each request together
+    model, report = fit_set_model(examples, neighbors, SelectionParams(min_score=0.9), by_request)
+    assert model is not None and report["kept"] and report["folds"] == 5
+    with pytest.raises(ValueError, match="cross-validation groups"):
+        fit_set_model(examples, neighbors, SelectionParams(), by_request[:-1])
+
+
 def test_a_set_model_of_other_features_is_refused(tmp_path: Path) -> None:
-    model, _ = fit_set_model(top_is_a_decoy(), neighbors, SelectionParams(min_score=0.9), group_of)
+    model, _ = fit_set_model(
+        decoys := top_is_a_decoy(), neighbors, SelectionParams(min_score=0.9), databases(decoys)
+    )
     assert model is not None
     data = model.to_dict()
     data["features"] = [*SET_FEATURES[:-1], "something_else"]
@@ -155,7 +168,7 @@ def test_a_set_model_of_other_features_is_refused(tmp_path: Path) -> None:
         load_selector(path)
     data = {**model.to_dict(), "unexpected": 1}
     path = save_selection(SelectionParams(), None, tmp_path / "selection.json", data)
-    with pytest.raises(ValueError, match="selection.json: the set model it holds cannot be read"):
+    with pytest.raises(ValueError, match=r"selection\.json: the set model it holds cannot be read"):
         load_selector(path)
     data = json.loads(json.dumps(model.to_dict()))
     data["w_f1"] = data["w_f1"][:-1]
@@ -165,7 +178,9 @@ def test_a_set_model_of_other_features_is_refused(tmp_path: Path) -> None:
 
 
 def test_a_one_table_list_is_answered_by_the_rules() -> None:
-    model, _ = fit_set_model(top_is_a_decoy(), neighbors, SelectionParams(min_score=0.9), group_of)
+    model, _ = fit_set_model(
+        decoys := top_is_a_decoy(), neighbors, SelectionParams(min_score=0.9), databases(decoys)
+    )
     assert model is not None
     selector = LearnedSetSelector(SelectionParams(), model)
     assert selector.select([table("d", "a", 0.2)], neighbors).asset_ids == ["d.a"]
