@@ -286,6 +286,12 @@ def fit_set_model(
         raise ValueError(f"{len(examples)} examples but {len(cv_groups)} cross-validation groups")
     kept = [i for i, ex in enumerate(examples) if len(ex.ranked) >= 2 and ex.gold]
     usable = [examples[i] for i in kept]
+    groups = [cv_groups[i] for i in kept]
+    n, n_groups = len(usable), len(set(groups))
+    report: dict[str, Any] = {"n_requirements": n, "kept": False}
+    if n < 2 * folds or n_groups < 2:
+        report["why"] = f"too few requirements ({n}) or groups of them ({n_groups}) to cross-validate"
+        return None, report
     rules = SetSelector(params)
     neigh = _cached(neighbors)
     rows: list[list[float]] = []
@@ -305,13 +311,6 @@ def fit_set_model(
             f1s.append(scored.f1)
             exacts.append(scored.exact)
             owner.append(e)
-    n = len(usable)
-    report: dict[str, Any] = {"n_requirements": n, "kept": False}
-    databases = [cv_groups[i] for i in kept]
-    n_groups = len(set(databases))
-    if n < 2 * folds or n_groups < 2:
-        report["why"] = f"too few requirements ({n}) or groups of them ({n_groups}) to cross-validate"
-        return None, report
     x = np.asarray(rows, dtype=float)
     f1 = np.asarray(f1s)
     exact = np.asarray(exacts)
@@ -334,7 +333,7 @@ def fit_set_model(
         )  # fmt: skip
 
     cv_f1 = cv_exact = 0.0
-    splits = GroupKFold(n_splits=min(folds, n_groups)).split(np.arange(n), groups=databases)
+    splits = GroupKFold(n_splits=min(folds, n_groups)).split(np.arange(n), groups=groups)
     for train_idx, held_idx in splits:
         model = fit(np.isin(rows_of, train_idx))
         for e in held_idx:
