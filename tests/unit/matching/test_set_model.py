@@ -185,3 +185,27 @@ def test_a_one_table_list_is_answered_by_the_rules() -> None:
     selector = LearnedSetSelector(SelectionParams(), model)
     assert selector.select([table("d", "a", 0.2)], neighbors).asset_ids == ["d.a"]
     assert selector.select([], neighbors).asset_ids == []
+
+
+def test_a_fit_publishes_its_set_model_where_the_matcher_reads_it(tmp_path: Path) -> None:
+    from assetmatch.matching.fit import FitResult, save_fit, selection_summary
+    from assetmatch.matching.matcher import SELECTION_FILE
+
+    rules = SelectionParams(min_score=0.9, fk_closure=False)
+    decoys = top_is_a_decoy()
+    model, report = fit_set_model(decoys, neighbors, rules, databases(decoys))
+    assert model is not None
+    fit = FitResult(None, rules, {"set_model": report}, {}, model)
+    assert isinstance(fit.selector(), LearnedSetSelector)
+    assert type(FitResult(None, rules, {}).selector()) is SetSelector
+    save_fit(fit, tmp_path)
+    loaded = load_selector(tmp_path / SELECTION_FILE)
+    assert isinstance(loaded, LearnedSetSelector)
+    for ex in decoys[:10]:
+        assert (
+            loaded.select(ex.ranked, neighbors).asset_ids
+            == fit.selector().select(ex.ranked, neighbors).asset_ids
+        )
+    assert selection_summary(fit.report).startswith("set selection: learned set model (CV set F1 / exact")
+    assert "not kept" in selection_summary({"set_model": {**report, "kept": False}})
+    assert selection_summary({}) == "set selection: calibrated rules"
