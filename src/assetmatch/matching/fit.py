@@ -244,9 +244,7 @@ def fit_matching(
     picked = random.Random(seed).sample(range(len(examples)), min(len(examples), CALIBRATION_MAX))
     examples = [examples[i] for i in picked]
     t1 = time.perf_counter()
-    params, calibration = calibrate(
-        examples, index.neighbors, objective=settings.matching.selection_objective
-    )
+    params, calibration = calibrate(examples, builder.linked, objective=settings.matching.selection_objective)
     calibrate_s = time.perf_counter() - t1
     set_model, set_report = None, None
     if settings.matching.set_model:
@@ -256,7 +254,7 @@ def fit_matching(
         labelled = [j for j, i in enumerate(picked) if not synthetic_flags[i]]
         set_model, set_report = fit_set_model(
             [examples[j] for j in labelled],
-            index.neighbors,
+            builder.linked,
             params,
             cv_groups_of([groups[picked[j]] for j in labelled]),
             settings.matching.selection_objective,

@@ -313,7 +313,8 @@ class FeatureBuilder:
 
     def linked(self, asset_id: str) -> frozenset[str]:
         """The table's neighbours in the join graph (foreign keys and co-usage, `neighbors`), read
-        once per table: every request's feature rows ask for its candidates' neighbours twice."""
+        once per table: every request's feature rows ask for its candidates' neighbours twice, and
+        its set selection again (the Matcher hands selection this lookup)."""
         found = self._linked.get(asset_id)
         if found is None:
             found = self._linked[asset_id] = frozenset(self.neighbors(asset_id))

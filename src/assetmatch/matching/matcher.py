@@ -270,7 +270,7 @@ class Matcher:
 
         t2 = time.perf_counter()
         scored = scored_tables([c.asset_id for c in ranked], scores, self.builder.group_of, terms)
-        selection = selector.select(scored, self.index.neighbors)
+        selection = selector.select(scored, self.builder.linked)
         timings["select"] = (time.perf_counter() - t2) * 1000
 
         selected = set(selection.asset_ids)
@@ -309,7 +309,7 @@ class Matcher:
         window = scored_tables(
             [c.asset_id for c in ranked], [c.score for c in ranked], self.builder.group_of, terms
         )
-        selected = self.selector.select(window, self.index.neighbors).asset_ids
+        selected = self.selector.select(window, self.builder.linked).asset_ids
         return calibration.cascade.depth_for(
             [c.asset_id for c in ranked],
             [c.score for c in ranked],

@@ -104,42 +104,78 @@ def candidate_sets(top: Sequence[ScoredTable], max_tables: int = MAX_TABLES) -> 
     return found
 
 
-def _components(members: Sequence[ScoredTable], neighbors: Neighbors) -> int:
-    ids = [m.asset_id for m in members]
-    linked = {a: {b for b in ids if b != a and (b in neighbors(a) or a in neighbors(b))} for a in ids}
-    seen: set[str] = set()
+def _components(members: Sequence[int], linked: np.ndarray) -> int:
+    """Join-graph components among the positions `members` (`linked[i, j]`: j is i's neighbour)."""
+    seen: set[int] = set()
     count = 0
-    for start in ids:
+    for start in members:
         if start in seen:
             continue
         count += 1
         stack = [start]
         seen.add(start)
         while stack:
-            for other in linked[stack.pop()] - seen:
-                seen.add(other)
-                stack.append(other)
+            at = stack.pop()
+            for other in members:
+                if other not in seen and (linked[at, other] or linked[other, at]):
+                    seen.add(other)
+                    stack.append(other)
     return count
+
+
+@dataclass(frozen=True)
+class _ListState:
+    """What every candidate set of one list reads alike: computed once per list, not once per set."""
+
+    p: np.ndarray  # scores clipped to (0, 1)
+    request_terms: frozenset[str]  # the request terms some top table contains
+    linked: np.ndarray  # linked[i, j]: top[j] is a join-graph neighbour of top[i]
+
+    @classmethod
+    def of(cls, top: Sequence[ScoredTable], neighbors: Neighbors) -> _ListState:
+        ids = [t.asset_id for t in top]
+        linked = np.zeros((len(top), len(top)), dtype=bool)
+        for i, asset_id in enumerate(ids):
+            near = neighbors(asset_id)
+            linked[i] = [other in near for other in ids]
+        return cls(
+            np.clip(np.array([t.score for t in top], dtype=float), _EPS, 1 - _EPS),
+            frozenset().union(*(t.terms for t in top)),
+            linked,
+        )
 
 
 def set_features(
     top: Sequence[ScoredTable], combo: Sequence[int], rules_set: set[str], neighbors: Neighbors
 ) -> list[float]:
     """`SET_FEATURES` of the set `combo` (positions in `top`, ascending)."""
-    p = np.clip(np.array([t.score for t in top], dtype=float), _EPS, 1 - _EPS)
+    return _set_row(top, combo, rules_set, _ListState.of(top, neighbors))
+
+
+def features_of(
+    top: Sequence[ScoredTable], combos: Sequence[Sequence[int]], rules_set: set[str], neighbors: Neighbors
+) -> np.ndarray:
+    """`SET_FEATURES` of every set of `combos`, one row each (the list's neighbours read once)."""
+    state = _ListState.of(top, neighbors)
+    return np.array([_set_row(top, c, rules_set, state) for c in combos], dtype=float)
+
+
+def _set_row(
+    top: Sequence[ScoredTable], combo: Sequence[int], rules_set: set[str], state: _ListState
+) -> list[float]:
+    p, linked = state.p, state.linked
     inside = np.zeros(len(top), dtype=bool)
     inside[list(combo)] = True
     members = [top[i] for i in combo]
     ids = {m.asset_id for m in members}
-    request_terms = frozenset().union(*(t.terms for t in top))
     covered = frozenset().union(*(m.terms for m in members))
     own = []
     bridges = 0
-    for i, m in enumerate(members):
-        others = [o for j, o in enumerate(members) if j != i]
-        mine = m.terms - frozenset().union(*(o.terms for o in others))
+    for i in combo:
+        others = [j for j in combo if j != i]
+        mine = top[i].terms - frozenset().union(*(top[j].terms for j in others))
         own.append(len(mine))
-        if not mine and sum(o.asset_id in neighbors(m.asset_id) for o in others) >= 2:
+        if not mine and sum(bool(linked[i, j]) for j in others) >= 2:
             bridges += 1
     so_far: set[str] = set()
     no_new, p_no_new = 0, 0.0
@@ -152,10 +188,7 @@ def set_features(
     addable = sum(
         1
         for i, t in enumerate(top)
-        if not inside[i]
-        and t.group == group
-        and t.terms - covered
-        and any(m.asset_id in neighbors(t.asset_id) for m in members)
+        if not inside[i] and t.group == group and t.terms - covered and linked[i, list(combo)].any()
     )
     best_other = float(p[~inside].max()) if (~inside).any() else 0.0
     size = len(combo)
@@ -172,15 +205,15 @@ def set_features(
         max(combo),
         0 in combo,
         tuple(combo) == tuple(range(size)),
-        _components(members, neighbors),
+        _components(combo, linked),
         group == top[0].group,
-        len(covered) / max(len(request_terms), 1),
-        len(request_terms - covered),
+        len(covered) / max(len(state.request_terms), 1),
+        len(state.request_terms - covered),
         len(covered),
         sum(1 for n in own if n == 0),
         min(own),
         *(float(p[i]) if i < len(p) else 0.0 for i in range(3)),
-        len(request_terms),
+        len(state.request_terms),
         *(i in combo for i in range(DEPTH)),
         ids == rules_set,
         ids <= rules_set,
@@ -255,12 +288,11 @@ class LearnedSetSelector(SetSelector):
         top = list(ranked[: self.model.depth])
         combos = candidate_sets(top, self.model.max_tables)
         rules_set = set(rules.asset_ids)
-        features = np.array([set_features(top, c, rules_set, neigh) for c in combos], dtype=float)
-        scores = self.model.scores(features)
+        scores = self.model.scores(features_of(top, combos, rules_set, neigh))
         best = int(np.argmax(scores))  # ties: the first, i.e. the smaller set
         chosen = [top[i].asset_id for i in combos[best]]
         why = f"set model: best of {len(combos)} candidate sets (P(exact) + expected F1 {scores[best]:.2f})"
-        return Selection(chosen, {a: rules.reasons.get(a, why) if a in rules_set else why for a in chosen})
+        return Selection(chosen, {a: rules.reasons.get(a, why) for a in chosen})
 
 
 def _objective(f1: float, exact: float, objective: SelectionObjective) -> float:
@@ -294,28 +326,28 @@ def fit_set_model(
         report["why"] = f"too few requirements ({n}) or groups of them ({n_groups}) to cross-validate"
         return None, report
     rules = SetSelector(params)
-    neigh = _cached(neighbors)
-    rows: list[list[float]] = []
+    blocks: list[np.ndarray] = []
     f1s: list[float] = []
     exacts: list[float] = []
-    owner: list[int] = []
+    spans: list[tuple[int, int]] = []  # each example's rows
     rules_f1 = rules_exact = 0.0
-    for e, ex in enumerate(usable):
-        answer = set(rules.select(ex.ranked, neigh).asset_ids)
+    for ex in usable:
+        answer = set(rules.select(ex.ranked, neighbors).asset_ids)
         got = set_scores(answer, ex.gold)
         rules_f1 += got.f1
         rules_exact += got.exact
         top = ex.ranked[:DEPTH]
-        for combo in candidate_sets(top):
-            rows.append(set_features(top, combo, answer, neigh))
+        combos = candidate_sets(top)
+        blocks.append(features_of(top, combos, answer, neighbors))
+        for combo in combos:
             scored = set_scores([top[i].asset_id for i in combo], ex.gold)
             f1s.append(scored.f1)
             exacts.append(scored.exact)
-            owner.append(e)
-    x = np.asarray(rows, dtype=float)
+        spans.append((len(f1s) - len(combos), len(f1s)))
+    x = np.vstack(blocks)
     f1 = np.asarray(f1s)
     exact = np.asarray(exacts)
-    rows_of = np.asarray(owner)
+    rows_of = np.repeat(np.arange(n), [end - start for start, end in spans])
 
     def fit(mask: np.ndarray) -> SetModel:
         mean = x[mask].mean(axis=0)
@@ -338,8 +370,8 @@ def fit_set_model(
     for train_idx, held_idx in splits:
         model = fit(np.isin(rows_of, train_idx))
         for e in held_idx:
-            mine = np.flatnonzero(rows_of == e)
-            pick = mine[int(np.argmax(model.scores(x[mine])))]
+            start, end = spans[e]
+            pick = start + int(np.argmax(model.scores(x[start:end])))
             cv_f1 += f1[pick]
             cv_exact += exact[pick]
     report.update(
@@ -357,19 +389,6 @@ def fit_set_model(
     report["kept"] = True
     model.cv = dict(report)
     return model, report
-
-
-def _cached(neighbors: Neighbors) -> Neighbors:
-    """Every candidate set asks for the same tables' joins again: read each once (as sets)."""
-    memo: dict[str, set[str]] = {}
-
-    def lookup(asset_id: str) -> set[str]:
-        found = memo.get(asset_id)
-        if found is None:
-            found = memo[asset_id] = set(neighbors(asset_id))
-        return found
-
-    return lookup
 
 
 def load_selector(path: str | Path) -> SetSelector:

@@ -122,7 +122,7 @@ class CoarseCandidates:
         return cls(Matcher.from_settings(settings), read_oof(settings))
 
     def neighbors(self, asset_id: str) -> Collection[str]:
-        return self.matcher.index.neighbors(asset_id)
+        return self.matcher.builder.linked(asset_id)
 
     def group_of(self, asset_id: str) -> str:
         return self.matcher.builder.group_of(asset_id)
