@@ -48,6 +48,7 @@ from assetmatch.ranking.config import RankerConfig
 from assetmatch.ranking.finerank import LoraFineRanker, read_calibration
 from assetmatch.recall.index import IndexSet
 from assetmatch.registry.promotion import GateConfig, choose_arm
+from assetmatch.text import same_query_key
 from assetmatch.training import augment
 from assetmatch.training import evaluate as ev
 from assetmatch.training.pairs import LabelledRequirement, TrainingData, split_holdout
@@ -80,7 +81,12 @@ def union_library(data: Path) -> tuple[list[TableAsset], list[Requirement]]:
     assets, _ = read_benchmark(data, "union")  # the catalog source, as `assetmatch eval` reads them
     reqs = [
         Requirement(
-            id=r["id"], business="library", text=r["text"], gold_assets=r["gold_assets"], split=r["split"]
+            id=r["id"],
+            business="library",
+            text=r["text"],
+            gold_assets=r["gold_assets"],
+            split=r["split"],
+            sql=r.get("sql"),  # paraphrases of one query are one request (`text.same_query_key`)
         )
         for r in load_spider(data)[1]
         if r["gold_assets"]
@@ -145,7 +151,7 @@ def fit_summary(result: TrainResult, started: float) -> dict[str, Any]:
 
 
 def labelled(r: Requirement) -> LabelledRequirement:
-    return LabelledRequirement(r.id, r.business, r.text, tuple(r.gold_assets))
+    return LabelledRequirement(r.id, r.business, r.text, tuple(r.gold_assets), query=same_query_key(r.sql))
 
 
 def evaluate(
@@ -268,16 +274,17 @@ def starting_from(args: argparse.Namespace, config: RankerConfig) -> Path | None
 def holdout_starting_adapter(args: argparse.Namespace, config: RankerConfig) -> Path:
     """A starting adapter pre-trained as the packaged one was (`assetmatch models pretrain`, 1,200
     steps on Spider `train`), but without the questions this benchmark holds out for calibration and
-    the gate (`config.validation_fraction`, by text: `training.pairs.split_holdout`) and without
+    the gate (`config.validation_fraction`, by query or text: `training.pairs.split_holdout`) and without
     LoRA dropout: the honest start for a benchmark (~12 min on 2 cores). Built once in
     `--cache`, reused while its provenance says it was built that way for this base."""
-    from assetmatch.training.starting import PACKAGED_DIR, PROVENANCE_FILE, pretrain
+    from assetmatch.training.starting import HOLDOUT_KEY, PACKAGED_DIR, PROVENANCE_FILE, pretrain
 
     folder = args.cache / f"starting-holdout-{config.validation_fraction}"
     provenance = folder / PROVENANCE_FILE
     if provenance.exists():
         built = json.loads(provenance.read_text(encoding="utf-8"))
-        if built.get("held_out") == config.validation_fraction and built.get("base") == config.base:
+        same = (built.get("held_out"), built.get("held_out_by"), built.get("base"))
+        if same == (config.validation_fraction, HOLDOUT_KEY, config.base):
             print(f"starting adapter: {folder} (held out {config.validation_fraction})", flush=True)
             return folder
     # the packaged adapter's own settings and step count: pre-trained as it was, less the held-out
@@ -316,6 +323,7 @@ def split_library(data: Path) -> tuple[list[TableAsset], list[Requirement], list
             text=r["text"],
             gold_assets=r["gold_assets"],
             split=r["split"],
+            sql=r.get("sql"),
         )
         for r in raw_reqs
         if r["business"] in business_of and r["gold_assets"]

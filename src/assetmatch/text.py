@@ -25,8 +25,18 @@ def normalize_text(value: str | None) -> str:
 def same_request_key(value: str | None) -> str:
     """The key under which two requirement texts are the same request: they differ at most in case and
     spacing. Copies of one request stay on one side of a holdout split, are deduplicated, and are left
-    out of the usage vote when that request is fitted on or judged (a paraphrase is another request)."""
+    out of the usage vote when that request is fitted on or judged. A paraphrase is the same request
+    only where both name the query that answered them (`same_query_key`)."""
     return " ".join((value or "").lower().split())
+
+
+def same_query_key(sql: str | None) -> str:
+    """The key under which two queries are the same query: their SQL differs at most in case and
+    spacing. Requirements answered by the same query are paraphrases of one request (Spider writes
+    two or more questions per query, and its held-out questions never share a query with a training
+    one): they stay on one side of a holdout split, and none of them votes for another in the usage
+    path while it is fitted on or judged, or the fit learns from twins that a new request never has."""
+    return same_request_key(sql)
 
 
 def has_broken_encoding(value: str | None) -> bool:

@@ -38,6 +38,7 @@ from assetmatch.matching.set_model import LearnedSetSelector, SetModel, fit_set_
 from assetmatch.matching.synthetic import SynthesisOptions, is_synthetic, synthesize_requirements
 from assetmatch.models import GlossaryTerm, QueryLogEntry, Requirement
 from assetmatch.recall.index import IndexSet
+from assetmatch.text import same_query_key
 from assetmatch.types import FeatureProvider, Hit
 
 log = logging.getLogger(__name__)
@@ -145,6 +146,7 @@ def training_group(
         [c.asset_id for c in cands],
         len(gold),
         req.text,
+        same_query_key(req.sql),
     )
 
 

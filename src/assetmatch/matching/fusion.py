@@ -484,7 +484,8 @@ class TrainingGroup:
     labels: np.ndarray  # 1 = gold table
     asset_ids: list[str]
     n_gold: int  # gold tables of the requirement, recalled or not
-    text: str = ""  # the requirement (its paraphrases share a cross-validation group when grouped by text)
+    text: str = ""  # the requirement (copies of one text share a cross-validation group by request)
+    query: str = ""  # the query that answered it (`text.same_query_key`): its paraphrases share one too
 
 
 def _model_grid(seed: int) -> dict[str, Any]:
@@ -765,7 +766,7 @@ def fit_learned_fusion(
 
 def cv_groups_of(groups: Sequence[TrainingGroup]) -> list[str]:
     """Cross-validation groups: the requirements' databases when there are at least two, else the
-    requirements themselves (paraphrases of one text together).
+    requirements themselves (copies of one text together, and the paraphrases of one query).
 
     With one database (a single-warehouse business, or businesses whose databases share one name)
     there is no database to hold out; every requirement must still be scored by a model that never
@@ -774,7 +775,7 @@ def cv_groups_of(groups: Sequence[TrainingGroup]) -> list[str]:
     databases = [g.group for g in groups]
     if len(set(databases)) >= 2:
         return databases
-    return [same_request_key(g.text) or g.requirement_id for g in groups]
+    return [f"query:{g.query}" if g.query else same_request_key(g.text) or g.requirement_id for g in groups]
 
 
 @contextmanager

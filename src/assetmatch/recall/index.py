@@ -78,7 +78,7 @@ from assetmatch.recall.paths import QUERY_PATHS, Query, top_rows
 from assetmatch.recall.shards import link_shard, shard_folder_name
 from assetmatch.recall.tokenize import gloss_sentence, has_cjk, tokenize, weighted_gloss_tokens
 from assetmatch.recall.vector_cache import VectorCache, text_key
-from assetmatch.text import normalize_text, same_request_key
+from assetmatch.text import normalize_text, same_query_key, same_request_key
 from assetmatch.types import Hit
 
 COLD_GRAPHS_CACHED = 64  # join graphs without one database's co-usage kept by `_graph_without`
@@ -112,6 +112,7 @@ class PastRequirement:
     text: str
     rows: list[int]  # asset rows it used (live assets only)
     origin: str  # "query_log" | "requirements"
+    query: str = ""  # the query that answered it (`text.same_query_key` of its SQL), "" when unknown
 
 
 @dataclass
@@ -296,9 +297,23 @@ class IndexSet:
             out[same_request_key(past.text)].append(i)
         return dict(out)
 
-    def past_rows_with_text(self, text: str) -> list[int]:
-        """The past requests (rows of `past`) whose text is `text`, as `text.same_request_key` compares."""
-        return self._past_by_text.get(same_request_key(normalize_text(text)), [])
+    @cached_property
+    def _past_by_query(self) -> dict[tuple[str, tuple[int, ...]], list[int]]:
+        out: dict[tuple[str, tuple[int, ...]], list[int]] = defaultdict(list)
+        for i, past in enumerate(self.past):
+            if past.query:
+                out[_query_key(past)].append(i)
+        return dict(out)
+
+    def past_rows_of_request(self, text: str) -> list[int]:
+        """The past requests (rows of `past`) that are the request `text`: those with its text (as
+        `text.same_request_key` compares) and their paraphrases, the past requests of the same business
+        answered by the same query over the same tables (`text.same_query_key`)."""
+        rows = self._past_by_text.get(same_request_key(normalize_text(text)), [])
+        queries = {_query_key(self.past[i]) for i in rows if self.past[i].query}
+        if not queries:
+            return rows
+        return sorted({*rows, *(j for key in queries for j in self._past_by_query[key])})
 
     @cached_property
     def _past_by_row(self) -> dict[int, list[int]]:
@@ -610,7 +625,7 @@ class IndexSet:
         paths: which paths to run (default: the configured ones); "graph" is answered by `expand`, which
         needs seed scores (e.g. the fused output of these paths). Paths that find nothing give [].
         leave_own_out: `text` is a labelled requirement being fitted on or judged: the past requests
-        with the same text (`past_rows_with_text`) do not vote in the usage path.
+        with the same text and their paraphrases (`past_rows_of_request`) do not vote in the usage path.
         unused_tables: tables taken as never used before: the past requests that used any of them do not
         vote in the usage path (`matching.fit` sees requirements as a new database's would).
         """
@@ -968,6 +983,13 @@ def _previous_shards(root: Path, mid: str) -> tuple[dict[str, ShardInfo], Path |
     return shards, current / "dense"
 
 
+def _query_key(past: PastRequirement) -> tuple[str, tuple[int, ...]]:
+    """Past requests with this key were answered by the same query (SQL) over the same tables: one
+    request in other words. The tables count too: a union of databases holds the same SQL text over
+    another database's namesake tables, and that is another request."""
+    return past.query, tuple(sorted(past.rows))
+
+
 def _past_requirements(
     logged: Sequence[Any],
     train: Sequence[Any],
@@ -987,13 +1009,15 @@ def _past_requirements(
         if q.requirement and q.requirement.strip():
             rows = [row_of[t] for t in dict.fromkeys(q.tables) if business_of(t) == q.business]
             if rows:
-                out.append(PastRequirement(q.business, normalize_text(q.requirement), rows, "query_log"))
+                text = normalize_text(q.requirement)
+                out.append(PastRequirement(q.business, text, rows, "query_log", same_query_key(q.sql)))
     for r in train:
         if r.split != "train":  # read with split="train" already; kept as a guard against leakage
             continue
         rows = [row_of[t] for t in dict.fromkeys(r.gold_assets) if business_of(t) == r.business]
         if rows and r.text.strip():
-            out.append(PastRequirement(r.business, normalize_text(r.text), rows, "requirements"))
+            text = normalize_text(r.text)
+            out.append(PastRequirement(r.business, text, rows, "requirements", same_query_key(r.sql)))
     out.sort(key=lambda p: p.business)
     return out
 

@@ -36,8 +36,9 @@ class Query:
     spans: list[tuple[int, int]]  # the businesses' rows in the asset arrays
     vectors: tuple[np.ndarray, str] | None  # query embeddings and gloss, when a path uses them
     # The requirement is itself labelled history (fitting the coarse model, training and judging fine
-    # rankers): its own entries among the past requests do not vote. A new request has none, so a
-    # model fitted or judged with them would learn and report an answer that serving never sees.
+    # rankers): its own entries among the past requests, and its paraphrases (the past requests
+    # answered by the same query), do not vote. A new request has none, so a model fitted or judged
+    # with them would learn and report an answer that serving never sees.
     leave_own_out: bool = False
     # Rows of tables taken as never used before: the past requests that used any of them do not vote.
     # Fitting the coarse model also sees its requirements as a new database's requests would (no
@@ -158,7 +159,7 @@ class UsagePath:
         spans = index._spans(index.past_ranges, query.businesses)
         if not spans:
             return []
-        own = index.past_rows_with_text(query.text) if query.leave_own_out else []
+        own = index.past_rows_of_request(query.text) if query.leave_own_out else []
         if query.unused_rows:
             own = sorted({*own, *index.past_rows_using(query.unused_rows)})
         lexical, _ = index.usage_lexical.scores(query.weights)

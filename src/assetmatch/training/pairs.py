@@ -14,12 +14,12 @@ import hashlib
 import json
 import random
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from assetmatch.lake import tables as T
 from assetmatch.models import TableAsset
-from assetmatch.text import same_request_key
+from assetmatch.text import same_query_key, same_request_key
 
 Candidates = Callable[[str, str, int], list[str]]
 """candidates(business, requirement_text, k) -> asset ids, best first (a recall / coarse path)."""
@@ -36,6 +36,7 @@ class LabelledRequirement:
     text: str
     gold: tuple[str, ...]
     origin: Origin = "requirements"
+    query: str = ""  # the query that answered it (`text.same_query_key` of its SQL), "" when unknown
 
 
 @dataclass(frozen=True)
@@ -78,11 +79,13 @@ def in_holdout(requirement_id: str, fraction: float, salt: str = "assetmatch-hol
 def split_holdout(
     items: Sequence[LabelledRequirement], fraction: float
 ) -> tuple[list[LabelledRequirement], list[LabelledRequirement]]:
-    """(train, validation) by `in_holdout`; paraphrases of one text stay on one side (text-keyed)."""
+    """(train, validation) by `in_holdout`. Copies of one text stay on one side, and so do the
+    paraphrases answered by one query over the same tables (keyed by the query where it is known,
+    else by the text): a validation requirement whose twin was trained on would judge the adapter on what it memorised."""
     train: list[LabelledRequirement] = []
     validation: list[LabelledRequirement] = []
     for item in items:
-        key = same_request_key(item.text)
+        key = f"query:{sorted(item.gold)}:{item.query}" if item.query else same_request_key(item.text)
         (validation if in_holdout(key, fraction) else train).append(item)
     return train, validation
 
@@ -96,12 +99,21 @@ def labelled_from_lake(lake: Any, business: str, known_assets: set[str]) -> list
 
     out: list[LabelledRequirement] = []
     for req in lake.read_requirements(business=business, split="train"):
-        out.append(LabelledRequirement(req.id, business, req.text, tuple(req.gold_assets), "requirements"))
+        out.append(
+            LabelledRequirement(
+                req.id, business, req.text, tuple(req.gold_assets), "requirements", same_query_key(req.sql)
+            )
+        )
     for entry in lake.read_query_log(business=business):
         if entry.requirement and entry.tables:
             out.append(
                 LabelledRequirement(
-                    f"q:{entry.query_id}", business, entry.requirement, tuple(entry.tables), "query_log"
+                    f"q:{entry.query_id}",
+                    business,
+                    entry.requirement,
+                    tuple(entry.tables),
+                    "query_log",
+                    same_query_key(entry.sql),
                 )
             )
     for row in lake.read_arrow(T.FEEDBACK).to_pylist():
@@ -115,10 +127,7 @@ def labelled_from_lake(lake: Any, business: str, known_assets: set[str]) -> list
                     "feedback",
                 )
             )
-    return dedupe(
-        LabelledRequirement(r.id, r.business, r.text, tuple(a for a in r.gold if a in known_assets), r.origin)
-        for r in out
-    )
+    return dedupe(replace(r, gold=tuple(a for a in r.gold if a in known_assets)) for r in out)
 
 
 def dedupe(items: Iterable[LabelledRequirement]) -> list[LabelledRequirement]:
@@ -174,7 +183,7 @@ def fingerprint(requirements: Iterable[LabelledRequirement], assets: Iterable[Ta
     """sha256 over the labelled data and the library's content: equal means nothing to retrain."""
     h = hashlib.sha256()
     for r in sorted(requirements, key=lambda r: (r.id, r.text)):
-        h.update(json.dumps([r.id, r.text, sorted(r.gold)], ensure_ascii=False).encode("utf-8"))
+        h.update(json.dumps([r.id, r.text, sorted(r.gold), r.query], ensure_ascii=False).encode("utf-8"))
     for a in sorted(assets, key=lambda a: a.asset_id):
         h.update(a.asset_id.encode("utf-8"))
         h.update(a.content_hash().encode("utf-8"))

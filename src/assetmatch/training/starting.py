@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from assetmatch.models import TableAsset
 from assetmatch.ranking.config import RankerConfig
+from assetmatch.text import same_query_key
 from assetmatch.training.pairs import Candidates, LabelledRequirement, Pair, build_pairs, split_holdout
 
 if TYPE_CHECKING:
@@ -85,6 +86,11 @@ def resolve_starting_adapter(choice: str, base: str) -> Path | None:
     return folder
 
 
+# How `hold_out` chose the questions left out (`training.pairs.split_holdout`); an adapter pre-trained
+# under another rule may have learned what a benchmark now holds out.
+HOLDOUT_KEY = "query-else-text"
+
+
 def read_dataset(data: Path) -> tuple[list[TableAsset], list[LabelledRequirement]]:
     """Tables and `train` requirements of a benchmark folder (`evaluation.harness.read_benchmark`,
     one business per database).
@@ -95,7 +101,7 @@ def read_dataset(data: Path) -> tuple[list[TableAsset], list[LabelledRequirement
 
     assets, rows = read_benchmark(data, "business")
     requirements = [
-        LabelledRequirement(r.id, r.business, r.text, tuple(r.gold_assets))
+        LabelledRequirement(r.id, r.business, r.text, tuple(r.gold_assets), query=same_query_key(r.sql))
         for r in rows
         if r.split == TRAIN_SPLIT and r.gold_assets
     ]
@@ -137,7 +143,8 @@ def pretrain(
     steps and save it (adapter, RankerConfig, provenance) in `out`.
 
     `hold_out`: the requirements a training with `validation_fraction` = `hold_out` would hold out
-    (`training.pairs.split_holdout`: by text, the same in every run) are not learned. An adapter
+    (`training.pairs.split_holdout`: by query where known, else by text; the same in every run) are
+    not learned. An adapter
     trained on a benchmark's `train` questions and then calibrated, checked and gated on the
     held-out share of those same questions has seen its validation set: its calibration trusts it
     more than unseen requests deserve. Hard negatives are each
@@ -211,6 +218,7 @@ def pretrain(
         "base": config.base,
         "database_context": config.database_context,
         "held_out": hold_out,
+        "held_out_by": HOLDOUT_KEY,
         "lora_dropout": config.lora_dropout,
         "command": "assetmatch models pretrain --data <spider> --steps "
         f"{config.max_steps} --max-length {config.max_length} --seed {config.seed}"

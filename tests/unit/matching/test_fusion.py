@@ -13,6 +13,7 @@ from assetmatch.matching.fusion import (
     RRFRanker,
     TrainingGroup,
     collect_candidates,
+    cv_groups_of,
     fit_learned_fusion,
     simplest_of_the_best,
 )
@@ -271,3 +272,22 @@ def test_siblings_are_the_other_tables_of_the_same_business_and_database() -> No
     builder = FeatureBuilder({**assets, x_two.asset_id: x_two})
     assert builder.siblings("x.school.rooms") == ()  # another business's "school" is another database
     assert builder.siblings("x.shop.till") == ()
+
+
+def test_cross_validation_groups_hold_out_databases_else_requests_and_their_paraphrases() -> None:
+    def group(rid: str, db: str, text: str, query: str = "") -> TrainingGroup:
+        return TrainingGroup(rid, db, np.zeros((1, 1)), np.ones(1, dtype=int), ["t"], 1, text, query)
+
+    # two databases: a database is held out whole
+    assert cv_groups_of([group("a", "db1", "x"), group("b", "db2", "y")]) == ["db1", "db2"]
+    # one database: copies of one text go together, and so do the paraphrases of one query
+    one = [
+        group("a", "db", "Orders per day"),
+        group("b", "db", "orders  PER day"),
+        group("c", "db", "daily orders", "select day, count(*) from orders group by day"),
+        group("d", "db", "how many orders each day", "select day, count(*) from orders group by day"),
+        group("e", "db", "daily users", "select day, count(*) from users group by day"),
+    ]
+    got = cv_groups_of(one)
+    assert got[0] == got[1] and got[2] == got[3]
+    assert len(set(got)) == 3

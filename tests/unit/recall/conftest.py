@@ -144,14 +144,32 @@ def fill_lake(lake: Lake) -> None:
                 "tables": ["game.dwd_item_purchase_di", "game.dim_item"],
                 "source": "fixture",
                 "run_id": "fixture",
-            }
+            },
+            {  # a paraphrase of the train requirement below: the same query answered it
+                "query_id": "q2",
+                "ts": utcnow(),
+                "user": "bo",
+                "business": "game",
+                "sql": "SELECT user_id, SUM(amount) FROM dwd_pay_order_di GROUP BY user_id",
+                "requirement": "who recharged the most",
+                "tables": ["game.dwd_pay_order_di"],
+                "source": "fixture",
+                "run_id": "fixture",
+            },
         ],
         run_id="fixture",
     )
     lake.upsert(
         "requirements",
         [
-            _requirement("r-train", "game", "whales by total recharge", ["game.dwd_pay_order_di"], "train"),
+            _requirement(
+                "r-train",
+                "game",
+                "whales by total recharge",
+                ["game.dwd_pay_order_di"],
+                "train",
+                sql="select user_id, sum(amount)\n  from dwd_pay_order_di group by user_id",
+            ),
             _requirement("r-dev", "game", "secret dev request about leaderboards", ["game.dim_item"], "dev"),
             _requirement(
                 "r-test", "game", "secret test request about leaderboards", ["game.dim_item"], "test"
@@ -161,7 +179,9 @@ def fill_lake(lake: Lake) -> None:
     )
 
 
-def _requirement(rid: str, business: str, text: str, gold: list[str], split: str) -> dict[str, Any]:
+def _requirement(
+    rid: str, business: str, text: str, gold: list[str], split: str, sql: str | None = None
+) -> dict[str, Any]:
     return {
         "id": rid,
         "business": business,
@@ -169,7 +189,7 @@ def _requirement(rid: str, business: str, text: str, gold: list[str], split: str
         "gold_assets": gold,
         "split": split,
         "ts": utcnow(),
-        "sql": None,
+        "sql": sql,
         "source": "fixture",
         "run_id": "fixture",
     }

@@ -82,18 +82,22 @@ def test_usage_votes_for_tables_of_similar_past_requests(built: IndexSet) -> Non
 
 def test_a_labelled_requirement_being_judged_does_not_vote_for_itself(built: IndexSet) -> None:
     text = "whales by total recharge"  # a train requirement, so in the usage history
-    own = built.past_rows_with_text(text)
-    assert own and built.past_rows_with_text("  Whales by TOTAL   recharge ") == own  # case, spacing
+    own = built.past_rows_of_request(text)
+    assert own and built.past_rows_of_request("  Whales by TOTAL   recharge ") == own  # case, spacing
+    # its paraphrase, logged with the same query (up to case and spacing), is the same request
+    assert {built.past[i].text for i in own} == {text, "who recharged the most"}
     voted = built.recall(text, ["game"], paths=["usage"])["usage"]
     assert any(text in m for h in voted for m in h.matched)  # a live request may find its twin
     left = built.recall(text, ["game"], paths=["usage"], leave_own_out=True)["usage"]
-    assert all(text not in m for h in left for m in h.matched)
+    assert all(text not in m and "who recharged" not in m for h in left for m in h.matched)
     # nor is it the past request the fine ranker is shown beside a table
     assert any(h.example.lower() == text for h in voted)
     assert all(h.example and h.example.lower() != text for h in left)
-    # only the same request is left out: a paraphrase's vote is what serving sees too
+    # only the same request is left out: a similar request whose query is not known to be the same
+    # one votes, as it would for a new request in serving
     paraphrase = built.recall("whales ranked by recharge", ["game"], paths=["usage"], leave_own_out=True)
     assert ids(paraphrase["usage"])[0] == "game.dwd_pay_order_di"
+    assert built.past_rows_of_request("whales ranked by recharge") == []
 
 
 def test_tables_taken_as_never_used_get_no_vote_from_past_requests(built: IndexSet) -> None:

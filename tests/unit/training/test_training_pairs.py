@@ -56,6 +56,22 @@ def test_holdout_is_stable_and_keeps_paraphrase_texts_together() -> None:
     assert not {r.text.lower() for r in train} & {r.text.lower() for r in validation}
 
 
+def test_holdout_keeps_the_paraphrases_of_one_query_together() -> None:
+    # 40 queries, each asked in 3 different words: a validation question whose paraphrase was
+    # trained on would judge the adapter on what it memorised
+    items = [
+        LabelledRequirement(f"r{i}", "g", f"wording {i}", ("g.items",), query=f"select {i // 3} from items")
+        for i in range(120)
+    ]
+    train, validation = split_holdout(items, 0.3)
+    assert 0 < len(validation) < 120 and len(validation) % 3 == 0
+    assert not {r.query for r in train} & {r.query for r in validation}
+    # the same SQL over other tables (another database's namesake) is another request
+    other = [LabelledRequirement(f"o{i}", "g", f"w {i}", (f"g.t{i}",), query="select 1") for i in range(40)]
+    train, validation = split_holdout(other, 0.5)
+    assert train and validation
+
+
 def test_labelled_from_lake_reads_train_split_query_log_and_feedback(lake_uri: str) -> None:
     lake = Lake(lake_uri)
     now = datetime.now(UTC)
@@ -105,6 +121,8 @@ def test_labelled_from_lake_reads_train_split_query_log_and_feedback(lake_uri: s
         ("query_log", "orders last week", ("g.orders",)),
         ("feedback", "who was active", ("g.active_users",)),
     }
+    # the query that answered a logged request keeps its paraphrases on one side of the holdout
+    assert {r.origin: r.query for r in got}["query_log"] == "select 1 from orders"
     fp = fingerprint(got, assets)
     assert fp == fingerprint(list(reversed(got)), assets)
     changed = [assets[0].model_copy(update={"comment": "new comment"}), assets[1]]
