@@ -144,7 +144,8 @@ def test_pretrained_adapter_is_saved_with_provenance_and_a_business_starts_from_
 
 def test_pretraining_leaves_out_what_a_benchmark_holds_out_for_validation(tmp_path: Path) -> None:
     """`hold_out`: the questions a training with that validation fraction would calibrate on are not
-    learned (by text, as `split_holdout` decides), so an adapter started from it has not seen them."""
+    learned (as `split_holdout` decides: by query where known, else by text), so an adapter started
+    from it has not seen them, and its provenance says which rule chose them."""
     from assetmatch.training.pairs import split_holdout
 
     _, questions = starting.read_dataset(write_dataset(tmp_path / "bench"))
@@ -156,4 +157,5 @@ def test_pretraining_leaves_out_what_a_benchmark_holds_out_for_validation(tmp_pa
     )  # fmt: skip
     provenance = starting.pretrain([tmp_path / "bench"], tmp_path / "out", config, hold_out=0.5)
     assert provenance["requirements"] == len(kept) and provenance["held_out"] == 0.5
+    assert provenance["held_out_by"] == starting.HOLDOUT_KEY
     assert "--hold-out 0.5" in provenance["command"] and "--lora-dropout 0.0" in provenance["command"]
