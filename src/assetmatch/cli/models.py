@@ -200,9 +200,10 @@ def pretrain(
         "--hold-out",
         min=0.0,
         max=0.9,
-        help="Leave out the requirements a training with this validation fraction holds out (by query, "
-        "else by text; the same every run): an adapter for benchmarking, whose validation questions it never saw "
-        "(the benchmarks calibrate and gate on that share of `train`; default 0.15).",
+        help="Leave out the requirements a training with this validation fraction holds out (by "
+        "query, else by text; the same every run): an adapter for benchmarking, whose validation "
+        "questions it never saw (the benchmarks calibrate and gate on that share of `train`; "
+        "default 0.15).",
     ),
     lora_dropout: float = typer.Option(
         0.1, "--lora-dropout", min=0.0, max=0.9, help="Dropout on the LoRA input."

@@ -307,8 +307,8 @@ class IndexSet:
 
     def past_rows_of_request(self, text: str) -> list[int]:
         """The past requests (rows of `past`) that are the request `text`: those with its text (as
-        `text.same_request_key` compares) and their paraphrases, the past requests of the same business
-        answered by the same query over the same tables (`text.same_query_key`)."""
+        `text.same_request_key` compares) and their paraphrases, the past requests answered by the
+        same query over the same tables (`text.same_query_key`, `_query_key`)."""
         rows = self._past_by_text.get(same_request_key(normalize_text(text)), [])
         queries = {_query_key(self.past[i]) for i in rows if self.past[i].query}
         if not queries:

@@ -81,7 +81,8 @@ def split_holdout(
 ) -> tuple[list[LabelledRequirement], list[LabelledRequirement]]:
     """(train, validation) by `in_holdout`. Copies of one text stay on one side, and so do the
     paraphrases answered by one query over the same tables (keyed by the query where it is known,
-    else by the text): a validation requirement whose twin was trained on would judge the adapter on what it memorised."""
+    else by the text): a validation requirement whose twin was trained on would judge the adapter
+    on what it memorised."""
     train: list[LabelledRequirement] = []
     validation: list[LabelledRequirement] = []
     for item in items:

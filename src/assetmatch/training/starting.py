@@ -144,9 +144,8 @@ def pretrain(
 
     `hold_out`: the requirements a training with `validation_fraction` = `hold_out` would hold out
     (`training.pairs.split_holdout`: by query where known, else by text; the same in every run) are
-    not learned. An adapter
-    trained on a benchmark's `train` questions and then calibrated, checked and gated on the
-    held-out share of those same questions has seen its validation set: its calibration trusts it
+    not learned. An adapter trained on a benchmark's `train` questions and then calibrated, checked
+    and gated on the held-out share of those same questions has seen its validation set: its calibration trusts it
     more than unseen requests deserve. Hard negatives are each
     question's BM25 neighbours (`ranking.candidates.Bm25Candidates`) inside its own database and,
     with `config.database_context`, alternately those of every other database: the namesakes a
