@@ -151,7 +151,9 @@ def fit_summary(result: TrainResult, started: float) -> dict[str, Any]:
 
 
 def labelled(r: Requirement) -> LabelledRequirement:
-    return LabelledRequirement(r.id, r.business, r.text, tuple(r.gold_assets), query=same_query_key(r.sql))
+    return LabelledRequirement(
+        r.id, r.business, r.text, tuple(r.gold_assets), query=same_query_key(r.sql, r.gold_assets)
+    )
 
 
 def evaluate(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Iterable
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u200b-\u200f\u2028\u2029\ufeff]")
 _SPACE = re.compile(r"\s+")
@@ -30,13 +31,17 @@ def same_request_key(value: str | None) -> str:
     return " ".join((value or "").lower().split())
 
 
-def same_query_key(sql: str | None) -> str:
-    """The key under which two queries are the same query: their SQL differs at most in case and
-    spacing. Requirements answered by the same query are paraphrases of one request (Spider writes
-    two or more questions per query, and its held-out questions never share a query with a training
-    one): they stay on one side of a holdout split, and none of them votes for another in the usage
-    path while it is fitted on or judged, or the fit learns from twins that a new request never has."""
-    return same_request_key(sql)
+def same_query_key(sql: str | None, tables: Iterable[str]) -> str:
+    """The key under which requests are one request in other words: answered by the same query (SQL,
+    case and spacing aside) over the same tables; "" when the SQL is unknown. Spider writes two or
+    more questions per query, and its held-out questions never share a query with a training one:
+    paraphrases stay on one side of a holdout split (`training.pairs.split_holdout`, whose hash reads
+    this key, so its form is fixed), share a cross-validation group, and none votes for another in the
+    usage path while it is fitted on or judged, or the fit learns from twins a new request never has.
+    The tables count: a union of databases holds the same SQL text over another database's namesake
+    tables, and that is another request."""
+    query = same_request_key(sql)
+    return f"query:{sorted(tables)}:{query}" if query else ""
 
 
 def has_broken_encoding(value: str | None) -> bool:

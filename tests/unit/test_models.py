@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from assetmatch.models import Column, QueryLogEntry, TableAsset, default_asset_id
-from assetmatch.text import has_broken_encoding, normalize_text
+from assetmatch.text import has_broken_encoding, normalize_text, same_query_key
 
 
 def asset(comment: str = "日活跃用户", col_comment: str = "用户ID") -> TableAsset:
@@ -42,6 +42,13 @@ def test_content_hash_ignores_the_source_name() -> None:
 def test_normalize_text() -> None:
     assert normalize_text("Ａ渠道\t\n 用户\x07") == "A渠道 用户"
     assert normalize_text(None) == ""
+
+
+def test_same_query_key_is_the_sql_over_the_same_tables() -> None:
+    key = same_query_key("SELECT count(*)  FROM singer", ["d.singer", "d.concert"])
+    assert key == same_query_key("select count(*) from singer", ("d.concert", "d.singer"))  # case, order
+    assert key != same_query_key("select count(*) from singer", ["e.singer"])  # another database's namesake
+    assert same_query_key(None, ["d.singer"]) == same_query_key("  ", ["d.singer"]) == ""  # unknown SQL
 
 
 def test_broken_encoding() -> None:

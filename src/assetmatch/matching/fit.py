@@ -146,7 +146,7 @@ def training_group(
         [c.asset_id for c in cands],
         len(gold),
         req.text,
-        same_query_key(req.sql),
+        same_query_key(req.sql, req.gold_assets),
     )
 
 

@@ -485,7 +485,7 @@ class TrainingGroup:
     asset_ids: list[str]
     n_gold: int  # gold tables of the requirement, recalled or not
     text: str = ""  # the requirement (copies of one text share a cross-validation group by request)
-    query: str = ""  # the query that answered it (`text.same_query_key`): its paraphrases share one too
+    query: str = ""  # the query and tables that answered it (`text.same_query_key`): paraphrases share it
 
 
 def _model_grid(seed: int) -> dict[str, Any]:
@@ -775,7 +775,7 @@ def cv_groups_of(groups: Sequence[TrainingGroup]) -> list[str]:
     databases = [g.group for g in groups]
     if len(set(databases)) >= 2:
         return databases
-    return [f"query:{g.query}" if g.query else same_request_key(g.text) or g.requirement_id for g in groups]
+    return [g.query or same_request_key(g.text) or g.requirement_id for g in groups]
 
 
 @contextmanager

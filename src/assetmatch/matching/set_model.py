@@ -145,17 +145,11 @@ class _ListState:
         )
 
 
-def set_features(
-    top: Sequence[ScoredTable], combo: Sequence[int], rules_set: set[str], neighbors: Neighbors
-) -> list[float]:
-    """`SET_FEATURES` of the set `combo` (positions in `top`, ascending)."""
-    return _set_row(top, combo, rules_set, _ListState.of(top, neighbors))
-
-
 def features_of(
     top: Sequence[ScoredTable], combos: Sequence[Sequence[int]], rules_set: set[str], neighbors: Neighbors
 ) -> np.ndarray:
-    """`SET_FEATURES` of every set of `combos`, one row each (the list's neighbours read once)."""
+    """`SET_FEATURES` of every set of `combos` (positions in `top`, ascending), one row each (the
+    list's neighbours read once)."""
     state = _ListState.of(top, neighbors)
     return np.array([_set_row(top, c, rules_set, state) for c in combos], dtype=float)
 

@@ -112,7 +112,7 @@ class PastRequirement:
     text: str
     rows: list[int]  # asset rows it used (live assets only)
     origin: str  # "query_log" | "requirements"
-    query: str = ""  # the query that answered it (`text.same_query_key` of its SQL), "" when unknown
+    query: str = ""  # the query and tables that answered it (`text.same_query_key`), "" when unknown
 
 
 @dataclass
@@ -298,19 +298,19 @@ class IndexSet:
         return dict(out)
 
     @cached_property
-    def _past_by_query(self) -> dict[tuple[str, tuple[int, ...]], list[int]]:
-        out: dict[tuple[str, tuple[int, ...]], list[int]] = defaultdict(list)
+    def _past_by_query(self) -> dict[str, list[int]]:
+        out: dict[str, list[int]] = defaultdict(list)
         for i, past in enumerate(self.past):
             if past.query:
-                out[_query_key(past)].append(i)
+                out[past.query].append(i)
         return dict(out)
 
     def past_rows_of_request(self, text: str) -> list[int]:
         """The past requests (rows of `past`) that are the request `text`: those with its text (as
         `text.same_request_key` compares) and their paraphrases, the past requests answered by the
-        same query over the same tables (`text.same_query_key`, `_query_key`)."""
+        same query over the same tables (`text.same_query_key`)."""
         rows = self._past_by_text.get(same_request_key(normalize_text(text)), [])
-        queries = {_query_key(self.past[i]) for i in rows if self.past[i].query}
+        queries = {self.past[i].query for i in rows if self.past[i].query}
         if not queries:
             return rows
         return sorted({*rows, *(j for key in queries for j in self._past_by_query[key])})
@@ -983,13 +983,6 @@ def _previous_shards(root: Path, mid: str) -> tuple[dict[str, ShardInfo], Path |
     return shards, current / "dense"
 
 
-def _query_key(past: PastRequirement) -> tuple[str, tuple[int, ...]]:
-    """Past requests with this key were answered by the same query (SQL) over the same tables: one
-    request in other words. The tables count too: a union of databases holds the same SQL text over
-    another database's namesake tables, and that is another request."""
-    return past.query, tuple(sorted(past.rows))
-
-
 def _past_requirements(
     logged: Sequence[Any],
     train: Sequence[Any],
@@ -1007,17 +1000,17 @@ def _past_requirements(
     out = []
     for q in logged:
         if q.requirement and q.requirement.strip():
-            rows = [row_of[t] for t in dict.fromkeys(q.tables) if business_of(t) == q.business]
-            if rows:
-                text = normalize_text(q.requirement)
-                out.append(PastRequirement(q.business, text, rows, "query_log", same_query_key(q.sql)))
+            tables = [t for t in dict.fromkeys(q.tables) if business_of(t) == q.business]
+            if tables:
+                text, query = normalize_text(q.requirement), same_query_key(q.sql, tables)
+                out.append(PastRequirement(q.business, text, [row_of[t] for t in tables], "query_log", query))
     for r in train:
         if r.split != "train":  # read with split="train" already; kept as a guard against leakage
             continue
-        rows = [row_of[t] for t in dict.fromkeys(r.gold_assets) if business_of(t) == r.business]
-        if rows and r.text.strip():
-            text = normalize_text(r.text)
-            out.append(PastRequirement(r.business, text, rows, "requirements", same_query_key(r.sql)))
+        tables = [t for t in dict.fromkeys(r.gold_assets) if business_of(t) == r.business]
+        if tables and r.text.strip():
+            text, query = normalize_text(r.text), same_query_key(r.sql, tables)
+            out.append(PastRequirement(r.business, text, [row_of[t] for t in tables], "requirements", query))
     out.sort(key=lambda p: p.business)
     return out
 

@@ -36,7 +36,7 @@ class LabelledRequirement:
     text: str
     gold: tuple[str, ...]
     origin: Origin = "requirements"
-    query: str = ""  # the query that answered it (`text.same_query_key` of its SQL), "" when unknown
+    query: str = ""  # the query and tables that answered it (`text.same_query_key`), "" when unknown
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,7 @@ def split_holdout(
     train: list[LabelledRequirement] = []
     validation: list[LabelledRequirement] = []
     for item in items:
-        key = f"query:{sorted(item.gold)}:{item.query}" if item.query else same_request_key(item.text)
+        key = item.query or same_request_key(item.text)
         (validation if in_holdout(key, fraction) else train).append(item)
     return train, validation
 
@@ -102,7 +102,12 @@ def labelled_from_lake(lake: Any, business: str, known_assets: set[str]) -> list
     for req in lake.read_requirements(business=business, split="train"):
         out.append(
             LabelledRequirement(
-                req.id, business, req.text, tuple(req.gold_assets), "requirements", same_query_key(req.sql)
+                req.id,
+                business,
+                req.text,
+                tuple(req.gold_assets),
+                "requirements",
+                same_query_key(req.sql, req.gold_assets),
             )
         )
     for entry in lake.read_query_log(business=business):
@@ -114,7 +119,7 @@ def labelled_from_lake(lake: Any, business: str, known_assets: set[str]) -> list
                     entry.requirement,
                     tuple(entry.tables),
                     "query_log",
-                    same_query_key(entry.sql),
+                    same_query_key(entry.sql, entry.tables),
                 )
             )
     for row in lake.read_arrow(T.FEEDBACK).to_pylist():

@@ -101,7 +101,9 @@ def read_dataset(data: Path) -> tuple[list[TableAsset], list[LabelledRequirement
 
     assets, rows = read_benchmark(data, "business")
     requirements = [
-        LabelledRequirement(r.id, r.business, r.text, tuple(r.gold_assets), query=same_query_key(r.sql))
+        LabelledRequirement(
+            r.id, r.business, r.text, tuple(r.gold_assets), query=same_query_key(r.sql, r.gold_assets)
+        )
         for r in rows
         if r.split == TRAIN_SPLIT and r.gold_assets
     ]

@@ -22,9 +22,9 @@ from assetmatch.matching.set_model import (
     LearnedSetSelector,
     SetModel,
     candidate_sets,
+    features_of,
     fit_set_model,
     load_selector,
-    set_features,
 )
 
 # db.a -- db.bridge -- db.b ; db.c alone
@@ -60,7 +60,8 @@ def test_set_features_by_hand() -> None:
         table("d", "bridge", 0.5, {"age"}),
         table("d", "c", 0.1),
     ]
-    row = dict(zip(SET_FEATURES, set_features(top, (0, 1), {"d.a"}, neighbors)))
+    rows = features_of(top, [(0, 1), (0, 1, 2)], {"d.a"}, neighbors)
+    row = dict(zip(SET_FEATURES, rows[0]))
     assert row["size"] == 2 and row["size_2"] and not row["size_1"]
     assert row["has_top"] and row["is_prefix"] and row["worst_rank"] == 1
     assert row["components"] == 2  # a and b join only through the bridge
@@ -69,7 +70,7 @@ def test_set_features_by_hand() -> None:
     assert row["max_p_other"] == pytest.approx(0.5) and row["p_margin"] == pytest.approx(0.1)
     assert row["holds_rules_set"] and not row["is_rules_set"] and not row["within_rules_set"]
     assert row["addable_others"] == 0  # the bridge joins a but adds no term a and b lack
-    bridged = dict(zip(SET_FEATURES, set_features(top, (0, 1, 2), {"d.a"}, neighbors)))
+    bridged = dict(zip(SET_FEATURES, rows[1]))
     assert bridged["components"] == 1
     assert bridged["members_without_own_terms"] == 1  # the bridge's "age" is a's too
     assert bridged["bridges"] == 1 and bridged["no_new_terms_not_bridge"] == 0

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from assetmatch.lake import tables as T
 from assetmatch.lake.delta import Lake
 from assetmatch.models import Column, QueryLogEntry, TableAsset
+from assetmatch.text import same_query_key
 from assetmatch.training.pairs import (
     LabelledRequirement,
     build_pairs,
@@ -60,14 +61,25 @@ def test_holdout_keeps_the_paraphrases_of_one_query_together() -> None:
     # 40 queries, each asked in 3 different words: a validation question whose paraphrase was
     # trained on would judge the adapter on what it memorised
     items = [
-        LabelledRequirement(f"r{i}", "g", f"wording {i}", ("g.items",), query=f"select {i // 3} from items")
+        LabelledRequirement(
+            f"r{i}",
+            "g",
+            f"wording {i}",
+            ("g.items",),
+            query=same_query_key(f"select {i // 3} from items", ["g.items"]),
+        )
         for i in range(120)
     ]
     train, validation = split_holdout(items, 0.3)
     assert 0 < len(validation) < 120 and len(validation) % 3 == 0
     assert not {r.query for r in train} & {r.query for r in validation}
     # the same SQL over other tables (another database's namesake) is another request
-    other = [LabelledRequirement(f"o{i}", "g", f"w {i}", (f"g.t{i}",), query="select 1") for i in range(40)]
+    other = [
+        LabelledRequirement(
+            f"o{i}", "g", f"w {i}", (f"g.t{i}",), query=same_query_key("select 1", [f"g.t{i}"])
+        )
+        for i in range(40)
+    ]
     train, validation = split_holdout(other, 0.5)
     assert train and validation
 
@@ -122,7 +134,9 @@ def test_labelled_from_lake_reads_train_split_query_log_and_feedback(lake_uri: s
         ("feedback", "who was active", ("g.active_users",)),
     }
     # the query that answered a logged request keeps its paraphrases on one side of the holdout
-    assert {r.origin: r.query for r in got}["query_log"] == "select 1 from orders"
+    assert {r.origin: r.query for r in got}["query_log"] == same_query_key(
+        "SELECT 1  from orders", ["g.orders"]
+    )
     fp = fingerprint(got, assets)
     assert fp == fingerprint(list(reversed(got)), assets)
     changed = [assets[0].model_copy(update={"comment": "new comment"}), assets[1]]
