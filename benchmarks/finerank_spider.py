@@ -175,13 +175,20 @@ def evaluate(
     always = dataclasses.replace(
         calibration, cascade=dataclasses.replace(calibration.cascade, max_margin=None, familiar_only=False)
     )
-    return {
+    reports = {
         "coarse_only": ev.report(f"{name}/coarse_only", [ev.coarse_ranked(j) for j in judged]),
         "fine_cascade": ev.report(
             f"{name}/fine_cascade", [ev.fine_ranked(j, calibration, ctx) for j in judged]
         ),
         "always_fine": ev.report(f"{name}/always_fine", [ev.fine_ranked(j, always, ctx) for j in judged]),
     }
+    # the selection mode calibration did not choose, always fine-ranked: what the choice was worth
+    for mode in ev.selection_modes(ctx):
+        if mode != calibration.set_model:
+            other = f"always_fine_{'set_model' if mode else 'rules'}"
+            answered = [ev.fine_ranked(j, dataclasses.replace(always, set_model=mode), ctx) for j in judged]
+            reports[other] = ev.report(f"{name}/{other}", answered)
+    return reports
 
 
 def row(label: str, rep: ev.EvalReport) -> str:

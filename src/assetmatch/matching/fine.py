@@ -13,9 +13,12 @@ evaluation, the A/B gate, the Matcher and the serving layer, turn those logits i
 2. **Fusion** (`Fusion.probs`): a logistic regression over the logit, its margin to the best
    logit of the list, the coarse rank, the coarse score and its margin to the best coarse score.
    A confident adapter takes over; an unsure one falls back towards the coarse order.
-3. **Selection** (`FineCalibration.selector`): the set-selection rules (`matching.selection`)
-   with parameters calibrated on the fused probabilities of the business's validation
-   requirements, so fine scores decide the set.
+3. **Selection** (`FineCalibration.selector`): fine scores decide the set, in one of two ways the
+   calibration chooses between on the business's validation requirements: the set-selection rules
+   (`matching.selection`) with parameters calibrated on the fused probabilities, or the coarse
+   stage's learned set model (`matching.set_model`, fitted on thousands of out-of-fold lists)
+   reading the fused probabilities in place of the coarse ones (`set_model`), with those rules' set
+   as one of its features.
 
 Everything here is numpy and the standard library: no model is loaded.
 """
@@ -31,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from assetmatch.matching.selection import ScoredTable, SelectionParams, SetSelector
+from assetmatch.matching.set_model import LearnedSetSelector
 
 CALIBRATION_FILE = "calibration.json"
 FUSION_FEATURES = ("logit", "logit_margin", "log_coarse_rank", "coarse_score", "coarse_margin")
@@ -173,10 +177,16 @@ class FineCalibration:
     cascade: Cascade = field(default_factory=Cascade)
     familiar: frozenset[str] | None = None  # tables of the databases it learned (None: unknown)
     extra: dict[str, Any] = field(default_factory=dict)
+    # select with the coarse stage's set model over fused probabilities (else: the calibrated rules)
+    set_model: bool = False
 
     def selector(self, fallback: SetSelector) -> SetSelector:
-        """Selection over fused probabilities: the calibrated rules, else `fallback`'s rules with the
-        calibrated threshold (adapters calibrated before selection was)."""
+        """Selection over fused probabilities, `fallback` being the coarse stage's selector: its set
+        model reading the calibrated rules' set (`set_model`, when `fallback` has one — a coarse model
+        refitted without one leaves the rules), else the calibrated rules, else `fallback`'s rules
+        with the calibrated threshold (adapters calibrated before selection was)."""
+        if self.set_model and isinstance(fallback, LearnedSetSelector):
+            return LearnedSetSelector(self.selection or fallback.params, fallback.model)
         if self.selection is not None:
             return SetSelector(self.selection)
         return fallback.with_threshold(self.threshold) if self.threshold is not None else fallback
@@ -188,12 +198,13 @@ class FineCalibration:
             "selection": self.selection.model_dump() if self.selection is not None else None,
             "cascade": asdict(self.cascade),
             "familiar": sorted(self.familiar) if self.familiar is not None else None,
+            "set_model": self.set_model,
             **self.extra,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FineCalibration:
-        known = {"threshold", "fusion", "selection", "cascade", "familiar"}
+        known = {"threshold", "fusion", "selection", "cascade", "familiar", "set_model"}
         threshold = data.get("threshold")
         selection = data.get("selection")
         familiar = data.get("familiar")
@@ -204,6 +215,7 @@ class FineCalibration:
             Cascade.from_dict(data.get("cascade")),
             frozenset(familiar) if familiar is not None else None,
             {k: v for k, v in data.items() if k not in known},
+            bool(data.get("set_model", False)),
         )
 
 

@@ -8,8 +8,9 @@ same way and is the baseline the first adapter must beat.
 Every arm answers a validation requirement the way the Matcher would (`Judged` holds what it
 needs: the production coarse answer and the adapter's logits of its top candidates):
 - coarse-only: the coarse order and the coarse selection (`coarse_ranked`);
-- fine: the business's `FineCalibration` — cascade, fusion with the coarse scores, selection
-  calibrated on fused probabilities (`fine_ranked`), fitted by `calibrate` on validation data.
+- fine: the business's `FineCalibration` — cascade, fusion with the coarse scores, selection on
+  fused probabilities (rules calibrated on them, or the coarse set model reading them:
+  `fine_ranked`), fitted by `calibrate` on validation data.
 (`calibrate_threshold` picks a threshold on fused scores for the validation curve's quick points.)
 """
 
@@ -32,6 +33,7 @@ from assetmatch.matching.fine import (
 )
 from assetmatch.matching.selection import CalibrationExample, Objective, SelectionParams, SetSelector
 from assetmatch.matching.selection import calibrate as calibrate_selection
+from assetmatch.matching.set_model import LearnedSetSelector
 from assetmatch.training.pairs import LabelledRequirement
 from assetmatch.types import SELECTION_OBJECTIVES
 
@@ -356,6 +358,12 @@ def cascade_rules(judged: Sequence[Judged]) -> list[Cascade]:
     return [Cascade.never()] + [Cascade(cut, depth, True) for depth in depths for cut in cut_points]
 
 
+def selection_modes(ctx: Context) -> list[bool]:
+    """How fused probabilities may decide the set (`FineCalibration.set_model`): the rules calibrated
+    on them (False), and the coarse stage's set model reading them (True) when it has one."""
+    return [False, True] if isinstance(ctx.coarse_selector, LearnedSetSelector) else [False]
+
+
 def calibrate(
     judged: Sequence[Judged],
     ctx: Context,
@@ -365,11 +373,13 @@ def calibrate(
     seed: int = 0,
 ) -> FineCalibration:
     """Fit, on validation requirements: the fusion of logits with coarse scores, the selection rules
-    on fused probabilities, then the cascade. The cascade is the cheapest rule (fewest pairs scored)
-    whose quality (all-gold@3 + set F1) is within one standard error of the best rule's
-    (`cheapest_within_one_se`; never less than `tolerance`) — and "never" (the coarse answer) is one
-    of the rules: an adapter that does not clearly beat the coarse ranking on validation is never
-    asked, and one that does is asked no more often, nor about more tables, than its gain needs.
+    on fused probabilities, then the cascade and how the set is selected. The cascade is the
+    cheapest rule (fewest pairs scored) whose quality (all-gold@3 + set F1) is within one standard
+    error of the best rule's (`cheapest_within_one_se`; never less than `tolerance`) — and "never"
+    (the coarse answer) is one of the rules: an adapter that does not clearly beat the coarse
+    ranking on validation is never asked, and one that does is asked no more often, nor about more
+    tables, than its gain needs. Each rule is tried with each `selection_modes` (the calibrated
+    rules, or the coarse set model on fused scores); at equal cost the better one is kept.
 
     Each rule is judged on cross-fitted answers: every requirement answered with the fusion and
     selection fitted on the other `folds` (as the A/B gate judges, `cross_fitted`). Judged on the
@@ -382,16 +392,21 @@ def calibrate(
         return FineCalibration(threshold, fusion, params, Cascade.always(), familiar)
     # one (fusion, selection) per fold, each requirement answered with its fold's
     fitted = _fit_per_fold(judged, fold_assignment(len(judged), folds, seed), lambda js: _fit_scores(js, ctx))
-    rules = cascade_rules(judged)
+    options: list[tuple[Cascade, bool]] = [(Cascade.never(), False)]  # "never" answers alike in every mode
+    options += [
+        (c, mode) for mode in selection_modes(ctx) for c in cascade_rules(judged) if c != Cascade.never()
+    ]
     tried = []
-    for cascade in rules:
+    for cascade, mode in options:
         ranked = [
-            fine_ranked(j, FineCalibration(p.min_score if p else None, fu, p, cascade, familiar), ctx)
+            fine_ranked(
+                j, FineCalibration(p.min_score if p else None, fu, p, cascade, familiar, set_model=mode), ctx
+            )
             for j, (fu, p) in zip(judged, fitted)
         ]
         tried.append((quality_per_requirement(ranked), float(np.mean([r.fine_depth for r in ranked]))))
-    cascade = rules[cheapest_within_one_se(tried, tolerance)]
-    return FineCalibration(threshold, fusion, params, cascade, familiar)
+    cascade, mode = options[cheapest_within_one_se(tried, tolerance)]
+    return FineCalibration(threshold, fusion, params, cascade, familiar, set_model=mode)
 
 
 def cross_fitted_calibrations(

@@ -112,3 +112,22 @@ def test_a_calibration_saved_before_the_ranked_tables_were_checked_reads_as_it_w
     new = FineCalibration(cascade=Cascade(depth=3))
     assert FineCalibration.from_dict(new.to_dict()).cascade == new.cascade
     assert new.cascade.familiar_ranked is True
+
+
+def test_the_set_model_selects_fused_scores_only_where_the_coarse_stage_has_one() -> None:
+    from assetmatch.matching.selection import SetSelector
+    from assetmatch.matching.set_model import SET_FEATURES, LearnedSetSelector, SetModel
+
+    n = len(SET_FEATURES)
+    model = SetModel([0.0] * n, [1.0] * n, [0.0] * n, 0.0, [0.0] * n, 0.0)
+    coarse_rules = SelectionParams(min_score=0.5)
+    fused_rules = SelectionParams(min_score=0.2, same_group=False)
+    cal = FineCalibration(0.2, selection=fused_rules, set_model=True)
+    chosen = cal.selector(LearnedSetSelector(coarse_rules, model))
+    # the coarse stage's model, reading the rules calibrated on fused scores as its "rules' set"
+    assert isinstance(chosen, LearnedSetSelector) and chosen.model is model and chosen.params == fused_rules
+    plain = cal.selector(SetSelector(coarse_rules))  # the coarse model was refitted without one
+    assert not isinstance(plain, LearnedSetSelector) and plain.params == fused_rules
+    assert not isinstance(FineCalibration(0.2, selection=fused_rules).selector(chosen), LearnedSetSelector)
+    assert FineCalibration.from_dict(cal.to_dict()).set_model
+    assert not FineCalibration.from_dict({"threshold": 0.3}).set_model  # saved before: the rules

@@ -206,3 +206,55 @@ def test_the_familiar_tables_are_those_of_the_databases_the_adapter_learned() ->
     assert familiar_tables(synthetic, library) == frozenset()
     # a gold table the library no longer holds teaches nothing about the tables it holds
     assert familiar_tables([LabelledRequirement("r2", "b", "gone", ("b.old.t",))], library) == frozenset()
+
+
+def decoy_lists(n: int, seed: int) -> list[ev.Judged]:
+    """The adapter scores t0 and t1 alike and the coarse selection keeps both; the gold table is the
+    one of the two that holds the request's term ("pet"), the other holds none."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        gold = IDS[int(rng.integers(2))]
+        terms = {gold: frozenset({"pet"})}
+        coarse = CoarseAnswer(list(IDS), [0.6, 0.55, 0.2, 0.1, 0.05, 0.01], ["t0", "t1"], terms=terms)
+        logits = [4.0, 3.9, -4.0, -4.0, -4.0, -4.0]
+        out.append(
+            ev.Judged(LabelledRequirement(f"r{i}", "b", f"question {i}", (gold,)), coarse, logits, 10.0)
+        )
+    return out
+
+
+def test_fused_scores_select_with_the_coarse_set_model_where_it_answers_better() -> None:
+    """A set model fitted on coarse lists where the table holding the request's term is the answer
+    reads the fused scores the same way: calibration keeps it for the fine answer (the rules keep
+    t0, or both, whatever their threshold), and an adapter calibrated where the coarse stage has no
+    set model selects with the rules."""
+    from assetmatch.matching.selection import CalibrationExample, ScoredTable
+    from assetmatch.matching.set_model import LearnedSetSelector, fit_set_model
+
+    rng = np.random.default_rng(1)
+    examples = []
+    for i in range(120):
+        gold = f"t{i % 2}"
+        ranked = [
+            ScoredTable(t, s, "db", frozenset({"pet"}) if t == gold else frozenset())
+            for t, s in zip(IDS, [rng.uniform(0.55, 0.7), rng.uniform(0.4, 0.5), 0.1, 0.05, 0.02, 0.01])
+        ]
+        examples.append(CalibrationExample(ranked, {gold}))
+    rules = SelectionParams(min_score=0.3, fk_closure=False)
+    model, _ = fit_set_model(examples, lambda _a: set(), rules, [f"q{i}" for i in range(120)])
+    assert model is not None
+    learned = replace(CTX, coarse_selector=LearnedSetSelector(rules, model))
+    assert ev.selection_modes(learned) == [False, True] and ev.selection_modes(CTX) == [False]
+
+    lists = decoy_lists(60, seed=0)
+    calibration = ev.calibrate(lists, learned, familiar=None)
+    assert calibration.set_model and calibration.cascade != Cascade.never()
+    assert isinstance(calibration.selector(learned.coarse_selector), LearnedSetSelector)
+    fresh = decoy_lists(40, seed=1)
+    answers = [ev.fine_ranked(j, calibration, learned) for j in fresh]
+    assert all(r.selected == list(j.requirement.gold) for r, j in zip(answers, fresh))
+    rules_only = [ev.fine_ranked(j, replace(calibration, set_model=False), learned) for j in fresh]
+    assert ev.quality(answers) > ev.quality(rules_only) + 0.1
+    # where the coarse stage selects with rules only, so does the fine answer
+    assert not ev.calibrate(lists, CTX, familiar=None).set_model
