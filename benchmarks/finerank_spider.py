@@ -512,7 +512,7 @@ def main() -> None:
         "--history",
         choices=["train", "none"],
         default="none",
-        help="usage history in the lake: none (metadata paths only; the default, the README's figures) "
+        help="usage history in the lake: none (metadata paths only; the default, the figures in docs/measured.md) "
         "or every labelled train requirement, as a deployment has (docs/fine-ranking.md: it lifts "
         "test and collapses dev, whose databases have no history)",
     )

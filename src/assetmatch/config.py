@@ -300,7 +300,8 @@ class FineRankerConfig(_Strict):
     quantize: Literal["none", "int8"] = Field(
         default="int8",
         description="CPU inference: int8 runs the base's frozen Linear layers with int8 weights "
-        "(LoRA and head stay float32) and ranks like float32 (README, 'Measured'). "
+        "(LoRA and head stay float32) and ranks like float32 "
+        "(docs/measured.md, 'Fine-ranker inference on CPU'). "
         "Ignored on CUDA, which runs bf16. Training always runs unquantized.",
     )
 
@@ -471,7 +472,7 @@ class ServingConfig(_Strict):
         default="serial",
         description="serial: one forward pass per adapter present in a micro-batch; mixed: one pass "
         "across businesses' adapters (PEFT adapter_names). Serial is the default: PEFT's per-row "
-        "routing cost more than it saved on every machine measured (README, 'On a GPU').",
+        "routing cost more than it saved on every machine measured (docs/measured.md, 'On a GPU').",
     )
     reload_interval_s: float = Field(
         default=30.0, ge=0, description="How often the watcher looks for a new champion or index (0: never)."
