@@ -6,7 +6,10 @@ ranker is trained and calibrated on the coarse lists of those requirements **out
 (`ranking.candidates.CoarseCandidates`), then judged on `test` (training databases, unseen
 requests) and `dev` (databases no adapter saw) exactly as the Matcher answers: cascade, fusion of
 adapter logits with the coarse scores, selection on fused probabilities. Nothing is tuned on
-`test` or `dev`.
+`test` or `dev`. Beside the product's answer (`fine_cascade`) each split reports coarse-only,
+always-fine, and always-fine with the selection mode calibration did not choose (the calibrated
+rules, or the coarse set model on fused scores: `FineCalibration.set_model`); the union also reports
+the coarse answer on the out-of-fold lists the adapter trained on, to compare with `test`'s.
 
 Settings:
 - `union`: all 876 tables in one library (SpiderUnion); one adapter.
@@ -261,6 +264,17 @@ def run_union(args: argparse.Namespace, root: Path, results: dict[str, Any], tab
         {"library": (res.adapter_dir, "1")}, config.base, args.device, config.max_length
     )
     calibration = read_calibration(res.adapter_dir)
+    # the lists the adapter trained on (out of fold): as hard as the lists `test` meets, or harder?
+    oof = ev.report(
+        "train_oof/coarse_only",
+        [
+            ev.coarse_ranked(j)
+            for j in judge(None, candidates.assets, train_l, candidates, config.candidate_k)
+        ],
+    )
+    results["union_train_oof"] = {"coarse_only": oof.means()}
+    table.append(row(f"union train, out-of-fold lists (n={len(train_l)})", oof))
+    print(table[-1], flush=True)
     for split in ("test", "dev"):
         evaluated = sample([labelled(r) for r in reqs if r.split == split], args.eval_limit, 1)
         reports = evaluate(split, evaluated, candidates, ranker, "library", calibration, config.candidate_k)

@@ -25,6 +25,7 @@ from assetmatch.matching.fusion import (
     collect_candidates,
     cv_groups_of,
     fit_learned_fusion,
+    out_of_fold_by_request,
 )
 from assetmatch.matching.matcher import COARSE_FILE, OOF_FILE, SELECTION_FILE, Matcher, oof_key, write_oof
 from assetmatch.matching.selection import (
@@ -225,6 +226,10 @@ def fit_matching(
             model.cv.second_scores,
         )
 
+    # the fine rankers' lists: held out by request, as a learned database's requests are served
+    t_fine = time.perf_counter()
+    by_request = out_of_fold_by_request(groups, model, context)
+    fine_oof_s = time.perf_counter() - t_fine
     examples = []
     synthetic_flags = []
     oof_lists: dict[str, tuple[list[str], list[float]]] = {}
@@ -239,9 +244,11 @@ def fit_matching(
         synthetic_flags.append(is_synthetic(req))
         if is_synthetic(req) or i >= len(recalled):
             continue  # fine rankers train on labelled requirements only, as serving recalls them
+        fine = scores if by_request is None else by_request[i]
+        top = np.argsort(-fine, kind="stable")[:depth]
         oof_lists[oof_key(req.business, req.text)] = (
-            [t.asset_id for t in ranked[:depth]],
-            [t.score for t in ranked[:depth]],
+            [grp.asset_ids[j] for j in top],
+            [float(fine[j]) for j in top],
         )
     picked = random.Random(seed).sample(range(len(examples)), min(len(examples), CALIBRATION_MAX))
     examples = [examples[i] for i in picked]
@@ -278,6 +285,8 @@ def fit_matching(
         "cv_second_stage_scores": model.cv.second_scores,
         "cv_folds": model.cv.folds,
         "fit_s": fit_s,
+        "fine_lists_held_out_by": "request" if by_request is not None else "the coarse model's folds",
+        "fine_lists_s": round(fine_oof_s, 1),
         "selection": calibration.__dict__,
         "calibrate_s": calibrate_s,
         "set_model": set_report,

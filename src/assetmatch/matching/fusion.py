@@ -775,7 +775,50 @@ def cv_groups_of(groups: Sequence[TrainingGroup]) -> list[str]:
     databases = [g.group for g in groups]
     if len(set(databases)) >= 2:
         return databases
+    return request_groups_of(groups)
+
+
+def request_groups_of(groups: Sequence[TrainingGroup]) -> list[str]:
+    """Each requirement's request: copies of one text together, and the paraphrases of one query."""
     return [g.query or same_request_key(g.text) or g.requirement_id for g in groups]
+
+
+def out_of_fold_by_request(
+    groups: Sequence[TrainingGroup],
+    fusion: LearnedFusion,
+    context: Callable[[Sequence[str], np.ndarray], np.ndarray] | None = None,
+    folds: int = 4,
+) -> list[np.ndarray] | None:
+    """The kept model's scores of each requirement, refitted (its first stage, then its second stage
+    on the first's out-of-fold scores, as `fit_learned_fusion` stacks them) on folds that hold out
+    *requests*, not databases: the lists a request of a database the coarse model learned gets in
+    serving, which are what a business's fine ranker meets (it is only asked about the databases it
+    learned). The database-grouped lists of `fit_learned_fusion` are those of a database never seen:
+    on 844 Spider `train` requirements the coarse answer from them scored set F1 0.723 and
+    all-gold@3 0.833, against 0.759 / 0.880 for 300 `test` requests answered by the fitted model.
+
+    One array per input group in input order (empty for a requirement with no candidates); None
+    when the model's own cross-validation was already grouped by request (one database: its
+    out-of-fold scores are these) or there are fewer than two requests.
+    """
+    from sklearn.model_selection import GroupKFold
+
+    usable = [g for g in groups if len(g.labels)]
+    requests = request_groups_of(usable)
+    n_requests = len(set(requests))
+    if n_requests < 2 or cv_groups_of(usable) == requests:
+        return None
+    splits = list(GroupKFold(n_splits=min(folds, n_requests)).split(np.arange(len(usable)), groups=requests))
+    with _threads_for(sum(len(g.labels) for g in usable)):
+        kept = _out_of_fold(usable, fusion.model, splits)
+        if fusion.second is not None and context is not None:
+            stacked = [
+                dataclasses.replace(g, features=np.hstack([g.features, context(g.asset_ids, p)]))
+                for g, p in zip(usable, kept)
+            ]
+            kept = _out_of_fold(stacked, fusion.second, splits)
+    by_id = {g.requirement_id: p for g, p in zip(usable, kept)}
+    return [by_id.get(g.requirement_id, np.zeros(len(g.labels))) for g in groups]
 
 
 @contextmanager
@@ -798,25 +841,32 @@ def _cross_validate(
     splits: Sequence[tuple[np.ndarray, np.ndarray]],
 ) -> tuple[dict[str, float], dict[str, list[np.ndarray]]]:
     """Each model's CV score (`group_ranking_score`) and out-of-fold scores, one array per group."""
-    from sklearn.base import clone
-
     scores: dict[str, float] = {}
     oof: dict[str, list[np.ndarray]] = {}
     for name, proto in models.items():
-        preds: list[np.ndarray] = [np.zeros(0)] * len(usable)
-        for train_idx, test_idx in splits:
-            x = np.vstack([usable[i].features for i in train_idx])
-            y = np.concatenate([usable[i].labels for i in train_idx])
-            if y.min() == y.max():
-                continue
-            model = clone(proto).fit(x, y)
-            for i in test_idx:
-                preds[i] = model.predict_proba(usable[i].features)[:, 1]
-        # a fold that could not be trained leaves zeros: it scores low, which is honest
-        preds = [p if len(p) == len(g.labels) else np.zeros(len(g.labels)) for p, g in zip(preds, usable)]
+        preds = _out_of_fold(usable, proto, splits)
         scores[name] = group_ranking_score(usable, preds)
         oof[name] = preds
     return scores, oof
+
+
+def _out_of_fold(
+    usable: Sequence[TrainingGroup], proto: Any, splits: Sequence[tuple[np.ndarray, np.ndarray]]
+) -> list[np.ndarray]:
+    """Each group's scores by a copy of `proto` fitted on the other folds' groups."""
+    from sklearn.base import clone
+
+    preds: list[np.ndarray] = [np.zeros(0)] * len(usable)
+    for train_idx, test_idx in splits:
+        x = np.vstack([usable[i].features for i in train_idx])
+        y = np.concatenate([usable[i].labels for i in train_idx])
+        if y.min() == y.max():
+            continue
+        model = clone(proto).fit(x, y)
+        for i in test_idx:
+            preds[i] = model.predict_proba(usable[i].features)[:, 1]
+    # a fold that could not be trained leaves zeros: it scores low, which is honest
+    return [p if len(p) == len(g.labels) else np.zeros(len(g.labels)) for p, g in zip(preds, usable)]
 
 
 def _fit_all(proto: Any, usable: Sequence[TrainingGroup], labels: np.ndarray) -> Any:

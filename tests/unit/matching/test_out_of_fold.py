@@ -10,7 +10,7 @@ from index_fakes import ListIndex
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from assetmatch.config import Settings
-from assetmatch.matching.fusion import TrainingGroup, fit_learned_fusion
+from assetmatch.matching.fusion import TrainingGroup, fit_learned_fusion, out_of_fold_by_request
 from assetmatch.matching.matcher import Matcher, oof_key
 from assetmatch.matching.selection import SelectionParams, SetSelector
 from assetmatch.matching.types import Hit
@@ -88,6 +88,51 @@ def test_the_second_stage_is_cross_validated_out_of_fold_too() -> None:
     assert model.cv.scores["last column"] < 0.01 < 1.0 < model.cv.second_scores["last column"]
     for scores in oof:  # the second stage's, never the 1.0 of a model that saw the requirement
         np.testing.assert_allclose(scores, 0.5 - 0.05 * np.arange(8.0))
+
+
+def test_fine_ranker_lists_hold_out_the_request_not_its_database() -> None:
+    """The coarse model's CV holds out databases; the fine rankers' lists hold out only the request
+    and its paraphrases (feature 0 is the query's number: r{i} and r{i+12} are paraphrases), scored
+    by models that did see the rest of its database (`unseen` marks what no model saw), first stage
+    and second alike."""
+
+    class Recorder2(Recorder):
+        """Also records the databases it was fitted on (feature 1)."""
+
+        def fit(self, x: np.ndarray, y: np.ndarray) -> Recorder2:
+            super().fit(x, y)
+            self.databases_ = set(x[:, 1].tolist())
+            return self
+
+        def predict_proba(self, x: np.ndarray) -> np.ndarray:
+            p = np.array(
+                [1.0 if q in self.seen_ else 0.5 if d in self.databases_ else 0.25 for q, d in x[:, :2]]
+            )
+            return np.column_stack([1 - p, p])
+
+    data = []
+    for i in range(24):
+        query, db = i % 12, i % 3
+        features = np.column_stack([np.full(4, float(query)), np.full(4, float(db)), np.arange(4.0)])
+        gold = np.array([1, 0, 0, 0])
+        data.append(
+            TrainingGroup(f"r{i}", f"db{db}", features, gold, [f"t{j}" for j in range(4)], 1, "", f"q{query}")
+        )
+    model, by_database = fit_learned_fusion(data, ["query", "db", "x"], grid={"r": Recorder2()})
+    assert all(np.all(scores == 0.25) for scores in by_database)  # its database never seen
+    by_request = out_of_fold_by_request(data, model)
+    assert by_request is not None and len(by_request) == len(data)
+    assert all(np.all(scores == 0.5) for scores in by_request)  # its database seen, its request not
+    # with a second stage (its rows: the first stage's plus context), refitted the same way
+    second = fit_learned_fusion(data, ["query", "db", "x"], grid={"r": Recorder2()})[0]
+    second.second = Recorder2().fit(data[0].features, data[0].labels)  # what the fit kept: refitted per fold
+    stacked = out_of_fold_by_request(data, second, context=lambda ids, p: p[:, None])
+    assert stacked is not None and all(np.all(scores == 0.5) for scores in stacked)
+    # one database: the model's own folds already hold out requests
+    one = [
+        TrainingGroup(g.requirement_id, "dw", g.features, g.labels, g.asset_ids, 1, "", g.query) for g in data
+    ]
+    assert out_of_fold_by_request(one, model) is None
 
 
 ASSETS = [
