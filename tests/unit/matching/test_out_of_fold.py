@@ -240,3 +240,33 @@ def test_the_coarse_fit_also_sees_requirements_as_if_their_tables_had_no_usage_h
     index = Index()
     fit = fit_matching(index, Settings.model_validate({"matching": {"cold_history_share": 0.0}}), train)  # type: ignore[arg-type]
     assert fit.report["n_cold_history"] == 0 and not any(index.unused)
+
+
+def test_the_published_fine_lists_are_held_out_by_request_where_the_model_holds_out_databases() -> None:
+    from assetmatch.matching.fit import fit_matching
+    from assetmatch.models import Requirement
+
+    no_copies = Settings.model_validate({"matching": {"cold_history_share": 0.0}})
+
+    def fit_on(databases: list[str]) -> dict[str, Any]:
+        assets = [
+            TableAsset(business="g", database=db, name=f"{name}{i}", columns=[Column(name="id")])
+            for i, db in enumerate(databases)
+            for name in ("users", "payments", "items")
+        ]
+        ids = [a.asset_id for a in assets]
+        train = [
+            Requirement(
+                id=f"r{i}", business="g", text=f"request {i}", gold_assets=[ids[i % 6]], split="train"
+            )
+            for i in range(24)
+        ]
+        fit = fit_matching(ListIndex(assets), no_copies, train)  # type: ignore[arg-type]
+        assert len(fit.oof) == len(train)
+        return fit.report
+
+    two = fit_on(["shop", "crm"])
+    assert two["cv_folds"] == 2  # the model's folds: the two databases
+    assert two["fine_lists_held_out_by"] == "request"
+    one = fit_on(["dw", "dw"])  # its folds hold out requests already
+    assert one["fine_lists_held_out_by"] == "the coarse model's folds"
