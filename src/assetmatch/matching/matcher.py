@@ -264,7 +264,7 @@ class Matcher:
                 model_version = self.fine_ranker.version(business)
                 threshold = self.settings.matching.fine_thresholds.get(business)  # config wins
                 selector = calibration.selector(self.selector)
-                if threshold is not None:
+                if threshold is not None:  # the rules at that threshold, set model or not
                     selector = selector.with_threshold(threshold)
             timings["fine"] = (time.perf_counter() - t1) * 1000
 

@@ -392,10 +392,9 @@ def calibrate(
         return FineCalibration(threshold, fusion, params, Cascade.always(), familiar)
     # one (fusion, selection) per fold, each requirement answered with its fold's
     fitted = _fit_per_fold(judged, fold_assignment(len(judged), folds, seed), lambda js: _fit_scores(js, ctx))
-    options: list[tuple[Cascade, bool]] = [(Cascade.never(), False)]  # "never" answers alike in every mode
-    options += [
-        (c, mode) for mode in selection_modes(ctx) for c in cascade_rules(judged) if c != Cascade.never()
-    ]
+    rules = [c for c in cascade_rules(judged) if c != Cascade.never()]
+    # "never" answers alike in every selection mode: tried once
+    options = [(Cascade.never(), False), *((c, mode) for mode in selection_modes(ctx) for c in rules)]
     tried = []
     for cascade, mode in options:
         ranked = [
