@@ -747,10 +747,7 @@ def fit_learned_fusion(
         kept = oof[chosen]
         second = None
         if context is not None:
-            stacked = [
-                dataclasses.replace(g, features=np.hstack([g.features, context(g.asset_ids, p)]))
-                for g, p in zip(usable, kept)
-            ]
+            stacked = _stacked(usable, kept, context)
             second_scores, second_oof = _cross_validate(stacked, models, splits)
             report.second_scores = second_scores
             candidates = {"one stage": scores[chosen], **second_scores}
@@ -803,6 +800,8 @@ def out_of_fold_by_request(
     """
     from sklearn.model_selection import GroupKFold
 
+    if fusion.second is not None and context is None:
+        raise ValueError("the coarse model has a second stage: its context features are needed to refit it")
     usable = [g for g in groups if len(g.labels)]
     requests = request_groups_of(usable)
     n_requests = len(set(requests))
@@ -812,11 +811,7 @@ def out_of_fold_by_request(
     with _threads_for(sum(len(g.labels) for g in usable)):
         kept = _out_of_fold(usable, fusion.model, splits)
         if fusion.second is not None and context is not None:
-            stacked = [
-                dataclasses.replace(g, features=np.hstack([g.features, context(g.asset_ids, p)]))
-                for g, p in zip(usable, kept)
-            ]
-            kept = _out_of_fold(stacked, fusion.second, splits)
+            kept = _out_of_fold(_stacked(usable, kept, context), fusion.second, splits)
     by_id = {g.requirement_id: p for g, p in zip(usable, kept)}
     return [by_id.get(g.requirement_id, np.zeros(len(g.labels))) for g in groups]
 
@@ -848,6 +843,18 @@ def _cross_validate(
         scores[name] = group_ranking_score(usable, preds)
         oof[name] = preds
     return scores, oof
+
+
+def _stacked(
+    usable: Sequence[TrainingGroup],
+    first: Sequence[np.ndarray],
+    context: Callable[[Sequence[str], np.ndarray], np.ndarray],
+) -> list[TrainingGroup]:
+    """The second stage's rows: each group's features plus the context of its first-stage scores."""
+    return [
+        dataclasses.replace(g, features=np.hstack([g.features, context(g.asset_ids, p)]))
+        for g, p in zip(usable, first)
+    ]
 
 
 def _out_of_fold(

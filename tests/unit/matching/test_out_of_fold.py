@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pytest
 from index_fakes import ListIndex
 from sklearn.base import BaseEstimator, ClassifierMixin
 
@@ -127,6 +128,8 @@ def test_fine_ranker_lists_hold_out_the_request_not_its_database() -> None:
     second = fit_learned_fusion(data, ["query", "db", "x"], grid={"r": Recorder2()})[0]
     second.second = Recorder2().fit(data[0].features, data[0].labels)  # what the fit kept: refitted per fold
     stacked = out_of_fold_by_request(data, second, context=lambda ids, p: p[:, None])
+    with pytest.raises(ValueError, match="second stage"):  # never first-stage lists for a two-stage model
+        out_of_fold_by_request(data, second)
     assert stacked is not None and all(np.all(scores == 0.5) for scores in stacked)
     # one database: the model's own folds already hold out requests
     one = [
