@@ -50,7 +50,7 @@ from assetmatch.ranking.candidates import CoarseCandidates
 from assetmatch.ranking.config import RankerConfig
 from assetmatch.ranking.finerank import LoraFineRanker, read_calibration
 from assetmatch.recall.index import IndexSet
-from assetmatch.registry.promotion import GateConfig, choose_arm
+from assetmatch.registry.promotion import GateConfig, choose_arm, paired_bootstrap
 from assetmatch.text import same_query_key
 from assetmatch.training import augment
 from assetmatch.training import evaluate as ev
@@ -194,20 +194,62 @@ def evaluate(
     return reports
 
 
-def row(label: str, rep: ev.EvalReport) -> str:
+def row(label: str, rep: ev.EvalReport, baseline: ev.EvalReport | None = None) -> str:
+    """One arm's figures; with `baseline` (coarse-only on the same requirements), the 95 % intervals
+    of its set F1 and of its paired differences to the baseline (`intervals`)."""
     m = rep.means()
     share = rep.extra.get("fine_share", 0.0)
     return (
         f"| {label} | {rep.name.split('/')[-1]} | "
         + " | ".join(f"{m[k]:.3f}" for k in METRICS)
-        + f" | {share:.2f} | {m['latency_ms_mean']:.0f} |"
+        + f" | {share:.2f} | {m['latency_ms_mean']:.0f} | "
+        + " | ".join(intervals(rep, baseline))
+        + " |"
     )
 
 
+def intervals(rep: ev.EvalReport, baseline: ev.EvalReport | None) -> list[str]:
+    """Percentile-bootstrap 95 % intervals over requirements, seeded (the gate's `paired_bootstrap`):
+    the arm's set F1, then its set F1 and all-gold@3 minus the baseline's on the same requirements
+    (paired; blank for the baseline itself). On a few hundred requirements an interval is
+    +-0.03 wide: a figure's distance to an aim, or between two arms, reads against it."""
+
+    def show(values: Sequence[float]) -> str:
+        i = paired_bootstrap(values, 2000, 0.95, 0)
+        return f"{i.mean:+.3f} [{i.low:+.3f}, {i.high:+.3f}]"
+
+    if not rep.f1:
+        return ["", "", ""]
+    own = paired_bootstrap(rep.f1, 2000, 0.95, 0)
+    cells = [f"{own.mean:.3f} [{own.low:.3f}, {own.high:.3f}]"]
+    if baseline is None or baseline is rep or baseline.ids != rep.ids:
+        return [*cells, "", ""]
+    return [
+        *cells,
+        show([a - b for a, b in zip(rep.f1, baseline.f1, strict=True)]),
+        show([a - b for a, b in zip(rep.all_gold[3], baseline.all_gold[3], strict=True)]),
+    ]
+
+
 HEADER = [
-    "| split | method | all-gold@3 | all-gold@5 | set F1 | set exact | MRR | share fine-ranked | fine ms/req |",
-    "|---|---|---|---|---|---|---|---|---|",
+    "| split | method | all-gold@3 | all-gold@5 | set F1 | set exact | MRR | share fine-ranked | fine ms/req "
+    "| set F1 [95 % CI] | set F1 − coarse [95 % CI] | all-gold@3 − coarse [95 % CI] |",
+    "|---|---|---|---|---|---|---|---|---|---|---|---|",
 ]
+
+
+def pooled(reports: Sequence[ev.EvalReport], name: str) -> ev.EvalReport:
+    """Several reports' requirements as one report (the split's businesses, for the mean row)."""
+    out = ev.EvalReport(name, [], [], [], {k: [] for k in reports[0].all_gold}, [], [])
+    for r in reports:
+        out.ids += r.ids
+        out.f1 += r.f1
+        out.exact += r.exact
+        out.rr += r.rr
+        out.latency_ms += r.latency_ms
+        for k, v in r.all_gold.items():
+            out.all_gold[k] += v
+    return out
 
 
 def config_from(args: argparse.Namespace) -> RankerConfig:
@@ -279,7 +321,9 @@ def run_union(args: argparse.Namespace, root: Path, results: dict[str, Any], tab
         evaluated = sample([labelled(r) for r in reqs if r.split == split], args.eval_limit, 1)
         reports = evaluate(split, evaluated, candidates, ranker, "library", calibration, config.candidate_k)
         results[f"union_{split}"] = {k: {**r.means(), **r.extra} for k, r in reports.items()}
-        table += [row(f"union {split} (n={len(evaluated)})", r) for r in reports.values()]
+        table += [
+            row(f"union {split} (n={len(evaluated)})", r, reports["coarse_only"]) for r in reports.values()
+        ]
         print("\n".join(table[-len(reports) :]), flush=True)
 
 
@@ -390,6 +434,7 @@ def run_split(args: argparse.Namespace, root: Path, results: dict[str, Any], tab
     gate = GateConfig(latency_budget_ms=1e9)  # latency is reported here, not gated (shared CPU)
     per_config = dataclasses.replace(config, max_steps=args.business_steps or config.max_steps)
     summary: dict[str, dict[str, dict[str, float]]] = {}
+    per_arm: dict[str, list[ev.EvalReport]] = {}  # each arm's reports, business by business
     for b in businesses:
         own_assets = [a for a in assets if a.business == b]
         # the shared adapter with this business's calibration (fusion, selection, cascade)
@@ -436,7 +481,8 @@ def run_split(args: argparse.Namespace, root: Path, results: dict[str, Any], tab
         }
         for name, rep in reports.items():
             summary.setdefault(name, {})[b] = rep.means()
-            table.append(row(b, rep))
+            per_arm.setdefault(name, []).append(rep)
+            table.append(row(b, rep, reports["coarse_only"]))
         # the gate's three-way choice on held-out train requirements (never test)
         val = {
             "coarse_only": ev.report(
@@ -462,9 +508,17 @@ def run_split(args: argparse.Namespace, root: Path, results: dict[str, Any], tab
         choice = choose_arm(val["coarse_only"], val["shared"], val["per_business"], gate, first_adapter=True)
         results.setdefault("split_gate", {})[b] = {"chosen": choice.chosen, "reason": choice.reason}
         print("\n".join(table[-3:]) + f"\n{b}: gate chooses {choice.chosen} ({choice.reason})", flush=True)
+    coarse = pooled(per_arm["coarse_only"], "coarse_only")
     for name, per in summary.items():
         mean = {m: sum(v[m] for v in per.values()) / len(per) for m in METRICS}
-        table.append(f"| mean of 4 | {name} | " + " | ".join(f"{mean[m]:.3f}" for m in METRICS) + " | | |")
+        cis = intervals(pooled(per_arm[name], name), None if name == "coarse_only" else coarse)
+        table.append(
+            f"| mean of 4 | {name} | "
+            + " | ".join(f"{mean[m]:.3f}" for m in METRICS)
+            + " | | | "
+            + " | ".join(cis)
+            + " |"
+        )
     results["split"] = summary
 
 
@@ -527,8 +581,8 @@ def main() -> None:
         choices=["train", "none"],
         default="none",
         help="usage history in the lake: none (metadata paths only; the default, the figures in docs/measured.md) "
-        "or every labelled train requirement, as a deployment has (docs/fine-ranking.md: it lifts "
-        "test and collapses dev, whose databases have no history)",
+        "or every labelled train requirement, as a deployment has (docs/measured.md: it lifts "
+        "test and costs dev, whose databases have no history, a little)",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
