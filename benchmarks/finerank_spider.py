@@ -238,6 +238,16 @@ HEADER = [
 ]
 
 
+def per_requirement(rep: ev.EvalReport) -> dict[str, list[Any]]:
+    """What `--json` keeps of each requirement, to compare runs on the requirements they share."""
+    return {
+        "ids": rep.ids,
+        "set_f1": rep.f1,
+        "set_exact": rep.exact,
+        **{f"all_gold_at_{k}": v for k, v in rep.all_gold.items()},
+    }
+
+
 def pooled(reports: Sequence[ev.EvalReport], name: str) -> ev.EvalReport:
     """Several reports' requirements as one report (the split's businesses, for the mean row)."""
     out = ev.EvalReport(name, [], [], [], {k: [] for k in reports[0].all_gold}, [], [])
@@ -321,6 +331,7 @@ def run_union(args: argparse.Namespace, root: Path, results: dict[str, Any], tab
         evaluated = sample([labelled(r) for r in reqs if r.split == split], args.eval_limit, 1)
         reports = evaluate(split, evaluated, candidates, ranker, "library", calibration, config.candidate_k)
         results[f"union_{split}"] = {k: {**r.means(), **r.extra} for k, r in reports.items()}
+        results[f"union_{split}_per_requirement"] = {k: per_requirement(r) for k, r in reports.items()}
         table += [
             row(f"union {split} (n={len(evaluated)})", r, reports["coarse_only"]) for r in reports.values()
         ]
@@ -482,6 +493,7 @@ def run_split(args: argparse.Namespace, root: Path, results: dict[str, Any], tab
         for name, rep in reports.items():
             summary.setdefault(name, {})[b] = rep.means()
             per_arm.setdefault(name, []).append(rep)
+            results.setdefault("split_per_requirement", {}).setdefault(b, {})[name] = per_requirement(rep)
             table.append(row(b, rep, reports["coarse_only"]))
         # the gate's three-way choice on held-out train requirements (never test)
         val = {
