@@ -21,6 +21,10 @@ Settings:
     HF_HUB_OFFLINE=1 nice .venv/bin/python benchmarks/finerank_spider.py --setting split
 
 Training is bounded (--max-steps, early stopping on the validation curve): it runs on CPUs.
+Every row prints the arm's set F1 with its 95 % bootstrap interval and, beside coarse-only, its paired
+set-F1 and all-gold@3 differences with theirs: on 300 requirements a set F1 is known to about
++-0.04. `--fit-limit 0 --eval-limit 0` (and `--eval-per-business 0`) fit on all of `train` and answer
+every `test` / `dev` requirement, the figures' own terms (about an hour on 2 cores).
 """
 
 from __future__ import annotations
