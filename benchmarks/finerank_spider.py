@@ -252,7 +252,7 @@ def per_requirement(rep: ev.EvalReport) -> dict[str, list[Any]]:
     }
 
 
-def pooled(reports: Sequence[ev.EvalReport], name: str) -> ev.EvalReport:
+def pooled_report(reports: Sequence[ev.EvalReport], name: str) -> ev.EvalReport:
     """Several reports' requirements as one report (the split's businesses, for the mean row)."""
     out = ev.EvalReport(name, [], [], [], {k: [] for k in reports[0].all_gold}, [], [])
     for r in reports:
@@ -524,10 +524,10 @@ def run_split(args: argparse.Namespace, root: Path, results: dict[str, Any], tab
         choice = choose_arm(val["coarse_only"], val["shared"], val["per_business"], gate, first_adapter=True)
         results.setdefault("split_gate", {})[b] = {"chosen": choice.chosen, "reason": choice.reason}
         print("\n".join(table[-3:]) + f"\n{b}: gate chooses {choice.chosen} ({choice.reason})", flush=True)
-    coarse = pooled(per_arm["coarse_only"], "coarse_only")
+    coarse = pooled_report(per_arm["coarse_only"], "coarse_only")
     for name, per in summary.items():
         mean = {m: sum(v[m] for v in per.values()) / len(per) for m in METRICS}
-        cis = intervals(pooled(per_arm[name], name), None if name == "coarse_only" else coarse)
+        cis = intervals(pooled_report(per_arm[name], name), None if name == "coarse_only" else coarse)
         table.append(
             f"| mean of 4 | {name} | "
             + " | ".join(f"{mean[m]:.3f}" for m in METRICS)
