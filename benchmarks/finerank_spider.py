@@ -215,8 +215,8 @@ def row(label: str, rep: ev.EvalReport, baseline: ev.EvalReport | None = None) -
 def intervals(rep: ev.EvalReport, baseline: ev.EvalReport | None) -> list[str]:
     """Percentile-bootstrap 95 % intervals over requirements, seeded (the gate's `paired_bootstrap`):
     the arm's set F1, then its set F1 and all-gold@3 minus the baseline's on the same requirements
-    (paired; blank for the baseline itself). On a few hundred requirements an interval is
-    +-0.03 wide: a figure's distance to an aim, or between two arms, reads against it."""
+    (paired; blank for the baseline itself). On a few hundred requirements a set F1 is known to
+    about +-0.03 to 0.04: a figure's distance to an aim, or between two arms, reads against it."""
 
     def show(values: Sequence[float]) -> str:
         i = paired_bootstrap(values, 2000, 0.95, 0)
@@ -529,7 +529,7 @@ def run_split(args: argparse.Namespace, root: Path, results: dict[str, Any], tab
         mean = {m: sum(v[m] for v in per.values()) / len(per) for m in METRICS}
         cis = intervals(pooled_report(per_arm[name], name), None if name == "coarse_only" else coarse)
         table.append(
-            f"| mean of 4 | {name} | "
+            f"| mean of 4 (intervals: their requirements pooled) | {name} | "
             + " | ".join(f"{mean[m]:.3f}" for m in METRICS)
             + " | | | "
             + " | ".join(cis)
