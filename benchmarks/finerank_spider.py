@@ -218,18 +218,16 @@ def intervals(rep: ev.EvalReport, baseline: ev.EvalReport | None) -> list[str]:
     (paired; blank for the baseline itself). On a few hundred requirements a set F1 is known to
     about +-0.03 to 0.04: a figure's distance to an aim, or between two arms, reads against it."""
 
-    def show(values: Sequence[float]) -> str:
+    def show(values: Sequence[float], sign: str = "+") -> str:
         i = paired_bootstrap(values, 2000, 0.95, 0)
-        return f"{i.mean:+.3f} [{i.low:+.3f}, {i.high:+.3f}]"
+        return f"{i.mean:{sign}.3f} [{i.low:{sign}.3f}, {i.high:{sign}.3f}]"
 
     if not rep.f1:
         return ["", "", ""]
-    own = paired_bootstrap(rep.f1, 2000, 0.95, 0)
-    cells = [f"{own.mean:.3f} [{own.low:.3f}, {own.high:.3f}]"]
     if baseline is None or baseline is rep or baseline.ids != rep.ids:
-        return [*cells, "", ""]
+        return [show(rep.f1, ""), "", ""]
     return [
-        *cells,
+        show(rep.f1, ""),
         show([a - b for a, b in zip(rep.f1, baseline.f1, strict=True)]),
         show([a - b for a, b in zip(rep.all_gold[3], baseline.all_gold[3], strict=True)]),
     ]
@@ -240,16 +238,6 @@ HEADER = [
     "| set F1 [95 % CI] | set F1 − coarse [95 % CI] | all-gold@3 − coarse [95 % CI] |",
     "|---|---|---|---|---|---|---|---|---|---|---|---|",
 ]
-
-
-def per_requirement(rep: ev.EvalReport) -> dict[str, list[Any]]:
-    """What `--json` keeps of each requirement, to compare runs on the requirements they share."""
-    return {
-        "ids": rep.ids,
-        "set_f1": rep.f1,
-        "set_exact": rep.exact,
-        **{f"all_gold_at_{k}": v for k, v in rep.all_gold.items()},
-    }
 
 
 def pooled_report(reports: Sequence[ev.EvalReport], name: str) -> ev.EvalReport:
@@ -335,7 +323,7 @@ def run_union(args: argparse.Namespace, root: Path, results: dict[str, Any], tab
         evaluated = sample([labelled(r) for r in reqs if r.split == split], args.eval_limit, 1)
         reports = evaluate(split, evaluated, candidates, ranker, "library", calibration, config.candidate_k)
         results[f"union_{split}"] = {k: {**r.means(), **r.extra} for k, r in reports.items()}
-        results[f"union_{split}_per_requirement"] = {k: per_requirement(r) for k, r in reports.items()}
+        results[f"union_{split}_per_requirement"] = {k: r.to_dict() for k, r in reports.items()}
         table += [
             row(f"union {split} (n={len(evaluated)})", r, reports["coarse_only"]) for r in reports.values()
         ]
@@ -448,8 +436,7 @@ def run_split(args: argparse.Namespace, root: Path, results: dict[str, Any], tab
     )
     gate = GateConfig(latency_budget_ms=1e9)  # latency is reported here, not gated (shared CPU)
     per_config = dataclasses.replace(config, max_steps=args.business_steps or config.max_steps)
-    summary: dict[str, dict[str, dict[str, float]]] = {}
-    per_arm: dict[str, list[ev.EvalReport]] = {}  # each arm's reports, business by business
+    per_arm: dict[str, dict[str, ev.EvalReport]] = {}  # arm -> business -> its `test` report
     for b in businesses:
         own_assets = [a for a in assets if a.business == b]
         # the shared adapter with this business's calibration (fusion, selection, cascade)
@@ -495,9 +482,7 @@ def run_split(args: argparse.Namespace, root: Path, results: dict[str, Any], tab
             ),
         }
         for name, rep in reports.items():
-            summary.setdefault(name, {})[b] = rep.means()
-            per_arm.setdefault(name, []).append(rep)
-            results.setdefault("split_per_requirement", {}).setdefault(b, {})[name] = per_requirement(rep)
+            per_arm.setdefault(name, {})[b] = rep
             table.append(row(b, rep, reports["coarse_only"]))
         # the gate's three-way choice on held-out train requirements (never test)
         val = {
@@ -524,10 +509,12 @@ def run_split(args: argparse.Namespace, root: Path, results: dict[str, Any], tab
         choice = choose_arm(val["coarse_only"], val["shared"], val["per_business"], gate, first_adapter=True)
         results.setdefault("split_gate", {})[b] = {"chosen": choice.chosen, "reason": choice.reason}
         print("\n".join(table[-3:]) + f"\n{b}: gate chooses {choice.chosen} ({choice.reason})", flush=True)
-    coarse = pooled_report(per_arm["coarse_only"], "coarse_only")
+    summary = {name: {b: r.means() for b, r in per.items()} for name, per in per_arm.items()}
+    coarse = pooled_report(list(per_arm["coarse_only"].values()), "coarse_only")
     for name, per in summary.items():
         mean = {m: sum(v[m] for v in per.values()) / len(per) for m in METRICS}
-        cis = intervals(pooled_report(per_arm[name], name), None if name == "coarse_only" else coarse)
+        requirements = pooled_report(list(per_arm[name].values()), name)
+        cis = intervals(requirements, None if name == "coarse_only" else coarse)
         table.append(
             f"| mean of 4 (intervals: their requirements pooled) | {name} | "
             + " | ".join(f"{mean[m]:.3f}" for m in METRICS)
@@ -536,6 +523,9 @@ def run_split(args: argparse.Namespace, root: Path, results: dict[str, Any], tab
             + " |"
         )
     results["split"] = summary
+    results["split_per_requirement"] = {
+        name: {b: r.to_dict() for b, r in per.items()} for name, per in per_arm.items()
+    }
 
 
 def shared_b_report(
