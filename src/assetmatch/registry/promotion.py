@@ -136,6 +136,18 @@ def decide(
         raise ValueError(
             "decide: champion and challenger were not evaluated on the same requirements in the same order"
         )
+    if not champion.ids:
+        # Nothing to bootstrap: a business without held-out requirements gets a verdict, not a crash.
+        return Decision(
+            "refuse",
+            f"no paired held-out requirements (< {config.min_requirements}): not enough evidence",
+            first_adapter,
+            {},
+            {},
+            {},
+            0,
+            config,
+        )
     metric_pairs = {
         "set_f1": (champion.f1, challenger.f1),
         f"all_gold_at_{config.k}": (champion.all_gold, challenger.all_gold),
@@ -272,6 +284,8 @@ def decision_markdown(
             f"| {name} | {decision.champion[key]:.3f} | {decision.challenger[key]:.3f} | "
             f"{iv.mean:+.3f} | {iv.low:+.3f} | {iv.high:+.3f} |"
         )
+    if decision.n == 0:  # refused before any comparison: no figures to show
+        return "\n".join(lines[:2])
     lines.append(
         f"| latency ms (mean / p95) | {decision.champion['latency_ms_mean']:.1f} / {decision.champion['latency_ms_p95']:.1f} "
         f"| {decision.challenger['latency_ms_mean']:.1f} / {decision.challenger['latency_ms_p95']:.1f} | | | |"

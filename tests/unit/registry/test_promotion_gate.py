@@ -87,6 +87,11 @@ def test_too_few_requirements_or_a_noise_speedup_is_not_enough() -> None:
     assert d.verdict == "refuse" and "not enough evidence" in d.reason
     noise = decide(arm("champion", f1, gold, 40), arm("challenger", f1, gold, 39), GATE)  # 2.5% faster
     assert noise.verdict == "refuse"
+    empty = ArmResult("champion", [], [], [], [])
+    none = decide(empty, ArmResult("challenger", [], [], [], []), GATE, first_adapter=True)
+    assert none.verdict == "refuse" and "not enough evidence" in none.reason and none.n == 0
+    assert none.to_dict()["metrics"]["diffs"] == {}
+    assert "not enough evidence" in decision_markdown(none, "game", "", "1")
 
 
 def test_bootstrap_is_seeded_and_checks_its_input() -> None:
