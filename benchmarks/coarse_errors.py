@@ -155,7 +155,7 @@ def main() -> None:
         compared = compare_selection(candidates, evaluated, selector, rules)
         by_kind: collections.Counter[tuple[int, str]] = collections.Counter()
         counts: collections.Counter[str] = collections.Counter()
-        f1_lost: collections.Counter[str] = collections.Counter()
+        f1_lost: collections.defaultdict[str, float] = collections.defaultdict(float)
         for r in evaluated:
             answer = candidates.coarse(r.business, r.text, 10)
             gold, selected = set(r.gold_assets), set(answer.selected)
@@ -197,7 +197,10 @@ def main() -> None:
         for size in sorted({s for s, _ in by_kind}):
             cells = [str(by_kind[(size, k)]) for k in ("exact", "superset", "subset", "mixed", "disjoint")]
             print(f"| {size} | " + " | ".join(cells) + " |")
-        print("set F1 lost, by kind: " + ", ".join(f"{k} {v / n:.3f}" for k, v in f1_lost.most_common()))
+        print(
+            "set F1 lost, by kind: "
+            + ", ".join(f"{k} {v / n:.3f}" for k, v in sorted(f1_lost.items(), key=lambda kv: -kv[1]))
+        )
         for name, value in sorted(counts.items()):
             print(f"- {name}: {value}")
         print(compared)

@@ -19,18 +19,20 @@ import random
 import statistics
 import tempfile
 import time
+import typing
 import uuid
 from pathlib import Path
 
 from assetmatch.config import load_settings
+from assetmatch.features.provider import Reader
 from feature_bench_data import synthetic_lake
 
 REPO = Path(__file__).resolve().parents[1]
-READERS = ("online_read", "get_online_features")
+READERS: tuple[Reader, ...] = typing.get_args(Reader)
 
 
 def measure(
-    settings, ids: list[str], calls: int, k: int, readers: list[str], cache_ttl_s: float = 0.0
+    settings, ids: list[str], calls: int, k: int, readers: list[Reader], cache_ttl_s: float = 0.0
 ) -> dict[str, tuple[list[float], list[float]]]:  # type: ignore[no-untyped-def]
     """Wall-clock and CPU (process_time) ms per call and reader: on a shared, loaded machine the CPU
     time is what one idle core would need, the wall time includes waiting for the CPU."""
@@ -103,8 +105,8 @@ def main() -> None:
         help=f"comma-separated provider readers to compare (of {', '.join(READERS)})",
     )
     args = parser.parse_args()
-    readers = [r for r in args.readers.split(",") if r]
-    if not readers or set(readers) - set(READERS):
+    readers = [r for r in READERS if r in args.readers.split(",")]
+    if not readers or set(args.readers.split(",")) - set(READERS) - {""}:
         parser.error(f"--readers: choose from {', '.join(READERS)}")
     logging.basicConfig(level=logging.WARNING)
 
@@ -113,7 +115,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         _, ids = synthetic_lake(str(root / "lake"), args.assets, args.queries, days=7)
-        stores = [("sqlite", {})]
+        stores: list[tuple[str, dict[str, str]]] = [("sqlite", {})]
         if args.redis:
             stores.append(("redis", {"online_store": "redis", "redis_connection": args.redis}))
         print(f"{args.assets} tables materialized; {args.calls} calls x {args.candidates} candidates")

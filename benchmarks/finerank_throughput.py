@@ -19,6 +19,7 @@ how far that is from a bare matrix-multiply roofline measured in the same run.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import random
@@ -139,7 +140,7 @@ def main() -> None:
             for precision in precisions:
                 s = scorers[(max_length, precision)]
                 s.batch_size = batch
-                rate = len(rows) / timed(lambda s=s, r=rows: s.score_rows(r), args.seconds)
+                rate = len(rows) / timed(functools.partial(s.score_rows, rows), args.seconds)
                 roof = roofline(
                     shapes, int(batch * tokens), args.seconds, precision == "int8", "cuda" if cuda else "cpu"
                 )

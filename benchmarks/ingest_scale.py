@@ -237,7 +237,7 @@ def load() -> str:
 
 def bench_engine(engine: str, admin_url: str, args: argparse.Namespace) -> dict[str, Any]:
     """Build (or reuse) the schema, then the full, 1%-changed and unchanged ingests into a fresh lake."""
-    from assetmatch.config import BusinessConfig, Settings, SourceSpec
+    from assetmatch.config import BusinessConfig, LakeConfig, Settings, SourceSpec
     from assetmatch.lake.delta import Lake
 
     mysql = engine == "mariadb"
@@ -250,7 +250,7 @@ def bench_engine(engine: str, admin_url: str, args: argparse.Namespace) -> dict[
             )
         options: dict[str, Any] = {"url": url} if mysql else {"url": url, "schemas": ["dw"]}
         settings = Settings(
-            lake={"uri": f"{tmp}/lake"},
+            lake=LakeConfig(uri=f"{tmp}/lake"),
             businesses=[BusinessConfig(name="bench")],
             sources=[SourceSpec(name=engine, type="sql", business="bench", options=options)],
         )
