@@ -19,7 +19,10 @@ are replayed). `--quantize none,int8` serves the same deployment once per value 
 `ranker.quantize`, one after the other. `--arm challenger` sends every request to the challenger
 adapters (A/B share 1.0 and a user id on each request): the trained adapters that the gate has not
 promoted yet, without touching the registry; `--arm champion,challenger` measures both. An arm
-without adapters is coarse-only, so it is measured once, whatever `--quantize` says. Run with `nice`:
+without adapters is coarse-only, so it is measured once, whatever `--quantize` says. An adapter's
+calibrated cascade may never ask it (it did not beat the coarse answer on validation): then the run
+measures the coarse path, and each row's `fine_share` says so; `--cascade always` (with
+`--fine-top-n`) measures the same adapters fine-ranking every request. Run with `nice`:
 
     nice .venv/bin/python benchmarks/serve_latency.py --seconds 30
     nice .venv/bin/python benchmarks/serve_latency.py --config DEPLOY/assetmatch.yaml --seconds 20 \\
@@ -113,6 +116,21 @@ def main() -> None:
         type=int,
         default=None,
         help="serving.max_concurrent_matches (requests computed at once; 0: two per core; default: the config's)",
+    )
+    parser.add_argument(
+        "--cascade",
+        default=None,
+        choices=["calibrated", "never", "always"],
+        help="real mode: matching.cascade (always: every request the adapters learned is fine-ranked, "
+        "whatever their calibrated cascade chose, so the fine stage is measured under load even when "
+        "validation told it to defer; default: the config's)",
+    )
+    parser.add_argument(
+        "--fine-top-n",
+        type=int,
+        default=None,
+        help="real mode: matching.fine_top_n (tables fine-ranked per request when the calibrated "
+        "cascade sets no depth; default: the config's)",
     )
     parser.add_argument("--k", type=int, default=10, help="ranked tables asked per request")
     parser.add_argument("--workdir", type=Path, default=None, help="reuse/keep the deployment here")
@@ -237,9 +255,13 @@ def real_deployment(
         # the same few hundred texts are replayed: keep no query vectors between requests, as the
         # response cache is off, so each request costs what a new one would
         recall = {**(data.get("recall") or {}), "cache_query_vectors": False}
+        matching = dict(data.get("matching") or {})
+        for key, value in (("cascade", args.cascade), ("fine_top_n", args.fine_top_n)):
+            if value is not None:
+                matching[key] = value
         path.write_text(
             yaml.safe_dump(
-                {**data, "recall": recall, "ranker": ranker, "serving": serving},
+                {**data, "recall": recall, "ranker": ranker, "serving": serving, "matching": matching},
                 sort_keys=False,
                 allow_unicode=True,
             ),
@@ -249,7 +271,17 @@ def real_deployment(
         return path
 
     workload = Workload(sorted(served), [], items)
-    return workload, make_config, {"config": str(source), "split": args.split, "requirements": len(items)}
+    return (
+        workload,
+        make_config,
+        {
+            "config": str(source),
+            "split": args.split,
+            "requirements": len(items),
+            "cascade": args.cascade or "(as configured)",
+            "fine_top_n": args.fine_top_n or "(as configured)",
+        },
+    )
 
 
 def serve_and_measure(

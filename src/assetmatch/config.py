@@ -388,6 +388,15 @@ class MatchingConfig(_Strict):
         default_factory=dict,
         description="Business -> fine-score threshold for set selection (fitted by the ranker training).",
     )
+    cascade: Literal["calibrated", "never", "always"] = Field(
+        default="calibrated",
+        description="When a loaded adapter fine-ranks a request. calibrated: its own cascade, fitted on "
+        "validation (calibration.json). never: every answer is the coarse one while the adapters stay "
+        "loaded - a switch for the fine stage that needs no registry change. always: every request whose "
+        "tables the adapter learned, however certain the coarse answer and whatever validation chose (a "
+        "load test, or an override of a cascade judged too timid), as deep as its calibrated depth, else "
+        "fine_top_n. Training and the A/B gate always judge the calibrated cascade.",
+    )
     recall_k: int = Field(default=50, gt=0, description="Hits asked from each recall path per requirement.")
     synthetic: Literal["auto", "off", "only"] = Field(
         default="auto",

@@ -17,6 +17,7 @@ business's table.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import time
@@ -254,7 +255,7 @@ class Matcher:
             t1 = time.perf_counter()
             calibration = self.fine_ranker.calibration(business)
             depth = self._fine_depth(calibration, ranked, terms)
-            skipped = "" if depth else calibration.cascade.why_skipped()
+            skipped = "" if depth else self._why_skipped(calibration)
             if depth:
                 try:
                     fine, ranked, scores = self._fine_rank(business, text, ranked, depth, calibration)
@@ -305,18 +306,32 @@ class Matcher:
         ranked: Sequence[Candidate],
         terms: Mapping[str, frozenset[str]],
     ) -> int:
-        """The cascade's decision: how many coarse tables to fine-rank (0: keep the coarse answer)."""
+        """The cascade's decision: how many coarse tables to fine-rank (0: keep the coarse answer).
+        `matching.cascade` may override the adapter's: never, or always (no margin test)."""
+        mode = self.settings.matching.cascade
+        if mode == "never":
+            return 0
+        cascade = calibration.cascade
+        if mode == "always":
+            cascade = dataclasses.replace(cascade, max_margin=None)
         window = scored_tables(
             [c.asset_id for c in ranked], [c.score for c in ranked], self.builder.group_of, terms
         )
         selected = self.selector.select(window, self.builder.linked).asset_ids
-        return calibration.cascade.depth_for(
+        return cascade.depth_for(
             [c.asset_id for c in ranked],
             [c.score for c in ranked],
             selected,
             calibration.familiar,
             self.settings.matching.fine_top_n,
         )
+
+    def _why_skipped(self, calibration: FineCalibration) -> str:
+        if self.settings.matching.cascade == "never":
+            return "cascade: the fine stage is switched off (matching.cascade: never)"
+        if self.settings.matching.cascade == "always":
+            return "cascade: its list holds a table of a database the adapter did not learn"
+        return calibration.cascade.why_skipped()
 
     def _fine_rank(
         self, business: str, text: str, ranked: list[Candidate], depth: int, calibration: FineCalibration

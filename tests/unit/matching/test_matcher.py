@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Collection, Mapping, Sequence
 
 import pytest
@@ -219,3 +220,28 @@ def test_cascade_keeps_the_coarse_answer_when_unfamiliar_or_certain() -> None:
     Matcher(LeakyIndex(), cfg, fine_ranker=shallow).match("game_a", "payments")  # type: ignore[arg-type]
     assert len(shallow.seen) == 2  # only as many candidates as the cascade asks for
     assert Matcher(LeakyIndex(), cfg, fine_ranker=shallow).match("game_a", "payments").fine_depth == 2  # type: ignore[arg-type]
+
+
+def test_matching_cascade_switches_the_fine_stage_off_or_on_over_the_adapters_own_rule() -> None:
+    """`matching.cascade`: never answers coarse-only with an adapter that would run; always runs an
+    adapter whose calibration said never, at its calibrated depth, and still defers on tables of
+    databases it did not learn."""
+    cfg = settings(shared=False)
+    coarse = Matcher(LeakyIndex(), cfg).match("game_a", "payments", k=5)
+    cfg.matching.cascade = "never"
+    eager = ReverseFine(FineCalibration(cascade=Cascade(depth=2)))
+    off = Matcher(LeakyIndex(), cfg, fine_ranker=eager).match("game_a", "payments", k=5)  # type: ignore[arg-type]
+    assert eager.seen == [] and off.fine_depth == 0 and "switched off" in off.fine_skipped
+    assert off.selected == coarse.selected and off.model_version == coarse.model_version
+
+    cfg.matching.cascade = "always"
+    timid = ReverseFine(FineCalibration(cascade=dataclasses.replace(Cascade.never(), depth=2)))
+    on = Matcher(LeakyIndex(), cfg, fine_ranker=timid).match("game_a", "payments", k=5)  # type: ignore[arg-type]
+    assert len(timid.seen) == 2 and on.fine_depth == 2 and on.model_version == "game_a-v3"
+    unfamiliar = ReverseFine(
+        FineCalibration(cascade=Cascade.never(), familiar=frozenset({"game_a.game_a.users"}))
+    )
+    kept = Matcher(LeakyIndex(), cfg, fine_ranker=unfamiliar).match("game_a", "payments", k=5)  # type: ignore[arg-type]
+    assert unfamiliar.seen == [] and "did not learn" in kept.fine_skipped
+    cfg.matching.cascade = "calibrated"
+    assert Matcher(LeakyIndex(), cfg, fine_ranker=timid).match("game_a", "payments").fine_depth == 0  # type: ignore[arg-type]
