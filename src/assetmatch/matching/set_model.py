@@ -104,115 +104,98 @@ def candidate_sets(top: Sequence[ScoredTable], max_tables: int = MAX_TABLES) -> 
     return found
 
 
-def _components(members: Sequence[int], linked: np.ndarray) -> int:
-    """Join-graph components among the positions `members` (`linked[i, j]`: j is i's neighbour)."""
-    seen: set[int] = set()
-    count = 0
-    for start in members:
-        if start in seen:
-            continue
-        count += 1
-        stack = [start]
-        seen.add(start)
-        while stack:
-            at = stack.pop()
-            for other in members:
-                if other not in seen and (linked[at, other] or linked[other, at]):
-                    seen.add(other)
-                    stack.append(other)
-    return count
-
-
-@dataclass(frozen=True)
-class _ListState:
-    """What every candidate set of one list reads alike: computed once per list, not once per set."""
-
-    p: np.ndarray  # scores clipped to (0, 1)
-    request_terms: frozenset[str]  # the request terms some top table contains
-    linked: np.ndarray  # linked[i, j]: top[j] is a join-graph neighbour of top[i]
-
-    @classmethod
-    def of(cls, top: Sequence[ScoredTable], neighbors: Neighbors) -> _ListState:
-        ids = [t.asset_id for t in top]
-        linked = np.zeros((len(top), len(top)), dtype=bool)
-        for i, asset_id in enumerate(ids):
-            near = neighbors(asset_id)
-            linked[i] = [other in near for other in ids]
-        return cls(
-            np.clip(np.array([t.score for t in top], dtype=float), _EPS, 1 - _EPS),
-            frozenset().union(*(t.terms for t in top)),
-            linked,
-        )
-
-
 def features_of(
     top: Sequence[ScoredTable], combos: Sequence[Sequence[int]], rules_set: set[str], neighbors: Neighbors
 ) -> np.ndarray:
-    """`SET_FEATURES` of every set of `combos` (positions in `top`, ascending), one row each (the
-    list's neighbours read once)."""
-    state = _ListState.of(top, neighbors)
-    return np.array([_set_row(top, c, rules_set, state) for c in combos], dtype=float)
+    """`SET_FEATURES` of every set of `combos` (positions in `top`, ascending), one row each.
 
+    All sets of one list at once, as arrays over (set, table[, term]): `member[c, i]` says table i is
+    in set c, `has[i, t]` that table i contains request term t. Written per set in Python this was a
+    sixth of a demo build (calibration selects thousands of lists, ~56 sets each);
+    `tests/unit/matching/test_set_model.py` keeps that per-set definition and checks every feature
+    against it."""
+    n, k = len(top), len(combos)
+    member = np.zeros((k, n), dtype=bool)
+    for c, combo in enumerate(combos):
+        member[c, list(combo)] = True
+    outside = ~member
+    raw = np.array([t.score for t in top], dtype=float)
+    p = np.clip(raw, _EPS, 1 - _EPS)
+    ids = [t.asset_id for t in top]
+    linked = np.zeros((n, n), dtype=bool)  # linked[i, j]: top[j] is a join-graph neighbour of top[i]
+    for i, asset_id in enumerate(ids):
+        near = neighbors(asset_id)
+        linked[i] = [other in near for other in ids]
+    vocabulary = sorted(frozenset().union(*(t.terms for t in top)))
+    has = np.array([[term in t.terms for term in vocabulary] for t in top], dtype=bool).reshape(n, -1)
+    groups = {g: i for i, g in enumerate(dict.fromkeys(t.group for t in top))}
+    group = np.array([groups[t.group] for t in top])
 
-def _set_row(
-    top: Sequence[ScoredTable], combo: Sequence[int], rules_set: set[str], state: _ListState
-) -> list[float]:
-    p, linked = state.p, state.linked
-    inside = np.zeros(len(top), dtype=bool)
-    inside[list(combo)] = True
-    members = [top[i] for i in combo]
-    ids = {m.asset_id for m in members}
-    covered = frozenset().union(*(m.terms for m in members))
-    own = []
-    bridges = 0
-    for i in combo:
-        others = [j for j in combo if j != i]
-        mine = top[i].terms - frozenset().union(*(top[j].terms for j in others))
-        own.append(len(mine))
-        if not mine and sum(bool(linked[i, j]) for j in others) >= 2:
-            bridges += 1
-    so_far: set[str] = set()
-    no_new, p_no_new = 0, 0.0
-    for m in members:
-        if so_far and not m.terms - so_far:
-            no_new += 1
-            p_no_new = max(p_no_new, m.score)
-        so_far |= m.terms
-    group = members[0].group
-    addable = sum(
-        1
-        for i, t in enumerate(top)
-        if not inside[i] and t.group == group and t.terms - covered and linked[i, list(combo)].any()
-    )
-    best_other = float(p[~inside].max()) if (~inside).any() else 0.0
-    size = len(combo)
-    return [
+    size = member.sum(axis=1)
+    first = member.argmax(axis=1)
+    last = n - 1 - member[:, ::-1].argmax(axis=1)
+    set_group = group[first]
+    # summed over members only, in rank order (the zeros added change no bit of the sum)
+    log_p_members = np.where(member, np.log(p), 0.0).sum(axis=1)
+    log_not_p_others = np.where(outside, np.log(1 - p), 0.0).sum(axis=1)
+    min_p_member = np.where(member, p, np.inf).min(axis=1)
+    best_other = np.where(outside.any(axis=1), np.where(outside, p, -np.inf).max(axis=1), 0.0)
+
+    holders = member.astype(int) @ has.astype(int)  # [c, t]: members containing term t
+    covered = holders > 0
+    n_covered = covered.sum(axis=1)
+    # own[c, i]: terms of table i no other member of set c contains (meaningful for members only)
+    own = (holders == 1).astype(int) @ has.T.astype(int)
+    no_link_to_self = linked & ~np.eye(n, dtype=bool)
+    linked_members = member.astype(int) @ no_link_to_self.T.astype(int)  # [c, i]: members i links to
+    own_of_members = np.where(member, own, np.iinfo(int).max)
+    without_own = member & (own == 0)
+    bridges = (without_own & (linked_members >= 2)).sum(axis=1)
+
+    # terms of the members before table i, in rank order: [c, i, t]
+    before = np.cumsum(member[:, :, None] & has[None, :, :], axis=1) - (member[:, :, None] & has[None, :, :])
+    so_far = before > 0
+    adds_nothing = member & so_far.any(axis=2) & ~(has[None, :, :] & ~so_far).any(axis=2)
+    no_new = adds_nothing.sum(axis=1)
+    p_no_new = np.where(adds_nothing, raw, -np.inf).max(axis=1, initial=-np.inf)
+    p_no_new = np.where(no_new > 0, np.maximum(p_no_new, 0.0), 0.0)
+
+    adds_a_term = (has[None, :, :] & ~covered[:, None, :]).any(axis=2)  # [c, i]
+    joins_the_set = (member.astype(int) @ linked.T.astype(int)) > 0  # [c, i]: i links to a member
+    addable = (outside & (group[None, :] == set_group[:, None]) & adds_a_term & joins_the_set).sum(axis=1)
+
+    in_rules = np.array([a in rules_set for a in ids], dtype=bool)
+    rules_inside_top = int(in_rules.sum()) == len(rules_set)
+    within_rules = ~(member & ~in_rules).any(axis=1)
+    holds_rules = ~(in_rules & outside).any(axis=1) & rules_inside_top
+    n_terms = len(vocabulary)
+    columns: list[Any] = [
         size,
         size == 1,
         size == 2,
         size == 3,
-        float(np.log(p[inside]).sum()),
-        float(np.log(1 - p[~inside]).sum()),
-        float(p[inside].min()),
+        log_p_members,
+        log_not_p_others,
+        min_p_member,
         best_other,
-        float(p[inside].min()) - best_other,
-        max(combo),
-        0 in combo,
-        tuple(combo) == tuple(range(size)),
-        _components(combo, linked),
-        group == top[0].group,
-        len(covered) / max(len(state.request_terms), 1),
-        len(state.request_terms - covered),
-        len(covered),
-        sum(1 for n in own if n == 0),
-        min(own),
-        *(float(p[i]) if i < len(p) else 0.0 for i in range(3)),
-        len(state.request_terms),
-        *(i in combo for i in range(DEPTH)),
-        ids == rules_set,
-        ids <= rules_set,
-        ids >= rules_set,
-        len(rules_set),
+        min_p_member - best_other,
+        last,
+        member[:, 0],
+        last == size - 1,
+        _components(member, linked),
+        set_group == group[0],
+        n_covered / max(n_terms, 1),
+        n_terms - n_covered,
+        n_covered,
+        without_own.sum(axis=1),
+        own_of_members.min(axis=1),
+        *(np.full(k, p[i] if i < n else 0.0) for i in range(3)),
+        np.full(k, n_terms),
+        *(member[:, i] if i < n else np.zeros(k, dtype=bool) for i in range(DEPTH)),
+        within_rules & holds_rules,
+        within_rules,
+        holds_rules,
+        np.full(k, len(rules_set)),
         addable,
         no_new,
         no_new > 0,
@@ -220,6 +203,20 @@ def _set_row(
         bridges,
         no_new - bridges,
     ]
+    return np.column_stack([np.asarray(col, dtype=float) for col in columns]).reshape(k, len(SET_FEATURES))
+
+
+def _components(member: np.ndarray, linked: np.ndarray) -> np.ndarray:
+    """Join-graph components among each set's members (`member[c, i]`; either direction of `linked`
+    joins): a member counts when no member of a lower rank is reachable from it."""
+    n = member.shape[1]
+    pair = member[:, :, None] & member[:, None, :]
+    edges = ((linked | linked.T)[None, :, :] & pair).astype(np.float32)
+    reach = np.minimum(edges + (np.eye(n, dtype=bool)[None, :, :] & pair), 1.0)
+    for _ in range(max(n - 2, 0)):  # paths of up to n - 1 steps
+        reach = np.minimum(reach + reach @ edges, 1.0)
+    lowest_reached = (reach > 0).argmax(axis=2)  # reach[c, i, i] holds for members: lowest <= i
+    return (member & (lowest_reached == np.arange(n)[None, :])).sum(axis=1)
 
 
 @dataclass

@@ -18,6 +18,8 @@ from assetmatch.matching.selection import (
     set_scores,
 )
 from assetmatch.matching.set_model import (
+    DEPTH,
+    MAX_TABLES,
     SET_FEATURES,
     LearnedSetSelector,
     SetModel,
@@ -75,6 +77,127 @@ def test_set_features_by_hand() -> None:
     assert bridged["members_without_own_terms"] == 1  # the bridge's "age" is a's too
     assert bridged["bridges"] == 1 and bridged["no_new_terms_not_bridge"] == 0
     assert bridged["no_new_terms"] == 1 and bridged["max_p_no_new_terms"] == pytest.approx(0.5)
+
+
+def reference_row(top: list[ScoredTable], combo: tuple[int, ...], rules_set: set[str]) -> list[float]:
+    """`SET_FEATURES` of one set, written plainly, set by set: the definition `features_of`'s array
+    version must reproduce (it was the implementation until calibration spent a sixth of a demo
+    build in it)."""
+    eps = 1e-4
+    p = np.clip(np.array([t.score for t in top], dtype=float), eps, 1 - eps)
+    ids_all = [t.asset_id for t in top]
+    linked = np.array([[other in neighbors_of(a) for other in ids_all] for a in ids_all], dtype=bool)
+    request_terms = frozenset().union(*(t.terms for t in top))
+    inside = np.zeros(len(top), dtype=bool)
+    inside[list(combo)] = True
+    members = [top[i] for i in combo]
+    ids = {m.asset_id for m in members}
+    covered = frozenset().union(*(m.terms for m in members))
+    own, bridges = [], 0
+    for i in combo:
+        others = [j for j in combo if j != i]
+        mine = top[i].terms - frozenset().union(*(top[j].terms for j in others))
+        own.append(len(mine))
+        if not mine and sum(bool(linked[i, j]) for j in others) >= 2:
+            bridges += 1
+    so_far: set[str] = set()
+    no_new, p_no_new = 0, 0.0
+    for m in members:
+        if so_far and not m.terms - so_far:
+            no_new += 1
+            p_no_new = max(p_no_new, m.score)
+        so_far |= m.terms
+    group = members[0].group
+    addable = sum(
+        1
+        for i, t in enumerate(top)
+        if not inside[i] and t.group == group and t.terms - covered and linked[i, list(combo)].any()
+    )
+    seen: set[int] = set()
+    components = 0
+    for start in combo:
+        if start in seen:
+            continue
+        components += 1
+        stack = [start]
+        seen.add(start)
+        while stack:
+            at = stack.pop()
+            for other in combo:
+                if other not in seen and (linked[at, other] or linked[other, at]):
+                    seen.add(other)
+                    stack.append(other)
+    best_other = float(p[~inside].max()) if (~inside).any() else 0.0
+    size = len(combo)
+    return [
+        size,
+        size == 1,
+        size == 2,
+        size == 3,
+        float(np.log(p[inside]).sum()),
+        float(np.log(1 - p[~inside]).sum()),
+        float(p[inside].min()),
+        best_other,
+        float(p[inside].min()) - best_other,
+        max(combo),
+        0 in combo,
+        tuple(combo) == tuple(range(size)),
+        components,
+        group == top[0].group,
+        len(covered) / max(len(request_terms), 1),
+        len(request_terms - covered),
+        len(covered),
+        sum(1 for n in own if n == 0),
+        min(own),
+        *(float(p[i]) if i < len(p) else 0.0 for i in range(3)),
+        len(request_terms),
+        *(i in combo for i in range(DEPTH)),
+        ids == rules_set,
+        ids <= rules_set,
+        ids >= rules_set,
+        len(rules_set),
+        addable,
+        no_new,
+        no_new > 0,
+        p_no_new,
+        bridges,
+        no_new - bridges,
+    ]
+
+
+RANDOM_LINKS: dict[str, set[str]] = {}
+
+
+def neighbors_of(asset_id: str) -> set[str]:
+    return RANDOM_LINKS.get(asset_id, set())
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_set_features_match_their_per_set_definition(seed: int) -> None:
+    """Random lists: 1..6 tables over one to three groups, shared and missing terms, one-way and
+    self links, scores outside (0, 1), rules sets inside and beyond the top."""
+    rng = random.Random(seed)
+    n = rng.randint(1, DEPTH)
+    vocabulary = ["name", "age", "pet", "city", "amount"][: rng.randint(0, 5)]
+    top = [
+        ScoredTable(
+            f"t{i}",
+            rng.choice([rng.random(), 0.0, 1.0, 1.3, -0.2]),
+            rng.choice("xyz"[: rng.randint(1, 3)]),
+            frozenset(t for t in vocabulary if rng.random() < 0.4),
+        )
+        for i in range(n)
+    ]
+    RANDOM_LINKS.clear()
+    for a in top:
+        RANDOM_LINKS[a.asset_id] = {b.asset_id for b in top if rng.random() < 0.35}
+    ids = [t.asset_id for t in top]
+    rules_set = {a for a in ids if rng.random() < 0.4} | ({"beyond.top"} if rng.random() < 0.3 else set())
+    combos = candidate_sets(top, MAX_TABLES) or [(0,)]
+    got = features_of(top, combos, rules_set, neighbors_of)
+    want = np.array([reference_row(top, tuple(c), rules_set) for c in combos], dtype=float)
+    assert got.shape == (len(combos), len(SET_FEATURES))
+    np.testing.assert_array_equal(got, want)
 
 
 def top_is_a_decoy(n_databases: int = 12, per_database: int = 8, seed: int = 0) -> list[CalibrationExample]:
