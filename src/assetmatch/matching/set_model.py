@@ -169,7 +169,7 @@ def features_of(
     within_rules = ~(member & ~in_rules).any(axis=1)
     holds_rules = ~(in_rules & outside).any(axis=1) & rules_inside_top
     n_terms = len(vocabulary)
-    columns: list[Any] = [
+    columns: list[Any] = [  # one entry per feature: a value per set, or one for all sets
         size,
         size == 1,
         size == 2,
@@ -189,13 +189,13 @@ def features_of(
         n_covered,
         without_own.sum(axis=1),
         own_of_members.min(axis=1),
-        *(np.full(k, p[i] if i < n else 0.0) for i in range(3)),
-        np.full(k, n_terms),
-        *(member[:, i] if i < n else np.zeros(k, dtype=bool) for i in range(DEPTH)),
+        *(p[i] if i < n else 0.0 for i in range(3)),
+        n_terms,
+        *(member[:, i] if i < n else False for i in range(DEPTH)),
         within_rules & holds_rules,
         within_rules,
         holds_rules,
-        np.full(k, len(rules_set)),
+        len(rules_set),
         addable,
         no_new,
         no_new > 0,
@@ -203,7 +203,10 @@ def features_of(
         bridges,
         no_new - bridges,
     ]
-    return np.column_stack([np.asarray(col, dtype=float) for col in columns]).reshape(k, len(SET_FEATURES))
+    out = np.empty((len(SET_FEATURES), k))
+    for row, column in zip(out, columns, strict=True):
+        row[:] = column
+    return out.T
 
 
 def _components(member: np.ndarray, linked: np.ndarray) -> np.ndarray:
@@ -213,7 +216,7 @@ def _components(member: np.ndarray, linked: np.ndarray) -> np.ndarray:
     pair = member[:, :, None] & member[:, None, :]
     edges = ((linked | linked.T)[None, :, :] & pair).astype(np.float32)
     reach = np.minimum(edges + (np.eye(n, dtype=bool)[None, :, :] & pair), 1.0)
-    for _ in range(max(n - 2, 0)):  # paths of up to n - 1 steps
+    for _ in range(max(int(member.sum(axis=1).max(initial=0)) - 2, 0)):  # paths of up to size - 1 steps
         reach = np.minimum(reach + reach @ edges, 1.0)
     lowest_reached = (reach > 0).argmax(axis=2)  # reach[c, i, i] holds for members: lowest <= i
     return (member & (lowest_reached == np.arange(n)[None, :])).sum(axis=1)
