@@ -157,6 +157,8 @@ class Cascade:
             return (
                 "cascade: this adapter did not beat the coarse ranking on validation by more than its noise"
             )
+        if self.max_margin is None:  # no margin test: only the familiar check defers
+            return "cascade: its list holds a table of a database the adapter did not learn"
         return (
             "cascade: the coarse answer is certain, "
             "or its list holds a table of a database the adapter did not learn"

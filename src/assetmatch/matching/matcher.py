@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from assetmatch.config import Settings
-from assetmatch.matching.fine import FineCalibration, rerank, scored_tables
+from assetmatch.matching.fine import Cascade, FineCalibration, rerank, scored_tables
 from assetmatch.matching.fusion import (
     STORED_FEATURE_PREFIX,
     Candidate,
@@ -120,6 +120,9 @@ def visible_businesses(settings: Settings, business: str) -> list[str]:
         raise UnknownBusinessError(f"unknown business {business!r} (configured: {sorted(declared)})")
     shared = [b.name for b in settings.businesses if b.shared and b.name != business]
     return [business, *shared]
+
+
+SWITCHED_OFF = "cascade: the fine stage is switched off (matching.cascade: never)"
 
 
 class Matcher:
@@ -254,8 +257,12 @@ class Matcher:
         if self.fine_ranker is not None and self.fine_ranker.version(business) and ranked:
             t1 = time.perf_counter()
             calibration = self.fine_ranker.calibration(business)
-            depth = self._fine_depth(calibration, ranked, terms)
-            skipped = "" if depth else self._why_skipped(calibration)
+            cascade = self._cascade(calibration)
+            if cascade is None:
+                skipped = SWITCHED_OFF
+            else:
+                depth = self._fine_depth(cascade, calibration.familiar, ranked, terms)
+                skipped = "" if depth else cascade.why_skipped()
             if depth:
                 try:
                     fine, ranked, scores = self._fine_rank(business, text, ranked, depth, calibration)
@@ -300,20 +307,24 @@ class Matcher:
         """What the coarse ranking was fitted on (`MatchResult.coarse_model`)."""
         return self.coarse.trained_on if isinstance(self.coarse, LearnedFusion) else "fusion"
 
+    def _cascade(self, calibration: FineCalibration) -> Cascade | None:
+        """The adapter's cascade as `matching.cascade` has it: as calibrated, without its margin test
+        (always), or None (never: the fine stage is switched off)."""
+        mode = self.settings.matching.cascade
+        if mode == "never":
+            return None
+        if mode == "always":
+            return dataclasses.replace(calibration.cascade, max_margin=None)
+        return calibration.cascade
+
     def _fine_depth(
         self,
-        calibration: FineCalibration,
+        cascade: Cascade,
+        familiar: Collection[str] | None,
         ranked: Sequence[Candidate],
         terms: Mapping[str, frozenset[str]],
     ) -> int:
-        """The cascade's decision: how many coarse tables to fine-rank (0: keep the coarse answer).
-        `matching.cascade` may override the adapter's: never, or always (no margin test)."""
-        mode = self.settings.matching.cascade
-        if mode == "never":
-            return 0
-        cascade = calibration.cascade
-        if mode == "always":
-            cascade = dataclasses.replace(cascade, max_margin=None)
+        """The cascade's decision: how many coarse tables to fine-rank (0: keep the coarse answer)."""
         window = scored_tables(
             [c.asset_id for c in ranked], [c.score for c in ranked], self.builder.group_of, terms
         )
@@ -322,16 +333,9 @@ class Matcher:
             [c.asset_id for c in ranked],
             [c.score for c in ranked],
             selected,
-            calibration.familiar,
+            familiar,
             self.settings.matching.fine_top_n,
         )
-
-    def _why_skipped(self, calibration: FineCalibration) -> str:
-        if self.settings.matching.cascade == "never":
-            return "cascade: the fine stage is switched off (matching.cascade: never)"
-        if self.settings.matching.cascade == "always":
-            return "cascade: its list holds a table of a database the adapter did not learn"
-        return calibration.cascade.why_skipped()
 
     def _fine_rank(
         self, business: str, text: str, ranked: list[Candidate], depth: int, calibration: FineCalibration

@@ -153,8 +153,8 @@ def features_of(
     bridges = (without_own & (linked_members >= 2)).sum(axis=1)
 
     # terms of the members before table i, in rank order: [c, i, t]
-    before = np.cumsum(member[:, :, None] & has[None, :, :], axis=1) - (member[:, :, None] & has[None, :, :])
-    so_far = before > 0
+    held = member[:, :, None] & has[None, :, :]
+    so_far = np.cumsum(held, axis=1) - held > 0
     adds_nothing = member & so_far.any(axis=2) & ~(has[None, :, :] & ~so_far).any(axis=2)
     no_new = adds_nothing.sum(axis=1)
     p_no_new = np.where(adds_nothing, raw, -np.inf).max(axis=1, initial=-np.inf)
@@ -169,43 +169,43 @@ def features_of(
     within_rules = ~(member & ~in_rules).any(axis=1)
     holds_rules = ~(in_rules & outside).any(axis=1) & rules_inside_top
     n_terms = len(vocabulary)
-    columns: list[Any] = [  # one entry per feature: a value per set, or one for all sets
-        size,
-        size == 1,
-        size == 2,
-        size == 3,
-        log_p_members,
-        log_not_p_others,
-        min_p_member,
-        best_other,
-        min_p_member - best_other,
-        last,
-        member[:, 0],
-        last == size - 1,
-        _components(member, linked),
-        set_group == group[0],
-        n_covered / max(n_terms, 1),
-        n_terms - n_covered,
-        n_covered,
-        without_own.sum(axis=1),
-        own_of_members.min(axis=1),
-        *(p[i] if i < n else 0.0 for i in range(3)),
-        n_terms,
-        *(member[:, i] if i < n else False for i in range(DEPTH)),
-        within_rules & holds_rules,
-        within_rules,
-        holds_rules,
-        len(rules_set),
-        addable,
-        no_new,
-        no_new > 0,
-        p_no_new,
-        bridges,
-        no_new - bridges,
-    ]
+    values: dict[str, Any] = {  # each feature: a value per set, or one for all the list's sets
+        "size": size,
+        "size_1": size == 1,
+        "size_2": size == 2,
+        "size_3": size == 3,
+        "log_p_members": log_p_members,
+        "log_not_p_others": log_not_p_others,
+        "min_p_member": min_p_member,
+        "max_p_other": best_other,
+        "p_margin": min_p_member - best_other,
+        "worst_rank": last,
+        "has_top": member[:, 0],
+        "is_prefix": last == size - 1,
+        "components": _components(member, linked),
+        "in_top_group": set_group == group[0],
+        "term_coverage": n_covered / max(n_terms, 1),
+        "terms_uncovered": n_terms - n_covered,
+        "terms_covered": n_covered,
+        "members_without_own_terms": without_own.sum(axis=1),
+        "min_own_terms": own_of_members.min(axis=1),
+        **{f"p_{i + 1}": p[i] if i < n else 0.0 for i in range(3)},
+        "request_terms": n_terms,
+        **{f"has_rank_{i}": member[:, i] if i < n else False for i in range(DEPTH)},
+        "is_rules_set": within_rules & holds_rules,
+        "within_rules_set": within_rules,
+        "holds_rules_set": holds_rules,
+        "rules_set_size": len(rules_set),
+        "addable_others": addable,
+        "no_new_terms": no_new,
+        "any_no_new_terms": no_new > 0,
+        "max_p_no_new_terms": p_no_new,
+        "bridges": bridges,
+        "no_new_terms_not_bridge": no_new - bridges,
+    }
     out = np.empty((len(SET_FEATURES), k))
-    for row, column in zip(out, columns, strict=True):
-        row[:] = column
+    for row, name in zip(out, SET_FEATURES, strict=True):
+        row[:] = values[name]
     return out.T
 
 

@@ -119,6 +119,8 @@ def paired_bootstrap(diffs: Sequence[float], samples: int, confidence: float, se
 
 
 def _summary(arm: ArmResult) -> dict[str, float]:
+    if not arm.ids:
+        return {}
     lat = np.asarray(arm.latency_ms, dtype=float)
     return {
         "set_f1": float(np.mean(arm.f1)),
@@ -136,18 +138,6 @@ def decide(
         raise ValueError(
             "decide: champion and challenger were not evaluated on the same requirements in the same order"
         )
-    if not champion.ids:
-        # Nothing to bootstrap: a business without held-out requirements gets a verdict, not a crash.
-        return Decision(
-            "refuse",
-            f"no paired held-out requirements (< {config.min_requirements}): not enough evidence",
-            first_adapter,
-            {},
-            {},
-            {},
-            0,
-            config,
-        )
     metric_pairs = {
         "set_f1": (champion.f1, challenger.f1),
         f"all_gold_at_{config.k}": (champion.all_gold, challenger.all_gold),
@@ -160,6 +150,7 @@ def decide(
             config.seed,
         )
         for name, (a, b) in metric_pairs.items()
+        if champion.ids  # none held out: nothing to bootstrap (min_requirements >= 1 refuses below)
     }
     champ, chall = _summary(champion), _summary(challenger)
     pct = round(config.confidence * 100)
@@ -278,14 +269,14 @@ def decision_markdown(
         "| metric | champion | challenger | mean diff | CI low | CI high |",
         "|---|---|---|---|---|---|",
     ]
+    if decision.n == 0:  # refused before any comparison: no figures to show
+        return "\n".join(lines[:2])
     for name, iv in decision.diffs.items():
         key = "set_f1" if name == "set_f1" else "all_gold"
         lines.append(
             f"| {name} | {decision.champion[key]:.3f} | {decision.challenger[key]:.3f} | "
             f"{iv.mean:+.3f} | {iv.low:+.3f} | {iv.high:+.3f} |"
         )
-    if decision.n == 0:  # refused before any comparison: no figures to show
-        return "\n".join(lines[:2])
     lines.append(
         f"| latency ms (mean / p95) | {decision.champion['latency_ms_mean']:.1f} / {decision.champion['latency_ms_p95']:.1f} "
         f"| {decision.challenger['latency_ms_mean']:.1f} / {decision.challenger['latency_ms_p95']:.1f} | | | |"
