@@ -249,6 +249,8 @@ class CoarseAnswer:
     selected: list[str]
     examples: dict[str, str] = field(default_factory=dict)  # asset id -> nearest past request using it
     terms: dict[str, frozenset[str]] = field(default_factory=dict)  # asset id -> request terms it contains
+    # asset id -> (term, referenced asset id) for request terms it contains only in a foreign key
+    key_terms: dict[str, frozenset[tuple[str, str]]] = field(default_factory=dict)
 
 
 @dataclass
@@ -281,7 +283,13 @@ def scored_tables(
     scores: Sequence[float],
     group_of: Any,
     terms: Mapping[str, frozenset[str]] | None = None,
+    key_terms: Mapping[str, frozenset[tuple[str, str]]] | None = None,
 ) -> list[ScoredTable]:
-    """What selection reads: each table's score, group and the request terms it contains."""
+    """What selection reads: each table's score, group, the request terms it contains and those it
+    contains only in a foreign key (`FeatureBuilder.request_terms` / `key_terms`)."""
     terms = terms or {}
-    return [ScoredTable(a, float(s), group_of(a), terms.get(a, frozenset())) for a, s in zip(ids, scores)]
+    key_terms = key_terms or {}
+    return [
+        ScoredTable(a, float(s), group_of(a), terms.get(a, frozenset()), key_terms.get(a, frozenset()))
+        for a, s in zip(ids, scores)
+    ]

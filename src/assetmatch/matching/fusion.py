@@ -172,6 +172,8 @@ class _AssetStatic:
     column_tokens: frozenset[str]
     n_columns: int
     group: str
+    direct_tokens: frozenset[str] = frozenset()  # name, comment and the columns that are no foreign key
+    key_tokens: tuple[tuple[str, frozenset[str]], ...] = ()  # (referenced asset id, its key columns' tokens)
 
 
 class FeatureBuilder:
@@ -240,8 +242,22 @@ class FeatureBuilder:
             else:
                 name_text = f"{asset.name} {asset.comment}"
                 col_text = " ".join(f"{c.name} {c.comment}" for c in asset.columns)
+                comments = {c.name: c.comment for c in asset.columns}
+                key_columns = {name for fk in asset.foreign_keys for name in fk.columns}
+                plain_text = " ".join(
+                    f"{c.name} {c.comment}" for c in asset.columns if c.name not in key_columns
+                )
+                keys = tuple(
+                    (fk.ref_asset_id, word_tokens(" ".join(f"{c} {comments.get(c, '')}" for c in fk.columns)))
+                    for fk in asset.foreign_keys
+                )
                 info = _AssetStatic(
-                    word_tokens(name_text), word_tokens(col_text), len(asset.columns), _group_key(asset)
+                    word_tokens(name_text),
+                    word_tokens(col_text),
+                    len(asset.columns),
+                    _group_key(asset),
+                    word_tokens(name_text) | word_tokens(plain_text),
+                    keys,
                 )
             self._static[asset_id] = info
         return info
@@ -258,6 +274,22 @@ class FeatureBuilder:
         for asset_id in asset_ids:
             info = self._static_of(asset_id)
             out[asset_id] = q_tokens & (info.name_tokens | info.column_tokens)
+        return out
+
+    def key_terms(self, query: str, asset_ids: Iterable[str]) -> dict[str, frozenset[tuple[str, str]]]:
+        """(term, referenced asset id) for each term of `query` a table contains only in a foreign-key
+        column ("渠道" in `channel_id` "渠道ID", referencing `dim_channel`): the request names an
+        attribute the table holds as a key only, which the table it references describes. What the set
+        model reads to tell a fact table that answers alone from one that needs its dimension table."""
+        q_tokens = word_tokens(query)
+        out = {}
+        for asset_id in asset_ids:
+            info = self._static_of(asset_id)
+            out[asset_id] = frozenset(
+                (term, ref)
+                for ref, tokens in info.key_tokens
+                for term in (q_tokens & tokens) - info.direct_tokens
+            )
         return out
 
     def warmup(self) -> dict[str, frozenset[str]]:

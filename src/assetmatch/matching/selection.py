@@ -102,6 +102,8 @@ class ScoredTable:
     score: float
     group: str = ""
     terms: frozenset[str] = frozenset()  # the request's terms its name, comment or columns contain
+    # (term, referenced asset id): request terms it contains only in a foreign-key column
+    key_terms: frozenset[tuple[str, str]] = frozenset()
 
 
 @dataclass

@@ -10,8 +10,10 @@ decided one after the other, never as the pair they would be. The set model look
 2. **Features** (`SET_FEATURES`): the set's size; its members' scores and the best score left out (the
    likelihood of the set if the scores were independent); ranks; how many join-graph components it
    makes; the request terms it covers and leaves uncovered; members that add no term of their own and
-   whether they bridge two others; and what the calibrated rules answer (the set equals, holds or is
-   held by the rules' set).
+   whether they bridge two others; whether a request term sits only in a member's foreign key to a
+   table left out (a fact table's `channel_id` "渠道ID" for "各渠道…", `dim_channel` not in the set:
+   the word is covered, the attribute is not); and what the calibrated rules answer (the set equals,
+   holds or is held by the rules' set).
 3. **Scoring**: two linear models over the standardised features, a logistic regression for P(set is the
    gold set) and a ridge regression for the set's F1; the answer is the set with the highest
    P(exact) + expected F1 (the two terms of the `f1_exact` objective). Linear, so `assetmatch match`
@@ -91,6 +93,8 @@ SET_FEATURES = (
     "max_p_no_new_terms",
     "bridges",  # members without own terms that join two or more members
     "no_new_terms_not_bridge",
+    "key_term_unjoined",  # a term members hold only in a key to a table outside the set, no member otherwise
+    "key_term_joined",  # a term a member holds in a key to another member
 )
 
 
@@ -164,6 +168,8 @@ def features_of(
     joins_the_set = (member.astype(int) @ linked.T.astype(int)) > 0  # [c, i]: i links to a member
     addable = (outside & (group[None, :] == set_group[:, None]) & adds_a_term & joins_the_set).sum(axis=1)
 
+    unjoined, joined = _key_terms(top, member)
+
     in_rules = np.array([a in rules_set for a in ids], dtype=bool)
     rules_inside_top = int(in_rules.sum()) == len(rules_set)
     within_rules = ~(member & ~in_rules).any(axis=1)
@@ -202,11 +208,45 @@ def features_of(
         "max_p_no_new_terms": p_no_new,
         "bridges": bridges,
         "no_new_terms_not_bridge": no_new - bridges,
+        "key_term_unjoined": unjoined,
+        "key_term_joined": joined,
     }
     out = np.empty((len(SET_FEATURES), k))
     for row, name in zip(out, SET_FEATURES, strict=True):
         row[:] = values[name]
     return out.T
+
+
+def _key_terms(top: Sequence[ScoredTable], member: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per set (`member[c, i]`): does a request term sit only in a member's foreign key to a table
+    outside the set, no member holding it otherwise ("渠道" in the fact table's `channel_id`,
+    `dim_channel` left out); does a term sit in a member's key to another member (`dim_channel` in
+    the set). Yes / no rather than counts: a Chinese word brings its English glosses along."""
+    k = member.shape[0]
+    vocabulary = sorted({term for t in top for term, _ in t.key_terms})
+    if not vocabulary:
+        return np.zeros(k, dtype=bool), np.zeros(k, dtype=bool)
+    refs = sorted({ref for t in top for _, ref in t.key_terms})
+    term_of = {term: i for i, term in enumerate(vocabulary)}
+    ref_of = {ref: i for i, ref in enumerate(refs)}
+    via = np.zeros((len(top), len(vocabulary), len(refs)), dtype=bool)  # [i, t, r]: i holds t in a key to r
+    direct = np.zeros((len(top), len(vocabulary)), dtype=bool)  # [i, t]: i holds t elsewhere
+    for i, t in enumerate(top):
+        key_only = set()
+        for term, ref in t.key_terms:
+            via[i, term_of[term], ref_of[ref]] = True
+            key_only.add(term)
+        direct[i] = [term in t.terms and term not in key_only for term in vocabulary]
+    position = {t.asset_id: i for i, t in enumerate(top)}
+    ref_member = np.zeros((k, len(refs)), dtype=bool)  # [c, r]: r is a member of set c
+    for r, ref in enumerate(refs):
+        if ref in position:
+            ref_member[:, r] = member[:, position[ref]]
+    held: np.ndarray = member[:, :, None, None] & via[None, :, :, :]  # [c, i, t, r]
+    to_outside = np.any(held & ~ref_member[:, None, None, :], axis=(1, 3))  # [c, t]
+    to_member = np.any(held & ref_member[:, None, None, :], axis=(1, 2, 3))  # [c]
+    covered = (member.astype(int) @ direct.astype(int)) > 0
+    return np.any(to_outside & ~covered, axis=1), to_member
 
 
 def _components(member: np.ndarray, linked: np.ndarray) -> np.ndarray:

@@ -18,7 +18,7 @@ from assetmatch.matching.fusion import (
     simplest_of_the_best,
 )
 from assetmatch.matching.types import Hit
-from assetmatch.models import Column, TableAsset
+from assetmatch.models import Column, ForeignKey, TableAsset
 
 
 def _asset(db: str, name: str, cols: list[str]) -> TableAsset:
@@ -107,6 +107,33 @@ def test_request_terms_are_the_query_tokens_a_table_contains() -> None:
     assert {"name", "student"} <= terms["school.student"] and "pet" not in terms["school.student"]
     assert "pet" in terms["school.pets"] and "name" not in terms["school.pets"]
     assert terms["shop.orders"] == frozenset()
+
+
+def test_key_terms_are_the_request_terms_a_table_holds_only_in_a_foreign_key() -> None:
+    fact = TableAsset(
+        business="g",
+        name="dws_user_pay_1d",
+        comment="用户付费日汇总",
+        columns=[Column(name="channel_id", comment="渠道ID"), Column(name="pay_amount", comment="付费金额")],
+        foreign_keys=[ForeignKey(columns=["channel_id"], ref_asset_id="g.dim_channel")],
+    )
+    dim = TableAsset(
+        business="g",
+        name="dim_channel",
+        comment="渠道维表",
+        columns=[Column(name="channel_id", comment="渠道ID", primary_key=True)],
+        foreign_keys=[ForeignKey(columns=["channel_id"], ref_asset_id="g.dim_channel")],  # a self key
+    )
+    builder = FeatureBuilder({a.asset_id: a for a in (fact, dim)})
+    ids = [fact.asset_id, dim.asset_id]
+    keys = builder.key_terms("各渠道付费用户对比", ids)
+    assert ("渠道", "g.dim_channel") in keys[fact.asset_id]
+    assert {term for term, _ in keys[fact.asset_id]} <= builder.request_terms("各渠道付费用户对比", ids)[
+        fact.asset_id
+    ]
+    assert not any(term == "付费" for term, _ in keys[fact.asset_id])  # its own comment's word
+    assert keys[dim.asset_id] == frozenset()  # its name says "渠道" itself
+    assert builder.key_terms("pay amount per channel", ids)[fact.asset_id] == {("channel", "g.dim_channel")}
 
 
 def test_metadata_group_features_ignore_the_history_vote() -> None:

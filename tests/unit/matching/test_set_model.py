@@ -79,6 +79,23 @@ def test_set_features_by_hand() -> None:
     assert bridged["no_new_terms"] == 1 and bridged["max_p_no_new_terms"] == pytest.approx(0.5)
 
 
+def test_a_term_held_only_in_a_key_asks_for_the_table_it_references() -> None:
+    """ "各渠道付费" against a fact table whose only "渠道" is `channel_id`, a key to `dim_channel`: the
+    fact table alone leaves the attribute behind a key; with the dimension table it is joined."""
+    fact = ScoredTable(
+        "g.dws_pay", 0.9, "g", frozenset({"pay", "channel"}), frozenset({("channel", "g.dim_channel")})
+    )
+    dim = ScoredTable("g.dim_channel", 0.4, "g", frozenset({"channel"}))
+    other = ScoredTable("g.dim_item", 0.3, "g", frozenset({"pay"}), frozenset({("pay", "g.dim_nowhere")}))
+    rows = features_of([fact, dim, other], [(0,), (0, 1), (1,), (0, 2)], {"g.dws_pay"}, neighbors)
+    alone, joined, dim_alone, with_other = (dict(zip(SET_FEATURES, r)) for r in rows)
+    assert alone["key_term_unjoined"] == 1 and alone["key_term_joined"] == 0
+    assert joined["key_term_unjoined"] == 0 and joined["key_term_joined"] == 1
+    assert dim_alone["key_term_unjoined"] == 0 and dim_alone["key_term_joined"] == 0
+    # "pay" is the fact table's own word: a member's key to elsewhere leaves nothing behind for it
+    assert with_other["key_term_unjoined"] == 1 and with_other["key_term_joined"] == 0
+
+
 def reference_row(top: list[ScoredTable], combo: tuple[int, ...], rules_set: set[str]) -> list[float]:
     """`SET_FEATURES` of one set, written plainly, set by set: the definition `features_of`'s array
     version must reproduce (it was the implementation until calibration spent a sixth of a demo
@@ -127,6 +144,9 @@ def reference_row(top: list[ScoredTable], combo: tuple[int, ...], rules_set: set
                 if other not in seen and (linked[at, other] or linked[other, at]):
                     seen.add(other)
                     stack.append(other)
+    direct = frozenset().union(*(m.terms - {term for term, _ in m.key_terms} for m in members))
+    unjoined = {term for m in members for term, ref in m.key_terms if ref not in ids} - direct
+    joined = {term for m in members for term, ref in m.key_terms if ref in ids}
     best_other = float(p[~inside].max()) if (~inside).any() else 0.0
     size = len(combo)
     return [
@@ -162,6 +182,8 @@ def reference_row(top: list[ScoredTable], combo: tuple[int, ...], rules_set: set
         p_no_new,
         bridges,
         no_new - bridges,
+        bool(unjoined),
+        bool(joined),
     ]
 
 
@@ -174,20 +196,19 @@ def neighbors_of(asset_id: str) -> set[str]:
 
 @pytest.mark.parametrize("seed", range(40))
 def test_set_features_match_their_per_set_definition(seed: int) -> None:
-    """Random lists: 1..6 tables over one to three groups, shared and missing terms, one-way and
-    self links, scores outside (0, 1), rules sets inside and beyond the top."""
+    """Random lists: 1..6 tables over one to three groups, shared and missing terms, terms held in
+    keys to tables of the list and beyond it, one-way and self links, scores outside (0, 1), rules
+    sets inside and beyond the top."""
     rng = random.Random(seed)
     n = rng.randint(1, DEPTH)
     vocabulary = ["name", "age", "pet", "city", "amount"][: rng.randint(0, 5)]
-    top = [
-        ScoredTable(
-            f"t{i}",
-            rng.choice([rng.random(), 0.0, 1.0, 1.3, -0.2]),
-            rng.choice("xyz"[: rng.randint(1, 3)]),
-            frozenset(t for t in vocabulary if rng.random() < 0.4),
-        )
-        for i in range(n)
-    ]
+    names = [f"t{i}" for i in range(n)]
+    top = []
+    for name in names:
+        terms = frozenset(t for t in vocabulary if rng.random() < 0.4)
+        keys = frozenset((t, rng.choice([*names, "dim.beyond"])) for t in terms if rng.random() < 0.4)
+        score = rng.choice([rng.random(), 0.0, 1.0, 1.3, -0.2])
+        top.append(ScoredTable(name, score, rng.choice("xyz"[: rng.randint(1, 3)]), terms, keys))
     RANDOM_LINKS.clear()
     for a in top:
         RANDOM_LINKS[a.asset_id] = {b.asset_id for b in top if rng.random() < 0.35}
