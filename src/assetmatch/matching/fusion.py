@@ -240,23 +240,24 @@ class FeatureBuilder:
             if asset is None:
                 info = _AssetStatic(word_tokens(asset_id.rsplit(".", 1)[-1]), frozenset(), 0, "")
             else:
-                name_text = f"{asset.name} {asset.comment}"
+                name_tokens = word_tokens(f"{asset.name} {asset.comment}")
                 col_text = " ".join(f"{c.name} {c.comment}" for c in asset.columns)
                 comments = {c.name: c.comment for c in asset.columns}
                 key_columns = {name for fk in asset.foreign_keys for name in fk.columns}
                 plain_text = " ".join(
                     f"{c.name} {c.comment}" for c in asset.columns if c.name not in key_columns
                 )
-                keys = tuple(
+                keys = tuple(  # a key to the table itself (a manager_id) names no other table
                     (fk.ref_asset_id, word_tokens(" ".join(f"{c} {comments.get(c, '')}" for c in fk.columns)))
                     for fk in asset.foreign_keys
+                    if fk.ref_asset_id != asset_id
                 )
                 info = _AssetStatic(
-                    word_tokens(name_text),
+                    name_tokens,
                     word_tokens(col_text),
                     len(asset.columns),
                     _group_key(asset),
-                    word_tokens(name_text) | word_tokens(plain_text),
+                    name_tokens | word_tokens(plain_text),
                     keys,
                 )
             self._static[asset_id] = info

@@ -247,7 +247,8 @@ class Matcher:
         ranked = self.coarse.rank(text, list(collect_candidates(hits).values()))
         ranked = ranked[: self.settings.recall.candidates]
         ids = [c.asset_id for c in ranked]
-        terms = self.builder.request_terms(text, ids), self.builder.key_terms(text, ids)
+        terms = self.builder.request_terms(text, ids)
+        key_terms = self.builder.key_terms(text, ids)
         timings["coarse"] = (time.perf_counter() - t0) * 1000
 
         fine: dict[str, float] = {}
@@ -262,7 +263,7 @@ class Matcher:
             if cascade is None:
                 skipped = SWITCHED_OFF
             else:
-                depth = self._fine_depth(cascade, calibration.familiar, ranked, terms)
+                depth = self._fine_depth(cascade, calibration.familiar, ranked, terms, key_terms)
                 skipped = "" if depth else cascade.why_skipped()
             if depth:
                 try:
@@ -278,7 +279,7 @@ class Matcher:
             timings["fine"] = (time.perf_counter() - t1) * 1000
 
         t2 = time.perf_counter()
-        scored = scored_tables([c.asset_id for c in ranked], scores, self.builder.group_of, *terms)
+        scored = scored_tables([c.asset_id for c in ranked], scores, self.builder.group_of, terms, key_terms)
         selection = selector.select(scored, self.builder.linked)
         timings["select"] = (time.perf_counter() - t2) * 1000
 
@@ -323,12 +324,12 @@ class Matcher:
         cascade: Cascade,
         familiar: Collection[str] | None,
         ranked: Sequence[Candidate],
-        terms: tuple[Mapping[str, frozenset[str]], Mapping[str, frozenset[tuple[str, str]]]],
+        terms: Mapping[str, frozenset[str]],
+        key_terms: Mapping[str, frozenset[tuple[str, str]]],
     ) -> int:
-        """The cascade's decision: how many coarse tables to fine-rank (0: keep the coarse answer).
-        `terms`: the request terms each table contains, and those only in a foreign key."""
+        """The cascade's decision: how many coarse tables to fine-rank (0: keep the coarse answer)."""
         window = scored_tables(
-            [c.asset_id for c in ranked], [c.score for c in ranked], self.builder.group_of, *terms
+            [c.asset_id for c in ranked], [c.score for c in ranked], self.builder.group_of, terms, key_terms
         )
         selected = self.selector.select(window, self.builder.linked).asset_ids
         return cascade.depth_for(

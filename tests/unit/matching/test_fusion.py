@@ -124,7 +124,13 @@ def test_key_terms_are_the_request_terms_a_table_holds_only_in_a_foreign_key() -
         columns=[Column(name="channel_id", comment="渠道ID", primary_key=True)],
         foreign_keys=[ForeignKey(columns=["channel_id"], ref_asset_id="g.dim_channel")],  # a self key
     )
-    builder = FeatureBuilder({a.asset_id: a for a in (fact, dim)})
+    staff = TableAsset(
+        business="g",
+        name="staff",
+        columns=[Column(name="staff_id"), Column(name="manager_id")],
+        foreign_keys=[ForeignKey(columns=["manager_id"], ref_asset_id="g.staff")],
+    )
+    builder = FeatureBuilder({a.asset_id: a for a in (fact, dim, staff)})
     ids = [fact.asset_id, dim.asset_id]
     keys = builder.key_terms("各渠道付费用户对比", ids)
     assert ("渠道", "g.dim_channel") in keys[fact.asset_id]
@@ -134,6 +140,9 @@ def test_key_terms_are_the_request_terms_a_table_holds_only_in_a_foreign_key() -
     assert not any(term == "付费" for term, _ in keys[fact.asset_id])  # its own comment's word
     assert keys[dim.asset_id] == frozenset()  # its name says "渠道" itself
     assert builder.key_terms("pay amount per channel", ids)[fact.asset_id] == {("channel", "g.dim_channel")}
+    # a key to the table itself names no other table to join
+    assert builder.key_terms("staff per manager", [staff.asset_id])[staff.asset_id] == frozenset()
+    assert "manag" in builder.request_terms("staff per manager", [staff.asset_id])[staff.asset_id]
 
 
 def test_metadata_group_features_ignore_the_history_vote() -> None:
