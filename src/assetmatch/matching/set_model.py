@@ -52,6 +52,7 @@ from assetmatch.matching.selection import (
     load_selection,
     set_scores,
 )
+from assetmatch.recall.tokenize import has_cjk
 from assetmatch.types import SELECTION_OBJECTIVES, SelectionObjective
 
 DEPTH = 6  # candidate sets are drawn from the top DEPTH ranked tables (CV on Spider train: 5 / 6 / 8 tables)
@@ -326,7 +327,23 @@ class LearnedSetSelector(SetSelector):
         best = int(np.argmax(scores))  # ties: the first, i.e. the smaller set
         chosen = [top[i].asset_id for i in combos[best]]
         why = f"set model: best of {len(combos)} candidate sets (P(exact) + expected F1 {scores[best]:.2f})"
-        return Selection(chosen, {a: rules.reasons.get(a, why) for a in chosen})
+        reasons = {a: rules.reasons.get(a, why) for a in chosen}
+        for table in (top[i] for i in combos[best]):  # say which member's key a table describes
+            for ref, terms in _held_in_keys(table, chosen).items():
+                reasons[ref] += f"; describes {', '.join(terms)}, which {table.asset_id} holds only as a key"
+        return Selection(chosen, reasons)
+
+
+def _held_in_keys(table: ScoredTable, chosen: Sequence[str]) -> dict[str, list[str]]:
+    """Chosen tables other than `table` that its foreign keys reference, with the request terms
+    `table` holds only in those keys (what `--explain` shows beside a dimension table). A Chinese
+    word's English glosses are terms too; where the request's own Chinese words are there, they are
+    shown alone."""
+    out: dict[str, list[str]] = {}
+    for term, ref in sorted(table.key_terms):
+        if ref in chosen and ref != table.asset_id:
+            out.setdefault(ref, []).append(term)
+    return {ref: [t for t in terms if has_cjk(t)] or terms for ref, terms in out.items()}
 
 
 def _objective(f1: float, exact: float, objective: SelectionObjective) -> float:

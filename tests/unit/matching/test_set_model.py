@@ -96,6 +96,26 @@ def test_a_term_held_only_in_a_key_asks_for_the_table_it_references() -> None:
     assert with_other["key_term_unjoined"] == 1 and with_other["key_term_joined"] == 0
 
 
+def test_the_set_models_reason_names_the_key_a_dimension_table_describes() -> None:
+    """`--explain` beside a chosen dimension table: which request word the fact table holds only as
+    a key to it (the Chinese word, not its English glosses)."""
+    keys = frozenset({("渠道", "g.dim_channel"), ("channel", "g.dim_channel"), ("ditch", "g.dim_channel")})
+    fact = ScoredTable("g.dws_pay", 0.9, "g", frozenset({"付费", "渠道", "channel", "ditch"}), keys)
+    dim = ScoredTable("g.dim_channel", 0.8, "g", frozenset({"渠道", "channel", "ditch"}))
+    model = SetModel(
+        mean=[0.0] * len(SET_FEATURES),
+        scale=[1.0] * len(SET_FEATURES),
+        w_exact=[0.0] * len(SET_FEATURES),
+        b_exact=0.0,
+        w_f1=[float(name == "key_term_joined") for name in SET_FEATURES],
+        b_f1=0.0,
+    )
+    selection = LearnedSetSelector(SelectionParams(min_score=0.99), model).select([fact, dim])
+    assert selection.asset_ids == ["g.dws_pay", "g.dim_channel"]
+    assert selection.reasons["g.dim_channel"].endswith("describes 渠道, which g.dws_pay holds only as a key")
+    assert "describes" not in selection.reasons["g.dws_pay"]
+
+
 def reference_row(top: list[ScoredTable], combo: tuple[int, ...], rules_set: set[str]) -> list[float]:
     """`SET_FEATURES` of one set, written plainly, set by set: the definition `features_of`'s array
     version must reproduce (it was the implementation until calibration spent a sixth of a demo
