@@ -83,7 +83,7 @@ def compare_selection(
     seconds: dict[str, list[float]] = {"answer": [], "rules": []}
     for r in evaluated:
         answer = candidates.coarse(r.business, r.text, 10)
-        ranked = scored_tables(answer.ids, answer.scores, candidates.group_of, answer.terms, answer.key_terms)
+        ranked = scored_tables(answer.ids, answer.scores, candidates.group_of, answer.terms)
         for name, sel in (("answer", selector), ("rules", rules)):
             t0 = time.perf_counter()
             chosen = sel.select(ranked, candidates.neighbors).asset_ids

@@ -26,14 +26,14 @@ Everything here is numpy and the standard library: no model is loaded.
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from assetmatch.matching.selection import ScoredTable, SelectionParams, SetSelector
+from assetmatch.matching.selection import RequestTerms, ScoredTable, SelectionParams, SetSelector
 from assetmatch.matching.set_model import LearnedSetSelector
 
 CALIBRATION_FILE = "calibration.json"
@@ -248,9 +248,7 @@ class CoarseAnswer:
     scores: list[float]
     selected: list[str]
     examples: dict[str, str] = field(default_factory=dict)  # asset id -> nearest past request using it
-    terms: dict[str, frozenset[str]] = field(default_factory=dict)  # asset id -> request terms it contains
-    # asset id -> (term, referenced asset id) for request terms it contains only in a foreign key
-    key_terms: dict[str, frozenset[tuple[str, str]]] = field(default_factory=dict)
+    terms: RequestTerms = field(default_factory=RequestTerms)  # the request's terms in each table
 
 
 @dataclass
@@ -282,14 +280,9 @@ def scored_tables(
     ids: Sequence[str],
     scores: Sequence[float],
     group_of: Any,
-    terms: Mapping[str, frozenset[str]] | None = None,
-    key_terms: Mapping[str, frozenset[tuple[str, str]]] | None = None,
+    terms: RequestTerms | None = None,
 ) -> list[ScoredTable]:
-    """What selection reads: each table's score, group, the request terms it contains and those it
-    contains only in a foreign key (`FeatureBuilder.request_terms` / `key_terms`)."""
-    terms = terms or {}
-    key_terms = key_terms or {}
-    return [
-        ScoredTable(a, float(s), group_of(a), terms.get(a, frozenset()), key_terms.get(a, frozenset()))
-        for a, s in zip(ids, scores)
-    ]
+    """What selection reads: each table's score, group and the request's terms in it
+    (`FeatureBuilder.request_terms`)."""
+    terms = terms or RequestTerms()
+    return [ScoredTable(a, float(s), group_of(a), *terms.of(a)) for a, s in zip(ids, scores)]

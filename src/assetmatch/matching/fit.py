@@ -238,11 +238,7 @@ def fit_matching(
         order = np.argsort(-scores, kind="stable")
         ids = [grp.asset_ids[j] for j in order]
         ranked = scored_tables(
-            ids,
-            scores[order].tolist(),
-            builder.group_of,
-            builder.request_terms(req.text, ids),
-            builder.key_terms(req.text, ids),
+            ids, scores[order].tolist(), builder.group_of, builder.request_terms(req.text, ids)
         )
         examples.append(CalibrationExample(ranked, set(req.gold_assets)))
         synthetic_flags.append(is_synthetic(req))

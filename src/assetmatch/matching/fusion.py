@@ -43,6 +43,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from assetmatch.matching.selection import RequestTerms
 from assetmatch.matching.types import PATHS, FeatureProvider, Hit
 from assetmatch.models import TableAsset
 from assetmatch.recall.tokenize import has_cjk, tokenize, weighted_gloss_tokens
@@ -267,31 +268,24 @@ class FeatureBuilder:
         """The candidate's group (database, else business), as the group features use it."""
         return self._static_of(asset_id).group
 
-    def request_terms(self, query: str, asset_ids: Iterable[str]) -> dict[str, frozenset[str]]:
-        """The terms of `query` each table's name, comment or columns contain (the same tokens the
-        overlap features count); what set selection's coverage rule reads (`SelectionParams`)."""
+    def request_terms(self, query: str, asset_ids: Iterable[str]) -> RequestTerms:
+        """What selection reads of `query` in each table: the terms its name, comment or columns
+        contain (the same tokens the overlap features count; the coverage rule of `SelectionParams`),
+        and (term, referenced asset id) for each term it contains only in a foreign-key column
+        ("渠道" in `channel_id` "渠道ID", referencing `dim_channel`): the request names an attribute
+        the table holds as a key only, which the table it references describes — what the set model
+        reads to tell a fact table that answers alone from one that needs its dimension table."""
         q_tokens = word_tokens(query)
-        out = {}
+        contained, in_keys = {}, {}
         for asset_id in asset_ids:
             info = self._static_of(asset_id)
-            out[asset_id] = q_tokens & (info.name_tokens | info.column_tokens)
-        return out
-
-    def key_terms(self, query: str, asset_ids: Iterable[str]) -> dict[str, frozenset[tuple[str, str]]]:
-        """(term, referenced asset id) for each term of `query` a table contains only in a foreign-key
-        column ("渠道" in `channel_id` "渠道ID", referencing `dim_channel`): the request names an
-        attribute the table holds as a key only, which the table it references describes. What the set
-        model reads to tell a fact table that answers alone from one that needs its dimension table."""
-        q_tokens = word_tokens(query)
-        out = {}
-        for asset_id in asset_ids:
-            info = self._static_of(asset_id)
-            out[asset_id] = frozenset(
+            contained[asset_id] = q_tokens & (info.name_tokens | info.column_tokens)
+            in_keys[asset_id] = frozenset(
                 (term, ref)
                 for ref, tokens in info.key_tokens
                 for term in (q_tokens & tokens) - info.direct_tokens
             )
-        return out
+        return RequestTerms(contained, in_keys)
 
     def warmup(self) -> dict[str, frozenset[str]]:
         """Tokenize the whole library once (every table's tokens, each database's union of them), so

@@ -36,7 +36,7 @@ from assetmatch.matching.fusion import (
     RRFRanker,
     collect_candidates,
 )
-from assetmatch.matching.selection import SetSelector
+from assetmatch.matching.selection import RequestTerms, SetSelector
 from assetmatch.matching.set_model import load_selector
 from assetmatch.matching.types import (
     FeatureProvider,
@@ -246,9 +246,7 @@ class Matcher:
         t0 = time.perf_counter()
         ranked = self.coarse.rank(text, list(collect_candidates(hits).values()))
         ranked = ranked[: self.settings.recall.candidates]
-        ids = [c.asset_id for c in ranked]
-        terms = self.builder.request_terms(text, ids)
-        key_terms = self.builder.key_terms(text, ids)
+        terms = self.builder.request_terms(text, [c.asset_id for c in ranked])
         timings["coarse"] = (time.perf_counter() - t0) * 1000
 
         fine: dict[str, float] = {}
@@ -263,7 +261,7 @@ class Matcher:
             if cascade is None:
                 skipped = SWITCHED_OFF
             else:
-                depth = self._fine_depth(cascade, calibration.familiar, ranked, terms, key_terms)
+                depth = self._fine_depth(cascade, calibration.familiar, ranked, terms)
                 skipped = "" if depth else cascade.why_skipped()
             if depth:
                 try:
@@ -279,7 +277,7 @@ class Matcher:
             timings["fine"] = (time.perf_counter() - t1) * 1000
 
         t2 = time.perf_counter()
-        scored = scored_tables([c.asset_id for c in ranked], scores, self.builder.group_of, terms, key_terms)
+        scored = scored_tables([c.asset_id for c in ranked], scores, self.builder.group_of, terms)
         selection = selector.select(scored, self.builder.linked)
         timings["select"] = (time.perf_counter() - t2) * 1000
 
@@ -324,12 +322,11 @@ class Matcher:
         cascade: Cascade,
         familiar: Collection[str] | None,
         ranked: Sequence[Candidate],
-        terms: Mapping[str, frozenset[str]],
-        key_terms: Mapping[str, frozenset[tuple[str, str]]],
+        terms: RequestTerms,
     ) -> int:
         """The cascade's decision: how many coarse tables to fine-rank (0: keep the coarse answer)."""
         window = scored_tables(
-            [c.asset_id for c in ranked], [c.score for c in ranked], self.builder.group_of, terms, key_terms
+            [c.asset_id for c in ranked], [c.score for c in ranked], self.builder.group_of, terms
         )
         selected = self.selector.select(window, self.builder.linked).asset_ids
         return cascade.depth_for(

@@ -28,7 +28,7 @@ import functools
 import itertools
 import json
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -102,8 +102,28 @@ class ScoredTable:
     score: float
     group: str = ""
     terms: frozenset[str] = frozenset()  # the request's terms its name, comment or columns contain
-    # (term, referenced asset id): request terms it contains only in a foreign-key column
+    # (term, referenced asset id): request terms it contains only in a key to another table
     key_terms: frozenset[tuple[str, str]] = frozenset()
+
+
+@dataclass(frozen=True)
+class RequestTerms:
+    """What selection reads of one request in each table (`FeatureBuilder.request_terms`), by asset
+    id: the request's terms its name, comment or columns contain, and (term, referenced asset id) for
+    those it contains only in a foreign-key column to another table."""
+
+    contained: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    in_keys: Mapping[str, frozenset[tuple[str, str]]] = field(default_factory=dict)
+
+    def of(self, asset_id: str) -> tuple[frozenset[str], frozenset[tuple[str, str]]]:
+        return self.contained.get(asset_id, frozenset()), self.in_keys.get(asset_id, frozenset())
+
+    def restricted(self, asset_ids: Collection[str]) -> RequestTerms:
+        """The same, for `asset_ids` only."""
+        return RequestTerms(
+            {a: t for a, t in self.contained.items() if a in asset_ids},
+            {a: t for a, t in self.in_keys.items() if a in asset_ids},
+        )
 
 
 @dataclass

@@ -335,13 +335,12 @@ class LearnedSetSelector(SetSelector):
 
 
 def _held_in_keys(table: ScoredTable, chosen: Sequence[str]) -> dict[str, list[str]]:
-    """Chosen tables other than `table` that its foreign keys reference, with the request terms
-    `table` holds only in those keys (what `--explain` shows beside a dimension table). A Chinese
-    word's English glosses are terms too; where the request's own Chinese words are there, they are
-    shown alone."""
+    """Chosen tables that `table`'s foreign keys reference, with the request terms `table` holds only
+    in those keys (what `--explain` shows beside a dimension table). A Chinese word's English glosses
+    are terms too; where the request's own Chinese words are there, they are shown alone."""
     out: dict[str, list[str]] = {}
     for term, ref in sorted(table.key_terms):
-        if ref in chosen and ref != table.asset_id:
+        if ref in chosen:
             out.setdefault(ref, []).append(term)
     return {ref: [t for t in terms if has_cjk(t)] or terms for ref, terms in out.items()}
 

@@ -96,8 +96,7 @@ class Bm25Candidates:
         top = max((s for _, s in scored), default=0.0) or 1.0
         ids = [a for a, _ in scored]
         terms = self._builder.request_terms(text, ids)
-        key_terms = self._builder.key_terms(text, ids)
-        return CoarseAnswer(ids, [s / top for _, s in scored], ids[:1], terms=terms, key_terms=key_terms)
+        return CoarseAnswer(ids, [s / top for _, s in scored], ids[:1], terms=terms)
 
     def __call__(self, business: str, text: str, k: int) -> list[str]:
         return [a for a, _ in self.scored(business, text, k)]
@@ -146,9 +145,8 @@ class CoarseCandidates:
             ids = [t.asset_id for t in result.ranked]
             scores = [t.coarse_score for t in result.ranked]
         terms = self.matcher.builder.request_terms(text, ids)
-        key_terms = self.matcher.builder.key_terms(text, ids)
         selected = self.matcher.selector.select(
-            scored_tables(ids, scores, self.group_of, terms, key_terms), self.neighbors
+            scored_tables(ids, scores, self.group_of, terms), self.neighbors
         ).asset_ids
         # what the Matcher hands the fine ranker beside each table: the nearest past request that
         # used it, found by the usage path with this requirement's own entries left out
@@ -158,8 +156,7 @@ class CoarseCandidates:
             scores[:k],
             selected,
             {a: examples[a] for a in ids[:k] if a in examples},
-            {a: terms[a] for a in ids[:k]},
-            {a: key_terms[a] for a in ids[:k]},
+            terms.restricted(ids[:k]),
         )
         self._cache[(key, k)] = answer
         return answer

@@ -142,16 +142,20 @@ def decide(
         "set_f1": (champion.f1, challenger.f1),
         f"all_gold_at_{config.k}": (champion.all_gold, challenger.all_gold),
     }
-    diffs = {
-        name: paired_bootstrap(
-            np.asarray(b, dtype=float) - np.asarray(a, dtype=float),
-            config.bootstrap_samples,
-            config.confidence,
-            config.seed,
-        )
-        for name, (a, b) in metric_pairs.items()
-        if champion.ids  # none held out: nothing to bootstrap (min_requirements >= 1 refuses below)
-    }
+    # none held out: nothing to bootstrap (min_requirements >= 1 refuses below)
+    diffs = (
+        {
+            name: paired_bootstrap(
+                np.asarray(b, dtype=float) - np.asarray(a, dtype=float),
+                config.bootstrap_samples,
+                config.confidence,
+                config.seed,
+            )
+            for name, (a, b) in metric_pairs.items()
+        }
+        if champion.ids
+        else {}
+    )
     champ, chall = _summary(champion), _summary(challenger)
     pct = round(config.confidence * 100)
 

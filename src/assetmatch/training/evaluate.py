@@ -220,7 +220,7 @@ def fine_ranked(j: Judged, calibration: FineCalibration, ctx: Context, cap: int 
     answer = rerank(ids, scores, j.logits[:depth], calibration.fusion)
     selector = calibration.selector(ctx.coarse_selector)
     selected = selector.select(
-        scored_tables(answer.ids, answer.scores, ctx.group_of, j.coarse.terms, j.coarse.key_terms),
+        scored_tables(answer.ids, answer.scores, ctx.group_of, j.coarse.terms),
         ctx.neighbors,
     ).asset_ids
     latency = j.latency_ms * depth / max(len(j.logits), 1)
@@ -326,7 +326,7 @@ def _fit_scores(judged: Sequence[Judged], ctx: Context) -> tuple[Fusion, Selecti
         answer = rerank(j.coarse.ids, j.coarse.scores, j.logits, fusion)
         examples.append(
             CalibrationExample(
-                scored_tables(answer.ids, answer.scores, ctx.group_of, j.coarse.terms, j.coarse.key_terms),
+                scored_tables(answer.ids, answer.scores, ctx.group_of, j.coarse.terms),
                 set(j.requirement.gold),
             )
         )

@@ -103,7 +103,7 @@ def test_request_terms_are_the_query_tokens_a_table_contains() -> None:
     builder = FeatureBuilder(ASSETS)
     terms = builder.request_terms(
         "name of students with pets", ["school.student", "school.pets", "shop.orders"]
-    )
+    ).contained
     assert {"name", "student"} <= terms["school.student"] and "pet" not in terms["school.student"]
     assert "pet" in terms["school.pets"] and "name" not in terms["school.pets"]
     assert terms["shop.orders"] == frozenset()
@@ -132,17 +132,19 @@ def test_key_terms_are_the_request_terms_a_table_holds_only_in_a_foreign_key() -
     )
     builder = FeatureBuilder({a.asset_id: a for a in (fact, dim, staff)})
     ids = [fact.asset_id, dim.asset_id]
-    keys = builder.key_terms("各渠道付费用户对比", ids)
+    terms = builder.request_terms("各渠道付费用户对比", ids)
+    keys = terms.in_keys
     assert ("渠道", "g.dim_channel") in keys[fact.asset_id]
-    assert {term for term, _ in keys[fact.asset_id]} <= builder.request_terms("各渠道付费用户对比", ids)[
-        fact.asset_id
-    ]
+    assert {term for term, _ in keys[fact.asset_id]} <= terms.contained[fact.asset_id]
     assert not any(term == "付费" for term, _ in keys[fact.asset_id])  # its own comment's word
     assert keys[dim.asset_id] == frozenset()  # its name says "渠道" itself
-    assert builder.key_terms("pay amount per channel", ids)[fact.asset_id] == {("channel", "g.dim_channel")}
+    assert builder.request_terms("pay amount per channel", ids).in_keys[fact.asset_id] == {
+        ("channel", "g.dim_channel")
+    }
     # a key to the table itself names no other table to join
-    assert builder.key_terms("staff per manager", [staff.asset_id])[staff.asset_id] == frozenset()
-    assert "manag" in builder.request_terms("staff per manager", [staff.asset_id])[staff.asset_id]
+    staff_terms = builder.request_terms("staff per manager", [staff.asset_id])
+    assert staff_terms.in_keys[staff.asset_id] == frozenset()
+    assert "manag" in staff_terms.contained[staff.asset_id]
 
 
 def test_metadata_group_features_ignore_the_history_vote() -> None:

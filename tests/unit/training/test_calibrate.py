@@ -8,7 +8,7 @@ from dataclasses import replace
 import numpy as np
 
 from assetmatch.matching.fine import Cascade, CoarseAnswer
-from assetmatch.matching.selection import SelectionParams, SetSelector
+from assetmatch.matching.selection import RequestTerms, SelectionParams, SetSelector
 from assetmatch.training import evaluate as ev
 from assetmatch.training.pairs import LabelledRequirement
 
@@ -173,7 +173,9 @@ def test_fine_selection_reads_which_request_terms_each_table_adds() -> None:
         both = i % 2 == 0
         terms = {"t0": frozenset({"player"}), "t1": frozenset({"channel"} if both else {"player"})}
         gold = ("t0", "t1") if both else ("t0",)
-        coarse = CoarseAnswer(list(IDS), [0.6, 0.55, 0.2, 0.1, 0.05, 0.01], ["t0", "t1"], terms=terms)
+        coarse = CoarseAnswer(
+            list(IDS), [0.6, 0.55, 0.2, 0.1, 0.05, 0.01], ["t0", "t1"], terms=RequestTerms(terms)
+        )
         logits = [4.0, 3.9, -4.0, -4.0, -4.0, -4.0]
         lists.append(
             ev.Judged(LabelledRequirement(f"r{i}", "b", f"question {i}", gold), coarse, logits, 10.0)
@@ -216,7 +218,9 @@ def decoy_lists(n: int, seed: int) -> list[ev.Judged]:
     for i in range(n):
         gold = IDS[int(rng.integers(2))]
         terms = {gold: frozenset({"pet"})}
-        coarse = CoarseAnswer(list(IDS), [0.6, 0.55, 0.2, 0.1, 0.05, 0.01], ["t0", "t1"], terms=terms)
+        coarse = CoarseAnswer(
+            list(IDS), [0.6, 0.55, 0.2, 0.1, 0.05, 0.01], ["t0", "t1"], terms=RequestTerms(terms)
+        )
         logits = [4.0, 3.9, -4.0, -4.0, -4.0, -4.0]
         out.append(
             ev.Judged(LabelledRequirement(f"r{i}", "b", f"question {i}", (gold,)), coarse, logits, 10.0)
