@@ -130,6 +130,13 @@ def _summary(arm: ArmResult) -> dict[str, float]:
     }
 
 
+def _evidence(diffs: dict[str, Interval], n: int) -> str:
+    """The paired differences a refusal rests on, as the reason says them: "set_f1 -0.005
+    [-0.014, +0.000], ...; 70 requirements"."""
+    shown = ", ".join(f"{name} {iv.mean:+.3f} [{iv.low:+.3f}, {iv.high:+.3f}]" for name, iv in diffs.items())
+    return f"{shown}; {n} requirements"
+
+
 def decide(
     champion: ArmResult, challenger: ArmResult, config: PromotionConfig, first_adapter: bool = False
 ) -> Decision:
@@ -182,7 +189,9 @@ def decide(
         return decision("promote", f"better than {baseline} with {pct}% confidence on {', '.join(better)}")
     if first_adapter:
         return decision(
-            "refuse", f"the first adapter must beat coarse-only ranking with {pct}% confidence; it does not"
+            "refuse",
+            f"the first adapter must beat coarse-only ranking with {pct}% confidence; it does not "
+            f"({_evidence(diffs, len(champion.ids))})",
         )
     if noninferior and chall["latency_ms_mean"] < (1 - config.min_speedup) * champ["latency_ms_mean"]:
         return decision(
@@ -193,7 +202,9 @@ def decide(
     if noninferior:
         return decision("refuse", "non-inferior but not faster: no reason to switch")
     return decision(
-        "refuse", f"not better with {pct}% confidence, and not non-inferior within {config.margin}"
+        "refuse",
+        f"not better with {pct}% confidence, and not non-inferior within {config.margin} "
+        f"({_evidence(diffs, len(champion.ids))})",
     )
 
 

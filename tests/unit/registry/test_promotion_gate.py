@@ -63,6 +63,11 @@ def test_first_adapter_must_beat_coarse_only() -> None:
     f1, gold = base_vectors()
     tie = decide(arm("coarse_only", f1, gold, 0), arm("challenger", f1, gold, 10), GATE, first_adapter=True)
     assert tie.verdict == "refuse" and "coarse-only" in tie.reason
+    # the refusal says what it rests on: each paired difference with its interval, and how many pairs
+    assert (
+        f"set_f1 +0.000 [+0.000, +0.000], all_gold_at_{GATE.k} +0.000 [+0.000, +0.000]; {N} requirements"
+        in (tie.reason)
+    )
     better = decide(
         arm("coarse_only", f1, gold, 0),
         arm("challenger", np.minimum(f1 + 0.1, 1), gold, 10),
@@ -78,6 +83,8 @@ def test_small_noisy_difference_is_not_enough() -> None:
     noisy = np.clip(f1 + rng.normal(0, 0.3, N), 0, 1)  # no real gain, large noise: CI spans the margin
     d = decide(arm("champion", f1, gold, 20), arm("challenger", noisy, gold, 25), GATE)
     assert d.verdict == "refuse"
+    iv = d.diffs["set_f1"]
+    assert f"set_f1 {iv.mean:+.3f} [{iv.low:+.3f}, {iv.high:+.3f}]" in d.reason and iv.low < 0 < iv.high
 
 
 def test_too_few_requirements_or_a_noise_speedup_is_not_enough() -> None:
