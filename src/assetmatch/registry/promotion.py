@@ -181,7 +181,10 @@ def decide(
         )
     worse = [n for n, iv in diffs.items() if iv.high < -config.margin]
     if worse:
-        return decision("refuse", f"worse with {pct}% confidence on {', '.join(worse)}")
+        return decision(
+            "refuse",
+            f"worse with {pct}% confidence on {', '.join(worse)} ({_evidence(diffs, len(champion.ids))})",
+        )
     noninferior = all(iv.low > -config.margin for iv in diffs.values())
     better = [n for n, iv in diffs.items() if iv.low > 0]
     baseline = "coarse-only ranking" if first_adapter else "the champion"
