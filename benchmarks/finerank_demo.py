@@ -82,7 +82,7 @@ def main() -> None:
     from assetmatch.ranking.config import RankerConfig
     from assetmatch.ranking.finerank import LoraFineRanker
     from assetmatch.registry.mlflow import Registry
-    from assetmatch.registry.promotion import ArmResult, decide
+    from assetmatch.registry.promotion import ArmResult, decide, evidence
     from assetmatch.training import evaluate as ev
     from assetmatch.training.pairs import labelled_from_lake, split_holdout
     from assetmatch.training.train import judge, selection_context
@@ -181,14 +181,11 @@ def main() -> None:
             decision = decide(
                 ArmResult.from_report(coarse, gate.k), ArmResult.from_report(crossed, gate.k), gate, True
             )
-            intervals = " ".join(
-                f"{k} {iv.mean:+.3f} [{iv.low:+.3f}, {iv.high:+.3f}]" for k, iv in decision.diffs.items()
-            )
             print(
                 f"{'':<9} {folders[name][1]:<34} {len(arm):>3} {pooled_auc:>6.3f} {within_auc:>7.3f} "
                 f"{in_sample.means()['set_f1']:>12.3f} {crossed.means()['set_f1']:>12.3f} "
                 f"{pooled.means()['set_f1'] if pooled else float('nan'):>9.3f} {crossed.means()['set_exact']:>5.2f}  "
-                f"{decision.verdict}: {intervals}"
+                f"{decision.verdict}: {evidence(decision.diffs)}"
             )
     print(
         f"\n{time.perf_counter() - started:.0f} s; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}; "

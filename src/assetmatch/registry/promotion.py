@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -73,6 +73,9 @@ class Interval:
     mean: float
     low: float
     high: float
+
+    def __str__(self) -> str:
+        return f"{self.mean:+.3f} [{self.low:+.3f}, {self.high:+.3f}]"
 
 
 @dataclass
@@ -130,11 +133,9 @@ def _summary(arm: ArmResult) -> dict[str, float]:
     }
 
 
-def _evidence(diffs: dict[str, Interval], n: int) -> str:
-    """The paired differences a refusal rests on, as the reason says them: "set_f1 -0.005
-    [-0.014, +0.000], ...; 70 requirements"."""
-    shown = ", ".join(f"{name} {iv.mean:+.3f} [{iv.low:+.3f}, {iv.high:+.3f}]" for name, iv in diffs.items())
-    return f"{shown}; {n} requirements"
+def evidence(diffs: Mapping[str, Interval]) -> str:
+    """The paired differences a verdict rests on, one line: "set_f1 -0.005 [-0.014, +0.000], ..."."""
+    return ", ".join(f"{name} {iv}" for name, iv in diffs.items())
 
 
 def decide(
@@ -174,6 +175,7 @@ def decide(
             "refuse",
             f"only {len(champion.ids)} paired requirements (< {config.min_requirements}): not enough evidence",
         )
+    because = f"({evidence(diffs)}; {len(champion.ids)} requirements)"  # what a refusal below rests on
     if chall["latency_ms_p95"] > config.latency_budget_ms:
         return decision(
             "refuse",
@@ -181,10 +183,7 @@ def decide(
         )
     worse = [n for n, iv in diffs.items() if iv.high < -config.margin]
     if worse:
-        return decision(
-            "refuse",
-            f"worse with {pct}% confidence on {', '.join(worse)} ({_evidence(diffs, len(champion.ids))})",
-        )
+        return decision("refuse", f"worse with {pct}% confidence on {', '.join(worse)} {because}")
     noninferior = all(iv.low > -config.margin for iv in diffs.values())
     better = [n for n, iv in diffs.items() if iv.low > 0]
     baseline = "coarse-only ranking" if first_adapter else "the champion"
@@ -193,8 +192,7 @@ def decide(
     if first_adapter:
         return decision(
             "refuse",
-            f"the first adapter must beat coarse-only ranking with {pct}% confidence; it does not "
-            f"({_evidence(diffs, len(champion.ids))})",
+            f"the first adapter must beat coarse-only ranking with {pct}% confidence; it does not {because}",
         )
     if noninferior and chall["latency_ms_mean"] < (1 - config.min_speedup) * champ["latency_ms_mean"]:
         return decision(
@@ -206,8 +204,7 @@ def decide(
         return decision("refuse", "non-inferior but not faster: no reason to switch")
     return decision(
         "refuse",
-        f"not better with {pct}% confidence, and not non-inferior within {config.margin} "
-        f"({_evidence(diffs, len(champion.ids))})",
+        f"not better with {pct}% confidence, and not non-inferior within {config.margin} {because}",
     )
 
 
