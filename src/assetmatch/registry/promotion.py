@@ -175,7 +175,8 @@ def decide(
             "refuse",
             f"only {len(champion.ids)} paired requirements (< {config.min_requirements}): not enough evidence",
         )
-    because = f"({evidence(diffs)}; {len(champion.ids)} requirements)"  # what a refusal below rests on
+    # what a refusal below rests on; no parentheses: the demo and the CLI print a reason inside theirs
+    because = f": {evidence(diffs)} on {len(champion.ids)} requirements"
     if chall["latency_ms_p95"] > config.latency_budget_ms:
         return decision(
             "refuse",
@@ -183,7 +184,7 @@ def decide(
         )
     worse = [n for n, iv in diffs.items() if iv.high < -config.margin]
     if worse:
-        return decision("refuse", f"worse with {pct}% confidence on {', '.join(worse)} {because}")
+        return decision("refuse", f"worse with {pct}% confidence on {', '.join(worse)}{because}")
     noninferior = all(iv.low > -config.margin for iv in diffs.values())
     better = [n for n, iv in diffs.items() if iv.low > 0]
     baseline = "coarse-only ranking" if first_adapter else "the champion"
@@ -192,7 +193,7 @@ def decide(
     if first_adapter:
         return decision(
             "refuse",
-            f"the first adapter must beat coarse-only ranking with {pct}% confidence; it does not {because}",
+            f"the first adapter must beat coarse-only ranking with {pct}% confidence; it does not{because}",
         )
     if noninferior and chall["latency_ms_mean"] < (1 - config.min_speedup) * champ["latency_ms_mean"]:
         return decision(
@@ -204,7 +205,7 @@ def decide(
         return decision("refuse", "non-inferior but not faster: no reason to switch")
     return decision(
         "refuse",
-        f"not better with {pct}% confidence, and not non-inferior within {config.margin} {because}",
+        f"not better with {pct}% confidence, and not non-inferior within {config.margin}{because}",
     )
 
 
