@@ -13,7 +13,17 @@ script prints, side by side:
   the same adapter added to every fold's calibration (`pooled`: more calibration data; honest,
   no requirement is answered by a calibration fitted on it);
 - the gate's verdict against coarse-only on the cross-fitted answers (`registry.promotion.decide`,
-  the deployment's `promotion` settings), with the paired bootstrap intervals.
+  the deployment's `promotion` settings), with the paired bootstrap intervals;
+- where the adapter and the coarse ranking disagree: the lists whose top table only the coarse
+  ranking gets right, and those only the adapter gets right; and the set F1 of the better of the
+  two answers for each requirement (coarse, or the adapter asked on every list: `best of both`),
+  an upper bound on what any cascade could make of this adapter.
+
+With `--simulate`, the same gate judges simulated adapters of known strength on the same lists:
+each list's logits drawn independently of the coarse scores, gold tables ~ N(d, 1) and the others
+~ N(0, 1), so the in-list ROC AUC is Phi(d / sqrt 2) (0.76 at d = 1, 0.92 at d = 2). It says how
+strong an adapter the gate needs where its mistakes are not the coarse ranking's — next to the real
+adapters, whose mistakes mostly are.
 
 Adapters are the registry's `challenger` and `challenger-shared` versions of each business (those
 the gate has not promoted yet) and its `champion`, plus any `--adapter NAME=FOLDER` (an adapter
@@ -29,6 +39,7 @@ import os
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -65,6 +76,36 @@ def signal(judged: Sequence[Any], scores_of: Any) -> tuple[float, float]:
     return auc(flags, scores), float(np.mean(finite)) if finite else float("nan")
 
 
+def top1_disagreements(judged: Sequence[Any]) -> tuple[int, int]:
+    """(lists whose top table only the coarse ranking gets right, lists only the adapter's best
+    logit gets right): where the two disagree, and who is right."""
+    coarse_only = adapter_only = 0
+    for j in judged:
+        if not j.logits:
+            continue
+        gold = set(j.requirement.gold)
+        coarse_right = j.coarse.ids[0] in gold
+        adapter_right = j.coarse.ids[max(range(len(j.logits)), key=j.logits.__getitem__)] in gold
+        coarse_only += coarse_right and not adapter_right
+        adapter_only += adapter_right and not coarse_right
+    return coarse_only, adapter_only
+
+
+def simulated(judged: Sequence[Any], k: int, separation: float, seed: int) -> list[Any]:
+    """The same lists with an imaginary adapter's logits: gold tables ~ N(separation, 1), the others
+    ~ N(0, 1), drawn independently of the coarse scores (in-list ROC AUC Phi(separation / sqrt 2));
+    no latency."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for j in judged:
+        flags = j.gold_flags(min(k, len(j.coarse.ids)))
+        logits = [float(rng.normal(separation if gold else 0.0, 1.0)) for gold in flags]
+        out.append(replace(j, logits=logits, latency_ms=0.0))
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -73,10 +114,22 @@ def main() -> None:
     parser.add_argument(
         "--adapter", action="append", default=[], metavar="NAME=FOLDER", help="another adapter to judge"
     )
+    parser.add_argument(
+        "--simulate",
+        type=float,
+        nargs="*",
+        metavar="D",
+        help="also judge simulated adapters whose gold logits sit D above the others (no D: 1 2 3)",
+    )
+    parser.add_argument("--draws", type=int, default=5, help="simulated adapters per D (5)")
     args = parser.parse_args()
+    separations = [1.0, 2.0, 3.0] if args.simulate == [] else (args.simulate or [])
+
+    import numpy as np
 
     from assetmatch.config import load_settings
     from assetmatch.lake.delta import Lake
+    from assetmatch.matching.fine import Cascade
     from assetmatch.matching.matcher import visible_businesses
     from assetmatch.ranking.candidates import production_candidates
     from assetmatch.ranking.config import RankerConfig
@@ -146,7 +199,8 @@ def main() -> None:
 
     head = (
         f"{'business':<9} {'arm':<34} {'n':>3} {'AUC':>6} {'in-list':>7} "
-        f"{'F1 in-sample':>12} {'F1 cross-fit':>12} {'F1 pooled':>9} {'exact':>5}  gate (cross-fitted vs coarse)"
+        f"{'F1 in-sample':>12} {'F1 cross-fit':>12} {'F1 pooled':>9} {'exact':>5} "
+        f"{'top-1 c/a':>9} {'best of both':>12}  gate (cross-fitted vs coarse)"
     )
     print(head)
     print("-" * len(head))
@@ -167,7 +221,13 @@ def main() -> None:
             pooled_auc, within_auc = signal(arm, lambda j: j.logits)
             in_sample_cal = ev.calibrate(arm, ctx, familiar)
             in_sample = ev.report(name, [ev.fine_ranked(j, in_sample_cal, ctx) for j in arm])
-            crossed = ev.report(name, ev.cross_fitted(arm, ctx, familiar, seed=gate.seed))
+            calibrations = ev.cross_fitted_calibrations(arm, ctx, familiar, seed=gate.seed)
+            crossed = ev.report(name, ev.answered(arm, calibrations, ctx))
+            always = ev.report(
+                name, ev.answered(arm, [replace(c, cascade=Cascade.always()) for c in calibrations], ctx)
+            )
+            best_of_both = float(np.maximum(coarse.f1, always.f1).mean())
+            coarse_right, adapter_right = top1_disagreements(arm)
             others: list[ev.Judged] = []
             for b in businesses:
                 twin = same_weights(b, name)
@@ -184,14 +244,39 @@ def main() -> None:
             print(
                 f"{'':<9} {folders[name][1]:<34} {len(arm):>3} {pooled_auc:>6.3f} {within_auc:>7.3f} "
                 f"{in_sample.means()['set_f1']:>12.3f} {crossed.means()['set_f1']:>12.3f} "
-                f"{pooled.means()['set_f1'] if pooled else float('nan'):>9.3f} {crossed.means()['set_exact']:>5.2f}  "
+                f"{pooled.means()['set_f1'] if pooled else float('nan'):>9.3f} {crossed.means()['set_exact']:>5.2f} "
+                f"{f'{coarse_right}/{adapter_right}':>9} {best_of_both:>12.3f}  "
                 f"{decision.verdict}: {evidence(decision.diffs)}"
+            )
+        familiar = ranker.calibration(arms_of[business][0]).familiar if arms_of[business] else None
+        for d in separations:
+            aucs, f1s, exacts, gains, verdicts = [], [], [], [], []
+            for draw in range(args.draws):
+                arm = simulated(first, config.candidate_k, d, gate.seed + draw)
+                crossed = ev.report("simulated", ev.cross_fitted(arm, ctx, familiar, seed=gate.seed))
+                decision = decide(
+                    ArmResult.from_report(coarse, gate.k), ArmResult.from_report(crossed, gate.k), gate, True
+                )
+                aucs.append(signal(arm, lambda j: j.logits))
+                f1s.append(crossed.means()["set_f1"])
+                exacts.append(crossed.means()["set_exact"])
+                gains.append(decision.diffs["set_f1"].mean)
+                verdicts.append(decision.verdict == "promote")
+            pooled_auc, within_auc = (float(np.mean(v)) for v in zip(*aucs))
+            print(
+                f"{'':<9} {f'simulated, d = {d:g} ({args.draws} draws)':<34} {len(first):>3} {pooled_auc:>6.3f} "
+                f"{within_auc:>7.3f} {'':>12} {np.mean(f1s):>12.3f} {'':>9} {np.mean(exacts):>5.2f} {'':>9} {'':>12}  "
+                f"promoted {sum(verdicts)}/{args.draws}; set_f1 {np.mean(gains):+.3f} "
+                f"(draws {min(gains):+.3f} .. {max(gains):+.3f})"
             )
     print(
         f"\n{time.perf_counter() - started:.0f} s; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}; "
         f"fine ranker on {settings.ranker.device}, quantize={settings.ranker.quantize}; "
         f"'pooled' = cross-fitted with the other businesses' held-out lists of the same adapter "
-        f"added to every fold's calibration"
+        f"added to every fold's calibration; 'top-1 c/a' = lists whose top table only the coarse ranking / "
+        f"only the adapter gets right; 'best of both' = set F1 of the better of the coarse answer and the "
+        f"adapter asked on every list, per requirement; 'simulated': logits drawn independently of the "
+        f"coarse scores, gold ~ N(d, 1), others ~ N(0, 1), judged by the same gate"
     )
 
 
