@@ -18,9 +18,9 @@
 # Budget: 7.5 minutes on one H200 for steps 1-3 (measured: step 1 103 s, step 2 50 s, step 3 275 s
 # with the hold-out starting adapter already in its cache; pre-training it there adds its 1,200
 # steps). Step 4 is not measured on a GPU yet: on 2 CPU cores, with the demo built, 22 minutes
-# (training 1,031 s; docs/fine-ranking.md, "Trained to the plateau"); on a GPU the training is the
-# small part and its CPU-bound judging and calibration (~5 minutes) the rest. STEPS="1 2" runs a
-# subset; STEPS=4 alone fits one call.
+# (training 1,031 s; docs/fine-ranking.md, "Trained to the plateau"); on a GPU the training shrinks
+# and the CPU-bound rest stays: building the demo, judging and calibration, ~8 minutes by the CPU
+# run's parts, so run it on its own (STEPS=4). STEPS="1 2" runs a subset.
 set -uo pipefail
 
 PY=${PY:-.venv/bin/python}
