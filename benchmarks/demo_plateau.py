@@ -40,13 +40,20 @@ HERE = Path(__file__).resolve().parent
 
 
 def plateau_config(
-    demo: dict[str, Any], device: str, max_steps: int, shared_steps: int, eval_every: int, patience: int
+    demo: dict[str, Any],
+    device: str,
+    max_steps: int,
+    shared_steps: int,
+    eval_every: int,
+    patience: int,
+    overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The demo's config with both adapters trained until their validation plateau on `device`."""
+    """The demo's config with both adapters trained until their validation plateau on `device`
+    (and any other `training.ranker` settings in `overrides`, for both)."""
     config = dict(demo)
     config["ranker"] = {**demo.get("ranker", {}), "device": device}
     training = dict(demo.get("training", {}))
-    until_plateau = {"eval_every": eval_every, "patience": patience}
+    until_plateau = {**(overrides or {}), "eval_every": eval_every, "patience": patience}
     training["ranker"] = {**training.get("ranker", {}), **until_plateau, "max_steps": max_steps}
     training["shared_ranker"] = {
         **training.get("shared_ranker", {}),
@@ -83,6 +90,13 @@ def main() -> None:
     parser.add_argument(
         "--simulate", type=float, nargs="+", default=[], metavar="D", help="finerank_demo.py --simulate D ..."
     )
+    parser.add_argument(
+        "--ranker",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="another training.ranker setting for both adapters, e.g. past_requests=false (repeatable)",
+    )
     args = parser.parse_args()
 
     import yaml
@@ -98,8 +112,11 @@ def main() -> None:
         run("build the demo up to its coarse model", [assetmatch, *build])
     demo = yaml.safe_load(demo_config.read_text(encoding="utf-8"))
     config_path = args.dir / "plateau.yaml"
+    if any("=" not in item for item in args.ranker):
+        parser.error(f"--ranker takes KEY=VALUE, got {args.ranker}")
+    overrides = {key: yaml.safe_load(value) for key, value in (item.split("=", 1) for item in args.ranker)}
     config = plateau_config(
-        demo, args.device, args.max_steps, args.shared_steps, args.eval_every, args.patience
+        demo, args.device, args.max_steps, args.shared_steps, args.eval_every, args.patience, overrides
     )
     config_path.write_text(yaml.safe_dump(config, allow_unicode=True, sort_keys=False), encoding="utf-8")
     print(
