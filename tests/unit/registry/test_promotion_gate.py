@@ -46,7 +46,9 @@ def test_clearly_worse_challenger_is_refused() -> None:
     d = decide(arm("champion", f1, gold, 20), arm("challenger", f1 - 0.15, gold, 5), GATE)
     assert d.verdict == "refuse" and "worse" in d.reason
     assert d.diffs["set_f1"].high < 0
-    assert f"set_f1 {d.diffs['set_f1'].mean:+.3f} [" in d.reason and d.reason.endswith(f" on {N} requirements")
+    assert f"set_f1 {d.diffs['set_f1'].mean:+.3f} [" in d.reason and d.reason.endswith(
+        f" on {N} requirements"
+    )
 
 
 def test_tie_is_promoted_only_when_faster_and_within_budget() -> None:
