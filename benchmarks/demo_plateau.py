@@ -130,9 +130,7 @@ def main() -> None:
             str(HERE / "finerank_demo.py"),
             "--config",
             str(config_path),
-            "--simulate",
-            "2",
-            "3",
+            *(["--simulate", *(f"{d:g}" for d in args.simulate)] if args.simulate else []),
         ],
     )
     run("gate", [assetmatch, "--config", str(config_path), "promote"])
