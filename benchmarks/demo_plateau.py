@@ -64,6 +64,10 @@ def plateau_config(
     return config
 
 
+def load_average() -> str:
+    return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def run(step: str, command: list[str]) -> None:
     """One step: the command's output as it comes, then its wall time; a failed step ends the run."""
     print(f"== {step}: {' '.join(command)}", flush=True)
@@ -98,22 +102,21 @@ def main() -> None:
         help="another training.ranker setting for both adapters, e.g. past_requests=false (repeatable)",
     )
     args = parser.parse_args()
+    if any("=" not in item for item in args.ranker):  # before the demo's minutes of building
+        parser.error(f"--ranker takes KEY=VALUE, got {args.ranker}")
 
     import yaml
 
     bin_dir = Path(sys.executable).parent
     assetmatch = str(bin_dir / "assetmatch")
     demo_config = args.dir / "assetmatch.yaml"
-    load = os.getloadavg()
-    print(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", flush=True)
+    print(load_average(), flush=True)
     if not demo_config.exists():
         steps = [arg for step in ("generate", "ingest", "features", "index") for arg in ("--step", step)]
         build = ["demo", "--dir", str(args.dir), "--fresh", "--reference-date", args.reference_date, *steps]
         run("build the demo up to its coarse model", [assetmatch, *build])
     demo = yaml.safe_load(demo_config.read_text(encoding="utf-8"))
     config_path = args.dir / "plateau.yaml"
-    if any("=" not in item for item in args.ranker):
-        parser.error(f"--ranker takes KEY=VALUE, got {args.ranker}")
     overrides = {key: yaml.safe_load(value) for key, value in (item.split("=", 1) for item in args.ranker)}
     config = plateau_config(
         demo, args.device, args.max_steps, args.shared_steps, args.eval_every, args.patience, overrides
@@ -134,8 +137,7 @@ def main() -> None:
         ],
     )
     run("gate", [assetmatch, "--config", str(config_path), "promote"])
-    load = os.getloadavg()
-    print(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", flush=True)
+    print(load_average(), flush=True)
 
 
 if __name__ == "__main__":
