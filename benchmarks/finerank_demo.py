@@ -6,7 +6,9 @@ demo --dir D` leaves one in D), the held-out requirements the A/B gate judges on
 script prints, side by side:
 
 - ranking signal on the coarse top-k lists: ROC AUC of the coarse scores and of each adapter's
-  logits (pooled over lists, and the mean within one list: how well it orders one list);
+  logits (pooled over lists, and the mean within one list: how well it orders one list); for an
+  adapter that learned on top of the coarse ranking (`coarse_offset`), of what it was trained to
+  score: its logit plus that weight x the coarse log-odds;
 - set F1 / exact of the calibrated answer (cascade, fusion, selection) three ways: calibrated on
   the same requirements (in-sample), cross-fitted (what the gate judges and training reports:
   `training.evaluate.cross_fitted`) and cross-fitted with the other businesses' held-out lists of
@@ -76,16 +78,25 @@ def signal(judged: Sequence[Any], scores_of: Any) -> tuple[float, float]:
     return auc(flags, scores), float(np.mean(finite)) if finite else float("nan")
 
 
-def top1_disagreements(judged: Sequence[Any]) -> tuple[int, int]:
+def trained_scores(j: Any, offset: float) -> list[float]:
+    """What an adapter was trained to score a list with: its logits, plus `offset` x the coarse
+    log-odds when it learned on top of the coarse ranking (`RankerConfig.coarse_offset`)."""
+    from assetmatch.training.train import log_odds
+
+    return [x + offset * log_odds(c) for x, c in zip(j.logits, j.coarse.scores)] if offset else list(j.logits)
+
+
+def top1_disagreements(judged: Sequence[Any], offset: float = 0.0) -> tuple[int, int]:
     """(lists whose top table only the coarse ranking gets right, lists only the adapter's best
-    logit gets right): where the two disagree, and who is right."""
+    score, `trained_scores`, gets right): where the two disagree, and who is right."""
     coarse_only = adapter_only = 0
     for j in judged:
         if not j.logits:
             continue
         gold = set(j.requirement.gold)
+        scores = trained_scores(j, offset)
         coarse_right = j.coarse.ids[0] in gold
-        adapter_right = j.coarse.ids[max(range(len(j.logits)), key=j.logits.__getitem__)] in gold
+        adapter_right = j.coarse.ids[max(range(len(scores)), key=scores.__getitem__)] in gold
         coarse_only += coarse_right and not adapter_right
         adapter_only += adapter_right and not coarse_right
     return coarse_only, adapter_only
@@ -168,6 +179,7 @@ def main() -> None:
     if not folders:
         raise SystemExit("no adapter to judge: train one (`assetmatch train`) or pass --adapter")
     config = RankerConfig.load(next(iter(folders.values()))[0])
+    offsets = {name: RankerConfig.load(path).coarse_offset for name, (path, _) in folders.items()}
     ranker = LoraFineRanker.from_folders(
         folders, config.base, settings.ranker.device, config.max_length, quantize=settings.ranker.quantize
     )
@@ -218,7 +230,8 @@ def main() -> None:
         for name in arms_of[business]:
             arm = lists[name]
             familiar = ranker.calibration(name).familiar
-            pooled_auc, within_auc = signal(arm, lambda j: j.logits)
+            offset = offsets[name]
+            pooled_auc, within_auc = signal(arm, partial(trained_scores, offset=offset))
             in_sample_cal = ev.calibrate(arm, ctx, familiar)
             in_sample = ev.report(name, [ev.fine_ranked(j, in_sample_cal, ctx) for j in arm])
             calibrations = ev.cross_fitted_calibrations(arm, ctx, familiar, seed=gate.seed)
@@ -227,7 +240,7 @@ def main() -> None:
                 name, ev.answered(arm, [replace(c, cascade=Cascade.always()) for c in calibrations], ctx)
             )
             best_of_both = float(np.maximum(coarse.f1, always.f1).mean())
-            coarse_right, adapter_right = top1_disagreements(arm)
+            coarse_right, adapter_right = top1_disagreements(arm, offset)
             others: list[ev.Judged] = []
             for b in businesses:
                 twin = same_weights(b, name)

@@ -261,6 +261,7 @@ def config_from(args: argparse.Namespace) -> RankerConfig:
         batch_size=args.batch_size,
         max_length=args.max_length,
         learning_rate=args.learning_rate,
+        coarse_offset=args.coarse_offset,
         candidate_k=args.candidate_k,
         hard_negatives=4,
         random_negatives=1,
@@ -560,6 +561,13 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--max-length", type=int, default=96)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument(
+        "--coarse-offset",
+        type=float,
+        default=0.0,
+        help="train on top of the coarse ranking: its log-odds x this weight added to each pair's logit "
+        "in the loss (RankerConfig.coarse_offset; 0: off)",
+    )
     parser.add_argument("--candidate-k", type=int, default=10, help="coarse candidates fine-ranked at most")
     parser.add_argument("--synthetic-per-table", type=int, default=1)
     parser.add_argument("--max-validation", type=int, default=150)

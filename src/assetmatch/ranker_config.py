@@ -60,6 +60,15 @@ class RankerConfig:
             "see whether the rest of the request fits the table's database."
         },
     )
+    coarse_offset: float = field(
+        default=0.0,
+        metadata={
+            "help": "Learn on top of the coarse ranking: in the training loss each pair's logit is added to "
+            "this weight x the coarse log-odds of its table (its coarse score as serving gives it), so the "
+            "adapter's capacity goes to what the coarse ranking gets wrong, and the fusion adds the two. "
+            "0: the adapter learns the whole relevance on its own."
+        },
+    )
     batch_size: int = field(default=16, metadata={"help": "Pairs per training step."})
     learning_rate: float = field(default=1e-3, metadata={"help": "AdamW learning rate of the adapter."})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
@@ -142,6 +151,8 @@ class RankerConfig:
                 raise ValueError(f"RankerConfig.{name} must be >= 0, got {getattr(self, name)}")
         if self.max_length < 16:
             raise ValueError(f"RankerConfig.max_length must be >= 16, got {self.max_length}")
+        if not 0 <= self.coarse_offset <= 4:
+            raise ValueError(f"RankerConfig.coarse_offset must be in [0, 4], got {self.coarse_offset}")
         if not 0 <= self.lora_dropout < 1:
             raise ValueError(f"RankerConfig.lora_dropout must be in [0, 1), got {self.lora_dropout}")
         if not 0 < self.learning_rate < 1:

@@ -48,6 +48,7 @@ class Pair:
     asset_id: str
     label: float
     kind: Literal["positive", "hard", "random"]
+    prior: float = 0.0  # added to the pair's logit in the loss (`RankerConfig.coarse_offset`)
 
 
 @dataclass

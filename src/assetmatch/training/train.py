@@ -24,6 +24,7 @@ from the CLI, a Prefect task, a benchmark or a test.
 from __future__ import annotations
 
 import json
+import math
 import random
 import shutil
 import tempfile
@@ -140,10 +141,12 @@ def _batches(pairs: list[Pair], config: RankerConfig, generator: Any) -> Iterato
 def pair_loss(logits: Any, batch: list[Pair], loss: str) -> Any:
     """BCE on every pair; `listwise` adds, per requirement, the softmax cross-entropy of its gold
     tables against its negatives (-log sum_gold e^s / sum_all e^s): the ranking signal that
-    pointwise BCE dilutes when most pairs are negatives."""
+    pointwise BCE dilutes when most pairs are negatives. Each pair's `prior` is added to its logit
+    first (zero unless the adapter learns on top of the coarse ranking: `coarse_priors`)."""
     import torch
 
     labels = torch.tensor([p.label for p in batch], dtype=torch.float32, device=logits.device)
+    logits = logits + torch.tensor([p.prior for p in batch], dtype=logits.dtype, device=logits.device)
     out = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels)
     if loss == "bce":
         return out
@@ -159,6 +162,30 @@ def pair_loss(logits: Any, batch: list[Pair], loss: str) -> Any:
     if terms:
         out = out + torch.stack(terms).mean()
     return out
+
+
+def coarse_priors(pairs: list[Pair], coarse: Callable[[str, str], CoarseAnswer], weight: float) -> list[Pair]:
+    """Each pair with `weight` x the coarse log-odds of its table as its prior
+    (`RankerConfig.coarse_offset`). `coarse(requirement_id, text)` is the requirement's coarse
+    answer as serving would give it (out of fold for requirements the coarse model was fitted on);
+    a table outside its list gets the list's lowest score. The loss then scores prior + logit, as
+    boosting scores a new tree on top of the trees before it: a pair the coarse ranking already
+    orders right adds little gradient, and the adapter learns what the coarse ranking misses."""
+    if weight == 0:
+        return pairs
+    out = []
+    for p in pairs:
+        answer = coarse(p.requirement_id, p.text)
+        scores = dict(zip(answer.ids, answer.scores))
+        score = scores.get(p.asset_id, min(answer.scores, default=0.5))
+        out.append(replace(p, prior=weight * log_odds(score)))
+    return out
+
+
+def log_odds(score: float, eps: float = 1e-4) -> float:
+    """log(p / (1 - p)) of a coarse score, clipped to [eps, 1 - eps] (BM25-scaled scores reach 1)."""
+    p = min(max(float(score), eps), 1 - eps)
+    return math.log(p / (1 - p))
 
 
 Validator = Callable[[Any], dict[str, float]]
@@ -444,6 +471,11 @@ def train_business(
     )
     documents: dict[tuple[str, str], str] = {}
     business_of = {r.id: r.business for r in train_reqs}
+    pairs = coarse_priors(
+        pairs,
+        lambda rid, text: candidates.coarse(business_of.get(rid, business), text, config.candidate_k),
+        config.coarse_offset,
+    )
     for p in pairs:
         document(business_of.get(p.requirement_id, business), p.text, p.asset_id)
     familiar = familiar if familiar is not None else familiar_tables(data.train, library)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 
+from assetmatch.matching.fine import CoarseAnswer
 from assetmatch.ranking.config import RankerConfig
 from assetmatch.ranking.finerank import Fusion
 from assetmatch.training.pairs import Pair
-from assetmatch.training.train import _batches, pair_loss
+from assetmatch.training.train import _batches, coarse_priors, log_odds, pair_loss
 
 
 def _pairs(requirement: str, gold: int, negatives: int) -> list[Pair]:
@@ -85,3 +88,43 @@ def test_fusion_without_both_classes_is_the_adapters_own_sigmoid() -> None:
     assert Fusion.fit([]) == Fusion()
     assert Fusion().probs([0.0, 2.0]) == pytest.approx([0.5, 1 / (1 + np.exp(-2.0))])
     assert Fusion().probs([]) == []
+
+
+def test_a_pair_the_coarse_prior_already_orders_right_adds_little_gradient() -> None:
+    # one requirement: its gold table and a hard negative; the adapter's logits are still zero
+    batch = _pairs("a", 1, 1)
+    plain = torch.zeros(2, requires_grad=True)
+    pair_loss(plain, batch, "listwise").backward()
+    # the coarse ranking scores the gold table 0.95 and the negative 0.05: the prior says it already
+    confident = [replace(p, prior=log_odds(0.95 if p.label else 0.05)) for p in batch]
+    on_top = torch.zeros(2, requires_grad=True)
+    pair_loss(on_top, confident, "listwise").backward()
+    assert on_top.grad.abs().sum() < 0.2 * plain.grad.abs().sum()
+    # ... and one it orders wrong adds more than the plain loss does
+    wrong = [replace(p, prior=log_odds(0.05 if p.label else 0.95)) for p in batch]
+    against = torch.zeros(2, requires_grad=True)
+    pair_loss(against, wrong, "listwise").backward()
+    assert against.grad.abs().sum() > plain.grad.abs().sum()
+
+
+def test_coarse_priors_read_each_pairs_coarse_score_and_the_lists_lowest_outside_it() -> None:
+    answer = CoarseAnswer(["a.g0", "a.n0"], [0.9, 0.2], ["a.g0"])
+    pairs = _pairs("a", 1, 2)  # a.n1 is not in the coarse list
+    asked: list[tuple[str, str]] = []
+
+    def coarse(requirement_id: str, text: str) -> CoarseAnswer:
+        asked.append((requirement_id, text))
+        return answer
+
+    priors = {p.asset_id: p.prior for p in coarse_priors(pairs, coarse, 0.5)}
+    assert priors["a.g0"] == pytest.approx(0.5 * np.log(0.9 / 0.1))
+    assert priors["a.n0"] == pytest.approx(0.5 * np.log(0.2 / 0.8))
+    assert priors["a.n1"] == priors["a.n0"]
+    assert asked and set(asked) == {("a", "a")}
+    assert coarse_priors(pairs, coarse, 0.0) == pairs  # off: the pairs as they were
+    assert log_odds(1.0) == pytest.approx(np.log((1 - 1e-4) / 1e-4))  # BM25-scaled top score
+
+
+def test_coarse_offset_is_checked() -> None:
+    with pytest.raises(ValueError, match="coarse_offset"):
+        RankerConfig(coarse_offset=-1.0)
