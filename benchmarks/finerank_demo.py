@@ -78,15 +78,15 @@ def signal(judged: Sequence[Any], scores_of: Any) -> tuple[float, float]:
     return auc(flags, scores), float(np.mean(finite)) if finite else float("nan")
 
 
-def trained_scores(j: Any, offset: float) -> list[float]:
-    """What an adapter was trained to score a list with: its logits, plus `offset` x the coarse
-    log-odds when it learned on top of the coarse ranking (`RankerConfig.coarse_offset`)."""
-    from assetmatch.training.train import log_odds
+def trained_scores(j: Any) -> list[float]:
+    """What an adapter was trained to score a list with: its logits, plus its `coarse_offset` x the
+    coarse log-odds when it learned on top of the coarse ranking (the fusion's first feature)."""
+    from assetmatch.matching.fine import Fusion
 
-    return [x + offset * log_odds(c) for x, c in zip(j.logits, j.coarse.scores)] if offset else list(j.logits)
+    return [float(x) for x in Fusion.features(j.logits, j.coarse.scores, j.coarse_offset)[:, 0]]
 
 
-def top1_disagreements(judged: Sequence[Any], offset: float = 0.0) -> tuple[int, int]:
+def top1_disagreements(judged: Sequence[Any]) -> tuple[int, int]:
     """(lists whose top table only the coarse ranking gets right, lists only the adapter's best
     score, `trained_scores`, gets right): where the two disagree, and who is right."""
     coarse_only = adapter_only = 0
@@ -94,7 +94,7 @@ def top1_disagreements(judged: Sequence[Any], offset: float = 0.0) -> tuple[int,
         if not j.logits:
             continue
         gold = set(j.requirement.gold)
-        scores = trained_scores(j, offset)
+        scores = trained_scores(j)
         coarse_right = j.coarse.ids[0] in gold
         adapter_right = j.coarse.ids[max(range(len(scores)), key=scores.__getitem__)] in gold
         coarse_only += coarse_right and not adapter_right
@@ -113,7 +113,7 @@ def simulated(judged: Sequence[Any], k: int, separation: float, seed: int) -> li
     for j in judged:
         flags = j.gold_flags(min(k, len(j.coarse.ids)))
         logits = [float(rng.normal(separation if gold else 0.0, 1.0)) for gold in flags]
-        out.append(replace(j, logits=logits, latency_ms=0.0))
+        out.append(replace(j, logits=logits, latency_ms=0.0, coarse_offset=0.0))
     return out
 
 
@@ -196,7 +196,9 @@ def main() -> None:
         judged[business] = {}
         for name in arms_of[business]:
             score = partial(ranker.logits, name)
-            judged[business][name] = judge(score, library, held_out, candidates, config.candidate_k)
+            judged[business][name] = judge(
+                score, library, held_out, candidates, config.candidate_k, offsets[name]
+            )
         if not arms_of[business]:
             judged[business]["coarse"] = judge(None, library, held_out, candidates, config.candidate_k)
 
@@ -230,8 +232,7 @@ def main() -> None:
         for name in arms_of[business]:
             arm = lists[name]
             familiar = ranker.calibration(name).familiar
-            offset = offsets[name]
-            pooled_auc, within_auc = signal(arm, partial(trained_scores, offset=offset))
+            pooled_auc, within_auc = signal(arm, trained_scores)
             in_sample_cal = ev.calibrate(arm, ctx, familiar)
             in_sample = ev.report(name, [ev.fine_ranked(j, in_sample_cal, ctx) for j in arm])
             calibrations = ev.cross_fitted_calibrations(arm, ctx, familiar, seed=gate.seed)
@@ -240,7 +241,7 @@ def main() -> None:
                 name, ev.answered(arm, [replace(c, cascade=Cascade.always()) for c in calibrations], ctx)
             )
             best_of_both = float(np.maximum(coarse.f1, always.f1).mean())
-            coarse_right, adapter_right = top1_disagreements(arm, offset)
+            coarse_right, adapter_right = top1_disagreements(arm)
             others: list[ev.Judged] = []
             for b in businesses:
                 twin = same_weights(b, name)

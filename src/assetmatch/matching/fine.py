@@ -48,10 +48,15 @@ class Fusion:
     logistic regression on validation candidates (`fit`); the identity (weights 1, 0, ...) is the
     adapter's own sigmoid. Weights stored by an older version (3 features, no coarse score) are
     padded with zeros, so they mean what they meant.
+
+    An adapter that learned on top of the coarse ranking (`RankerConfig.coarse_offset`) was trained
+    to score logit + `coarse_offset` x the coarse log-odds; that sum is its "logit" here, as in
+    training.
     """
 
     weights: list[float] = field(default_factory=lambda: [1.0, 0.0, 0.0, 0.0, 0.0])
     bias: float = 0.0
+    coarse_offset: float = 0.0
 
     def __post_init__(self) -> None:
         n = len(FUSION_FEATURES)
@@ -60,37 +65,51 @@ class Fusion:
         self.weights = [float(w) for w in self.weights] + [0.0] * (n - len(self.weights))
 
     @staticmethod
-    def features(logits: Sequence[float], coarse: Sequence[float] | None = None) -> np.ndarray:
+    def features(
+        logits: Sequence[float], coarse: Sequence[float] | None = None, coarse_offset: float = 0.0
+    ) -> np.ndarray:
         x = np.asarray(logits, dtype=float)
         if x.size == 0:
             return np.zeros((0, len(FUSION_FEATURES)))
         c = np.zeros_like(x) if coarse is None else np.asarray(coarse, dtype=float)[: x.size]
         if c.size != x.size:
             raise ValueError(f"Fusion: {x.size} logits but {c.size} coarse scores")
+        if coarse is not None and coarse_offset:
+            x = x + coarse_offset * log_odds(c)
         return np.column_stack([x, x - x.max(), np.log1p(np.arange(x.size)), c, c - c.max()])
 
     def probs(self, logits: Sequence[float], coarse: Sequence[float] | None = None) -> list[float]:
-        z = self.features(logits, coarse) @ np.asarray(self.weights) + self.bias
+        z = self.features(logits, coarse, self.coarse_offset) @ np.asarray(self.weights) + self.bias
         return [float(v) for v in 1.0 / (1.0 + np.exp(-np.clip(z, -60, 60)))]
 
     @classmethod
-    def fit(cls, lists: Sequence[tuple[Sequence[float], Sequence[float] | None, Sequence[bool]]]) -> Fusion:
+    def fit(
+        cls,
+        lists: Sequence[tuple[Sequence[float], Sequence[float] | None, Sequence[bool]]],
+        coarse_offset: float = 0.0,
+    ) -> Fusion:
         """Logistic regression over every (candidate, is-gold) of the validation lists."""
         from sklearn.linear_model import LogisticRegression
 
         kept = [item for item in lists if len(item[0])]
         if not kept:
-            return cls()
-        x = np.vstack([cls.features(logits, coarse) for logits, coarse, _ in kept])
+            return cls(coarse_offset=coarse_offset)
+        x = np.vstack([cls.features(logits, coarse, coarse_offset) for logits, coarse, _ in kept])
         y = np.concatenate([np.asarray(gold, dtype=int) for _, _, gold in kept])
         if len(set(y.tolist())) < 2:  # one class only: nothing to learn, keep the adapter's sigmoid
-            return cls()
+            return cls(coarse_offset=coarse_offset)
         model = LogisticRegression(C=1.0, max_iter=1000).fit(x, y)
-        return cls([float(w) for w in model.coef_[0]], float(model.intercept_[0]))
+        return cls([float(w) for w in model.coef_[0]], float(model.intercept_[0]), coarse_offset)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> Fusion:
         return cls(**data) if data else cls()
+
+
+def log_odds(scores: Sequence[float] | np.ndarray, eps: float = 1e-4) -> np.ndarray:
+    """log(p / (1 - p)) of coarse scores, clipped to [eps, 1 - eps] (BM25-scaled scores reach 1)."""
+    p = np.clip(np.asarray(scores, dtype=float), eps, 1 - eps)
+    return np.log(p / (1 - p))
 
 
 def coarse_margin(coarse: Sequence[float], n_selected: int) -> float:

@@ -401,8 +401,16 @@ def evaluate_and_promote(
         if name == "coarse_only":
             judged = judge(None, library, held_out, candidates, config.candidate_k)
             return ev.report(name, [ev.coarse_ranked(j) for j in judged])
-        judged = judge(partial(ranker.logits, name), library, held_out, candidates, config.candidate_k)
-        familiar = ranker.calibration(name).familiar
+        calibration = ranker.calibration(name)
+        judged = judge(
+            partial(ranker.logits, name),
+            library,
+            held_out,
+            candidates,
+            config.candidate_k,
+            calibration.fusion.coarse_offset,
+        )
+        familiar = calibration.familiar
         return ev.report(name, ev.cross_fitted(judged, ctx, familiar, seed=gate.seed))
 
     base_report = arm("champion" if champion is not None else "coarse_only")

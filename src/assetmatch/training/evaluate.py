@@ -188,6 +188,7 @@ class Judged:
     coarse: CoarseAnswer
     logits: list[float]  # the adapter's logits of coarse.ids[: len(logits)]
     latency_ms: float  # time to score those len(logits) pairs
+    coarse_offset: float = 0.0  # the adapter's `RankerConfig.coarse_offset` (its fusion's)
 
     def gold_flags(self, n: int | None = None) -> list[bool]:
         ids = self.coarse.ids[: len(self.logits) if n is None else n]
@@ -258,10 +259,19 @@ def cheapest_within_one_se(tried: Sequence[tuple[np.ndarray, float]], tolerance:
     return min(eligible)[2]
 
 
+def fit_fusion(judged: Sequence[Judged]) -> Fusion:
+    """The fusion of one adapter's logits with the coarse scores, fitted on its judged lists."""
+    offsets = {j.coarse_offset for j in judged}
+    if len(offsets) > 1:
+        raise ValueError(f"judged lists of one adapter carry different coarse offsets: {sorted(offsets)}")
+    lists = [(j.logits, j.coarse.scores[: len(j.logits)], j.gold_flags()) for j in judged]
+    return Fusion.fit(lists, coarse_offset=offsets.pop() if offsets else 0.0)
+
+
 def curve_point(judged: Sequence[Judged], ctx: Context) -> dict[str, float]:
     """One point of the validation curve: all-gold@3 and set F1 of the adapter's fused ranking, with
     a quickly fitted fusion and threshold (the full calibration runs once, after training)."""
-    fusion = Fusion.fit([(j.logits, j.coarse.scores[: len(j.logits)], j.gold_flags()) for j in judged])
+    fusion = fit_fusion(judged)
     ranked = []
     for j in judged:
         answer = rerank(j.coarse.ids, j.coarse.scores, j.logits, fusion)
@@ -320,7 +330,7 @@ def _fit_per_fold(judged: Sequence[Judged], fold_of: np.ndarray, fit: Callable[[
 
 def _fit_scores(judged: Sequence[Judged], ctx: Context) -> tuple[Fusion, SelectionParams | None]:
     """The fusion of logits with coarse scores, and the selection rules on the fused probabilities."""
-    fusion = Fusion.fit([(j.logits, j.coarse.scores[: len(j.logits)], j.gold_flags()) for j in judged])
+    fusion = fit_fusion(judged)
     examples = []
     for j in judged:
         answer = rerank(j.coarse.ids, j.coarse.scores, j.logits, fusion)

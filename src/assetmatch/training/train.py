@@ -24,7 +24,6 @@ from the CLI, a Prefect task, a benchmark or a test.
 from __future__ import annotations
 
 import json
-import math
 import random
 import shutil
 import tempfile
@@ -43,6 +42,7 @@ from assetmatch.matching.fine import (
     Cascade,
     CoarseAnswer,
     FineCalibration,
+    log_odds,
     read_calibration,
     write_calibration,
 )
@@ -178,14 +178,8 @@ def coarse_priors(pairs: list[Pair], coarse: Callable[[str, str], CoarseAnswer],
         answer = coarse(p.requirement_id, p.text)
         scores = dict(zip(answer.ids, answer.scores))
         score = scores.get(p.asset_id, min(answer.scores, default=0.5))
-        out.append(replace(p, prior=weight * log_odds(score)))
+        out.append(replace(p, prior=weight * float(log_odds([score])[0])))
     return out
-
-
-def log_odds(score: float, eps: float = 1e-4) -> float:
-    """log(p / (1 - p)) of a coarse score, clipped to [eps, 1 - eps] (BM25-scaled scores reach 1)."""
-    p = min(max(float(score), eps), 1 - eps)
-    return math.log(p / (1 - p))
 
 
 Validator = Callable[[Any], dict[str, float]]
@@ -351,9 +345,11 @@ def judge(
     validation: list[LabelledRequirement],
     candidates: CoarseSource,
     k: int,
+    coarse_offset: float = 0.0,
 ) -> list[ev.Judged]:
     """Each validation requirement's coarse answer and the logits `score(text, assets, examples,
-    siblings)` gives its top k (none when `score` is None: the coarse-only arm)."""
+    siblings)` gives its top k (none when `score` is None: the coarse-only arm). `coarse_offset`:
+    the adapter's (`RankerConfig.coarse_offset`), for the fusion fitted on these lists."""
     out = []
     for req in validation:
         coarse = candidates.coarse(req.business, req.text, k)
@@ -363,7 +359,7 @@ def judge(
         if top and score:  # the coarse-only arm reads no documents
             siblings = {a: candidates.siblings(a) for a in top}
             logits = score(req.text, [library[a] for a in top], coarse.examples, siblings)
-        out.append(ev.Judged(req, coarse, logits, (time.perf_counter() - start) * 1000))
+        out.append(ev.Judged(req, coarse, logits, (time.perf_counter() - start) * 1000, coarse_offset))
     return out
 
 
@@ -382,7 +378,7 @@ def judge_folder(
     ranker = LoraFineRanker.from_folders(
         {"_eval": (adapter_dir, "eval")}, config.base, config.device, config.max_length, quantize=quantize
     )
-    return judge(partial(ranker.logits, "_eval"), library, validation, candidates, k)
+    return judge(partial(ranker.logits, "_eval"), library, validation, candidates, k, config.coarse_offset)
 
 
 def familiar_tables(
@@ -507,7 +503,7 @@ def train_business(
         flat = score_documents(model, tokenizer, texts, docs, config.max_length, device)
         judged, at = [], 0
         for j, n in zip(coarse_lists, spans):
-            judged.append(ev.Judged(j.requirement, j.coarse, flat[at : at + n], 0.0))
+            judged.append(ev.Judged(j.requirement, j.coarse, flat[at : at + n], 0.0, config.coarse_offset))
             at += n
         return ev.curve_point(judged, ctx)
 

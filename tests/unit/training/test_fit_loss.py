@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from assetmatch.matching.fine import CoarseAnswer
+from assetmatch.matching.fine import CoarseAnswer, FineCalibration, log_odds
 from assetmatch.ranking.config import RankerConfig
 from assetmatch.ranking.finerank import Fusion
 from assetmatch.training.pairs import Pair
-from assetmatch.training.train import _batches, coarse_priors, log_odds, pair_loss
+from assetmatch.training.train import _batches, coarse_priors, pair_loss
 
 
 def _pairs(requirement: str, gold: int, negatives: int) -> list[Pair]:
@@ -96,12 +96,12 @@ def test_a_pair_the_coarse_prior_already_orders_right_adds_little_gradient() -> 
     plain = torch.zeros(2, requires_grad=True)
     pair_loss(plain, batch, "listwise").backward()
     # the coarse ranking scores the gold table 0.95 and the negative 0.05: the prior says it already
-    confident = [replace(p, prior=log_odds(0.95 if p.label else 0.05)) for p in batch]
+    confident = [replace(p, prior=float(log_odds([0.95 if p.label else 0.05])[0])) for p in batch]
     on_top = torch.zeros(2, requires_grad=True)
     pair_loss(on_top, confident, "listwise").backward()
     assert on_top.grad.abs().sum() < 0.2 * plain.grad.abs().sum()
     # ... and one it orders wrong adds more than the plain loss does
-    wrong = [replace(p, prior=log_odds(0.05 if p.label else 0.95)) for p in batch]
+    wrong = [replace(p, prior=float(log_odds([0.05 if p.label else 0.95])[0])) for p in batch]
     against = torch.zeros(2, requires_grad=True)
     pair_loss(against, wrong, "listwise").backward()
     assert against.grad.abs().sum() > plain.grad.abs().sum()
@@ -122,9 +122,33 @@ def test_coarse_priors_read_each_pairs_coarse_score_and_the_lists_lowest_outside
     assert priors["a.n1"] == priors["a.n0"]
     assert asked and set(asked) == {("a", "a")}
     assert coarse_priors(pairs, coarse, 0.0) == pairs  # off: the pairs as they were
-    assert log_odds(1.0) == pytest.approx(np.log((1 - 1e-4) / 1e-4))  # BM25-scaled top score
+    assert log_odds([1.0, 0.0]) == pytest.approx([np.log((1 - 1e-4) / 1e-4), -np.log((1 - 1e-4) / 1e-4)])
 
 
 def test_coarse_offset_is_checked() -> None:
     with pytest.raises(ValueError, match="coarse_offset"):
         RankerConfig(coarse_offset=-1.0)
+
+
+def test_an_adapter_trained_on_top_of_the_coarse_ranking_is_fused_with_its_prior() -> None:
+    # the adapter's residual logits say nothing alone; with the coarse log-odds they are what it learned
+    logits, coarse = [0.0, 0.5, -3.0], [0.9, 0.2, 0.6]
+    x = Fusion.features(logits, coarse, 0.5)
+    assert x[:, 0] == pytest.approx(
+        np.asarray(logits) + 0.5 * np.log(np.asarray(coarse) / (1 - np.asarray(coarse)))
+    )
+    assert Fusion.features(logits, coarse)[:, 0] == pytest.approx(logits)  # no offset: the logits
+    assert Fusion(coarse_offset=0.5).probs(logits, coarse) != Fusion().probs(logits, coarse)
+    # fitted with its offset, kept with the calibration that serving loads
+    rng = np.random.default_rng(2)
+    lists = []
+    for _ in range(100):
+        gold = [bool(g) for g in rng.permutation([1, 0, 0, 0])]
+        lists.append(([float(rng.normal()) for _ in gold], [0.8 if g else 0.3 for g in gold], gold))
+    fusion = Fusion.fit(lists, coarse_offset=0.5)
+    assert fusion.coarse_offset == 0.5
+    saved = FineCalibration(fusion=fusion).to_dict()
+    assert FineCalibration.from_dict(saved).fusion == fusion
+    # a calibration saved before the offset existed reads as no offset
+    del saved["fusion"]["coarse_offset"]
+    assert FineCalibration.from_dict(saved).fusion.coarse_offset == 0.0
