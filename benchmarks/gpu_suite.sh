@@ -5,7 +5,8 @@
 #   3. training time to the validation plateau per business, with the gate's three-way choice
 #      (finerank_spider.py --setting split, on cuda; needs ../shared/benchmarks/spider);
 #   4. the demo's adapters trained to their plateau and judged as the gate judges them, beside
-#      coarse-only (demo_plateau.py: builds the demo up to its coarse model first, ~3 minutes).
+#      coarse-only (demo_plateau.py: builds the demo up to its coarse model first, ~3 minutes);
+#      trained on top of the coarse ranking (ranker.coarse_offset $COARSE_OFFSET, default 0.5; 0: off).
 # Each step's output goes to $OUT (default: gpu-results/) and to the terminal; a step that fails
 # is reported and the next one still runs; the exit code is the number of failed steps.
 #
@@ -17,8 +18,9 @@
 #
 # Budget: 7.5 minutes on one H200 for steps 1-3 (measured: step 1 103 s, step 2 50 s, step 3 275 s
 # with the hold-out starting adapter already in its cache; pre-training it there adds its 1,200
-# steps). Step 4 is not measured on a GPU yet: on 2 CPU cores, with the demo built, 22 minutes
-# (training 1,031 s; docs/fine-ranking.md, "Trained to the plateau"); on a GPU the training shrinks
+# steps). Step 4 is not measured on a GPU yet: on 2 CPU cores, with the demo built, 22-25 minutes
+# (training 1,031 s plain, 1,186 s on top of the coarse ranking; docs/fine-ranking.md, "Trained to
+# the plateau"); on a GPU the training shrinks
 # and the CPU-bound rest stays: building the demo, judging and calibration, ~8 minutes by the CPU
 # run's parts, so run it on its own (STEPS=4). STEPS="1 2" runs a subset.
 set -uo pipefail
@@ -29,6 +31,7 @@ STEPS=${STEPS:-"1 2 3"}
 DATA=${DATA:-../shared/benchmarks/spider}
 INIT_FROM=${INIT_FROM:-holdout}
 DEMO_DIR=${DEMO_DIR:-.assetmatch/demo-plateau}  # step 4 builds the demo here (kept out of $OUT: it is large)
+COARSE_OFFSET=${COARSE_OFFSET:-0.5}  # step 4: ranker.coarse_offset of both adapters
 mkdir -p "$OUT"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
 export MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=1
@@ -62,7 +65,7 @@ step 3 split_training "$PY" benchmarks/finerank_spider.py --setting split --devi
     --eval-every 50 --patience 3 --max-validation 100 --eval-per-business 100 --json "$OUT/split.json"
 
 step 4 demo_plateau "$PY" benchmarks/demo_plateau.py --dir "$DEMO_DIR" --device cuda \
-    --max-steps 1000 --shared-steps 600 --eval-every 50 --patience 3
+    --max-steps 1000 --shared-steps 600 --eval-every 50 --patience 3 --ranker "coarse_offset=$COARSE_OFFSET"
 
 echo "failed steps: $failed" | tee -a "$OUT/suite.log"
 exit "$failed"

@@ -12,7 +12,7 @@ from assetmatch.models import Column, TableAsset
 from assetmatch.ranking.candidates import Bm25Candidates
 from assetmatch.ranking.config import RankerConfig
 from assetmatch.ranking.finerank import LoraFineRanker
-from assetmatch.training.pairs import LabelledRequirement, TrainingData
+from assetmatch.training.pairs import LabelledRequirement, Pair, TrainingData
 from assetmatch.training.train import train_business
 
 pytestmark = pytest.mark.slow
@@ -133,3 +133,33 @@ def test_what_training_reports_is_what_the_gate_judges(
     for name, expected in (("challenger", challenger), ("always_fine", always_fine)):
         assert result.reports[name].f1 == expected.f1
         assert result.reports[name].rr == expected.rr
+
+
+def test_an_adapter_trained_on_top_of_the_coarse_ranking_keeps_its_offset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`coarse_offset`: every training pair carries its table's coarse log-odds x the offset as its
+    prior, and the calibration serving loads fuses the adapter's logits with that same offset."""
+    from assetmatch.matching.fine import log_odds
+    from assetmatch.training import train as tr
+
+    seen: list[Pair] = []
+    real = tr.fit_adapter
+
+    def recording(model, tokenizer, pairs, *args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.extend(pairs)
+        return real(model, tokenizer, pairs, *args, **kwargs)
+
+    monkeypatch.setattr(tr, "fit_adapter", recording)
+    candidates = Bm25Candidates(ASSETS)
+    result = train_business(
+        "g", data(), ASSETS, candidates, config(max_steps=1, eval_every=0, coarse_offset=0.5), tmp_path / "a"
+    )
+    assert seen
+    for pair in seen:
+        answer = candidates.coarse("g", pair.text, 4)
+        score = dict(zip(answer.ids, answer.scores)).get(pair.asset_id, min(answer.scores))
+        assert pair.prior == pytest.approx(0.5 * float(log_odds([score])[0]))
+    assert len({round(p.prior, 6) for p in seen}) > 1
+    assert read_calibration(result.adapter_dir).fusion.coarse_offset == 0.5
+    assert RankerConfig.load(result.adapter_dir).coarse_offset == 0.5
