@@ -102,6 +102,16 @@ def top1_disagreements(judged: Sequence[Any]) -> tuple[int, int]:
     return coarse_only, adapter_only
 
 
+def verdict_line(decision: Any) -> str:
+    """The gate's verdict with its evidence, and its reason where the evidence is not all of it (a
+    promotion, or a refusal for latency: the adapters are timed here beside each other, on a CPU
+    that also judges, so their latency is an upper bound of what `assetmatch promote` measures)."""
+    from assetmatch.registry.promotion import evidence
+
+    shown = evidence(decision.diffs)
+    return f"{decision.verdict}: {shown}" + ("" if shown in decision.reason else f"; {decision.reason}")
+
+
 def simulated(judged: Sequence[Any], k: int, separation: float, seed: int) -> list[Any]:
     """The same lists with an imaginary adapter's logits: gold tables ~ N(separation, 1), the others
     ~ N(0, 1), drawn independently of the coarse scores (in-list ROC AUC Phi(separation / sqrt 2));
@@ -146,7 +156,7 @@ def main() -> None:
     from assetmatch.ranking.config import RankerConfig
     from assetmatch.ranking.finerank import LoraFineRanker
     from assetmatch.registry.mlflow import Registry
-    from assetmatch.registry.promotion import ArmResult, decide, evidence
+    from assetmatch.registry.promotion import ArmResult, decide
     from assetmatch.training import evaluate as ev
     from assetmatch.training.pairs import labelled_from_lake, split_holdout
     from assetmatch.training.train import judge, selection_context
@@ -260,7 +270,7 @@ def main() -> None:
                 f"{in_sample.means()['set_f1']:>12.3f} {crossed.means()['set_f1']:>12.3f} "
                 f"{pooled.means()['set_f1'] if pooled else float('nan'):>9.3f} {crossed.means()['set_exact']:>5.2f} "
                 f"{f'{coarse_right}/{adapter_right}':>9} {best_of_both:>12.3f}  "
-                f"{decision.verdict}: {evidence(decision.diffs)}"
+                f"{verdict_line(decision)}"
             )
         familiar = ranker.calibration(arms_of[business][0]).familiar if arms_of[business] else None
         for d in separations:
