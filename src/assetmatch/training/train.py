@@ -173,12 +173,15 @@ def coarse_priors(pairs: list[Pair], coarse: Callable[[str, str], CoarseAnswer],
     orders right adds little gradient, and the adapter learns what the coarse ranking misses."""
     if weight == 0:
         return pairs
+    priors: dict[str, tuple[dict[str, float], float]] = {}  # requirement -> (prior by table, lowest)
     out = []
     for p in pairs:
-        answer = coarse(p.requirement_id, p.text)
-        scores = dict(zip(answer.ids, answer.scores))
-        score = scores.get(p.asset_id, min(answer.scores, default=0.5))
-        out.append(replace(p, prior=weight * float(log_odds([score])[0])))
+        if p.requirement_id not in priors:  # one coarse answer per requirement, not per pair
+            answer = coarse(p.requirement_id, p.text)
+            odds = weight * log_odds(answer.scores or [0.5])
+            priors[p.requirement_id] = (dict(zip(answer.ids, odds.tolist())), float(odds.min()))
+        by_table, lowest = priors[p.requirement_id]
+        out.append(replace(p, prior=by_table.get(p.asset_id, lowest)))
     return out
 
 
