@@ -135,6 +135,17 @@ def lora_targets(model: Any, requested: str | Sequence[str] = AUTO_TARGETS) -> l
     return names
 
 
+@contextmanager
+def _peft_wrapping() -> Iterator[None]:
+    """PEFT wrapping a base model reads transformers' deprecated `is_gradient_checkpointing`, and
+    transformers warns about it on every wrap (a FutureWarning per adapter trained or loaded, in
+    every command's output): a library-internal call the user can do nothing about. Only that
+    warning is silenced."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
+
+
 def new_adapter(base_model: Any, config: RankerConfig, adapter_name: str = "default") -> Any:
     """A PeftModel with one fresh trainable LoRA adapter over a frozen base (classifier trained too)."""
     from peft import LoraConfig, TaskType, get_peft_model
@@ -147,7 +158,8 @@ def new_adapter(base_model: Any, config: RankerConfig, adapter_name: str = "defa
         target_modules=lora_targets(base_model, config.target_modules),
         modules_to_save=["classifier"],
     )
-    return get_peft_model(base_model, lora, adapter_name=adapter_name)
+    with _peft_wrapping():
+        return get_peft_model(base_model, lora, adapter_name=adapter_name)
 
 
 def continue_adapter(base_model: Any, folder: str | Path, config: RankerConfig) -> Any:
@@ -159,7 +171,8 @@ def continue_adapter(base_model: Any, folder: str | Path, config: RankerConfig) 
 
     lora = LoraConfig.from_pretrained(str(folder))
     lora.lora_dropout = config.lora_dropout
-    return PeftModel.from_pretrained(base_model, str(folder), is_trainable=True, config=lora)
+    with _peft_wrapping():
+        return PeftModel.from_pretrained(base_model, str(folder), is_trainable=True, config=lora)
 
 
 @lru_cache(maxsize=1)
@@ -240,7 +253,10 @@ def save_adapter(
     """Write adapter weights + RankerConfig; the base is recorded by name, never by machine path."""
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
-    peft_model.save_pretrained(str(out), selected_adapters=[adapter_name])
+    # save_embedding_layers=False: LoRA never targets the embeddings here (`lora_targets`), and the
+    # default "auto" looks the base up by name to compare vocabularies, warning that it cannot find
+    # a packaged or local base on every save
+    peft_model.save_pretrained(str(out), selected_adapters=[adapter_name], save_embedding_layers=False)
     # PEFT writes a non-default adapter into a sub-folder named after it: flatten that.
     nested = out / adapter_name
     if adapter_name != "default" and (nested / ADAPTER_CONFIG).exists():
@@ -334,7 +350,8 @@ class MultiAdapterScorer:
             )
         key = self._new_key(name)
         if self.model is None:
-            self.model = PeftModel.from_pretrained(self._base_model, str(folder), adapter_name=key)
+            with _peft_wrapping():
+                self.model = PeftModel.from_pretrained(self._base_model, str(folder), adapter_name=key)
         else:
             self.model.load_adapter(str(folder), adapter_name=key)
             if name in self.adapters:

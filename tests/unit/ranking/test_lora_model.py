@@ -210,3 +210,19 @@ def test_continued_training_takes_its_own_dropout(trained: dict[str, Any]) -> No
     assert any(p.requires_grad for p in model.parameters())  # trainable
     model.eval()
     assert _logits(model, tokenizer, [POS, NEG]) == pytest.approx(trained["after"], abs=1e-5)
+
+
+def test_wrapping_saving_and_loading_an_adapter_warn_nothing(trained: dict[str, Any], tmp_path: Path) -> None:
+    """Every adapter trained or served went through these calls, and each printed a library warning
+    (transformers' deprecated `is_gradient_checkpointing` read by PEFT; PEFT looking the base up by
+    name to compare vocabularies) into every command's output: none remains."""
+    import warnings
+
+    _, base, _ = load_base(CONFIG.base, "cpu")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        save_adapter(new_adapter(base, CONFIG), tmp_path / "fresh", CONFIG)
+        _, other, _ = load_base(CONFIG.base, "cpu")
+        continue_adapter(other, trained["root"] / "trained", CONFIG)
+        MultiAdapterScorer(CONFIG.base, device="cpu").load_adapter("a", trained["root"] / "trained")
+    assert [str(w.message) for w in caught] == []
