@@ -14,6 +14,10 @@ script prints, side by side:
   `training.evaluate.cross_fitted`) and cross-fitted with the other businesses' held-out lists of
   the same adapter added to every fold's calibration (`pooled`: more calibration data; honest,
   no requirement is answered by a calibration fitted on it);
+- where the cross-fitted answer's set F1 differs from coarse-only's, split by whether the fine
+  ranking changed the top table or kept it (`top changed` / `top kept`: lists, and the sum of
+  their set F1 differences): an adapter that fixes the ranking but loses the gain in the set it
+  selects around an unchanged top table shows it here;
 - the gate's verdict against coarse-only on the cross-fitted answers (`registry.promotion.decide`,
   the deployment's `promotion` settings), with the paired bootstrap intervals;
 - where the adapter and the coarse ranking disagree: the lists whose top table only the coarse
@@ -100,6 +104,21 @@ def top1_disagreements(judged: Sequence[Any]) -> tuple[int, int]:
         coarse_only += coarse_right and not adapter_right
         adapter_only += adapter_right and not coarse_right
     return coarse_only, adapter_only
+
+
+def where_it_differs(
+    judged: Sequence[Any], fine: Sequence[Any], coarse_f1: Sequence[float], fine_f1: Sequence[float]
+) -> str:
+    """Lists whose set F1 the fine answer changed, split by whether its top table is still the
+    coarse ranking's: "N: +sum / M: +sum" (top changed / top kept; sums of set F1 differences)."""
+    changed, kept = [0, 0.0], [0, 0.0]
+    for j, ranked, c, f in zip(judged, fine, coarse_f1, fine_f1, strict=True):
+        if abs(f - c) < 1e-9:
+            continue
+        bucket = changed if ranked.ranked[:1] != j.coarse.ids[:1] else kept
+        bucket[0] += 1
+        bucket[1] += f - c
+    return f"{changed[0]}: {changed[1]:+.2f} / {kept[0]}: {kept[1]:+.2f}"
 
 
 def verdict_line(decision: Any) -> str:
@@ -224,7 +243,7 @@ def main() -> None:
     head = (
         f"{'business':<9} {'arm':<34} {'n':>3} {'AUC':>6} {'in-list':>7} "
         f"{'F1 in-sample':>12} {'F1 cross-fit':>12} {'F1 pooled':>9} {'exact':>5} "
-        f"{'top-1 c/a':>9} {'best of both':>12}  gate (cross-fitted vs coarse)"
+        f"{'top-1 c/a':>9} {'best of both':>12} {'top changed / kept':>18}  gate (cross-fitted vs coarse)"
     )
     print(head)
     print("-" * len(head))
@@ -246,7 +265,8 @@ def main() -> None:
             in_sample_cal = ev.calibrate(arm, ctx, familiar)
             in_sample = ev.report(name, [ev.fine_ranked(j, in_sample_cal, ctx) for j in arm])
             calibrations = ev.cross_fitted_calibrations(arm, ctx, familiar, seed=gate.seed)
-            crossed = ev.report(name, ev.answered(arm, calibrations, ctx))
+            answers = ev.answered(arm, calibrations, ctx)
+            crossed = ev.report(name, answers)
             always = ev.report(
                 name, ev.answered(arm, [replace(c, cascade=Cascade.always()) for c in calibrations], ctx)
             )
@@ -269,7 +289,8 @@ def main() -> None:
                 f"{'':<9} {folders[name][1]:<34} {len(arm):>3} {pooled_auc:>6.3f} {within_auc:>7.3f} "
                 f"{in_sample.means()['set_f1']:>12.3f} {crossed.means()['set_f1']:>12.3f} "
                 f"{pooled.means()['set_f1'] if pooled else float('nan'):>9.3f} {crossed.means()['set_exact']:>5.2f} "
-                f"{f'{coarse_right}/{adapter_right}':>9} {best_of_both:>12.3f}  "
+                f"{f'{coarse_right}/{adapter_right}':>9} {best_of_both:>12.3f} "
+                f"{where_it_differs(arm, answers, coarse.f1, crossed.f1):>18}  "
                 f"{verdict_line(decision)}"
             )
         familiar = ranker.calibration(arms_of[business][0]).familiar if arms_of[business] else None
@@ -299,7 +320,9 @@ def main() -> None:
         f"'pooled' = cross-fitted with the other businesses' held-out lists of the same adapter "
         f"added to every fold's calibration; 'top-1 c/a' = lists whose top table only the coarse ranking / "
         f"only the adapter gets right; 'best of both' = set F1 of the better of the coarse answer and the "
-        f"adapter asked on every list, per requirement; 'simulated': logits drawn independently of the "
+        f"adapter asked on every list, per requirement; 'top changed / kept' = lists whose cross-fitted set "
+        f"F1 differs from coarse-only's where the fine ranking changed / kept the top table: count, and "
+        f"the sum of the differences; 'simulated': logits drawn independently of the "
         f"coarse scores, gold ~ N(d, 1), others ~ N(0, 1), judged by the same gate"
     )
 
