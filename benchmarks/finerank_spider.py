@@ -8,7 +8,9 @@ requests) and `dev` (databases no adapter saw) exactly as the Matcher answers: c
 adapter logits with the coarse scores, selection on fused probabilities. Nothing is tuned on
 `test` or `dev`. Beside the product's answer (`fine_cascade`) each split reports coarse-only,
 always-fine, and always-fine with the selection mode calibration did not choose (the calibrated
-rules, or the coarse set model on fused scores: `FineCalibration.set_model`); the union also reports
+rules, or the coarse set model on fused scores: `FineCalibration.set_model`) and the product's answer
+with the other choice of who sets the set where the fine ranking keeps the top table
+(`FineCalibration.keep_coarse_set`: `fine_cascade_fine_set` / `fine_cascade_coarse_set_kept`); the union also reports
 the coarse answer on the out-of-fold lists the adapter trained on, to compare with `test`'s.
 
 Settings:
@@ -189,6 +191,12 @@ def evaluate(
         ),
         "always_fine": ev.report(f"{name}/always_fine", [ev.fine_ranked(j, always, ctx) for j in judged]),
     }
+    # the other answer to "do fused scores decide the set where the top table stays?", with the
+    # calibrated cascade: what calibration's choice was worth (`FineCalibration.keep_coarse_set`)
+    other_keep = dataclasses.replace(calibration, keep_coarse_set=not calibration.keep_coarse_set)
+    reports["fine_cascade_" + ("fine_set" if calibration.keep_coarse_set else "coarse_set_kept")] = ev.report(
+        f"{name}/fine_cascade_other_set", [ev.fine_ranked(j, other_keep, ctx) for j in judged]
+    )
     # the selection mode calibration did not choose, always fine-ranked: what the choice was worth
     for mode in ev.selection_modes(ctx):
         if mode != calibration.set_model:

@@ -18,7 +18,10 @@ evaluation, the A/B gate, the Matcher and the serving layer, turn those logits i
    (`matching.selection`) with parameters calibrated on the fused probabilities, or the coarse
    stage's learned set model (`matching.set_model`, fitted on thousands of out-of-fold lists)
    reading the fused probabilities in place of the coarse ones (`set_model`), with those rules' set
-   as one of its features.
+   as one of its features. Calibration also chooses whether the fused scores decide the set
+   everywhere, or only where they change the top table (`keep_coarse_set`: where the adapter keeps
+   the coarse ranking's best table, the coarse selection's set stands — fitted on every labelled
+   requirement's list, where a selection on fused scores has a few dozen validation lists).
 
 Everything here is numpy and the standard library: no model is loaded.
 """
@@ -200,6 +203,13 @@ class FineCalibration:
     extra: dict[str, Any] = field(default_factory=dict)
     # select with the coarse stage's set model over fused probabilities (else: the calibrated rules)
     set_model: bool = False
+    # the coarse selection's set stands unless the fine ranking changes the top table
+    keep_coarse_set: bool = False
+
+    def keeps_coarse_set(self, coarse_ids: Sequence[str], fine_ids: Sequence[str]) -> bool:
+        """Whether the answer is the coarse selection's set although the list was fine-ranked: with
+        `keep_coarse_set`, when the fine ranking's top table is the coarse ranking's."""
+        return self.keep_coarse_set and bool(coarse_ids) and bool(fine_ids) and coarse_ids[0] == fine_ids[0]
 
     def selector(self, fallback: SetSelector) -> SetSelector:
         """Selection over fused probabilities, `fallback` being the coarse stage's selector: its set
@@ -220,12 +230,13 @@ class FineCalibration:
             "cascade": asdict(self.cascade),
             "familiar": sorted(self.familiar) if self.familiar is not None else None,
             "set_model": self.set_model,
+            "keep_coarse_set": self.keep_coarse_set,
             **self.extra,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FineCalibration:
-        known = {"threshold", "fusion", "selection", "cascade", "familiar", "set_model"}
+        known = {"threshold", "fusion", "selection", "cascade", "familiar", "set_model", "keep_coarse_set"}
         threshold = data.get("threshold")
         selection = data.get("selection")
         familiar = data.get("familiar")
@@ -237,6 +248,7 @@ class FineCalibration:
             frozenset(familiar) if familiar is not None else None,
             {k: v for k, v in data.items() if k not in known},
             bool(data.get("set_model", False)),
+            bool(data.get("keep_coarse_set", False)),  # calibrations saved before it: the fine set always
         )
 
 

@@ -36,7 +36,7 @@ from assetmatch.matching.fusion import (
     RRFRanker,
     collect_candidates,
 )
-from assetmatch.matching.selection import RequestTerms, SetSelector
+from assetmatch.matching.selection import RequestTerms, Selection, SetSelector
 from assetmatch.matching.set_model import load_selector
 from assetmatch.matching.types import (
     FeatureProvider,
@@ -254,6 +254,8 @@ class Matcher:
         scores = [c.score for c in ranked]
         depth, skipped, degraded = 0, "", False
         selector = self.selector
+        coarse_ids = [c.asset_id for c in ranked]
+        selection: Selection | None = None  # the coarse selection, once the cascade needed it
         if self.fine_ranker is not None and self.fine_ranker.version(business) and ranked:
             t1 = time.perf_counter()
             calibration = self.fine_ranker.calibration(business)
@@ -261,7 +263,14 @@ class Matcher:
             if cascade is None:
                 skipped = SWITCHED_OFF
             else:
-                depth = self._fine_depth(cascade, calibration.familiar, ranked, terms)
+                selection = self._select(ranked, scores, terms, self.selector)
+                depth = cascade.depth_for(
+                    coarse_ids,
+                    scores,
+                    selection.asset_ids,
+                    calibration.familiar,
+                    self.settings.matching.fine_top_n,
+                )
                 skipped = "" if depth else cascade.why_skipped()
             if depth:
                 try:
@@ -274,11 +283,13 @@ class Matcher:
                 selector = calibration.selector(self.selector)
                 if threshold is not None:  # the rules at that threshold, set model or not
                     selector = selector.with_threshold(threshold)
+                if not calibration.keeps_coarse_set(coarse_ids, [c.asset_id for c in ranked]):
+                    selection = None  # the fused scores decide the set
             timings["fine"] = (time.perf_counter() - t1) * 1000
 
         t2 = time.perf_counter()
-        scored = scored_tables([c.asset_id for c in ranked], scores, self.builder.group_of, terms)
-        selection = selector.select(scored, self.builder.linked)
+        if selection is None:
+            selection = self._select(ranked, scores, terms, selector)
         timings["select"] = (time.perf_counter() - t2) * 1000
 
         selected = set(selection.asset_ids)
@@ -317,25 +328,12 @@ class Matcher:
             return dataclasses.replace(calibration.cascade, max_margin=None)
         return calibration.cascade
 
-    def _fine_depth(
-        self,
-        cascade: Cascade,
-        familiar: Collection[str] | None,
-        ranked: Sequence[Candidate],
-        terms: RequestTerms,
-    ) -> int:
-        """The cascade's decision: how many coarse tables to fine-rank (0: keep the coarse answer)."""
-        window = scored_tables(
-            [c.asset_id for c in ranked], [c.score for c in ranked], self.builder.group_of, terms
-        )
-        selected = self.selector.select(window, self.builder.linked).asset_ids
-        return cascade.depth_for(
-            [c.asset_id for c in ranked],
-            [c.score for c in ranked],
-            selected,
-            familiar,
-            self.settings.matching.fine_top_n,
-        )
+    def _select(
+        self, ranked: Sequence[Candidate], scores: Sequence[float], terms: RequestTerms, selector: SetSelector
+    ) -> Selection:
+        """The set `selector` picks from the ranked candidates with these scores."""
+        scored = scored_tables([c.asset_id for c in ranked], scores, self.builder.group_of, terms)
+        return selector.select(scored, self.builder.linked)
 
     def _fine_rank(
         self, business: str, text: str, ranked: list[Candidate], depth: int, calibration: FineCalibration

@@ -219,11 +219,14 @@ def fine_ranked(j: Judged, calibration: FineCalibration, ctx: Context, cap: int 
     if depth == 0:
         return coarse_ranked(j)
     answer = rerank(ids, scores, j.logits[:depth], calibration.fusion)
-    selector = calibration.selector(ctx.coarse_selector)
-    selected = selector.select(
-        scored_tables(answer.ids, answer.scores, ctx.group_of, j.coarse.terms),
-        ctx.neighbors,
-    ).asset_ids
+    if calibration.keeps_coarse_set(ids, answer.ids):
+        selected = list(j.coarse.selected)
+    else:
+        selected = (
+            calibration.selector(ctx.coarse_selector)
+            .select(scored_tables(answer.ids, answer.scores, ctx.group_of, j.coarse.terms), ctx.neighbors)
+            .asset_ids
+        )
     latency = j.latency_ms * depth / max(len(j.logits), 1)
     return Ranked(j.requirement, answer.ids, answer.scores, latency, selected=selected, fine_depth=depth)
 
@@ -369,6 +372,9 @@ def cascade_rules(judged: Sequence[Judged]) -> list[Cascade]:
     return [Cascade.never()] + [Cascade(cut, depth, True) for depth in depths for cut in cut_points]
 
 
+_DECIDES_MORE = 1e-3  # cost of a rule whose fused scores decide the set where the top table stays
+
+
 def selection_modes(ctx: Context) -> list[bool]:
     """How fused probabilities may decide the set (`FineCalibration.set_model`): the rules calibrated
     on them (False), and the coarse stage's set model reading them (True) when it has one."""
@@ -390,7 +396,11 @@ def calibrate(
     (the coarse answer) is one of the rules: an adapter that does not clearly beat the coarse
     ranking on validation is never asked, and one that does is asked no more often, nor about more
     tables, than its gain needs. Each rule is tried with each `selection_modes` (the calibrated
-    rules, or the coarse set model on fused scores); at equal cost the better one is kept.
+    rules, or the coarse set model on fused scores), and with the fused scores deciding the set
+    everywhere or only where they change the top table (`FineCalibration.keep_coarse_set`: the
+    coarse selection, fitted on every labelled requirement's list, keeps the set where the top table
+    stays); at equal cost the better one is kept, and at equal depth the coarse set is kept unless
+    the fused scores' set is more than a standard error better.
 
     Each rule is judged on cross-fitted answers: every requirement answered with the fusion and
     selection fitted on the other `folds` (as the A/B gate judges, `cross_fitted`). Judged on the
@@ -405,18 +415,30 @@ def calibrate(
     fitted = _fit_per_fold(judged, fold_assignment(len(judged), folds, seed), lambda js: _fit_scores(js, ctx))
     rules = [c for c in cascade_rules(judged) if c != Cascade.never()]
     # "never" answers alike in every selection mode: tried once
-    options = [(Cascade.never(), False), *((c, mode) for mode in selection_modes(ctx) for c in rules)]
+    options = [
+        (Cascade.never(), False, False),
+        *((c, mode, keep) for keep in (True, False) for mode in selection_modes(ctx) for c in rules),
+    ]
     tried = []
-    for cascade, mode in options:
+    for cascade, mode, keep in options:
         ranked = [
             fine_ranked(
-                j, FineCalibration(p.min_score if p else None, fu, p, cascade, familiar, set_model=mode), ctx
+                j,
+                FineCalibration(
+                    p.min_score if p else None, fu, p, cascade, familiar, set_model=mode, keep_coarse_set=keep
+                ),
+                ctx,
             )
             for j, (fu, p) in zip(judged, fitted)
         ]
-        tried.append((quality_per_requirement(ranked), float(np.mean([r.fine_depth for r in ranked]))))
-    cascade, mode = options[cheapest_within_one_se(tried, tolerance)]
-    return FineCalibration(threshold, fusion, params, cascade, familiar, set_model=mode)
+        depth = float(np.mean([r.fine_depth for r in ranked]))
+        # at equal depth, fused scores deciding the set only where they change the top table is the
+        # simpler rule: kept unless deciding it everywhere is more than a standard error better
+        tried.append(
+            (quality_per_requirement(ranked), depth + (_DECIDES_MORE if depth and not keep else 0.0))
+        )
+    cascade, mode, keep = options[cheapest_within_one_se(tried, tolerance)]
+    return FineCalibration(threshold, fusion, params, cascade, familiar, set_model=mode, keep_coarse_set=keep)
 
 
 def cross_fitted_calibrations(

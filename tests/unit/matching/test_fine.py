@@ -131,3 +131,13 @@ def test_the_set_model_selects_fused_scores_only_where_the_coarse_stage_has_one(
     assert not isinstance(FineCalibration(0.2, selection=fused_rules).selector(chosen), LearnedSetSelector)
     assert FineCalibration.from_dict(cal.to_dict()).set_model
     assert not FineCalibration.from_dict({"threshold": 0.3}).set_model  # saved before: the rules
+
+
+def test_the_coarse_set_is_kept_only_where_the_fine_ranking_keeps_the_top_table() -> None:
+    keep = FineCalibration(0.2, keep_coarse_set=True)
+    assert keep.keeps_coarse_set(["a", "b"], ["a", "c", "b"])
+    assert not keep.keeps_coarse_set(["a", "b"], ["b", "a"])
+    assert not keep.keeps_coarse_set([], ["a"]) and not keep.keeps_coarse_set(["a"], [])
+    assert not FineCalibration(0.2).keeps_coarse_set(["a"], ["a"])  # off: the fused scores' set
+    assert FineCalibration.from_dict(keep.to_dict()).keep_coarse_set
+    assert not FineCalibration.from_dict({"threshold": 0.3}).keep_coarse_set  # saved before: as gated

@@ -196,6 +196,50 @@ def test_selection_uses_the_fine_scores_and_the_adapters_rules_when_an_adapter_i
     assert all(t.fine_score is not None for t in result.ranked)
 
 
+class AgreeingFine(ReverseFine):
+    """A fine ranker that keeps the coarse order (logits 20, -20, ...): the top table stays."""
+
+    def logits(
+        self,
+        business: str,
+        requirement: str,
+        assets: Sequence[TableAsset],
+        examples: Mapping[str, str] | None = None,
+        siblings: Siblings | None = None,
+    ) -> list[float]:
+        return [-x for x in super().logits(business, requirement, assets, examples, siblings)]
+
+
+def test_keep_coarse_set_lets_fused_scores_decide_the_set_only_where_the_top_table_changes() -> None:
+    """`FineCalibration.keep_coarse_set`: a fine ranking that keeps the coarse top table answers with
+    the coarse selection's set (its ranking is still the fine one); one that changes the top table
+    answers with the set the fused scores select."""
+    cfg = settings(shared=False)
+    rules = SelectionParams(min_score=0.0, same_group=False, fk_closure=False, max_tables=4)
+    coarse_only = SetSelector(SelectionParams(min_score=1.1))  # coarse: top table only
+    calibration = FineCalibration(threshold=0.0, selection=rules, keep_coarse_set=True)
+    coarse = Matcher(LeakyIndex(), cfg, selector=coarse_only).match("game_a", "payments", k=5)  # type: ignore[arg-type]
+
+    agreeing = AgreeingFine(calibration)
+    kept = Matcher(LeakyIndex(), cfg, selector=coarse_only, fine_ranker=agreeing).match(
+        "game_a", "payments", k=5
+    )  # type: ignore[arg-type]
+    assert kept.fine_depth == 2 and kept.ranked[0].fine_score is not None
+    assert kept.selected == coarse.selected and len(kept.selected) == 1
+    deciding = AgreeingFine(dataclasses.replace(calibration, keep_coarse_set=False))
+    fused = Matcher(LeakyIndex(), cfg, selector=coarse_only, fine_ranker=deciding).match(
+        "game_a", "payments", k=5
+    )  # type: ignore[arg-type]
+    assert len(fused.selected) == 2  # the same ranking, the fused scores' set
+
+    reversing = ReverseFine(calibration)
+    changed = Matcher(LeakyIndex(), cfg, selector=coarse_only, fine_ranker=reversing).match(
+        "game_a", "payments", k=5
+    )  # type: ignore[arg-type]
+    assert changed.ranked[0].asset_id != coarse.ranked[0].asset_id
+    assert changed.selected == [reversing.seen[1], reversing.seen[0]]
+
+
 def test_cascade_keeps_the_coarse_answer_when_unfamiliar_or_certain() -> None:
     cfg = settings(shared=False)
     unfamiliar = ReverseFine(FineCalibration(familiar=frozenset({"game_a.game_a.users"})))

@@ -122,8 +122,10 @@ def test_the_cascade_is_chosen_on_answers_fitted_without_the_requirement(monkeyp
     # one fit on all 23 (what is stored) and one per fold on the other four folds
     assert sorted(len(ids) for ids in fitted_on.values()) == [18, 18, 18, 19, 19, 23]
     assert fitted_on[id(calibration.fusion)] == {j.requirement.id for j in lists}
-    rules = len(ev.cascade_rules(lists))
-    assert sorted(answered) == sorted(j.requirement.id for j in lists for _ in range(rules))
+    # "never", then every other rule with the fused scores deciding the set everywhere or only
+    # where they change the top table
+    options = 1 + 2 * (len(ev.cascade_rules(lists)) - 1)
+    assert sorted(answered) == sorted(j.requirement.id for j in lists for _ in range(options))
     assert calibration.cascade != Cascade.never()  # the helpful adapter still earns its cascade
 
 
@@ -262,3 +264,40 @@ def test_fused_scores_select_with_the_coarse_set_model_where_it_answers_better()
     assert ev.quality(answers) > ev.quality(rules_only) + 0.1
     # where the coarse stage selects with rules only, so does the fine answer
     assert not ev.calibrate(lists, CTX, familiar=None).set_model
+
+
+def test_the_coarse_set_stands_where_the_top_table_stays_unless_the_fused_set_is_clearly_better() -> None:
+    """An adapter that only fixes the top table (the gold one of two coarse favourites; the coarse
+    selection keeps its top table alone): where it keeps the top, the fused scores' set is no better
+    than the coarse selection's, and calibration leaves the set to the coarse selection there
+    (`keep_coarse_set`); where it changes the top, the fused scores decide."""
+    rng = np.random.default_rng(3)
+    lists = []
+    for i in range(60):
+        gold = IDS[int(rng.integers(2))]
+        logits = [4.0 if a == gold else float(rng.normal(-1.0, 1.0)) for a in IDS]
+        coarse = CoarseAnswer(list(IDS), [0.6, 0.55, 0.2, 0.1, 0.05, 0.01], ["t0"])
+        lists.append(ev.Judged(LabelledRequirement(f"r{i}", "b", f"q {i}", (gold,)), coarse, logits, 10.0))
+    calibration = ev.calibrate(lists, CTX, familiar=None)
+    assert calibration.keep_coarse_set and calibration.cascade != Cascade.never()
+    answers = [ev.fine_ranked(j, calibration, CTX) for j in lists]
+    assert all(r.selected == list(j.requirement.gold) for r, j in zip(answers, lists))
+    kept = [r for r, j in zip(answers, lists) if r.fine_depth and r.ranked[0] == j.coarse.ids[0]]
+    assert kept and all(r.selected == ["t0"] for r in kept)  # the coarse selection's set
+
+
+def test_the_fused_scores_decide_the_set_where_they_keep_the_top_table_but_choose_better() -> None:
+    """The top table is always right (t0), the coarse selection always keeps t0 and t1, and the
+    adapter knows whether t1 belongs: its fused scores' set is clearly better, so calibration lets
+    them decide the set although the top table stays."""
+    rng = np.random.default_rng(4)
+    lists = []
+    for i in range(60):
+        gold = ("t0", "t1") if rng.integers(2) else ("t0",)
+        logits = [6.0, 4.0 if "t1" in gold else -4.0, -4.0, -4.0, -4.0, -4.0]
+        coarse = CoarseAnswer(list(IDS), [0.6, 0.55, 0.2, 0.1, 0.05, 0.01], ["t0", "t1"])
+        lists.append(ev.Judged(LabelledRequirement(f"r{i}", "b", f"q {i}", gold), coarse, logits, 10.0))
+    calibration = ev.calibrate(lists, CTX, familiar=None)
+    assert not calibration.keep_coarse_set and calibration.cascade != Cascade.never()
+    answers = [ev.fine_ranked(j, calibration, CTX) for j in lists]
+    assert all(sorted(r.selected) == sorted(j.requirement.gold) for r, j in zip(answers, lists))
