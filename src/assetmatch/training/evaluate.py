@@ -17,7 +17,7 @@ needs: the production coarse answer and the adapter's logits of its top candidat
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, TypeVar
 
 import numpy as np
@@ -219,16 +219,23 @@ def fine_ranked(j: Judged, calibration: FineCalibration, ctx: Context, cap: int 
     if depth == 0:
         return coarse_ranked(j)
     answer = rerank(ids, scores, j.logits[:depth], calibration.fusion)
-    if calibration.keeps_coarse_set(ids, answer.ids):
-        selected = list(j.coarse.selected)
-    else:
-        selected = (
-            calibration.selector(ctx.coarse_selector)
-            .select(scored_tables(answer.ids, answer.scores, ctx.group_of, j.coarse.terms), ctx.neighbors)
-            .asset_ids
-        )
+    selector = calibration.selector(ctx.coarse_selector)
+    selected = selector.select(
+        scored_tables(answer.ids, answer.scores, ctx.group_of, j.coarse.terms),
+        ctx.neighbors,
+    ).asset_ids
     latency = j.latency_ms * depth / max(len(j.logits), 1)
-    return Ranked(j.requirement, answer.ids, answer.scores, latency, selected=selected, fine_depth=depth)
+    ranked = Ranked(j.requirement, answer.ids, answer.scores, latency, selected=selected, fine_depth=depth)
+    return coarse_set_kept(j, ranked) if calibration.keep_coarse_set else ranked
+
+
+def coarse_set_kept(j: Judged, ranked: Ranked) -> Ranked:
+    """A fine answer as `FineCalibration.keep_coarse_set` gives it: the coarse selection's set where
+    its fine ranking kept the coarse top table (the ranking stays the fine one)."""
+    keep = FineCalibration(keep_coarse_set=True)
+    if ranked.fine_depth and keep.keeps_coarse_set(j.coarse.ids, ranked.ranked):
+        return replace(ranked, selected=list(j.coarse.selected))
+    return ranked
 
 
 def quality_per_requirement(ranked: Sequence[Ranked], k: int = 3) -> np.ndarray:
@@ -414,29 +421,29 @@ def calibrate(
     # one (fusion, selection) per fold, each requirement answered with its fold's
     fitted = _fit_per_fold(judged, fold_assignment(len(judged), folds, seed), lambda js: _fit_scores(js, ctx))
     rules = [c for c in cascade_rules(judged) if c != Cascade.never()]
-    # "never" answers alike in every selection mode: tried once
-    options = [
-        (Cascade.never(), False, False),
-        *((c, mode, keep) for keep in (True, False) for mode in selection_modes(ctx) for c in rules),
-    ]
-    tried = []
-    for cascade, mode, keep in options:
+    # "never" answers alike in every selection mode and set rule: tried once
+    options: list[tuple[Cascade, bool, bool]] = []
+    tried: list[tuple[np.ndarray, float]] = []
+    for cascade, mode in [
+        (Cascade.never(), False),
+        *((c, mode) for mode in selection_modes(ctx) for c in rules),
+    ]:
         ranked = [
             fine_ranked(
-                j,
-                FineCalibration(
-                    p.min_score if p else None, fu, p, cascade, familiar, set_model=mode, keep_coarse_set=keep
-                ),
-                ctx,
+                j, FineCalibration(p.min_score if p else None, fu, p, cascade, familiar, set_model=mode), ctx
             )
             for j, (fu, p) in zip(judged, fitted)
         ]
         depth = float(np.mean([r.fine_depth for r in ranked]))
-        # at equal depth, fused scores deciding the set only where they change the top table is the
-        # simpler rule: kept unless deciding it everywhere is more than a standard error better
-        tried.append(
-            (quality_per_requirement(ranked), depth + (_DECIDES_MORE if depth and not keep else 0.0))
-        )
+        options.append((cascade, mode, False))
+        tried.append((quality_per_requirement(ranked), depth + (_DECIDES_MORE if depth else 0.0)))
+        if depth:  # the same answers with the coarse set kept where the top table stays
+            # (derived, not answered again): at equal depth the simpler rule, kept unless the fused
+            # scores' set everywhere is more than a standard error better
+            options.append((cascade, mode, True))
+            tried.append(
+                (quality_per_requirement([coarse_set_kept(j, r) for j, r in zip(judged, ranked)]), depth)
+            )
     cascade, mode, keep = options[cheapest_within_one_se(tried, tolerance)]
     return FineCalibration(threshold, fusion, params, cascade, familiar, set_model=mode, keep_coarse_set=keep)
 

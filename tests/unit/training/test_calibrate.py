@@ -122,10 +122,9 @@ def test_the_cascade_is_chosen_on_answers_fitted_without_the_requirement(monkeyp
     # one fit on all 23 (what is stored) and one per fold on the other four folds
     assert sorted(len(ids) for ids in fitted_on.values()) == [18, 18, 18, 19, 19, 23]
     assert fitted_on[id(calibration.fusion)] == {j.requirement.id for j in lists}
-    # "never", then every other rule with the fused scores deciding the set everywhere or only
-    # where they change the top table
-    options = 1 + 2 * (len(ev.cascade_rules(lists)) - 1)
-    assert sorted(answered) == sorted(j.requirement.id for j in lists for _ in range(options))
+    # every rule answered once (its answers with the coarse set kept are derived from them)
+    rules = len(ev.cascade_rules(lists))
+    assert sorted(answered) == sorted(j.requirement.id for j in lists for _ in range(rules))
     assert calibration.cascade != Cascade.never()  # the helpful adapter still earns its cascade
 
 
@@ -284,6 +283,9 @@ def test_the_coarse_set_stands_where_the_top_table_stays_unless_the_fused_set_is
     assert all(r.selected == list(j.requirement.gold) for r, j in zip(answers, lists))
     kept = [r for r, j in zip(answers, lists) if r.fine_depth and r.ranked[0] == j.coarse.ids[0]]
     assert kept and all(r.selected == ["t0"] for r in kept)  # the coarse selection's set
+    # calibration derives these answers from the fused ones: the same as answering with the flag
+    fused = [ev.fine_ranked(j, replace(calibration, keep_coarse_set=False), CTX) for j in lists]
+    assert [ev.coarse_set_kept(j, r) for j, r in zip(lists, fused)] == answers
 
 
 def test_the_fused_scores_decide_the_set_where_they_keep_the_top_table_but_choose_better() -> None:
