@@ -209,7 +209,7 @@ class FineCalibration:
     def keeps_coarse_set(self, coarse_ids: Sequence[str], fine_ids: Sequence[str]) -> bool:
         """Whether the answer is the coarse selection's set although the list was fine-ranked: with
         `keep_coarse_set`, when the fine ranking's top table is the coarse ranking's."""
-        return self.keep_coarse_set and bool(coarse_ids) and bool(fine_ids) and coarse_ids[0] == fine_ids[0]
+        return self.keep_coarse_set and same_top(coarse_ids, fine_ids)
 
     def selector(self, fallback: SetSelector) -> SetSelector:
         """Selection over fused probabilities, `fallback` being the coarse stage's selector: its set
@@ -250,6 +250,11 @@ class FineCalibration:
             bool(data.get("set_model", False)),
             bool(data.get("keep_coarse_set", False)),  # calibrations saved before it: the fine set always
         )
+
+
+def same_top(coarse_ids: Sequence[str], fine_ids: Sequence[str]) -> bool:
+    """Whether the fine ranking kept the coarse ranking's top table."""
+    return bool(coarse_ids) and bool(fine_ids) and coarse_ids[0] == fine_ids[0]
 
 
 def write_calibration(folder: str | Path, calibration: FineCalibration) -> Path:

@@ -29,6 +29,7 @@ from assetmatch.matching.fine import (
     Fusion,
     coarse_margin,
     rerank,
+    same_top,
     scored_tables,
 )
 from assetmatch.matching.selection import CalibrationExample, Objective, SelectionParams, SetSelector
@@ -232,8 +233,7 @@ def fine_ranked(j: Judged, calibration: FineCalibration, ctx: Context, cap: int 
 def coarse_set_kept(j: Judged, ranked: Ranked) -> Ranked:
     """A fine answer as `FineCalibration.keep_coarse_set` gives it: the coarse selection's set where
     its fine ranking kept the coarse top table (the ranking stays the fine one)."""
-    keep = FineCalibration(keep_coarse_set=True)
-    if ranked.fine_depth and keep.keeps_coarse_set(j.coarse.ids, ranked.ranked):
+    if ranked.fine_depth and same_top(j.coarse.ids, ranked.ranked):
         return replace(ranked, selected=list(j.coarse.selected))
     return ranked
 
