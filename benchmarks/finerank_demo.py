@@ -111,11 +111,13 @@ def where_it_differs(
 ) -> str:
     """Lists whose set F1 the fine answer changed, split by whether its top table is still the
     coarse ranking's: "N: +sum / M: +sum" (top changed / top kept; sums of set F1 differences)."""
+    from assetmatch.matching.fine import same_top
+
     changed, kept = [0, 0.0], [0, 0.0]
     for j, ranked, c, f in zip(judged, fine, coarse_f1, fine_f1, strict=True):
         if abs(f - c) < 1e-9:
             continue
-        bucket = changed if ranked.ranked[:1] != j.coarse.ids[:1] else kept
+        bucket = kept if same_top(j.coarse.ids, ranked.ranked) else changed
         bucket[0] += 1
         bucket[1] += f - c
     return f"{changed[0]}: {changed[1]:+.2f} / {kept[0]}: {kept[1]:+.2f}"

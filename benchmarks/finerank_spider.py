@@ -194,9 +194,8 @@ def evaluate(
     # the other answer to "do fused scores decide the set where the top table stays?", with the
     # calibrated cascade: what calibration's choice was worth (`FineCalibration.keep_coarse_set`)
     other_keep = dataclasses.replace(calibration, keep_coarse_set=not calibration.keep_coarse_set)
-    reports["fine_cascade_" + ("fine_set" if calibration.keep_coarse_set else "coarse_set_kept")] = ev.report(
-        f"{name}/fine_cascade_other_set", [ev.fine_ranked(j, other_keep, ctx) for j in judged]
-    )
+    other = "fine_cascade_" + ("fine_set" if calibration.keep_coarse_set else "coarse_set_kept")
+    reports[other] = ev.report(f"{name}/{other}", [ev.fine_ranked(j, other_keep, ctx) for j in judged])
     # the selection mode calibration did not choose, always fine-ranked: what the choice was worth
     for mode in ev.selection_modes(ctx):
         if mode != calibration.set_model:

@@ -40,6 +40,7 @@ from assetmatch.types import SELECTION_OBJECTIVES
 
 KS = (1, 3, 5)
 T = TypeVar("T")
+Cost = TypeVar("Cost", float, tuple[float, ...])
 
 
 def set_f1(selected: Iterable[str], gold: Iterable[str]) -> float:
@@ -252,12 +253,13 @@ def quality(ranked: Sequence[Ranked], k: int = 3) -> float:
     return float(q.mean()) if q.size else 0.0
 
 
-def cheapest_within_one_se(tried: Sequence[tuple[np.ndarray, float]], tolerance: float = 0.005) -> int:
+def cheapest_within_one_se(tried: Sequence[tuple[np.ndarray, Cost]], tolerance: float = 0.005) -> int:
     """Index of the cheapest of the `tried` (per-requirement quality, cost) whose mean quality is
     within one standard error of the best one's — the "one-standard-error rule" of model selection
     (Breiman et al., CART): on a few dozen validation requirements, a rule that looks better by less
     than its own noise is not evidence for paying its cost. The standard error is that of the paired
-    per-requirement differences to the best; never below `tolerance`. Ties: the better quality."""
+    per-requirement differences to the best; never below `tolerance`. A cost is a number or a tuple
+    of numbers (compared in order: the first that differs decides). Ties: the better quality."""
     means = [float(q.mean()) if q.size else 0.0 for q, _ in tried]
     best = int(np.argmax(means))
     eligible = []
@@ -379,9 +381,6 @@ def cascade_rules(judged: Sequence[Judged]) -> list[Cascade]:
     return [Cascade.never()] + [Cascade(cut, depth, True) for depth in depths for cut in cut_points]
 
 
-_DECIDES_MORE = 1e-3  # cost of a rule whose fused scores decide the set where the top table stays
-
-
 def selection_modes(ctx: Context) -> list[bool]:
     """How fused probabilities may decide the set (`FineCalibration.set_model`): the rules calibrated
     on them (False), and the coarse stage's set model reading them (True) when it has one."""
@@ -422,8 +421,9 @@ def calibrate(
     fitted = _fit_per_fold(judged, fold_assignment(len(judged), folds, seed), lambda js: _fit_scores(js, ctx))
     rules = [c for c in cascade_rules(judged) if c != Cascade.never()]
     # "never" answers alike in every selection mode and set rule: tried once
+    # cost: (mean depth, whether fused scores decide the set where the top table stays)
     options: list[tuple[Cascade, bool, bool]] = []
-    tried: list[tuple[np.ndarray, float]] = []
+    tried: list[tuple[np.ndarray, tuple[float, ...]]] = []
     for cascade, mode in [
         (Cascade.never(), False),
         *((c, mode) for mode in selection_modes(ctx) for c in rules),
@@ -436,14 +436,13 @@ def calibrate(
         ]
         depth = float(np.mean([r.fine_depth for r in ranked]))
         options.append((cascade, mode, False))
-        tried.append((quality_per_requirement(ranked), depth + (_DECIDES_MORE if depth else 0.0)))
+        tried.append((quality_per_requirement(ranked), (depth, 1.0 if depth else 0.0)))
         if depth:  # the same answers with the coarse set kept where the top table stays
             # (derived, not answered again): at equal depth the simpler rule, kept unless the fused
             # scores' set everywhere is more than a standard error better
             options.append((cascade, mode, True))
-            tried.append(
-                (quality_per_requirement([coarse_set_kept(j, r) for j, r in zip(judged, ranked)]), depth)
-            )
+            kept = [coarse_set_kept(j, r) for j, r in zip(judged, ranked)]
+            tried.append((quality_per_requirement(kept), (depth, 0.0)))
     cascade, mode, keep = options[cheapest_within_one_se(tried, tolerance)]
     return FineCalibration(threshold, fusion, params, cascade, familiar, set_model=mode, keep_coarse_set=keep)
 

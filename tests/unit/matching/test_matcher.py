@@ -90,6 +90,8 @@ def test_match_never_returns_another_business(shared: bool) -> None:
 class ReverseFine:
     """A fine ranker that prefers the coarse list's last table (confidently: logits -20, 0, 20 ...)."""
 
+    direction = 1.0  # -1: keeps the coarse order instead
+
     def __init__(self, calibration: FineCalibration | None = None) -> None:
         self.seen: list[str] = []
         self.examples: dict[str, str] = {}
@@ -107,7 +109,7 @@ class ReverseFine:
         self.seen = [a.asset_id for a in assets]
         self.examples = dict(examples or {})
         self.siblings = {a: None if names is None else tuple(names) for a, names in (siblings or {}).items()}
-        return [-20.0 + 40.0 * i for i in range(len(assets))]
+        return [self.direction * (-20.0 + 40.0 * i) for i in range(len(assets))]
 
     def version(self, business: str) -> str:
         return f"{business}-v3"
@@ -199,15 +201,7 @@ def test_selection_uses_the_fine_scores_and_the_adapters_rules_when_an_adapter_i
 class AgreeingFine(ReverseFine):
     """A fine ranker that keeps the coarse order (logits 20, -20, ...): the top table stays."""
 
-    def logits(
-        self,
-        business: str,
-        requirement: str,
-        assets: Sequence[TableAsset],
-        examples: Mapping[str, str] | None = None,
-        siblings: Siblings | None = None,
-    ) -> list[float]:
-        return [-x for x in super().logits(business, requirement, assets, examples, siblings)]
+    direction = -1.0
 
 
 def test_keep_coarse_set_lets_fused_scores_decide_the_set_only_where_the_top_table_changes() -> None:

@@ -164,6 +164,10 @@ def test_the_cheapest_rule_within_one_standard_error_of_the_best_is_chosen() -> 
     # identical rules (no spread in the difference): the tolerance decides
     assert ev.cheapest_within_one_se([(coarse - 0.004, 0.0), (coarse, 5.0)], tolerance=0.005) == 0
     assert ev.cheapest_within_one_se([(coarse - 0.006, 0.0), (coarse, 5.0)], tolerance=0.005) == 1
+    # tuple costs compare in order: the second part decides only at an equal first (depth), however
+    # small a difference in depth is
+    assert ev.cheapest_within_one_se([(shallow, (3.0, 1.0)), (shallow, (3.0, 0.0))]) == 1
+    assert ev.cheapest_within_one_se([(shallow, (3.0, 1.0)), (shallow, (3.0001, 0.0))]) == 0
 
 
 def test_fine_selection_reads_which_request_terms_each_table_adds() -> None:
