@@ -89,3 +89,29 @@ def test_a_sample_says_who_answered_it() -> None:
         "coarse ranking (the coarse answer is certain, or its list holds a table of a database the adapter did not learn)"
     )
     assert pipeline.answered_by("learned", 0, "") == "coarse ranking (no adapter promoted)"
+
+
+def _answer(selected: list[str], depth: int) -> pipeline.SampleAnswer:
+    who = pipeline.answered_by("card:1", depth, "" if depth else "cascade: the coarse answer is certain")
+    return pipeline.SampleAnswer(selected, selected, [], who, depth, adapter=True)
+
+
+def test_a_promoted_games_test_split_is_scored_as_served_next_to_coarse_only() -> None:
+    """Set F1 / exact of the served answers against gold, the fine-ranked ones kept as examples, and
+    the evaluate step's coarse-only figures beside them in the summary line."""
+    texts = ["a", "b", "c"]
+    golds = [["t1"], ["t1", "t2"], ["t3"]]
+    answers = [_answer(["t1"], 3), _answer(["t1"], 0), _answer(["t3", "t4"], 5)]
+    result = pipeline.served_tests("card", texts, answers, golds, {"set_f1": 0.5, "set_exact_match": 0.25})
+    assert (result.n, result.fine_ranked) == (3, 2)
+    assert [text for text, _, _ in result.examples] == ["a", "c"]
+    assert result.examples[1][2] == ["t3"]
+    assert result.served["set_exact_match"] == pytest.approx(1 / 3)
+    assert result.served["set_f1"] == pytest.approx((1 + 2 / 3 + 2 / 3) / 3)
+    assert result.line() == (
+        "card test split as served: 2 of 3 fine-ranked, set F1 0.500 -> 0.778, exact 0.250 -> 0.333"
+    )
+    alone = pipeline.served_tests("card", texts, answers, golds, None)  # evaluate did not run
+    assert alone.line() == "card test split as served: 2 of 3 fine-ranked, set F1 0.778, exact 0.333"
+    with pytest.raises(ValueError):
+        pipeline.served_tests("card", texts[:2], answers, golds, None)

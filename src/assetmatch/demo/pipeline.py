@@ -314,7 +314,7 @@ SAMPLE_REQUIREMENTS: dict[str, tuple[str, ...]] = {
 }
 
 
-@step("samples", "Ask the API (or the matcher) a few new requests in Chinese and English")
+@step("samples", "Ask the API (or the matcher) a few new requests, then each promoted game's test split")
 def samples(ctx: DemoContext) -> str:
     settings = ctx.settings
     url = ctx.results.get("server_url")
@@ -327,12 +327,99 @@ def samples(ctx: DemoContext) -> str:
     shown = fine = 0
     for business in settings.business_names():
         for text in SAMPLE_REQUIREMENTS.get(business, ()):
-            selected, others, who, depth = _sample_match(ctx, url, business, text)
-            table.add_row(business, text, "\n".join(selected) or "(none)", "\n".join(others[:3]), who)
+            answer = _sample_match(ctx, url, business, text)
+            table.add_row(
+                business,
+                text,
+                "\n".join(answer.selected_names) or "(none)",
+                "\n".join(answer.other_names[:3]),
+                answer.who,
+            )
             shown += 1
-            fine += depth > 0
+            fine += answer.fine_depth > 0
+    served = _served_test_splits(ctx, url)
+    for result in served:  # a few of the answers the promoted adapter gave, marked right or wrong
+        for text, answer, gold in result.examples[:SERVED_EXAMPLES]:
+            right = "exact" if set(answer.selected_ids) == set(gold) else "not exact"
+            selected = "\n".join(answer.selected_names) or "(none)"
+            table.add_row(result.business, f"{text}\n(test requirement: {right})", selected, "", answer.who)
     ctx.console.print(table)
-    return f"{shown} new requests matched" + (" through the API" if url else "") + f", {fine} fine-ranked"
+    for result in served:
+        ctx.console.print(f"  {result.line()}")
+    summary = f"{shown} new requests matched" + (" through the API" if url else "") + f", {fine} fine-ranked"
+    return "; ".join([summary, *(s.line() for s in served)])
+
+
+SERVED_EXAMPLES = 2  # fine-ranked test requirements shown per promoted game
+
+
+@dataclass
+class SampleAnswer:
+    """One request's answer as the demo shows it."""
+
+    selected_ids: list[str]
+    selected_names: list[str]
+    other_names: list[str]
+    who: str  # `answered_by`
+    fine_depth: int  # tables the adapter scored (0: the coarse ranking answered)
+    adapter: bool  # whether the business has an adapter being served (it may have skipped this one)
+
+
+@dataclass
+class ServedTests:
+    """A business's `test` requirements answered as served (its promoted adapter and cascade), next
+    to the coarse-only answers of the `evaluate` step (before any adapter was promoted)."""
+
+    business: str
+    n: int
+    fine_ranked: int
+    served: dict[str, float]  # set metrics of the served answers
+    coarse: dict[str, float] | None  # the evaluate step's figures, when it ran in this demo
+    examples: list[tuple[str, SampleAnswer, list[str]]]  # fine-ranked ones: (text, answer, gold)
+
+    def line(self) -> str:
+        def both(key: str) -> str:
+            before = f"{self.coarse[key]:.3f} -> " if self.coarse and key in self.coarse else ""
+            return f"{before}{self.served[key]:.3f}"
+
+        return (
+            f"{self.business} test split as served: {self.fine_ranked} of {self.n} fine-ranked, "
+            f"set F1 {both('set_f1')}, exact {both('set_exact_match')}"
+        )
+
+
+def served_tests(
+    business: str,
+    texts: Sequence[str],
+    answers: Sequence[SampleAnswer],
+    golds: Sequence[Sequence[str]],
+    coarse: dict[str, float] | None,
+) -> ServedTests:
+    """Score a business's served answers to its test requirements against their gold tables."""
+    metrics = M.set_metrics([a.selected_ids for a in answers], golds)
+    fine = [(t, a, list(g)) for t, a, g in zip(texts, answers, golds, strict=True) if a.fine_depth > 0]
+    return ServedTests(business, len(answers), len(fine), metrics, coarse, fine)
+
+
+def _served_test_splits(ctx: DemoContext, url: str | None) -> list[ServedTests]:
+    """Each business with an adapter being served: its `test` requirements (intents no adapter was
+    trained or gated on) through the API, scored, next to the coarse-only figures of `evaluate` — what
+    the promotion changed on requirements the gate never saw. Businesses without one are skipped
+    (their answers are the evaluate step's)."""
+    lake = Lake.from_settings(ctx.settings)
+    before = ctx.results.get("evaluation", {})
+    out = []
+    for business in ctx.settings.business_names():
+        tests = lake.read_requirements(business=business, split="test")
+        if not tests:
+            continue
+        first = _sample_match(ctx, url, business, tests[0].text)
+        if not first.adapter:
+            continue
+        answers = [first, *(_sample_match(ctx, url, business, r.text) for r in tests[1:])]
+        golds = [r.gold_assets for r in tests]
+        out.append(served_tests(business, [r.text for r in tests], answers, golds, before.get(business)))
+    return out
 
 
 def answered_by(model_version: str, fine_depth: int, fine_skipped: str) -> str:
@@ -345,10 +432,8 @@ def answered_by(model_version: str, fine_depth: int, fine_skipped: str) -> str:
     return "coarse ranking (no adapter promoted)"
 
 
-def _sample_match(
-    ctx: DemoContext, url: str | None, business: str, text: str
-) -> tuple[list[str], list[str], str, int]:
-    """(selected table names, other ranked names, who answered, tables fine-ranked) for one request."""
+def _sample_match(ctx: DemoContext, url: str | None, business: str, text: str) -> SampleAnswer:
+    """One request answered through the API (`url`) or, without one, the matcher in this process."""
     if url:
         import httpx
 
@@ -359,21 +444,26 @@ def _sample_match(
         body = response.json()
         tables = body["tables"]
         depth = int(body.get("fine_depth") or 0)
-        return (
+        skipped = body.get("fine_skipped") or ""
+        return SampleAnswer(
+            [t["asset_id"] for t in tables if t["selected"]],
             [t["name"] for t in tables if t["selected"]],
             [t["name"] for t in tables if not t["selected"]],
-            answered_by(body.get("model_version", ""), depth, body.get("fine_skipped") or ""),
+            answered_by(body.get("model_version", ""), depth, skipped),
             depth,
+            bool(depth or skipped),
         )
 
     matcher = ctx.results.get("_matcher") or Matcher.from_settings(ctx.settings)
     ctx.results["_matcher"] = matcher
     result = matcher.match(business, text, k=5)
-    return (
+    return SampleAnswer(
+        list(result.selected),
         [t.name for t in result.ranked if t.selected],
         [t.name for t in result.ranked if not t.selected],
         answered_by(result.model_version, result.fine_depth, result.fine_skipped),
         result.fine_depth,
+        bool(result.fine_depth or result.fine_skipped),
     )
 
 
