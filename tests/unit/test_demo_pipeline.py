@@ -84,6 +84,7 @@ def test_cli_demo_generate_and_errors(tmp_path: Path, monkeypatch: pytest.Monkey
 def test_a_sample_says_who_answered_it() -> None:
     """The adapter with the tables it scored, or the coarse ranking and why the adapter did not run."""
     assert pipeline.answered_by("moba:3", 4, "") == "adapter moba:3: 4 tables fine-ranked"
+    assert pipeline.answered_by("2", 3, "") == "adapter v2: 3 tables fine-ranked"  # served: registry version
     skipped = "cascade: the coarse answer is certain, or its list holds a table of a database the adapter did not learn"
     assert pipeline.answered_by("learned", 0, skipped) == (
         "coarse ranking (the coarse answer is certain, or its list holds a table of a database the adapter did not learn)"

@@ -426,7 +426,8 @@ def answered_by(model_version: str, fine_depth: int, fine_skipped: str) -> str:
     """Who answered a match: the business's adapter (how many tables it scored), or the coarse
     ranking and why the adapter did not run."""
     if fine_depth:
-        return f"adapter {model_version}: {fine_depth} tables fine-ranked"
+        version = f"v{model_version}" if model_version.isdigit() else model_version  # a registry version
+        return f"adapter {version}: {fine_depth} tables fine-ranked"
     if fine_skipped:
         return f"coarse ranking ({fine_skipped.removeprefix('cascade: ')})"
     return "coarse ranking (no adapter promoted)"
