@@ -175,7 +175,7 @@ def decide(
             "refuse",
             f"only {len(champion.ids)} paired requirements (< {config.min_requirements}): not enough evidence",
         )
-    # what a refusal below rests on; no parentheses: the demo and the CLI print a reason inside theirs
+    # what a verdict below rests on; no parentheses: the demo and the CLI print a reason inside theirs
     because = f": {evidence(diffs)} on {len(champion.ids)} requirements"
     if chall["latency_ms_p95"] > config.latency_budget_ms:
         return decision(
@@ -189,7 +189,9 @@ def decide(
     better = [n for n, iv in diffs.items() if iv.low > 0]
     baseline = "coarse-only ranking" if first_adapter else "the champion"
     if better and noninferior:
-        return decision("promote", f"better than {baseline} with {pct}% confidence on {', '.join(better)}")
+        return decision(
+            "promote", f"better than {baseline} with {pct}% confidence on {', '.join(better)}{because}"
+        )
     if first_adapter:
         return decision(
             "refuse",

@@ -39,6 +39,8 @@ def test_clearly_better_challenger_is_promoted() -> None:
     )
     assert d.verdict == "promote" and "better" in d.reason
     assert d.diffs["set_f1"].low > 0
+    # a promotion says what it rests on, as a refusal does
+    assert f"set_f1 {d.diffs['set_f1']}" in d.reason and d.reason.endswith(f" on {N} requirements")
 
 
 def test_clearly_worse_challenger_is_refused() -> None:
