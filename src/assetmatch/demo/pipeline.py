@@ -372,10 +372,13 @@ class ServedTests:
 
     business: str
     n: int
-    fine_ranked: int
     served: dict[str, float]  # set metrics of the served answers
     coarse: dict[str, float] | None  # the evaluate step's figures, when it ran in this demo
-    examples: list[tuple[str, SampleAnswer, list[str]]]  # fine-ranked ones: (text, answer, gold)
+    examples: list[tuple[str, SampleAnswer, list[str]]]  # every fine-ranked one: (text, answer, gold)
+
+    @property
+    def fine_ranked(self) -> int:
+        return len(self.examples)
 
     def line(self) -> str:
         def both(key: str) -> str:
@@ -398,7 +401,7 @@ def served_tests(
     """Score a business's served answers to its test requirements against their gold tables."""
     metrics = M.set_metrics([a.selected_ids for a in answers], golds)
     fine = [(t, a, list(g)) for t, a, g in zip(texts, answers, golds, strict=True) if a.fine_depth > 0]
-    return ServedTests(business, len(answers), len(fine), metrics, coarse, fine)
+    return ServedTests(business, len(answers), metrics, coarse, fine)
 
 
 def _served_test_splits(ctx: DemoContext, url: str | None) -> list[ServedTests]:

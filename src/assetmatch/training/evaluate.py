@@ -221,19 +221,22 @@ def fine_ranked(j: Judged, calibration: FineCalibration, ctx: Context, cap: int 
     if depth == 0:
         return coarse_ranked(j)
     answer = rerank(ids, scores, j.logits[:depth], calibration.fusion)
-    selector = calibration.selector(ctx.coarse_selector)
-    selected = selector.select(
-        scored_tables(answer.ids, answer.scores, ctx.group_of, j.coarse.terms),
-        ctx.neighbors,
-    ).asset_ids
+    if calibration.keeps_coarse_set(ids, answer.ids):  # as the Matcher: the coarse set, not selected again
+        selected = list(j.coarse.selected)
+    else:
+        selected = (
+            calibration.selector(ctx.coarse_selector)
+            .select(scored_tables(answer.ids, answer.scores, ctx.group_of, j.coarse.terms), ctx.neighbors)
+            .asset_ids
+        )
     latency = j.latency_ms * depth / max(len(j.logits), 1)
-    ranked = Ranked(j.requirement, answer.ids, answer.scores, latency, selected=selected, fine_depth=depth)
-    return coarse_set_kept(j, ranked) if calibration.keep_coarse_set else ranked
+    return Ranked(j.requirement, answer.ids, answer.scores, latency, selected=selected, fine_depth=depth)
 
 
 def coarse_set_kept(j: Judged, ranked: Ranked) -> Ranked:
-    """A fine answer as `FineCalibration.keep_coarse_set` gives it: the coarse selection's set where
-    its fine ranking kept the coarse top table (the ranking stays the fine one)."""
+    """A fine answer as `FineCalibration.keep_coarse_set` would have given it: the coarse selection's
+    set where its fine ranking kept the coarse top table (the ranking stays the fine one). Derives
+    the kept-set answer from a fused-set one (calibration tries both without answering twice)."""
     if ranked.fine_depth and same_top(j.coarse.ids, ranked.ranked):
         return replace(ranked, selected=list(j.coarse.selected))
     return ranked
