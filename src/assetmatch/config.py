@@ -386,7 +386,9 @@ class MatchingConfig(_Strict):
     )
     fine_thresholds: dict[str, float] = Field(
         default_factory=dict,
-        description="Business -> fine-score threshold for set selection (fitted by the ranker training).",
+        description="Business -> fused fine-score threshold that overrides the calibrated selection of "
+        "that business's fine-ranked answers: the selection rules at this threshold choose the set, also "
+        "where the calibration would keep the coarse set. Unset: the adapter's calibration decides.",
     )
     cascade: Literal["calibrated", "never", "always"] = Field(
         default="calibrated",

@@ -283,8 +283,12 @@ class Matcher:
                 selector = calibration.selector(self.selector)
                 if threshold is not None:  # the rules at that threshold, set model or not
                     selector = selector.with_threshold(threshold)
-                if not calibration.keeps_coarse_set(coarse_ids, [c.asset_id for c in ranked]):
-                    selection = None  # the fused scores decide the set
+                # the fused scores decide the set, unless the calibration keeps the coarse one here;
+                # a configured threshold always decides (the operator asked for its rules)
+                if threshold is not None or not calibration.keeps_coarse_set(
+                    coarse_ids, [c.asset_id for c in ranked]
+                ):
+                    selection = None
             timings["fine"] = (time.perf_counter() - t1) * 1000
 
         t2 = time.perf_counter()

@@ -225,6 +225,12 @@ def test_keep_coarse_set_lets_fused_scores_decide_the_set_only_where_the_top_tab
         "game_a", "payments", k=5
     )  # type: ignore[arg-type]
     assert len(fused.selected) == 2  # the same ranking, the fused scores' set
+    cfg.matching.fine_thresholds = {"game_a": 0.0}  # a configured threshold decides, coarse set or not
+    overridden = Matcher(LeakyIndex(), cfg, selector=coarse_only, fine_ranker=agreeing).match(
+        "game_a", "payments", k=5
+    )  # type: ignore[arg-type]
+    assert len(overridden.selected) == 2
+    cfg.matching.fine_thresholds = {}
 
     reversing = ReverseFine(calibration)
     changed = Matcher(LeakyIndex(), cfg, selector=coarse_only, fine_ranker=reversing).match(
