@@ -1,4 +1,4 @@
-"""Fine-ranker throughput: scored (requirement, table) pairs/s in fp32 and int8 (bf16 on CUDA), and
+"""Fine-ranker throughput: scored (requirement, table) pairs/s in fp32, int8 and bf16 (bf16 only on CUDA), and
 how far that is from a bare matrix-multiply roofline measured in the same run.
 
 - rows: synthetic requirements x synthetic tables, compressed to the token budget by the same
@@ -8,7 +8,7 @@ how far that is from a bare matrix-multiply roofline measured in the same run.
   (--batches) x precision; plus, at the first budget and batch, int8 without length sorting and
   int8 on one thread;
 - roofline: every Linear shape of the base, run as one bare GEMM each (M = batch x mean tokens),
-  fp32 and int8 (the scorer's own int8 Linear), bf16 on CUDA: the FLOP/s a perfect fine stage could
+  in the scorer's precision (fp32, its own int8 Linear, bf16): the FLOP/s a perfect fine stage could
   reach here;
 - fine stage = X x of roofline, X = model FLOP/s achieved / roofline FLOP/s, where model FLOPs per
   pair = 2 x non-embedding parameters x real tokens + attention (4 x layers x tokens^2 x hidden).
@@ -58,18 +58,18 @@ def model_shapes(model: Any) -> tuple[list[tuple[int, int]], int, int, int]:
 
 
 def roofline(
-    shapes: list[tuple[int, int]], rows: int, seconds: float, int8: bool, device: str = "cpu"
+    shapes: list[tuple[int, int]], rows: int, seconds: float, precision: str, device: str = "cpu"
 ) -> float:
-    """FLOP/s of one pass of bare GEMMs over the model's Linear shapes, `rows` token rows each: fp32
-    (or the scorer's int8 Linear) on the CPU, bf16 on CUDA (what the scorer runs there)."""
+    """FLOP/s of one pass of bare GEMMs over the model's Linear shapes, `rows` token rows each, in
+    `precision` (fp32, bf16, or int8: the scorer's int8 Linear); bf16 on CUDA (what runs there)."""
     import torch
     from torch import nn
 
     from assetmatch.ranking.model import _int8_linear_class
 
-    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    dtype = torch.bfloat16 if device == "cuda" or precision == "bf16" else torch.float32
     layers = [nn.Linear(i, o).to(device=device, dtype=dtype) for i, o in shapes]
-    if int8:
+    if precision == "int8":
         layers = [_int8_linear_class()(layer) for layer in layers]
     inputs = {i: torch.randn(rows, i, device=device, dtype=dtype) for i in {i for i, _ in shapes}}
 
@@ -98,7 +98,7 @@ def main() -> None:
 
     import torch
 
-    from assetmatch.ranking.model import MultiAdapterScorer
+    from assetmatch.ranking.model import MultiAdapterScorer, amx_cpu
     from assetmatch.serving.synthetic import synthetic_requirements, synthetic_tables, untrained_adapter
 
     load_before = os.getloadavg()
@@ -106,7 +106,8 @@ def main() -> None:
     names = [f"b{i}" for i in range(args.adapters)]
     folders = {name: untrained_adapter(root / name, seed=100 + i) for i, name in enumerate(names)}
     cuda = torch.cuda.is_available() and args.device in ("auto", "cuda")
-    precisions = ["bf16"] if cuda else ["fp32", "int8"]
+    # bf16 on a CPU: fast where it multiplies bf16 in hardware (AMX), emulated and slow elsewhere
+    precisions = ["bf16"] if cuda else ["fp32", "int8", "bf16"]
     tables = synthetic_tables("bench", 200, seed=3)
     texts = synthetic_requirements(50, seed=4)
     default_threads = torch.get_num_threads()
@@ -118,7 +119,7 @@ def main() -> None:
             scorer = MultiAdapterScorer(
                 device="cuda" if cuda else "cpu",
                 max_length=max_length,
-                quantize="int8" if precision == "int8" else "none",
+                quantize="none" if precision == "fp32" or cuda else precision,
             )
             for name, folder in folders.items():
                 scorer.load_adapter(name, folder)
@@ -142,7 +143,7 @@ def main() -> None:
                 s.batch_size = batch
                 rate = len(rows) / timed(functools.partial(s.score_rows, rows), args.seconds)
                 roof = roofline(
-                    shapes, int(batch * tokens), args.seconds, precision == "int8", "cuda" if cuda else "cpu"
+                    shapes, int(batch * tokens), args.seconds, precision, "cuda" if cuda else "cpu"
                 )
                 entry[precision] = {
                     "pairs_per_s": round(rate, 1),
@@ -151,9 +152,10 @@ def main() -> None:
                     "fraction_of_roofline": round(rate * pair_flops / roof, 3),
                 }
             if "int8" in entry:
-                entry["int8_over_fp32"] = round(
-                    entry["int8"]["pairs_per_s"] / entry["fp32"]["pairs_per_s"], 2
-                )
+                for precision in ("int8", "bf16"):
+                    entry[f"{precision}_over_fp32"] = round(
+                        entry[precision]["pairs_per_s"] / entry["fp32"]["pairs_per_s"], 2
+                    )
             results[f"len{max_length}_batch{batch}"] = entry
 
     # Variants at the first budget and batch: what sorting rows by length and a second thread buy.
@@ -177,6 +179,7 @@ def main() -> None:
                 "results": results,
                 "variants_pairs_per_s": {k: round(v, 1) for k, v in variants.items()},
                 "device": "cuda" if cuda else "cpu",
+                "cpu_amx": amx_cpu(),
                 "torch_threads": default_threads,
                 "rows_per_call": args.rows,
                 "adapters": args.adapters,

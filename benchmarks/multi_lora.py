@@ -50,7 +50,10 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--torch-threads", type=int, default=0)
     parser.add_argument(
-        "--quantize", choices=["none", "int8"], default="none", help="int8: the CPU serving default"
+        "--quantize",
+        choices=["none", "int8", "bf16", "auto"],
+        default="none",
+        help="CPU precision (ranker.quantize)",
     )
     args = parser.parse_args()
 

@@ -297,12 +297,14 @@ class FineRankerConfig(_Strict):
         gt=8,
         description="Token budget of one (requirement, table) pair, in training and in serving.",
     )
-    quantize: Literal["none", "int8"] = Field(
-        default="int8",
+    quantize: Literal["auto", "none", "int8", "bf16"] = Field(
+        default="auto",
         description="CPU inference: int8 runs the base's frozen Linear layers with int8 weights "
-        "(LoRA and head stay float32) and ranks like float32 "
-        "(docs/measured.md, 'Fine-ranker inference on CPU'). "
-        "Ignored on CUDA, which runs bf16. Training always runs unquantized.",
+        "(LoRA and head stay float32); bf16 runs the forward pass under bf16 autocast, fast only on "
+        "CPUs that multiply bf16 in hardware (AMX); auto: bf16 where the CPU has AMX, else int8. "
+        "Each ranks like float32 (docs/measured.md, 'Fine-ranker inference on CPU'). "
+        "Ignored on CUDA, which runs bf16. Training always runs unquantized, and an adapter's "
+        "calibration is fitted on the logits of the precision set here.",
     )
 
 

@@ -4,7 +4,8 @@
 - `load_base(...)` loads tokenizer + AutoModelForSequenceClassification(num_labels=1).
 - `lora_targets(...)` picks the modules that get LoRA updates, from the base's own Linear layers.
 - `new_adapter(...)` wraps a fresh base with a trainable LoRA adapter (base frozen).
-- `quantize_int8(...)` swaps the base's frozen Linear layers for int8 ones (CPU inference only).
+- `quantize_int8(...)` swaps the base's frozen Linear layers for int8 ones (CPU inference only);
+  `inference_precision(...)` resolves `ranker.quantize` (`auto`: bf16 on CPUs with AMX, else int8).
 - `save_adapter(...)` writes the adapter, its RankerConfig, and replaces the machine path of the
   base in adapter_config.json by the base's config *name* (adapters must be portable).
 - `MultiAdapterScorer` holds one base and N adapters and scores rows of many businesses adapter
@@ -34,7 +35,7 @@ from assetmatch.ranking.config import AUTO_TARGETS, DEFAULT_BASE, RankerConfig
 from assetmatch.ranking.spelling import SpelledTokenizer
 
 ADAPTER_CONFIG = "adapter_config.json"
-QUANTIZE_MODES = ("none", "int8")
+QUANTIZE_MODES = ("none", "int8", "bf16", "auto")
 # The classification head: trained in full (modules_to_save), so never a LoRA target nor quantized.
 HEAD_MODULES = ("classifier", "score")
 
@@ -54,6 +55,28 @@ def pick_device(preference: str = "auto") -> tuple[str, Any]:
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return "cuda", dtype
     return "cpu", torch.float32
+
+
+def amx_cpu() -> bool:
+    """Whether this CPU multiplies bf16 matrices in hardware (Intel AMX tiles): there bf16 CPU
+    inference scored 1.7x int8's pairs/s; with AVX-512 BF16 alone (AMD) about int8's
+    (docs/measured.md, 'Fine-ranker inference on CPU'). torch only offers a private probe."""
+    import torch
+
+    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    return bool(probe()) if probe is not None else False
+
+
+def inference_precision(quantize: str, device: str) -> str:
+    """What `ranker.quantize` runs on `device`: none | int8 | bf16 on CPU (`auto`: bf16 where the
+    CPU has AMX, else int8); always none on CUDA, which runs the base in bf16 already."""
+    if quantize not in QUANTIZE_MODES:
+        raise ValueError(f"ranker.quantize must be one of {QUANTIZE_MODES}, got {quantize!r}")
+    if device != "cpu":
+        return "none"
+    if quantize == "auto":
+        return "bf16" if amx_cpu() else "int8"
+    return quantize
 
 
 @contextmanager
@@ -299,7 +322,10 @@ class MultiAdapterScorer:
     (higher = more relevant).
 
     `quantize="int8"` (CPU only) runs the base's Linear layers in int8 while the adapters stay
-    float32; adapters still load, replace and unload at runtime.
+    float32; adapters still load, replace and unload at runtime. `quantize="bf16"` (CPU only) holds
+    the base and every adapter in bf16 (float32 adapters on a bf16 base scored 0.8-1.0x of bf16
+    autocast: casting each layer's input costs more than the adapter's own matmuls); `auto` picks
+    int8 or bf16 (`inference_precision`); `self.quantize` is what runs.
     """
 
     def __init__(
@@ -311,15 +337,17 @@ class MultiAdapterScorer:
         mixed: bool = False,
         quantize: str = "none",
     ) -> None:
-        if quantize not in QUANTIZE_MODES:
-            raise ValueError(f"ranker.quantize must be one of {QUANTIZE_MODES}, got {quantize!r}")
+        inference_precision(quantize, "cpu")  # a bad mode fails before the model loads
         self.base = base
         self.max_length = max_length
         self.batch_size = batch_size
         self.mixed = mixed
         self.tokenizer, self._base_model, self.device = load_base(base, device)
-        # int8 is a CPU path; on CUDA the base already runs in bf16 (pick_device).
-        self.quantize = quantize if self.device == "cpu" else "none"
+        self.quantize = inference_precision(quantize, self.device)
+        if self.quantize == "bf16":  # the base in bf16, as on CUDA
+            import torch
+
+            self._base_model.to(torch.bfloat16)
         if self.quantize == "int8":
             quantize_int8(self._base_model)
         self.model: Any = None  # the PeftModel once the first adapter is loaded
@@ -358,6 +386,10 @@ class MultiAdapterScorer:
                 self._delete(self._peft_names[name])
         self._peft_names[name] = key
         self.model.to(self.device)
+        if self.quantize == "bf16":  # PEFT loads adapters in float32: their casts cost more than they add
+            import torch
+
+            self.model.to(torch.bfloat16)
         self.model.eval()
         self.adapters[name] = folder
 

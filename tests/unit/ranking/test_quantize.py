@@ -1,5 +1,5 @@
-"""int8 CPU inference of the fine ranker: it ranks like float32, and adapters still load, replace
-and unload at runtime on a quantized base (hot reload adds them after quantization).
+"""int8 and bf16 CPU inference of the fine ranker: they rank like float32, and adapters still load,
+replace and unload at runtime on a quantized base (hot reload adds them after quantization).
 
 One adapter that ranks the fixture's tables like a trained one (fitted in closed form, see
 `_fitted_adapter`) and one random adapter are built once per module; the base is the packaged MiniLM.
@@ -16,6 +16,7 @@ from assetmatch.ranking.config import RankerConfig
 from assetmatch.ranking.model import (
     MultiAdapterScorer,
     ScoreRow,
+    inference_precision,
     load_base,
     new_adapter,
     quantize_int8,
@@ -96,15 +97,18 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
-def test_int8_scores_rank_like_float32(adapters: dict[str, Path]) -> None:
+@pytest.mark.parametrize("precision", ["int8", "bf16"])
+def test_quantized_scores_rank_like_float32(adapters: dict[str, Path], precision: str) -> None:
     fp32 = MultiAdapterScorer(CONFIG.base, "cpu", max_length=CONFIG.max_length)
-    int8 = MultiAdapterScorer(CONFIG.base, "cpu", max_length=CONFIG.max_length, quantize="int8")
-    for scorer in (fp32, int8):
+    low = MultiAdapterScorer(CONFIG.base, "cpu", max_length=CONFIG.max_length, quantize=precision)
+    assert low.quantize == precision
+    for scorer in (fp32, low):
         scorer.load_adapter("g", adapters["trained"])
-    ref, got = fp32.score_rows(_rows("g")), int8.score_rows(_rows("g"))
+    ref, got = fp32.score_rows(_rows("g")), low.score_rows(_rows("g"))
+    assert ref != pytest.approx(got, abs=1e-6)  # it did run in another precision
     spread = float(np.std(ref))
     assert spread > 0.5  # the trained adapter really separates tables...
-    assert float(np.max(np.abs(np.asarray(ref) - np.asarray(got)))) < 0.2 * spread  # ...int8 barely moves
+    assert float(np.max(np.abs(np.asarray(ref) - np.asarray(got)))) < 0.2 * spread  # ...int8/bf16 barely move
     for want, have in zip(_lists(ref), _lists(got)):
         # int8's top table is float32's, or a near-tie of it: how far int8 moves a score depends on
         # the CPU's int8 kernels (up to 12% of the spread on an AVX2-only CPU, which swapped a pair
@@ -129,8 +133,11 @@ def test_quantized_base_keeps_lora_and_head_in_float32(adapters: dict[str, Path]
     assert quantize_int8(scorer._base_model) == 0  # idempotent: nothing left to swap
 
 
-def test_adapters_load_replace_and_unload_on_a_quantized_scorer(adapters: dict[str, Path]) -> None:
-    scorer = MultiAdapterScorer(CONFIG.base, "cpu", max_length=CONFIG.max_length, quantize="int8")
+@pytest.mark.parametrize("precision", ["int8", "bf16"])
+def test_adapters_load_replace_and_unload_on_a_quantized_scorer(
+    adapters: dict[str, Path], precision: str
+) -> None:
+    scorer = MultiAdapterScorer(CONFIG.base, "cpu", max_length=CONFIG.max_length, quantize=precision)
     rows = _rows("a")[:6]
     scorer.load_adapter("a", adapters["trained"])
     first = scorer.score_rows(rows)
@@ -148,9 +155,10 @@ def test_adapters_load_replace_and_unload_on_a_quantized_scorer(adapters: dict[s
         scorer.score_rows([ScoreRow("b", "x", "y")])
 
 
-def test_int8_mixed_batches_agree_with_serial_scoring(adapters: dict[str, Path]) -> None:
+@pytest.mark.parametrize("precision", ["int8", "bf16"])
+def test_quantized_mixed_batches_agree_with_serial_scoring(adapters: dict[str, Path], precision: str) -> None:
     scorer = MultiAdapterScorer(
-        CONFIG.base, "cpu", max_length=CONFIG.max_length, batch_size=8, quantize="int8"
+        CONFIG.base, "cpu", max_length=CONFIG.max_length, batch_size=8, quantize=precision
     )
     scorer.load_adapter("a", adapters["trained"])
     scorer.load_adapter("b.cn", adapters["other"])
@@ -173,3 +181,18 @@ def test_float32_rows_sorted_by_length_score_as_in_input_order(adapters: dict[st
 def test_unknown_quantize_mode_is_refused() -> None:
     with pytest.raises(ValueError, match=r"ranker\.quantize"):
         MultiAdapterScorer(CONFIG.base, "cpu", quantize="int4")
+
+
+def test_auto_precision_is_bf16_only_on_cpus_with_amx(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    assert inference_precision("auto", "cpu") == "bf16"
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert inference_precision("auto", "cpu") == "int8"
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported")  # a torch without the probe: int8
+    assert inference_precision("auto", "cpu") == "int8"
+    assert inference_precision("bf16", "cpu") == "bf16" and inference_precision("none", "cpu") == "none"
+    assert (
+        inference_precision("int8", "cuda") == inference_precision("auto", "cuda") == "none"
+    )  # CUDA: bf16 base
