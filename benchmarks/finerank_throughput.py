@@ -1,4 +1,4 @@
-"""Fine-ranker throughput: scored (requirement, table) pairs/s in fp32, int8 and bf16 (bf16 only on CUDA), and
+"""Fine-ranker throughput: scored (requirement, table) pairs/s in fp32, int8 and bf16 (bf16 alone on CUDA), and
 how far that is from a bare matrix-multiply roofline measured in the same run.
 
 - rows: synthetic requirements x synthetic tables, compressed to the token budget by the same

@@ -300,7 +300,7 @@ class FineRankerConfig(_Strict):
     quantize: Literal["auto", "none", "int8", "bf16"] = Field(
         default="auto",
         description="CPU inference: int8 runs the base's frozen Linear layers with int8 weights "
-        "(LoRA and head stay float32); bf16 runs the forward pass under bf16 autocast, fast only on "
+        "(LoRA and head stay float32); bf16 holds the base and the adapters in bf16, fast only on "
         "CPUs that multiply bf16 in hardware (AMX); auto: bf16 where the CPU has AMX, else int8. "
         "Each ranks like float32 (docs/measured.md, 'Fine-ranker inference on CPU'). "
         "Ignored on CUDA, which runs bf16. Training always runs unquantized, and an adapter's "

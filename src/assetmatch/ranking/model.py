@@ -59,8 +59,8 @@ def pick_device(preference: str = "auto") -> tuple[str, Any]:
 
 def amx_cpu() -> bool:
     """Whether this CPU multiplies bf16 matrices in hardware (Intel AMX tiles): there bf16 CPU
-    inference scored 1.7x int8's pairs/s; with AVX-512 BF16 alone (AMD) about int8's
-    (docs/measured.md, 'Fine-ranker inference on CPU'). torch only offers a private probe."""
+    inference scored 1.7-1.85x int8's pairs/s; with AVX-512 BF16 alone (AMD), under autocast, about
+    int8's (docs/measured.md, 'Fine-ranker inference on CPU'). torch only offers a private probe."""
     import torch
 
     probe = getattr(torch.cpu, "_is_amx_tile_supported", None)

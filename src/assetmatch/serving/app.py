@@ -139,6 +139,9 @@ def create_app(
             model = (
                 await batcher.run_in_model_thread(_default_scorer, settings) if models is not None else None
             )
+            if model is not None:  # what ranker.quantize (auto by default) chose on this machine
+                log.info("fine ranker: %s on %s, precision %s (ranker.quantize: %s)",
+                         settings.ranker.base, model.device, model.quantize, settings.ranker.quantize)  # fmt: skip
         ctx.scorer = model
         ctx.loader = StateLoader(
             settings, batcher, model, models, index_source or LatestIndexSource(settings)
