@@ -69,6 +69,14 @@ class RankerConfig:
             "0: the adapter learns the whole relevance on its own."
         },
     )
+    precision: str = field(
+        default="auto",
+        metadata={
+            "help": "Training precision on CPU: auto (bf16 autocast where the CPU multiplies bf16 in hardware, "
+            "i.e. has AMX: ~1.5x faster steps; float32 elsewhere), fp32 or bf16. CUDA always trains under "
+            "bf16 autocast."
+        },
+    )
     batch_size: int = field(default=16, metadata={"help": "Pairs per training step."})
     learning_rate: float = field(default=1e-3, metadata={"help": "AdamW learning rate of the adapter."})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
@@ -171,6 +179,8 @@ class RankerConfig:
             raise ValueError("RankerConfig.target_modules must name at least one module")
         if self.loss not in ("bce", "listwise"):
             raise ValueError(f"RankerConfig.loss must be bce or listwise, got {self.loss!r}")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise ValueError(f"RankerConfig.precision must be auto, fp32 or bf16, got {self.precision!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"RankerConfig.device must be auto, cpu or cuda, got {self.device!r}")
         if self.hard_negatives + self.random_negatives == 0:

@@ -7,7 +7,8 @@
               out of fold for requirements the coarse model was fitted on), i.e. what serving shows
  4. baseline  coarse-only (the coarse order and selection) and the current champion (with its own
               calibration) on the validation requirements
- 5. train     listwise loss (BCE + per-requirement softmax), AdamW, warm-up/decay, bf16 on GPU;
+ 5. train     listwise loss (BCE + per-requirement softmax), AdamW, warm-up/decay, bf16 on GPU
+              and on CPUs with AMX (`RankerConfig.precision`);
               every `eval_every` steps the validation curve (all-gold@3, set F1), early stopping
               at the plateau, the best checkpoint kept
  6. evaluate  score the validation candidates and fit the business's `FineCalibration`: fusion of
@@ -52,6 +53,7 @@ from assetmatch.models import TableAsset
 from assetmatch.ranking.config import RankerConfig
 from assetmatch.ranking.finerank import LoraFineRanker
 from assetmatch.ranking.model import (
+    bf16_training,
     continue_adapter,
     load_base,
     new_adapter,
@@ -208,6 +210,7 @@ def fit_adapter(
     import torch
     from transformers import get_linear_schedule_with_warmup
 
+    bf16 = bf16_training(config.precision, device)
     with torch_threads(config.threads if device == "cpu" else 0):
         steps_per_epoch = sum(1 for _ in _batches(pairs, config, torch.Generator().manual_seed(0)))
         total = config.max_steps or steps_per_epoch * config.epochs  # max_steps overrides epochs (as in HF)
@@ -256,7 +259,7 @@ def fit_adapter(
                     padding=True,
                     return_tensors="pt",
                 ).to(device)
-                with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device == "cuda"):
+                with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=bf16):
                     logits = peft_model(**enc).logits.view(-1)
                 loss = pair_loss(logits.float(), batch, config.loss)
                 loss.backward()
@@ -288,9 +291,16 @@ def fit_adapter(
 
 
 def score_documents(
-    model: Any, tokenizer: Any, texts: list[str], documents: list[str], max_length: int, device: str
+    model: Any,
+    tokenizer: Any,
+    texts: list[str],
+    documents: list[str],
+    max_length: int,
+    device: str,
+    bf16: bool = False,
 ) -> list[float]:
-    """Logits of (text, document) pairs with the model as it is (training-time validation)."""
+    """Logits of (text, document) pairs with the model as it is (training-time validation), under
+    bf16 autocast when `bf16` (as the training steps run)."""
     import torch
 
     out: list[float] = []
@@ -305,7 +315,7 @@ def score_documents(
                 padding=True,
                 return_tensors="pt",
             ).to(device)
-            with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device == "cuda"):
+            with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=bf16):
                 logits = model(**enc).logits.view(-1)
             out.extend(float(x) for x in logits.float().cpu())
     return out
@@ -503,7 +513,8 @@ def train_business(
             spans.append(len(ids))
             texts += [j.requirement.text] * len(ids)
             docs += [document(j.requirement.business, j.requirement.text, a) for a in ids]
-        flat = score_documents(model, tokenizer, texts, docs, config.max_length, device)
+        bf16 = bf16_training(config.precision, device)
+        flat = score_documents(model, tokenizer, texts, docs, config.max_length, device, bf16)
         judged, at = [], 0
         for j, n in zip(coarse_lists, spans):
             judged.append(ev.Judged(j.requirement, j.coarse, flat[at : at + n], 0.0, config.coarse_offset))

@@ -8,6 +8,7 @@ per module and shared by the tests.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from assetmatch.ranking.finerank import (
 from assetmatch.ranking.model import (
     MultiAdapterScorer,
     ScoreRow,
+    bf16_training,
     continue_adapter,
     load_base,
     new_adapter,
@@ -82,6 +84,34 @@ def test_a_few_steps_raise_the_positive_over_the_negative(trained: dict[str, Any
     before, after = trained["before"], trained["after"]
     assert trained["stats"].steps == 4
     assert after[0] - after[1] > before[0] - before[1] + 0.1
+
+
+def test_bf16_training_on_cpu_also_learns_and_keeps_the_adapter_in_float32() -> None:
+    config = replace(CONFIG, precision="bf16")
+    seed_everything(config.seed)
+    tokenizer, base, device = load_base(config.base, "cpu")
+    model = new_adapter(base, config)
+    model.eval()
+    before = _logits(model, tokenizer, [POS, NEG])
+    pairs = [Pair("r", POS[0], "pos", 1.0, "positive"), Pair("r", NEG[0], "neg", 0.0, "hard")] * 2
+    fit_adapter(model, tokenizer, pairs, {(POS[0], "pos"): POS[1], (NEG[0], "neg"): NEG[1]}, config, device)
+    after = _logits(model, tokenizer, [POS, NEG])
+    assert after[0] - after[1] > before[0] - before[1] + 0.1
+    import torch
+
+    assert {p.dtype for p in model.parameters() if p.requires_grad} == {torch.float32}  # autocast, not a cast
+
+
+def test_training_precision_resolves_per_device_and_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    assert bf16_training("auto", "cpu") and not bf16_training("fp32", "cpu")
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert not bf16_training("auto", "cpu") and bf16_training("bf16", "cpu")
+    assert bf16_training("auto", "cuda") and bf16_training("fp32", "cuda")  # CUDA trains in bf16 always
+    with pytest.raises(ValueError, match="precision"):
+        RankerConfig(precision="fp16")
 
 
 def test_saved_adapter_is_portable_and_reloads_to_identical_scores(trained: dict[str, Any]) -> None:
