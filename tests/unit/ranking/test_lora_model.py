@@ -40,7 +40,14 @@ from assetmatch.training.train import fit_adapter
 POS = ("daily active users", "table dws_active_users: active users per day | columns: dt, user_id")
 NEG = ("daily active users", "table dim_item: item catalogue | columns: item_id, price")
 CONFIG = RankerConfig(
-    max_length=32, batch_size=4, learning_rate=1e-2, warmup_ratio=0.0, max_steps=4, seed=3, device="cpu"
+    max_length=32,
+    batch_size=4,
+    learning_rate=1e-2,
+    warmup_ratio=0.0,
+    max_steps=4,
+    seed=3,
+    device="cpu",
+    precision="fp32",  # float32 on every CPU here; bf16 has its own test
 )
 
 
@@ -59,19 +66,24 @@ def _logits(model: Any, tokenizer: Any, rows: list[tuple[str, str]]) -> list[flo
         return model(**enc).logits.view(-1).tolist()
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """One adapter trained for 4 steps on 1 positive + 1 negative pair, and one untrained adapter."""
-    root = tmp_path_factory.mktemp("adapters")
-    seed_everything(CONFIG.seed)
-    tokenizer, base, device = load_base(CONFIG.base, "cpu")
-    model = new_adapter(base, CONFIG)
+def _fit_four_steps(config: RankerConfig) -> tuple[Any, list[float], list[float], Any]:
+    """(model, logits before, logits after, FitStats): a fresh adapter fitted 4 steps on POS and NEG."""
+    seed_everything(config.seed)
+    tokenizer, base, device = load_base(config.base, "cpu")
+    model = new_adapter(base, config)
     model.eval()
     before = _logits(model, tokenizer, [POS, NEG])
     pairs = [Pair("r", POS[0], "pos", 1.0, "positive"), Pair("r", NEG[0], "neg", 0.0, "hard")] * 2
     docs = {(POS[0], "pos"): POS[1], (NEG[0], "neg"): NEG[1]}
-    stats = fit_adapter(model, tokenizer, pairs, docs, CONFIG, device)
-    after = _logits(model, tokenizer, [POS, NEG])
+    stats = fit_adapter(model, tokenizer, pairs, docs, config, device)
+    return model, before, _logits(model, tokenizer, [POS, NEG]), stats
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """One adapter trained for 4 steps on 1 positive + 1 negative pair (float32), and one untrained."""
+    root = tmp_path_factory.mktemp("adapters")
+    model, before, after, stats = _fit_four_steps(CONFIG)
     save_adapter(model, root / "trained", CONFIG)
     write_calibration(root / "trained", FineCalibration(threshold=0.4))
 
@@ -87,18 +99,10 @@ def test_a_few_steps_raise_the_positive_over_the_negative(trained: dict[str, Any
 
 
 def test_bf16_training_on_cpu_also_learns_and_keeps_the_adapter_in_float32() -> None:
-    config = replace(CONFIG, precision="bf16")
-    seed_everything(config.seed)
-    tokenizer, base, device = load_base(config.base, "cpu")
-    model = new_adapter(base, config)
-    model.eval()
-    before = _logits(model, tokenizer, [POS, NEG])
-    pairs = [Pair("r", POS[0], "pos", 1.0, "positive"), Pair("r", NEG[0], "neg", 0.0, "hard")] * 2
-    fit_adapter(model, tokenizer, pairs, {(POS[0], "pos"): POS[1], (NEG[0], "neg"): NEG[1]}, config, device)
-    after = _logits(model, tokenizer, [POS, NEG])
-    assert after[0] - after[1] > before[0] - before[1] + 0.1
     import torch
 
+    model, before, after, _ = _fit_four_steps(replace(CONFIG, precision="bf16"))
+    assert after[0] - after[1] > before[0] - before[1] + 0.1
     assert {p.dtype for p in model.parameters() if p.requires_grad} == {torch.float32}  # autocast, not a cast
 
 
