@@ -82,7 +82,7 @@ def inference_precision(quantize: str, device: str) -> str:
 
 def bf16_training(precision: str, device: str) -> bool:
     """Whether training runs under bf16 autocast (`RankerConfig.precision`): always on CUDA; on CPU
-    when asked, or with `auto` where the CPU has AMX (a step 1.5x faster than float32 on a 2-core
+    when asked, or with `auto` where the CPU has AMX (a step 1.4x faster than float32 on a 2-core
     Xeon; on CPUs without it bf16 is emulated or barely faster)."""
     if device == "cuda" or precision == "bf16":
         return True
