@@ -388,19 +388,20 @@ class MultiAdapterScorer:
                 f"adapter {name!r} was trained on base {config.base!r}, this scorer holds {self.base!r}"
             )
         key = self._new_key(name)
+        # PEFT upcasts an adapter on a bf16 base to float32; on a CPU in bf16 casting every layer's
+        # input for it costs more than the adapter's own matmuls, so there it keeps the base's dtype
+        upcast = self.quantize != "bf16"
         if self.model is None:
             with _peft_wrapping():
-                self.model = PeftModel.from_pretrained(self._base_model, str(folder), adapter_name=key)
+                self.model = PeftModel.from_pretrained(
+                    self._base_model, str(folder), adapter_name=key, autocast_adapter_dtype=upcast
+                )
         else:
-            self.model.load_adapter(str(folder), adapter_name=key)
+            self.model.load_adapter(str(folder), adapter_name=key, autocast_adapter_dtype=upcast)
             if name in self.adapters:
                 self._delete(self._peft_names[name])
         self._peft_names[name] = key
         self.model.to(self.device)
-        if self.quantize == "bf16":  # PEFT loads adapters in float32: their casts cost more than they add
-            import torch
-
-            self.model.to(torch.bfloat16)
         self.model.eval()
         self.adapters[name] = folder
 

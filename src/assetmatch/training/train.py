@@ -505,7 +505,9 @@ def train_business(
         judged = judge_folder(Path(champion_dir), library, validation, candidates, k, quantize)
         reports["champion"] = ev.report("champion", [ev.fine_ranked(j, champion, ctx) for j in judged])
 
-    # 5. train, with the validation curve and early stopping
+    # 5. train, with the validation curve and early stopping (scored in the steps' precision)
+    bf16 = bf16_training(config.precision, device)
+
     def validator(model: Any) -> dict[str, float]:
         texts, docs, spans = [], [], []
         for j in coarse_lists:
@@ -513,7 +515,6 @@ def train_business(
             spans.append(len(ids))
             texts += [j.requirement.text] * len(ids)
             docs += [document(j.requirement.business, j.requirement.text, a) for a in ids]
-        bf16 = bf16_training(config.precision, device)
         flat = score_documents(model, tokenizer, texts, docs, config.max_length, device, bf16)
         judged, at = [], 0
         for j, n in zip(coarse_lists, spans):

@@ -142,6 +142,10 @@ def test_adapters_load_replace_and_unload_on_a_quantized_scorer(
     scorer.load_adapter("a", adapters["trained"])
     first = scorer.score_rows(rows)
     scorer.load_adapter("a", adapters["random"])  # replace the only adapter (hot reload)
+    if precision == "bf16":  # base and adapters alike: no float32 adapter casting every layer's input
+        import torch
+
+        assert {p.dtype for p in scorer.model.parameters()} == {torch.bfloat16}
     replaced = scorer.score_rows(rows)
     assert replaced != pytest.approx(first, abs=1e-3)
     scorer.load_adapter("b", adapters["trained"])
