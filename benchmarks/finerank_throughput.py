@@ -98,7 +98,7 @@ def main() -> None:
 
     import torch
 
-    from assetmatch.ranking.model import MultiAdapterScorer, amx_cpu
+    from assetmatch.ranking.model import MultiAdapterScorer, bf16_units
     from assetmatch.serving.synthetic import synthetic_requirements, synthetic_tables, untrained_adapter
 
     load_before = os.getloadavg()
@@ -106,7 +106,7 @@ def main() -> None:
     names = [f"b{i}" for i in range(args.adapters)]
     folders = {name: untrained_adapter(root / name, seed=100 + i) for i, name in enumerate(names)}
     cuda = torch.cuda.is_available() and args.device in ("auto", "cuda")
-    # bf16 on a CPU: fast where it multiplies bf16 in hardware (AMX), emulated and slow elsewhere
+    # bf16 on a CPU: fast where it multiplies bf16 in hardware (AMX, AVX-512 BF16), emulated elsewhere
     precisions = ["bf16"] if cuda else ["fp32", "int8", "bf16"]
     tables = synthetic_tables("bench", 200, seed=3)
     texts = synthetic_requirements(50, seed=4)
@@ -179,7 +179,7 @@ def main() -> None:
                 "results": results,
                 "variants_pairs_per_s": {k: round(v, 1) for k, v in variants.items()},
                 "device": "cuda" if cuda else "cpu",
-                "cpu_amx": amx_cpu(),
+                "cpu_bf16_units": bf16_units(),
                 "torch_threads": default_threads,
                 "rows_per_call": args.rows,
                 "adapters": args.adapters,

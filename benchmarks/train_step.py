@@ -3,8 +3,8 @@ production training loop) in float32 and under bf16 autocast (`RankerConfig.prec
 the other in one process, on the same synthetic pairs (whole requirements of one gold and four
 negative tables, documents built by the prompt builder training uses, at the token budget given).
 
-bf16 pays on CPUs that multiply bf16 in hardware (AMX); elsewhere it is emulated or barely faster,
-which is why `precision: auto` picks it only there (the JSON says whether this CPU has AMX).
+bf16 pays on CPUs that multiply bf16 in hardware (AMX, AVX-512 BF16); elsewhere torch emulates it,
+which is why `precision: auto` picks it only there (the JSON lists this CPU's bf16 units).
 
     HF_HUB_OFFLINE=1 nice .venv/bin/python benchmarks/train_step.py --steps 30
 """
@@ -33,7 +33,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from assetmatch.ranking.config import RankerConfig
-    from assetmatch.ranking.model import amx_cpu, load_base, new_adapter, seed_everything
+    from assetmatch.ranking.model import bf16_units, load_base, new_adapter, seed_everything
     from assetmatch.ranking.prompt import document_budget, table_prompt, tokenizer_counter
     from assetmatch.serving.synthetic import synthetic_requirements, synthetic_tables
     from assetmatch.training.pairs import Pair
@@ -81,7 +81,7 @@ def main() -> None:
                 "steps": args.steps,
                 "max_length": args.max_length,
                 "batch_size": args.batch_size,
-                "cpu_amx": amx_cpu(),
+                "cpu_bf16_units": bf16_units(),
                 "loadavg_before": [round(x, 2) for x in load_before],
                 "loadavg_after": [round(x, 2) for x in os.getloadavg()],
             },

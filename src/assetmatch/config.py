@@ -301,7 +301,7 @@ class FineRankerConfig(_Strict):
         default="auto",
         description="CPU inference: int8 runs the base's frozen Linear layers with int8 weights "
         "(LoRA and head stay float32); bf16 holds the base and the adapters in bf16, fast only on "
-        "CPUs that multiply bf16 in hardware (AMX); auto: bf16 where the CPU has AMX, else int8. "
+        "CPUs that multiply bf16 in hardware (AMX or AVX-512 BF16); auto: bf16 on those CPUs, else int8. "
         "Each ranks like float32 (docs/measured.md, 'Fine-ranker inference on CPU'). "
         "Ignored on CUDA, which runs bf16. Training always runs unquantized, and an adapter's "
         "calibration is fitted on the logits of the precision set here.",

@@ -58,36 +58,47 @@ def pick_device(preference: str = "auto") -> tuple[str, Any]:
     return "cpu", torch.float32
 
 
-def amx_cpu() -> bool:
-    """Whether this CPU multiplies bf16 matrices in hardware (Intel AMX tiles): there bf16 CPU
-    inference scored 1.7-1.85x int8's pairs/s; with AVX-512 BF16 alone (AMD), under autocast, about
-    int8's (docs/measured.md, 'Fine-ranker inference on CPU'). torch only offers a private probe."""
+_BF16_PROBES = {"amx": "_is_amx_tile_supported", "avx512_bf16": "_is_avx512_bf16_supported"}
+
+
+def bf16_units() -> list[str]:
+    """Which of this CPU's units multiply bf16 in hardware: Intel AMX tiles ("amx"), AVX-512 BF16
+    dot products ("avx512_bf16": AMD Zen 4 / 5, Intel Cooper Lake and later). torch only offers
+    private probes, so a torch without them reads as neither."""
     import torch
 
-    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
-    return bool(probe()) if probe is not None else False
+    return [unit for unit, probe in _BF16_PROBES.items() if getattr(torch.cpu, probe, lambda: False)()]
+
+
+def bf16_cpu() -> bool:
+    """Whether bf16 runs in hardware here (`bf16_units`). There bf16 beat int8 inference (AMX:
+    1.7-1.85x int8's pairs/s; an AMD EPYC with AVX-512 BF16: 1.03-1.56x) and float32 training (1.4x;
+    2.2x) on two cores (docs/measured.md, 'Fine-ranker inference on CPU'); elsewhere torch emulates
+    bf16, slower than both."""
+    return bool(bf16_units())
 
 
 def inference_precision(quantize: str, device: str) -> str:
     """What `ranker.quantize` runs on `device`: none | int8 | bf16 on CPU (`auto`: bf16 where the
-    CPU has AMX, else int8); always none on CUDA, which runs the base in bf16 already."""
+    CPU multiplies bf16 in hardware, `bf16_cpu`, else int8); always none on CUDA, which runs the
+    base in bf16 already."""
     if quantize not in QUANTIZE_MODES:
         raise ValueError(f"ranker.quantize must be one of {QUANTIZE_MODES}, got {quantize!r}")
     if device != "cpu":
         return "none"
     if quantize == "auto":
-        return "bf16" if amx_cpu() else "int8"
+        return "bf16" if bf16_cpu() else "int8"
     return quantize
 
 
 def bf16_training(precision: str, device: str) -> bool:
     """Whether training runs under bf16 autocast (`RankerConfig.precision`): always on CUDA; on CPU
-    when asked, or with `auto` where the CPU has AMX (a step 1.4x faster than float32 on a 2-core
-    Xeon). Elsewhere `auto` keeps float32: without AVX-512 BF16 torch emulates bf16, and an AMD EPYC
-    with it gained 1.2-1.35x in an earlier trial, for adapters that differ from float32 ones."""
+    when asked, or with `auto` where the CPU multiplies bf16 in hardware (`bf16_cpu`: a step 1.4x
+    faster than float32 on a 2-core Xeon with AMX, 2.2x on an AMD EPYC with AVX-512 BF16). Elsewhere
+    `auto` keeps float32: torch emulates bf16 there."""
     if device == "cuda" or precision == "bf16":
         return True
-    return precision == "auto" and device == "cpu" and amx_cpu()
+    return precision == "auto" and device == "cpu" and bf16_cpu()
 
 
 @contextmanager

@@ -8,7 +8,7 @@
  4. baseline  coarse-only (the coarse order and selection) and the current champion (with its own
               calibration) on the validation requirements
  5. train     listwise loss (BCE + per-requirement softmax), AdamW, warm-up/decay, bf16 on GPU
-              and on CPUs with AMX (`RankerConfig.precision`);
+              and on CPUs that multiply bf16 in hardware (`RankerConfig.precision`);
               every `eval_every` steps the validation curve (all-gold@3, set F1), early stopping
               at the plateau, the best checkpoint kept
  6. evaluate  score the validation candidates and fit the business's `FineCalibration`: fusion of

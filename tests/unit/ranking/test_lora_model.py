@@ -110,9 +110,12 @@ def test_training_precision_resolves_per_device_and_cpu(monkeypatch: pytest.Monk
     import torch
 
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
     assert bf16_training("auto", "cpu") and not bf16_training("fp32", "cpu")
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
     assert not bf16_training("auto", "cpu") and bf16_training("bf16", "cpu")
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)  # AVX-512 BF16 alone
+    assert bf16_training("auto", "cpu")
     assert bf16_training("auto", "cuda") and bf16_training("fp32", "cuda")  # CUDA trains in bf16 always
     with pytest.raises(ValueError, match="precision"):
         RankerConfig(precision="fp16")

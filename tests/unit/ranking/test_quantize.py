@@ -16,6 +16,7 @@ from assetmatch.ranking.config import RankerConfig
 from assetmatch.ranking.model import (
     MultiAdapterScorer,
     ScoreRow,
+    bf16_units,
     inference_precision,
     load_base,
     new_adapter,
@@ -187,15 +188,27 @@ def test_unknown_quantize_mode_is_refused() -> None:
         MultiAdapterScorer(CONFIG.base, "cpu", quantize="int4")
 
 
-def test_auto_precision_is_bf16_only_on_cpus_with_amx(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    ("amx", "avx512_bf16", "expected"),
+    [(True, False, "bf16"), (False, True, "bf16"), (True, True, "bf16"), (False, False, "int8")],
+)
+def test_auto_precision_is_bf16_only_on_cpus_that_multiply_bf16_in_hardware(
+    monkeypatch: pytest.MonkeyPatch, amx: bool, avx512_bf16: bool, expected: str
+) -> None:
     import torch
 
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
-    assert inference_precision("auto", "cpu") == "bf16"
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
-    assert inference_precision("auto", "cpu") == "int8"
-    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported")  # a torch without the probe: int8
-    assert inference_precision("auto", "cpu") == "int8"
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    assert inference_precision("auto", "cpu") == expected
+    assert bf16_units() == [u for u, on in (("amx", amx), ("avx512_bf16", avx512_bf16)) if on]
+
+
+def test_auto_precision_without_torch_probes_is_int8(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported")  # a torch without the probes: int8
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported")
+    assert inference_precision("auto", "cpu") == "int8" and bf16_units() == []
     assert inference_precision("bf16", "cpu") == "bf16" and inference_precision("none", "cpu") == "none"
     assert (
         inference_precision("int8", "cuda") == inference_precision("auto", "cuda") == "none"
