@@ -91,6 +91,15 @@ class RankerConfig:
     max_steps: int = field(
         default=0, metadata={"help": "Train exactly this many steps, overriding epochs (0: use epochs)."}
     )
+    schedule_steps: int = field(
+        default=0,
+        metadata={
+            "help": "Length of the learning-rate schedule (warm-up, then linear decay to zero) in steps; "
+            "0: the steps trained (max_steps, else epochs' steps). Longer than max_steps, training stops "
+            "(at max_steps or at the validation plateau) while the rate is still high: a cap on training "
+            "time that does not change how fast the rate decays before it."
+        },
+    )
     eval_every: int = field(
         default=50,
         metadata={
@@ -148,6 +157,7 @@ class RankerConfig:
         for name in (
             "max_steps",
             "max_validation",
+            "schedule_steps",
             "eval_every",
             "patience",
             "hard_negatives",

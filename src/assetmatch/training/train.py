@@ -86,6 +86,7 @@ class FitStats:
     curve: list[dict[str, float]] = field(default_factory=list)  # step, all_gold_at_3, set_f1
     best_step: int = 0  # the checkpoint kept (0: the last one, no validation curve)
     stopped_early: bool = False
+    final_learning_rate: float = 0.0  # the rate of the last step: > 0 where the schedule outlasted training
 
 
 @dataclass
@@ -110,6 +111,7 @@ class TrainResult:
             "threshold": self.threshold,
             "best_step": float(self.fit.best_step),
             "stopped_early": float(self.fit.stopped_early),
+            "final_learning_rate": self.fit.final_learning_rate,
         }
         for name, rep in self.reports.items():
             out.update({f"{name}.{k}": v for k, v in rep.means().items()})
@@ -216,8 +218,9 @@ def fit_adapter(
         total = config.max_steps or steps_per_epoch * config.epochs  # max_steps overrides epochs (as in HF)
         params = [p for p in peft_model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+        horizon = config.schedule_steps or total  # the schedule may outlast the steps trained
         scheduler = get_linear_schedule_with_warmup(
-            optimizer, int(total * config.warmup_ratio), max(1, total)
+            optimizer, int(horizon * config.warmup_ratio), max(1, horizon)
         )
         generator = torch.Generator().manual_seed(config.seed)
         losses: list[float] = []
@@ -286,7 +289,15 @@ def fit_adapter(
         peft_model.eval()
         kinds: Counter[str] = Counter(p.kind for p in pairs)
         return FitStats(
-            step, time.perf_counter() - start, losses, len(pairs), dict(kinds), curve, best_step, stopped
+            step,
+            time.perf_counter() - start,
+            losses,
+            len(pairs),
+            dict(kinds),
+            curve,
+            best_step,
+            stopped,
+            float(scheduler.get_last_lr()[0]),
         )
 
 

@@ -98,6 +98,15 @@ def test_a_few_steps_raise_the_positive_over_the_negative(trained: dict[str, Any
     assert after[0] - after[1] > before[0] - before[1] + 0.1
 
 
+def test_a_schedule_longer_than_training_stops_with_the_rate_still_high(trained: dict[str, Any]) -> None:
+    assert trained["stats"].final_learning_rate == 0.0  # the schedule is the 4 steps trained: decayed to 0
+    _, _, after, stats = _fit_four_steps(replace(CONFIG, schedule_steps=40))  # linear decay over 40 steps
+    assert stats.steps == 4 and stats.final_learning_rate == pytest.approx(CONFIG.learning_rate * 36 / 40)
+    assert after != pytest.approx(trained["after"], abs=1e-6)  # the rates differed, so did the steps
+    with pytest.raises(ValueError, match="schedule_steps"):
+        RankerConfig(schedule_steps=-1)
+
+
 def test_bf16_training_on_cpu_also_learns_and_keeps_the_adapter_in_float32() -> None:
     import torch
 
