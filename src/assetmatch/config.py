@@ -590,7 +590,9 @@ class TrainingConfig(_Strict):
         default_factory=dict,
         description="Overrides of `ranker` for the shared adapter only (it trains on every business's "
         "data, so a step budget that is one pass over one business's data is a fraction of a pass over "
-        "all of them; e.g. {max_steps: 50} while the per-business adapters train a full epoch).",
+        "all of them; e.g. {max_steps: 50} while the per-business adapters train a full epoch). Keys it "
+        "does not set are `ranker`'s, `schedule_steps` too: give it {schedule_steps: 0} for a schedule "
+        "as long as its own max_steps.",
     )
     llm: LlmConfig = Field(default_factory=LlmConfig, description="Optional LLM augmentation.")
     adapters_dir: str = Field(

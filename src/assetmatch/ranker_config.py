@@ -73,8 +73,8 @@ class RankerConfig:
         default="auto",
         metadata={
             "help": "Training precision on CPU: auto (bf16 autocast where the CPU multiplies bf16 in hardware, "
-            "(AMX or AVX-512 BF16: 1.4-2.2x faster steps on two cores; float32 elsewhere), fp32 or bf16. CUDA always trains under "
-            "bf16 autocast."
+            "AMX or AVX-512 BF16: 1.4-2.2x faster steps on two cores; float32 elsewhere), fp32 or bf16. "
+            "CUDA always trains under bf16 autocast."
         },
     )
     batch_size: int = field(default=16, metadata={"help": "Pairs per training step."})

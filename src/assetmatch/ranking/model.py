@@ -5,7 +5,8 @@
 - `lora_targets(...)` picks the modules that get LoRA updates, from the base's own Linear layers.
 - `new_adapter(...)` wraps a fresh base with a trainable LoRA adapter (base frozen).
 - `quantize_int8(...)` swaps the base's frozen Linear layers for int8 ones (CPU inference only);
-  `inference_precision(...)` resolves `ranker.quantize` (`auto`: bf16 on CPUs with AMX, else int8),
+  `inference_precision(...)` resolves `ranker.quantize` (`auto`: bf16 on CPUs that multiply bf16 in
+  hardware, `bf16_cpu`, else int8),
   `bf16_training(...)` the training's `RankerConfig.precision`.
 - `save_adapter(...)` writes the adapter, its RankerConfig, and replaces the machine path of the
   base in adapter_config.json by the base's config *name* (adapters must be portable).
