@@ -59,18 +59,18 @@ ZH_SHARE = 0.7
 # The demo's rankers are sized for a 2-core CPU inside a 10-minute budget, not tuned models. Each
 # adapter learns on top of the coarse ranking (`coarse_offset`: its logit is added to 0.5 x the
 # coarse log-odds in the loss, so its steps go to what the coarse ranking gets wrong; the fusion adds
-# the two back), and trains until its validation curve stops improving (a check every 50 steps, the
-# best checkpoint kept) under a long learning-rate schedule, so the rate has barely decayed when the
-# plateau comes: the shared adapter on all three games (500-step schedule, stopped at the first
-# check without gain: 100 steps, best 50, on the days measured), then each game's adapter from it
-# on its own pairs (gold and the coarse lists' hard negatives, no random ones; 800-step schedule,
-# stopped after two checks without gain, 150-300 steps, or at the cap of 400: one game's curve
-# crept up to 650 steps on one day, past the budget). Adapters that learned the whole relevance
-# in 50 + 60 steps (the demo until then) gained about the width of the gate's intervals; trained
-# this way they gain more, and the gate promoted a game on each day measured. It takes 9-11 minutes
-# on two cores where training runs in bf16 (`precision: auto` on CPUs with bf16 units: steps
-# 1.4-2.2x faster than float32), at the budget's edge; docs/fine-ranking.md, "The demo trains on
-# top of the coarse ranking".
+# the two back) under a long learning-rate schedule, so the rate has barely decayed where training
+# stops. The shared adapter (all three games) trains 50 steps of a 500-step schedule: its plateau on
+# every day measured (stopped at the first check without gain, it ran 100 steps and kept step 50;
+# the same weights, without two checks over every game's validation lists and 50 steps thrown
+# away). Each game's adapter starts from it and trains on its own pairs (gold and the coarse lists'
+# hard negatives, no random ones; 800-step schedule) until its validation curve stops improving:
+# a check every 50 steps, stopped at the first without gain (100-200 steps on the days measured),
+# the best checkpoint kept, at most 400 steps (stopping after two checks without gain kept the same
+# checkpoints on 2026-12-06, 150 more steps and 3 more checks later; one game's curve crept up to
+# 650 steps on another day). Adapters that learned the whole relevance in 50 + 60 steps (the demo until then)
+# gained about the width of the gate's intervals; trained this way the gate promoted a game on each
+# day measured. docs/fine-ranking.md, "The demo trains on top of the coarse ranking".
 # A shorter token budget and 10 reranked candidates (training, gate and serving). 40 % of each
 # game's labelled requirements are held out (~78 instead of ~30 at the default 15 %, ~47 at 25 %): the
 # A/B gate's paired comparison on ~50 requirements had 95 % intervals of +-0.03..0.05 set F1, wider
@@ -84,7 +84,7 @@ DEMO_RANKER = {
     "max_steps": 400,
     "schedule_steps": 800,
     "eval_every": 50,
-    "patience": 2,
+    "patience": 1,
     "coarse_offset": 0.5,
     "random_negatives": 0,
     "candidate_k": 10,
@@ -92,11 +92,10 @@ DEMO_RANKER = {
     "eval_at_start": False,
     "lora_dropout": 0.0,
 }
-# The shared adapter's own 500-step schedule: `shared_ranker` overrides `ranker` key by key, so without
-# "schedule_steps": 0 it would inherit the games' 800 (on 2026-12-05 it then ran 200 steps, best 150,
-# and moba's adapter from it gained +0.01 cross-fitted set F1 where it had gained +0.07 from the
-# 500-step one's step 50).
-DEMO_SHARED_RANKER = {"max_steps": 500, "schedule_steps": 0, "eval_every": 50, "patience": 1}
+# The shared adapter's own 500-step schedule (`shared_ranker` overrides `ranker` key by key: on the
+# games' 800-step one it ran 200 steps on 2026-12-05, best 150, and moba's adapter from it gained
+# +0.01 cross-fitted set F1 where it had gained +0.07 from the 500-step one's step 50), no checks.
+DEMO_SHARED_RANKER = {"max_steps": 50, "schedule_steps": 500, "eval_every": 0}
 # 64 tokens per (requirement, table) pair: the requirement, the table's name and comment and its most
 # relevant columns (`ranking.prompt`). At 96 the demo took 676 s on a slower 2-core CPU and the fine
 # stage's p95 (210 ms) broke the gate's 200 ms budget; at 64: 446 s, and the adapters' held-out set F1

@@ -53,7 +53,10 @@ def run_shared_training(
     """Train the shared adapter on every listed business's data (each requirement ranked in its own
     business's coarse lists) and register it as `<prefix>_shared@current`: the general skill the
     per-business adapters start from. Trained with `training.ranker` overridden by
-    `training.shared_ranker` unless `config` is given. Returns (result, version)."""
+    `training.shared_ranker` unless `config` is given. Its validation curve reads every business's
+    held-out requirements; its judging and calibration are per business (`run_training` registers
+    it calibrated for each as `challenger-shared`), so its own report is coarse-only's. Returns
+    (result, version)."""
     lake = Lake.from_settings(settings)
     config = config or ranker_config(settings, **settings.training.shared_ranker)
     parts = [business_inputs(lake, settings, b, config) for b in businesses]
@@ -80,6 +83,7 @@ def run_shared_training(
         progress=progress,
         init_from=resolve_starting_adapter(settings.training.starting_adapter, config.base),
         quantize=settings.ranker.quantize,
+        evaluate=False,  # judged and calibrated per business, by `run_training`
     )
     registry = Registry.from_settings(settings)
     run_id = registry.log_training(

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import joblib
 import numpy as np
 import pytest
 from index_fakes import ListIndex
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from assetmatch.config import Settings
+from assetmatch.matching import fusion
 from assetmatch.matching.fusion import TrainingGroup, fit_learned_fusion, out_of_fold_by_request
 from assetmatch.matching.matcher import Matcher, oof_key
 from assetmatch.matching.selection import SelectionParams, SetSelector
@@ -136,6 +138,37 @@ def test_fine_ranker_lists_hold_out_the_request_not_its_database() -> None:
         TrainingGroup(g.requirement_id, "dw", g.features, g.labels, g.asset_ids, 1, "", g.query) for g in data
     ]
     assert out_of_fold_by_request(one, model) is None
+
+
+def test_folds_fitted_side_by_side_score_as_one_after_the_other(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A mid-sized fit's folds run in two worker processes; every out-of-fold score is the one the
+    same gradient boosting gives fitted in-process, fold after fold (and group lists keep their order)."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    rng = np.random.default_rng(0)
+    data = []
+    for i in range(60):
+        features = rng.normal(size=(100, 5))
+        labels = (features[:, 0] + 0.5 * rng.normal(size=100) > 1.5).astype(int)
+        data.append(TrainingGroup(f"r{i}", f"db{i % 6}", features, labels, [f"t{j}" for j in range(100)], 1))
+    grid = {"hgb": HistGradientBoostingClassifier(max_iter=20, random_state=0)}
+    workers: list[int] = []
+    real = fusion._fold_workers
+
+    def counted(n_rows: int, n_folds: int) -> int:
+        workers.append(forced)
+        return forced
+
+    monkeypatch.setattr(fusion, "_fold_workers", counted)
+    forced = 1
+    _, one_by_one = fit_learned_fusion(data, [f"f{j}" for j in range(5)], grid=grid)
+    forced = 2
+    _, side_by_side = fit_learned_fusion(data, [f"f{j}" for j in range(5)], grid=grid)
+    assert workers == [1, 2]
+    assert real(6_000, 4) == min(4, joblib.cpu_count()) and real(1_000, 4) == real(200_000, 4) == 1
+    for a, b in zip(one_by_one, side_by_side, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert {len(s) for s in side_by_side} == {100} and not all(np.all(s == 0) for s in side_by_side)
 
 
 ASSETS = [

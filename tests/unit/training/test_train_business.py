@@ -13,7 +13,7 @@ from assetmatch.ranking.candidates import Bm25Candidates
 from assetmatch.ranking.config import RankerConfig
 from assetmatch.ranking.finerank import LoraFineRanker
 from assetmatch.training.pairs import LabelledRequirement, Pair, TrainingData
-from assetmatch.training.train import train_business
+from assetmatch.training.train import calibrate_adapter, train_business
 
 pytestmark = pytest.mark.slow
 
@@ -133,6 +133,42 @@ def test_what_training_reports_is_what_the_gate_judges(
     for name, expected in (("challenger", challenger), ("always_fine", always_fine)):
         assert result.reports[name].f1 == expected.f1
         assert result.reports[name].rr == expected.rr
+
+
+def test_the_shared_adapter_is_judged_per_business_not_on_all_of_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`evaluate=False` (the shared adapter): the saved adapter scores no validation list, its
+    calibration records only the tables it learned and its report is coarse-only's; calibrated for
+    a business (`calibrate_adapter`) it is judged there, with the calibration and reports a trained
+    adapter has."""
+    from assetmatch.training import train as tr
+
+    judged: list[Path] = []
+    real = tr.judge_folder
+
+    def recording(folder, *args, **kwargs):  # type: ignore[no-untyped-def]
+        judged.append(folder)
+        return real(folder, *args, **kwargs)
+
+    monkeypatch.setattr(tr, "judge_folder", recording)
+    candidates = Bm25Candidates(ASSETS)
+    result = train_business(
+        "g",
+        data(),
+        ASSETS,
+        candidates,
+        config(max_steps=1, eval_every=0),
+        tmp_path / "shared",
+        evaluate=False,
+    )
+    assert judged == [] and set(result.reports) == {"coarse_only"}
+    calibration = read_calibration(result.adapter_dir)
+    assert calibration.threshold is None and calibration.selection is None
+    assert calibration.familiar == frozenset(IDS.values())
+    for_g = calibrate_adapter("g", result.adapter_dir, data(), ASSETS, candidates, tmp_path / "g")
+    assert judged == [tmp_path / "g"] and set(for_g.reports) == {"coarse_only", "challenger"}
+    assert read_calibration(for_g.adapter_dir).selection is not None
 
 
 def test_an_adapter_trained_on_top_of_the_coarse_ranking_keeps_its_offset(
