@@ -68,9 +68,11 @@ ZH_SHARE = 0.7
 # a check every 50 steps, stopped at the first without gain (100-200 steps on the days measured),
 # the best checkpoint kept, at most 400 steps (stopping after two checks without gain kept the same
 # checkpoints on 2026-12-06, 150 more steps and 3 more checks later; one game's curve crept up to
-# 650 steps on another day). Adapters that learned the whole relevance in 50 + 60 steps (the demo until then)
-# gained about the width of the gate's intervals; trained this way the gate promoted a game on each
-# day measured. docs/fine-ranking.md, "The demo trains on top of the coarse ranking".
+# 650 steps on another day). Adapters that learned the whole relevance in 50 + 60 steps (the demo
+# until then) gained about the width of the gate's intervals; trained this way the gate promoted a
+# game on two days of three measured, in 8.5-10.5 minutes on two cores where training runs in bf16
+# (`precision: auto` on CPUs with bf16 units; in float32 elsewhere, at about half the speed).
+# docs/fine-ranking.md, "The demo trains on top of the coarse ranking".
 # A shorter token budget and 10 reranked candidates (training, gate and serving). 40 % of each
 # game's labelled requirements are held out (~78 instead of ~30 at the default 15 %, ~47 at 25 %): the
 # A/B gate's paired comparison on ~50 requirements had 95 % intervals of +-0.03..0.05 set F1, wider
