@@ -142,8 +142,11 @@ def test_fine_ranker_lists_hold_out_the_request_not_its_database() -> None:
 
 def test_folds_fitted_side_by_side_score_as_one_after_the_other(monkeypatch: pytest.MonkeyPatch) -> None:
     """A mid-sized fit's folds run in two worker processes; every out-of-fold score is the one the
-    same gradient boosting gives fitted in-process, fold after fold (and group lists keep their order)."""
+    same gradient boosting gives fitted in-process, fold after fold, and the one a model fitted by
+    hand on the other databases' groups gives that group alone (each group gets its own scores back)."""
+    from sklearn.base import clone
     from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.model_selection import GroupKFold
 
     rng = np.random.default_rng(0)
     data = []
@@ -168,7 +171,16 @@ def test_folds_fitted_side_by_side_score_as_one_after_the_other(monkeypatch: pyt
     assert real(6_000, 4) == min(4, joblib.cpu_count()) and real(1_000, 4) == real(200_000, 4) == 1
     for a, b in zip(one_by_one, side_by_side, strict=True):
         np.testing.assert_array_equal(a, b)
-    assert {len(s) for s in side_by_side} == {100} and not all(np.all(s == 0) for s in side_by_side)
+    by_hand: list[np.ndarray] = [np.zeros(0)] * len(data)
+    databases = [g.group for g in data]
+    for train_idx, test_idx in GroupKFold(n_splits=4).split(np.arange(len(data)), groups=databases):
+        x = np.vstack([data[i].features for i in train_idx])
+        model = clone(grid["hgb"]).fit(x, np.concatenate([data[i].labels for i in train_idx]))
+        for i in test_idx:
+            by_hand[i] = model.predict_proba(data[i].features)[:, 1]
+    for expected, got in zip(by_hand, side_by_side, strict=True):
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
+    assert len({float(s.sum()) for s in side_by_side}) == len(data)  # no two groups alike: a swap shows
 
 
 ASSETS = [
