@@ -214,12 +214,23 @@ def coarse_ranked(j: Judged) -> Ranked:
 
 def fine_ranked(j: Judged, calibration: FineCalibration, ctx: Context, cap: int | None = None) -> Ranked:
     """The Matcher's answer with this calibration: coarse when the cascade skips, else fused."""
-    ids, scores = j.coarse.ids, j.coarse.scores
-    depth = calibration.cascade.depth_for(
-        ids, scores, j.coarse.selected, calibration.familiar, min(cap or len(j.logits), len(j.logits))
+    return answer_at(j, calibration, ctx, fine_depth(j, calibration, cap))
+
+
+def fine_depth(j: Judged, calibration: FineCalibration, cap: int | None = None) -> int:
+    """How many of the coarse top tables this calibration's cascade fine-ranks (0: none)."""
+    cap = min(cap or len(j.logits), len(j.logits))
+    return calibration.cascade.depth_for(
+        j.coarse.ids, j.coarse.scores, j.coarse.selected, calibration.familiar, cap
     )
+
+
+def answer_at(j: Judged, calibration: FineCalibration, ctx: Context, depth: int) -> Ranked:
+    """`fine_ranked`'s answer once the cascade chose `depth`: from there on, the answer depends on
+    the calibration's fusion and selection, not on its cascade (`calibrate` relies on that)."""
     if depth == 0:
         return coarse_ranked(j)
+    ids, scores = j.coarse.ids, j.coarse.scores
     answer = rerank(ids, scores, j.logits[:depth], calibration.fusion)
     if calibration.keeps_coarse_set(ids, answer.ids):  # as the Matcher: the coarse set, not selected again
         selected = list(j.coarse.selected)
@@ -397,6 +408,7 @@ def calibrate(
     tolerance: float = 0.005,
     folds: int = 5,
     seed: int = 0,
+    share_answers: bool = True,
 ) -> FineCalibration:
     """Fit, on validation requirements: the fusion of logits with coarse scores, the selection rules
     on fused probabilities, then the cascade and how the set is selected. The cascade is the
@@ -415,6 +427,9 @@ def calibrate(
     selection fitted on the other `folds` (as the A/B gate judges, `cross_fitted`). Judged on the
     fusion and selection fitted on the same requirements, the fine answer looks better than it
     serves (on Spider, by ~0.1 set F1), and the cascade chose to fine-rank where only that fit gained.
+
+    `share_answers=False` answers every rule alone (the reference the sharing must agree with: tests
+    and `benchmarks/fine_calibration.py`).
     """
     fusion, params = _fit_scores(judged, ctx)
     threshold = params.min_score if params else None
@@ -427,16 +442,25 @@ def calibrate(
     # cost: (mean depth, whether fused scores decide the set where the top table stays)
     options: list[tuple[Cascade, bool, bool]] = []
     tried: list[tuple[np.ndarray, tuple[float, ...]]] = []
+    # Rules that differ only in their margin cut give a requirement the same answer wherever both
+    # fine-rank it (`answer_at`): each (requirement, depth, selection mode) is answered once, not once
+    # per rule — fusing and selecting is most of calibration's time, and it runs 6 times per adapter
+    # judged (once, then once per fold of `cross_fitted_calibrations`).
+    answers: dict[tuple[int, int, bool], Ranked] = {}
     for cascade, mode in [
         (Cascade.never(), False),
         *((c, mode) for mode in selection_modes(ctx) for c in rules),
     ]:
-        ranked = [
-            fine_ranked(
-                j, FineCalibration(p.min_score if p else None, fu, p, cascade, familiar, set_model=mode), ctx
+        ranked = []
+        for i, (j, (fu, p)) in enumerate(zip(judged, fitted)):
+            calibration = FineCalibration(
+                p.min_score if p else None, fu, p, cascade, familiar, set_model=mode
             )
-            for j, (fu, p) in zip(judged, fitted)
-        ]
+            asked = fine_depth(j, calibration)
+            key = (i, asked, mode and asked > 0)
+            if key not in answers or not share_answers:
+                answers[key] = answer_at(j, calibration, ctx, asked)
+            ranked.append(answers[key])
         depth = float(np.mean([r.fine_depth for r in ranked]))
         options.append((cascade, mode, False))
         tried.append((quality_per_requirement(ranked), (depth, 1.0 if depth else 0.0)))

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from assetmatch.matching.fine import Cascade, CoarseAnswer
+from assetmatch.matching.fine import Cascade, CoarseAnswer, FineCalibration
 from assetmatch.matching.selection import RequestTerms, SelectionParams, SetSelector
 from assetmatch.training import evaluate as ev
 from assetmatch.training.pairs import LabelledRequirement
@@ -102,29 +102,31 @@ def test_the_cascade_is_chosen_on_answers_fitted_without_the_requirement(monkeyp
     selection fitted on it: each rule is judged as the gate judges, cross-fitted."""
     lists = judged(adapter_right=True, n=23)
     fitted_on: dict[int, set[str]] = {}
-    real_fit, real_fine_ranked = ev._fit_scores, ev.fine_ranked
+    real_fit, real_answer_at = ev._fit_scores, ev.answer_at
 
     def recording_fit(js, ctx):  # type: ignore[no-untyped-def]
         fusion, params = real_fit(js, ctx)
         fitted_on[id(fusion)] = {j.requirement.id for j in js}
         return fusion, params
 
-    answered: list[str] = []
+    answered: list[tuple[str, int]] = []
 
-    def checking_fine_ranked(j, calibration, ctx, cap=None):  # type: ignore[no-untyped-def]
+    def checking_answer_at(j, calibration, ctx, depth):  # type: ignore[no-untyped-def]
         assert j.requirement.id not in fitted_on[id(calibration.fusion)]
-        answered.append(j.requirement.id)
-        return real_fine_ranked(j, calibration, ctx, cap)
+        answered.append((j.requirement.id, depth))
+        return real_answer_at(j, calibration, ctx, depth)
 
     monkeypatch.setattr(ev, "_fit_scores", recording_fit)
-    monkeypatch.setattr(ev, "fine_ranked", checking_fine_ranked)
+    monkeypatch.setattr(ev, "answer_at", checking_answer_at)
     calibration = ev.calibrate(lists, CTX, familiar=None, folds=5)
     # one fit on all 23 (what is stored) and one per fold on the other four folds
     assert sorted(len(ids) for ids in fitted_on.values()) == [18, 18, 18, 19, 19, 23]
     assert fitted_on[id(calibration.fusion)] == {j.requirement.id for j in lists}
-    # every rule answered once (its answers with the coarse set kept are derived from them)
-    rules = len(ev.cascade_rules(lists))
-    assert sorted(answered) == sorted(j.requirement.id for j in lists for _ in range(rules))
+    # every requirement answered once per depth the rules ask of it: the coarse answer ("never"),
+    # then each depth once, whichever rules fine-rank it that deep (answers with the coarse set kept
+    # are derived from them)
+    depths = {0} | {r.depth for r in ev.cascade_rules(lists) if r != Cascade.never()}
+    assert sorted(answered) == sorted((j.requirement.id, d) for j in lists for d in depths)
     assert calibration.cascade != Cascade.never()  # the helpful adapter still earns its cascade
 
 
@@ -233,11 +235,9 @@ def decoy_lists(n: int, seed: int) -> list[ev.Judged]:
     return out
 
 
-def test_fused_scores_select_with_the_coarse_set_model_where_it_answers_better() -> None:
-    """A set model fitted on coarse lists where the table holding the request's term is the answer
-    reads the fused scores the same way: calibration keeps it for the fine answer (the rules keep
-    t0, or both, whatever their threshold), and an adapter calibrated where the coarse stage has no
-    set model selects with the rules."""
+def learned_context() -> ev.Context:
+    """CTX with a coarse set model, fitted on coarse lists where the table holding the request's
+    term ("pet") is the answer."""
     from assetmatch.matching.selection import CalibrationExample, ScoredTable
     from assetmatch.matching.set_model import LearnedSetSelector, fit_set_model
 
@@ -253,7 +253,17 @@ def test_fused_scores_select_with_the_coarse_set_model_where_it_answers_better()
     rules = SelectionParams(min_score=0.3, fk_closure=False)
     model, _ = fit_set_model(examples, lambda _a: set(), rules, [f"q{i}" for i in range(120)])
     assert model is not None
-    learned = replace(CTX, coarse_selector=LearnedSetSelector(rules, model))
+    return replace(CTX, coarse_selector=LearnedSetSelector(rules, model))
+
+
+def test_fused_scores_select_with_the_coarse_set_model_where_it_answers_better() -> None:
+    """A set model fitted on coarse lists where the table holding the request's term is the answer
+    reads the fused scores the same way: calibration keeps it for the fine answer (the rules keep
+    t0, or both, whatever their threshold), and an adapter calibrated where the coarse stage has no
+    set model selects with the rules."""
+    from assetmatch.matching.set_model import LearnedSetSelector
+
+    learned = learned_context()
     assert ev.selection_modes(learned) == [False, True] and ev.selection_modes(CTX) == [False]
 
     lists = decoy_lists(60, seed=0)
@@ -307,3 +317,55 @@ def test_the_fused_scores_decide_the_set_where_they_keep_the_top_table_but_choos
     assert not calibration.keep_coarse_set and calibration.cascade != Cascade.never()
     answers = [ev.fine_ranked(j, calibration, CTX) for j in lists]
     assert all(sorted(r.selected) == sorted(j.requirement.gold) for r, j in zip(answers, lists))
+
+
+def varied_lists(n: int, seed: int) -> list[ev.Judged]:
+    """Lists whose coarse margins, depths and familiarity differ (so the rules' margin cuts and depths
+    answer differently), with an adapter that is right more often than not and the request's term
+    in the gold tables."""
+    rng = np.random.default_rng(seed)
+    ids = [f"t{i}" for i in range(12)]
+    out = []
+    for i in range(n):
+        gold = tuple(
+            sorted({ids[int(rng.integers(3))], *([ids[int(rng.integers(6))]] if rng.random() < 0.3 else [])})
+        )
+        coarse_scores = sorted((float(v) for v in rng.uniform(0, 1, len(ids))), reverse=True)
+        logits = [float(rng.normal(2.0 if a in gold else 0.0, 1.5)) for a in ids[: int(rng.integers(6, 13))]]
+        terms = RequestTerms({a: frozenset({"pet"}) for a in gold})
+        coarse = CoarseAnswer(list(ids), coarse_scores, [ids[0]], terms=terms)
+        out.append(ev.Judged(LabelledRequirement(f"r{i}", "b", f"q {i}", gold), coarse, logits, 10.0))
+    return out
+
+
+def test_calibration_sharing_answers_between_rules_chooses_what_answering_each_rule_alone_chooses() -> None:
+    """`calibrate` answers each (requirement, depth, selection mode) once and reuses the answer for
+    every rule that fine-ranks that deep: it must choose exactly what answering every rule alone
+    chooses, with the rules and with a coarse set model, where some tables are unfamiliar."""
+    lists = varied_lists(70, seed=5)
+    unfamiliar = frozenset(f"t{i}" for i in range(12)) - {"t9"}
+    for ctx in (CTX, learned_context()):
+        for familiar in (None, unfamiliar):
+            chosen = ev.calibrate(lists, ctx, familiar)
+            assert chosen == ev.calibrate(lists, ctx, familiar, share_answers=False)
+    # and the lists are varied enough that the rules differ: several depths and margin cuts answer
+    rules = ev.cascade_rules(lists)
+    assert len({r.depth for r in rules}) >= 3 and len({r.max_margin for r in rules}) >= 4
+
+
+def test_the_answer_at_a_depth_does_not_depend_on_the_rule_that_chose_it() -> None:
+    """What `calibrate`'s sharing rests on: two cascades that fine-rank a list equally deep give it
+    the same answer, whatever their margin cuts."""
+    lists = varied_lists(40, seed=6)
+    fusion, params = ev._fit_scores(lists, CTX)
+    compared = 0
+    for j in lists:
+        by_depth: dict[int, ev.Ranked] = {}
+        for cascade in ev.cascade_rules(lists):
+            calibration = FineCalibration(params.min_score if params else None, fusion, params, cascade, None)
+            answer = ev.fine_ranked(j, calibration, CTX)
+            if answer.fine_depth in by_depth:
+                assert answer == by_depth[answer.fine_depth]
+                compared += 1
+            by_depth[answer.fine_depth] = answer
+    assert compared > len(lists)
