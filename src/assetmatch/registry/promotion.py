@@ -75,7 +75,16 @@ class Interval:
     high: float
 
     def __str__(self) -> str:
-        return f"{self.mean:+.3f} [{self.low:+.3f}, {self.high:+.3f}]"
+        return f"{_signed(self.mean)} [{_signed(self.low)}, {_signed(self.high)}]"
+
+
+def _signed(value: float) -> str:
+    """Three decimals, signed; a value that is not zero but would print as ±0.000 keeps two
+    significant digits ("+0.00031"): a verdict "better with 95% confidence" whose interval reads
+    [+0.000, ...] looks like a contradiction, while the gate compares the unrounded bound with 0."""
+    if value != 0 and abs(value) < 0.0005:
+        return f"{value:+.2g}" if abs(value) >= 1e-4 else f"{value:+.1e}"
+    return f"{value:+.3f}"
 
 
 @dataclass

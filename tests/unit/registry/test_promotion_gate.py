@@ -156,3 +156,18 @@ def test_three_way_choice_per_business() -> None:
     assert choice.chosen == "baseline" and "shared:" in choice.reason
     choice = choose_arm(baseline, None, good, GATE, first_adapter=True)
     assert choice.chosen == "per_business" and set(choice.decisions) == {"per_business"}
+
+
+def test_a_promotion_never_reads_as_an_interval_from_zero() -> None:
+    """Five of 200 requirements gain a little and none loses: the lower bound is above zero but
+    below 0.0005. The reason says "better with 95% confidence" and its interval shows that bound, not
+    a rounded "+0.000" that reads as no evidence; exact zeros still print as +0.000."""
+    f1, gold = base_vectors()
+    gained = f1.copy()
+    gained[:5] += 0.06
+    d = decide(arm("champion", f1, gold, 20), arm("challenger", gained, gold, 20), GATE, first_adapter=True)
+    low = d.diffs["set_f1"].low
+    assert d.verdict == "promote" and 0 < low < 0.0005
+    assert f"set_f1 +0.002 [{low:+.2g}, " in d.reason
+    assert "[+0.000," not in d.reason.split("all_gold")[0]
+    assert f"all_gold_at_{GATE.k} +0.000 [+0.000, +0.000]" in d.reason
