@@ -49,8 +49,8 @@ def main() -> None:
 
     from assetmatch.config import load_settings
     from assetmatch.lake.delta import Lake
-    from assetmatch.training.train import ranker_config
     from assetmatch.training.pairs import labelled_from_lake, split_holdout
+    from assetmatch.training.train import ranker_config
 
     settings = load_settings(args.config)
     lake = Lake.from_settings(settings)
