@@ -444,8 +444,9 @@ def calibrate(
     tried: list[tuple[np.ndarray, tuple[float, ...]]] = []
     # Rules that differ only in their margin cut give a requirement the same answer wherever both
     # fine-rank it (`answer_at`): each (requirement, depth, selection mode) is answered once, not once
-    # per rule — fusing and selecting is most of calibration's time, and it runs 6 times per adapter
-    # judged (once, then once per fold of `cross_fitted_calibrations`).
+    # per rule. Fusing and selecting every rule's answers was most of a calibration's time, and an
+    # adapter is calibrated 6 times in training (once, then once per fold of
+    # `cross_fitted_calibrations`) and 5 more in the gate.
     answers: dict[tuple[int, int, bool], Ranked] = {}
     for cascade, mode in [
         (Cascade.never(), False),
