@@ -20,7 +20,6 @@ import os
 import statistics
 import tempfile
 import time
-from functools import partial
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -41,14 +40,14 @@ def main() -> None:
 
     from assetmatch.config import load_settings
     from assetmatch.lake.delta import Lake
+    from assetmatch.matching.fine import read_calibration
     from assetmatch.matching.matcher import visible_businesses
     from assetmatch.ranking.candidates import production_candidates
     from assetmatch.ranking.config import RankerConfig
-    from assetmatch.ranking.finerank import LoraFineRanker
     from assetmatch.registry.mlflow import Registry
     from assetmatch.training import evaluate as ev
     from assetmatch.training.pairs import labelled_from_lake, split_holdout
-    from assetmatch.training.train import judge, selection_context
+    from assetmatch.training.train import judge_folder, selection_context
 
     print(f"load average at start: {os.getloadavg()}", flush=True)
     settings = load_settings(args.config)
@@ -65,35 +64,24 @@ def main() -> None:
         library = {a.asset_id: a for a in lake.read_assets(businesses=visible_businesses(settings, business))}
         candidates = production_candidates(settings, list(library.values()))
         ctx = selection_context(candidates)
+        labelled = labelled_from_lake(lake, business, own)
         for alias in ALIASES:
             mv = registry.version_by_alias(business, alias)
             if mv is None:
                 continue
             folder = registry.download_adapter(business, str(mv.version), cache / business / str(mv.version))
             config = RankerConfig.load(folder)
-            ranker = LoraFineRanker.from_folders(
-                {"a": (folder, alias)},
-                config.base,
-                settings.ranker.device,
-                config.max_length,
-                quantize=settings.ranker.quantize,
-            )
-            calibration = ranker.calibration("a")
-            _, held_out = split_holdout(labelled_from_lake(lake, business, own), config.validation_fraction)
-            judged = judge(
-                partial(ranker.logits, "a"),
-                library,
-                held_out,
-                candidates,
-                config.candidate_k,
-                calibration.fusion.coarse_offset,
+            familiar = read_calibration(folder).familiar
+            _, held_out = split_holdout(labelled, config.validation_fraction)
+            judged = judge_folder(
+                folder, library, held_out, candidates, config.candidate_k, settings.ranker.quantize
             )
             seconds: dict[str, list[float]] = {"shared": [], "alone": []}
             chosen = {}
             for _ in range(args.repeats):
                 for way, share in (("shared", True), ("alone", False)):
                     start = time.perf_counter()
-                    chosen[way] = ev.calibrate(judged, ctx, calibration.familiar, share_answers=share)
+                    chosen[way] = ev.calibrate(judged, ctx, familiar, share_answers=share)
                     seconds[way].append(time.perf_counter() - start)
             shared, alone = (statistics.median(seconds[w]) for w in ("shared", "alone"))
             totals["shared"] += shared

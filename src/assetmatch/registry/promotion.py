@@ -80,11 +80,9 @@ class Interval:
 
 def _signed(value: float) -> str:
     """Three decimals, signed; a value that is not zero but would print as ±0.000 keeps two
-    significant digits ("+0.00031"): a verdict "better with 95% confidence" whose interval reads
-    [+0.000, ...] looks like a contradiction, while the gate compares the unrounded bound with 0."""
-    if value != 0 and abs(value) < 0.0005:
-        return f"{value:+.2g}" if abs(value) >= 1e-4 else f"{value:+.1e}"
-    return f"{value:+.3f}"
+    significant digits ("+0.00031", "+2e-05"): a verdict "better with 95% confidence" whose interval
+    reads [+0.000, ...] looks like a contradiction, while the gate compares the unrounded bound with 0."""
+    return f"{value:+.2g}" if value != 0 and abs(value) < 0.0005 else f"{value:+.3f}"
 
 
 @dataclass
