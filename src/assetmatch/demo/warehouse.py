@@ -70,9 +70,10 @@ ZH_SHARE = 0.7
 # checkpoints on 2026-12-06, 150 more steps and 3 more checks later; one game's curve crept up to
 # 650 steps on another day). Adapters that learned the whole relevance in 50 + 60 steps (the demo
 # until then) gained about the width of the gate's intervals; trained this way the gate promoted a
-# game on two days of three measured, in 8.5-10.5 minutes on two cores where training runs in bf16
-# (`precision: auto` on CPUs with bf16 units; trained in float32 and judged in int8 on the same
-# machine, 10:18 for one of those days).
+# game on two days of three measured on a 2-core AMD EPYC, in 8.5-10.5 minutes where training runs
+# in bf16 (`precision: auto` on CPUs with bf16 units; trained in float32 and judged in int8 on the
+# same machine, 10:18 for one of those days), and on three days of five on a 2-core Xeon with AMX,
+# in 6-7 minutes.
 # docs/fine-ranking.md, "The demo trains on top of the coarse ranking".
 # A shorter token budget and 10 reranked candidates (training, gate and serving). 40 % of each
 # game's labelled requirements are held out (~78 instead of ~30 at the default 15 %, ~47 at 25 %): the
