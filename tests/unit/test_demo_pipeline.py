@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -12,7 +13,15 @@ from typer.testing import CliRunner
 from assetmatch.cli import app
 from assetmatch.cli.demo import default_threads
 from assetmatch.demo import pipeline
-from assetmatch.demo.pipeline import DemoContext, run_steps, select_steps, step, step_names, timing_table
+from assetmatch.demo.pipeline import (
+    STEPS_FILE,
+    DemoContext,
+    run_steps,
+    select_steps,
+    step,
+    step_names,
+    timing_table,
+)
 from assetmatch.serving.threads import THREAD_VARIABLES, limit_threads_before_load
 
 
@@ -74,6 +83,10 @@ def test_cli_demo_generate_and_errors(tmp_path: Path, monkeypatch: pytest.Monkey
     assert ok.exit_code == 0, ok.output
     assert (target / "assetmatch.yaml").exists() and (target / "warehouse" / "moba" / "dw.db").exists()
     assert "generate" in ok.output
+    recorded = json.loads((target / STEPS_FILE).read_text(encoding="utf-8"))
+    assert [s["name"] for s in recorded["steps"]] == ["generate"]
+    assert recorded["steps"][0]["seconds"] > 0 and "3 games" in recorded["steps"][0]["summary"]
+    assert recorded["total_seconds"] == round(recorded["steps"][0]["seconds"], 1)
     bad_date = runner.invoke(app, ["demo", "--dir", str(target), "--reference-date", "03/01/2026"])
     assert bad_date.exit_code == 2 and "not an ISO date" in bad_date.output
     bad_step = runner.invoke(app, ["demo", "--dir", str(target), "--step", "teleport"])

@@ -44,7 +44,14 @@ def demo(
     with `assetmatch --config DIR/assetmatch.yaml ...`.
     """
     limit_threads_before_load(threads or default_threads())  # before the steps import the math libraries
-    from assetmatch.demo.pipeline import STEPS, DemoContext, run_steps, timing_table
+    from assetmatch.demo.pipeline import (
+        STEPS,
+        STEPS_FILE,
+        DemoContext,
+        run_steps,
+        timing_table,
+        write_step_times,
+    )
     from assetmatch.demo.warehouse import DEFAULT_SEED
 
     if list_steps:
@@ -63,6 +70,7 @@ def demo(
         results = run_steps(ctx, only=step)
     common.console.print(timing_table(results))
     if ctx.paths is not None:
+        write_step_times(results, dir / STEPS_FILE)
         common.console.print(f"config: [cyan]{ctx.paths.config}[/cyan]")
 
 

@@ -11,9 +11,10 @@ re-implemented here), and leaves its result in `ctx.results[name]` for the steps
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
 from datetime import time as dt_time
 from pathlib import Path
@@ -536,6 +537,19 @@ def _hold(ctx: DemoContext) -> None:
             time.sleep(1)
     except KeyboardInterrupt:
         ctx.console.print("stopping the API")
+
+
+STEPS_FILE = "steps.json"
+
+
+def write_step_times(results: Sequence[StepResult], path: Path) -> Path:
+    """The run's steps — wall and CPU seconds, one-line result — as JSON (`assetmatch demo` writes it
+    into the demo's folder as `STEPS_FILE`): what a build took, step by step, for scripts that
+    compare builds (`benchmarks/demo_days.py`) instead of reading the printed table."""
+    total = sum(r.seconds for r in results)
+    data = {"steps": [asdict(r) for r in results], "total_seconds": round(total, 1)}
+    path.write_text(json.dumps(data, indent=1, ensure_ascii=False), encoding="utf-8")
+    return path
 
 
 def timing_table(results: Iterable[StepResult]) -> Table:

@@ -72,8 +72,8 @@ ZH_SHARE = 0.7
 # until then) gained about the width of the gate's intervals; trained this way the gate promoted a
 # game on two days of three measured on a 2-core AMD EPYC, in 8.5-10.5 minutes where training runs
 # in bf16 (`precision: auto` on CPUs with bf16 units; trained in float32 and judged in int8 on the
-# same machine, 10:18 for one of those days), and on three days of five on a 2-core Xeon with AMX,
-# in 6-7 minutes.
+# same machine, 10:18 for one of those days), and on three days of seven on a 2-core Xeon with AMX,
+# in 6-7 minutes (`benchmarks/demo_days.py`).
 # docs/fine-ranking.md, "The demo trains on top of the coarse ranking".
 # A shorter token budget and 10 reranked candidates (training, gate and serving). 40 % of each
 # game's labelled requirements are held out (~78 instead of ~30 at the default 15 %, ~47 at 25 %): the
