@@ -50,8 +50,12 @@ def dates_of(args: argparse.Namespace) -> list[str]:
 
 def build(day: str, folder: Path, seed: int | None) -> float:
     """One fresh demo build for `day` into `folder` (its output in `folder`.log); its wall seconds."""
+    script = Path(sys.executable).with_name("assetmatch")  # the venv's entry point, as a user runs it
+    cli = (
+        [str(script)] if script.exists() else [sys.executable, "-c", "from assetmatch.cli import app; app()"]
+    )
     command = [
-        str(Path(sys.executable).with_name("assetmatch")),
+        *cli,
         "demo",
         "--fresh",
         "--dir",

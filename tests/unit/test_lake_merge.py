@@ -154,3 +154,25 @@ def test_merge_hash_equals_the_model_content_hash() -> None:
     a.foreign_keys.append(ForeignKey(columns=["id"], ref_asset_id="g1.dw.b", ref_columns=["id"]))
     assert dump_hash(a.model_dump()) == a.content_hash()
     assert dump_hash(a.model_copy(update={"source": "elsewhere"}).model_dump()) == a.content_hash()
+
+
+def test_a_process_that_reads_the_lake_exits_cleanly(lake: Lake, lake_uri: str) -> None:
+    """A threaded Delta scan right before the interpreter exits aborts the process in some runs
+    (SIGABRT, exit 134: `lake.delta.read_delta`); a command that did its work must exit 0. Six
+    short-lived readers: with the threaded scan most of them aborted."""
+    import subprocess
+    import sys
+
+    lake.merge_assets([asset(f"t{i}", comment=f"table {i}") for i in range(20)], run_id="r1")
+    reader = (
+        "import sys\n"
+        "from assetmatch.lake import tables as T\n"
+        "from assetmatch.lake.delta import Lake\n"
+        "rows = Lake(sys.argv[1]).read_arrow(T.ASSETS, columns=['asset_id']).num_rows\n"
+        "assert rows == 20, rows\n"
+    )
+    runs = [
+        subprocess.run([sys.executable, "-c", reader, lake_uri], capture_output=True, text=True, timeout=120)
+        for _ in range(6)
+    ]
+    assert [r.returncode for r in runs] == [0] * 6, [r.stderr[-300:] for r in runs if r.returncode]

@@ -29,7 +29,7 @@ from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import TableNotFoundError
 
 from assetmatch.lake import tables as T
-from assetmatch.lake.delta import Lake
+from assetmatch.lake.delta import Lake, read_delta
 
 EVENT_TS = "event_timestamp"
 CREATED_TS = "created_at"
@@ -398,18 +398,18 @@ class FeatureTables:
         dt = self._table(self.asset_path)
         if dt is None:
             return None
-        stamps = dt.to_pyarrow_table(columns=[EVENT_TS])[EVENT_TS]
+        stamps = read_delta(dt, [EVENT_TS])[EVENT_TS]
         if len(stamps) == 0:
             return None
         return pd.Timestamp(pc.max(stamps).as_py())
 
     def read_assets(self) -> pd.DataFrame:
         dt = self._table(self.asset_path)
-        return ASSET_SCHEMA.empty_table().to_pandas() if dt is None else dt.to_pandas()
+        return ASSET_SCHEMA.empty_table().to_pandas() if dt is None else read_delta(dt).to_pandas()
 
     def read_pairs(self) -> pd.DataFrame:
         dt = self._table(self.pair_path)
-        return PAIR_SCHEMA.empty_table().to_pandas() if dt is None else dt.to_pandas()
+        return PAIR_SCHEMA.empty_table().to_pandas() if dt is None else read_delta(dt).to_pandas()
 
     def version(self, path: str) -> int | None:
         dt = self._table(path)

@@ -43,6 +43,19 @@ _LOCKS: dict[str, threading.RLock] = {}
 _LOCKS_GUARD = threading.Lock()
 
 
+def read_delta(dt: DeltaTable, columns: Sequence[str] | None = None) -> pa.Table:
+    """A Delta table's rows (these `columns`) as one Arrow table, decoded on the calling thread.
+
+    `DeltaTable.to_pyarrow_table` scans on pyarrow's thread pool, whose threads read through
+    deltalake's filesystem handler; a process that exits soon after such a scan aborts in some runs
+    ("terminate called without an active exception", exit 134: delta-io/delta-rs#2184): 7 of 8 runs
+    of a script that only read a table, 1 of 8 of `assetmatch lake show`. A command that did its work
+    must not exit as if it crashed, and the lake's tables are small enough to decode on one thread."""
+    return dt.to_pyarrow_dataset().to_table(
+        columns=None if columns is None else list(columns), use_threads=False
+    )
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -261,9 +274,9 @@ class Lake:
             return empty.select(list(columns)) if columns else empty
         wanted = list(columns) if columns else None
         if not filters:
-            return dt.to_pyarrow_table(columns=wanted)
+            return read_delta(dt, wanted)
         needed = None if wanted is None else list(dict.fromkeys(wanted + [f[0] for f in filters]))
-        data = _apply_filters(dt.to_pyarrow_table(columns=needed), filters)
+        data = _apply_filters(read_delta(dt, needed), filters)
         return data.select(wanted) if wanted else data
 
     def read_assets(
@@ -306,7 +319,9 @@ class Lake:
                 raise ValueError(f"lake table {T.ASSETS!r} does not exist, so it has no version {version}")
             return
         wanted = None if businesses is None else list(businesses)
-        for batch in dt.to_pyarrow_dataset().to_batches(batch_size=batch_rows):
+        for batch in dt.to_pyarrow_dataset().to_batches(
+            batch_size=batch_rows, use_threads=False
+        ):  # read_delta
             if not include_deleted and batch.num_rows:
                 batch = batch.filter(pc.invert(pc.fill_null(batch["deleted"], False)))
             if wanted is not None and batch.num_rows:
@@ -407,7 +422,7 @@ class Lake:
             dt.load_as_version(version)
         except Exception:  # vacuumed or never existed: nothing to show for that version
             return None
-        rows = _apply_filters(dt.to_pyarrow_table(), [("asset_id", "=", asset_id)]).to_pylist()
+        rows = _apply_filters(read_delta(dt), [("asset_id", "=", asset_id)]).to_pylist()
         return rows[0] if rows else None
 
     # ---- writes --------------------------------------------------------------------------
@@ -467,7 +482,7 @@ class Lake:
             candidates = list(latest.values())
             stored: dict[tuple[Any, ...], str] = {}
             if dt is not None:
-                current = dt.to_pyarrow_table(columns=[n for n in schema.names if n != "run_id"]).to_pylist()
+                current = read_delta(dt, [n for n in schema.names if n != "run_id"]).to_pylist()
                 stored = {tuple(r[k] for k in keys): _row_digest(r) for r in current}
             if stored and skip_unchanged:
                 # round-trip through Arrow so both sides compare in the same types (timestamps, nulls)
