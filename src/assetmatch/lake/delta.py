@@ -319,9 +319,8 @@ class Lake:
                 raise ValueError(f"lake table {T.ASSETS!r} does not exist, so it has no version {version}")
             return
         wanted = None if businesses is None else list(businesses)
-        for batch in dt.to_pyarrow_dataset().to_batches(
-            batch_size=batch_rows, use_threads=False
-        ):  # read_delta
+        # decoded on this thread, as `read_delta` reads: a threaded scan can abort the process at exit
+        for batch in dt.to_pyarrow_dataset().to_batches(batch_size=batch_rows, use_threads=False):
             if not include_deleted and batch.num_rows:
                 batch = batch.filter(pc.invert(pc.fill_null(batch["deleted"], False)))
             if wanted is not None and batch.num_rows:
