@@ -99,31 +99,42 @@ def match(
         help="Fine-rank with the business's champion adapter from the MLflow registry, when it has one "
         "(the cascade decides per requirement, as in the API).",
     ),
+    databases: list[str] | None = typer.Option(
+        None,
+        "--database",
+        "-d",
+        help="Answer only with tables of this database (repeat for several): the requester's scope, "
+        "e.g. the database a Text2SQL session is connected to.",
+    ),
 ) -> None:
     """Rank the tables for a requirement and show the selected set."""
     # One requirement is small math: one thread per library, so that a busy machine's other work
     # does not make OpenMP/BLAS wait for cores (an explicit OMP_NUM_THREADS etc. still wins).
     limit_threads_before_load(1)
     from assetmatch.cli.match_cache import LazyChampion, online_features
-    from assetmatch.matching.matcher import Matcher, UnknownBusinessError, describe
+    from assetmatch.matching.matcher import Matcher, UnknownBusinessError, UnknownDatabaseError, describe
     from assetmatch.recall.index import IndexLoadError
 
     cfg = settings()
-    with friendly_errors(UnknownBusinessError, IndexLoadError, FileNotFoundError):
+    scope = databases or None  # typer gives [] when the option is not used
+    with friendly_errors(UnknownBusinessError, UnknownDatabaseError, IndexLoadError, FileNotFoundError):
         ranker, note = _champion_ranker(cfg, business) if fine else (None, "off (--coarse-only)")
         matcher = Matcher.from_settings(cfg, fine_ranker=ranker, online_features=online_features)
         try:
-            result = matcher.match(business, text, k=k)
+            result = matcher.match(business, text, k=k, databases=scope)
+        except UnknownDatabaseError:
+            raise
         except Exception as exc:  # the adapter's model failed to load: the coarse answer, saying why
             if not isinstance(ranker, LazyChampion) or ranker.loaded():
                 raise
             matcher.fine_ranker, note = None, f"unavailable ({type(exc).__name__}: {exc})"
-            result = matcher.match(business, text, k=k)
+            result = matcher.match(business, text, k=k, databases=scope)
     if as_json:
         console.print_json(json.dumps(describe(result), ensure_ascii=False, default=str))
         return
     paths = [p for p in PATHS if any(p in t.path_scores for t in result.ranked)]
-    table = Table(title=f"{business}: {text}")
+    where = f" (databases: {', '.join(sorted(set(scope)))})" if scope else ""
+    table = Table(title=f"{business}{where}: {text}")
     table.add_column("#", justify="right")
     table.add_column("sel")
     table.add_column("table", no_wrap=True)
@@ -219,6 +230,13 @@ def evaluate(
         help="The first-day setting: fit on no labelled requirement of any dataset, only on requirements "
         "synthesized from the library's own metadata (comments, keys, glossary, query-log co-usage).",
     ),
+    scope: str = typer.Option(
+        "none",
+        "--scope",
+        help="none: each requirement is matched in the whole library of its setting; database: inside the "
+        "database(s) of its gold tables, as a request that names its scope (`--database` of `assetmatch "
+        "match`, `databases` of the API) is served.",
+    ),
     workdir: Path | None = typer.Option(
         None,
         "--workdir",
@@ -234,11 +252,14 @@ def evaluate(
     requirement of --split is matched. CSpider has no train split: use `--fit-on <spider folder>`
     (same tables) or let it run untrained (RRF + top-1 selection).
     """
-    from assetmatch.evaluation.harness import EvalOptions, Setting, run_eval
+    from assetmatch.evaluation.harness import EvalOptions, Scope, Setting, run_eval
     from assetmatch.evaluation.report import log_mlflow, plot_recall, print_report, write_json, write_outputs
 
     if setting not in ("union", "business"):
         err_console.print(f"[red]error:[/red] --setting must be union or business, not {setting!r}")
+        raise typer.Exit(2)
+    if scope not in ("none", "database"):
+        err_console.print(f"[red]error:[/red] --scope must be none or database, not {scope!r}")
         raise typer.Exit(2)
     import logging
 
@@ -260,6 +281,7 @@ def evaluate(
             seed=seed,
             workdir=workdir,
             label_free=label_free,
+            scope=cast(Scope, scope),
         )
         run = run_eval(options, cfg, progress=_progress)
     print_report(run, console)

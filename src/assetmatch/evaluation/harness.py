@@ -15,6 +15,10 @@ of the evaluated dataset, or of `fit_on` (another dataset over the same assets, 
 CSpider, which has no train split). A dataset with no train split and no `fit_on` is evaluated with what
 needs no training: RRF fusion and top-1 selection with FK closure — unless synthetic requirements are on.
 
+`scope="database"`: each evaluated requirement names the database(s) of its gold tables as its scope,
+as a Text2SQL service connected to one database would (`Matcher.match(databases=...)`); the fit is
+unchanged. In the union setting that removes the tables of other databases, namesakes included.
+
 `label_free`: the first-day setting. Nothing labelled is fitted on — no requirement of the evaluated
 dataset or of any other (`fit_on` is refused) — only requirements synthesized from the evaluated
 library's metadata (`matching.synthetic`). Otherwise synthetic requirements follow the settings'
@@ -58,6 +62,7 @@ log = logging.getLogger(__name__)
 
 UNION_BUSINESS = "library"
 Setting = Literal["union", "business"]
+Scope = Literal["none", "database"]
 ASSETS_FILE = "assets.jsonl.gz"
 REQUIREMENTS_FILE = "requirements.jsonl.gz"
 
@@ -75,6 +80,10 @@ class EvalOptions:
     seed: int = 0
     workdir: Path | None = None  # keep the temporary lake and indexes here (default: a temp dir, removed)
     label_free: bool = False  # fit only on requirements synthesized from the library's metadata
+    # "database": each requirement is matched inside the database(s) of its gold tables, as a request
+    # that names its scope (`Matcher.match(databases=...)`: the database a Text2SQL session is
+    # connected to) is served; "none": in the whole library the setting gives it
+    scope: Scope = "none"
 
     def __post_init__(self) -> None:
         if self.label_free and (self.fit_on is not None or self.fit_limit is not None):
@@ -269,7 +278,7 @@ def run_eval(options: EvalOptions, base_settings: Settings, progress: ProgressFn
         matcher = Matcher(index, settings, coarse=fit.coarse, selector=fit.selector())
 
         t0 = time.perf_counter()
-        rows, baseline_rows = _match_all(matcher, evaluated, progress)
+        rows, baseline_rows = _match_all(matcher, evaluated, progress, options.scope)
         timings["match_s"] = time.perf_counter() - t0
 
     golds = [set(r.gold_assets) for r in evaluated]
@@ -313,7 +322,7 @@ def _fit_on_requirements(path: Path, setting: Setting, index: IndexSet) -> list[
 
 
 def _match_all(
-    matcher: Matcher, evaluated: Sequence[Requirement], progress: ProgressFn | None
+    matcher: Matcher, evaluated: Sequence[Requirement], progress: ProgressFn | None, scope: Scope = "none"
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     depth = max(M.KS)
     rows: list[dict[str, Any]] = []
@@ -322,8 +331,13 @@ def _match_all(
     if progress is not None:
         iterator = progress(iterator, len(evaluated), "match")
     for req in iterator:
+        databases = (
+            sorted({matcher.index.assets[g].database for g in req.gold_assets if g in matcher.index.assets})
+            if scope == "database"
+            else None
+        )
         start = time.perf_counter()
-        hits = matcher.recall(req.business, req.text)
+        hits = matcher.recall(req.business, req.text, databases=databases)
         recalled = time.perf_counter()
         result = matcher.rank(req.business, req.text, hits, k=depth)
         done = time.perf_counter()

@@ -29,6 +29,7 @@ def report_dict(run: EvalRun, include_requirements: bool = False) -> dict[str, A
         "dataset_path": str(opts.dataset),
         "split": opts.split,
         "setting": opts.setting,
+        "scope": opts.scope,
         "limit": opts.limit,
         "fit_on": str(opts.fit_on) if opts.fit_on else None,
         "n_requirements": run.n_requirements,
@@ -54,7 +55,8 @@ def print_report(run: EvalRun, console: Console) -> None:
     """Recall@k / all-gold@k / MRR for the model and the RRF baseline, set metrics and latency."""
     m, rrf = run.metrics, run.baselines["rrf"]
     title = (
-        f"{run.options.dataset.name} / {run.options.split} / {run.options.setting}: "
+        f"{run.options.dataset.name} / {run.options.split} / {run.options.setting}"
+        f"{' / scope: ' + run.options.scope if run.options.scope != 'none' else ''}: "
         f"{run.n_requirements} requirements, {run.n_assets} tables"
     )
     table = Table(title=title)
@@ -167,6 +169,7 @@ def log_mlflow(run: EvalRun, settings: Settings, artifacts: dict[str, Path]) -> 
                 "dataset": opts.dataset.name,
                 "split": opts.split,
                 "setting": opts.setting,
+                "scope": opts.scope,
                 "limit": opts.limit,
                 "fit_on": opts.fit_on.name if opts.fit_on else "",
                 "fit_limit": opts.fit_limit,

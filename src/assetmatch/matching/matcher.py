@@ -12,7 +12,8 @@ Stages (each timed into `MatchResult.timings_ms`):
 
 Business isolation is enforced twice: the index is asked only for the visible businesses, and any
 hit outside them is dropped before ranking, so a bug in one recall path cannot leak another
-business's table.
+business's table. A request's scope (`databases`: the database a Text2SQL session is connected to)
+is enforced the same way: every path searches inside it, and hits outside it are dropped.
 """
 
 from __future__ import annotations
@@ -59,6 +60,10 @@ GRAPH_SEEDS = 5
 
 class UnknownBusinessError(ValueError):
     """The requirement names a business the configuration does not declare."""
+
+
+class UnknownDatabaseError(ValueError):
+    """The request's scope names a database that holds no table the business may see."""
 
 
 def models_dir(settings: Settings) -> Path:
@@ -188,13 +193,21 @@ class Matcher:
 
     # ---- stages --------------------------------------------------------------------------------
     def recall(
-        self, business: str, text: str, leave_own_out: bool = False, unused_tables: Collection[str] = ()
+        self,
+        business: str,
+        text: str,
+        leave_own_out: bool = False,
+        unused_tables: Collection[str] = (),
+        databases: Collection[str] | None = None,
     ) -> dict[str, list[Hit]]:
         """All recall paths (graph included) for one requirement, restricted to visible businesses.
         `leave_own_out`: the requirement is labelled history being fitted on or judged
         (`IndexSet.recall`): its own past entries do not vote, as for a new request; `unused_tables`:
-        the past requests that used these do not vote either."""
+        the past requests that used these do not vote either; `databases`: the request's scope, the
+        databases its answer must come from (None: every table the business may see).
+        Raises `UnknownDatabaseError` when the scope names a database the business has no table in."""
         businesses = visible_businesses(self.settings, business)
+        scope = None if databases is None else self.check_scope(businesses, databases)
         hits = self.index.recall(
             text,
             businesses,
@@ -202,38 +215,65 @@ class Matcher:
             paths=self.recall_paths,
             leave_own_out=leave_own_out,
             unused_tables=unused_tables,
+            databases=scope,
         )
         if self.use_graph:
             seeds = self._graph_seeds(hits)
             if seeds:
-                hits["graph"] = self.index.expand(seeds, businesses, k=20, unused_tables=unused_tables)
-        return self._isolate(hits, set(businesses))
+                hits["graph"] = self.index.expand(
+                    seeds, businesses, k=20, unused_tables=unused_tables, databases=scope
+                )
+        return self._isolate(hits, set(businesses), scope)
+
+    def check_scope(self, businesses: Sequence[str], databases: Collection[str]) -> set[str]:
+        """The scope as a set, after checking that each database holds a table of `businesses`."""
+        wanted = set(databases)
+        if not wanted:
+            raise UnknownDatabaseError("the scope names no database: leave it out to search every table")
+        unknown = wanted - self.index.databases_of(businesses)
+        if unknown:
+            raise UnknownDatabaseError(
+                f"no table of {', '.join(map(repr, businesses))} lives in database(s) "
+                f"{', '.join(map(repr, sorted(unknown)))}"
+            )
+        return wanted
 
     def _graph_seeds(self, hits: Mapping[str, Sequence[Hit]]) -> dict[str, float]:
         ranked = sorted(collect_candidates(hits).values(), key=lambda c: (-c.rrf, c.asset_id))
         return {c.asset_id: c.rrf for c in ranked[:GRAPH_SEEDS]}
 
-    def _isolate(self, hits: Mapping[str, Sequence[Hit]], businesses: set[str]) -> dict[str, list[Hit]]:
+    def _isolate(
+        self, hits: Mapping[str, Sequence[Hit]], businesses: set[str], databases: set[str] | None = None
+    ) -> dict[str, list[Hit]]:
         assets = self.index.assets
         out: dict[str, list[Hit]] = {}
         for path, path_hits in hits.items():
             kept = [
-                h for h in path_hits if h.asset_id in assets and assets[h.asset_id].business in businesses
+                h
+                for h in path_hits
+                if h.asset_id in assets
+                and assets[h.asset_id].business in businesses
+                and (databases is None or assets[h.asset_id].database in databases)
             ]
             if len(kept) != len(path_hits):
                 log.warning(
-                    "path %s returned %d tables outside %s; dropped",
+                    "path %s returned %d tables outside %s%s; dropped",
                     path,
                     len(path_hits) - len(kept),
                     businesses,
+                    "" if databases is None else f" and databases {sorted(databases)}",
                 )
             out[path] = kept
         return out
 
-    def match(self, business: str, text: str, k: int = 10) -> MatchResult:
-        """Ranked tables (top k, plus any selected table beyond k) and the selected set."""
+    def match(
+        self, business: str, text: str, k: int = 10, databases: Collection[str] | None = None
+    ) -> MatchResult:
+        """Ranked tables (top k, plus any selected table beyond k) and the selected set; with
+        `databases`, only tables of those databases (the analyst's scope, e.g. the database a Text2SQL
+        session is connected to)."""
         start = time.perf_counter()
-        hits = self.recall(business, text)
+        hits = self.recall(business, text, databases=databases)
         recalled = time.perf_counter()
         result = self.rank(business, text, hits, k)
         result.timings_ms = {"recall": (recalled - start) * 1000, **result.timings_ms}

@@ -208,7 +208,7 @@ class _Shard:
             return {}
         index = self.index()
         if index is None:  # exact: a small shard, or a FAISS file that is gone
-            return self._exact(np.arange(self.info.rows), queries, k)
+            return self.exact(np.arange(self.info.rows), queries, k)
         import faiss
 
         if self.info.kind == "ivfpq":
@@ -217,7 +217,7 @@ class _Shard:
             ivf.nprobe = int(self.info.params.get("nprobe", IVF_NPROBE))
             wanted = min(self.info.rows, k * int(self.info.params.get("refine", IVF_REFINE)))
             _, ids = index.search(queries, wanted, params=ivf)
-            return self._exact(np.unique(ids[ids >= 0]), queries, k)
+            return self.exact(np.unique(ids[ids >= 0]), queries, k)
         params = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]  # not in faiss's stubs
         params.efSearch = max(HNSW_EF_SEARCH, k)
         sims_all, ids_all = index.search(queries, k, params=params)
@@ -228,7 +228,7 @@ class _Shard:
                     best[self.start + int(row)] = float(sim)
         return best
 
-    def _exact(self, rows: np.ndarray, queries: np.ndarray, k: int) -> dict[int, float]:
+    def exact(self, rows: np.ndarray, queries: np.ndarray, k: int) -> dict[int, float]:
         """The k best of `rows` (sorted local rows) by their exact cosine, the max over the queries."""
         if not len(rows):
             return {}
@@ -294,15 +294,23 @@ class DenseIndex:
             raise IndexError(row)
         return np.asarray(shard.vectors[local])
 
-    def search(self, queries: np.ndarray, businesses: Sequence[str], k: int) -> list[tuple[int, float]]:
-        """Top-k (row, cosine) over the businesses' shards; several queries score each row by their max."""
+    def search(
+        self, queries: np.ndarray, businesses: Sequence[str], k: int, rows: np.ndarray | None = None
+    ) -> list[tuple[int, float]]:
+        """Top-k (row, cosine) over the businesses' shards; several queries score each row by their max.
+        rows: only these global rows (a request's scope), scored exactly; None: every row."""
         if k <= 0:
             return []
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         best: dict[int, float] = {}
         for business in sorted(set(businesses)):
             if business in self.shards and self.shards[business].rows:
-                best.update(self.shard(business).search(queries, k))
+                shard = self.shard(business)
+                if rows is None:
+                    best.update(shard.search(queries, k))
+                else:  # a scope is a few databases: their exact cosines cost less than a filtered ANN search
+                    inside = rows[(rows >= shard.start) & (rows < shard.start + shard.info.rows)]
+                    best.update(shard.exact(inside - shard.start, queries, k))
         return sorted(best.items(), key=lambda item: (-item[1], item[0]))[:k]
 
 

@@ -278,6 +278,7 @@ class IndexSet:
         self.usage_vectors = usage_vectors
         self.graph = graph
         self._cold_graphs: dict[frozenset[int], JoinGraph] = {}  # see `_graph_without`
+        self._database_rows: dict[str, dict[str, np.ndarray]] = {}  # see `database_rows`
         self.encoder = encoder
         self.paths = tuple(paths)
         self.library_has_cjk = bool(manifest.get("library_has_cjk", False))
@@ -326,6 +327,34 @@ class IndexSet:
     def past_rows_using(self, rows: Collection[int]) -> list[int]:
         """The past requests (rows of `past`) that used any of the tables at asset `rows`."""
         return sorted({i for row in rows for i in self._past_by_row.get(row, ())})
+
+    def database_rows(self, businesses: Collection[str], databases: Collection[str]) -> np.ndarray:
+        """The rows of the tables of `businesses` that live in one of `databases` (sorted): the scope a
+        request may be limited to (`recall(databases=...)`). Each business's tables are grouped by
+        database once, on the first scoped request that reads it."""
+        wanted = set(databases)
+        found = [
+            rows
+            for business in sorted(set(businesses))
+            for database, rows in self._rows_by_database(business).items()
+            if database in wanted
+        ]
+        return np.sort(np.concatenate(found)) if found else np.zeros(0, dtype=np.int64)
+
+    def databases_of(self, businesses: Collection[str]) -> set[str]:
+        """The databases the tables of `businesses` live in."""
+        return {db for business in set(businesses) for db in self._rows_by_database(business)}
+
+    def _rows_by_database(self, business: str) -> dict[str, np.ndarray]:
+        cached = self._database_rows.get(business)
+        if cached is None:
+            start, end = self.ranges.get(business, (0, 0))
+            grouped: dict[str, list[int]] = defaultdict(list)
+            for row in range(start, end):
+                grouped[self.assets[self.asset_ids[row]].database].append(row)
+            cached = {db: np.array(rows, dtype=np.int64) for db, rows in grouped.items()}
+            self._database_rows[business] = cached
+        return cached
 
     def used_tables(self) -> list[str]:
         """The tables some past request used (asset ids, in row order)."""
@@ -619,6 +648,7 @@ class IndexSet:
         paths: Sequence[str] | None = None,
         leave_own_out: bool = False,
         unused_tables: Collection[str] = (),
+        databases: Collection[str] | None = None,
     ) -> dict[str, list[Hit]]:
         """Candidates per recall path (lexical, dense, glossary, usage), only tables of `businesses`.
 
@@ -628,10 +658,16 @@ class IndexSet:
         with the same text and their paraphrases (`past_rows_of_request`) do not vote in the usage path.
         unused_tables: tables taken as never used before: the past requests that used any of them do not
         vote in the usage path (`matching.fit` sees requirements as a new database's would).
+        databases: the request's scope: only tables of these databases are found (every path searches
+        inside them, so a scope's tables are not crowded out by the rest of the library), and only the
+        past requests that used one of them vote. None: the businesses' whole library.
         """
         text = normalize_text(text)
         wanted = [p for p in (paths if paths is not None else self.paths) if p in QUERY_PATHS]
         spans = self._spans(self.ranges, businesses)
+        scope = None if databases is None else self.database_rows(businesses, databases)
+        if scope is not None and not len(scope):
+            spans = []  # nothing in scope: every path finds nothing
         out: dict[str, list[Hit]] = {}
         vectors: tuple[np.ndarray, str] | None = None
         tokens = tokenize(text)
@@ -639,7 +675,7 @@ class IndexSet:
         if any(QUERY_PATHS[p].uses_vectors for p in wanted) and self.dense is not None and text and spans:
             vectors = self.query_vectors(text)
         unused_rows = [self.row_of[a] for a in unused_tables if a in self.row_of]
-        query = Query(text, tokens, weights, businesses, spans, vectors, leave_own_out, unused_rows)
+        query = Query(text, tokens, weights, businesses, spans, vectors, leave_own_out, unused_rows, scope)
         for name in wanted:
             out[name] = QUERY_PATHS[name].search(self, query, k) if text and spans else []
         return out
@@ -657,6 +693,7 @@ class IndexSet:
         businesses: Collection[str],
         k: int = 20,
         unused_tables: Collection[str] = (),
+        databases: Collection[str] | None = None,
     ) -> list[Hit]:
         """The "graph" path: personalized PageRank from the seed tables over FK and co-usage edges.
 
@@ -665,19 +702,27 @@ class IndexSet:
         each table to its strongest seed as the reason. [] if "graph" is turned off.
         unused_tables: tables taken as never used before (as in `recall`): the walk does not follow
         their co-usage edges, only their foreign keys.
+        databases: the request's scope (as in `recall`): the walk stays inside these databases.
         """
         if "graph" not in self.paths:
             return []
         allowed = set(businesses)
+        spans = self._spans(self.ranges, allowed)
+        if databases is None:
+            selected = np.concatenate([np.arange(s, e) for s, e in spans]) if spans else np.zeros(0, int)
+        else:
+            selected = self.database_rows(allowed, databases)
+        inside = set(selected.tolist()) if databases is not None else None
         rows = {
             self.row_of[a]: float(s)
             for a, s in seeds.items()
-            if a in self.row_of and s > 0 and self.business_of(self.row_of[a]) in allowed
+            if a in self.row_of
+            and s > 0
+            and self.business_of(self.row_of[a]) in allowed
+            and (inside is None or self.row_of[a] in inside)
         }
         if not rows:
             return []
-        spans = self._spans(self.ranges, allowed)
-        selected = np.concatenate([np.arange(s, e) for s, e in spans])
         graph = self._graph_without(unused_tables)
         scores = graph.personalized_pagerank(rows, selected)
         hits = []

@@ -296,10 +296,15 @@ class LexicalIndex:
         return sorted(b for b, s in self._shards.items() if s.column is not None)
 
     def search(
-        self, weights: Mapping[str, float], businesses: Iterable[str], k: int
+        self,
+        weights: Mapping[str, float],
+        businesses: Iterable[str],
+        k: int,
+        rows: np.ndarray | None = None,
     ) -> list[tuple[int, float, list[str]]]:
         """Top-k (global row, BM25 score, matched tokens best first) over the businesses' shards, best
         first, ties by row. Scores are library-wide BM25, so comparable across businesses.
+        rows: only these global rows may be found (a request's scope); None: every row of the shards.
 
         The postings of every query token in every chosen shard are gathered into one array and
         scored at once (a per-shard loop of array operations would cost more than the scoring when a
@@ -357,6 +362,12 @@ class LexicalIndex:
         ).astype(np.float32)
         total = np.zeros(offset, dtype=np.float32)
         np.add.at(total, pos, contrib)  # a row's postings in query-token order, as bm25s's per-token sums
+        if rows is not None:  # compact positions of the rows in scope; the others score 0
+            keep = np.zeros(offset, dtype=bool)
+            for compact, start, count in zip(offsets, starts, np.diff([*offsets, offset])):
+                inside = rows[(rows >= start) & (rows < start + count)]
+                keep[inside - start + compact] = True
+            total[~keep] = 0.0
         hits = np.flatnonzero(total > 0)
         scores = total[hits]
         if len(hits) > k:  # the k best, and every row tied with the k-th so ties go by row

@@ -44,6 +44,15 @@ class Query:
     # Fitting the coarse model also sees its requirements as a new database's requests would (no
     # history for the tables they need), or it learns to trust the usage path where it is misleading.
     unused_rows: Collection[int] = ()
+    # The request's scope (`IndexSet.recall(databases=...)`): the sorted rows of the tables it may be
+    # answered with; None for the businesses' whole library.
+    scope: np.ndarray | None = None
+
+    def in_scope(self, rows: np.ndarray) -> np.ndarray:
+        """Which of `rows` the request may be answered with (a boolean mask)."""
+        if self.scope is None:
+            return np.ones(len(rows), dtype=bool)
+        return np.isin(rows, self.scope)
 
 
 @runtime_checkable
@@ -92,7 +101,7 @@ class LexicalPath:
     uses_vectors = False
 
     def search(self, index: IndexSet, query: Query, k: int) -> list[Hit]:
-        found = index.lexical.search(query.weights, query.businesses, k)
+        found = index.lexical.search(query.weights, query.businesses, k, rows=query.scope)
         return [
             Hit(index.asset_ids[row], score, rank, "lexical", matched)
             for rank, (row, score, matched) in enumerate(found, start=1)
@@ -111,7 +120,7 @@ class DensePath:
         if query.vectors is None:
             return []
         queries, gloss = query.vectors
-        found = index.dense.search(queries, list(query.businesses), k)
+        found = index.dense.search(queries, list(query.businesses), k, rows=query.scope)
         reason = [f"similar meaning (via translation: {gloss})"] if gloss else ["similar meaning"]
         return [
             Hit(index.asset_ids[row], sim, rank, "dense", [*reason, f"cosine {sim:.2f}"])
@@ -139,7 +148,8 @@ class GlossaryPath:
                     elif tokens and set(tokens) <= query_tokens:
                         best = max(best, 0.5 + 0.05 * len(tokens))  # all its words, in any order/inflection
                 if best > 0:
-                    for row in entry.rows:
+                    rows = np.asarray(entry.rows, dtype=np.int64)
+                    for row in rows[query.in_scope(rows)].tolist():
                         scores[row] += best
                         reasons[row].append(f"glossary term: {entry.term}")
         ranked = sorted(scores.items(), key=lambda item: (-item[1], item[0]))[:k]
@@ -162,15 +172,21 @@ class UsagePath:
         own = index.past_rows_of_request(query.text) if query.leave_own_out else []
         if query.unused_rows:
             own = sorted({*own, *index.past_rows_using(query.unused_rows)})
+        silent = np.zeros(len(index.past), dtype=bool)  # past requests that do not vote
+        silent[own] = True
+        if query.scope is not None:  # only those that used a table in scope vote
+            silent[:] = True
+            silent[index.past_rows_using(query.scope.tolist())] = False
+            silent[own] = True
         lexical, _ = index.usage_lexical.scores(query.weights)
-        lexical[own] = 0.0  # a fresh array per call
+        lexical[silent] = 0.0  # a fresh array per call
         by_lexical = top_rows(lexical, spans, USAGE_NEIGHBOURS)
         by_dense: list[tuple[int, float]] = []
         vector = None if query.vectors is None else query.vectors[0][0]
         if vector is not None and index.usage_vectors is not None and len(index.usage_vectors):
             sims = index.usage_vectors @ vector
             sims[sims < USAGE_MIN_COSINE] = 0.0  # unrelated texts do not vote
-            sims[own] = 0.0
+            sims[silent] = 0.0
             by_dense = top_rows(sims, spans, USAGE_NEIGHBOURS)
         # neighbours fused by reciprocal rank: BM25 and cosine scores are on different scales
         neighbour: dict[int, float] = defaultdict(float)
@@ -183,7 +199,8 @@ class UsagePath:
         example: dict[int, str] = {}  # row -> the nearest past request that used it (neighbours best first)
         for i, weight in sorted(neighbour.items(), key=lambda item: -item[1]):
             past = index.past[i]
-            for row in past.rows:
+            rows = np.asarray(past.rows, dtype=np.int64)
+            for row in rows[query.in_scope(rows)].tolist():
                 if index.business_of(row) in allowed:
                     scores[row] += weight
                     example.setdefault(row, past.text)

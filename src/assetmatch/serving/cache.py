@@ -12,6 +12,7 @@ import json
 import logging
 import threading
 from collections import OrderedDict
+from collections.abc import Collection
 from typing import Any, Protocol
 
 from assetmatch.serving.metrics import ServingMetrics
@@ -21,10 +22,20 @@ log = logging.getLogger(__name__)
 
 
 def cache_key(
-    business: str, requirement: str, k: int, explain: bool, arm: str, model_version: str, index_version: str
+    business: str,
+    requirement: str,
+    k: int,
+    explain: bool,
+    arm: str,
+    model_version: str,
+    index_version: str,
+    databases: Collection[str] | None = None,
 ) -> str:
-    """Stable key: sha256 over the fields that decide an answer (case and spacing of the text ignored)."""
+    """Stable key: sha256 over the fields that decide an answer (case and spacing of the text ignored;
+    the scope's databases in any order)."""
     parts = [business, normalize_text(requirement).casefold(), k, explain, arm, model_version, index_version]
+    if databases is not None:  # keys of unscoped answers stay as they were
+        parts.append(sorted(set(databases)))
     blob = json.dumps(parts, ensure_ascii=False, separators=(",", ":"))
     return "assetmatch:match:" + hashlib.sha256(blob.encode("utf-8")).hexdigest()
 

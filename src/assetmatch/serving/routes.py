@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from assetmatch.matching.matcher import UnknownDatabaseError
 from assetmatch.matching.types import MatchResult
 from assetmatch.serving.ab import assign_arm
 from assetmatch.serving.auth import AuthError, Principal
@@ -115,6 +116,7 @@ async def match(
                 arm,
                 ref.version if ref else "",
                 state.index_version,
+                body.databases,
             )
             cached = ctx.cache.get(key)
             ctx.metrics.cache_lookup(cached is not None)
@@ -123,19 +125,25 @@ async def match(
                     {**cached, "request_id": request_id, "cached": True, "requirement": body.requirement}
                 )
             else:
-                result = await anyio.to_thread.run_sync(
-                    partial(
-                        run_limited,
-                        limits.math_threads,
-                        run_within,
-                        budget,
-                        state.engines[arm].match,
-                        body.business,
-                        body.requirement,
-                        body.k,
-                    ),
-                    limiter=ctx.match_limiter,
-                )
+                try:
+                    result = await anyio.to_thread.run_sync(
+                        partial(
+                            run_limited,
+                            limits.math_threads,
+                            run_within,
+                            budget,
+                            state.engines[arm].match,
+                            body.business,
+                            body.requirement,
+                            body.k,
+                            body.databases,
+                        ),
+                        limiter=ctx.match_limiter,
+                    )
+                except UnknownDatabaseError as exc:
+                    raise HTTPException(
+                        422, detail=[{"loc": ["body", "databases"], "msg": str(exc), "type": "value_error"}]
+                    ) from None
                 visible = {body.business} | ctx.shared_businesses()
                 tables = _tables(result, visible, body.explain)
                 shown = {t.asset_id for t in tables}

@@ -18,18 +18,24 @@ HARD_MAX_REQUIREMENT = 20_000
 HARD_MAX_K = 1_000
 MAX_ASSET_ID_CHARS = 512
 MAX_USED_ASSETS = 200
+MAX_SCOPE_DATABASES = 100
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def _no_control_characters(value: str) -> str:
     if _CONTROL.search(value):
-        raise ValueError("asset ids may not contain control characters")
+        raise ValueError("names may not contain control characters")
     return value
 
 
 AssetId = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_ASSET_ID_CHARS),
+    AfterValidator(_no_control_characters),
+]
+DatabaseName = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=256),
     AfterValidator(_no_control_characters),
 ]
 
@@ -49,6 +55,14 @@ class MatchRequest(_Body):
     )
     k: int = Field(default=10, ge=1, le=HARD_MAX_K, description="How many ranked tables to return.")
     explain: bool = Field(default=False, description="Add per-path scores and reasons to every table.")
+    databases: list[DatabaseName] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_SCOPE_DATABASES,
+        description="The request's scope: answer only with tables of these databases (e.g. the one a "
+        "Text2SQL session is connected to). Tables of the same name in other databases are then never "
+        "confused with them. Each must hold a table the business may see (else 422). Default: all.",
+    )
     user_id: str | None = Field(
         default=None,
         max_length=256,

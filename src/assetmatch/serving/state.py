@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -23,7 +23,9 @@ from assetmatch.serving.schemas import Arm
 class MatchEngine(Protocol):
     """What serving needs from `assetmatch.matching.matcher.Matcher`."""
 
-    def match(self, business: str, text: str, k: int = 10) -> MatchResult: ...
+    def match(
+        self, business: str, text: str, k: int = 10, databases: Collection[str] | None = None
+    ) -> MatchResult: ...
 
 
 @dataclass(frozen=True)

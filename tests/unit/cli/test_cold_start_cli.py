@@ -83,3 +83,21 @@ def test_first_day_cli_fits_on_synthetic_requirements_and_says_so(tmp_path: Path
     )
     assert shown.exit_code == 0, shown.output
     assert "requirements synthesized from the library's metadata" in shown.output
+
+    # the requester's scope: a question whose words fit a school table best, asked inside the store
+    # database, is answered with store's tables only
+    question = "full name and age of each student"
+    unscoped = runner.invoke(app, ["-c", str(config), "match", "-b", "shop", question, "--json"])
+    assert json.loads(unscoped.output)["ranked"][0]["asset_id"] == "shop.school.student"
+    scoped = runner.invoke(app, ["-c", str(config), "match", "-b", "shop", question, "-d", "store", "--json"])
+    assert scoped.exit_code == 0, scoped.output
+    answer_ids = [t["asset_id"] for t in json.loads(scoped.output)["ranked"]]
+    assert answer_ids and answer_ids[0] == "shop.store.customer", scoped.output
+    assert all(a.startswith("shop.store.") for a in answer_ids), answer_ids
+    titled = runner.invoke(
+        app, ["-c", str(config), "match", "-b", "shop", "exam scores", "--database", "school"]
+    )
+    assert titled.exit_code == 0 and "(databases: school)" in titled.output, titled.output
+    unknown = runner.invoke(app, ["-c", str(config), "match", "-b", "shop", "exam scores", "-d", "nowhere"])
+    assert unknown.exit_code == 2 and "'nowhere'" in unknown.output, unknown.output
+    assert "Traceback" not in unknown.output

@@ -149,3 +149,43 @@ def test_feedback_needs_a_known_request_of_a_covered_business(client: Any) -> No
     assert unknown.status_code == 404
     bad = client.post("/v1/feedback", json={"request_id": "short", "used_assets": []}, headers=GA)
     assert bad.status_code == 422
+
+
+def test_a_scope_answers_with_its_databases_tables_only(client: Any, deployment: Any) -> None:
+    """ga sees its own database (ga_dw) and the shared library's (common_dw); a scope keeps one."""
+    from assetmatch.recall.index import IndexSet
+
+    index = IndexSet.load_latest(deployment.recall.index_root)
+    database = {asset_id: asset.database for asset_id, asset in index.assets.items()}
+    text = "daily revenue of user per channel, scoped"
+    whole = match(client, requirement=text, k=20).json()
+    assert {database[t["asset_id"]] for t in whole["tables"]} == {"ga_dw", "common_dw"}
+    for scope in (["ga_dw"], ["common_dw"], [" common_dw", "ga_dw"]):
+        response = match(client, requirement=text, k=20, databases=scope)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert not body["cached"]  # an unscoped answer (or another scope's) is never served for it
+        tables = {t["asset_id"] for t in body["tables"]} | set(body["selected"])
+        assert tables and {database[a] for a in tables} == {s.strip() for s in scope}, scope
+    again = match(client, requirement=text, k=20, databases=["ga_dw", "common_dw"]).json()
+    assert again["cached"]  # the same scope in another order is the same question
+
+
+@pytest.mark.parametrize(
+    ("databases", "message"),
+    [
+        (["gb_dw"], "gb_dw"),  # gb's database: ga may not see it
+        (["nowhere"], "nowhere"),
+        ([], "at least 1"),
+        (["x\x00y"], "control characters"),
+    ],
+)
+def test_a_scope_naming_no_visible_table_is_a_clear_422(
+    client: Any, databases: list[str], message: str
+) -> None:
+    response = match(client, databases=databases)
+    assert response.status_code == 422, response.text
+    detail = response.json()["detail"]
+    assert any("databases" in [str(p) for p in err["loc"]] and message in err["msg"] for err in detail), (
+        detail
+    )

@@ -26,8 +26,8 @@ class CascadeEngine:
         self.inner = inner
         self.fine_ranker = None
 
-    def match(self, business: str, text: str, k: int = 10) -> MatchResult:
-        result: MatchResult = self.inner.match(business, text, k)
+    def match(self, business: str, text: str, k: int = 10, databases: Any = None) -> MatchResult:
+        result: MatchResult = self.inner.match(business, text, k, databases)
         if business == "ga":
             result.fine_depth, result.model_version = 3, "7"
         else:
