@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -108,10 +108,17 @@ class CoarseCandidates:
     for the same requirement several times."""
 
     def __init__(
-        self, matcher: Matcher, oof: Mapping[str, tuple[Sequence[str], Sequence[float]]] | None = None
+        self,
+        matcher: Matcher,
+        oof: Mapping[str, tuple[Sequence[str], Sequence[float]]] | None = None,
+        scope: Callable[[str, str], Collection[str] | None] | None = None,
     ) -> None:
+        """oof: the fit's out-of-fold lists; scope: (business, text) -> the databases the request is
+        asked in (`Matcher.match(databases=...)`), None for the whole library. A scoped request is
+        always ranked live: the out-of-fold lists were ranked without a scope."""
         self.matcher = matcher
         self.oof = dict(oof or {})
+        self.scope = scope
         self.assets: Mapping[str, TableAsset] = matcher.index.assets
         self._cache: dict[tuple[str, int], CoarseAnswer] = {}
         self.oof_hits = 0
@@ -135,8 +142,10 @@ class CoarseCandidates:
         cached = self._cache.get((key, k))
         if cached is not None:
             return cached
-        hits = self.matcher.recall(business, text, leave_own_out=True)  # labelled history
-        folded = self.oof.get(key)
+        databases = self.scope(business, text) if self.scope is not None else None
+        # labelled history: its own entries do not vote
+        hits = self.matcher.recall(business, text, leave_own_out=True, databases=databases)
+        folded = self.oof.get(key) if databases is None else None
         if folded is not None:
             self.oof_hits += 1
             ids, scores = list(folded[0]), [float(s) for s in folded[1]]

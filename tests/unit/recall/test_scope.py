@@ -183,3 +183,19 @@ def test_a_scope_without_tables_of_the_business_is_a_clear_error(
     built, settings = index
     with pytest.raises(UnknownDatabaseError, match=message):
         Matcher(built, settings).match("shop", "invoices", databases=databases)
+
+
+def test_coarse_candidates_answer_a_scoped_request_live(index: tuple[IndexSet, Settings]) -> None:
+    """Training and judging read `CoarseCandidates`: with a scope, its lists keep to the scope, and an
+    out-of-fold list (ranked without one) is not used for the request."""
+    from assetmatch.matching.matcher import oof_key
+    from assetmatch.ranking.candidates import CoarseCandidates
+
+    built, settings = index
+    folded = {oof_key("shop", TEXT): (["shop.billing.invoices", "shop.sales.invoices"], [0.9, 0.1])}
+    unscoped = CoarseCandidates(Matcher(built, settings), folded)
+    assert unscoped.coarse("shop", TEXT, 10).ids == ["shop.billing.invoices", "shop.sales.invoices"]
+    scoped = CoarseCandidates(Matcher(built, settings), folded, scope=lambda business, text: {"sales"})
+    answer = scoped.coarse("shop", TEXT, 10)
+    assert answer.ids and all(built.assets[a].database == "sales" for a in answer.ids + answer.selected)
+    assert scoped.oof_hits == 0
