@@ -12,7 +12,8 @@ from assetmatch.models import TableAsset
 
 class ListIndex:
     """Answers `recall` with every table of `assets` (best first, in list order), whatever the
-    businesses asked: a path that ignored them would look like this, so a Matcher must isolate."""
+    businesses and databases asked: a path that ignored them would look like this, so a Matcher must
+    isolate."""
 
     def __init__(self, assets: Sequence[TableAsset], version: str = "test") -> None:
         self.assets = {a.asset_id: a for a in assets}
@@ -32,6 +33,7 @@ class ListIndex:
         paths: Sequence[str] | None = None,
         leave_own_out: bool = False,
         unused_tables: Collection[str] = (),
+        databases: Collection[str] | None = None,
     ) -> dict[str, list[Hit]]:
         self.asked.append(list(businesses))
         self.left_own_out.append(leave_own_out)
@@ -47,8 +49,12 @@ class ListIndex:
         businesses: Collection[str],
         k: int = 20,
         unused_tables: Collection[str] = (),
+        databases: Collection[str] | None = None,
     ) -> list[Hit]:
         return []
+
+    def databases_of(self, businesses: Collection[str]) -> set[str]:
+        return {a.database for a in self.assets.values() if a.business in businesses}
 
     def neighbors(self, asset_id: str) -> set[str]:
         return set()

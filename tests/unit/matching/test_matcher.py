@@ -10,7 +10,12 @@ from index_fakes import ListIndex
 
 from assetmatch.config import BusinessConfig, Settings
 from assetmatch.matching.fine import Cascade, FineCalibration, Fusion
-from assetmatch.matching.matcher import Matcher, UnknownBusinessError, visible_businesses
+from assetmatch.matching.matcher import (
+    Matcher,
+    UnknownBusinessError,
+    UnknownDatabaseError,
+    visible_businesses,
+)
 from assetmatch.matching.selection import SelectionParams, SetSelector
 from assetmatch.matching.types import Hit
 from assetmatch.models import Column, TableAsset
@@ -44,6 +49,7 @@ class LeakyIndex(ListIndex):
         businesses: Collection[str],
         k: int = 20,
         unused_tables: Collection[str] = (),
+        databases: Collection[str] | None = None,
     ) -> list[Hit]:
         return [Hit(a, 1.0, i + 1, "graph") for i, a in enumerate(seeds)]
 
@@ -85,6 +91,19 @@ def test_match_never_returns_another_business(shared: bool) -> None:
     top = result.ranked[0]
     assert top.asset_id == "game_a.game_a.payments" and top.selected
     assert any(r.startswith("lexical #1 (payments)") for r in top.reasons)
+
+
+def test_a_scope_holds_even_when_the_index_ignores_it() -> None:
+    """The scope is isolated like the business: a path that ignored it loses its hits outside it."""
+    index = LeakyIndex()
+    matcher = Matcher(index, settings(True), selector=SetSelector(SelectionParams(min_score=0.0)))  # type: ignore[arg-type]
+    whole = matcher.match("game_a", "payments by country", k=10)
+    assert {t.business for t in whole.ranked} == {"game_a", "common"}
+    scoped = matcher.match("game_a", "payments by country", k=10, databases=["common"])
+    assert [t.asset_id for t in scoped.ranked] == ["common.common.calendar"]
+    assert scoped.selected == ["common.common.calendar"]
+    with pytest.raises(UnknownDatabaseError, match="'game_b'"):  # not visible to game_a
+        matcher.match("game_a", "payments by country", databases=["game_b"])
 
 
 class ReverseFine:
