@@ -22,6 +22,8 @@ from typing import Any, TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as pa_ds
+import pyarrow.fs as pa_fs
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_random_exponential
@@ -43,17 +45,27 @@ _LOCKS: dict[str, threading.RLock] = {}
 _LOCKS_GUARD = threading.Lock()
 
 
-def read_delta(dt: DeltaTable, columns: Sequence[str] | None = None) -> pa.Table:
-    """A Delta table's rows (these `columns`) as one Arrow table, decoded on the calling thread.
+def delta_dataset(dt: DeltaTable) -> tuple[pa_ds.Dataset, bool]:
+    """A Delta table's current files as a pyarrow dataset, and whether it may be scanned on pyarrow's
+    thread pool.
 
-    `DeltaTable.to_pyarrow_table` scans on pyarrow's thread pool, whose threads read through
-    deltalake's filesystem handler; a process that exits soon after such a scan aborts in some runs
-    ("terminate called without an active exception", exit 134: delta-io/delta-rs#2184): 7 of 8 runs
-    of a script that only read a table, 1 of 8 of `assetmatch lake show`. A command that did its work
-    must not exit as if it crashed, and the lake's tables are small enough to decode on one thread."""
-    return dt.to_pyarrow_dataset().to_table(
-        columns=None if columns is None else list(columns), use_threads=False
-    )
+    deltalake reads through its own Python filesystem handler by default, which pyarrow calls from
+    its I/O threads; a process that exits while one of them is still busy aborts ("terminate called
+    without an active exception", exit 134: delta-io/delta-rs#2184) — 7 of 20 runs of a script that
+    only read one small table, even decoded on the calling thread. A local table is read through
+    pyarrow's own filesystem instead, which never calls back into Python (0 of 20, scanned threaded).
+    A remote one keeps the handler (it carries `lake.storage_options`) and is decoded on the calling
+    thread, which makes the abort rarer, not impossible."""
+    if dt.table_uri.startswith("file://"):
+        raw, root = pa_fs.FileSystem.from_uri(dt.table_uri)
+        return dt.to_pyarrow_dataset(filesystem=pa_fs.SubTreeFileSystem(root, raw)), True
+    return dt.to_pyarrow_dataset(), False
+
+
+def read_delta(dt: DeltaTable, columns: Sequence[str] | None = None) -> pa.Table:
+    """A Delta table's rows (these `columns`) as one Arrow table (`delta_dataset`)."""
+    dataset, threaded = delta_dataset(dt)
+    return dataset.to_table(columns=None if columns is None else list(columns), use_threads=threaded)
 
 
 def utcnow() -> datetime:
@@ -319,8 +331,8 @@ class Lake:
                 raise ValueError(f"lake table {T.ASSETS!r} does not exist, so it has no version {version}")
             return
         wanted = None if businesses is None else list(businesses)
-        # decoded on this thread, as `read_delta` reads: a threaded scan can abort the process at exit
-        for batch in dt.to_pyarrow_dataset().to_batches(batch_size=batch_rows, use_threads=False):
+        dataset, threaded = delta_dataset(dt)  # see there: how a scan can abort the process at exit
+        for batch in dataset.to_batches(batch_size=batch_rows, use_threads=threaded):
             if not include_deleted and batch.num_rows:
                 batch = batch.filter(pc.invert(pc.fill_null(batch["deleted"], False)))
             if wanted is not None and batch.num_rows:
