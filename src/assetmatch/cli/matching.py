@@ -103,6 +103,7 @@ def match(
         None,
         "--database",
         "-d",
+        metavar="DATABASE",
         help="Answer only with tables of this database (repeat for several): the requester's scope, "
         "e.g. the database a Text2SQL session is connected to.",
     ),
@@ -233,6 +234,7 @@ def evaluate(
     scope: str = typer.Option(
         "none",
         "--scope",
+        metavar="none|database",
         help="none: each requirement is matched in the whole library of its setting; database: inside the "
         "database(s) of its gold tables, as a request that names its scope (`--database` of `assetmatch "
         "match`, `databases` of the API) is served.",
