@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from assetmatch.config import LakeConfig, RecallConfig, Settings
-from assetmatch.evaluation.harness import fit_matching, read_benchmark
+from assetmatch.evaluation.harness import fit_matching, gold_databases, read_benchmark
 from assetmatch.lake import tables as T
 from assetmatch.lake.delta import Lake
 from assetmatch.matching.fine import FineCalibration
@@ -338,7 +338,7 @@ def run_union(args: argparse.Namespace, root: Path, results: dict[str, Any], tab
         print("\n".join(table[-len(reports) :]), flush=True)
         if args.scope == "database":  # the same requirements, each asked inside its gold database
             scoped = CoarseCandidates(
-                candidates.matcher, candidates.oof, scope=gold_databases(reqs, candidates.assets)
+                candidates.matcher, candidates.oof, scope=scope_of(reqs, candidates.assets)
             )
             reports = evaluate(split, evaluated, scoped, ranker, "library", calibration, config.candidate_k)
             results[f"union_{split}_scoped"] = {k: {**r.means(), **r.extra} for k, r in reports.items()}
@@ -350,12 +350,11 @@ def run_union(args: argparse.Namespace, root: Path, results: dict[str, Any], tab
             print("\n".join(table[-len(reports) :]), flush=True)
 
 
-def gold_databases(
+def scope_of(
     requirements: Sequence[Requirement], assets: Mapping[str, TableAsset]
-) -> Callable[[str, str], set[str]]:
-    """(business, text) -> the databases of the requirement's gold tables: the scope a Text2SQL
-    session connected to that database would send (`Matcher.match(databases=...)`)."""
-    scopes = {oof_key(r.business, r.text): {assets[a].database for a in r.gold_assets} for r in requirements}
+) -> Callable[[str, str], list[str]]:
+    """(business, text) -> the databases of that requirement's gold tables (`gold_databases`)."""
+    scopes = {oof_key(r.business, r.text): gold_databases(r, assets) for r in requirements}
     return lambda business, text: scopes[oof_key(business, text)]
 
 

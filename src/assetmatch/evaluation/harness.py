@@ -31,7 +31,7 @@ import logging
 import random
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -321,6 +321,12 @@ def _fit_on_requirements(path: Path, setting: Setting, index: IndexSet) -> list[
     return requirements
 
 
+def gold_databases(requirement: Requirement, assets: Mapping[str, TableAsset]) -> list[str]:
+    """The databases of a requirement's gold tables: the scope a Text2SQL session connected to them
+    would send (`Matcher.match(databases=...)`)."""
+    return sorted({assets[a].database for a in requirement.gold_assets if a in assets})
+
+
 def _match_all(
     matcher: Matcher, evaluated: Sequence[Requirement], progress: ProgressFn | None, scope: Scope = "none"
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -331,11 +337,7 @@ def _match_all(
     if progress is not None:
         iterator = progress(iterator, len(evaluated), "match")
     for req in iterator:
-        databases = (
-            sorted({matcher.index.assets[g].database for g in req.gold_assets if g in matcher.index.assets})
-            if scope == "database"
-            else None
-        )
+        databases = gold_databases(req, matcher.index.assets) if scope == "database" else None
         start = time.perf_counter()
         hits = matcher.recall(req.business, req.text, databases=databases)
         recalled = time.perf_counter()

@@ -230,7 +230,7 @@ class Matcher:
         wanted = set(databases)
         if not wanted:
             raise UnknownDatabaseError("the scope names no database: leave it out to search every table")
-        unknown = wanted - self.index.databases_of(businesses)
+        unknown = {database for database in wanted if not self.index.holds_database(businesses, database)}
         if unknown:
             raise UnknownDatabaseError(
                 f"no table of {', '.join(map(repr, businesses))} lives in database(s) "

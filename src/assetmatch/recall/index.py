@@ -341,9 +341,9 @@ class IndexSet:
         ]
         return np.sort(np.concatenate(found)) if found else np.zeros(0, dtype=np.int64)
 
-    def databases_of(self, businesses: Collection[str]) -> set[str]:
-        """The databases the tables of `businesses` live in."""
-        return {db for business in set(businesses) for db in self._rows_by_database(business)}
+    def holds_database(self, businesses: Collection[str], database: str) -> bool:
+        """Whether a table of `businesses` lives in `database`."""
+        return any(database in self._rows_by_database(business) for business in set(businesses))
 
     def _rows_by_database(self, business: str) -> dict[str, np.ndarray]:
         cached = self._database_rows.get(business)
@@ -710,16 +710,12 @@ class IndexSet:
         spans = self._spans(self.ranges, allowed)
         if databases is None:
             selected = np.concatenate([np.arange(s, e) for s, e in spans]) if spans else np.zeros(0, int)
-        else:
+        else:  # the walk stays inside the scope: seeds outside it do not start it
             selected = self.database_rows(allowed, databases)
-        inside = set(selected.tolist()) if databases is not None else None
         rows = {
             self.row_of[a]: float(s)
             for a, s in seeds.items()
-            if a in self.row_of
-            and s > 0
-            and self.business_of(self.row_of[a]) in allowed
-            and (inside is None or self.row_of[a] in inside)
+            if a in self.row_of and s > 0 and self.business_of(self.row_of[a]) in allowed
         }
         if not rows:
             return []

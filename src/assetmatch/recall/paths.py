@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
@@ -48,11 +49,16 @@ class Query:
     # answered with; None for the businesses' whole library.
     scope: np.ndarray | None = None
 
-    def in_scope(self, rows: np.ndarray) -> np.ndarray:
-        """Which of `rows` the request may be answered with (a boolean mask)."""
+    @cached_property
+    def _scope_rows(self) -> frozenset[int]:
+        return frozenset() if self.scope is None else frozenset(self.scope.tolist())
+
+    def within(self, rows: Sequence[int]) -> Sequence[int]:
+        """`rows` without those outside the request's scope (`rows` itself when it has none)."""
         if self.scope is None:
-            return np.ones(len(rows), dtype=bool)
-        return np.isin(rows, self.scope)
+            return rows
+        inside = self._scope_rows
+        return [row for row in rows if row in inside]
 
 
 @runtime_checkable
@@ -148,8 +154,7 @@ class GlossaryPath:
                     elif tokens and set(tokens) <= query_tokens:
                         best = max(best, 0.5 + 0.05 * len(tokens))  # all its words, in any order/inflection
                 if best > 0:
-                    rows = np.asarray(entry.rows, dtype=np.int64)
-                    for row in rows[query.in_scope(rows)].tolist():
+                    for row in query.within(entry.rows):
                         scores[row] += best
                         reasons[row].append(f"glossary term: {entry.term}")
         ranked = sorted(scores.items(), key=lambda item: (-item[1], item[0]))[:k]
@@ -172,10 +177,9 @@ class UsagePath:
         own = index.past_rows_of_request(query.text) if query.leave_own_out else []
         if query.unused_rows:
             own = sorted({*own, *index.past_rows_using(query.unused_rows)})
-        silent = np.zeros(len(index.past), dtype=bool)  # past requests that do not vote
-        silent[own] = True
+        silent: list[int] | np.ndarray = own  # the past requests that do not vote
         if query.scope is not None:  # only those that used a table in scope vote
-            silent[:] = True
+            silent = np.ones(len(index.past), dtype=bool)
             silent[index.past_rows_using(query.scope.tolist())] = False
             silent[own] = True
         lexical, _ = index.usage_lexical.scores(query.weights)
@@ -199,8 +203,7 @@ class UsagePath:
         example: dict[int, str] = {}  # row -> the nearest past request that used it (neighbours best first)
         for i, weight in sorted(neighbour.items(), key=lambda item: -item[1]):
             past = index.past[i]
-            rows = np.asarray(past.rows, dtype=np.int64)
-            for row in rows[query.in_scope(rows)].tolist():
+            for row in query.within(past.rows):
                 if index.business_of(row) in allowed:
                     scores[row] += weight
                     example.setdefault(row, past.text)

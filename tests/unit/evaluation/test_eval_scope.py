@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from assetmatch.config import Settings
-from assetmatch.evaluation.harness import EvalOptions, run_eval
+from assetmatch.evaluation.harness import EvalOptions, Scope, run_eval
 from assetmatch.evaluation.report import report_dict
 
 
@@ -45,8 +45,8 @@ def test_scope_database_answers_inside_the_gold_database(tmp_path: Path) -> None
             f.write("\n".join(json.dumps(r) for r in rows) + "\n")
     settings = Settings.model_validate({"recall": {"paths": ["lexical", "graph"]}})
 
-    def run(scope: str) -> Any:
-        options = EvalOptions(dataset=dataset, split="dev", setting="union", label_free=True, scope=scope)  # type: ignore[arg-type]
+    def run(scope: Scope) -> Any:
+        options = EvalOptions(dataset=dataset, split="dev", setting="union", label_free=True, scope=scope)
         return run_eval(options, settings)
 
     whole, scoped = run("none"), run("database")

@@ -53,8 +53,8 @@ class ListIndex:
     ) -> list[Hit]:
         return []
 
-    def databases_of(self, businesses: Collection[str]) -> set[str]:
-        return {a.database for a in self.assets.values() if a.business in businesses}
+    def holds_database(self, businesses: Collection[str], database: str) -> bool:
+        return any(a.business in businesses and a.database == database for a in self.assets.values())
 
     def neighbors(self, asset_id: str) -> set[str]:
         return set()
