@@ -40,18 +40,18 @@ import random
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from assetmatch.config import LakeConfig, RecallConfig, Settings
-from assetmatch.evaluation.harness import fit_matching, gold_databases, read_benchmark
+from assetmatch.evaluation.harness import asked_in, fit_matching, gold_databases, read_benchmark
 from assetmatch.lake import tables as T
 from assetmatch.lake.delta import Lake
 from assetmatch.matching.fine import FineCalibration
-from assetmatch.matching.matcher import Matcher, oof_key
-from assetmatch.models import Requirement, TableAsset
+from assetmatch.matching.matcher import Matcher
+from assetmatch.models import Requirement, TableAsset, scope_of
 from assetmatch.ranking.candidates import CoarseCandidates
 from assetmatch.ranking.config import RankerConfig
 from assetmatch.ranking.finerank import LoraFineRanker, read_calibration
@@ -161,7 +161,12 @@ def fit_summary(result: TrainResult, started: float) -> dict[str, Any]:
 
 def labelled(r: Requirement) -> LabelledRequirement:
     return LabelledRequirement(
-        r.id, r.business, r.text, tuple(r.gold_assets), query=same_query_key(r.sql, r.gold_assets)
+        r.id,
+        r.business,
+        r.text,
+        tuple(r.gold_assets),
+        query=same_query_key(r.sql, r.gold_assets),
+        databases=scope_of(r.databases),
     )
 
 
@@ -283,6 +288,8 @@ def config_from(args: argparse.Namespace) -> RankerConfig:
 def run_union(args: argparse.Namespace, root: Path, results: dict[str, Any], table: list[str]) -> None:
     assets, reqs = union_library(args.data)
     train = sample([r for r in reqs if r.split == "train"], args.fit_limit, 0)
+    if args.train_scope == "database":  # asked, fitted on, trained on and judged in its gold database
+        train = asked_in(train, "database", {a.asset_id: a for a in assets})
     history = [r for r in reqs if r.split == "train"] if args.history == "train" else []
     candidates, info = build_production_path(assets, train, root / "union", args.seed, history)
     print(f"union: coarse path built {info}", flush=True)
@@ -337,10 +344,11 @@ def run_union(args: argparse.Namespace, root: Path, results: dict[str, Any], tab
         ]
         print("\n".join(table[-len(reports) :]), flush=True)
         if args.scope == "database":  # the same requirements, each asked inside its gold database
-            scoped = CoarseCandidates(
-                candidates.matcher, candidates.oof, scope=scope_of(reqs, candidates.assets)
-            )
-            reports = evaluate(split, evaluated, scoped, ranker, "library", calibration, config.candidate_k)
+            scoped = [
+                dataclasses.replace(r, databases=tuple(gold_databases(r.gold, candidates.assets)))
+                for r in evaluated
+            ]
+            reports = evaluate(split, scoped, candidates, ranker, "library", calibration, config.candidate_k)
             results[f"union_{split}_scoped"] = {k: {**r.means(), **r.extra} for k, r in reports.items()}
             results[f"union_{split}_scoped_per_requirement"] = {k: r.to_dict() for k, r in reports.items()}
             table += [
@@ -348,14 +356,6 @@ def run_union(args: argparse.Namespace, root: Path, results: dict[str, Any], tab
                 for r in reports.values()
             ]
             print("\n".join(table[-len(reports) :]), flush=True)
-
-
-def scope_of(
-    requirements: Sequence[Requirement], assets: Mapping[str, TableAsset]
-) -> Callable[[str, str], list[str]]:
-    """(business, text) -> the databases of that requirement's gold tables (`gold_databases`)."""
-    scopes = {oof_key(r.business, r.text): gold_databases(r, assets) for r in requirements}
-    return lambda business, text: scopes[oof_key(business, text)]
 
 
 def starting_from(args: argparse.Namespace, config: RankerConfig) -> Path | None:
@@ -632,6 +632,15 @@ def main() -> None:
         help="union: database also answers each test / dev requirement inside its gold tables' database, as "
         "a request that names its scope is served (`databases` of the API), with the same coarse model "
         "and adapter, and prints those rows below the unscoped ones",
+    )
+    parser.add_argument(
+        "--train-scope",
+        choices=["none", "database"],
+        default="none",
+        help="union: database asks each train requirement inside its gold tables' database "
+        "(`Requirement.databases`), so the coarse model is fitted, the adapter trained and its calibration "
+        "and the gate's lists judged on scoped lists: a deployment whose requests all name their scope "
+        "(read its rows with --scope database)",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")

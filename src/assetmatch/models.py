@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -165,6 +166,18 @@ class Requirement(BaseModel):
     )
     sql: str | None = None
     source: str = ""
+    databases: list[Annotated[str, Field(min_length=1)]] | None = Field(
+        default=None,
+        min_length=1,
+        description="The databases the request was asked in (its scope, as `databases` on /v1/match); "
+        "None: the whole library. Fitting, training and the gate ask it there again.",
+    )
+
+
+def scope_of(databases: Iterable[str] | None) -> tuple[str, ...] | None:
+    """A scope as one value: its databases sorted and unique (a scope is a set); None for none (an
+    empty list read back from the lake included: a stored scope is never empty)."""
+    return tuple(sorted(set(databases or ()))) or None
 
 
 class GlossaryTerm(BaseModel):

@@ -15,9 +15,12 @@ of the evaluated dataset, or of `fit_on` (another dataset over the same assets, 
 CSpider, which has no train split). A dataset with no train split and no `fit_on` is evaluated with what
 needs no training: RRF fusion and top-1 selection with FK closure — unless synthetic requirements are on.
 
-`scope="database"`: each evaluated requirement names the database(s) of its gold tables as its scope,
-as a Text2SQL service connected to one database would (`Matcher.match(databases=...)`); the fit is
-unchanged. In the union setting that removes the tables of other databases, namesakes included.
+`scope="database"`: each requirement names the database(s) of its gold tables as its scope, as a
+Text2SQL service connected to one database would (`Matcher.match(databases=...)`): the evaluated ones
+are answered there, and the `train` ones the coarse model is fitted on are asked there too
+(`Requirement.databases`), as a deployment whose requests carry their scope records and refits them.
+In the union setting that removes the tables of other databases, namesakes included. `scope="none"`:
+every requirement is asked in the whole library.
 
 `label_free`: the first-day setting. Nothing labelled is fitted on — no requirement of the evaluated
 dataset or of any other (`fit_on` is refused) — only requirements synthesized from the evaluated
@@ -31,7 +34,7 @@ import logging
 import random
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -266,6 +269,7 @@ def run_eval(options: EvalOptions, base_settings: Settings, progress: ProgressFn
             index, settings, snapshot.glossary, snapshot.query_log, seed=options.seed
         )
         timings["synthesize_s"] = time.perf_counter() - t0
+        train = asked_in(train, options.scope, index.assets)
         t0 = time.perf_counter()
         fit = fit_matching(index, settings, train, options.seed, progress, synthetic=synthetic)
         timings["fit_s"] = time.perf_counter() - t0
@@ -278,7 +282,7 @@ def run_eval(options: EvalOptions, base_settings: Settings, progress: ProgressFn
         matcher = Matcher(index, settings, coarse=fit.coarse, selector=fit.selector())
 
         t0 = time.perf_counter()
-        rows, baseline_rows = _match_all(matcher, evaluated, progress, options.scope)
+        rows, baseline_rows = _match_all(matcher, asked_in(evaluated, options.scope, index.assets), progress)
         timings["match_s"] = time.perf_counter() - t0
 
     golds = [set(r.gold_assets) for r in evaluated]
@@ -321,14 +325,29 @@ def _fit_on_requirements(path: Path, setting: Setting, index: IndexSet) -> list[
     return requirements
 
 
-def gold_databases(requirement: Requirement, assets: Mapping[str, TableAsset]) -> list[str]:
+def gold_databases(gold: Iterable[str], assets: Mapping[str, TableAsset]) -> list[str]:
     """The databases of a requirement's gold tables: the scope a Text2SQL session connected to them
     would send (`Matcher.match(databases=...)`)."""
-    return sorted({assets[a].database for a in requirement.gold_assets if a in assets})
+    return sorted({assets[a].database for a in gold if a in assets})
+
+
+def asked_in(
+    requirements: Sequence[Requirement], scope: Scope, assets: Mapping[str, TableAsset]
+) -> list[Requirement]:
+    """The requirements with the scope `scope` gives them (`Requirement.databases`): each one's gold
+    databases (`database`), or none (`none`: the whole library)."""
+    return [
+        r.model_copy(
+            update={
+                "databases": (gold_databases(r.gold_assets, assets) or None) if scope == "database" else None
+            }
+        )
+        for r in requirements
+    ]
 
 
 def _match_all(
-    matcher: Matcher, evaluated: Sequence[Requirement], progress: ProgressFn | None, scope: Scope = "none"
+    matcher: Matcher, evaluated: Sequence[Requirement], progress: ProgressFn | None
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     depth = max(M.KS)
     rows: list[dict[str, Any]] = []
@@ -337,9 +356,8 @@ def _match_all(
     if progress is not None:
         iterator = progress(iterator, len(evaluated), "match")
     for req in iterator:
-        databases = gold_databases(req, matcher.index.assets) if scope == "database" else None
         start = time.perf_counter()
-        hits = matcher.recall(req.business, req.text, databases=databases)
+        hits = matcher.recall(req.business, req.text, databases=req.databases)
         recalled = time.perf_counter()
         result = matcher.rank(req.business, req.text, hits, k=depth)
         done = time.perf_counter()

@@ -453,6 +453,7 @@ class Lake:
                 self.path(table),
                 data,
                 mode="append",
+                schema_mode="merge",  # a lake written before a column was added gains it
                 storage_options=self.storage_options,
                 commit_properties=self._commit(run_id, "append"),
             )
@@ -493,8 +494,13 @@ class Lake:
             candidates = list(latest.values())
             stored: dict[tuple[Any, ...], str] = {}
             if dt is not None:
-                current = read_delta(dt, [n for n in schema.names if n != "run_id"]).to_pylist()
-                stored = {tuple(r[k] for k in keys): _row_digest(r) for r in current}
+                # a table written before a column was added has no such column: its rows read as null
+                columns = [n for n in schema.names if n != "run_id"]
+                present = set(dt.schema().to_arrow().names)
+                current = read_delta(dt, [n for n in columns if n in present]).to_pylist()
+                stored = {
+                    tuple(r[k] for k in keys): _row_digest({n: r.get(n) for n in columns}) for r in current
+                }
             if stored and skip_unchanged:
                 # round-trip through Arrow so both sides compare in the same types (timestamps, nulls)
                 normalized = pa.Table.from_pylist(candidates, schema=schema).to_pylist()
@@ -527,6 +533,7 @@ class Lake:
                         predicate=predicate,
                         source_alias="s",
                         target_alias="t",
+                        merge_schema=True,  # a lake written before a column was added gains it
                         commit_properties=self._commit(run_id, "upsert"),
                     )
                     .when_matched_update_all()

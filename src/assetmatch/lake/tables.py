@@ -84,6 +84,7 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("sql", pa.string()),
             ("source", pa.string()),
             ("run_id", pa.string()),
+            ("databases", pa.list_(pa.string())),  # the request's scope; null: the whole library
         ]
     ),
     # business glossary; merged on (business, term)
@@ -121,6 +122,7 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("arm", pa.string()),
             ("model_version", pa.string()),
             ("ts", TS),
+            ("databases", pa.list_(pa.string())),  # the request's scope; null: the whole library
         ]
     ),
     # A/B gate decisions; append-only

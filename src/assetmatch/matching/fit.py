@@ -192,6 +192,7 @@ def fit_matching(
         iterator = progress(iterator, len(train), "fit: recall on train")
     recalled: list[tuple[Requirement, list[Candidate]]] = []
     cold: list[tuple[Requirement, list[Candidate]]] = []
+    asked_in: list[tuple[str, ...] | None] = []  # each recalled requirement's scope
     pick = random.Random(seed)
     share = settings.matching.cold_history_share
     used_by_group: dict[str, list[str]] = defaultdict(list)  # the tables past requests used, by database
@@ -199,12 +200,17 @@ def fit_matching(
         used_by_group[builder.group_of(asset_id)].append(asset_id)
     for req in iterator:
         # its own entries in the usage history would vote for its gold tables: a new request has none
-        hits = recall_matcher.recall(req.business, req.text, leave_own_out=True)
+        # asked where it was asked: in its scope, when it was asked in one
+        scope = recall_matcher.held_scope(req.business, req.databases)
+        hits = recall_matcher.recall(req.business, req.text, leave_own_out=True, databases=scope)
         recalled.append((req, list(collect_candidates(hits).values())))
+        asked_in.append(scope)
         if history_voted_for_gold(hits, req) and pick.random() < share:
             databases = {builder.group_of(a) for a in req.gold_assets}
             unused = [a for g in sorted(databases) for a in used_by_group[g]]
-            hits = recall_matcher.recall(req.business, req.text, leave_own_out=True, unused_tables=unused)
+            hits = recall_matcher.recall(
+                req.business, req.text, leave_own_out=True, unused_tables=unused, databases=scope
+            )
             cold.append((req, list(collect_candidates(hits).values())))
     lists = [*recalled, *cold]  # the cold copies last: the first len(recalled) are as serving recalls
     stored = point_in_time_features(builder.feature_provider, lists)
@@ -246,7 +252,7 @@ def fit_matching(
             continue  # fine rankers train on labelled requirements only, as serving recalls them
         fine = scores if by_request is None else by_request[i]
         top = np.argsort(-fine, kind="stable")[:depth]
-        oof_lists[oof_key(req.business, req.text)] = (
+        oof_lists[oof_key(req.business, req.text, asked_in[i])] = (
             [grp.asset_ids[j] for j in top],
             [float(fine[j]) for j in top],
         )

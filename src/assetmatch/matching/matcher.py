@@ -22,7 +22,7 @@ import dataclasses
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,7 @@ from assetmatch.matching.types import (
     MatchResult,
     RankedTable,
 )
+from assetmatch.models import scope_of
 from assetmatch.recall.index import IndexSet
 
 log = logging.getLogger(__name__)
@@ -86,9 +87,13 @@ def coarse_fit_digest(settings: Settings) -> str:
     return h.hexdigest()
 
 
-def oof_key(business: str, text: str) -> str:
-    """How a requirement's out-of-fold list is looked up: business + whitespace/case-normalised text."""
-    return f"{business}\x1f{' '.join(text.lower().split())}"
+def oof_key(business: str, text: str, databases: Iterable[str] | None = None) -> str:
+    """How a requirement's out-of-fold list is looked up: business + whitespace/case-normalised text,
+    + the scope it was asked in (its databases, in any order) when it had one: a list ranked in one
+    scope is not the answer asked in another."""
+    key = f"{business}\x1f{' '.join(text.lower().split())}"
+    scope = scope_of(databases)
+    return key if scope is None else f"{key}\x1f{','.join(scope)}"
 
 
 def write_oof(oof: Mapping[str, tuple[Sequence[str], Sequence[float]]], path: Path) -> Path:
@@ -237,6 +242,16 @@ class Matcher:
                 f"{', '.join(map(repr, sorted(unknown)))}"
             )
         return wanted
+
+    def held_scope(self, business: str, databases: Iterable[str] | None) -> tuple[str, ...] | None:
+        """A stored request's scope (`Requirement.databases`) as it can be asked today: the databases
+        the business still holds a table in. None when it had no scope, or none of them is left (a
+        labelled requirement is then asked in the whole library; serving refuses such a scope)."""
+        scope = scope_of(databases)
+        if scope is None:
+            return None
+        businesses = visible_businesses(self.settings, business)
+        return tuple(d for d in scope if self.index.holds_database(businesses, d)) or None
 
     def _graph_seeds(self, hits: Mapping[str, Sequence[Hit]]) -> dict[str, float]:
         ranked = sorted(collect_candidates(hits).values(), key=lambda c: (-c.rrf, c.asset_id))

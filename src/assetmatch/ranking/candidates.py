@@ -10,10 +10,12 @@
   published indexes. Tokens are `ranking.prompt.terms` (words, 5-letter prefixes, Chinese
   bigrams) of the table name, comment and columns.
 
-Both are `training.pairs.Candidates` callables — `candidates(business, text, k)` gives asset ids
-best first — and both give the whole coarse answer with `coarse(business, text, k)` (ids, coarse
-scores and the coarse selection), which the fusion, the cascade and the coarse-only arm of the
-A/B gate read. Tables of businesses the requirement may not see are never returned.
+Both are `training.pairs.Candidates` callables — `candidates(business, text, k, databases)` gives
+asset ids best first — and both give the whole coarse answer with `coarse(business, text, k,
+databases)` (ids, coarse scores and the coarse selection), which the fusion, the cascade and the
+coarse-only arm of the A/B gate read. Tables of businesses the requirement may not see are never
+returned; `databases` is the scope a labelled requirement was asked in (`Requirement.databases`,
+None for the whole library), so it is trained on and judged with the list serving gave it.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -78,28 +80,37 @@ class Bm25Candidates:
     def siblings(self, asset_id: str) -> tuple[str, ...] | None:
         return self._builder.siblings(asset_id)
 
-    def scored(self, business: str, text: str, k: int) -> list[tuple[str, float]]:
+    def scored(
+        self, business: str, text: str, k: int, databases: Collection[str] | None = None
+    ) -> list[tuple[str, float]]:
         ids = self._ids.get(business)
         if not ids:
             return []
         query = sorted(terms(text)) or ["_empty_"]
-        k = min(k, len(ids))
-        docs, scores = self._index[business].retrieve([query], k=k, show_progress=False)
+        # scoped: every table is scored, then those outside the scope dropped
+        wanted = len(ids) if databases is not None else min(k, len(ids))
+        docs, scores = self._index[business].retrieve([query], k=wanted, show_progress=False)
         ranked = [(float(s), ids[int(d)]) for d, s in zip(docs[0], scores[0])]
+        if databases is not None:
+            ranked = [(s, a) for s, a in ranked if self.assets[a].database in databases][:k]
         # ties (e.g. score 0) in asset-id order so the result never depends on the index's internals
         ranked.sort(key=lambda t: (-t[0], t[1]))
         return [(asset_id, score) for score, asset_id in ranked]
 
-    def coarse(self, business: str, text: str, k: int) -> CoarseAnswer:
+    def coarse(
+        self, business: str, text: str, k: int, databases: Collection[str] | None = None
+    ) -> CoarseAnswer:
         """BM25 scores scaled to [0, 1] by the best one; the coarse set is the top table."""
-        scored = self.scored(business, text, k)
+        scored = self.scored(business, text, k, databases)
         top = max((s for _, s in scored), default=0.0) or 1.0
         ids = [a for a, _ in scored]
         terms = self._builder.request_terms(text, ids)
         return CoarseAnswer(ids, [s / top for _, s in scored], ids[:1], terms=terms)
 
-    def __call__(self, business: str, text: str, k: int) -> list[str]:
-        return [a for a, _ in self.scored(business, text, k)]
+    def __call__(
+        self, business: str, text: str, k: int, databases: Collection[str] | None = None
+    ) -> list[str]:
+        return [a for a, _ in self.scored(business, text, k, databases)]
 
 
 class CoarseCandidates:
@@ -108,17 +119,12 @@ class CoarseCandidates:
     for the same requirement several times."""
 
     def __init__(
-        self,
-        matcher: Matcher,
-        oof: Mapping[str, tuple[Sequence[str], Sequence[float]]] | None = None,
-        scope: Callable[[str, str], Collection[str] | None] | None = None,
+        self, matcher: Matcher, oof: Mapping[str, tuple[Sequence[str], Sequence[float]]] | None = None
     ) -> None:
-        """oof: the fit's out-of-fold lists; scope: (business, text) -> the databases the request is
-        asked in (`Matcher.match(databases=...)`), None for the whole library. A scoped request is
-        always ranked live: the out-of-fold lists were ranked without a scope."""
+        """oof: the fit's out-of-fold lists, keyed by `oof_key` (business, text and the scope the fit
+        asked the requirement in)."""
         self.matcher = matcher
         self.oof = dict(oof or {})
-        self.scope = scope
         self.assets: Mapping[str, TableAsset] = matcher.index.assets
         self._cache: dict[tuple[str, int], CoarseAnswer] = {}
         self.oof_hits = 0
@@ -137,15 +143,20 @@ class CoarseCandidates:
     def siblings(self, asset_id: str) -> tuple[str, ...] | None:
         return self.matcher.builder.siblings(asset_id)
 
-    def coarse(self, business: str, text: str, k: int) -> CoarseAnswer:
-        key = oof_key(business, text)
+    def coarse(
+        self, business: str, text: str, k: int, databases: Collection[str] | None = None
+    ) -> CoarseAnswer:
+        """The requirement's coarse answer, asked in `databases` (its scope, `Requirement.databases`;
+        None: the whole library). A database the business no longer holds is left out of the scope
+        (`Matcher.held_scope`). The out-of-fold list is used when the fit asked it in the same scope."""
+        scope = self.matcher.held_scope(business, databases)
+        key = oof_key(business, text, scope)
         cached = self._cache.get((key, k))
         if cached is not None:
             return cached
-        databases = self.scope(business, text) if self.scope is not None else None
         # labelled history: its own entries do not vote
-        hits = self.matcher.recall(business, text, leave_own_out=True, databases=databases)
-        folded = self.oof.get(key) if databases is None else None
+        hits = self.matcher.recall(business, text, leave_own_out=True, databases=scope)
+        folded = self.oof.get(key)
         if folded is not None:
             self.oof_hits += 1
             ids, scores = list(folded[0]), [float(s) for s in folded[1]]
@@ -170,8 +181,10 @@ class CoarseCandidates:
         self._cache[(key, k)] = answer
         return answer
 
-    def __call__(self, business: str, text: str, k: int) -> list[str]:
-        return self.coarse(business, text, k).ids
+    def __call__(
+        self, business: str, text: str, k: int, databases: Collection[str] | None = None
+    ) -> list[str]:
+        return self.coarse(business, text, k, databases).ids
 
 
 # The last CoarseCandidates this thread built, with what its answers depend on (`_publication`).

@@ -44,6 +44,7 @@ class Answer:
     arm: str
     model_version: str
     shown_assets: tuple[str, ...] = ()  # every table of the answer (ranked list), selected or not
+    databases: tuple[str, ...] | None = None  # the request's scope (None: the whole library)
 
 
 Claim = Literal["new", "duplicate", "conflict"]
@@ -122,6 +123,8 @@ def feedback_row(request_id: str, answer: Answer, used_assets: list[str]) -> dic
         "arm": answer.arm,
         "model_version": answer.model_version,
         "ts": datetime.now(UTC),
+        # training asks the request again in its scope: the list it learns from is the one served
+        "databases": None if answer.databases is None else list(answer.databases),
     }
 
 

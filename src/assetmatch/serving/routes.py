@@ -15,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from assetmatch.matching.matcher import UnknownDatabaseError
 from assetmatch.matching.types import MatchResult
+from assetmatch.models import scope_of
 from assetmatch.serving.ab import assign_arm
 from assetmatch.serving.auth import AuthError, Principal
 from assetmatch.serving.batching import degraded_reason, parse_deadline_header, request_budget, run_within
@@ -183,6 +184,7 @@ async def match(
             arm,
             response.model_version,
             shown_assets=tuple(t.asset_id for t in response.tables),
+            databases=scope_of(body.databases),
         ),
     )
     ctx.metrics.arm_requests.labels(body.business, arm).inc()

@@ -1,9 +1,11 @@
 """`requirements` source: labelled requirements (text + the tables that answer it).
 
 The benchmark format (`../shared/benchmarks/*/requirements.jsonl.gz`) is one JSON object per line:
-`id, business, text, gold_assets, split, sql`; extra keys (`aligned_id`, `unresolved_tables`, ...)
-are ignored. The same fields work in YAML (a list, or `{requirements: [...]}`) and CSV (one row
-per requirement; `gold_assets` as `a;b` or a JSON list).
+`id, business, text, gold_assets, split, sql`, and optionally `databases` (the scope the request
+was asked in, `Requirement.databases`: fitting, training and the gate ask it there again); extra keys
+(`aligned_id`, `unresolved_tables`, ...) are ignored. The same fields work in YAML (a list, or
+`{requirements: [...]}`) and CSV (one row per requirement; `gold_assets` and `databases` as `a;b` or
+a JSON list).
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ class RequirementsFileSource(Source[RequirementsFileConfig]):
                     ts=parse_time(ts) if ts not in (None, "") else None,
                     sql=as_text(record.get("sql")) or None,
                     source=self.name,
+                    databases=as_list(record.get("databases")) or None,
                 )
             except ValidationError as exc:
                 bad(

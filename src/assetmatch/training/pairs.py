@@ -18,11 +18,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from assetmatch.lake import tables as T
-from assetmatch.models import TableAsset
+from assetmatch.models import TableAsset, scope_of
 from assetmatch.text import same_query_key, same_request_key
 
-Candidates = Callable[[str, str, int], list[str]]
-"""candidates(business, requirement_text, k) -> asset ids, best first (a recall / coarse path)."""
+Candidates = Callable[[str, str, int, tuple[str, ...] | None], list[str]]
+"""candidates(business, requirement_text, k, databases) -> asset ids, best first (a recall / coarse
+path); `databases`: the scope the requirement was asked in, None for the whole library."""
 
 Origin = Literal["requirements", "query_log", "feedback", "synthetic"]
 
@@ -37,6 +38,7 @@ class LabelledRequirement:
     gold: tuple[str, ...]
     origin: Origin = "requirements"
     query: str = ""  # the query and tables that answered it (`text.same_query_key`), "" when unknown
+    databases: tuple[str, ...] | None = None  # the scope it was asked in (`Requirement.databases`)
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,7 @@ def labelled_from_lake(lake: Any, business: str, known_assets: set[str]) -> list
                 tuple(req.gold_assets),
                 "requirements",
                 same_query_key(req.sql, req.gold_assets),
+                scope_of(req.databases),
             )
         )
     for entry in lake.read_query_log(business=business):
@@ -132,6 +135,7 @@ def labelled_from_lake(lake: Any, business: str, known_assets: set[str]) -> list
                     row["requirement"],
                     tuple(row["used_assets"]),
                     "feedback",
+                    databases=scope_of(row.get("databases")),
                 )
             )
     return dedupe(replace(r, gold=tuple(a for a in r.gold if a in known_assets)) for r in out)
@@ -171,7 +175,7 @@ def build_pairs(
         pairs.extend(Pair(req.id, req.text, a, 1.0, "positive") for a in req.gold)
         hard: list[str] = []
         if candidates is not None and hard_negatives:
-            for asset_id in candidates(req.business, req.text, candidate_k):
+            for asset_id in candidates(req.business, req.text, candidate_k, req.databases):
                 if asset_id not in gold and asset_id not in hard:
                     hard.append(asset_id)
                 if len(hard) == hard_negatives:

@@ -125,8 +125,10 @@ def hard_negative_source(
 
     union = Bm25Candidates([a.model_copy(update={"business": _UNION}) for a in library.values()])
 
-    def own_and_other_databases(business: str, text: str, k: int) -> list[str]:
-        inside = own(business, text, k)
+    def own_and_other_databases(
+        business: str, text: str, k: int, databases: tuple[str, ...] | None = None
+    ) -> list[str]:
+        inside = own(business, text, k, databases)
         outside = [a for a in union(_UNION, text, k) if library[a].business != business]
         mixed = [a for pair in itertools.zip_longest(inside, outside) for a in pair if a is not None]
         return mixed[:k]

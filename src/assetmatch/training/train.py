@@ -339,9 +339,13 @@ class CoarseSource(Protocol):
     @property
     def assets(self) -> Mapping[str, TableAsset]: ...
 
-    def __call__(self, business: str, text: str, k: int) -> list[str]: ...
+    def __call__(
+        self, business: str, text: str, k: int, databases: Collection[str] | None = None
+    ) -> list[str]: ...
 
-    def coarse(self, business: str, text: str, k: int) -> CoarseAnswer: ...
+    def coarse(
+        self, business: str, text: str, k: int, databases: Collection[str] | None = None
+    ) -> CoarseAnswer: ...
 
     def neighbors(self, asset_id: str) -> Collection[str]: ...
 
@@ -377,7 +381,7 @@ def judge(
     the adapter's (`RankerConfig.coarse_offset`), for the fusion fitted on these lists."""
     out = []
     for req in validation:
-        coarse = candidates.coarse(req.business, req.text, k)
+        coarse = candidates.coarse(req.business, req.text, k, req.databases)
         top = [a for a in coarse.ids[:k] if a in library]
         start = time.perf_counter()
         logits: list[float] = []
@@ -470,19 +474,21 @@ def train_business(
         peft_model = new_adapter(base_model, config)
     count = tokenizer_counter(tokenizer)
 
-    def document(req_business: str, text: str, asset_id: str) -> str:
-        key = (text, asset_id)
+    def document(req: LabelledRequirement, asset_id: str) -> str:
+        key = (req.text, asset_id)
         if key not in documents:
-            budget = document_budget(text, config.max_length, count)
+            budget = document_budget(req.text, config.max_length, count)
             # the past request serving would show beside this table (the coarse list's usage vote,
             # this requirement's own entries left out); none for tables outside the coarse list
             example = (
-                candidates.coarse(req_business, text, config.candidate_k).examples.get(asset_id, "")
+                candidates.coarse(req.business, req.text, config.candidate_k, req.databases).examples.get(
+                    asset_id, ""
+                )
                 if config.past_requests
                 else ""
             )
             siblings = candidates.siblings(asset_id) if config.database_context else None
-            documents[key] = table_prompt(text, library[asset_id], budget, count, example, siblings)
+            documents[key] = table_prompt(req.text, library[asset_id], budget, count, example, siblings)
         return documents[key]
 
     # 2. data + 3. hard negatives: gold pairs, coarse-list twins that are not gold, a few random tables
@@ -497,14 +503,16 @@ def train_business(
         config.seed,
     )
     documents: dict[tuple[str, str], str] = {}
-    business_of = {r.id: r.business for r in train_reqs}
+    requirement_of = {r.id: r for r in train_reqs}
     pairs = coarse_priors(
         pairs,
-        lambda rid, text: candidates.coarse(business_of.get(rid, business), text, config.candidate_k),
+        lambda rid, text: candidates.coarse(
+            requirement_of[rid].business, text, config.candidate_k, requirement_of[rid].databases
+        ),
         config.coarse_offset,
     )
     for p in pairs:
-        document(business_of.get(p.requirement_id, business), p.text, p.asset_id)
+        document(requirement_of[p.requirement_id], p.asset_id)
     familiar = familiar if familiar is not None else familiar_tables(data.train, library)
     if init_from is not None:
         familiar = familiar | (read_calibration(init_from).familiar or frozenset())
@@ -532,7 +540,7 @@ def train_business(
             ids = [a for a in j.coarse.ids[:k] if a in library]
             spans.append(len(ids))
             texts += [j.requirement.text] * len(ids)
-            docs += [document(j.requirement.business, j.requirement.text, a) for a in ids]
+            docs += [document(j.requirement, a) for a in ids]
         flat = score_documents(model, tokenizer, texts, docs, config.max_length, device, bf16)
         judged, at = [], 0
         for j, n in zip(coarse_lists, spans):

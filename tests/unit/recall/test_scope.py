@@ -185,17 +185,74 @@ def test_a_scope_without_tables_of_the_business_is_a_clear_error(
         Matcher(built, settings).match("shop", "invoices", databases=databases)
 
 
-def test_coarse_candidates_answer_a_scoped_request_live(index: tuple[IndexSet, Settings]) -> None:
-    """Training and judging read `CoarseCandidates`: with a scope, its lists keep to the scope, and an
-    out-of-fold list (ranked without one) is not used for the request."""
+def test_coarse_candidates_answer_a_requirement_in_the_scope_it_was_asked_in(
+    index: tuple[IndexSet, Settings],
+) -> None:
+    """Training and judging read `CoarseCandidates`: a requirement asked in a scope gets a list of the
+    scope's tables, and an out-of-fold list is used only where the fit asked it in the same scope."""
     from assetmatch.matching.matcher import oof_key
     from assetmatch.ranking.candidates import CoarseCandidates
 
     built, settings = index
     folded = {oof_key("shop", TEXT): (["shop.billing.invoices", "shop.sales.invoices"], [0.9, 0.1])}
-    unscoped = CoarseCandidates(Matcher(built, settings), folded)
-    assert unscoped.coarse("shop", TEXT, 10).ids == ["shop.billing.invoices", "shop.sales.invoices"]
-    scoped = CoarseCandidates(Matcher(built, settings), folded, scope=lambda business, text: {"sales"})
-    answer = scoped.coarse("shop", TEXT, 10)
+    candidates = CoarseCandidates(Matcher(built, settings), folded)
+    assert candidates.coarse("shop", TEXT, 10).ids == ["shop.billing.invoices", "shop.sales.invoices"]
+    assert candidates.oof_hits == 1
+    answer = candidates.coarse("shop", TEXT, 10, ("sales",))
     assert answer.ids and all(built.assets[a].database == "sales" for a in answer.ids + answer.selected)
-    assert scoped.oof_hits == 0
+    assert candidates.oof_hits == 1  # ranked live: the fit never asked it in `sales`
+
+    folded[oof_key("shop", TEXT, ["sales"])] = (["shop.sales.customers", "shop.sales.invoices"], [0.8, 0.7])
+    candidates = CoarseCandidates(Matcher(built, settings), folded)
+    assert candidates.coarse("shop", TEXT, 10, ("sales",)).ids == [
+        "shop.sales.customers",
+        "shop.sales.invoices",
+    ]
+    assert candidates.oof_hits == 1
+
+
+def test_a_stored_scope_keeps_the_databases_the_business_still_holds(
+    index: tuple[IndexSet, Settings],
+) -> None:
+    """A labelled requirement's scope may name a database dropped since: it is asked in the rest of its
+    scope, or in the whole library when nothing is left, never refused as a new request would be."""
+    from assetmatch.ranking.candidates import CoarseCandidates
+
+    built, settings = index
+    matcher = Matcher(built, settings)
+    assert matcher.held_scope("shop", ["sales", "gone"]) == ("sales",)
+    assert matcher.held_scope("shop", ["billing", "sales"]) == ("billing", "sales")
+    assert matcher.held_scope("shop", ["ledger"]) is None  # another business's database
+    assert matcher.held_scope("shop", None) is None
+    candidates = CoarseCandidates(matcher)
+    answer = candidates.coarse("shop", TEXT, 10, ("sales", "gone"))
+    assert answer.ids and all(built.assets[a].database == "sales" for a in answer.ids)
+    assert candidates.coarse("shop", TEXT, 10, ("gone",)).ids == candidates.coarse("shop", TEXT, 10).ids
+
+
+def test_the_fit_asks_a_scoped_requirement_in_its_scope(index: tuple[IndexSet, Settings]) -> None:
+    """The coarse fit recalls each labelled requirement where it was asked: its out-of-fold list holds
+    only its scope's tables and is stored under its scope (`oof_key`), where training finds it."""
+    from assetmatch.matching.fit import fit_matching
+    from assetmatch.matching.matcher import oof_key
+    from assetmatch.models import Requirement
+
+    built, settings = index
+    texts = ["invoices issued to customers", "invoices billed to accounts", "billing accounts plan"]
+    golds = [["shop.sales.invoices"], ["shop.billing.invoices"], ["shop.billing.accounts"]]
+    train = [
+        Requirement(
+            id=f"r{i}",
+            business="shop",
+            text=f"{text} {n}",
+            gold_assets=gold,
+            databases=[gold[0].split(".")[1]],
+        )
+        for n in range(4)
+        for i, (text, gold) in enumerate(zip(texts, golds))
+    ]
+    fit = fit_matching(built, settings, train, seed=0)
+    for req in train:
+        assert oof_key(req.business, req.text) not in fit.oof
+        ids, _ = fit.oof[oof_key(req.business, req.text, req.databases)]
+        assert ids and {built.assets[a].database for a in ids} == set(req.databases or ())

@@ -98,3 +98,17 @@ def test_glossary_jsonl_with_bad_line_and_default_business() -> None:
     ]
     assert source.report.counts["bad_records"] == 1
     assert "terms.jsonl:2" in source.report.warnings[0]
+
+
+def test_a_requirement_may_name_the_scope_it_was_asked_in(tmp_path: Path) -> None:
+    """`databases`: a list, or `a;b` in a CSV cell; absent or empty is no scope."""
+    path = tmp_path / "reqs.jsonl"
+    path.write_text(
+        '{"id": "a", "business": "shop", "text": "invoices", "databases": ["sales"]}\n'
+        '{"id": "b", "business": "shop", "text": "accounts", "databases": "billing;sales"}\n'
+        '{"id": "c", "business": "shop", "text": "customers", "databases": ""}\n'
+        '{"id": "d", "business": "shop", "text": "plans"}\n',
+        encoding="utf-8",
+    )
+    reqs = {r.id: r.databases for r in requirements(path).iter_requirements()}
+    assert reqs == {"a": ["sales"], "b": ["billing", "sales"], "c": None, "d": None}

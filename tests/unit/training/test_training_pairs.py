@@ -20,7 +20,7 @@ from assetmatch.training.pairs import (
 LIBRARY = ["g.active_users", "g.paying_users", "g.orders", "g.items", "g.servers", "g.guilds"]
 
 
-def twin_candidates(business: str, text: str, k: int) -> list[str]:
+def twin_candidates(business: str, text: str, k: int, databases: tuple[str, ...] | None = None) -> list[str]:
     """Recall that always puts the confusable twin next to the answer."""
     return ["g.paying_users", "g.active_users", "g.orders"][:k]
 
