@@ -237,7 +237,7 @@ def evaluate(
         metavar="none|database",
         help="none: each requirement is matched in the whole library of its setting; database: inside the "
         "database(s) of its gold tables, as a request that names its scope (`--database` of `assetmatch "
-        "match`, `databases` of the API) is served.",
+        "match`, `databases` of the API) is served, and the train requirements are fitted on there too.",
     ),
     workdir: Path | None = typer.Option(
         None,

@@ -143,3 +143,15 @@ def test_concurrent_duplicates_are_stored_once(client: Any) -> None:
     assert client.portal.call(burst) == [200] * 20
     stored = [r for r in lake_rows(client) if r["request_id"] == body["request_id"]]
     assert len(stored) == 1
+
+
+def test_the_feedback_of_a_scoped_request_records_its_scope(client: Any) -> None:
+    """The label a scoped request's feedback becomes is trained on in that scope (`Requirement.databases`)."""
+    body = {"business": "ga", "requirement": "daily revenue of user per channel, in ga_dw", "k": 5}
+    scoped = client.post("/v1/match", json={**body, "databases": ["ga_dw"]}, headers=GA).json()
+    whole = answer(client, text="daily revenue of user per channel, anywhere")
+    for response in (scoped, whole):
+        assert give(client, response["request_id"], [response["tables"][0]["asset_id"]]).status_code == 200
+    stored = {r["request_id"]: r["databases"] for r in lake_rows(client)}
+    assert stored[scoped["request_id"]] == ["ga_dw"]
+    assert stored[whole["request_id"]] is None
