@@ -59,6 +59,7 @@ class Bm25Candidates:
 
         self._ids: dict[str, list[str]] = {}
         self._index: dict[str, Any] = {}
+        self._databases: dict[str, set[str]] = {}
         self.assets = {a.asset_id: a for a in assets}
         self._builder = FeatureBuilder(self.assets)  # the request terms each table contains
         by_business: dict[str, list[TableAsset]] = {}
@@ -69,6 +70,7 @@ class Bm25Candidates:
             retriever.index([_tokens(a) for a in items], show_progress=False)
             self._index[business] = retriever
             self._ids[business] = [a.asset_id for a in items]
+            self._databases[business] = {a.database for a in items}
 
     def neighbors(self, asset_id: str) -> Collection[str]:
         return ()
@@ -87,7 +89,10 @@ class Bm25Candidates:
         if not ids:
             return []
         query = sorted(terms(text)) or ["_empty_"]
-        # scoped: every table is scored, then those outside the scope dropped
+        # scoped: every table is scored, then those outside the scope dropped; a scope of databases
+        # the business no longer holds is dropped (`Matcher.held_scope`)
+        if databases is not None:
+            databases = set(databases) & self._databases[business] or None
         wanted = len(ids) if databases is not None else min(k, len(ids))
         docs, scores = self._index[business].retrieve([query], k=wanted, show_progress=False)
         ranked = [(float(s), ids[int(d)]) for d, s in zip(docs[0], scores[0])]

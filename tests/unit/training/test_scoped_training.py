@@ -102,3 +102,10 @@ def test_training_asks_every_scoped_requirement_in_its_scope(tmp_path: Path) -> 
     scope = {r.text: r.databases for r in reqs}
     assert candidates.asked and {text for text, _ in candidates.asked} == set(scope)
     assert all(databases == scope[text] for text, databases in candidates.asked)
+
+
+def test_bm25_candidates_drop_a_scope_the_business_no_longer_holds() -> None:
+    candidates = Bm25Candidates(ASSETS)
+    text = "total invoice amount"
+    assert {LIBRARY[a].database for a in candidates("g", text, 6, ("sales", "gone"))} == {"sales"}
+    assert candidates("g", text, 6, ("gone",)) == candidates("g", text, 6)
