@@ -85,7 +85,8 @@ class EvalOptions:
     label_free: bool = False  # fit only on requirements synthesized from the library's metadata
     # "database": each requirement is matched inside the database(s) of its gold tables, as a request
     # that names its scope (`Matcher.match(databases=...)`: the database a Text2SQL session is
-    # connected to) is served; "none": in the whole library the setting gives it
+    # connected to) is served, and the train requirements are fitted on there too (`asked_in`);
+    # "none": in the whole library the setting gives it
     scope: Scope = "none"
 
     def __post_init__(self) -> None:

@@ -194,7 +194,11 @@ def fingerprint(requirements: Iterable[LabelledRequirement], assets: Iterable[Ta
     """sha256 over the labelled data and the library's content: equal means nothing to retrain."""
     h = hashlib.sha256()
     for r in sorted(requirements, key=lambda r: (r.id, r.text)):
-        h.update(json.dumps([r.id, r.text, sorted(r.gold), r.query], ensure_ascii=False).encode("utf-8"))
+        # the scope only where there is one: unscoped data keeps the fingerprint it had before scopes
+        scope = [list(r.databases)] if r.databases else []
+        h.update(
+            json.dumps([r.id, r.text, sorted(r.gold), r.query, *scope], ensure_ascii=False).encode("utf-8")
+        )
     for a in sorted(assets, key=lambda a: a.asset_id):
         h.update(a.asset_id.encode("utf-8"))
         h.update(a.content_hash().encode("utf-8"))

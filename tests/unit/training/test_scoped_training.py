@@ -109,3 +109,24 @@ def test_bm25_candidates_drop_a_scope_the_business_no_longer_holds() -> None:
     text = "total invoice amount"
     assert {LIBRARY[a].database for a in candidates("g", text, 6, ("sales", "gone"))} == {"sales"}
     assert candidates("g", text, 6, ("gone",)) == candidates("g", text, 6)
+
+
+def test_a_changed_scope_is_new_training_data_and_no_scope_keeps_the_old_fingerprint() -> None:
+    """`fingerprint` decides whether to retrain: a requirement asked in another scope is new data, and
+    data without scopes hashes as it did before scopes existed."""
+    import hashlib
+    import json
+
+    from assetmatch.training.pairs import fingerprint
+
+    reqs = requirements("sales")
+    moved = [LabelledRequirement(r.id, r.business, r.text, r.gold, databases=("billing",)) for r in reqs]
+    assert fingerprint(reqs, ASSETS) != fingerprint(moved, ASSETS)
+    unscoped = [LabelledRequirement(r.id, r.business, r.text, r.gold) for r in reqs]
+    before = hashlib.sha256()
+    for r in sorted(unscoped, key=lambda r: (r.id, r.text)):
+        before.update(json.dumps([r.id, r.text, sorted(r.gold), r.query], ensure_ascii=False).encode("utf-8"))
+    for a in sorted(ASSETS, key=lambda a: a.asset_id):
+        before.update(a.asset_id.encode("utf-8"))
+        before.update(a.content_hash().encode("utf-8"))
+    assert fingerprint(unscoped, ASSETS) == before.hexdigest()
