@@ -337,12 +337,10 @@ def asked_in(
 ) -> list[Requirement]:
     """The requirements with the scope `scope` gives them (`Requirement.databases`): each one's gold
     databases (`database`), or none (`none`: the whole library)."""
+    if scope == "none":
+        return [r.model_copy(update={"databases": None}) for r in requirements]
     return [
-        r.model_copy(
-            update={
-                "databases": (gold_databases(r.gold_assets, assets) or None) if scope == "database" else None
-            }
-        )
+        r.model_copy(update={"databases": gold_databases(r.gold_assets, assets) or None})
         for r in requirements
     ]
 

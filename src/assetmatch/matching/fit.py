@@ -192,19 +192,19 @@ def fit_matching(
         iterator = progress(iterator, len(train), "fit: recall on train")
     recalled: list[tuple[Requirement, list[Candidate]]] = []
     cold: list[tuple[Requirement, list[Candidate]]] = []
-    asked_in: list[tuple[str, ...] | None] = []  # each recalled requirement's scope
+    scopes: list[tuple[str, ...] | None] = []  # the scope each recalled requirement was asked in
     pick = random.Random(seed)
     share = settings.matching.cold_history_share
     used_by_group: dict[str, list[str]] = defaultdict(list)  # the tables past requests used, by database
     for asset_id in index.used_tables() if share else ():
         used_by_group[builder.group_of(asset_id)].append(asset_id)
     for req in iterator:
-        # its own entries in the usage history would vote for its gold tables: a new request has none
-        # asked where it was asked: in its scope, when it was asked in one
+        # asked where it was asked (in its scope, when it had one); its own entries in the usage
+        # history would vote for its gold tables: a new request has none
         scope = recall_matcher.held_scope(req.business, req.databases)
         hits = recall_matcher.recall(req.business, req.text, leave_own_out=True, databases=scope)
         recalled.append((req, list(collect_candidates(hits).values())))
-        asked_in.append(scope)
+        scopes.append(scope)
         if history_voted_for_gold(hits, req) and pick.random() < share:
             databases = {builder.group_of(a) for a in req.gold_assets}
             unused = [a for g in sorted(databases) for a in used_by_group[g]]
@@ -252,7 +252,7 @@ def fit_matching(
             continue  # fine rankers train on labelled requirements only, as serving recalls them
         fine = scores if by_request is None else by_request[i]
         top = np.argsort(-fine, kind="stable")[:depth]
-        oof_lists[oof_key(req.business, req.text, asked_in[i])] = (
+        oof_lists[oof_key(req.business, req.text, scopes[i])] = (
             [grp.asset_ids[j] for j in top],
             [float(fine[j]) for j in top],
         )

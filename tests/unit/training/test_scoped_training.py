@@ -87,6 +87,7 @@ def test_hard_negatives_come_from_inside_the_scope() -> None:
 
 def test_the_gate_judges_a_scoped_requirement_on_its_scoped_list() -> None:
     judged = judge(None, LIBRARY, requirements("billing"), Bm25Candidates(ASSETS), k=6)
+    assert len(judged) == len(TEXTS)
     assert all(j.coarse.ids and {LIBRARY[a].database for a in j.coarse.ids} == {"billing"} for j in judged)
 
 
