@@ -43,6 +43,15 @@ class RankerConfig:
             "(query+value alone learned too slowly to beat the coarse ranking)."
         },
     )
+    trainable_layers: int = field(
+        default=0,
+        metadata={
+            "help": "Train the LoRA updates of only the top N transformer layers (and the head); the lower "
+            "layers keep the updates the adapter started with (the shared or packaged adapter's, none for a "
+            "fresh one), and the backward pass stops below the lowest trained layer: a float32 training step "
+            "1.4x faster at 3 of MiniLM's 6 layers on a 2-core CPU. 0: every layer trains."
+        },
+    )
     max_length: int = field(default=128, metadata={"help": "Token budget of one (requirement, table) pair."})
     past_requests: bool = field(
         default=True,
@@ -164,6 +173,7 @@ class RankerConfig:
             "random_negatives",
             "synthetic_per_table",
             "threads",
+            "trainable_layers",
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"RankerConfig.{name} must be >= 0, got {getattr(self, name)}")

@@ -221,6 +221,31 @@ def continue_adapter(base_model: Any, folder: str | Path, config: RankerConfig) 
         return PeftModel.from_pretrained(base_model, str(folder), is_trainable=True, config=lora)
 
 
+_LAYER_INDEX = re.compile(r"\.(?:layer|layers|h|block|blocks)\.(\d+)\.")
+"""The transformer layer a parameter belongs to, as BERT, RoBERTa, Llama, GPT-2 and T5 name them."""
+
+
+def train_top_layers(peft_model: Any, top: int) -> int:
+    """Freeze the LoRA updates of every transformer layer below the top `top` (0: none frozen), so
+    training updates only the top layers', those outside the layer stack (BERT's pooler) and the
+    head, and autograd computes no gradient below the lowest of them. A base with no more than
+    `top` layers trains them all. Returns how many trainable tensors were frozen."""
+    if top == 0:
+        return 0
+    layers = {
+        name: int(m.group(1))
+        for name, p in peft_model.named_parameters()
+        if p.requires_grad and "lora_" in name and (m := _LAYER_INDEX.search(name))
+    }
+    lowest_trained = max(layers.values(), default=-1) + 1 - top
+    frozen = 0
+    for name, param in peft_model.named_parameters():
+        if layers.get(name, lowest_trained) < lowest_trained:
+            param.requires_grad_(False)
+            frozen += 1
+    return frozen
+
+
 @lru_cache(maxsize=1)
 def _int8_linear_class() -> Any:
     """The int8 Linear class (built on first use: torch is not imported with this module)."""

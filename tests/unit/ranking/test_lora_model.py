@@ -115,6 +115,25 @@ def test_bf16_training_on_cpu_also_learns_and_keeps_the_adapter_in_float32() -> 
     assert {p.dtype for p in model.parameters() if p.requires_grad} == {torch.float32}  # autocast, not a cast
 
 
+def test_training_the_top_layers_leaves_the_lower_layers_as_they_started(trained: dict[str, Any]) -> None:
+    """`trainable_layers: 2` continuing a trained adapter: only the LoRA updates of MiniLM's top two
+    layers (4 and 5) and the head move; layers 0-3 keep the starting adapter's weights."""
+    import re
+
+    config = replace(CONFIG, trainable_layers=2)
+    seed_everything(config.seed)
+    tokenizer, base, device = load_base(config.base, "cpu")
+    model = continue_adapter(base, trained["root"] / "trained", config)
+    start = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    pairs = [Pair("r", POS[0], "pos", 1.0, "positive"), Pair("r", NEG[0], "neg", 0.0, "hard")] * 2
+    fit_adapter(model, tokenizer, pairs, {(POS[0], "pos"): POS[1], (NEG[0], "neg"): NEG[1]}, config, device)
+    moved = {n for n, p in model.named_parameters() if n in start and not bool((p == start[n]).all())}
+    layers = {int(m.group(1)) for n in moved if (m := re.search(r"\.layer\.(\d+)\.", n))}
+    assert layers == {4, 5} and any("classifier" in n for n in moved)
+    with pytest.raises(ValueError, match="trainable_layers"):
+        RankerConfig(trainable_layers=-1)
+
+
 def test_training_precision_resolves_per_device_and_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 

@@ -199,3 +199,65 @@ def test_an_adapter_trained_on_top_of_the_coarse_ranking_keeps_its_offset(
     assert len({round(p.prior, 6) for p in seen}) > 1
     assert read_calibration(result.adapter_dir).fusion.coarse_offset == 0.5
     assert RankerConfig.load(result.adapter_dir).coarse_offset == 0.5
+
+
+@pytest.mark.parametrize("quantize", ["none", "int8"])
+def test_the_kept_checkpoint_is_calibrated_on_the_lists_its_check_judged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, quantize: str
+) -> None:
+    """Each validation check answers the lists as serving would (the adapter as saved, run with the
+    deployment's `quantize`), so the calibration is fitted on the kept checkpoint's check and the
+    saved adapter is not scored again: what the check judged is what the saved adapter scores."""
+    from assetmatch.training import evaluate as ev
+    from assetmatch.training import train as tr
+
+    calibrated: list[list[ev.Judged]] = []
+    real_calibrate = ev.calibrate
+
+    def recording(judged, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calibrated.append(list(judged))
+        return real_calibrate(judged, *args, **kwargs)
+
+    rescored: list[Path] = []
+    real_judge_folder = tr.judge_folder
+
+    def judging(folder, *args, **kwargs):  # type: ignore[no-untyped-def]
+        rescored.append(folder)
+        return real_judge_folder(folder, *args, **kwargs)
+
+    monkeypatch.setattr(ev, "calibrate", recording)
+    monkeypatch.setattr(tr, "judge_folder", judging)
+    data_g, candidates = data(), Bm25Candidates(ASSETS)
+    # a learning rate high enough that the curve moves and a later check may not be the best one
+    result = train_business(
+        "g", data_g, ASSETS, candidates, config(max_steps=6, eval_every=2, patience=3), tmp_path / "a",
+        quantize=quantize,
+    )  # fmt: skip
+    assert result.fit.best_step in (2, 4, 6) and rescored == []
+    # the first calibration is the kept one, on every list (the cross-fitted ones follow, on folds)
+    fresh = real_judge_folder(
+        result.adapter_dir, {a.asset_id: a for a in ASSETS}, data_g.validation, candidates, 4, quantize
+    )
+    assert [j.requirement.id for j in calibrated[0]] == [j.requirement.id for j in fresh]
+    for checked, again in zip(calibrated[0], fresh):
+        assert checked.logits == pytest.approx(again.logits, abs=1e-5)
+
+
+def test_an_adapter_without_validation_checks_is_scored_once_saved(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No check kept the weights (`eval_every: 0`): the saved adapter is judged for its calibration."""
+    from assetmatch.training import train as tr
+
+    rescored: list[Path] = []
+    real = tr.judge_folder
+
+    def judging(folder, *args, **kwargs):  # type: ignore[no-untyped-def]
+        rescored.append(folder)
+        return real(folder, *args, **kwargs)
+
+    monkeypatch.setattr(tr, "judge_folder", judging)
+    result = train_business(
+        "g", data(), ASSETS, Bm25Candidates(ASSETS), config(max_steps=2, eval_every=0), tmp_path / "a"
+    )
+    assert len(rescored) == 1 and result.fit.best_step == 0 and "challenger" in result.reports
