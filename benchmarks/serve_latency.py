@@ -10,7 +10,8 @@ Two deployments:
 - real (`--config assetmatch.yaml`): a deployment that exists — its lake, its published index and
   the champion adapters of its MLflow registry — served as `assetmatch serve` serves it, cascade,
   fusion and selection from each adapter's calibration. Requests are the lake's `requirements` of
-  `--split` (text and business as written, shuffled). The config file is not changed: a copy with
+  `--split` (text, business and scope as written, shuffled; `--scope database` asks each inside its
+  gold tables' databases, as a Text2SQL session connected to them would). The config file is not changed: a copy with
   the benchmark's serving options is written to the work folder. A business without a champion is
   answered coarse-only, and the run says so.
 
@@ -59,7 +60,7 @@ class Workload:
 
     businesses: Sequence[str]
     requirements: Sequence[str]
-    items: Sequence[tuple[str, str]] | None = None
+    items: Sequence[tuple[str, str, Sequence[str] | None]] | None = None
 
 
 def main() -> None:
@@ -75,6 +76,13 @@ def main() -> None:
     parser.add_argument("--split", default="test", help="real mode: requirements split to send")
     parser.add_argument(
         "--max-requirements", type=int, default=0, help="real mode: send at most this many (0: all)"
+    )
+    parser.add_argument(
+        "--scope",
+        choices=["recorded", "none", "database"],
+        default="recorded",
+        help="real mode: the `databases` each request sends: the requirement's own (recorded), none "
+        "(the whole library), or its gold tables' databases (database: a Text2SQL session connected to them)",
     )
     parser.add_argument("--tables", type=int, default=1000, help="synthetic tables per business")
     parser.add_argument("--seconds", type=float, default=30, help="load duration per concurrency level")
@@ -207,22 +215,36 @@ def real_deployment(
     import yaml
 
     from assetmatch.config import load_settings
+    from assetmatch.evaluation.harness import asked_in
     from assetmatch.lake.delta import Lake
     from assetmatch.serving.auth import hash_key
+    from assetmatch.serving.loadgen import Item
 
     source = args.config.resolve()
     settings = load_settings(source)
     served = {b.name for b in settings.businesses if not b.shared}
     limit = settings.serving.max_requirement_chars
-    requirements = Lake.from_settings(settings).read_requirements(split=args.split)
-    items = [(r.business, r.text) for r in requirements if r.business in served and len(r.text) <= limit]
+    lake = Lake.from_settings(settings)
+    requirements = lake.read_requirements(split=args.split)
+    if args.scope != "recorded":  # each asked in its gold tables' databases, or in the whole library
+        assets = {a.asset_id: a for a in lake.read_assets(businesses=sorted(served))}
+        requirements = asked_in(requirements, args.scope, assets)
+    items: list[Item] = [
+        (r.business, r.text, r.databases)
+        for r in requirements
+        if r.business in served and len(r.text) <= limit
+    ]
     if not items:
         raise SystemExit(f"no {args.split!r} requirements of {sorted(served)} in the lake of {source}")
     random.Random(0).shuffle(items)
     if args.max_requirements:
         items = items[: args.max_requirements]
     per_business = {b: sum(1 for i in items if i[0] == b) for b in sorted(served)}
-    print(f"deployment: {source}; {len(items)} {args.split!r} requirements {per_business}")
+    scoped = sum(1 for i in items if i[2])
+    print(
+        f"deployment: {source}; {len(items)} {args.split!r} requirements {per_business}, "
+        f"{scoped} asked inside their databases (--scope {args.scope})"
+    )
     data = yaml.safe_load(source.read_text(encoding="utf-8")) or {}
 
     def make_config(quantize: str, challenger: bool) -> Path:
@@ -277,7 +299,9 @@ def real_deployment(
         {
             "config": str(source),
             "split": args.split,
+            "scope": args.scope,
             "requirements": len(items),
+            "scoped_requirements": scoped,
             "cascade": args.cascade or "(as configured)",
             "fine_top_n": args.fine_top_n or "(as configured)",
         },

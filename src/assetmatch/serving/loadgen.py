@@ -119,6 +119,10 @@ class Sample:
     degraded: bool = False  # the fine ranker was shed for load: the coarse ranking answered instead
 
 
+Item = tuple[str, str, Sequence[str] | None]
+"""One real request to send: business, requirement text, and its scope (`databases`; None: unscoped)."""
+
+
 async def drive(
     url: str,
     key: str,
@@ -128,14 +132,14 @@ async def drive(
     seconds: float,
     k: int = 10,
     on_tick: Callable[[float], None] | None = None,
-    items: Sequence[tuple[str, str]] | None = None,
+    items: Sequence[Item] | None = None,
     user_id: str | None = None,
 ) -> list[Sample]:
     """`concurrency` closed-loop clients for `seconds`; every request is counted, failed or not.
 
     Request n asks `requirements[n]` (made unique with " #n") of `businesses[n]`, both cycled; with
-    `items`, (business, requirement) pairs are sent as they are, cycled (for real requirements).
-    `user_id` goes with every request (it picks the A/B arm)."""
+    `items`, (business, requirement, databases) triples are sent as they are, cycled (for real
+    requirements; databases None: unscoped). `user_id` goes with every request (it picks the A/B arm)."""
     samples: list[Sample] = []
     begin = time.perf_counter()
     counter = 0
@@ -145,12 +149,15 @@ async def drive(
         while time.perf_counter() - begin < seconds:
             counter += 1
             n = counter
+            databases: Sequence[str] | None = None
             if items:
-                business, text = items[n % len(items)]
+                business, text, databases = items[n % len(items)]
             else:
                 business = businesses[n % len(businesses)]
                 text = f"{requirements[n % len(requirements)]} #{n}"
             body: dict[str, Any] = {"business": business, "requirement": text, "k": k}
+            if databases:
+                body["databases"] = list(databases)
             if user_id:
                 body["user_id"] = user_id
             t0 = time.perf_counter()
