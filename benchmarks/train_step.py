@@ -5,6 +5,8 @@ negative tables, documents built by the prompt builder training uses, at the tok
 
 bf16 pays on CPUs that multiply bf16 in hardware (AMX, AVX-512 BF16); elsewhere torch emulates it,
 which is why `precision: auto` picks it only there (the JSON lists this CPU's bf16 units).
+`--trainable-layers 0,3` times each precision again with only the top N layers' LoRA updates trained
+(`RankerConfig.trainable_layers`; 0: every layer), `--precisions fp32` skips bf16.
 
     HF_HUB_OFFLINE=1 nice .venv/bin/python benchmarks/train_step.py --steps 30
 """
@@ -30,6 +32,12 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=64, help="token budget per pair (the demo's: 64)")
     parser.add_argument("--batch-size", type=int, default=16, help="pairs per step")
     parser.add_argument("--rounds", type=int, default=2, help="fp32 and bf16 alternated this many times")
+    parser.add_argument(
+        "--precisions", default="fp32,bf16", help="training precisions timed, comma-separated"
+    )
+    parser.add_argument(
+        "--trainable-layers", default="0", help="top layers trained, comma-separated (0: every layer)"
+    )
     args = parser.parse_args()
 
     from assetmatch.ranking.config import RankerConfig
@@ -63,21 +71,26 @@ def main() -> None:
                 text, table, document_budget(text, args.max_length, count), count
             )
 
-    results: dict[str, list[float]] = {"fp32": [], "bf16": []}
+    precisions = args.precisions.split(",")
+    tops = [int(n) for n in args.trainable_layers.split(",")]
+    runs = [(p, n) for p in precisions for n in tops]
+    results: dict[str, list[float]] = {label(p, n): [] for p, n in runs}
     for _ in range(args.rounds):
-        for precision in ("fp32", "bf16"):
-            run = replace(config, precision=precision)
+        for precision, top in runs:
+            run = replace(config, precision=precision, trainable_layers=top)
             seed_everything(run.seed)
             _, base, device = load_base(run.base, "cpu")
             model = new_adapter(base, run)
             stats = fit_adapter(model, tokenizer, pairs, documents, run, device)
-            results[precision].append(stats.seconds / stats.steps * 1000)
+            results[label(precision, top)].append(stats.seconds / stats.steps * 1000)
     best = {k: min(v) for k, v in results.items()}
     print(
         json.dumps(
             {
                 "ms_per_step": {k: [round(x, 1) for x in v] for k, v in results.items()},
-                "bf16_speedup": round(best["fp32"] / best["bf16"], 2),
+                "speedup_over_fp32": {k: round(best[label("fp32", tops[0])] / v, 2) for k, v in best.items()}
+                if label("fp32", tops[0]) in best
+                else {},
                 "steps": args.steps,
                 "max_length": args.max_length,
                 "batch_size": args.batch_size,
@@ -88,6 +101,11 @@ def main() -> None:
             indent=2,
         )
     )
+
+
+def label(precision: str, top: int) -> str:
+    """A run's name: its precision, and the layers it trains where not all."""
+    return precision if top == 0 else f"{precision}/top{top}"
 
 
 if __name__ == "__main__":
