@@ -210,6 +210,7 @@ def fit_adapter(
     With a `validator` and `config.eval_every`, the model is scored on the validation requirements
     every `eval_every` steps (the validation curve); training stops once `config.patience` checks in
     a row did not improve all-gold@3 + set F1, and the best checkpoint's weights are restored.
+    With `config.trainable_layers`, only the top layers' LoRA updates train (`train_top_layers`).
     On CPU, torch runs on `config.threads` threads meanwhile (`ranking.model.torch_threads`)."""
     import torch
     from transformers import get_linear_schedule_with_warmup
@@ -524,43 +525,41 @@ def train_business(
     reports["coarse_only"] = ev.report("coarse_only", [ev.coarse_ranked(j) for j in coarse_lists])
     if champion_dir is not None:
         champion = read_calibration(champion_dir)
-        judged = judge_folder(Path(champion_dir), library, validation, candidates, k, quantize)
-        reports["champion"] = ev.report("champion", [ev.fine_ranked(j, champion, ctx) for j in judged])
+        as_served = judge_folder(Path(champion_dir), library, validation, candidates, k, quantize)
+        reports["champion"] = ev.report("champion", [ev.fine_ranked(j, champion, ctx) for j in as_served])
 
     # 5. train, with the validation curve and early stopping. Each check answers the validation lists
     # as serving would answer them (the adapter as saved, run with `quantize`: int8 is 1.4x float32 on
     # a CPU without bf16 units), so the best checkpoint's lists are the very ones step 6 would score
     # again: its calibration is fitted on them (on the demo, 55 s of a 1,000 s build on such a CPU).
-    checker: list[LoraFineRanker] = []  # the checks' ranker, loaded at the first check
     checked: list[list[ev.Judged]] = []  # one per validation check, in the curve's order
+    checker = (  # the checks' ranker (a base of its own, run as deployed), only where checks run
+        LoraFineRanker.from_folders({}, config.base, config.device, config.max_length, quantize=quantize)
+        if config.eval_every
+        else None
+    )
 
     def validator(model: Any) -> dict[str, float]:
-        if not checker:
-            checker.append(
-                LoraFineRanker.from_folders(
-                    {}, config.base, config.device, config.max_length, quantize=quantize
-                )
-            )
+        assert checker is not None  # fit_adapter validates only with eval_every
         with tempfile.TemporaryDirectory() as tmp:
             save_adapter(model, tmp, config)
-            checker[0].add(CHECKED, tmp, "check")  # replaces the previous check's weights
-        score = partial(checker[0].logits, CHECKED)
+            checker.add(CHECKED, tmp, "check")  # replaces the previous check's weights
         answers = [(j.requirement, j.coarse) for j in coarse_lists]
+        score = partial(checker.logits, CHECKED)
         checked.append(judge_answers(score, library, answers, candidates, k, config.coarse_offset))
         return ev.curve_point(checked[-1], ctx)
 
     fit = fit_adapter(peft_model, tokenizer, pairs, documents, config, device, progress, validator)
-    checker.clear()
+    checker = None  # its base is not needed past training
 
     # 6. evaluate the new adapter on the same validation requirements and fit its calibration
     calibration = FineCalibration(familiar=familiar)
     if evaluate:
-        kept = best_checked(fit, checked)
-        if kept is None:  # no validation check kept the weights: score them now
+        judged = best_checked(fit, checked)
+        if judged is None:  # no validation check kept the weights: score them now
             with tempfile.TemporaryDirectory() as tmp:
                 save_adapter(peft_model, tmp, config)
-                kept = judge_folder(Path(tmp), library, validation, candidates, k, quantize)
-        judged = kept
+                judged = judge_folder(Path(tmp), library, validation, candidates, k, quantize)
         calibration = ev.calibrate(judged, ctx, familiar)
         # What training reports is what the gate will judge: each validation requirement answered with
         # the calibration fitted on the other folds. Answered with the calibration fitted on it, the

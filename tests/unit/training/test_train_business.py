@@ -135,23 +135,29 @@ def test_what_training_reports_is_what_the_gate_judges(
         assert result.reports[name].rr == expected.rr
 
 
+@pytest.fixture
+def judged_folders(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """The adapter folders `train_business` / `calibrate_adapter` judge (`judge_folder`), in order."""
+    from assetmatch.training import train as tr
+
+    folders: list[Path] = []
+    real = tr.judge_folder
+
+    def recording(folder, *args, **kwargs):  # type: ignore[no-untyped-def]
+        folders.append(folder)
+        return real(folder, *args, **kwargs)
+
+    monkeypatch.setattr(tr, "judge_folder", recording)
+    return folders
+
+
 def test_the_shared_adapter_is_judged_per_business_not_on_all_of_them(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, judged_folders: list[Path]
 ) -> None:
     """`evaluate=False` (the shared adapter): the saved adapter scores no validation list, its
     calibration records only the tables it learned and its report is coarse-only's; calibrated for
     a business (`calibrate_adapter`) it is judged there, with the calibration and reports a trained
     adapter has."""
-    from assetmatch.training import train as tr
-
-    judged: list[Path] = []
-    real = tr.judge_folder
-
-    def recording(folder, *args, **kwargs):  # type: ignore[no-untyped-def]
-        judged.append(folder)
-        return real(folder, *args, **kwargs)
-
-    monkeypatch.setattr(tr, "judge_folder", recording)
     candidates = Bm25Candidates(ASSETS)
     result = train_business(
         "g",
@@ -162,12 +168,12 @@ def test_the_shared_adapter_is_judged_per_business_not_on_all_of_them(
         tmp_path / "shared",
         evaluate=False,
     )
-    assert judged == [] and set(result.reports) == {"coarse_only"}
+    assert judged_folders == [] and set(result.reports) == {"coarse_only"}
     calibration = read_calibration(result.adapter_dir)
     assert calibration.threshold is None and calibration.selection is None
     assert calibration.familiar == frozenset(IDS.values())
     for_g = calibrate_adapter("g", result.adapter_dir, data(), ASSETS, candidates, tmp_path / "g")
-    assert judged == [tmp_path / "g"] and set(for_g.reports) == {"coarse_only", "challenger"}
+    assert judged_folders == [tmp_path / "g"] and set(for_g.reports) == {"coarse_only", "challenger"}
     assert read_calibration(for_g.adapter_dir).selection is not None
 
 
@@ -203,7 +209,7 @@ def test_an_adapter_trained_on_top_of_the_coarse_ranking_keeps_its_offset(
 
 @pytest.mark.parametrize("quantize", ["none", "int8"])
 def test_the_kept_checkpoint_is_calibrated_on_the_lists_its_check_judged(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, quantize: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, judged_folders: list[Path], quantize: str
 ) -> None:
     """Each validation check answers the lists as serving would (the adapter as saved, run with the
     deployment's `quantize`), so the calibration is fitted on the kept checkpoint's check and the
@@ -218,24 +224,16 @@ def test_the_kept_checkpoint_is_calibrated_on_the_lists_its_check_judged(
         calibrated.append(list(judged))
         return real_calibrate(judged, *args, **kwargs)
 
-    rescored: list[Path] = []
-    real_judge_folder = tr.judge_folder
-
-    def judging(folder, *args, **kwargs):  # type: ignore[no-untyped-def]
-        rescored.append(folder)
-        return real_judge_folder(folder, *args, **kwargs)
-
     monkeypatch.setattr(ev, "calibrate", recording)
-    monkeypatch.setattr(tr, "judge_folder", judging)
     data_g, candidates = data(), Bm25Candidates(ASSETS)
     # a learning rate high enough that the curve moves and a later check may not be the best one
     result = train_business(
         "g", data_g, ASSETS, candidates, config(max_steps=6, eval_every=2, patience=3), tmp_path / "a",
         quantize=quantize,
     )  # fmt: skip
-    assert result.fit.best_step in (2, 4, 6) and rescored == []
+    assert result.fit.best_step in (2, 4, 6) and judged_folders == []
     # the first calibration is the kept one, on every list (the cross-fitted ones follow, on folds)
-    fresh = real_judge_folder(
+    fresh = tr.judge_folder(
         result.adapter_dir, {a.asset_id: a for a in ASSETS}, data_g.validation, candidates, 4, quantize
     )
     assert [j.requirement.id for j in calibrated[0]] == [j.requirement.id for j in fresh]
@@ -244,20 +242,10 @@ def test_the_kept_checkpoint_is_calibrated_on_the_lists_its_check_judged(
 
 
 def test_an_adapter_without_validation_checks_is_scored_once_saved(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, judged_folders: list[Path]
 ) -> None:
     """No check kept the weights (`eval_every: 0`): the saved adapter is judged for its calibration."""
-    from assetmatch.training import train as tr
-
-    rescored: list[Path] = []
-    real = tr.judge_folder
-
-    def judging(folder, *args, **kwargs):  # type: ignore[no-untyped-def]
-        rescored.append(folder)
-        return real(folder, *args, **kwargs)
-
-    monkeypatch.setattr(tr, "judge_folder", judging)
     result = train_business(
         "g", data(), ASSETS, Bm25Candidates(ASSETS), config(max_steps=2, eval_every=0), tmp_path / "a"
     )
-    assert len(rescored) == 1 and result.fit.best_step == 0 and "challenger" in result.reports
+    assert len(judged_folders) == 1 and result.fit.best_step == 0 and "challenger" in result.reports
