@@ -25,7 +25,8 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from functools import partial
+from functools import cache
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -33,14 +34,16 @@ import numpy as np
 from assetmatch.config import PromotionConfig, Settings
 from assetmatch.lake import tables as T
 from assetmatch.lake.delta import Lake
+from assetmatch.matching.fine import read_calibration
 from assetmatch.matching.matcher import visible_businesses
 from assetmatch.ranking.candidates import production_candidates
 from assetmatch.ranking.config import RankerConfig
 from assetmatch.ranking.finerank import LoraFineRanker
 from assetmatch.registry.mlflow import Registry
 from assetmatch.training import evaluate as ev
+from assetmatch.training import recorded as rec
 from assetmatch.training.pairs import labelled_from_lake, split_holdout
-from assetmatch.training.train import judge, selection_context
+from assetmatch.training.train import judge, runtime_of, selection_context
 
 Verdict = Literal["promote", "refuse"]
 GATE_TAG = "gate.verdict"  # model-version tag written once the gate has judged a version
@@ -353,8 +356,6 @@ def evaluate_and_promote(
     `test` / `dev` are never used to choose a model. Promotion moves `champion` to the challenger
     and keeps the old champion as `previous` (for `assetmatch models rollback`).
     """
-    from pathlib import Path
-
     registry = Registry.from_settings(settings)
     gate = settings.promotion
     challenger = registry.version_by_alias(business, "challenger")
@@ -396,10 +397,22 @@ def evaluate_and_promote(
             registry.download_adapter(business, str(shared.version), root / str(shared.version)),
             str(shared.version),
         )
-    # one base model holds every arm's adapter, run as deployed (the latency budget is about what serves)
-    ranker = LoraFineRanker.from_folders(
-        folders, config.base, settings.ranker.device, config.max_length, quantize=settings.ranker.quantize
-    )
+    runtime = runtime_of(settings.ranker.device, settings.ranker.quantize)
+
+    @cache
+    def ranker() -> LoraFineRanker:
+        """One base model holding every arm's adapter, run as deployed (the latency budget is about
+        what serves); loaded only when an arm has lists its record does not hold."""
+        return LoraFineRanker.from_folders(
+            folders, config.base, settings.ranker.device, config.max_length, quantize=settings.ranker.quantize
+        )
+
+    def held(folder: str | Path) -> rec.Recorded:
+        """What training recorded of this arm's lists, where it ran as this ranker runs it
+        (`training.recorded`: the same weights, inputs, machine, precision and threads)."""
+        own = RankerConfig.load(folder)
+        same_model = (own.base, own.max_length) == (config.base, config.max_length)
+        return rec.recorded(folder, runtime) if same_model else {}
 
     def arm(name: str) -> ev.EvalReport:
         """One arm answering the held-out requirements as the Matcher would (cascade, fusion, selection).
@@ -410,14 +423,16 @@ def evaluate_and_promote(
         if name == "coarse_only":
             judged = judge(None, library, held_out, candidates, config.candidate_k)
             return ev.report(name, [ev.coarse_ranked(j) for j in judged])
-        calibration = ranker.calibration(name)
+        folder = folders[name][0]
+        calibration = read_calibration(folder)
         judged = judge(
-            partial(ranker.logits, name),
+            lambda *args: ranker().logits(name, *args),
             library,
             held_out,
             candidates,
             config.candidate_k,
             calibration.fusion.coarse_offset,
+            held(folder),
         )
         familiar = calibration.familiar
         return ev.report(name, ev.cross_fitted(judged, ctx, familiar, seed=gate.seed))

@@ -191,6 +191,7 @@ class Judged:
     logits: list[float]  # the adapter's logits of coarse.ids[: len(logits)]
     latency_ms: float  # time to score those len(logits) pairs
     coarse_offset: float = 0.0  # the adapter's `RankerConfig.coarse_offset` (its fusion's)
+    key: str = ""  # what the adapter read for these logits (`recorded.list_key`; "": coarse-only)
 
     def gold_flags(self, n: int | None = None) -> list[bool]:
         ids = self.coarse.ids[: len(self.logits) if n is None else n]

@@ -33,7 +33,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -56,8 +56,10 @@ from assetmatch.ranking.finerank import LoraFineRanker
 from assetmatch.ranking.model import (
     bf16_training,
     continue_adapter,
+    inference_precision,
     load_base,
     new_adapter,
+    pick_device,
     save_adapter,
     seed_everything,
     torch_threads,
@@ -66,6 +68,7 @@ from assetmatch.ranking.model import (
 from assetmatch.ranking.prompt import document_budget, table_prompt, tokenizer_counter
 from assetmatch.training import augment
 from assetmatch.training import evaluate as ev
+from assetmatch.training import recorded as rec
 from assetmatch.training.pairs import (
     LabelledRequirement,
     Pair,
@@ -309,13 +312,13 @@ CHECKED = "_check"
 """The name a validation check loads the adapter under, in its own serving-path ranker."""
 
 
-def best_checked(fit: FitStats, checked: Sequence[list[ev.Judged]]) -> list[ev.Judged] | None:
-    """The validation lists judged at the checkpoint training kept (`fit.best_step`), or None when
-    no check kept it (no validation, or training kept its last weights). `checked` holds one entry
-    per validation check, in `fit.curve`'s order."""
-    if not fit.best_step or len(checked) != len(fit.curve):
+def kept_check(fit: FitStats, checks: int) -> int | None:
+    """Which of the `checks` validation checks (in `fit.curve`'s order) judged the checkpoint
+    training kept (`fit.best_step`), or None when no check kept it (no validation, or training kept
+    its last weights)."""
+    if not fit.best_step or checks != len(fit.curve):
         return None
-    return checked[[int(point["step"]) for point in fit.curve].index(fit.best_step)]
+    return [int(point["step"]) for point in fit.curve].index(fit.best_step)
 
 
 class CoarseSource(Protocol):
@@ -360,12 +363,14 @@ def judge(
     candidates: CoarseSource,
     k: int,
     coarse_offset: float = 0.0,
+    recorded: rec.Recorded | None = None,
 ) -> list[ev.Judged]:
     """Each validation requirement's coarse answer and the logits `score(text, assets, examples,
     siblings)` gives its top k (none when `score` is None: the coarse-only arm). `coarse_offset`:
-    the adapter's (`RankerConfig.coarse_offset`), for the fusion fitted on these lists."""
+    the adapter's (`RankerConfig.coarse_offset`), for the fusion fitted on these lists.
+    `recorded`: lists this adapter already scored here (`training.recorded`), taken as they were."""
     answers = [(req, candidates.coarse(req.business, req.text, k, req.databases)) for req in validation]
-    return judge_answers(score, library, answers, candidates, k, coarse_offset)
+    return judge_answers(score, library, answers, candidates, k, coarse_offset, recorded)
 
 
 def judge_answers(
@@ -375,6 +380,7 @@ def judge_answers(
     candidates: CoarseSource,
     k: int,
     coarse_offset: float = 0.0,
+    recorded: rec.Recorded | None = None,
 ) -> list[ev.Judged]:
     """`judge` on coarse answers already known (each requirement with its own)."""
     out = []
@@ -382,10 +388,18 @@ def judge_answers(
         top = [a for a in coarse.ids[:k] if a in library]
         start = time.perf_counter()
         logits: list[float] = []
+        key = ""
         if top and score:  # the coarse-only arm reads no documents
             siblings = {a: candidates.siblings(a) for a in top}
-            logits = score(req.text, [library[a] for a in top], coarse.examples, siblings)
-        out.append(ev.Judged(req, coarse, logits, (time.perf_counter() - start) * 1000, coarse_offset))
+            assets = [library[a] for a in top]
+            key = rec.list_key(req.text, assets, coarse.examples, siblings)
+            if recorded and key in recorded:
+                logits, latency = recorded[key]
+                out.append(ev.Judged(req, coarse, list(logits), latency, coarse_offset, key))
+                continue
+            logits = score(req.text, assets, coarse.examples, siblings)
+        latency = (time.perf_counter() - start) * 1000
+        out.append(ev.Judged(req, coarse, logits, latency, coarse_offset, key))
     return out
 
 
@@ -396,15 +410,42 @@ def judge_folder(
     candidates: CoarseSource,
     k: int,
     quantize: str = "none",
+    device: str | None = None,
+    use_recorded: bool = True,
 ) -> list[ev.Judged]:
     """`judge` with the adapter saved in `adapter_dir` (the base and token budget it was trained with),
     run as serving runs it (`quantize`: the logits calibration is fitted on, and the latency the gate
-    measures, are those of the deployed inference)."""
+    measures, are those of the deployed inference; `device`: the adapter's own unless given). Lists
+    the folder's record holds for this runtime (`training.recorded`) are taken from it unless
+    `use_recorded` is False; the model is loaded only for a list it does not hold."""
     config = RankerConfig.load(adapter_dir)
-    ranker = LoraFineRanker.from_folders(
-        {"_eval": (adapter_dir, "eval")}, config.base, config.device, config.max_length, quantize=quantize
-    )
-    return judge(partial(ranker.logits, "_eval"), library, validation, candidates, k, config.coarse_offset)
+    device = device or config.device
+    runtime = runtime_of(device, quantize)
+    held = rec.recorded(adapter_dir, runtime) if use_recorded else {}
+
+    @cache
+    def ranker() -> LoraFineRanker:
+        return LoraFineRanker.from_folders(
+            {"_eval": (adapter_dir, "eval")}, config.base, device, config.max_length, quantize=quantize
+        )
+
+    def score(*args: Any) -> list[float]:
+        return ranker().logits("_eval", *args)
+
+    return judge(score, library, validation, candidates, k, config.coarse_offset, held)
+
+
+def runtime_of(device: str, quantize: str) -> rec.Runtime:
+    """This process as it runs an adapter on `device` with `ranker.quantize` (both as configured)."""
+    resolved = pick_device(device)[0]
+    return rec.Runtime.here(resolved, inference_precision(quantize, resolved))
+
+
+def record_scores(folder: Path, judged: Sequence[ev.Judged], runtime: rec.Runtime, adapter: str) -> None:
+    """Keep what `judged` scored with the adapter in `folder` (digest `adapter`, see
+    `training.recorded`) beside it, for the gate: only when the folder holds those very weights."""
+    if rec.adapter_digest(folder) == adapter:
+        rec.record(folder, judged, runtime, adapter)
 
 
 def familiar_tables(
@@ -533,6 +574,7 @@ def train_business(
     # a CPU without bf16 units), so the best checkpoint's lists are the very ones step 6 would score
     # again: its calibration is fitted on them (on the demo, 55 s of a 1,000 s build on such a CPU).
     checked: list[list[ev.Judged]] = []  # one per validation check, in the curve's order
+    checked_as: list[tuple[rec.Runtime, str]] = []  # each check's runtime and adapter digest
     checker = (  # the checks' ranker (a base of its own, run as deployed), only where checks run
         LoraFineRanker.from_folders({}, config.base, config.device, config.max_length, quantize=quantize)
         if config.eval_every
@@ -544,9 +586,11 @@ def train_business(
         with tempfile.TemporaryDirectory() as tmp:
             save_adapter(model, tmp, config)
             checker.add(CHECKED, tmp, "check")  # replaces the previous check's weights
+            digest = rec.adapter_digest(tmp)
         answers = [(j.requirement, j.coarse) for j in coarse_lists]
         score = partial(checker.logits, CHECKED)
         checked.append(judge_answers(score, library, answers, candidates, k, config.coarse_offset))
+        checked_as.append((rec.Runtime.here(checker.scorer.device, checker.scorer.quantize), digest))
         return ev.curve_point(checked[-1], ctx)
 
     fit = fit_adapter(peft_model, tokenizer, pairs, documents, config, device, progress, validator)
@@ -554,12 +598,17 @@ def train_business(
 
     # 6. evaluate the new adapter on the same validation requirements and fit its calibration
     calibration = FineCalibration(familiar=familiar)
+    scored_as: tuple[rec.Runtime, str] | None = None  # how the lists calibrated on were scored
+    judged: list[ev.Judged] = []
     if evaluate:
-        judged = best_checked(fit, checked)
-        if judged is None:  # no validation check kept the weights: score them now
+        kept = kept_check(fit, len(checked))
+        if kept is not None:
+            judged, scored_as = checked[kept], checked_as[kept]
+        else:  # no validation check kept the weights: score them now
             with tempfile.TemporaryDirectory() as tmp:
                 save_adapter(peft_model, tmp, config)
                 judged = judge_folder(Path(tmp), library, validation, candidates, k, quantize)
+                scored_as = runtime_of(config.device, quantize), rec.adapter_digest(tmp)
         calibration = ev.calibrate(judged, ctx, familiar)
         # What training reports is what the gate will judge: each validation requirement answered with
         # the calibration fitted on the other folds. Answered with the calibration fitted on it, the
@@ -575,6 +624,8 @@ def train_business(
         shutil.rmtree(out)
     save_adapter(peft_model, out, config)
     write_calibration(out, calibration)
+    if scored_as is not None:  # the gate takes these lists as they were scored (`training.recorded`)
+        record_scores(out, judged, *scored_as)
     threshold = calibration.threshold if calibration.threshold is not None else 0.5
     result = TrainResult(business, out, config, fit, threshold, reports, data.counts(), calibration)
     (out / "eval_report.json").write_text(
@@ -658,6 +709,7 @@ def calibrate_adapter(
         validation = random.Random(config.seed).sample(validation, config.max_validation)
     ctx = selection_context(candidates)
     judged = judge_folder(out, library, validation, candidates, config.candidate_k, quantize)
+    record_scores(out, judged, runtime_of(config.device, quantize), rec.adapter_digest(out))
     familiar = familiar_tables(data.train, library) | (read_calibration(adapter_dir).familiar or frozenset())
     calibration = ev.calibrate(judged, ctx, familiar)
     calibration.extra = {"validation_requirements": len(validation), "calibrated_for": business}

@@ -233,8 +233,9 @@ def test_the_kept_checkpoint_is_calibrated_on_the_lists_its_check_judged(
     )  # fmt: skip
     assert result.fit.best_step in (2, 4, 6) and judged_folders == []
     # the first calibration is the kept one, on every list (the cross-fitted ones follow, on folds)
+    library = {a.asset_id: a for a in ASSETS}
     fresh = tr.judge_folder(
-        result.adapter_dir, {a.asset_id: a for a in ASSETS}, data_g.validation, candidates, 4, quantize
+        result.adapter_dir, library, data_g.validation, candidates, 4, quantize, use_recorded=False
     )
     assert [j.requirement.id for j in calibrated[0]] == [j.requirement.id for j in fresh]
     for checked, again in zip(calibrated[0], fresh):
@@ -249,3 +250,55 @@ def test_an_adapter_without_validation_checks_is_scored_once_saved(
         "g", data(), ASSETS, Bm25Candidates(ASSETS), config(max_steps=2, eval_every=0), tmp_path / "a"
     )
     assert len(judged_folders) == 1 and result.fit.best_step == 0 and "challenger" in result.reports
+
+
+def test_the_gate_takes_what_training_scored_and_scores_what_changed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kept checkpoint's check is recorded with the saved adapter; `judge_folder` (what the gate
+    and training run) takes those lists without loading a model, equal to scoring them afresh, and
+    scores again exactly the lists whose inputs changed."""
+    from assetmatch.ranking.model import torch_threads
+    from assetmatch.training import recorded as rec
+    from assetmatch.training import train as tr
+
+    data_g, candidates = data(), Bm25Candidates(ASSETS)
+    library = {a.asset_id: a for a in ASSETS}
+    with torch_threads(1):  # the checks run on the training's threads: the same as judging's here
+        result = tr.train_business(
+            "g", data_g, ASSETS, candidates, config(max_steps=4, eval_every=2, threads=1, candidate_k=3), tmp_path / "a",
+            quantize="int8",
+        )  # fmt: skip
+        assert result.fit.best_step in (2, 4) and (result.adapter_dir / rec.SCORES_FILE).exists()
+        fresh = tr.judge_folder(
+            result.adapter_dir, library, data_g.validation, candidates, 3, "int8", use_recorded=False
+        )
+        loads: list[str] = []
+        real = tr.LoraFineRanker.from_folders
+
+        def counting(*args, **kwargs):  # type: ignore[no-untyped-def]
+            loads.append("load")
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(tr.LoraFineRanker, "from_folders", counting)
+        taken = tr.judge_folder(result.adapter_dir, library, data_g.validation, candidates, 3, "int8")
+        assert loads == []  # every list was in the record
+        for again, recorded in zip(fresh, taken, strict=True):
+            assert recorded.key == again.key and recorded.logits == pytest.approx(again.logits, abs=1e-5)
+        # another thread count: another latency, so the record does not stand for it
+        with torch_threads(2):
+            tr.judge_folder(result.adapter_dir, library, data_g.validation, candidates, 3, "int8")
+        assert loads == ["load"]
+        # a table described differently since: the lists showing it are scored, the others taken
+        target = next(
+            a for a in ASSETS if 0 < sum(a.asset_id in j.coarse.ids[:3] for j in taken) < len(taken)
+        )
+        changed = target.model_copy(update={"comment": "players who paid, per day"})
+        library_now = {**library, changed.asset_id: changed}
+        now = tr.judge_folder(result.adapter_dir, library_now, data_g.validation, candidates, 3, "int8")
+    assert loads == ["load", "load"]
+    shows = [changed.asset_id in j.coarse.ids[:3] for j in now]
+    for before, after, shown in zip(taken, now, shows, strict=True):
+        assert (after.key != before.key) == shown
+        if not shown:
+            assert (after.logits, after.latency_ms) == (before.logits, before.latency_ms)
