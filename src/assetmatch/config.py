@@ -507,7 +507,8 @@ class ServingConfig(_Strict):
     torch_threads: int = Field(
         default=0,
         ge=0,
-        description="Intra-op threads of the model (0: torch's default). 1 is often fastest on a busy, shared CPU.",
+        description="Intra-op threads of the fine ranker (0: torch's default), in serving and wherever an "
+        "adapter is judged as served (validation checks, the A/B gate). 1 is often fastest on a busy, shared CPU.",
     )
     math_threads: int = Field(
         default=1,

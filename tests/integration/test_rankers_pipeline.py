@@ -61,7 +61,6 @@ def make_settings(tmp_path: Path, businesses: list[str], **training: Any) -> Set
                 "max_validation": 6,
                 "validation_fraction": 0.4,
                 "synthetic_per_table": 1,
-                "threads": 1,  # training on the threads the gate judges on (see the recorded-lists test)
             },
             **training,
         },
@@ -204,12 +203,13 @@ def test_the_gate_takes_the_lists_training_scored(tmp_path: Path, monkeypatch: p
     adapter judged for the business), and it travels with the adapter through MLflow: the gate,
     on the same machine and threads, takes those lists and never loads a model to score them again."""
     from assetmatch import pipeline
-    from assetmatch.ranking.model import torch_threads
     from assetmatch.registry import promotion
     from assetmatch.training.recorded import SCORES_FILE
 
     monkeypatch.chdir(tmp_path)
     settings = make_settings(tmp_path, ["game", "shop"], shared_ranker={"max_steps": 1})
+    # serving's threads, pinned as a deployment pins them: every judging of an adapter runs on them
+    settings.serving.torch_threads = 1
     loads: list[str] = []
     real = promotion.LoraFineRanker.from_folders
 
@@ -217,10 +217,9 @@ def test_the_gate_takes_the_lists_training_scored(tmp_path: Path, monkeypatch: p
         loads.append("load")
         return real(*args, **kwargs)
 
-    with torch_threads(1):  # a process's thread count is its own: pinned, as a deployment pins it
-        assert pipeline.train_stage(settings).status == "ran"
-        monkeypatch.setattr(promotion.LoraFineRanker, "from_folders", counting)
-        outcome = promotion.evaluate_and_promote(settings, "game", cache_dir=str(tmp_path / "gate"))
+    assert pipeline.train_stage(settings).status == "ran"
+    monkeypatch.setattr(promotion.LoraFineRanker, "from_folders", counting)
+    outcome = promotion.evaluate_and_promote(settings, "game", cache_dir=str(tmp_path / "gate"))
     assert loads == [] and outcome.chosen in ("baseline", "shared", "per_business")
     downloaded = sorted(p.parent.name for p in (tmp_path / "gate" / "game").glob(f"*/{SCORES_FILE}"))
     assert len(downloaded) == 2  # the business's adapter and the shared one, each with its record

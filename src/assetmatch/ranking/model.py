@@ -120,6 +120,17 @@ def torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
+@contextmanager
+def scoring_threads(n: int) -> Iterator[None]:
+    """torch's threads while an adapter is judged as served (`serving.torch_threads`): `n`, or this
+    process's as they are when `n` is 0 (torch's default, or what the process was started with)."""
+    if n <= 0:
+        yield
+        return
+    with torch_threads(n):
+        yield
+
+
 def seed_everything(seed: int) -> None:
     """Seed python, numpy and torch so sampling, LoRA init and data order repeat exactly."""
     import numpy as np

@@ -39,6 +39,7 @@ from assetmatch.matching.matcher import visible_businesses
 from assetmatch.ranking.candidates import production_candidates
 from assetmatch.ranking.config import RankerConfig
 from assetmatch.ranking.finerank import LoraFineRanker
+from assetmatch.ranking.model import scoring_threads
 from assetmatch.registry.mlflow import Registry
 from assetmatch.training import evaluate as ev
 from assetmatch.training import recorded as rec
@@ -397,7 +398,6 @@ def evaluate_and_promote(
             registry.download_adapter(business, str(shared.version), root / str(shared.version)),
             str(shared.version),
         )
-    runtime = runtime_of(settings.ranker.device, settings.ranker.quantize)
 
     @cache
     def ranker() -> LoraFineRanker:
@@ -411,8 +411,9 @@ def evaluate_and_promote(
         """What training recorded of this arm's lists, where it ran as this ranker runs it
         (`training.recorded`: the same weights, inputs, machine, precision and threads)."""
         own = RankerConfig.load(folder)
-        same_model = (own.base, own.max_length) == (config.base, config.max_length)
-        return rec.recorded(folder, runtime) if same_model else {}
+        if (own.base, own.max_length) != (config.base, config.max_length):
+            return {}
+        return rec.recorded(folder, runtime_of(settings.ranker.device, settings.ranker.quantize))
 
     def arm(name: str) -> ev.EvalReport:
         """One arm answering the held-out requirements as the Matcher would (cascade, fusion, selection).
@@ -437,9 +438,10 @@ def evaluate_and_promote(
         familiar = calibration.familiar
         return ev.report(name, ev.cross_fitted(judged, ctx, familiar, seed=gate.seed))
 
-    base_report = arm("champion" if champion is not None else "coarse_only")
-    chall_report = arm("challenger")
-    shared_report = arm("shared") if shared is not None else None
+    with scoring_threads(settings.serving.torch_threads):  # judged on serving's threads
+        base_report = arm("champion" if champion is not None else "coarse_only")
+        chall_report = arm("challenger")
+        shared_report = arm("shared") if shared is not None else None
     choice = choose_arm(base_report, shared_report, chall_report, gate, first_adapter=champion is None)
     chosen_mv = {"shared": shared, "per_business": challenger}.get(choice.chosen)
     decision = choice.decisions["shared" if choice.chosen == "shared" else "per_business"]

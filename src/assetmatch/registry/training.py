@@ -84,6 +84,7 @@ def run_shared_training(
         init_from=resolve_starting_adapter(settings.training.starting_adapter, config.base),
         quantize=settings.ranker.quantize,
         evaluate=False,  # judged and calibrated per business, by `run_training`
+        threads=settings.serving.torch_threads,
     )
     registry = Registry.from_settings(settings)
     run_id = registry.log_training(
@@ -148,6 +149,7 @@ def run_training(
             progress,
             init_from=shared_dir or starting,
             quantize=settings.ranker.quantize,
+            threads=settings.serving.torch_threads,
         )
         if shared is not None and shared_dir is not None:
             shared_started = _now_ms()
@@ -159,6 +161,7 @@ def run_training(
                 candidates,
                 Path(out_dir.parent) / f"{stamp}-shared",
                 settings.ranker.quantize,
+                settings.serving.torch_threads,
             )
             run_id = registry.log_training(
                 business,

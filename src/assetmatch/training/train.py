@@ -61,6 +61,7 @@ from assetmatch.ranking.model import (
     new_adapter,
     pick_device,
     save_adapter,
+    scoring_threads,
     seed_everything,
     torch_threads,
     train_top_layers,
@@ -481,14 +482,16 @@ def train_business(
     familiar: frozenset[str] | None = None,
     quantize: str = "none",
     evaluate: bool = True,
+    threads: int = 0,
 ) -> TrainResult:
     """Train, evaluate and save one business's adapter (see the module docstring for the steps).
 
     `assets`: the library the business sees (its own tables and shared ones). `init_from`: an
     adapter folder to start from (the shared adapter) instead of a fresh adapter. `familiar`: the
     tables the cascade treats as known (default: the gold tables of the labelled training data,
-    plus those of the starting adapter). `quantize`: the inference serving runs (ranker.quantize);
-    the calibration is fitted on its logits. `evaluate=False` skips step 6: the adapter is saved
+    plus those of the starting adapter). `quantize` and `threads`: the inference serving runs
+    (`ranker.quantize`, `serving.torch_threads`; 0: this process's threads), which every judging of
+    an adapter here runs too; the calibration is fitted on its logits. `evaluate=False` skips step 6: the adapter is saved
     with a calibration that only records the tables it learned, and its reports are coarse-only's
     (and the champion's). The shared adapter is trained so: it is judged and calibrated per
     business (`calibrate_adapter`), which is what the gate reads, so a report on all businesses'
@@ -503,6 +506,9 @@ def train_business(
         raise ValueError(f"business {business!r} has no labelled or synthetic requirements to train on")
 
     # 1. load: the shared base, frozen, with a fresh adapter or the shared one (seeded)
+    import torch
+
+    served = threads or torch.get_num_threads()  # before training sets its own (`config.threads`)
     seed_everything(config.seed)
     tokenizer, base_model, device = load_base(config.base, config.device)
     if init_from is not None:
@@ -566,7 +572,8 @@ def train_business(
     reports["coarse_only"] = ev.report("coarse_only", [ev.coarse_ranked(j) for j in coarse_lists])
     if champion_dir is not None:
         champion = read_calibration(champion_dir)
-        as_served = judge_folder(Path(champion_dir), library, validation, candidates, k, quantize)
+        with torch_threads(served):
+            as_served = judge_folder(Path(champion_dir), library, validation, candidates, k, quantize)
         reports["champion"] = ev.report("champion", [ev.fine_ranked(j, champion, ctx) for j in as_served])
 
     # 5. train, with the validation curve and early stopping. Each check answers the validation lists
@@ -589,8 +596,9 @@ def train_business(
             digest = rec.adapter_digest(tmp)
         answers = [(j.requirement, j.coarse) for j in coarse_lists]
         score = partial(checker.logits, CHECKED)
-        checked.append(judge_answers(score, library, answers, candidates, k, config.coarse_offset))
-        checked_as.append((rec.Runtime.here(checker.scorer.device, checker.scorer.quantize), digest))
+        with torch_threads(served):  # on serving's threads, not the training's
+            checked.append(judge_answers(score, library, answers, candidates, k, config.coarse_offset))
+            checked_as.append((rec.Runtime.here(checker.scorer.device, checker.scorer.quantize), digest))
         return ev.curve_point(checked[-1], ctx)
 
     fit = fit_adapter(peft_model, tokenizer, pairs, documents, config, device, progress, validator)
@@ -605,7 +613,7 @@ def train_business(
         if kept is not None:
             judged, scored_as = checked[kept], checked_as[kept]
         else:  # no validation check kept the weights: score them now
-            with tempfile.TemporaryDirectory() as tmp:
+            with tempfile.TemporaryDirectory() as tmp, torch_threads(served):
                 save_adapter(peft_model, tmp, config)
                 judged = judge_folder(Path(tmp), library, validation, candidates, k, quantize)
                 scored_as = runtime_of(config.device, quantize), rec.adapter_digest(tmp)
@@ -695,9 +703,11 @@ def calibrate_adapter(
     candidates: CoarseSource,
     out_dir: str | Path,
     quantize: str = "none",
+    threads: int = 0,
 ) -> TrainResult:
     """A copy of an adapter (the shared one) with `business`'s own calibration — fusion, selection
-    and cascade fitted on its validation requirements — and its reports, as `train_business` gives."""
+    and cascade fitted on its validation requirements — and its reports, as `train_business` gives
+    (judged as served: `quantize`, `threads`)."""
     config = RankerConfig.load(adapter_dir)
     out = Path(out_dir)
     if out.exists():
@@ -708,8 +718,9 @@ def calibrate_adapter(
     if config.max_validation and len(validation) > config.max_validation:
         validation = random.Random(config.seed).sample(validation, config.max_validation)
     ctx = selection_context(candidates)
-    judged = judge_folder(out, library, validation, candidates, config.candidate_k, quantize)
-    record_scores(out, judged, runtime_of(config.device, quantize), rec.adapter_digest(out))
+    with scoring_threads(threads):
+        judged = judge_folder(out, library, validation, candidates, config.candidate_k, quantize)
+        record_scores(out, judged, runtime_of(config.device, quantize), rec.adapter_digest(out))
     familiar = familiar_tables(data.train, library) | (read_calibration(adapter_dir).familiar or frozenset())
     calibration = ev.calibrate(judged, ctx, familiar)
     calibration.extra = {"validation_requirements": len(validation), "calibrated_for": business}

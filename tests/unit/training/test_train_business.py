@@ -255,20 +255,21 @@ def test_an_adapter_without_validation_checks_is_scored_once_saved(
 def test_the_gate_takes_what_training_scored_and_scores_what_changed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The kept checkpoint's check is recorded with the saved adapter; `judge_folder` (what the gate
-    and training run) takes those lists without loading a model, equal to scoring them afresh, and
-    scores again exactly the lists whose inputs changed."""
+    """The kept checkpoint's check, run on serving's threads, is recorded with the saved adapter;
+    `judge_folder` (what the gate and training run) takes those lists without loading a model, equal
+    to scoring them afresh, and scores again exactly the lists whose inputs changed."""
     from assetmatch.ranking.model import torch_threads
     from assetmatch.training import recorded as rec
     from assetmatch.training import train as tr
 
     data_g, candidates = data(), Bm25Candidates(ASSETS)
     library = {a.asset_id: a for a in ASSETS}
-    with torch_threads(1):  # the checks run on the training's threads: the same as judging's here
-        result = tr.train_business(
-            "g", data_g, ASSETS, candidates, config(max_steps=4, eval_every=2, threads=1, candidate_k=3), tmp_path / "a",
-            quantize="int8",
-        )  # fmt: skip
+    # the checks score on serving's threads (`threads`), not on the two training runs on here
+    result = tr.train_business(
+        "g", data_g, ASSETS, candidates, config(max_steps=4, eval_every=2, threads=2, candidate_k=3),
+        tmp_path / "a", quantize="int8", threads=1,
+    )  # fmt: skip
+    with torch_threads(1):
         assert result.fit.best_step in (2, 4) and (result.adapter_dir / rec.SCORES_FILE).exists()
         fresh = tr.judge_folder(
             result.adapter_dir, library, data_g.validation, candidates, 3, "int8", use_recorded=False
