@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import random
 import shutil
 import sqlite3
@@ -111,17 +110,6 @@ DEMO_SHARED_RANKER = {"max_steps": 50, "schedule_steps": 500, "eval_every": 0}
 # stage's p95 (210 ms) broke the gate's 200 ms budget; at 64: 446 s, and the adapters' held-out set F1
 # was within noise of 96's (docs/fine-ranking.md).
 DEMO_MAX_LENGTH = 64
-
-
-def model_threads() -> int:
-    """torch threads of the demo's fine ranker wherever it runs — training, its validation checks,
-    the gate, serving: the cores, at most 4. One count for all, so the gate takes the lists training
-    already scored (`training.recorded`: a latency is only the same on the same threads); on one
-    thread, as the rest of the demo's math runs (`cli.demo.default_threads`), judging an adapter on a
-    2-core CPU is 1.5x slower (int8: 51 against 76 pairs/s, `benchmarks/finerank_throughput.py`)."""
-    return max(1, min(4, os.cpu_count() or 1))
-
-
 CST = timezone(timedelta(hours=8), "CST")  # the analysts work in Beijing time
 
 ANALYST_POOL = (
@@ -521,19 +509,14 @@ def demo_settings(paths: DemoPaths) -> dict[str, Any]:
         "matching": {"fine_top_n": DEMO_RANKER["candidate_k"]},
         "training": {
             "adapters_dir": str(paths.adapters),
-            "ranker": {**DEMO_RANKER, "threads": model_threads()},
+            "ranker": dict(DEMO_RANKER),
             "shared_ranker": dict(DEMO_SHARED_RANKER),
             # a rerun that refits the coarse model (new code, new data) retrains the adapters too: their
             # calibration is fitted on the coarse lists
             "retrain_on_coarse_refit": True,
         },
         # the demo serves on loopback only; a real deployment lists sha256 digests in serving.api_keys
-        "serving": {
-            "host": "127.0.0.1",
-            "require_api_key": False,
-            "reload_interval_s": 0,
-            "torch_threads": model_threads(),
-        },
+        "serving": {"host": "127.0.0.1", "require_api_key": False, "reload_interval_s": 0},
     }
 
 
