@@ -11,7 +11,6 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from assetmatch.cli import app
-from assetmatch.cli.demo import default_threads
 from assetmatch.demo import pipeline
 from assetmatch.demo.pipeline import (
     STEPS_FILE,
@@ -22,7 +21,7 @@ from assetmatch.demo.pipeline import (
     step_names,
     timing_table,
 )
-from assetmatch.serving.threads import THREAD_VARIABLES, limit_threads_before_load
+from assetmatch.serving.threads import THREAD_VARIABLES, default_threads, limit_threads_before_load
 
 
 def test_steps_are_ordered_and_generate_comes_first() -> None:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import typer
 
 from assetmatch.cli import common
-from assetmatch.serving.threads import limit_threads_before_load
+from assetmatch.serving.threads import default_threads, limit_threads_before_load
 
 
 def demo(
@@ -72,13 +71,6 @@ def demo(
     if ctx.paths is not None:
         write_step_times(results, dir / STEPS_FILE)
         common.console.print(f"config: [cyan]{ctx.paths.config}[/cyan]")
-
-
-def default_threads() -> int:
-    """Half the cores, at most 4: the demo's small per-request work (one query embedding, a
-    gradient-boosting predict over ~50 candidates) is many times slower when OpenMP spins one
-    thread per core on a machine whose cores are busy with other work."""
-    return max(1, min(4, (os.cpu_count() or 2) // 2))
 
 
 def register(app: typer.Typer) -> None:

@@ -47,6 +47,14 @@ def limit_math_threads(n: int) -> None:
     threadpool_limits(limits=n)  # applies at once and stays: the returned object is not restored
 
 
+def default_threads() -> int:
+    """Half the cores, at most 4: the demo's math threads (`assetmatch demo --threads`). Its small
+    per-request work (one query embedding, a gradient-boosting predict over ~50 candidates) is many
+    times slower when OpenMP spins one thread per core on a machine whose cores are busy with other
+    work."""
+    return max(1, min(4, (os.cpu_count() or 2) // 2))
+
+
 def match_concurrency(configured: int, cores: int | None = None) -> int:
     """Match requests computed at once: `configured`, or two per core when it is 0 (one computes
     while the other waits for its fine-ranking batch)."""
