@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import platform
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -35,6 +36,8 @@ from assetmatch.types import Siblings
 
 if TYPE_CHECKING:
     from assetmatch.training.evaluate import Judged
+
+log = logging.getLogger(__name__)
 
 SCORES_FILE = "validation_scores.json"
 FORMAT = 1
@@ -103,15 +106,23 @@ def record(folder: str | Path, judged: Iterable[Judged], runtime: Runtime, adapt
 
 def recorded(folder: str | Path, runtime: Runtime) -> Recorded:
     """The lists recorded in `folder` that may stand for scoring them again with its adapter on
-    `runtime`; empty when there is no record, or it is of other weights or another runtime."""
+    `runtime`; empty when there is no record, or it is of other weights or another runtime. A record
+    that cannot be read is only a record lost (logged): the lists are scored instead."""
     path = Path(folder) / SCORES_FILE
     if not path.is_file():
         return {}
-    data = json.loads(path.read_text(encoding="utf-8"))
-    if (
-        data.get("format") != FORMAT
-        or data.get("adapter") != adapter_digest(folder)
-        or data.get("runtime") != asdict(runtime)
-    ):
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if (
+            data.get("format") != FORMAT
+            or data.get("adapter") != adapter_digest(folder)
+            or data.get("runtime") != asdict(runtime)
+        ):
+            return {}
+        return {
+            str(key): ([float(v) for v in entry["logits"]], float(entry["latency_ms"]))
+            for key, entry in data["lists"].items()
+        }
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:  # JSONDecodeError is a ValueError
+        log.warning("ignoring the unreadable scores record %s (%s): its lists are scored again", path, exc)
         return {}
-    return {key: (entry["logits"], float(entry["latency_ms"])) for key, entry in data["lists"].items()}

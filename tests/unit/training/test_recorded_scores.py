@@ -3,8 +3,11 @@ a list again only where the weights, the inputs and the runtime are the same."""
 
 from __future__ import annotations
 
-from dataclasses import replace
+import json
+from dataclasses import asdict, replace
 from pathlib import Path
+
+import pytest
 
 from assetmatch.matching.fine import CoarseAnswer
 from assetmatch.models import Column, TableAsset
@@ -80,3 +83,19 @@ def test_a_record_stands_only_for_its_own_weights_and_runtime(tmp_path: Path) ->
     other = adapter_folder(tmp_path / "b", b"weights-2")
     rec.record(other, judged(["k1"]), RUNTIME, rec.adapter_digest(folder))  # a digest of other weights
     assert rec.recorded(other, RUNTIME) == {}
+
+
+@pytest.mark.parametrize("broken", ["{not json", '{"format": 1, "adapter": "x"', "[1, 2]", "DIGEST"])
+def test_an_unreadable_record_is_scored_again_not_an_error(
+    tmp_path: Path, broken: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = adapter_folder(tmp_path / "a", b"weights")
+    digest = rec.adapter_digest(folder)
+    text = (
+        f'{{"format": 1, "adapter": "{digest}", "runtime": {json.dumps(asdict(RUNTIME))}, "lists": {{"k": 3}}}}'
+        if broken == "DIGEST"  # the right weights and runtime, a list entry of the wrong shape
+        else broken
+    )
+    (folder / rec.SCORES_FILE).write_text(text, encoding="utf-8")
+    assert rec.recorded(folder, RUNTIME) == {}
+    assert "unreadable scores record" in caplog.text
