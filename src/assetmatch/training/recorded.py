@@ -3,7 +3,8 @@
 Training scores an adapter's validation lists the way serving runs it (the kept checkpoint's
 check, or `train.judge_folder` for an adapter without one, such as the shared adapter calibrated
 for a business), and the A/B gate then scores the same adapter on the same held-out lists again,
-in the same way: on the demo, about a third of the promote step. Training writes what it scored
+in the same way: on the demo, most of the promote step (121.8 s of it, 18.4 s without; 2-core CPU).
+Training writes what it scored
 into the adapter's folder (`SCORES_FILE`, logged to MLflow with the adapter), and `train.judge`
 takes a list's logits and latency from there only where nothing that decides them changed:
 

@@ -15,7 +15,8 @@
               logits with coarse scores, selection on fused probabilities, the cascade; the
               reported figures are cross-fitted, as the A/B gate judges (skipped for the shared
               adapter, which is calibrated per business: `calibrate_adapter`)
- 7. save      adapter + RankerConfig + calibration + eval report + plots in one folder
+ 7. save      adapter + RankerConfig + calibration + eval report + plots in one folder, with the
+              validation lists scored to calibrate it (`training.recorded`: the gate takes them)
 
 `assetmatch.registry.training.run_training` adds step 0 (read the lake) and step 8 (log to MLflow,
 register as `challenger`).
