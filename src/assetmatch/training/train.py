@@ -412,23 +412,19 @@ def judge_folder(
     candidates: CoarseSource,
     k: int,
     quantize: str = "none",
-    device: str | None = None,
     use_recorded: bool = True,
 ) -> list[ev.Judged]:
     """`judge` with the adapter saved in `adapter_dir` (the base and token budget it was trained with),
     run as serving runs it (`quantize`: the logits calibration is fitted on, and the latency the gate
-    measures, are those of the deployed inference; `device`: the adapter's own unless given). Lists
-    the folder's record holds for this runtime (`training.recorded`) are taken from it unless
+    measures, are those of the deployed inference). Lists the folder's record holds for this runtime (`training.recorded`) are taken from it unless
     `use_recorded` is False; the model is loaded only for a list it does not hold."""
     config = RankerConfig.load(adapter_dir)
-    device = device or config.device
-    runtime = runtime_of(device, quantize)
-    held = rec.recorded(adapter_dir, runtime) if use_recorded else {}
+    held = rec.recorded(adapter_dir, runtime_of(config.device, quantize)) if use_recorded else {}
 
     @cache
     def ranker() -> LoraFineRanker:
         return LoraFineRanker.from_folders(
-            {"_eval": (adapter_dir, "eval")}, config.base, device, config.max_length, quantize=quantize
+            {"_eval": (adapter_dir, "eval")}, config.base, config.device, config.max_length, quantize=quantize
         )
 
     def score(*args: Any) -> list[float]:
@@ -441,13 +437,6 @@ def runtime_of(device: str, quantize: str) -> rec.Runtime:
     """This process as it runs an adapter on `device` with `ranker.quantize` (both as configured)."""
     resolved = pick_device(device)[0]
     return rec.Runtime.here(resolved, inference_precision(quantize, resolved))
-
-
-def record_scores(folder: Path, judged: Sequence[ev.Judged], runtime: rec.Runtime, adapter: str) -> None:
-    """Keep what `judged` scored with the adapter in `folder` (digest `adapter`, see
-    `training.recorded`) beside it, for the gate: only when the folder holds those very weights."""
-    if rec.adapter_digest(folder) == adapter:
-        rec.record(folder, judged, runtime, adapter)
 
 
 def familiar_tables(
@@ -581,8 +570,9 @@ def train_business(
     # as serving would answer them (the adapter as saved, run with `quantize`: int8 is 1.4x float32 on
     # a CPU without bf16 units), so the best checkpoint's lists are the very ones step 6 would score
     # again: its calibration is fitted on them (on the demo, 55 s of a 1,000 s build on such a CPU).
-    checked: list[list[ev.Judged]] = []  # one per validation check, in the curve's order
-    checked_as: list[tuple[rec.Runtime, str]] = []  # each check's runtime and adapter digest
+    # one per validation check, in the curve's order: its lists, and how they were scored (the
+    # runtime, the adapter's digest)
+    checked: list[tuple[list[ev.Judged], tuple[rec.Runtime, str]]] = []
     checker = (  # the checks' ranker (a base of its own, run as deployed), only where checks run
         LoraFineRanker.from_folders({}, config.base, config.device, config.max_length, quantize=quantize)
         if config.eval_every
@@ -598,9 +588,10 @@ def train_business(
         answers = [(j.requirement, j.coarse) for j in coarse_lists]
         score = partial(checker.logits, CHECKED)
         with torch_threads(served):  # on serving's threads, not the training's
-            checked.append(judge_answers(score, library, answers, candidates, k, config.coarse_offset))
-            checked_as.append((rec.Runtime.here(checker.scorer.device, checker.scorer.quantize), digest))
-        return ev.curve_point(checked[-1], ctx)
+            lists = judge_answers(score, library, answers, candidates, k, config.coarse_offset)
+            runtime = rec.Runtime.here(checker.scorer.device, checker.scorer.quantize)
+        checked.append((lists, (runtime, digest)))
+        return ev.curve_point(lists, ctx)
 
     fit = fit_adapter(peft_model, tokenizer, pairs, documents, config, device, progress, validator)
     checker = None  # its base is not needed past training
@@ -612,7 +603,7 @@ def train_business(
     if evaluate:
         kept = kept_check(fit, len(checked))
         if kept is not None:
-            judged, scored_as = checked[kept], checked_as[kept]
+            judged, scored_as = checked[kept]
         else:  # no validation check kept the weights: score them now
             with tempfile.TemporaryDirectory() as tmp, torch_threads(served):
                 save_adapter(peft_model, tmp, config)
@@ -633,8 +624,10 @@ def train_business(
         shutil.rmtree(out)
     save_adapter(peft_model, out, config)
     write_calibration(out, calibration)
-    if scored_as is not None:  # the gate takes these lists as they were scored (`training.recorded`)
-        record_scores(out, judged, *scored_as)
+    # the gate takes these lists as they were scored (`training.recorded`), where the saved weights
+    # are the very ones scored
+    if scored_as is not None and rec.adapter_digest(out) == scored_as[1]:
+        rec.record(out, judged, *scored_as)
     threshold = calibration.threshold if calibration.threshold is not None else 0.5
     result = TrainResult(business, out, config, fit, threshold, reports, data.counts(), calibration)
     (out / "eval_report.json").write_text(
@@ -721,7 +714,7 @@ def calibrate_adapter(
     ctx = selection_context(candidates)
     with scoring_threads(threads):
         judged = judge_folder(out, library, validation, candidates, config.candidate_k, quantize)
-        record_scores(out, judged, runtime_of(config.device, quantize), rec.adapter_digest(out))
+        rec.record(out, judged, runtime_of(config.device, quantize), rec.adapter_digest(out))
     familiar = familiar_tables(data.train, library) | (read_calibration(adapter_dir).familiar or frozenset())
     calibration = ev.calibrate(judged, ctx, familiar)
     calibration.extra = {"validation_requirements": len(validation), "calibrated_for": business}
