@@ -180,7 +180,7 @@ def main() -> None:
     from assetmatch.registry.promotion import ArmResult, decide
     from assetmatch.training import evaluate as ev
     from assetmatch.training.pairs import labelled_from_lake, split_holdout
-    from assetmatch.training.train import judge, selection_context
+    from assetmatch.training.train import judge, loaded, selection_context
 
     started = time.perf_counter()
     settings = load_settings(args.config)
@@ -226,9 +226,13 @@ def main() -> None:
         contexts[business] = selection_context(candidates)
         judged[business] = {}
         for name in arms_of[business]:
-            score = partial(ranker.logits, name)
             judged[business][name] = judge(
-                score, library, held_out, candidates, config.candidate_k, offsets[name]
+                loaded(partial(ranker.logits, name)),
+                library,
+                held_out,
+                candidates,
+                config.candidate_k,
+                offsets[name],
             )
         if not arms_of[business]:
             judged[business]["coarse"] = judge(None, library, held_out, candidates, config.candidate_k)

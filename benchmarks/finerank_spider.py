@@ -62,7 +62,14 @@ from assetmatch.training import augment
 from assetmatch.training import evaluate as ev
 from assetmatch.training.pairs import LabelledRequirement, TrainingData, split_holdout
 from assetmatch.training.starting import resolve_starting_adapter
-from assetmatch.training.train import TrainResult, calibrate_adapter, judge, selection_context, train_business
+from assetmatch.training.train import (
+    TrainResult,
+    calibrate_adapter,
+    judge,
+    loaded,
+    selection_context,
+    train_business,
+)
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "benchmarks" / "spider"
 METRICS = ("all_gold_at_3", "all_gold_at_5", "set_f1", "set_exact", "mrr")
@@ -185,7 +192,7 @@ def evaluate(
     if ranker is None or calibration is None:
         judged = judge(None, library, requirements, candidates, k)
         return {"coarse_only": ev.report(f"{name}/coarse_only", [ev.coarse_ranked(j) for j in judged])}
-    judged = judge(partial(ranker.logits, adapter), library, requirements, candidates, k)
+    judged = judge(loaded(partial(ranker.logits, adapter)), library, requirements, candidates, k)
     always = dataclasses.replace(
         calibration, cascade=dataclasses.replace(calibration.cascade, max_margin=None, familiar_only=False)
     )
@@ -564,7 +571,7 @@ def shared_b_report(
     candidates: CoarseCandidates,
     k: int,
 ) -> ev.EvalReport:
-    judged = judge(partial(ranker.logits, adapter), candidates.assets, requirements, candidates, k)
+    judged = judge(loaded(partial(ranker.logits, adapter)), candidates.assets, requirements, candidates, k)
     calibration = read_calibration(folder)
     return ev.report(adapter, [ev.fine_ranked(j, calibration, selection_context(candidates)) for j in judged])
 

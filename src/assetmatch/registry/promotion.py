@@ -25,7 +25,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -120,16 +120,26 @@ class Decision:
         }
 
 
+_DIGITS = 12  # the bootstrap's means are rounded to this many decimals (`paired_bootstrap`)
+
+
 def paired_bootstrap(diffs: Sequence[float], samples: int, confidence: float, seed: int) -> Interval:
-    """Mean of paired differences and its percentile bootstrap CI (resampling requirements)."""
+    """Mean of paired differences and its percentile bootstrap CI (resampling requirements).
+
+    Means are rounded to `_DIGITS` decimals: a resample whose gains and losses cancel (+0.6, -0.3,
+    -0.3) has a mean of zero, which floats sum to a residue of either sign (5.6e-17 / n). Left so, a
+    lower end "above zero" by 1e-18 promoted an adapter on the demo whose interval was [0, +0.090].
+    The differences of per-requirement metrics (ratios of small counts) are never that close to
+    zero without being zero."""
     d = np.asarray(diffs, dtype=float)
     if d.size == 0:
         raise ValueError("paired_bootstrap: no paired requirements to compare")
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, d.size, size=(samples, d.size))
-    means = d[idx].mean(axis=1)
+    means = np.round(d[idx].mean(axis=1), _DIGITS)
     alpha = (1 - confidence) / 2
-    return Interval(float(d.mean()), float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha)))
+    mean = float(np.round(d.mean(), _DIGITS))
+    return Interval(mean, float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha)))
 
 
 def _summary(arm: ArmResult) -> dict[str, float]:
@@ -400,12 +410,15 @@ def evaluate_and_promote(
         )
 
     @cache
-    def ranker() -> LoraFineRanker:
-        """One base model holding every arm's adapter, run as deployed (the latency budget is about
-        what serves); loaded only when an arm has lists its record does not hold."""
-        return LoraFineRanker.from_folders(
-            folders, config.base, settings.ranker.device, config.max_length, quantize=settings.ranker.quantize
-        )
+    def rankers() -> list[LoraFineRanker]:
+        """Bases holding every arm's adapter, run as deployed (the latency budget is about what
+        serves), one per list scored at once (`lists_at_once`); loaded only when an arm has lists its
+        record does not hold."""
+        device, quantize = settings.ranker.device, settings.ranker.quantize
+        return [
+            LoraFineRanker.from_folders(folders, config.base, device, config.max_length, quantize=quantize)
+            for _ in range(runtime_of(device, quantize).side_by_side)
+        ]
 
     def held(folder: str | Path) -> rec.Recorded:
         """What training recorded of this arm's lists, where it ran as this ranker runs it
@@ -427,7 +440,7 @@ def evaluate_and_promote(
         folder = folders[name][0]
         calibration = read_calibration(folder)
         judged = judge(
-            lambda *args: ranker().logits(name, *args),
+            lambda: [partial(ranker.logits, name) for ranker in rankers()],
             library,
             held_out,
             candidates,

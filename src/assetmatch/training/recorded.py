@@ -9,8 +9,9 @@ into the adapter's folder (`SCORES_FILE`, logged to MLflow with the adapter), an
 takes a list's logits and latency from there only where nothing that decides them changed:
 
 - the adapter: a digest of its weight and configuration files (`adapter_digest`);
-- how it ran (`Runtime`): the host, the device, the inference precision and torch's thread count,
-  since the latency the gate holds against its budget is that of this machine as configured;
+- how it ran (`Runtime`): the host, the device, the inference precision, torch's thread count and
+  how many lists were scored side by side (`ranking.model.lists_at_once`), since the latency the
+  gate holds against its budget is that of this machine as configured;
 - what it read (`list_key`): the requirement, and for each table in coarse order its whole
   description, the past request and the database context shown beside it.
 
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SCORES_FILE = "validation_scores.json"
-FORMAT = 1
+FORMAT = 2  # 2: the runtime names the lists scored side by side
 # what decides an adapter's logits, beside the base it names: not its calibration or reports,
 # which are written next to it after it was scored
 _MODEL_FILES = ("adapter_config.json", CONFIG_FILE)  # PEFT's file name, and RankerConfig's
@@ -59,13 +60,16 @@ class Runtime:
     device: str
     precision: str
     threads: int
+    side_by_side: int  # lists scored at once, each on `threads` threads
 
     @classmethod
     def here(cls, device: str, precision: str) -> Runtime:
         """This process now (`device` / `precision` as resolved by `ranking.model`)."""
         import torch
 
-        return cls(platform.node(), device, precision, torch.get_num_threads())
+        from assetmatch.ranking.model import lists_at_once
+
+        return cls(platform.node(), device, precision, torch.get_num_threads(), lists_at_once(device))
 
 
 def adapter_digest(folder: str | Path) -> str:

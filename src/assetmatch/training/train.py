@@ -27,12 +27,15 @@ from the CLI, a Prefect task, a benchmark or a test.
 from __future__ import annotations
 
 import json
+import queue
 import random
 import shutil
 import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from dataclasses import dataclass, field, replace
 from functools import cache, partial
 from pathlib import Path
@@ -58,6 +61,7 @@ from assetmatch.ranking.model import (
     bf16_training,
     continue_adapter,
     inference_precision,
+    lists_at_once,
     load_base,
     new_adapter,
     pick_device,
@@ -357,9 +361,19 @@ Scorer = Callable[[str, list[TableAsset], Mapping[str, str], Siblings], list[flo
 """(requirement, tables, past requests by table id, other tables of each one's database) -> one
 logit per table: an adapter's `logits` (`functools.partial(ranker.logits, name)`)."""
 
+Scorers = Callable[[], Sequence[Scorer]]
+"""Returns one adapter's scorers, its models loaded on the first call (`functools.cache` it): one
+per list scored at once (`ranking.model.lists_at_once`), each on its own copy of the model. Called
+only when a list must be scored, and before any list is timed: loading is no list's latency."""
+
+
+def loaded(*scorers: Scorer) -> Scorers:
+    """`Scorers` of models already loaded."""
+    return lambda: scorers
+
 
 def judge(
-    score: Scorer | None,
+    scorers: Scorers | None,
     library: Mapping[str, TableAsset],
     validation: list[LabelledRequirement],
     candidates: CoarseSource,
@@ -367,16 +381,16 @@ def judge(
     coarse_offset: float = 0.0,
     recorded: rec.Recorded | None = None,
 ) -> list[ev.Judged]:
-    """Each validation requirement's coarse answer and the logits `score(text, assets, examples,
-    siblings)` gives its top k (none when `score` is None: the coarse-only arm). `coarse_offset`:
-    the adapter's (`RankerConfig.coarse_offset`), for the fusion fitted on these lists.
-    `recorded`: lists this adapter already scored here (`training.recorded`), taken as they were."""
+    """Each validation requirement's coarse answer and the logits `scorers` give its top k (none
+    when `scorers` is None: the coarse-only arm). `coarse_offset`: the adapter's
+    (`RankerConfig.coarse_offset`), for the fusion fitted on these lists. `recorded`: lists this
+    adapter already scored here (`training.recorded`), taken as they were."""
     answers = [(req, candidates.coarse(req.business, req.text, k, req.databases)) for req in validation]
-    return judge_answers(score, library, answers, candidates, k, coarse_offset, recorded)
+    return judge_answers(scorers, library, answers, candidates, k, coarse_offset, recorded)
 
 
 def judge_answers(
-    score: Scorer | None,
+    scorers: Scorers | None,
     library: Mapping[str, TableAsset],
     answers: Sequence[tuple[LabelledRequirement, CoarseAnswer]],
     candidates: CoarseSource,
@@ -385,24 +399,66 @@ def judge_answers(
     recorded: rec.Recorded | None = None,
 ) -> list[ev.Judged]:
     """`judge` on coarse answers already known (each requirement with its own)."""
-    out = []
+    out: list[ev.Judged] = []
+    todo: list[tuple[int, tuple[str, list[TableAsset], Mapping[str, str], Siblings]]] = []
     for req, coarse in answers:
         top = [a for a in coarse.ids[:k] if a in library]
-        start = time.perf_counter()
-        logits: list[float] = []
-        key = ""
-        if top and score:  # the coarse-only arm reads no documents
-            siblings = {a: candidates.siblings(a) for a in top}
-            assets = [library[a] for a in top]
-            key = rec.list_key(req.text, assets, coarse.examples, siblings)
-            if recorded and key in recorded:
-                logits, latency = recorded[key]
-                out.append(ev.Judged(req, coarse, list(logits), latency, coarse_offset, key))
-                continue
-            logits = score(req.text, assets, coarse.examples, siblings)
-        latency = (time.perf_counter() - start) * 1000
-        out.append(ev.Judged(req, coarse, logits, latency, coarse_offset, key))
+        if not (top and scorers):  # the coarse-only arm reads no documents
+            out.append(ev.Judged(req, coarse, [], 0.0, coarse_offset, ""))
+            continue
+        siblings = {a: candidates.siblings(a) for a in top}
+        assets = [library[a] for a in top]
+        key = rec.list_key(req.text, assets, coarse.examples, siblings)
+        if recorded and key in recorded:
+            logits, latency = recorded[key]
+        else:  # scored below, side by side with the other lists to score
+            logits, latency = [], 0.0
+            todo.append((len(out), (req.text, assets, coarse.examples, siblings)))
+        out.append(ev.Judged(req, coarse, list(logits), latency, coarse_offset, key))
+    if todo:
+        assert scorers is not None
+        scored = score_side_by_side(scorers(), [args for _, args in todo])
+        for (i, _), (logits, latency) in zip(todo, scored, strict=True):
+            out[i] = replace(out[i], logits=logits, latency_ms=latency)
     return out
+
+
+def score_side_by_side(
+    scorers: Sequence[Scorer], lists: Sequence[tuple[Any, ...]]
+) -> list[tuple[list[float], float]]:
+    """Each list's logits and the milliseconds its scorer took, in order: the lists shared out among
+    `scorers`, each scoring in a thread of its own (torch releases the GIL inside its kernels).
+
+    Hand-rolled over `ThreadPoolExecutor.map` because each thread must keep one scorer (a model is
+    not safe to call from two threads at once) while taking the next list as it frees up."""
+    results: list[tuple[list[float], float]] = [([], 0.0)] * len(lists)
+    pending: queue.SimpleQueue[int] = queue.SimpleQueue()
+    for i in range(len(lists)):
+        pending.put(i)
+
+    def work(score: Scorer) -> None:
+        try:
+            while True:
+                try:
+                    i = pending.get_nowait()
+                except queue.Empty:
+                    return
+                start = time.perf_counter()
+                logits = score(*lists[i])
+                results[i] = (logits, (time.perf_counter() - start) * 1000)
+        except BaseException:
+            with suppress(queue.Empty):  # the other threads stop after their list
+                while True:
+                    pending.get_nowait()
+            raise
+
+    if len(scorers) == 1:
+        work(scorers[0])
+    else:
+        with ThreadPoolExecutor(len(scorers), thread_name_prefix="assetmatch-judge") as pool:
+            for done in [pool.submit(work, score) for score in scorers]:
+                done.result()
+    return results
 
 
 def judge_folder(
@@ -416,21 +472,28 @@ def judge_folder(
 ) -> list[ev.Judged]:
     """`judge` with the adapter saved in `adapter_dir` (the base and token budget it was trained with),
     run as serving runs it (`quantize`: the logits calibration is fitted on, and the latency the gate
-    measures, are those of the deployed inference). Lists the folder's record holds for this runtime (`training.recorded`) are taken from it unless
-    `use_recorded` is False; the model is loaded only for a list it does not hold."""
+    measures, are those of the deployed inference) on this process's torch threads, `lists_at_once`
+    side by side. Lists the folder's record holds for this runtime (`training.recorded`) are taken
+    from it unless `use_recorded` is False; the models are loaded only for a list it does not hold."""
     config = RankerConfig.load(adapter_dir)
-    held = rec.recorded(adapter_dir, runtime_of(config.device, quantize)) if use_recorded else {}
+    runtime = runtime_of(config.device, quantize)
+    held = rec.recorded(adapter_dir, runtime) if use_recorded else {}
 
     @cache
-    def ranker() -> LoraFineRanker:
-        return LoraFineRanker.from_folders(
-            {"_eval": (adapter_dir, "eval")}, config.base, config.device, config.max_length, quantize=quantize
-        )
+    def scorers() -> list[Scorer]:
+        rankers = [
+            LoraFineRanker.from_folders(
+                {"_eval": (adapter_dir, "eval")},
+                config.base,
+                config.device,
+                config.max_length,
+                quantize=quantize,
+            )
+            for _ in range(runtime.side_by_side)
+        ]
+        return [partial(ranker.logits, "_eval") for ranker in rankers]
 
-    def score(*args: Any) -> list[float]:
-        return ranker().logits("_eval", *args)
-
-    return judge(score, library, validation, candidates, k, config.coarse_offset, held)
+    return judge(scorers, library, validation, candidates, k, config.coarse_offset, held)
 
 
 def runtime_of(device: str, quantize: str) -> rec.Runtime:
@@ -573,28 +636,27 @@ def train_business(
     # one per validation check, in the curve's order: its lists, and how they were scored (the
     # runtime, the adapter's digest)
     checked: list[tuple[list[ev.Judged], tuple[rec.Runtime, str]]] = []
-    checker = (  # the checks' ranker (a base of its own, run as deployed), only where checks run
+    checkers = [  # the checks' rankers (bases of their own, run as deployed), only where checks run
         LoraFineRanker.from_folders({}, config.base, config.device, config.max_length, quantize=quantize)
-        if config.eval_every
-        else None
-    )
+        for _ in range(lists_at_once(device, served) if config.eval_every else 0)
+    ]
 
     def validator(model: Any) -> dict[str, float]:
-        assert checker is not None  # fit_adapter validates only with eval_every
         with tempfile.TemporaryDirectory() as tmp:
             save_adapter(model, tmp, config)
-            checker.add(CHECKED, tmp, "check")  # replaces the previous check's weights
+            for checker in checkers:
+                checker.add(CHECKED, tmp, "check")  # replaces the previous check's weights
             digest = rec.adapter_digest(tmp)
         answers = [(j.requirement, j.coarse) for j in coarse_lists]
-        score = partial(checker.logits, CHECKED)
+        scorers = loaded(*(partial(checker.logits, CHECKED) for checker in checkers))
         with torch_threads(served):  # on serving's threads, not the training's
-            lists = judge_answers(score, library, answers, candidates, k, config.coarse_offset)
-            runtime = rec.Runtime.here(checker.scorer.device, checker.scorer.quantize)
+            lists = judge_answers(scorers, library, answers, candidates, k, config.coarse_offset)
+            runtime = rec.Runtime.here(checkers[0].scorer.device, checkers[0].scorer.quantize)
         checked.append((lists, (runtime, digest)))
         return ev.curve_point(lists, ctx)
 
     fit = fit_adapter(peft_model, tokenizer, pairs, documents, config, device, progress, validator)
-    checker = None  # its base is not needed past training
+    checkers.clear()  # their bases are not needed past training
 
     # 6. evaluate the new adapter on the same validation requirements and fit its calibration
     calibration = FineCalibration(familiar=familiar)

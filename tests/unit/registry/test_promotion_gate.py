@@ -171,3 +171,29 @@ def test_a_promotion_never_reads_as_an_interval_from_zero() -> None:
     assert f"set_f1 +0.002 [{low:+.2g}, " in d.reason
     assert "[+0.000," not in d.reason.split("all_gold")[0]
     assert f"all_gold_at_{GATE.k} +0.000 [+0.000, +0.000]" in d.reason
+
+
+def test_gains_and_losses_that_cancel_are_no_evidence() -> None:
+    """Six of 80 requirements gain, two lose (0.3, 1/3): resamples that draw a 0.6 gain with the
+    0.3 loss twice have a mean of exactly zero, which floats sum to +6.9e-19. The 2.5 % quantile is
+    such a resample: the interval starts at zero, so the first adapter is refused, not promoted on a
+    rounding residue (as a demo build once was, at [+1.6e-18, +0.090])."""
+    gains, losses = [0.5, 0.75, 0.75, 0.6, 0.75, 1 / 6], [1 / 3, 0.3]
+    n = 80
+    zeros = [0.0] * (n - len(gains) - len(losses))
+    coarse = [0.0] * len(gains) + losses + zeros
+    adapter = gains + [0.0] * len(losses) + zeros
+    raw = np.asarray(adapter) - np.asarray(coarse)
+    rng = np.random.default_rng(7)
+    unrounded = np.quantile(raw[rng.integers(0, n, size=(2000, n))].mean(axis=1), 0.025)
+    assert 0 < unrounded < 1e-15  # the residue the gate once read as "above zero"
+    gate = PromotionConfig(k=3, confidence=0.95, bootstrap_samples=2000, seed=7, latency_budget_ms=100.0)
+    assert paired_bootstrap(raw, 2000, 0.95, seed=7).low == 0.0
+    ids, gold, ms = [f"r{i}" for i in range(n)], [1.0] * n, [20.0] * n
+    d = decide(
+        ArmResult("coarse_only", ids, coarse, gold, ms),
+        ArmResult("challenger", ids, adapter, gold, ms),
+        gate,
+        True,
+    )
+    assert d.verdict == "refuse" and d.diffs["set_f1"].low == 0.0 and d.diffs["set_f1"].mean > 0.03

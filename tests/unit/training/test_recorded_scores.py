@@ -19,7 +19,7 @@ TABLES = [
     TableAsset(business="g", database="g", name=n, comment=c, columns=[Column(name="dt")])
     for n, c in (("dws_pay", "paying users"), ("dws_active", "active users"), ("dim_item", "items"))
 ]
-RUNTIME = rec.Runtime("host-a", "cpu", "int8", 2)
+RUNTIME = rec.Runtime("host-a", "cpu", "int8", 1, 2)
 
 
 def key(**changes: object) -> str:
@@ -73,7 +73,8 @@ def test_a_record_stands_only_for_its_own_weights_and_runtime(tmp_path: Path) ->
     (folder / "calibration.json").write_text("{}", encoding="utf-8")
     assert set(rec.recorded(folder, RUNTIME)) == {"k1", "k2"}
     for other in (
-        replace(RUNTIME, threads=1),
+        replace(RUNTIME, threads=2),
+        replace(RUNTIME, side_by_side=1),  # each list's latency measured alone
         replace(RUNTIME, precision="none"),
         replace(RUNTIME, host="host-b"),
     ):
@@ -92,7 +93,7 @@ def test_an_unreadable_record_is_scored_again_not_an_error(
     folder = adapter_folder(tmp_path / "a", b"weights")
     digest = rec.adapter_digest(folder)
     text = (
-        f'{{"format": 1, "adapter": "{digest}", "runtime": {json.dumps(asdict(RUNTIME))}, "lists": {{"k": 3}}}}'
+        f'{{"format": {rec.FORMAT}, "adapter": "{digest}", "runtime": {json.dumps(asdict(RUNTIME))}, "lists": {{"k": 3}}}}'
         if broken == "DIGEST"  # the right weights and runtime, a list entry of the wrong shape
         else broken
     )

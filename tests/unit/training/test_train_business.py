@@ -258,7 +258,7 @@ def test_the_gate_takes_what_training_scored_and_scores_what_changed(
     """The kept checkpoint's check, run on serving's threads, is recorded with the saved adapter;
     `judge_folder` (what the gate and training run) takes those lists without loading a model, equal
     to scoring them afresh, and scores again exactly the lists whose inputs changed."""
-    from assetmatch.ranking.model import torch_threads
+    from assetmatch.ranking.model import lists_at_once, torch_threads
     from assetmatch.training import recorded as rec
     from assetmatch.training import train as tr
 
@@ -288,8 +288,12 @@ def test_the_gate_takes_what_training_scored_and_scores_what_changed(
             assert recorded.key == again.key and recorded.logits == pytest.approx(again.logits, abs=1e-5)
         # another thread count: another latency, so the record does not stand for it
         with torch_threads(2):
-            tr.judge_folder(result.adapter_dir, library, data_g.validation, candidates, 3, "int8")
-        assert loads == ["load"]
+            other = tr.judge_folder(result.adapter_dir, library, data_g.validation, candidates, 3, "int8")
+            two_threads = lists_at_once("cpu")  # a model per list scored at once
+        assert loads == ["load"] * two_threads
+        # (on two cores: one list at a time, against two side by side) the same logits
+        for again, alone in zip(fresh, other, strict=True):
+            assert alone.logits == pytest.approx(again.logits, abs=1e-5)
         # a table described differently since: the lists showing it are scored, the others taken
         target = next(
             a for a in ASSETS if 0 < sum(a.asset_id in j.coarse.ids[:3] for j in taken) < len(taken)
@@ -297,7 +301,7 @@ def test_the_gate_takes_what_training_scored_and_scores_what_changed(
         changed = target.model_copy(update={"comment": "players who paid, per day"})
         library_now = {**library, changed.asset_id: changed}
         now = tr.judge_folder(result.adapter_dir, library_now, data_g.validation, candidates, 3, "int8")
-    assert loads == ["load", "load"]
+        assert loads == ["load"] * (two_threads + lists_at_once("cpu"))
     shows = [changed.asset_id in j.coarse.ids[:3] for j in now]
     for before, after, shown in zip(taken, now, shows, strict=True):
         assert (after.key != before.key) == shown
