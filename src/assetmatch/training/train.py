@@ -625,7 +625,7 @@ def train_business(
     reports["coarse_only"] = ev.report("coarse_only", [ev.coarse_ranked(j) for j in coarse_lists])
     if champion_dir is not None:
         champion = read_calibration(champion_dir)
-        with torch_threads(served):
+        with torch_threads(served), torch.random.fork_rng():  # (the checks' comment below)
             as_served = judge_folder(Path(champion_dir), library, validation, candidates, k, quantize)
         reports["champion"] = ev.report("champion", [ev.fine_ranked(j, champion, ctx) for j in as_served])
 
@@ -636,12 +636,20 @@ def train_business(
     # one per validation check, in the curve's order: its lists, and how they were scored (the
     # runtime, the adapter's digest)
     checked: list[tuple[list[ev.Judged], tuple[rec.Runtime, str]]] = []
-    checkers = [  # the checks' rankers (bases of their own, run as deployed), only where checks run
-        LoraFineRanker.from_folders({}, config.base, config.device, config.max_length, quantize=quantize)
-        for _ in range(lists_at_once(device, served) if config.eval_every else 0)
-    ]
+    # Loading a model for judging draws random head and LoRA weights (the saved ones then replace
+    # them) from torch's generator, whose stream the training's dropout masks follow: judging runs
+    # on a fork of it, so what training does not depend on how many models judged it.
+    with torch.random.fork_rng():
+        checkers = [  # the checks' rankers (bases of their own, run as deployed), only where checks run
+            LoraFineRanker.from_folders({}, config.base, config.device, config.max_length, quantize=quantize)
+            for _ in range(lists_at_once(device, served) if config.eval_every else 0)
+        ]
 
     def validator(model: Any) -> dict[str, float]:
+        with torch.random.fork_rng():
+            return check(model)
+
+    def check(model: Any) -> dict[str, float]:
         with tempfile.TemporaryDirectory() as tmp:
             save_adapter(model, tmp, config)
             for checker in checkers:

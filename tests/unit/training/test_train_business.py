@@ -307,3 +307,24 @@ def test_the_gate_takes_what_training_scored_and_scores_what_changed(
         assert (after.key != before.key) == shown
         if not shown:
             assert (after.logits, after.latency_ms) == (before.logits, before.latency_ms)
+
+
+def test_training_does_not_depend_on_how_many_models_judge_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Loading a judging model draws random weights from torch's generator, which the training's
+    dropout masks follow: with one model per list scored at once, a 4-core machine would have
+    trained another adapter than a 2-core one. Judging runs on a fork of the generator."""
+    from assetmatch.training import recorded as rec
+    from assetmatch.training import train as tr
+
+    digests = []
+    for models in (1, 2):
+        monkeypatch.setattr(tr, "lists_at_once", lambda device, threads=0, n=models: n)
+        result = tr.train_business(
+            "g", data(), ASSETS, Bm25Candidates(ASSETS), config(max_steps=4, eval_every=2, patience=3),
+            tmp_path / str(models), quantize="int8",
+        )  # fmt: skip
+        assert len(result.fit.curve) >= 2  # checks ran
+        digests.append(rec.adapter_digest(result.adapter_dir))
+    assert digests[0] == digests[1]
