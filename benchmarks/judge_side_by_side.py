@@ -27,10 +27,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-WORDS = (
-    "user order pay daily active retention channel game item revenue level login device region "
-    "battle hero match rank season card deck gold diamond"
-).split()
+# fmt: off
+WORDS = [
+    "user", "order", "pay", "daily", "active", "retention", "channel", "game", "item", "revenue",
+    "level", "login", "device", "region", "battle", "hero", "match", "rank", "season", "card",
+]
+# fmt: on
 
 
 def main() -> None:
@@ -73,7 +75,7 @@ def main() -> None:
             ],
         )
 
-    lists = [
+    lists: list[tuple[str, list[TableAsset], dict[str, str], None]] = [
         (
             " ".join(rng.choices(WORDS, k=6)),
             [table(i * args.tables + j) for j in range(args.tables)],
