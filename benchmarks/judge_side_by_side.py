@@ -22,6 +22,7 @@ import argparse
 import os
 import random
 import time
+from functools import partial
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -52,10 +53,8 @@ def main() -> None:
 
     from assetmatch.models import Column, TableAsset
     from assetmatch.ranker_config import RankerConfig
-    from assetmatch.ranking.finerank import LoraFineRanker
-    from assetmatch.ranking.model import lists_at_once
     from assetmatch.training.starting import packaged_adapter
-    from assetmatch.training.train import score_side_by_side
+    from assetmatch.training.train import judging_rankers, score_side_by_side
 
     folder = packaged_adapter()
     if folder is None:
@@ -84,15 +83,10 @@ def main() -> None:
         )
         for i in range(args.lists)
     ]
-    side = lists_at_once("cpu", args.threads)
+    rankers = judging_rankers({"a": (folder, "1")}, base, "cpu", args.max_length, args.quantize, args.threads)
+    side = len(rankers)  # `lists_at_once` at serving's threads
     cores = os.cpu_count() or 1
-    rankers = [
-        LoraFineRanker.from_folders(
-            {"a": (folder, "1")}, base, "cpu", args.max_length, quantize=args.quantize
-        )
-        for _ in range(max(side, 1))
-    ]
-    scorers = [lambda *a, r=r: r.logits("a", *a) for r in rankers]
+    scorers = [partial(ranker.logits, "a") for ranker in rankers]
     print(
         f"{args.lists} lists x {args.tables} tables, {args.max_length} tokens, {rankers[0].scorer.quantize}, "
         f"{cores} cores; load average {os.getloadavg()[0]:.2f}"

@@ -44,7 +44,7 @@ from assetmatch.registry.mlflow import Registry
 from assetmatch.training import evaluate as ev
 from assetmatch.training import recorded as rec
 from assetmatch.training.pairs import labelled_from_lake, split_holdout
-from assetmatch.training.train import judge, runtime_of, selection_context
+from assetmatch.training.train import judge, judging_rankers, runtime_of, selection_context
 
 Verdict = Literal["promote", "refuse"]
 GATE_TAG = "gate.verdict"  # model-version tag written once the gate has judged a version
@@ -414,11 +414,8 @@ def evaluate_and_promote(
         """Bases holding every arm's adapter, run as deployed (the latency budget is about what
         serves), one per list scored at once (`lists_at_once`); loaded only when an arm has lists its
         record does not hold."""
-        device, quantize = settings.ranker.device, settings.ranker.quantize
-        return [
-            LoraFineRanker.from_folders(folders, config.base, device, config.max_length, quantize=quantize)
-            for _ in range(runtime_of(device, quantize).side_by_side)
-        ]
+        ranker = settings.ranker
+        return judging_rankers(folders, config.base, ranker.device, config.max_length, ranker.quantize)
 
     def held(folder: str | Path) -> rec.Recorded:
         """What training recorded of this arm's lists, where it ran as this ranker runs it

@@ -481,19 +481,36 @@ def judge_folder(
 
     @cache
     def scorers() -> list[Scorer]:
-        rankers = [
-            LoraFineRanker.from_folders(
-                {"_eval": (adapter_dir, "eval")},
-                config.base,
-                config.device,
-                config.max_length,
-                quantize=quantize,
-            )
-            for _ in range(runtime.side_by_side)
-        ]
+        adapters = {"_eval": (adapter_dir, "eval")}
+        rankers = judging_rankers(adapters, config.base, config.device, config.max_length, quantize)
         return [partial(ranker.logits, "_eval") for ranker in rankers]
 
     return judge(scorers, library, validation, candidates, k, config.coarse_offset, held)
+
+
+def judging_rankers(
+    adapters: Mapping[str, tuple[str | Path, str]],
+    base: str,
+    device: str,
+    max_length: int,
+    quantize: str,
+    threads: int = 0,
+) -> list[LoraFineRanker]:
+    """The rankers an adapter's judging scores with, run as deployed: one per list scored at once
+    (`lists_at_once` at `threads` torch threads; 0: torch's threads now), each a copy of `base`
+    holding `adapters` (`LoraFineRanker.from_folders`).
+
+    Loading draws random head and LoRA weights (the saved ones then replace them) from torch's
+    generator, whose stream a training's dropout masks follow: the loads run on a fork of it, so
+    what training does not depend on how many models judge it."""
+    import torch
+
+    count = lists_at_once(pick_device(device)[0], threads)
+    with torch.random.fork_rng():
+        return [
+            LoraFineRanker.from_folders(adapters, base, device, max_length, quantize=quantize)
+            for _ in range(count)
+        ]
 
 
 def runtime_of(device: str, quantize: str) -> rec.Runtime:
@@ -625,7 +642,7 @@ def train_business(
     reports["coarse_only"] = ev.report("coarse_only", [ev.coarse_ranked(j) for j in coarse_lists])
     if champion_dir is not None:
         champion = read_calibration(champion_dir)
-        with torch_threads(served), torch.random.fork_rng():  # (the checks' comment below)
+        with torch_threads(served):
             as_served = judge_folder(Path(champion_dir), library, validation, candidates, k, quantize)
         reports["champion"] = ev.report("champion", [ev.fine_ranked(j, champion, ctx) for j in as_served])
 
@@ -636,17 +653,14 @@ def train_business(
     # one per validation check, in the curve's order: its lists, and how they were scored (the
     # runtime, the adapter's digest)
     checked: list[tuple[list[ev.Judged], tuple[rec.Runtime, str]]] = []
-    # Loading a model for judging draws random head and LoRA weights (the saved ones then replace
-    # them) from torch's generator, whose stream the training's dropout masks follow: judging runs
-    # on a fork of it, so what training does not depend on how many models judged it.
-    with torch.random.fork_rng():
-        checkers = [  # the checks' rankers (bases of their own, run as deployed), only where checks run
-            LoraFineRanker.from_folders({}, config.base, config.device, config.max_length, quantize=quantize)
-            for _ in range(lists_at_once(device, served) if config.eval_every else 0)
-        ]
+    checkers = (  # the checks' rankers (bases of their own, run as deployed), only where checks run
+        judging_rankers({}, config.base, device, config.max_length, quantize, served)
+        if config.eval_every
+        else []
+    )
 
     def validator(model: Any) -> dict[str, float]:
-        with torch.random.fork_rng():
+        with torch.random.fork_rng():  # loading each check's adapter draws too (`judging_rankers`)
             return check(model)
 
     def check(model: Any) -> dict[str, float]:
