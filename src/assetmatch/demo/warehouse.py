@@ -87,8 +87,9 @@ ZH_SHARE = 0.7
 # was a fifth of a CPU training step (~40 s of the demo's ~175 s of steps, under a profiler).
 # Only the top 3 of the base's 6 layers train their LoRA updates (the lower ones keep the shared,
 # and before it the packaged, adapter's): the backward pass stops halfway down, a float32 step 1.3x
-# faster on a 2-core CPU without bf16 units, where the demo took 994 s and now takes 867 s with the
-# gate's verdicts on that day's data unchanged within their intervals (docs/measured.md).
+# faster on a 2-core CPU without bf16 units, where the demo took 994 s and then 867 s with the
+# gate's verdicts on that day's data unchanged within their intervals (428-486 s on three days since
+# the checks score two lists at once; docs/measured.md).
 DEMO_RANKER = {
     "max_steps": 400,
     "schedule_steps": 800,
