@@ -104,6 +104,13 @@ def main() -> None:
         help="model intra-op threads (0: torch's default; default 0, real: the config's)",
     )
     parser.add_argument(
+        "--torch-threads-alone",
+        type=int,
+        default=None,
+        help="serving.torch_threads_alone: model threads of a batch every request being computed waits "
+        "on (0: one per core; equal to --torch-threads: never switch; default: the config's)",
+    )
+    parser.add_argument(
         "--quantize",
         default="",
         help="comma-separated ranker.quantize values to serve one after the other, e.g. none,int8 "
@@ -198,7 +205,7 @@ def synthetic(
             "reload_interval_s": 0,
             "torch_threads": args.torch_threads or 0,
         }
-        for key in ("fine_wait_budget_ms", "max_concurrent_matches"):
+        for key in ("fine_wait_budget_ms", "max_concurrent_matches", "torch_threads_alone"):
             if getattr(args, key) is not None:
                 serving[key] = getattr(args, key)
         if challenger:
@@ -261,6 +268,7 @@ def real_deployment(
         for key, value in (
             ("batch_mode", args.batch_mode),
             ("torch_threads", args.torch_threads),
+            ("torch_threads_alone", args.torch_threads_alone),
             ("fine_wait_budget_ms", args.fine_wait_budget_ms),
             ("max_concurrent_matches", args.max_concurrent_matches),
         ):
@@ -387,12 +395,15 @@ def _round(value: Any) -> Any:
     return round(value, 3 if abs(value) < 10 else 1) if isinstance(value, float) else value
 
 
-def server_metrics(url: str) -> dict[str, float]:
+def server_metrics(url: str) -> dict[str, Any]:
     import httpx
 
     text = httpx.get(f"{url}/metrics").text
     values = {}
+    by_threads: dict[str, float] = {}
     for line in text.splitlines():
+        if line.startswith("assetmatch_batch_threads_total{"):  # batches by the torch threads they ran on
+            by_threads[line.split('"')[1]] = float(line.rsplit(" ", 1)[1])
         for name in (
             "assetmatch_batch_rows_sum",
             "assetmatch_batch_rows_count",
@@ -407,6 +418,7 @@ def server_metrics(url: str) -> dict[str, float]:
         "requests_per_batch": values.get("assetmatch_batch_requests_sum", 0) / count,
         "batch_ms_mean": 1000 * values.get("assetmatch_batch_seconds_sum", 0) / count,
         "batches": values.get("assetmatch_batch_rows_count", 0),
+        "batches_by_threads": by_threads,
     }
 
 

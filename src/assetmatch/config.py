@@ -510,6 +510,14 @@ class ServingConfig(_Strict):
         description="Intra-op threads of the fine ranker (0: torch's default), in serving and wherever an "
         "adapter is judged as served (validation checks, the A/B gate). 1 is often fastest on a busy, shared CPU.",
     )
+    torch_threads_alone: int = Field(
+        default=0,
+        ge=0,
+        description="Intra-op threads of the fine ranker for a model batch that every request being computed waits "
+        "on, so that no coarse work needs the cores beside it (a lone request): 0 = one per core. Only with "
+        "torch_threads set; batches scored while other requests compute keep torch_threads. Set it to "
+        "torch_threads to never switch.",
+    )
     math_threads: int = Field(
         default=1,
         ge=0,

@@ -27,7 +27,7 @@ from assetmatch.config import Settings, load_settings
 from assetmatch.lake.delta import Lake
 from assetmatch.ranking.model import MultiAdapterScorer
 from assetmatch.serving.auth import KeyStore, KeyWatcher, configured_keys
-from assetmatch.serving.batching import MicroBatcher
+from assetmatch.serving.batching import MicroBatcher, model_threads
 from assetmatch.serving.cache import build_cache
 from assetmatch.serving.deps import ServingContext
 from assetmatch.serving.errors import BodyLimitMiddleware, InternalErrorMiddleware, install_error_handlers
@@ -129,7 +129,10 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        ctx.match_limiter = anyio.CapacityLimiter(match_concurrency(cfg.max_concurrent_matches))
+        ctx.match_limiter = limiter = anyio.CapacityLimiter(match_concurrency(cfg.max_concurrent_matches))
+        batcher.threads = model_threads(
+            cfg.torch_threads, cfg.torch_threads_alone, lambda: int(limiter.borrowed_tokens)
+        )
         await batcher.start()
         models = model_source
         if models is _NOT_GIVEN:

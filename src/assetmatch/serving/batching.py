@@ -15,6 +15,11 @@ each request's future in input order.
 
 `stop()` drains: everything queued before it is still scored, later calls get `BatcherClosed`.
 
+Threads: serving keeps the model on few torch threads (`serving.torch_threads`; one on the demo's two
+cores), so that the other requests' coarse work has the remaining cores. A batch that every request
+being computed waits on has nothing beside it, and there those cores would idle: it runs on
+`serving.torch_threads_alone` (one per core) instead (`ModelThreads`).
+
 Graceful overload: the batcher measures its per-batch service time (a moving average) and knows
 its queue depth, so `expected_wait_s()` = batches ahead of a new request x service time. A
 request answered under a `FineBudget` (the route sets one: `serving.fine_wait_budget_ms`, and the
@@ -30,6 +35,7 @@ import contextvars
 import copy
 import logging
 import math
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -40,7 +46,7 @@ from assetmatch.matching.fine import FineCalibration, read_calibration
 from assetmatch.matching.types import FineRankerBusy
 from assetmatch.models import TableAsset
 from assetmatch.ranking.finerank import DocumentShows, LoraFineRanker, document_shows
-from assetmatch.ranking.model import ScoreRow
+from assetmatch.ranking.model import ScoreRow, torch_threads
 from assetmatch.serving.metrics import ServingMetrics
 from assetmatch.serving.state import ModelRef
 from assetmatch.types import Siblings
@@ -159,6 +165,32 @@ class _Job:
 _STOP = object()
 
 
+@dataclass(frozen=True)
+class ModelThreads:
+    """How many torch threads a model batch runs on: `alone` when every request being computed now
+    (`computing()`, the route's compute slots taken) is waiting on this batch, else `shared`.
+
+    A request's coarse work runs before its fine-ranking batch, so at concurrency 1 the batch is the
+    only work in the server; under load other requests' coarse work shares the cores with it."""
+
+    shared: int
+    alone: int
+    computing: Callable[[], int]
+
+    def for_batch(self, requests: int) -> int:
+        """Threads for a batch holding `requests` requests."""
+        return self.alone if self.computing() <= requests else self.shared
+
+
+def model_threads(shared: int, alone: int, computing: Callable[[], int]) -> ModelThreads | None:
+    """The batcher's thread rule from `serving.torch_threads` (`shared`; 0: torch's default, left
+    alone) and `serving.torch_threads_alone` (0: one per core); None when there is nothing to switch."""
+    alone = alone or os.cpu_count() or 1
+    if shared <= 0 or alone <= shared:
+        return None
+    return ModelThreads(shared, alone, computing)
+
+
 class MicroBatcher:
     """An asyncio queue plus one worker task that runs the model in a dedicated thread."""
 
@@ -168,6 +200,7 @@ class MicroBatcher:
         max_wait_ms: float = 5.0,
         mode: Mode = "serial",
         metrics: ServingMetrics | None = None,
+        threads: ModelThreads | None = None,
     ) -> None:
         if max_batch_size <= 0:
             raise ValueError("max_batch_size must be > 0")
@@ -175,6 +208,7 @@ class MicroBatcher:
         self.max_wait_s = max_wait_ms / 1000.0
         self.mode: Mode = mode
         self.metrics = metrics
+        self.threads = threads  # None: the model thread's torch threads are left as they are
         self._queue: asyncio.Queue[_Job | object] | None = None
         self._worker: asyncio.Task[None] | None = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
@@ -310,10 +344,11 @@ class MicroBatcher:
             return
         rows = [row for job in jobs for row in job.rows]
         scorer = jobs[0].scorer
+        threads = self.threads.for_batch(len(jobs)) if self.threads is not None else 0
         started = time.perf_counter()
         self.running_jobs = len(jobs)
         try:
-            scores = await loop.run_in_executor(self._executor, self._score_sync, scorer, rows)
+            scores = await loop.run_in_executor(self._executor, self._score_sync, scorer, rows, threads)
         except Exception as exc:
             self.running_jobs = 0
             log.exception("model batch of %d rows failed", len(rows))
@@ -333,6 +368,8 @@ class MicroBatcher:
             self.metrics.batch_seconds.labels(self.mode).observe(took)
             self.metrics.batch_requests.labels(self.mode).observe(len(jobs))
             self.metrics.batch_adapters.labels(self.mode).observe(len({r[0] for r in rows}))
+            if threads:
+                self.metrics.batch_threads.labels(str(threads)).inc()
         start = 0
         for job in jobs:
             part = scores[start : start + len(job.rows)]
@@ -340,7 +377,15 @@ class MicroBatcher:
             if not job.future.done():  # a cancelled caller (client went away) is simply skipped
                 job.future.set_result(part)
 
-    def _score_sync(self, scorer: RowScorer, rows: list[Row]) -> list[float]:
+    def _score_sync(self, scorer: RowScorer, rows: list[Row], threads: int = 0) -> list[float]:
+        """Score on the model thread, on `threads` torch threads for this batch (0: as they are).
+        torch's team size belongs to the calling thread, so the requests' threads keep theirs."""
+        if threads:
+            with torch_threads(threads):
+                return self._score_rows(scorer, rows)
+        return self._score_rows(scorer, rows)
+
+    def _score_rows(self, scorer: RowScorer, rows: list[Row]) -> list[float]:
         if self.mode == "serial":
             return scorer.score_rows_serial([ScoreRow(*r) for r in rows])
         return scorer.score_rows(rows)

@@ -61,6 +61,13 @@ class ServingMetrics:
             buckets=(1, 2, 3, 4, 6, 8, 16, 32),
             registry=r,
         )
+        self.batch_threads = Counter(
+            "assetmatch_batch_threads_total",
+            "Model micro-batches by the torch threads they ran on (serving.torch_threads, or "
+            "serving.torch_threads_alone for a batch every request being computed waits on).",
+            ["threads"],
+            registry=r,
+        )
         self.adapters_loaded = Gauge(
             "assetmatch_adapters_loaded", "LoRA adapters held beside the base.", registry=r
         )

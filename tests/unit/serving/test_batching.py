@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Any
 
 import pytest
 
-from assetmatch.serving.batching import BatcherClosed, MicroBatcher
+from assetmatch.serving.batching import BatcherClosed, MicroBatcher, model_threads
 from assetmatch.serving.metrics import ServingMetrics
 
 REQUIREMENTS = ["daily active users by channel", "payment amount per order", "item purchases last week"]
@@ -97,3 +98,59 @@ def test_threadsafe_scoring_from_worker_threads(scorer: Any) -> None:
 
     for name, got in zip("abc", asyncio.run(run())):
         assert got == pytest.approx(alone(scorer, rows_for(name, 2)), abs=1e-4)
+
+
+class ThreadsSeen:
+    """The real scorer, noting the torch threads each batch ran on (in the model thread)."""
+
+    def __init__(self, scorer: Any) -> None:
+        self.scorer, self.adapters, self.seen = scorer, scorer.adapters, []
+
+    def score_rows_serial(self, rows: Any) -> list[float]:
+        import torch
+
+        self.seen.append(torch.get_num_threads())
+        return list(self.scorer.score_rows_serial(rows))
+
+
+def test_model_threads_rule() -> None:
+    assert model_threads(0, 4, lambda: 0) is None  # torch's default threads: left alone
+    assert model_threads(2, 2, lambda: 0) is None  # nothing to switch
+    assert model_threads(2, 1, lambda: 0) is None
+    rule = model_threads(1, 0, lambda: 0)  # alone: one per core
+    cores = os.cpu_count() or 1
+    assert (rule is None) == (cores == 1)
+    computing = [3]
+    rule = model_threads(1, 4, lambda: computing[0])
+    assert rule is not None
+    assert rule.for_batch(3) == 4  # every request computing waits on this batch
+    assert rule.for_batch(2) == 1  # one computes beside it
+    computing[0] = 1
+    assert rule.for_batch(1) == 4
+
+
+def test_a_batch_nothing_runs_beside_takes_more_threads_with_the_same_scores(scorer: Any) -> None:
+    import torch
+
+    seen = ThreadsSeen(scorer)
+    computing = [1]
+
+    async def run() -> tuple[list[float], list[float], int]:
+        threads = model_threads(1, 3, lambda: computing[0])
+        batcher = MicroBatcher(max_batch_size=8, max_wait_ms=0, mode="serial", threads=threads)
+        await batcher.start()
+        try:
+            await batcher.run_in_model_thread(torch.set_num_threads, 1)  # serving.torch_threads at start-up
+            alone_scores = await batcher.score(seen, rows_for("a", 0))  # the only request computing
+            computing[0] = 4  # three more requests compute their coarse answers beside the next batch
+            shared_scores = await batcher.score(seen, rows_for("a", 0))
+            after = await batcher.run_in_model_thread(torch.get_num_threads)
+        finally:
+            await batcher.stop()
+        return alone_scores, shared_scores, after
+
+    alone_scores, shared_scores, after = asyncio.run(run())
+    assert seen.seen == [3, 1]
+    assert after == 1  # the model thread is back on serving's threads after a batch alone
+    assert alone_scores == pytest.approx(shared_scores, abs=1e-5)
+    assert alone_scores == pytest.approx(alone(scorer, rows_for("a", 0)), abs=1e-4)

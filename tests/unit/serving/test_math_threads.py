@@ -153,3 +153,34 @@ def test_no_more_matches_compute_at_once_than_the_limit(limit: int, tmp_path: Pa
             statuses = list(pool.map(ask, range(8)))
     assert statuses == [200] * 8
     assert most == limit if limit < 8 else most > 2  # the cap holds; without it more run at once
+
+
+def test_the_model_batches_thread_rule_counts_the_requests_computing(tmp_path: Path) -> None:
+    """`serving.torch_threads_alone` reaches the batcher, whose rule counts the route's compute slots
+    taken: the request being matched holds one while its engine runs (a spy reads the count there)."""
+    from fastapi.testclient import TestClient
+
+    app = lexical_app(tmp_path, torch_threads=1, torch_threads_alone=2)
+    seen: list[int] = []
+    with TestClient(app, raise_server_exceptions=False) as client:
+        rule = app.state.ctx.batcher.threads
+        assert (rule.shared, rule.alone) == (1, 2)
+        assert rule.computing() == 0
+        engine = app.state.ctx.holder.current.engines["champion"]
+        match = engine.match
+
+        def spy(*args: Any) -> Any:
+            seen.append(rule.computing())
+            return match(*args)
+
+        engine.match = spy
+        response = client.post(
+            "/v1/match",
+            json={"business": "ga", "requirement": "daily revenue of user per channel", "k": 5},
+            headers={"X-API-Key": "k"},
+        )
+    assert response.status_code == 200, response.text
+    assert seen == [1]
+    off = lexical_app(tmp_path / "off", torch_threads=0)
+    with TestClient(off):
+        assert off.state.ctx.batcher.threads is None  # torch's default threads: left alone
