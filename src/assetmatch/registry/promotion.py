@@ -89,6 +89,27 @@ def _signed(value: float) -> str:
     return f"{value:+.2g}" if value != 0 and abs(value) < 0.0005 else f"{value:+.3f}"
 
 
+@dataclass(frozen=True)
+class Changed:
+    """On how many requirements the challenger's set F1 differs from the baseline's, each way.
+
+    An interval's lower end at exactly zero is read with it: an adapter that changed 3 answers of 70
+    and lost none has a bootstrap whose resamples miss all 3 about 5 % of the time (e^-3), so it
+    cannot pass at 95 % however right the 3 were. The count says which case a refusal is: too few
+    answers changed to tell from chance, or gains and losses that cancel."""
+
+    better: int
+    worse: int
+
+    @classmethod
+    def of(cls, diffs: Sequence[float]) -> Changed:
+        d = np.round(np.asarray(diffs, dtype=float), _DIGITS)
+        return cls(int((d > 0).sum()), int((d < 0).sum()))
+
+    def __str__(self) -> str:
+        return f"set F1 changed on {self.better + self.worse} ({self.better} better, {self.worse} worse)"
+
+
 @dataclass
 class Decision:
     verdict: Verdict
@@ -99,11 +120,13 @@ class Decision:
     challenger: dict[str, float]
     n: int
     config: PromotionConfig
+    changed: Changed = Changed(0, 0)
     decision_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     def metrics(self) -> dict[str, Any]:
         return {
             "n": self.n,
+            "changed": asdict(self.changed),
             "first_adapter": self.first_adapter,
             "diffs": {k: asdict(v) for k, v in self.diffs.items()},
             "champion": self.champion,
@@ -187,9 +210,12 @@ def decide(
     )
     champ, chall = _summary(champion), _summary(challenger)
     pct = round(config.confidence * 100)
+    changed = Changed.of(np.asarray(challenger.f1, dtype=float) - np.asarray(champion.f1, dtype=float))
 
     def decision(verdict: Verdict, reason: str) -> Decision:
-        return Decision(verdict, reason, first_adapter, diffs, champ, chall, len(champion.ids), config)
+        return Decision(
+            verdict, reason, first_adapter, diffs, champ, chall, len(champion.ids), config, changed
+        )
 
     if len(champion.ids) < config.min_requirements:
         return decision(
@@ -197,7 +223,7 @@ def decide(
             f"only {len(champion.ids)} paired requirements (< {config.min_requirements}): not enough evidence",
         )
     # what a verdict below rests on; no parentheses: the demo and the CLI print a reason inside theirs
-    because = f": {evidence(diffs)} on {len(champion.ids)} requirements"
+    because = f": {evidence(diffs)} on {len(champion.ids)} requirements, {changed}"
     if chall["latency_ms_p95"] > config.latency_budget_ms:
         return decision(
             "refuse",

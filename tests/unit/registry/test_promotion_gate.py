@@ -40,7 +40,9 @@ def test_clearly_better_challenger_is_promoted() -> None:
     assert d.verdict == "promote" and "better" in d.reason
     assert d.diffs["set_f1"].low > 0
     # a promotion says what it rests on, as a refusal does
-    assert f"set_f1 {d.diffs['set_f1']}" in d.reason and d.reason.endswith(f" on {N} requirements")
+    assert (
+        f"set_f1 {d.diffs['set_f1']}" in d.reason and f" on {N} requirements, set F1 changed on " in d.reason
+    )
 
 
 def test_clearly_worse_challenger_is_refused() -> None:
@@ -49,7 +51,7 @@ def test_clearly_worse_challenger_is_refused() -> None:
     assert d.verdict == "refuse" and "worse" in d.reason
     assert d.diffs["set_f1"].high < 0
     assert f"set_f1 {d.diffs['set_f1'].mean:+.3f} [" in d.reason and d.reason.endswith(
-        f" on {N} requirements"
+        f" on {N} requirements, set F1 changed on {N} ({0} better, {N} worse)"
     )
 
 
@@ -71,7 +73,7 @@ def test_first_adapter_must_beat_coarse_only() -> None:
     # the refusal says what it rests on: each paired difference with its interval, and how many pairs
     evidence = (
         f"it does not: set_f1 +0.000 [+0.000, +0.000], all_gold_at_{GATE.k} +0.000 [+0.000, +0.000] "
-        f"on {N} requirements"
+        f"on {N} requirements, set F1 changed on 0 (0 better, 0 worse)"
     )
     assert tie.reason.endswith(evidence)
     better = decide(
@@ -197,3 +199,23 @@ def test_gains_and_losses_that_cancel_are_no_evidence() -> None:
         True,
     )
     assert d.verdict == "refuse" and d.diffs["set_f1"].low == 0.0 and d.diffs["set_f1"].mean > 0.03
+
+
+def test_a_refusal_says_how_few_answers_the_adapter_changed() -> None:
+    """Three gains of 70 and no loss: the mean gain is real on those three, but a resample misses all
+    three ~5 % of the time, so the lower end is exactly zero and the gate refuses. The reason and
+    the stored metrics say it was three answers, all better."""
+    n = 70
+    ids = [f"r{i}" for i in range(n)]
+    coarse = np.full(n, 0.5)
+    adapter = coarse.copy()
+    adapter[:3] = [1.0, 1.0, 0.8]
+    d = decide(
+        ArmResult("coarse_only", ids, coarse.tolist(), [1.0] * n, [0.0] * n),
+        ArmResult("challenger", ids, adapter.tolist(), [1.0] * n, [10.0] * n),
+        GATE,
+        first_adapter=True,
+    )
+    assert d.verdict == "refuse" and d.diffs["set_f1"].low == 0.0 and d.diffs["set_f1"].mean > 0
+    assert d.reason.endswith(f"on {n} requirements, set F1 changed on 3 (3 better, 0 worse)")
+    assert d.metrics()["changed"] == {"better": 3, "worse": 0}
