@@ -171,7 +171,9 @@ class ModelThreads:
     (`computing()`, the route's compute slots taken) is waiting on this batch, else `shared`.
 
     A request's coarse work runs before its fine-ranking batch, so at concurrency 1 the batch is the
-    only work in the server; under load other requests' coarse work shares the cores with it."""
+    only work in the server; under load other requests' coarse work shares the cores with it. The
+    overload rule's service time (`MicroBatcher.batch_seconds`) averages both kinds: as load rises
+    the batches run shared and the average follows them within a few batches."""
 
     shared: int
     alone: int
