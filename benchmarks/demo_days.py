@@ -9,7 +9,8 @@ the product's own command for each date, one build after the other in a fresh fo
 and then reads what the build recorded: its step times (`DIR/<date>/steps.json`, written by
 `assetmatch demo`) and the gate's decisions (the lake's `promotions` table). It prints one row per
 day — the steps' total, index / train / promote, each game's verdict with its set-F1 difference
-against coarse-only and the 95 % interval — then how many days promoted a game and how many builds
+against coarse-only, the 95 % interval and on how many requirements set F1 changed (better / worse:
+a lower end of exactly zero with "3/0" is too few answers changed, not no gain) — then how many days promoted a game and how many builds
 stayed inside the 10-minute budget. The load average is printed before each build: run it on a quiet
 machine, alone.
 
@@ -82,21 +83,25 @@ def verdicts(folder: Path) -> dict[str, dict[str, Any]]:
     lake = Lake.from_settings(load_settings(folder / "assetmatch.yaml"))
     latest: dict[str, dict[str, Any]] = {}
     for row in sorted(lake.read_arrow(T.PROMOTIONS).to_pylist(), key=lambda r: r["ts"]):
-        diff = json.loads(row["metrics"]).get("diffs", {}).get("set_f1")
+        metrics = json.loads(row["metrics"])
         latest[row["business"]] = {
             "verdict": row["verdict"],
             "version": row["challenger_version"],
-            "set_f1": diff,
+            "set_f1": metrics.get("diffs", {}).get("set_f1"),
+            "changed": metrics.get("changed"),  # absent in decisions recorded before the gate counted it
         }
     return latest
 
 
 def describe(decision: dict[str, Any]) -> str:
-    """'promote v1 +0.021 [+0.005, +0.044]' (the set-F1 difference against coarse-only or the champion)."""
+    """'promote v1 +0.021 [+0.005, +0.044] 5/1' (the set-F1 difference against coarse-only or the
+    champion, and on how many requirements set F1 changed: better / worse)."""
     from assetmatch.registry.promotion import Interval  # printed as the gate prints it
 
-    diff = decision["set_f1"]
+    diff, changed = decision["set_f1"], decision.get("changed")
     evidence = f" {Interval(**diff)}" if diff else ""
+    if changed:
+        evidence += f" {changed['better']}/{changed['worse']}"
     return f"{decision['verdict']} v{decision['version']}{evidence}"
 
 
