@@ -243,6 +243,7 @@ def test_cli_train_trains_the_shared_adapter_first(tmp_path: Path, monkeypatch: 
     first = CliRunner().invoke(app, ["-c", str(cfg_file), "train"], env={"COLUMNS": "200"})
     assert first.exit_code == 0, first.output
     assert "shared adapter" in first.output and "game, shop" in first.output
+    assert first.output.count("cascade: ") == 2  # when each business's adapter will be asked
     shared = registry.version_by_alias("_shared", "current")
     assert shared is not None and str(shared.version) == "1"
     for business in ("game", "shop"):

@@ -90,7 +90,7 @@ def train(
                 f"  registered version {version} as challenger: validation (cross-fitted) "
                 f"all-gold@3 {m['all_gold_at_3']:.3f} "
                 f"(coarse-only {base['all_gold_at_3']:.3f}), set F1 {m['set_f1']:.3f} (coarse-only {base['set_f1']:.3f}), "
-                f"{result.fit.steps} steps in {result.fit.seconds:.0f} s"
+                f"{result.fit.steps} steps in {result.fit.seconds:.0f} s; {result.calibration.cascade.describe()}"
             )
 
 

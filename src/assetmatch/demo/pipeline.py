@@ -248,7 +248,7 @@ def train(ctx: DemoContext) -> str:
             f"{business}: v{version}, validation (cross-fitted) "
             f"all-gold@3 {challenger['all_gold_at_3']:.2f} / set F1 "
             f"{challenger['set_f1']:.2f} (coarse-only {coarse['all_gold_at_3']:.2f} / {coarse['set_f1']:.2f}), "
-            f"{result.fit.steps} steps"
+            f"{result.fit.steps} steps, {result.calibration.cascade.describe()}"
         )
     return "; ".join(lines)
 

@@ -173,6 +173,16 @@ class Cascade:
             return 0
         return depth
 
+    def describe(self) -> str:
+        """When this cascade asks the adapter, in the words the train step and `assetmatch train` print."""
+        if self == Cascade.never():
+            return "cascade: never asked (it did not beat the coarse ranking on validation by more than its noise)"
+        deep = f"the coarse top {self.depth}" if self.depth else "the coarse top fine_top_n"
+        lists = "every list of learned tables" if self.familiar_only else "every list"
+        if self.max_margin is None:
+            return f"cascade: asked on {lists}, {deep}"
+        return f"cascade: asked on {lists} whose coarse margin is below {self.max_margin:.2f}, {deep}"
+
     def why_skipped(self) -> str:
         """What a match result says when this cascade kept the coarse answer."""
         if self == Cascade.never():

@@ -77,6 +77,14 @@ def test_cascade_decision_on_constructed_score_lists(
     assert cascade.depth_for(ids, coarse, selected, familiar, cap=20) == expected
 
 
+def test_a_cascade_says_when_it_asks_the_adapter() -> None:
+    assert "never asked" in Cascade.never().describe()
+    assert Cascade(max_margin=0.6773, depth=8).describe() == (
+        "cascade: asked on every list of learned tables whose coarse margin is below 0.68, the coarse top 8"
+    )
+    assert Cascade.always().describe() == "cascade: asked on every list, the coarse top fine_top_n"
+
+
 def test_coarse_margin() -> None:
     assert coarse_margin([0.9, 0.6, 0.5], 1) == pytest.approx(0.3)
     assert coarse_margin([0.9, 0.6, 0.5], 2) == pytest.approx(0.1)
