@@ -175,7 +175,7 @@ class Cascade:
 
     def describe(self) -> str:
         """When this cascade asks the adapter, in the words the train step and `assetmatch train` print."""
-        if self == Cascade.never():
+        if self.max_margin == 0.0:  # no margin is below 0: never, whatever the other fields say
             return "cascade: never asked (it did not beat the coarse ranking on validation by more than its noise)"
         deep = f"the coarse top {self.depth}" if self.depth else "the coarse top fine_top_n"
         lists = "every list of learned tables" if self.familiar_only else "every list"

@@ -79,6 +79,7 @@ def test_cascade_decision_on_constructed_score_lists(
 
 def test_a_cascade_says_when_it_asks_the_adapter() -> None:
     assert "never asked" in Cascade.never().describe()
+    assert "never asked" in Cascade.from_dict({"max_margin": 0.0, "depth": 0}).describe()  # saved before
     assert Cascade(max_margin=0.6773, depth=8).describe() == (
         "cascade: asked on every list of learned tables whose coarse margin is below 0.68, the coarse top 8"
     )
