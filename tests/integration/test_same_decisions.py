@@ -30,6 +30,7 @@ from typer.testing import CliRunner
 
 from assetmatch import pipeline
 from assetmatch.config import Settings, load_settings
+from assetmatch.matching.fine import FineCalibration
 
 pytestmark = pytest.mark.integration
 
@@ -99,7 +100,9 @@ class StandIns:
 def _training_result() -> Any:
     scores = SimpleNamespace(means=lambda: {"all_gold_at_3": 0.0, "set_f1": 0.0})
     return SimpleNamespace(
-        fit=SimpleNamespace(steps=1, best_step=1), reports={"challenger": scores, "coarse_only": scores}
+        fit=SimpleNamespace(steps=1, best_step=1),
+        reports={"challenger": scores, "coarse_only": scores},
+        calibration=FineCalibration(),  # what the summary line reads the cascade from
     )
 
 
