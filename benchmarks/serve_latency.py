@@ -108,7 +108,7 @@ def main() -> None:
         type=int,
         default=None,
         help="serving.torch_threads_alone: model threads of a batch every request being computed waits "
-        "on (0: one per core; equal to --torch-threads: never switch; default: the config's)",
+        "on (0: never switch; default: the config's)",
     )
     parser.add_argument(
         "--quantize",

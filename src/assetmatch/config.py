@@ -514,9 +514,9 @@ class ServingConfig(_Strict):
         default=0,
         ge=0,
         description="Intra-op threads of the fine ranker for a model batch that every request being computed waits "
-        "on, so that no coarse work needs the cores beside it (a lone request): 0 = one per core. Only with "
-        "torch_threads set; batches scored while other requests compute keep torch_threads. Set it to "
-        "torch_threads to never switch.",
+        "on, so that no coarse work needs the cores beside it (a lone request); 0: never switch (every batch on "
+        "torch_threads). Only with torch_threads set. Pays at concurrency 1; at 2-4 requests in flight, requests "
+        "arriving during such a batch share the cores with it, and throughput fell by up to a fifth on 2 cores.",
     )
     math_threads: int = Field(
         default=1,

@@ -17,8 +17,10 @@ each request's future in input order.
 
 Threads: serving keeps the model on few torch threads (`serving.torch_threads`; one on the demo's two
 cores), so that the other requests' coarse work has the remaining cores. A batch that every request
-being computed waits on has nothing beside it, and there those cores would idle: it runs on
-`serving.torch_threads_alone` (one per core) instead (`ModelThreads`).
+being computed waits on has nothing beside it, and there those cores would idle: with
+`serving.torch_threads_alone` set it runs on that many instead (`ModelThreads`). Off by default: the
+rule looks at the batch's start, and at 2-4 requests in flight the next request often arrives while
+such a batch runs and shares the cores with it (docs/ops.md).
 
 Graceful overload: the batcher measures its per-batch service time (a moving average) and knows
 its queue depth, so `expected_wait_s()` = batches ahead of a new request x service time. A
@@ -35,7 +37,6 @@ import contextvars
 import copy
 import logging
 import math
-import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -186,8 +187,7 @@ class ModelThreads:
 
 def model_threads(shared: int, alone: int, computing: Callable[[], int]) -> ModelThreads | None:
     """The batcher's thread rule from `serving.torch_threads` (`shared`; 0: torch's default, left
-    alone) and `serving.torch_threads_alone` (0: one per core); None when there is nothing to switch."""
-    alone = alone or os.cpu_count() or 1
+    alone) and `serving.torch_threads_alone` (0: never switch); None when there is nothing to switch."""
     if shared <= 0 or alone <= shared:
         return None
     return ModelThreads(shared, alone, computing)
