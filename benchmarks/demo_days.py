@@ -10,8 +10,8 @@ and then reads what the build recorded: its step times (`DIR/<date>/steps.json`,
 `assetmatch demo`) and the gate's decisions (the lake's `promotions` table). It prints one row per
 day — the steps' total, index / train / promote, each game's verdict with its set-F1 difference
 against coarse-only, the 95 % interval and on how many requirements set F1 changed (better / worse:
-a lower end of exactly zero with "3/0" is too few answers changed, not no gain) — then how many days promoted a game and how many builds
-stayed inside the 10-minute budget. The load average is printed before each build: run it on a quiet
+a lower end of exactly zero with "3/0" is too few answers changed, not no gain) — then how many
+days promoted a game and how many builds stayed inside the 10-minute budget. The load average is printed before each build: run it on a quiet
 machine, alone.
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/demo_days.py --dates 2026-12-04 2026-12-05 2026-12-06

@@ -123,6 +123,9 @@ def coarse_margin(coarse: Sequence[float], n_selected: int) -> float:
     return float(coarse[n_selected - 1] - coarse[n_selected])
 
 
+_NOT_BETTER = "did not beat the coarse ranking on validation by more than its noise"  # why a cascade is never
+
+
 @dataclass
 class Cascade:
     """When to fine-rank, and how deep (see the module docstring).
@@ -173,10 +176,16 @@ class Cascade:
             return 0
         return depth
 
+    @property
+    def is_never(self) -> bool:
+        """Never asks: no coarse margin is below 0, whatever the other fields say (a calibration saved
+        before `familiar_ranked` reads back with it False, and is still never)."""
+        return self.max_margin == 0.0
+
     def describe(self) -> str:
         """When this cascade asks the adapter, in the words the train step and `assetmatch train` print."""
-        if self.max_margin == 0.0:  # no margin is below 0: never, whatever the other fields say
-            return "cascade: never asked (it did not beat the coarse ranking on validation by more than its noise)"
+        if self.is_never:
+            return f"cascade: never asked (it {_NOT_BETTER})"
         deep = f"the coarse top {self.depth}" if self.depth else "the coarse top fine_top_n"
         lists = "every list of learned tables" if self.familiar_only else "every list"
         if self.max_margin is None:
@@ -185,10 +194,8 @@ class Cascade:
 
     def why_skipped(self) -> str:
         """What a match result says when this cascade kept the coarse answer."""
-        if self == Cascade.never():
-            return (
-                "cascade: this adapter did not beat the coarse ranking on validation by more than its noise"
-            )
+        if self.is_never:
+            return f"cascade: this adapter {_NOT_BETTER}"
         if self.max_margin is None:  # no margin test: only the familiar check defers
             return "cascade: its list holds a table of a database the adapter did not learn"
         return (

@@ -194,23 +194,21 @@ def decide(
         "set_f1": (champion.f1, challenger.f1),
         f"all_gold_at_{config.k}": (champion.all_gold, challenger.all_gold),
     }
+    paired = {
+        name: np.asarray(b, dtype=float) - np.asarray(a, dtype=float) for name, (a, b) in metric_pairs.items()
+    }
     # none held out: nothing to bootstrap (min_requirements >= 1 refuses below)
     diffs = (
         {
-            name: paired_bootstrap(
-                np.asarray(b, dtype=float) - np.asarray(a, dtype=float),
-                config.bootstrap_samples,
-                config.confidence,
-                config.seed,
-            )
-            for name, (a, b) in metric_pairs.items()
+            name: paired_bootstrap(d, config.bootstrap_samples, config.confidence, config.seed)
+            for name, d in paired.items()
         }
         if champion.ids
         else {}
     )
     champ, chall = _summary(champion), _summary(challenger)
     pct = round(config.confidence * 100)
-    changed = Changed.of(np.asarray(challenger.f1, dtype=float) - np.asarray(champion.f1, dtype=float))
+    changed = Changed.of(paired["set_f1"])
 
     def decision(verdict: Verdict, reason: str) -> Decision:
         return Decision(

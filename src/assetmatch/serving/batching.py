@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import contextvars
 import copy
 import logging
@@ -382,15 +383,10 @@ class MicroBatcher:
     def _score_sync(self, scorer: RowScorer, rows: list[Row], threads: int = 0) -> list[float]:
         """Score on the model thread, on `threads` torch threads for this batch (0: as they are).
         torch's team size belongs to the calling thread, so the requests' threads keep theirs."""
-        if threads:
-            with torch_threads(threads):
-                return self._score_rows(scorer, rows)
-        return self._score_rows(scorer, rows)
-
-    def _score_rows(self, scorer: RowScorer, rows: list[Row]) -> list[float]:
-        if self.mode == "serial":
-            return scorer.score_rows_serial([ScoreRow(*r) for r in rows])
-        return scorer.score_rows(rows)
+        with torch_threads(threads) if threads else contextlib.nullcontext():
+            if self.mode == "serial":
+                return scorer.score_rows_serial([ScoreRow(*r) for r in rows])
+            return scorer.score_rows(rows)
 
 
 class BatchedFineRanker:

@@ -78,6 +78,26 @@ def lexical_app(tmp_path: Path, **serving: Any) -> Any:
     )
 
 
+def match_noting(app: Any, client: Any, note: Any) -> tuple[Any, list[Any]]:
+    """One /v1/match through `client`, with a spy around the real engine that records `note()` while
+    the engine matches (in the server's request thread); the response and what was noted."""
+    seen: list[Any] = []
+    engine = app.state.ctx.holder.current.engines["champion"]
+    match = engine.match
+
+    def spy(*args: Any) -> Any:
+        seen.append(note())
+        return match(*args)
+
+    engine.match = spy
+    response = client.post(
+        "/v1/match",
+        json={"business": "ga", "requirement": "daily revenue of user per channel", "k": 5},
+        headers={"X-API-Key": "k"},
+    )
+    return response, seen
+
+
 def test_serving_caps_math_threads_at_one_by_default() -> None:
     assert ServingConfig().math_threads == 1
 
@@ -89,21 +109,8 @@ def test_a_match_request_through_the_api_runs_at_the_configured_cap(cap: int, tm
     from fastapi.testclient import TestClient
 
     app = lexical_app(tmp_path, math_threads=cap)
-    seen: list[set[int]] = []
     with TestClient(app, raise_server_exceptions=False) as client:
-        engine = app.state.ctx.holder.current.engines["champion"]
-        match = engine.match
-
-        def spy(*args: Any) -> Any:
-            seen.append(openmp_threads())
-            return match(*args)
-
-        engine.match = spy
-        response = client.post(
-            "/v1/match",
-            json={"business": "ga", "requirement": "daily revenue of user per channel", "k": 5},
-            headers={"X-API-Key": "k"},
-        )
+        response, seen = match_noting(app, client, openmp_threads)
     assert response.status_code == 200, response.text
     assert response.json()["tables"]
     assert seen == [{cap}]
@@ -161,24 +168,11 @@ def test_the_model_batches_thread_rule_counts_the_requests_computing(tmp_path: P
     from fastapi.testclient import TestClient
 
     app = lexical_app(tmp_path, torch_threads=1, torch_threads_alone=2)
-    seen: list[int] = []
     with TestClient(app, raise_server_exceptions=False) as client:
         rule = app.state.ctx.batcher.threads
         assert (rule.shared, rule.alone) == (1, 2)
         assert rule.computing() == 0
-        engine = app.state.ctx.holder.current.engines["champion"]
-        match = engine.match
-
-        def spy(*args: Any) -> Any:
-            seen.append(rule.computing())
-            return match(*args)
-
-        engine.match = spy
-        response = client.post(
-            "/v1/match",
-            json={"business": "ga", "requirement": "daily revenue of user per channel", "k": 5},
-            headers={"X-API-Key": "k"},
-        )
+        response, seen = match_noting(app, client, rule.computing)
     assert response.status_code == 200, response.text
     assert seen == [1]
     off = lexical_app(tmp_path / "off", torch_threads=0)
