@@ -127,6 +127,14 @@ class RankerConfig:
         default=3,
         metadata={"help": "Stop after this many validation checks without improvement; keep the best."},
     )
+    stop_on: str = field(
+        default="quality",
+        metadata={
+            "help": "What a validation check must improve: quality (all-gold@3 + set F1 of the answers) "
+            "or loss (the training loss on the validation lists: it moves with every margin the adapter "
+            "learns, where an answer changes only once a margin crosses the coarse ranking's)."
+        },
+    )
     hard_negatives: int = field(
         default=4, metadata={"help": "Negatives per labelled requirement taken from the recall candidates."}
     )
@@ -197,6 +205,8 @@ class RankerConfig:
             )
         if not self.target_modules:
             raise ValueError("RankerConfig.target_modules must name at least one module")
+        if self.stop_on not in ("quality", "loss"):
+            raise ValueError(f"RankerConfig.stop_on must be quality or loss, got {self.stop_on!r}")
         if self.loss not in ("bce", "listwise"):
             raise ValueError(f"RankerConfig.loss must be bce or listwise, got {self.loss!r}")
         if self.precision not in ("auto", "fp32", "bf16"):

@@ -321,6 +321,10 @@ def plot_curve(curve: Sequence[dict[str, float]], best_step: int, path: str) -> 
         ax.plot(steps, [p.get(name, 0.0) for p in curve], marker="o", label=name)
     ax.axvline(best_step, color="grey", linestyle="--", label=f"kept (step {best_step})")
     ax.set_xlabel("training step")
+    if any("loss" in p for p in curve):  # the validation loss is not in [0, 1]: an axis of its own
+        right = ax.twinx()
+        right.plot(steps, [p.get("loss", float("nan")) for p in curve], color="black", marker="x")
+        right.set_ylabel("validation loss (x)", fontsize=8)
     return _save(fig, ax, path)
 
 

@@ -200,8 +200,31 @@ def coarse_priors(pairs: list[Pair], coarse: Callable[[str, str], CoarseAnswer],
     return out
 
 
+def validation_loss(judged: Sequence[ev.Judged], loss: str) -> float:
+    """The training loss (`pair_loss`) on validation lists: each list's scored tables as one
+    requirement's pairs, gold or not, each with the prior training gave it (the adapter's
+    `coarse_offset` x the coarse log-odds). Unlike the answers' quality it moves with every margin the
+    adapter learns, not only once a margin crosses the coarse ranking's and an answer changes."""
+    import torch
+
+    pairs: list[Pair] = []
+    logits: list[float] = []
+    for i, j in enumerate(judged):
+        if not j.logits:
+            continue
+        n = len(j.logits)
+        priors = (j.coarse_offset * log_odds(j.coarse.scores[:n])).tolist() if j.coarse_offset else [0.0] * n
+        for asset_id, gold, prior in zip(j.coarse.ids[:n], j.gold_flags(), priors, strict=True):
+            pairs.append(Pair(str(i), j.requirement.text, asset_id, float(gold), "hard", float(prior)))
+        logits += j.logits
+    if not pairs:
+        return float("nan")
+    return float(pair_loss(torch.tensor(logits, dtype=torch.float32), pairs, loss))
+
+
 Validator = Callable[[Any], dict[str, float]]
-"""validator(peft_model) -> validation metrics of the model as it is now (all_gold_at_3, set_f1)."""
+"""validator(peft_model) -> validation metrics of the model as it is now (all_gold_at_3, set_f1,
+and loss: `validation_loss`)."""
 
 
 def fit_adapter(
@@ -218,7 +241,8 @@ def fit_adapter(
 
     With a `validator` and `config.eval_every`, the model is scored on the validation requirements
     every `eval_every` steps (the validation curve); training stops once `config.patience` checks in
-    a row did not improve all-gold@3 + set F1, and the best checkpoint's weights are restored.
+    a row did not improve what `config.stop_on` names (all-gold@3 + set F1, or the validation loss),
+    and the best checkpoint's weights are restored.
     With `config.trainable_layers`, only the top layers' LoRA updates train (`train_top_layers`).
     On CPU, torch runs on `config.threads` threads meanwhile (`ranking.model.torch_threads`)."""
     import torch
@@ -251,7 +275,10 @@ def fit_adapter(
             curve.append({"step": float(step), **metrics})
             if step == 0:  # the starting point is the curve's baseline, never the checkpoint kept
                 return False
-            value = metrics.get("all_gold_at_3", 0.0) + metrics.get("set_f1", 0.0)
+            if config.stop_on == "loss":
+                value = -metrics.get("loss", float("inf"))
+            else:
+                value = metrics.get("all_gold_at_3", 0.0) + metrics.get("set_f1", 0.0)
             if best is None or value > best[0] + 1e-9:
                 trained = {n: p.detach().clone() for n, p in peft_model.named_parameters() if p.requires_grad}
                 best, stale = (value, step, trained), 0
@@ -675,7 +702,7 @@ def train_business(
             lists = judge_answers(scorers, library, answers, candidates, k, config.coarse_offset)
             runtime = rec.Runtime.here(checkers[0].scorer.device, checkers[0].scorer.quantize)
         checked.append((lists, (runtime, digest)))
-        return ev.curve_point(lists, ctx)
+        return {**ev.curve_point(lists, ctx), "loss": validation_loss(lists, config.loss)}
 
     fit = fit_adapter(peft_model, tokenizer, pairs, documents, config, device, progress, validator)
     checkers.clear()  # their bases are not needed past training

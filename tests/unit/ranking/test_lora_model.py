@@ -291,3 +291,31 @@ def test_wrapping_saving_and_loading_an_adapter_warn_nothing(trained: dict[str, 
         continue_adapter(other, trained["root"] / "trained", CONFIG)
         MultiAdapterScorer(CONFIG.base, device="cpu").load_adapter("a", trained["root"] / "trained")
     assert [str(w.message) for w in caught] == []
+
+
+def _fit_with_checks(config: RankerConfig, points: list[dict[str, float]]) -> Any:
+    """FitStats of `fit_adapter` whose validation checks return `points`, one per check, in order."""
+    seed_everything(config.seed)
+    tokenizer, base, device = load_base(config.base, "cpu")
+    model = new_adapter(base, config)
+    pairs = [Pair("r", POS[0], "pos", 1.0, "positive"), Pair("r", NEG[0], "neg", 0.0, "hard")] * 4
+    docs = {(POS[0], "pos"): POS[1], (NEG[0], "neg"): NEG[1]}
+    given = iter(points)
+    return fit_adapter(model, tokenizer, pairs, docs, config, device, validator=lambda _model: next(given))
+
+
+def test_early_stopping_reads_what_stop_on_names() -> None:
+    """Answers that do not change while the validation loss falls (the adapter's margins growing
+    below the coarse ranking's): stopping on quality ends at the first flat check, stopping on the
+    loss trains on, and keeps the checkpoint of the lowest loss once it rises."""
+    flat = {"all_gold_at_3": 0.9, "set_f1": 0.8}
+    points = [{**flat, "loss": loss} for loss in (0.50, 0.40, 0.30, 0.35, 0.20)]
+    checks = replace(CONFIG, max_steps=5, eval_every=1, patience=1, eval_at_start=False)
+
+    on_quality = _fit_with_checks(checks, points)
+    assert (on_quality.steps, on_quality.best_step) == (2, 1)
+    on_loss = _fit_with_checks(replace(checks, stop_on="loss"), points)
+    assert (on_loss.steps, on_loss.best_step) == (4, 3)
+    assert [p["loss"] for p in on_loss.curve] == [0.50, 0.40, 0.30, 0.35]
+    with pytest.raises(ValueError, match="stop_on"):
+        RankerConfig(stop_on="recall")
