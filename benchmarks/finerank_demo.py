@@ -18,6 +18,9 @@ script prints, side by side:
   ranking changed the top table or kept it (`top changed` / `top kept`: lists, and the sum of
   their set F1 differences): an adapter that fixes the ranking but loses the gain in the set it
   selects around an unchanged top table shows it here;
+- the training loss on the held-out lists (`training.train.validation_loss`, what `stop_on: loss`
+  stops on), the adapter's beside the coarse prior's alone (every logit 0): an adapter can lower it,
+  widening its margins, and still change no answer;
 - the gate's verdict against coarse-only on the cross-fitted answers (`registry.promotion.decide`,
   the deployment's `promotion` settings), with the paired bootstrap intervals;
 - where the adapter and the coarse ranking disagree: the lists whose top table only the coarse
@@ -123,6 +126,14 @@ def where_it_differs(
     return f"{changed[0]}: {changed[1]:+.2f} / {kept[0]}: {kept[1]:+.2f}"
 
 
+def prior_loss(judged: Sequence[Any], loss: str) -> float:
+    """The training loss of the same lists with every logit 0: the coarse prior alone (what an
+    adapter that learned nothing on top of the coarse ranking would score)."""
+    from assetmatch.training.train import validation_loss
+
+    return validation_loss([replace(j, logits=[0.0] * len(j.logits)) for j in judged], loss)
+
+
 def verdict_line(decision: Any) -> str:
     """The gate's verdict with its evidence, and its reason where the evidence is not all of it (a
     promotion, or a refusal for latency: the adapters are timed here beside each other, on a CPU
@@ -180,7 +191,7 @@ def main() -> None:
     from assetmatch.registry.promotion import ArmResult, decide
     from assetmatch.training import evaluate as ev
     from assetmatch.training.pairs import labelled_from_lake, split_holdout
-    from assetmatch.training.train import judge, loaded, selection_context
+    from assetmatch.training.train import judge, loaded, selection_context, validation_loss
 
     started = time.perf_counter()
     settings = load_settings(args.config)
@@ -249,7 +260,8 @@ def main() -> None:
     head = (
         f"{'business':<9} {'arm':<34} {'n':>3} {'AUC':>6} {'in-list':>7} "
         f"{'F1 in-sample':>12} {'F1 cross-fit':>12} {'F1 pooled':>9} {'exact':>5} "
-        f"{'top-1 c/a':>9} {'best of both':>12} {'top changed / kept':>18}  gate (cross-fitted vs coarse)"
+        f"{'top-1 c/a':>9} {'best of both':>12} {'top changed / kept':>18} {'loss / prior':>13}  "
+        f"gate (cross-fitted vs coarse)"
     )
     print(head)
     print("-" * len(head))
@@ -296,7 +308,8 @@ def main() -> None:
                 f"{in_sample.means()['set_f1']:>12.3f} {crossed.means()['set_f1']:>12.3f} "
                 f"{pooled.means()['set_f1'] if pooled else float('nan'):>9.3f} {crossed.means()['set_exact']:>5.2f} "
                 f"{f'{coarse_right}/{adapter_right}':>9} {best_of_both:>12.3f} "
-                f"{where_it_differs(arm, answers, coarse.f1, crossed.f1):>18}  "
+                f"{where_it_differs(arm, answers, coarse.f1, crossed.f1):>18} "
+                f"{f'{validation_loss(arm, config.loss):.3f} / {prior_loss(arm, config.loss):.3f}':>13}  "
                 f"{verdict_line(decision)}"
             )
         familiar = ranker.calibration(arms_of[business][0]).familiar if arms_of[business] else None
@@ -328,7 +341,9 @@ def main() -> None:
         f"only the adapter gets right; 'best of both' = set F1 of the better of the coarse answer and the "
         f"adapter asked on every list, per requirement; 'top changed / kept' = lists whose cross-fitted set "
         f"F1 differs from coarse-only's where the fine ranking changed / kept the top table: count, and "
-        f"the sum of the differences; 'simulated': logits drawn independently of the "
+        f"the sum of the differences; 'loss / prior' = the training loss on the held-out lists "
+        f"(`training.train.validation_loss`) of the adapter and of the coarse prior alone (every logit 0); "
+        f"'simulated': logits drawn independently of the "
         f"coarse scores, gold ~ N(d, 1), others ~ N(0, 1), judged by the same gate"
     )
 
