@@ -35,6 +35,10 @@ class Hit:
     path: str
     matched: list[str] = field(default_factory=list)  # matched terms / the reason, for explanations
     example: str = ""  # usage path: the most similar past request that used this table
+    # usage path: the highest cosine between the request and a past request that used this table and
+    # voted (0 where none is above the path's floor): how close the nearest twin is, which the rank
+    # fusion of the votes does not say
+    nearest: float = 0.0
 
 
 @runtime_checkable

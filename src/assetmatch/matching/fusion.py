@@ -66,6 +66,7 @@ class Candidate:
     rrf: float = 0.0
     score: float = 0.0  # coarse score set by a CoarseRanker (a probability for LearnedFusion)
     example: str = ""  # the most similar past request that used it (usage path), for the fine ranker
+    nearest: float = 0.0  # the usage path's `Hit.nearest`
 
 
 def collect_candidates(hits_by_path: Mapping[str, Sequence[Hit]], rrf_k: int = RRF_K) -> dict[str, Candidate]:
@@ -81,6 +82,7 @@ def collect_candidates(hits_by_path: Mapping[str, Sequence[Hit]], rrf_k: int = R
             cand.path_ranks[path] = int(hit.rank)
             cand.matched[path] = list(hit.matched)
             cand.example = hit.example or cand.example
+            cand.nearest = max(cand.nearest, hit.nearest)
     for cand in candidates.values():
         cand.rrf = sum(1.0 / (rrf_k + r) for r in cand.path_ranks.values())
     return candidates
@@ -229,6 +231,8 @@ class FeatureBuilder:
             "group_coverage",
             "group_coverage_gap",
             "group_coverage_is_top",
+            "usage_nearest",
+            "usage_nearest_gap",
         ]
         if self.feature_provider is not None:
             names += [f"{STORED_FEATURE_PREFIX}{n}" for n in self.feature_provider.feature_names]
@@ -443,6 +447,10 @@ class FeatureBuilder:
         group_cover = {g: self._coverage(q_tokens, g) for g in members}
         best_cover = max(group_cover.values())
         rrf_by_id = {c.asset_id: c.rrf for c in candidates}
+        # how close each table's nearest past request is, against the closest of the list's: a
+        # near-paraphrase of a past request votes for its tables with the same reciprocal-rank weight
+        # as a loosely related one, and a popular table collects votes from both kinds
+        nearest_max = max(c.nearest for c in candidates)
         fp_values: Mapping[str, Mapping[str, float]] = stored or {}
         if self.feature_provider is not None and stored is None:
             fp_values = self.feature_provider.online([c.asset_id for c in candidates])
@@ -490,6 +498,8 @@ class FeatureBuilder:
                 group_cover[info.group],
                 group_cover[info.group] - best_cover,
                 float(group_cover[info.group] >= best_cover),
+                cand.nearest,
+                cand.nearest - nearest_max,
             ]
             if self.feature_provider is not None:
                 values = fp_values.get(cand.asset_id, {})

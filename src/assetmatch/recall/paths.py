@@ -186,6 +186,7 @@ class UsagePath:
         lexical[silent] = 0.0  # a fresh array per call
         by_lexical = top_rows(lexical, spans, USAGE_NEIGHBOURS)
         by_dense: list[tuple[int, float]] = []
+        sims: np.ndarray | None = None
         vector = None if query.vectors is None else query.vectors[0][0]
         if vector is not None and index.usage_vectors is not None and len(index.usage_vectors):
             sims = index.usage_vectors @ vector
@@ -201,18 +202,21 @@ class UsagePath:
         scores: dict[int, float] = defaultdict(float)
         reasons: dict[int, list[str]] = defaultdict(list)
         example: dict[int, str] = {}  # row -> the nearest past request that used it (neighbours best first)
+        nearest: dict[int, float] = defaultdict(float)  # row -> the highest cosine of those requests
         for i, weight in sorted(neighbour.items(), key=lambda item: -item[1]):
             past = index.past[i]
             for row in query.within(past.rows):
                 if index.business_of(row) in allowed:
                     scores[row] += weight
                     example.setdefault(row, past.text)
+                    if sims is not None:
+                        nearest[row] = max(nearest[row], float(sims[i]))
                     reason = f"used by a similar past request: {past.text[:80]}"
                     if len(reasons[row]) < 3 and reason not in reasons[row]:  # the same text logged twice
                         reasons[row].append(reason)
         ranked = sorted(scores.items(), key=lambda item: (-item[1], item[0]))[:k]
         return [
-            Hit(index.asset_ids[row], score, rank, "usage", reasons[row], example[row])
+            Hit(index.asset_ids[row], score, rank, "usage", reasons[row], example[row], nearest[row])
             for rank, (row, score) in enumerate(ranked, start=1)
         ]
 

@@ -167,6 +167,30 @@ def test_metadata_group_features_ignore_the_history_vote() -> None:
     assert orders["metadata_rrf_norm"] == pytest.approx((1 / 62 + 1 / 63) / (1 / 61 + 1 / 62))
 
 
+def test_the_nearest_past_request_is_a_feature_against_the_lists_nearest() -> None:
+    # two tables with the same usage rank weight: one used by a near-twin of the request, one by a
+    # loosely related request; a third with no vote at all
+    voted = {
+        **hits(),
+        "usage": [
+            Hit("shop.orders", 0.3, 1, "usage", nearest=0.95),
+            Hit("school.student", 0.2, 2, "usage", nearest=0.45),
+            Hit("shop.orders", 0.1, 3, "usage", nearest=0.5),  # reported twice: the closer one counts
+        ],
+    }
+    builder = FeatureBuilder(ASSETS, paths=["lexical", "dense", "usage"])
+    cands = list(collect_candidates(voted).values())
+    x = builder.matrix("name of students with pets", cands)
+    row = {c.asset_id: dict(zip(builder.feature_names, r)) for c, r in zip(cands, x)}
+    assert (
+        row["shop.orders"]["usage_nearest"] == pytest.approx(0.95)
+        and row["shop.orders"]["usage_nearest_gap"] == 0
+    )
+    assert row["school.student"]["usage_nearest_gap"] == pytest.approx(0.45 - 0.95)
+    others = [a for a in row if a not in {"shop.orders", "school.student"}]
+    assert others and all(row[a]["usage_nearest"] == 0 for a in others)
+
+
 def _synthetic_groups(n: int, seed: int) -> list[TrainingGroup]:
     """Requirements where the gold tables have the higher first feature; noise elsewhere."""
     rng = np.random.default_rng(seed)

@@ -80,6 +80,31 @@ def test_usage_votes_for_tables_of_similar_past_requests(built: IndexSet) -> Non
     assert ids(hits)[0] == "game.dwd_pay_order_di"
 
 
+def test_each_usage_hit_says_how_close_its_nearest_past_request_is(built: IndexSet) -> None:
+    """`Hit.nearest`: the highest cosine between the request and a past request that used the table
+    and voted — near 1 for a logged twin, lower for a loose neighbour, never one left out."""
+    import numpy as np
+
+    text = "whales by total recharge"  # logged, with its paraphrase "who recharged the most"
+    vector = built.query_vectors(text)[0][0]
+    voted = {h.asset_id: h for h in built.recall(text, ["game"], paths=["usage"])["usage"]}
+    twin = voted["game.dwd_pay_order_di"]
+    assert twin.nearest == pytest.approx(1.0, abs=1e-3)  # the request itself is in the history
+    for hit in voted.values():  # the best cosine among the past requests that used the table
+        row = built.row_of[hit.asset_id]
+        best = max(float(built.usage_vectors[i] @ vector) for i in built.past_rows_using([row]))
+        assert hit.nearest == pytest.approx(best, abs=1e-5) or 0 <= hit.nearest < best
+    left = {h.asset_id: h for h in built.recall(text, ["game"], paths=["usage"], leave_own_out=True)["usage"]}
+    own = set(built.past_rows_of_request(text))
+    for hit in left.values():  # what is left out of the vote is left out of `nearest` too
+        row = built.row_of[hit.asset_id]
+        others = [
+            float(built.usage_vectors[i] @ vector) for i in built.past_rows_using([row]) if i not in own
+        ]
+        assert hit.nearest <= max(others, default=0.0) + 1e-6 and hit.nearest < twin.nearest
+    assert all(np.isfinite(h.nearest) and h.nearest >= 0 for h in left.values())
+
+
 def test_a_labelled_requirement_being_judged_does_not_vote_for_itself(built: IndexSet) -> None:
     text = "whales by total recharge"  # a train requirement, so in the usage history
     own = built.past_rows_of_request(text)

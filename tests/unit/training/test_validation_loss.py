@@ -30,7 +30,9 @@ def by_hand(logits: list[float], priors: list[float], gold: int) -> float:
 
 def test_it_is_the_listwise_training_loss_with_the_coarse_prior() -> None:
     logits = [0.2, 0.5, -1.0]
-    assert validation_loss([judged(logits)], "listwise") == pytest.approx(by_hand(logits, [0, 0, 0], 1), rel=1e-5)
+    assert validation_loss([judged(logits)], "listwise") == pytest.approx(
+        by_hand(logits, [0, 0, 0], 1), rel=1e-5
+    )
     priors = [0.5 * math.log(p / (1 - p)) for p in COARSE]
     assert validation_loss([judged(logits, 0.5)], "listwise") == pytest.approx(
         by_hand(logits, priors, 1), rel=1e-5
