@@ -39,6 +39,10 @@ class Hit:
     # voted (0 where none is above the path's floor): how close the nearest twin is, which the rank
     # fusion of the votes does not say
     nearest: float = 0.0
+    # usage path: the same in words — the highest share of words (Jaccard of the BM25 tokens) the
+    # request has in common with such a past request; it tells twins apart where the encoder's
+    # cosine does not (MiniLM reads most Chinese characters as unknown)
+    nearest_words: float = 0.0
 
 
 @runtime_checkable

@@ -67,6 +67,7 @@ class Candidate:
     score: float = 0.0  # coarse score set by a CoarseRanker (a probability for LearnedFusion)
     example: str = ""  # the most similar past request that used it (usage path), for the fine ranker
     nearest: float = 0.0  # the usage path's `Hit.nearest`
+    nearest_words: float = 0.0  # the usage path's `Hit.nearest_words`
 
 
 def collect_candidates(hits_by_path: Mapping[str, Sequence[Hit]], rrf_k: int = RRF_K) -> dict[str, Candidate]:
@@ -83,6 +84,7 @@ def collect_candidates(hits_by_path: Mapping[str, Sequence[Hit]], rrf_k: int = R
             cand.matched[path] = list(hit.matched)
             cand.example = hit.example or cand.example
             cand.nearest = max(cand.nearest, hit.nearest)
+            cand.nearest_words = max(cand.nearest_words, hit.nearest_words)
     for cand in candidates.values():
         cand.rrf = sum(1.0 / (rrf_k + r) for r in cand.path_ranks.values())
     return candidates
@@ -233,6 +235,8 @@ class FeatureBuilder:
             "group_coverage_is_top",
             "usage_nearest",
             "usage_nearest_gap",
+            "usage_nearest_words",
+            "usage_nearest_words_gap",
         ]
         if self.feature_provider is not None:
             names += [f"{STORED_FEATURE_PREFIX}{n}" for n in self.feature_provider.feature_names]
@@ -451,6 +455,7 @@ class FeatureBuilder:
         # near-paraphrase of a past request votes for its tables with the same reciprocal-rank weight
         # as a loosely related one, and a popular table collects votes from both kinds
         nearest_max = max(c.nearest for c in candidates)
+        nearest_words_max = max(c.nearest_words for c in candidates)
         fp_values: Mapping[str, Mapping[str, float]] = stored or {}
         if self.feature_provider is not None and stored is None:
             fp_values = self.feature_provider.online([c.asset_id for c in candidates])
@@ -500,6 +505,8 @@ class FeatureBuilder:
                 float(group_cover[info.group] >= best_cover),
                 cand.nearest,
                 cand.nearest - nearest_max,
+                cand.nearest_words,
+                cand.nearest_words - nearest_words_max,
             ]
             if self.feature_provider is not None:
                 values = fp_values.get(cand.asset_id, {})

@@ -279,6 +279,7 @@ class IndexSet:
         self.graph = graph
         self._cold_graphs: dict[frozenset[int], JoinGraph] = {}  # see `_graph_without`
         self._database_rows: dict[str, dict[str, np.ndarray]] = {}  # see `database_rows`
+        self._past_words: dict[int, frozenset[str]] = {}  # see `past_words`
         self.encoder = encoder
         self.paths = tuple(paths)
         self.library_has_cjk = bool(manifest.get("library_has_cjk", False))
@@ -305,6 +306,14 @@ class IndexSet:
             if past.query:
                 out[past.query].append(i)
         return dict(out)
+
+    def past_words(self, i: int) -> frozenset[str]:
+        """The BM25 tokens of past request `i`, tokenized on first use (a request's usage vote reads
+        a few dozen neighbours; tokenizing every past request at load would cost every index load)."""
+        words = self._past_words.get(i)
+        if words is None:
+            words = self._past_words.setdefault(i, frozenset(tokenize(self.past[i].text)))
+        return words
 
     def past_rows_of_request(self, text: str) -> list[int]:
         """The past requests (rows of `past`) that are the request `text`: those with its text (as

@@ -164,6 +164,12 @@ class GlossaryPath:
         ]
 
 
+def jaccard(a: frozenset[str], b: frozenset[str]) -> float:
+    """|a & b| / |a | b| (0 for two empty sets)."""
+    union = len(a | b)
+    return len(a & b) / union if union else 0.0
+
+
 class UsagePath:
     """The nearest past requirements and logged queries (BM25 + dense) vote for the tables they used."""
 
@@ -203,6 +209,8 @@ class UsagePath:
         reasons: dict[int, list[str]] = defaultdict(list)
         example: dict[int, str] = {}  # row -> the nearest past request that used it (neighbours best first)
         nearest: dict[int, float] = defaultdict(float)  # row -> the highest cosine of those requests
+        nearest_words: dict[int, float] = defaultdict(float)  # row -> their highest share of words
+        words = frozenset(query.tokens)
         for i, weight in sorted(neighbour.items(), key=lambda item: -item[1]):
             past = index.past[i]
             for row in query.within(past.rows):
@@ -211,12 +219,22 @@ class UsagePath:
                     example.setdefault(row, past.text)
                     if sims is not None:
                         nearest[row] = max(nearest[row], float(sims[i]))
+                    nearest_words[row] = max(nearest_words[row], jaccard(words, index.past_words(i)))
                     reason = f"used by a similar past request: {past.text[:80]}"
                     if len(reasons[row]) < 3 and reason not in reasons[row]:  # the same text logged twice
                         reasons[row].append(reason)
         ranked = sorted(scores.items(), key=lambda item: (-item[1], item[0]))[:k]
         return [
-            Hit(index.asset_ids[row], score, rank, "usage", reasons[row], example[row], nearest[row])
+            Hit(
+                index.asset_ids[row],
+                score,
+                rank,
+                "usage",
+                reasons[row],
+                example[row],
+                nearest[row],
+                nearest_words[row],
+            )
             for rank, (row, score) in enumerate(ranked, start=1)
         ]
 

@@ -168,14 +168,15 @@ def test_metadata_group_features_ignore_the_history_vote() -> None:
 
 
 def test_the_nearest_past_request_is_a_feature_against_the_lists_nearest() -> None:
-    # two tables with the same usage rank weight: one used by a near-twin of the request, one by a
-    # loosely related request; a third with no vote at all
+    """How close each table's nearest past request is, by cosine and in words, and against the
+    list's nearest (`Hit.nearest`, `Hit.nearest_words`)."""
+    # two tables the usage path voted for: one used by a near-twin of the request (by cosine), the
+    # other by a request that shares more of its words; the rest with no vote at all
     voted = {
         **hits(),
         "usage": [
-            Hit("shop.orders", 0.3, 1, "usage", nearest=0.95),
-            Hit("school.student", 0.2, 2, "usage", nearest=0.45),
-            Hit("shop.orders", 0.1, 3, "usage", nearest=0.5),  # reported twice: the closer one counts
+            Hit("shop.orders", 0.3, 1, "usage", nearest=0.95, nearest_words=0.4),
+            Hit("school.student", 0.2, 2, "usage", nearest=0.45, nearest_words=0.6),
         ],
     }
     builder = FeatureBuilder(ASSETS, paths=["lexical", "dense", "usage"])
@@ -187,6 +188,9 @@ def test_the_nearest_past_request_is_a_feature_against_the_lists_nearest() -> No
         and row["shop.orders"]["usage_nearest_gap"] == 0
     )
     assert row["school.student"]["usage_nearest_gap"] == pytest.approx(0.45 - 0.95)
+    assert row["shop.orders"]["usage_nearest_words"] == pytest.approx(0.4)  # in words, the other is nearer
+    assert row["shop.orders"]["usage_nearest_words_gap"] == pytest.approx(0.4 - 0.6)
+    assert row["school.student"]["usage_nearest_words_gap"] == 0
     others = [a for a in row if a not in {"shop.orders", "school.student"}]
     assert others and all(row[a]["usage_nearest"] == 0 for a in others)
 

@@ -105,6 +105,26 @@ def test_each_usage_hit_says_how_close_its_nearest_past_request_is(built: IndexS
     assert all(np.isfinite(h.nearest) and h.nearest >= 0 for h in left.values())
 
 
+def test_each_usage_hit_says_how_many_words_its_nearest_past_request_shares(built: IndexSet) -> None:
+    """`Hit.nearest_words`: the highest Jaccard of BM25 tokens between the request and a past request
+    that used the table and voted — 1 for a logged copy, less for a rewording, never one left out."""
+    from assetmatch.recall.paths import jaccard
+    from assetmatch.recall.tokenize import tokenize
+
+    text = "whales by total recharge"
+    words = frozenset(tokenize(text))
+    voted = {h.asset_id: h for h in built.recall(text, ["game"], paths=["usage"])["usage"]}
+    assert voted["game.dwd_pay_order_di"].nearest_words == 1.0  # the request itself is logged
+    own = set(built.past_rows_of_request(text))
+    left = {h.asset_id: h for h in built.recall(text, ["game"], paths=["usage"], leave_own_out=True)["usage"]}
+    for hit in left.values():
+        row = built.row_of[hit.asset_id]
+        shares = [jaccard(words, built.past_words(i)) for i in built.past_rows_using([row]) if i not in own]
+        assert 0 <= hit.nearest_words <= max(shares, default=0.0) < 1.0
+    assert jaccard(frozenset(), frozenset()) == 0.0
+    assert jaccard(frozenset({"a", "b"}), frozenset({"b", "c"})) == pytest.approx(1 / 3)
+
+
 def test_a_labelled_requirement_being_judged_does_not_vote_for_itself(built: IndexSet) -> None:
     text = "whales by total recharge"  # a train requirement, so in the usage history
     own = built.past_rows_of_request(text)
