@@ -213,13 +213,14 @@ class UsagePath:
         words = frozenset(query.tokens)
         for i, weight in sorted(neighbour.items(), key=lambda item: -item[1]):
             past = index.past[i]
+            cosine = 0.0 if sims is None else float(sims[i])  # one neighbour's, for each table it used
+            shared = jaccard(words, index.past_words(i))
             for row in query.within(past.rows):
                 if index.business_of(row) in allowed:
                     scores[row] += weight
                     example.setdefault(row, past.text)
-                    if sims is not None:
-                        nearest[row] = max(nearest[row], float(sims[i]))
-                    nearest_words[row] = max(nearest_words[row], jaccard(words, index.past_words(i)))
+                    nearest[row] = max(nearest[row], cosine)
+                    nearest_words[row] = max(nearest_words[row], shared)
                     reason = f"used by a similar past request: {past.text[:80]}"
                     if len(reasons[row]) < 3 and reason not in reasons[row]:  # the same text logged twice
                         reasons[row].append(reason)

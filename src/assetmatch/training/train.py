@@ -48,6 +48,7 @@ from assetmatch.matching.fine import (
     Cascade,
     CoarseAnswer,
     FineCalibration,
+    Fusion,
     log_odds,
     read_calibration,
     write_calibration,
@@ -208,18 +209,16 @@ def validation_loss(judged: Sequence[ev.Judged], loss: str) -> float:
     import torch
 
     pairs: list[Pair] = []
-    logits: list[float] = []
+    scored: list[float] = []  # prior + logit: what the loss scores (`Fusion.features`' first column)
     for i, j in enumerate(judged):
         if not j.logits:
             continue
-        n = len(j.logits)
-        priors = (j.coarse_offset * log_odds(j.coarse.scores[:n])).tolist() if j.coarse_offset else [0.0] * n
-        for asset_id, gold, prior in zip(j.coarse.ids[:n], j.gold_flags(), priors, strict=True):
-            pairs.append(Pair(str(i), j.requirement.text, asset_id, float(gold), "hard", float(prior)))
-        logits += j.logits
+        scored += Fusion.features(j.logits, j.coarse.scores, j.coarse_offset)[:, 0].tolist()
+        for asset_id, gold in zip(j.coarse.ids, j.gold_flags(), strict=False):
+            pairs.append(Pair(str(i), j.requirement.text, asset_id, float(gold), "hard"))
     if not pairs:
         return float("nan")
-    return float(pair_loss(torch.tensor(logits, dtype=torch.float32), pairs, loss))
+    return float(pair_loss(torch.tensor(scored, dtype=torch.float32), pairs, loss))
 
 
 Validator = Callable[[Any], dict[str, float]]

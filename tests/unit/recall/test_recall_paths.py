@@ -90,18 +90,24 @@ def test_each_usage_hit_says_how_close_its_nearest_past_request_is(built: IndexS
     voted = {h.asset_id: h for h in built.recall(text, ["game"], paths=["usage"])["usage"]}
     twin = voted["game.dwd_pay_order_di"]
     assert twin.nearest == pytest.approx(1.0, abs=1e-3)  # the request itself is in the history
-    for hit in voted.values():  # the best cosine among the past requests that used the table
-        row = built.row_of[hit.asset_id]
-        best = max(float(built.usage_vectors[i] @ vector) for i in built.past_rows_using([row]))
-        assert hit.nearest == pytest.approx(best, abs=1e-5) or 0 <= hit.nearest < best
+    from assetmatch.recall.paths import USAGE_MIN_COSINE, USAGE_NEIGHBOURS
+
+    assert len(built.past) <= USAGE_NEIGHBOURS  # so every past request related to the text votes
+
+    def best(row: int, left_out: set[int]) -> float:
+        """The best cosine above the path's floor among the past requests that used the table."""
+        sims = [
+            float(built.usage_vectors[i] @ vector) for i in built.past_rows_using([row]) if i not in left_out
+        ]
+        return max((c for c in sims if c >= USAGE_MIN_COSINE), default=0.0)
+
+    for hit in voted.values():
+        assert hit.nearest == pytest.approx(best(built.row_of[hit.asset_id], set()), abs=1e-5)
     left = {h.asset_id: h for h in built.recall(text, ["game"], paths=["usage"], leave_own_out=True)["usage"]}
     own = set(built.past_rows_of_request(text))
     for hit in left.values():  # what is left out of the vote is left out of `nearest` too
-        row = built.row_of[hit.asset_id]
-        others = [
-            float(built.usage_vectors[i] @ vector) for i in built.past_rows_using([row]) if i not in own
-        ]
-        assert hit.nearest <= max(others, default=0.0) + 1e-6 and hit.nearest < twin.nearest
+        assert hit.nearest == pytest.approx(best(built.row_of[hit.asset_id], own), abs=1e-5)
+        assert hit.nearest < twin.nearest
     assert all(np.isfinite(h.nearest) and h.nearest >= 0 for h in left.values())
 
 
@@ -120,7 +126,8 @@ def test_each_usage_hit_says_how_many_words_its_nearest_past_request_shares(buil
     for hit in left.values():
         row = built.row_of[hit.asset_id]
         shares = [jaccard(words, built.past_words(i)) for i in built.past_rows_using([row]) if i not in own]
-        assert 0 <= hit.nearest_words <= max(shares, default=0.0) < 1.0
+        # a past request that shares a word votes (the fixture's history is below the neighbours' cap)
+        assert hit.nearest_words == pytest.approx(max(shares, default=0.0)) and hit.nearest_words < 1.0
     assert jaccard(frozenset(), frozenset()) == 0.0
     assert jaccard(frozenset({"a", "b"}), frozenset({"b", "c"})) == pytest.approx(1 / 3)
 
