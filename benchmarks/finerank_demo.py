@@ -22,7 +22,9 @@ script prints, side by side:
   stops on), the adapter's beside the coarse prior's alone (every logit 0): an adapter can lower it,
   widening its margins, and still change no answer;
 - the gate's verdict against coarse-only on the cross-fitted answers (`registry.promotion.decide`,
-  the deployment's `promotion` settings), with the paired bootstrap intervals;
+  the deployment's `promotion` settings), with the paired bootstrap intervals and how many answers
+  changed (`Decision.brief`); the adapters are timed here beside each other, on a CPU that also
+  judges, so a latency here is an upper bound of what `assetmatch promote` measures;
 - where the adapter and the coarse ranking disagree: the lists whose top table only the coarse
   ranking gets right, and those only the adapter gets right; and the set F1 of the better of the
   two answers for each requirement (coarse, or the adapter asked on every list: `best of both`),
@@ -132,16 +134,6 @@ def prior_loss(judged: Sequence[Any], loss: str) -> float:
     from assetmatch.training.train import validation_loss
 
     return validation_loss([replace(j, logits=[0.0] * len(j.logits)) for j in judged], loss)
-
-
-def verdict_line(decision: Any) -> str:
-    """The gate's verdict with its evidence, and its reason where the evidence is not all of it (a
-    promotion, or a refusal for latency: the adapters are timed here beside each other, on a CPU
-    that also judges, so their latency is an upper bound of what `assetmatch promote` measures)."""
-    from assetmatch.registry.promotion import evidence
-
-    shown = evidence(decision.diffs)
-    return f"{decision.verdict}: {shown}" + ("" if shown in decision.reason else f"; {decision.reason}")
 
 
 def simulated(judged: Sequence[Any], k: int, separation: float, seed: int) -> list[Any]:
@@ -310,7 +302,7 @@ def main() -> None:
                 f"{f'{coarse_right}/{adapter_right}':>9} {best_of_both:>12.3f} "
                 f"{where_it_differs(arm, answers, coarse.f1, crossed.f1):>18} "
                 f"{f'{validation_loss(arm, config.loss):.3f} / {prior_loss(arm, config.loss):.3f}':>13}  "
-                f"{verdict_line(decision)}"
+                f"{decision.brief()}"
             )
         familiar = ranker.calibration(arms_of[business][0]).familiar if arms_of[business] else None
         for d in separations:

@@ -690,6 +690,7 @@ def promote_one(settings: Settings, business: str) -> dict[str, Any]:
         "champion_version": outcome.champion_version,
         "challenger_version": outcome.challenger_version,
         "markdown": outcome.markdown,
+        "summary": outcome.summary(),
     }
 
 

@@ -190,9 +190,13 @@ def test_shared_adapter_then_per_business_and_the_three_way_gate(
         shared = registry.version_by_alias(business, "challenger-shared")
         assert own is not None and shared is not None
         assert own.tags["ranker.kind"] == "business-from-shared" and shared.tags["ranker.kind"] == "shared"
+    shared_version = registry.version_by_alias("game", "challenger-shared").version  # type: ignore[union-attr]
     outcome = evaluate_and_promote(settings, "game")
     assert outcome.chosen in ("baseline", "shared", "per_business")
     assert "Three-way choice" in outcome.markdown
+    # what a person reads: the shared adapter's evidence too, where its verdict is not the one reported
+    shown = f"; shared v{shared_version} " in outcome.summary()
+    assert shown == (outcome.chosen != "shared"), outcome.summary()
     for version in registry.versions("game"):  # both arms judged: neither waits for the gate again
         assert "gate.verdict" in version.tags
     assert pipeline.plan_promotion(settings, ["game"]).todo == []

@@ -85,7 +85,7 @@ class StandIns:
         self.record(settings, "gate", business)
         return {"business": business, "verdict": "refuse", "reason": "stand-in", "promoted": False,
                 "chosen": "baseline", "champion_version": None, "challenger_version": "1",
-                "markdown": "stand-in"}  # fmt: skip
+                "markdown": "stand-in", "summary": "v1 not promoted (stand-in)"}  # fmt: skip
 
     # what the demo's train step calls (with the same plans), returning what it prints
     def run_shared_training(self, settings: Settings, businesses: Sequence[str], **_: Any) -> tuple[Any, str]:

@@ -260,9 +260,7 @@ def promote(ctx: DemoContext) -> str:
     plan = pipeline.plan_promotion(settings)  # the nightly pipeline's rule: challengers not yet judged
     lines = []
     for business in plan.todo:
-        outcome = pipeline.promote_one(settings, business)
-        verdict = f"{outcome['chosen']} promoted to champion" if outcome["promoted"] else "not promoted"
-        lines.append(f"{business}: v{outcome['challenger_version']} {verdict} ({outcome['reason']})")
+        lines.append(f"{business}: {pipeline.promote_one(settings, business)['summary']}")
     return "; ".join(lines) or "no challenger waiting"
 
 

@@ -8,9 +8,11 @@ import pytest
 from assetmatch.config import PromotionConfig
 from assetmatch.registry.promotion import (
     ArmResult,
+    GateOutcome,
     choose_arm,
     decide,
     decision_markdown,
+    evidence,
     paired_bootstrap,
 )
 
@@ -158,6 +160,35 @@ def test_three_way_choice_per_business() -> None:
     assert choice.chosen == "baseline" and "shared:" in choice.reason
     choice = choose_arm(baseline, None, good, GATE, first_adapter=True)
     assert choice.chosen == "per_business" and set(choice.decisions) == {"per_business"}
+
+
+def test_a_refusal_shows_the_shared_adapters_evidence_too() -> None:
+    """Where the baseline stays, the decision reported is the per-business adapter's; the summary a
+    person reads (the demo's promote step) also shows how close the shared adapter came: its
+    interval and how many answers it changed. A refusal for latency says so beside the evidence."""
+    f1, gold = base_vectors()
+    three_better = f1.copy()
+    three_better[:3] = 1.0  # 3 answers better, none worse: too few to tell from chance
+    baseline = arm("coarse_only", f1, gold, 0)
+    choice = choose_arm(
+        baseline, arm("shared", three_better, gold, 20), arm("own", f1, gold, 20), GATE, first_adapter=True
+    )
+    assert choice.chosen == "baseline"
+    own, shared = choice.decisions["per_business"], choice.decisions["shared"]
+    outcome = GateOutcome("game", own, "", "2", False, "", choice.chosen, "1", shared)
+    line = outcome.summary()
+    assert line.startswith(f"v2 not promoted ({own.reason})")
+    assert line.endswith(
+        f"; shared v1 refuse: {evidence(shared.diffs)}, set F1 changed on 3 (3 better, 0 worse)"
+    )
+    assert "set F1 changed on 0 (0 better, 0 worse)" in own.reason  # the adapter's own changed nothing
+
+    slow = decide(baseline, arm("shared", three_better, gold, 500), GATE, first_adapter=True)
+    assert slow.brief().endswith(f"; {slow.reason}") and "p95 latency" in slow.reason
+    better = decide(baseline, arm("shared", np.minimum(f1 + 0.1, 1), gold, 20), GATE, first_adapter=True)
+    assert better.verdict == "promote"
+    promoted = GateOutcome("game", better, "", "1", True, "", "shared")  # the shared arm is the decision
+    assert promoted.summary() == f"v1 shared promoted to champion ({better.reason})"
 
 
 def test_a_promotion_never_reads_as_an_interval_from_zero() -> None:
