@@ -10,7 +10,9 @@ and then reads what the build recorded: its step times (`DIR/<date>/steps.json`,
 `assetmatch demo`) and the gate's decisions (the lake's `promotions` table). It prints one row per
 day — the steps' total, index / train / promote, each game's verdict with its set-F1 difference
 against coarse-only, the 95 % interval and on how many requirements set F1 changed (better / worse:
-a lower end of exactly zero with "3/0" is too few answers changed, not no gain) — then how many
+a lower end of exactly zero with "3/0" is too few answers changed, not no gain), and the same for
+the shared adapter where the gate judged it beside the game's own and did not choose it (its
+verdict is on its MLflow version's tags) — then how many
 days promoted a game and how many builds stayed inside the 10-minute budget. The load average is printed before each build: run it on a quiet
 machine, alone.
 
@@ -75,34 +77,58 @@ def build(day: str, folder: Path, seed: int | None) -> float:
 
 
 def verdicts(folder: Path) -> dict[str, dict[str, Any]]:
-    """Each business's latest gate decision in the build's lake: verdict, version, set-F1 difference."""
+    """Each business's latest gate decision in the build's lake: verdict, version, set-F1 difference;
+    and under "shared", the shared adapter's own verdict where the gate judged it too and it is not
+    the decision recorded (the gate keeps a refused arm's verdict in MLflow, on its version's tags)."""
     from assetmatch.config import load_settings
     from assetmatch.lake import tables as T
     from assetmatch.lake.delta import Lake
+    from assetmatch.registry.mlflow import Registry
 
-    lake = Lake.from_settings(load_settings(folder / "assetmatch.yaml"))
+    settings = load_settings(folder / "assetmatch.yaml")
+    lake = Lake.from_settings(settings)
     latest: dict[str, dict[str, Any]] = {}
     for row in sorted(lake.read_arrow(T.PROMOTIONS).to_pylist(), key=lambda r: r["ts"]):
-        metrics = json.loads(row["metrics"])
-        latest[row["business"]] = {
-            "verdict": row["verdict"],
-            "version": row["challenger_version"],
-            "set_f1": metrics.get("diffs", {}).get("set_f1"),
-            "changed": metrics.get("changed"),  # absent in decisions recorded before the gate counted it
-        }
+        latest[row["business"]] = _decision(
+            row["verdict"], row["challenger_version"], json.loads(row["metrics"])
+        )
+    registry = Registry.from_settings(settings)
+    for business, decision in latest.items():
+        judged = [
+            v
+            for v in registry.versions(business)
+            if (v.tags or {}).get("ranker.kind") == "shared" and "gate.metrics" in (v.tags or {})
+        ]
+        if judged:
+            shared = max(judged, key=lambda v: int(v.version))
+            if str(shared.version) != str(decision["version"]):
+                decision["shared"] = _decision(
+                    shared.tags["gate.verdict"], str(shared.version), json.loads(shared.tags["gate.metrics"])
+                )
     return latest
+
+
+def _decision(verdict: str, version: str, metrics: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "verdict": verdict,
+        "version": version,
+        "set_f1": metrics.get("diffs", {}).get("set_f1"),
+        "changed": metrics.get("changed"),  # absent in decisions recorded before the gate counted it
+    }
 
 
 def describe(decision: dict[str, Any]) -> str:
     """'promote v1 +0.021 [+0.005, +0.044] 5/1' (the set-F1 difference against coarse-only or the
-    champion, and on how many requirements set F1 changed: better / worse)."""
+    champion, and on how many requirements set F1 changed: better / worse), then the shared
+    adapter's where it was judged beside it: '· shared refuse v1 +0.013 [+0.000, +0.031] 3/0'."""
     from assetmatch.registry.promotion import Interval  # printed as the gate prints it
 
     diff, changed = decision["set_f1"], decision.get("changed")
     evidence = f" {Interval(**diff)}" if diff else ""
     if changed:
         evidence += f" {changed['better']}/{changed['worse']}"
-    return f"{decision['verdict']} v{decision['version']}{evidence}"
+    shared = f" · shared {describe(decision['shared'])}" if "shared" in decision else ""
+    return f"{decision['verdict']} v{decision['version']}{evidence}{shared}"
 
 
 def main() -> None:
