@@ -691,6 +691,7 @@ def promote_one(settings: Settings, business: str) -> dict[str, Any]:
         "challenger_version": outcome.challenger_version,
         "markdown": outcome.markdown,
         "summary": outcome.summary(),
+        "shared": outcome.shared_brief(),  # the shared adapter's evidence where it is not the decision
     }
 
 
@@ -717,6 +718,7 @@ def promote_result(
         f"{b}: {'promoted ' + str(o.get('chosen', '')) if o.get('promoted') else 'refused'}"
         + (f" challenger v{o['challenger_version']}" if o.get("challenger_version") else "")
         + (f": {o['reason']}" if o.get("reason") else "")
+        + (f"; {o['shared']}" if o.get("shared") else "")
         for b, o in sorted(judged.items())
     ] + _part_notes(result.failures, kept)
     return result

@@ -128,6 +128,10 @@ def test_promotion_summary_gives_verdicts_not_just_that_the_gate_ran() -> None:
         "card: refused challenger v2: challenger not better: all-gold@3 -0.02 [-0.05, 0.01]" in result.notes
     )
     assert "shop: left alone: no challenger" in result.notes
+    # where the gate judged the shared adapter too and chose neither, its evidence follows
+    shared = "shared v1 refuse: set_f1 +0.013 [+0.000, +0.031], set F1 changed on 3 (3 better, 0 worse)"
+    both = pipeline.promote_result({"moba": {**_gate(False, "not better"), "shared": shared}}, {}, 1.0)
+    assert both.notes == [f"moba: refused challenger v2: not better; {shared}"]
 
     mixed = pipeline.promote_result(
         {"card": _gate(True, "better"), "farm": RuntimeError("MLflow down")}, {}, 1.0

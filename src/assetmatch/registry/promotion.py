@@ -127,10 +127,9 @@ class Decision:
         """The verdict and the evidence it rests on, one line ("refuse: set_f1 +0.013 [+0.000,
         +0.031], ..., set F1 changed on 3 (3 better, 0 worse)"); the reason too where the evidence is
         not all of it (a promotion, a refusal for latency)."""
-        shown = f"{evidence(self.diffs)}, {self.changed}"
-        return f"{self.verdict}: {shown}" + (
-            "" if evidence(self.diffs) in self.reason else f"; {self.reason}"
-        )
+        shown = evidence(self.diffs)
+        because = "" if shown in self.reason else f"; {self.reason}"
+        return f"{self.verdict}: {shown}, {self.changed}{because}"
 
     def metrics(self) -> dict[str, Any]:
         return {
@@ -371,19 +370,20 @@ class GateOutcome:
     promoted: bool
     markdown: str
     chosen: str = "per_business"  # which arm won: baseline | shared | per_business
-    # the shared adapter's own verdict against the baseline, when it was the arm not reported here
-    # (the decision above is the chosen arm's, or the per-business one's when the baseline stays)
-    shared_version: str = ""
-    shared_decision: Decision | None = None
+    # (version, decision) of the shared adapter against the baseline, when it was judged but is not
+    # the decision above (that one is the chosen arm's, or the per-business one's when the baseline stays)
+    shared: tuple[str, Decision] | None = None
+
+    def shared_brief(self) -> str:
+        """'shared v1 refuse: set_f1 ..., set F1 changed on 3 (3 better, 0 worse)', or '' (`shared`)."""
+        return f"shared v{self.shared[0]} {self.shared[1].brief()}" if self.shared else ""
 
     def summary(self) -> str:
         """One line for a person: the verdict on the version compared, with its reason, and the
         shared adapter's evidence where it was judged too but is not the decision shown."""
         verdict = f"{self.chosen} promoted to champion" if self.promoted else "not promoted"
         line = f"v{self.challenger_version} {verdict} ({self.decision.reason})"
-        if self.shared_decision is not None:
-            line += f"; shared v{self.shared_version} {self.shared_decision.brief()}"
-        return line
+        return f"{line}; {self.shared_brief()}" if self.shared else line
 
 
 def _record(
@@ -533,20 +533,12 @@ def evaluate_and_promote(
         decision.to_dict(),
     )
     markdown = decision_markdown(decision, business, champ_v, chall_v)
-    shared_shown = shared is not None and choice.chosen != "shared"  # its evidence is not `decision`'s
+    shared_arm = None  # the shared adapter's evidence, where it is not `decision`
     if shared is not None:
         markdown += f"\n\n**Three-way choice**: {choice.chosen} — {choice.reason}"
-    return GateOutcome(
-        business,
-        decision,
-        champ_v,
-        chall_v,
-        promoted,
-        markdown,
-        choice.chosen,
-        str(shared.version) if shared_shown else "",  # type: ignore[union-attr]
-        choice.decisions["shared"] if shared_shown else None,
-    )
+        if choice.chosen != "shared":
+            shared_arm = (str(shared.version), choice.decisions["shared"])
+    return GateOutcome(business, decision, champ_v, chall_v, promoted, markdown, choice.chosen, shared_arm)
 
 
 def manual_alias_change(

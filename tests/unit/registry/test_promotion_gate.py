@@ -175,7 +175,7 @@ def test_a_refusal_shows_the_shared_adapters_evidence_too() -> None:
     )
     assert choice.chosen == "baseline"
     own, shared = choice.decisions["per_business"], choice.decisions["shared"]
-    outcome = GateOutcome("game", own, "", "2", False, "", choice.chosen, "1", shared)
+    outcome = GateOutcome("game", own, "", "2", False, "", choice.chosen, ("1", shared))
     line = outcome.summary()
     assert line.startswith(f"v2 not promoted ({own.reason})")
     assert line.endswith(
