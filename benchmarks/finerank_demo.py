@@ -25,6 +25,13 @@ script prints, side by side:
   the deployment's `promotion` settings), with the paired bootstrap intervals and how many answers
   changed (`Decision.brief`); the adapters are timed here beside each other, on a CPU that also
   judges, so a latency here is an upper bound of what `assetmatch promote` measures;
+- on the coarse selection's own set decisions, below its top table, whose side the adapter's
+  evidence is on (`set calls c/a`): ROC AUC, pooled over lists, of the coarse scores and of the
+  adapter's logits alone (centred per list; for an adapter learned on top of the coarse ranking,
+  what it adds to it) for telling gold from not, among the tables the coarse selection left out of
+  the set (does any belong?) and among those it kept beside its top one (is each needed?). Most
+  remaining coarse errors are such calls, so an adapter whose own evidence is weaker than the coarse
+  scores there has nothing to add that a fusion could find;
 - where the adapter and the coarse ranking disagree: the lists whose top table only the coarse
   ranking gets right, and those only the adapter gets right; and the set F1 of the better of the
   two answers for each requirement (coarse, or the adapter asked on every list: `best of both`),
@@ -93,6 +100,41 @@ def trained_scores(j: Any) -> list[float]:
     from assetmatch.matching.fine import Fusion
 
     return [float(x) for x in Fusion.features(j.logits, j.coarse.scores, j.coarse_offset)[:, 0]]
+
+
+def set_calls(judged: Sequence[Any]) -> dict[str, tuple[float, float, int]]:
+    """The coarse selection's set decisions below each list's top table, and how well the coarse
+    scores and the adapter's own logits (centred per list) tell gold from not in them: for the tables
+    it left out ("left out") and those it kept beside the top one ("kept"), (coarse AUC, adapter AUC,
+    gold tables among them). Only tables the adapter scored count."""
+    import numpy as np
+
+    rows: dict[str, list[tuple[bool, float, float]]] = {"left out": [], "kept": []}
+    for j in judged:
+        if not j.logits:
+            continue
+        gold, kept = set(j.requirement.gold), set(j.coarse.selected)
+        own = np.asarray(j.logits, dtype=float)
+        own = own - own.mean()
+        for i in range(1, len(own)):
+            table = j.coarse.ids[i]
+            rows["kept" if table in kept else "left out"].append(
+                (table in gold, float(j.coarse.scores[i]), float(own[i]))
+            )
+    return {
+        name: (
+            auc([g for g, _, _ in r], [c for _, c, _ in r]),
+            auc([g for g, _, _ in r], [a for _, _, a in r]),
+            sum(g for g, _, _ in r),
+        )
+        for name, r in rows.items()
+    }
+
+
+def set_calls_text(calls: dict[str, tuple[float, float, int]]) -> str:
+    """`set_calls` as "left out 0.90/0.76 (17) · kept 0.65/0.43 (36)": coarse / adapter AUC, and how
+    many gold tables the AUC rests on."""
+    return " · ".join(f"{name} {c:.2f}/{a:.2f} ({gold})" for name, (c, a, gold) in calls.items())
 
 
 def top1_disagreements(judged: Sequence[Any]) -> tuple[int, int]:
@@ -252,7 +294,8 @@ def main() -> None:
     head = (
         f"{'business':<9} {'arm':<34} {'n':>3} {'AUC':>6} {'in-list':>7} "
         f"{'F1 in-sample':>12} {'F1 cross-fit':>12} {'F1 pooled':>9} {'exact':>5} "
-        f"{'top-1 c/a':>9} {'best of both':>12} {'top changed / kept':>18} {'loss / prior':>13}  "
+        f"{'top-1 c/a':>9} {'best of both':>12} {'top changed / kept':>18} {'loss / prior':>13} "
+        f"{'set calls c/a (gold)':>37}  "
         f"gate (cross-fitted vs coarse)"
     )
     print(head)
@@ -301,7 +344,8 @@ def main() -> None:
                 f"{pooled.means()['set_f1'] if pooled else float('nan'):>9.3f} {crossed.means()['set_exact']:>5.2f} "
                 f"{f'{coarse_right}/{adapter_right}':>9} {best_of_both:>12.3f} "
                 f"{where_it_differs(arm, answers, coarse.f1, crossed.f1):>18} "
-                f"{f'{validation_loss(arm, config.loss):.3f} / {prior_loss(arm, config.loss):.3f}':>13}  "
+                f"{f'{validation_loss(arm, config.loss):.3f} / {prior_loss(arm, config.loss):.3f}':>13} "
+                f"{set_calls_text(set_calls(arm)):>37}  "
                 f"{decision.brief()}"
             )
         familiar = ranker.calibration(arms_of[business][0]).familiar if arms_of[business] else None
@@ -335,6 +379,9 @@ def main() -> None:
         f"F1 differs from coarse-only's where the fine ranking changed / kept the top table: count, and "
         f"the sum of the differences; 'loss / prior' = the training loss on the held-out lists "
         f"(`training.train.validation_loss`) of the adapter and of the coarse prior alone (every logit 0); "
+        f"'set calls c/a' = ROC AUC of the coarse scores / the adapter's own logits (centred per list) for "
+        f"gold among the tables below the top one that the coarse selection left out, and among those it kept "
+        f"(the gold tables among them); "
         f"'simulated': logits drawn independently of the "
         f"coarse scores, gold ~ N(d, 1), others ~ N(0, 1), judged by the same gate"
     )
