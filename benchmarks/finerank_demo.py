@@ -31,7 +31,7 @@ script prints, side by side:
   what it adds to it) for telling gold from not, among the tables the coarse selection left out of
   the set (does any belong?) and among those it kept beside its top one (is each needed?). Most
   remaining coarse errors are such calls, so an adapter whose own evidence is weaker than the coarse
-  scores there has nothing to add that a fusion could find;
+  scores there has little to add that a fusion could find;
 - where the adapter and the coarse ranking disagree: the lists whose top table only the coarse
   ranking gets right, and those only the adapter gets right; and the set F1 of the better of the
   two answers for each requirement (coarse, or the adapter asked on every list: `best of both`),
@@ -132,7 +132,7 @@ def set_calls(judged: Sequence[Any]) -> dict[str, tuple[float, float, int]]:
 
 
 def set_calls_text(calls: dict[str, tuple[float, float, int]]) -> str:
-    """`set_calls` as "left out 0.90/0.76 (17) · kept 0.65/0.43 (36)": coarse / adapter AUC, and how
+    """`set_calls` as "left out 0.90/0.76 (18) · kept 0.65/0.43 (26)": coarse / adapter AUC, and how
     many gold tables the AUC rests on."""
     return " · ".join(f"{name} {c:.2f}/{a:.2f} ({gold})" for name, (c, a, gold) in calls.items())
 
