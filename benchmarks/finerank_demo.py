@@ -113,13 +113,12 @@ def set_calls(judged: Sequence[Any]) -> dict[str, tuple[float, float, int]]:
     for j in judged:
         if not j.logits:
             continue
-        gold, kept = set(j.requirement.gold), set(j.coarse.selected)
+        kept, flags = set(j.coarse.selected), j.gold_flags()
         own = np.asarray(j.logits, dtype=float)
         own = own - own.mean()
         for i in range(1, len(own)):
-            table = j.coarse.ids[i]
-            rows["kept" if table in kept else "left out"].append(
-                (table in gold, float(j.coarse.scores[i]), float(own[i]))
+            rows["kept" if j.coarse.ids[i] in kept else "left out"].append(
+                (flags[i], float(j.coarse.scores[i]), float(own[i]))
             )
     return {
         name: (
