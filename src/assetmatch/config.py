@@ -425,6 +425,12 @@ class MatchingConfig(_Strict):
         "model is also fitted on as if those tables had no usage history (a new database's requests), so "
         "it does not follow the usage path where the history does not cover the tables asked for.",
     )
+    cold_history_in_scope: bool = Field(
+        default=True,
+        description="Also fit each cold-history copy of an unscoped requirement asked inside its gold "
+        "tables' databases (`databases` of the API): a database onboarded before its query log, asked in "
+        "scope, where no candidate has a past request to compare the others' with.",
+    )
     second_stage: bool = Field(
         default=True,
         description="Also cross-validate a second coarse stage that reads the first stage's scores of the "

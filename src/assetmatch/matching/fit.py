@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 
 CALIBRATION_MAX = 2000  # requirements used for the selection grid search (a sample keeps it under a minute)
 COLD_SUFFIX = "#cold"  # a training requirement fitted again as if its tables had no usage history
+COLD_IN_SCOPE_SUFFIX = "#cold-in-scope"  # ... and asked inside its gold tables' databases
 
 
 @dataclass
@@ -172,6 +173,8 @@ def fit_matching(
     walk): the lists a new database's requests get. Fitted only on the first, the model learns that
     the usage path is nearly always right, and on a database without history it follows the usage
     path's votes for the nearest past requests' tables, which are other databases'.
+    An unscoped copy is also asked inside its gold tables' databases (`matching.cold_history_in_scope`):
+    a request asked in scope in a database without history, where no candidate has a past request.
     The copies count in the fit and the selection calibration, not in the out-of-fold lists.
 
     With nothing to fit on: RRF and top-1 selection with FK closure (the untrained defaults).
@@ -191,7 +194,7 @@ def fit_matching(
     if progress is not None:
         iterator = progress(iterator, len(train), "fit: recall on train")
     recalled: list[tuple[Requirement, list[Candidate]]] = []
-    cold: list[tuple[Requirement, list[Candidate]]] = []
+    cold: list[tuple[Requirement, list[Candidate], str]] = []
     scopes: list[tuple[str, ...] | None] = []  # the scope each recalled requirement was asked in
     pick = random.Random(seed)
     share = settings.matching.cold_history_share
@@ -211,12 +214,25 @@ def fit_matching(
             hits = recall_matcher.recall(
                 req.business, req.text, leave_own_out=True, unused_tables=unused, databases=scope
             )
-            cold.append((req, list(collect_candidates(hits).values())))
-    lists = [*recalled, *cold]  # the cold copies last: the first len(recalled) are as serving recalls
+            cands = list(collect_candidates(hits).values())
+            cold.append((req, cands, COLD_SUFFIX))
+            # asked inside its own databases too: there no candidate has a past request at all, a
+            # list the library-wide copy never shows (its other databases' tables keep theirs)
+            own = recall_matcher.held_scope(req.business, sorted(databases))
+            if scope is None and own is not None and settings.matching.cold_history_in_scope:
+                hits = recall_matcher.recall(
+                    req.business, req.text, leave_own_out=True, unused_tables=unused, databases=own
+                )
+                scoped = list(collect_candidates(hits).values())
+                if {c.asset_id for c in scoped} != {c.asset_id for c in cands}:
+                    cold.append((req, scoped, COLD_IN_SCOPE_SUFFIX))
+    # the cold copies last: the first len(recalled) are as serving recalls
+    lists = [*recalled, *((req, cands) for req, cands, _ in cold)]
+    suffixes = [""] * len(recalled) + [suffix for _, _, suffix in cold]
     stored = point_in_time_features(builder.feature_provider, lists)
     groups = [
-        training_group(builder, req, cands, features, suffix="" if i < len(recalled) else COLD_SUFFIX)
-        for i, ((req, cands), features) in enumerate(zip(lists, stored))
+        training_group(builder, req, cands, features, suffix=suffix)
+        for (req, cands), features, suffix in zip(lists, stored, suffixes)
     ]
     n_gold_recalled = sum(int(g.labels.sum()) for g in groups[: len(recalled)])
     t0 = time.perf_counter()
@@ -283,7 +299,8 @@ def fit_matching(
         "trained_on": trained_on,
         **counts,
         "n_train_requirements": len(train),
-        "n_cold_history": len(cold),
+        "n_cold_history": sum(suffix == COLD_SUFFIX for _, _, suffix in cold),
+        "n_cold_history_in_scope": sum(suffix == COLD_IN_SCOPE_SUFFIX for _, _, suffix in cold),
         "train_gold_recall": n_gold_recalled / max(sum(g.n_gold for g in groups[: len(recalled)]), 1),
         "cv_scores_all_gold_at_5": model.cv.scores,
         "cv_chosen": model.cv.chosen,

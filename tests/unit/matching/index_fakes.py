@@ -1,6 +1,6 @@
 """A stand-in recall index for Matcher tests: a fixed list of tables, every one a lexical hit, and a
 record of what each recall asked (the businesses, whether the requirement's own past entries were
-left out of the vote, and which tables were taken as never used). Subclasses change the hits or the join graph."""
+left out of the vote, which tables were taken as never used, and the databases). Subclasses change the hits or the join graph."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ class ListIndex:
         self.asked: list[list[str]] = []  # each recall's businesses
         self.left_own_out: list[bool] = []  # each recall's leave_own_out
         self.unused: list[list[str]] = []  # each recall's unused_tables
+        self.scopes: list[list[str] | None] = []  # each recall's databases
 
     def hits(self) -> list[Hit]:
         return [Hit(a, float(len(self.assets) - i), i + 1, "lexical") for i, a in enumerate(self.assets)]
@@ -38,6 +39,7 @@ class ListIndex:
         self.asked.append(list(businesses))
         self.left_own_out.append(leave_own_out)
         self.unused.append(list(unused_tables))
+        self.scopes.append(None if databases is None else sorted(databases))
         return {"lexical": self.hits()}
 
     def used_tables(self) -> list[str]:

@@ -276,7 +276,9 @@ def test_the_coarse_fit_also_sees_requirements_as_if_their_tables_had_no_usage_h
         for i in range(12)
     ]
     voted_for = [r for r in train if r.gold_assets == [ids[1]]]
-    settings = Settings.model_validate({"matching": {"cold_history_share": 1.0}})
+    settings = Settings.model_validate(
+        {"matching": {"cold_history_share": 1.0, "cold_history_in_scope": False}}
+    )
     fit = fit_matching(index, settings, train)  # type: ignore[arg-type]
     # each requirement the history voted for is recalled again with its database's history left out
     assert [u for u in index.unused if u] == [[ids[1]]] * len(voted_for)
@@ -288,6 +290,55 @@ def test_the_coarse_fit_also_sees_requirements_as_if_their_tables_had_no_usage_h
     index = Index()
     fit = fit_matching(index, Settings.model_validate({"matching": {"cold_history_share": 0.0}}), train)  # type: ignore[arg-type]
     assert fit.report["n_cold_history"] == 0 and not any(index.unused)
+
+
+def test_a_cold_copy_is_also_asked_inside_its_own_database_where_no_candidate_has_a_past_request() -> None:
+    # a database onboarded before its query log, asked in scope: every candidate lacks a past request,
+    # a list the library-wide cold copy never shows (the other databases' tables keep their history)
+    from assetmatch.matching.fit import fit_matching
+    from assetmatch.models import Requirement
+
+    assets = [
+        TableAsset(business="g", database=database, name=name, columns=[Column(name="id")])
+        for database, name in (("shop", "users"), ("shop", "payments"), ("crm", "items"))
+    ]
+
+    class TwoDatabases(ListIndex):
+        def __init__(self) -> None:
+            super().__init__(assets)
+
+        def recall(self, *args: Any, **kwargs: Any) -> dict[str, list[Hit]]:
+            usage = Hit(assets[1].asset_id, 0.5, 1, "usage", [], "paid users by day")
+            return {**super().recall(*args, **kwargs), "usage": [usage]}
+
+        def used_tables(self) -> list[str]:
+            return [assets[1].asset_id]
+
+    ids = [a.asset_id for a in assets]
+    train = [
+        Requirement(id=f"r{i}", business="g", text=f"request {i}", gold_assets=[ids[i % 3]], split="train")
+        for i in range(12)
+    ]
+    voted_for = [r for r in train if r.gold_assets == [ids[1]]]
+    index = TwoDatabases()
+    fit = fit_matching(index, Settings.model_validate({"matching": {"cold_history_share": 1.0}}), train)  # type: ignore[arg-type]
+    assert fit.report["n_cold_history"] == fit.report["n_cold_history_in_scope"] == len(voted_for)
+    # asked as it was (unscoped), then cold across the library, then cold inside "shop"
+    cold = [(u, s) for u, s in zip(index.unused, index.scopes) if u]
+    assert cold == [([ids[1]], None), ([ids[1]], ["shop"])] * len(voted_for)
+    assert len(fit.oof) == len(train) and "#cold" not in "".join(fit.oof)
+
+    # where the library holds one database the scoped copy recalls the same list: not fitted twice
+    one = [r.model_copy(update={"gold_assets": [ASSETS[i % 3].asset_id]}) for i, r in enumerate(train)]
+    fit = fit_matching(Index(), Settings.model_validate({"matching": {"cold_history_share": 1.0}}), one)  # type: ignore[arg-type]
+    assert fit.report["n_cold_history_in_scope"] == 0 and fit.report["n_cold_history"] == len(voted_for)
+    # and switched off, no recall is asked in scope
+    index = TwoDatabases()
+    off = Settings.model_validate({"matching": {"cold_history_share": 1.0, "cold_history_in_scope": False}})
+    fit = fit_matching(index, off, train)  # type: ignore[arg-type]
+    assert fit.report["n_cold_history_in_scope"] == 0 and index.scopes == [None] * (
+        len(train) + len(voted_for)
+    )
 
 
 def test_the_published_fine_lists_are_held_out_by_request_where_the_model_holds_out_databases() -> None:
