@@ -218,8 +218,9 @@ def fit_matching(
             cold.append((req, cands, COLD_SUFFIX))
             # asked inside its own databases too: there no candidate has a past request at all, a
             # list the library-wide copy never shows (its other databases' tables keep theirs)
-            own = recall_matcher.held_scope(req.business, sorted(databases))
-            if scope is None and own is not None and settings.matching.cold_history_in_scope:
+            in_scope = scope is None and settings.matching.cold_history_in_scope
+            own = recall_matcher.held_scope(req.business, sorted(databases)) if in_scope else None
+            if own is not None:
                 hits = recall_matcher.recall(
                     req.business, req.text, leave_own_out=True, unused_tables=unused, databases=own
                 )
