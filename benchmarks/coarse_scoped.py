@@ -28,7 +28,7 @@ from pathlib import Path
 
 from assetmatch.evaluation.harness import fit_matching, gold_databases
 from assetmatch.matching.matcher import Matcher
-from assetmatch.models import Requirement
+from assetmatch.models import Requirement, TableAsset
 from assetmatch.ranking.candidates import CoarseCandidates
 from assetmatch.text import same_query_key
 from assetmatch.training import evaluate as ev
@@ -59,7 +59,7 @@ def main() -> None:
     started = time.perf_counter()
     assets, reqs = union_library(args.data)
     if args.on == "train-holdout":
-        reqs = train_holdout([r for r in reqs if r.split == "train"], args.eval_limit)
+        reqs = train_holdout([r for r in reqs if r.split == "train"], assets, args.eval_limit)
     train = sample([r for r in reqs if r.split == "train"], args.fit_limit, 0)
     history = [r for r in reqs if r.split == "train"]
     index, base = build_index(assets, Path(tempfile.mkdtemp(prefix="coarse-scoped-")), history)
@@ -114,22 +114,22 @@ def main() -> None:
     print(f"{time.perf_counter() - started:.0f} s; load average at the end {os.getloadavg()}")
 
 
-def train_holdout(train: list[Requirement], n_seen: int, share: float = 0.2) -> list[Requirement]:
+def train_holdout(
+    train: list[Requirement], assets: list[TableAsset], n_seen: int, share: float = 0.2
+) -> list[Requirement]:
     """`train` re-split as `test` and `dev` are: "dev", every requirement of a seeded `share` of the
     databases; "test", `n_seen` requirements of the others, with every requirement that shares one
     of their queries (`same_query_key`: its paraphrases) left out of "train" too."""
-    databases = sorted({r.gold_assets[0].split(".")[0] for r in train})
+    by_id = {a.asset_id: a for a in assets}
+    database = {r.id: gold_databases(r.gold_assets, by_id)[0] for r in train}  # Spider: one per question
+    databases = sorted(set(database.values()))
     held = set(random.Random(7).sample(databases, round(len(databases) * share)))
-
-    def database(r: Requirement) -> str:
-        return r.gold_assets[0].split(".")[0]
-
-    seen = sample([r for r in train if database(r) not in held], n_seen, 2)
+    seen = sample([r for r in train if database[r.id] not in held], n_seen, 2)
     seen_keys = {same_query_key(r.sql, r.gold_assets) for r in seen} - {""}
     seen_ids = {r.id for r in seen}
     out = []
     for r in train:
-        if database(r) in held:
+        if database[r.id] in held:
             split = "dev"
         elif r.id in seen_ids:
             split = "test"

@@ -190,17 +190,19 @@ ASSETS = [
 
 
 class Index(ListIndex):
-    """Every table a lexical hit; the usage path found a past request that used `payments`."""
+    """Every table a lexical hit; the usage path found a past request that used the second table
+    (`payments`)."""
 
-    def __init__(self) -> None:
-        super().__init__(ASSETS)
+    def __init__(self, assets: list[TableAsset] = ASSETS) -> None:
+        super().__init__(assets)
+        self.used = list(self.assets)[1]
 
     def recall(self, *args: Any, **kwargs: Any) -> dict[str, list[Hit]]:
-        usage = Hit(ASSETS[1].asset_id, 0.5, 1, "usage", [], "paid users by day")
+        usage = Hit(self.used, 0.5, 1, "usage", [], "paid users by day")
         return {**super().recall(*args, **kwargs), "usage": [usage]}
 
     def used_tables(self) -> list[str]:
-        return [ASSETS[1].asset_id]
+        return [self.used]
 
 
 def test_coarse_candidates_serve_out_of_fold_lists_for_fitted_requirements_and_live_ones_otherwise() -> None:
@@ -303,24 +305,13 @@ def test_a_cold_copy_is_also_asked_inside_its_own_database_where_no_candidate_ha
         for database, name in (("shop", "users"), ("shop", "payments"), ("crm", "items"))
     ]
 
-    class TwoDatabases(ListIndex):
-        def __init__(self) -> None:
-            super().__init__(assets)
-
-        def recall(self, *args: Any, **kwargs: Any) -> dict[str, list[Hit]]:
-            usage = Hit(assets[1].asset_id, 0.5, 1, "usage", [], "paid users by day")
-            return {**super().recall(*args, **kwargs), "usage": [usage]}
-
-        def used_tables(self) -> list[str]:
-            return [assets[1].asset_id]
-
     ids = [a.asset_id for a in assets]
     train = [
         Requirement(id=f"r{i}", business="g", text=f"request {i}", gold_assets=[ids[i % 3]], split="train")
         for i in range(12)
     ]
     voted_for = [r for r in train if r.gold_assets == [ids[1]]]
-    index = TwoDatabases()
+    index = Index(assets)  # the history used shop's payments
     fit = fit_matching(index, Settings.model_validate({"matching": {"cold_history_share": 1.0}}), train)  # type: ignore[arg-type]
     assert fit.report["n_cold_history"] == fit.report["n_cold_history_in_scope"] == len(voted_for)
     # asked as it was (unscoped), then cold across the library, then cold inside "shop"
@@ -333,7 +324,7 @@ def test_a_cold_copy_is_also_asked_inside_its_own_database_where_no_candidate_ha
     fit = fit_matching(Index(), Settings.model_validate({"matching": {"cold_history_share": 1.0}}), one)  # type: ignore[arg-type]
     assert fit.report["n_cold_history_in_scope"] == 0 and fit.report["n_cold_history"] == len(voted_for)
     # and switched off, no recall is asked in scope
-    index = TwoDatabases()
+    index = Index(assets)  # the history used shop's payments
     off = Settings.model_validate({"matching": {"cold_history_share": 1.0, "cold_history_in_scope": False}})
     fit = fit_matching(index, off, train)  # type: ignore[arg-type]
     assert fit.report["n_cold_history_in_scope"] == 0 and index.scopes == [None] * (
